@@ -1,0 +1,128 @@
+package message
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ErrNotMap is returned by Unmarshal when the JSON text is valid but its
+// top level is not an object.
+var ErrNotMap = errors.New("message: top level must be a JSON object")
+
+// Marshal encodes m as compact JSON. It fails with an ErrNotJSON error
+// naming the path of any value that is not JSON-compatible.
+func Marshal(m Message) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := Encode(&buf, m); err != nil {
+		return nil, err
+	}
+	b := buf.Bytes()
+	return b[:len(b)-1], nil // drop the encoder's newline
+}
+
+// Encode writes m as one line of JSON (with a trailing newline) to w.
+func Encode(w io.Writer, m Message) error {
+	n, err := Normalize(m)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(map[string]any(n)); err != nil {
+		return fmt.Errorf("message: encode: %w", err)
+	}
+	return nil
+}
+
+// Unmarshal decodes one JSON object into a Message of canonical types:
+// integers become int64 (exact), other numbers float64. Text that is not a
+// single JSON object is rejected; the error says where.
+func Unmarshal(data []byte) (Message, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	m, err := decodeOne(dec)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("message: decode: unexpected data after the object at byte %d", dec.InputOffset())
+	}
+	return m, nil
+}
+
+// Decoder reads a stream of JSON objects (for example newline-delimited
+// JSON) as Messages.
+type Decoder struct{ dec *json.Decoder }
+
+// NewDecoder returns a Decoder reading from r.
+func NewDecoder(r io.Reader) *Decoder {
+	d := json.NewDecoder(r)
+	d.UseNumber()
+	return &Decoder{dec: d}
+}
+
+// Decode reads the next Message; it returns io.EOF at the end of input.
+func (d *Decoder) Decode() (Message, error) { return decodeOne(d.dec) }
+
+func decodeOne(dec *json.Decoder) (Message, error) {
+	var raw any
+	if err := dec.Decode(&raw); err != nil {
+		if err == io.EOF {
+			return nil, err
+		}
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("message: decode: invalid JSON at byte %d: %w", se.Offset, err)
+		}
+		return nil, fmt.Errorf("message: decode: %w", err)
+	}
+	obj, ok := raw.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w, got %s", ErrNotMap, describe(raw))
+	}
+	out, err := convertNumbers(obj, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	return Message(out.(map[string]any)), nil
+}
+
+// convertNumbers replaces json.Number values in place by their canonical
+// type. The decoded tree is fresh, so mutating it is safe.
+func convertNumbers(v any, path string, depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, pathErr(path, "nested deeper than %d levels", maxDepth)
+	}
+	switch t := v.(type) {
+	case json.Number:
+		return numberValue(string(t), path)
+	case map[string]any:
+		for k, e := range t {
+			switch e.(type) {
+			case json.Number, map[string]any, []any:
+				n, err := convertNumbers(e, joinPath(path, k), depth+1)
+				if err != nil {
+					return nil, err
+				}
+				t[k] = n
+			}
+		}
+		return t, nil
+	case []any:
+		for i, e := range t {
+			switch e.(type) {
+			case json.Number, map[string]any, []any:
+				n, err := convertNumbers(e, fmt.Sprintf("%s[%d]", path, i), depth+1)
+				if err != nil {
+					return nil, err
+				}
+				t[i] = n
+			}
+		}
+		return t, nil
+	}
+	return v, nil
+}

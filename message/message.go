@@ -1,0 +1,298 @@
+// Package message defines the Message that MultiModule tasks receive and
+// emit: a JSON-compatible map with string keys.
+//
+// Values inside a Message are always one of the canonical types:
+//
+//	nil, bool, string, int64, float64, json.Number (integers beyond int64),
+//	[]any, map[string]any
+//
+// Decoding (Unmarshal) produces only these types; integers decode as int64
+// and round-trip exactly. Normalize converts the other Go types a task
+// author naturally writes (int, uint32, float32, []string, Message, …) to the
+// canonical ones and rejects anything that is not JSON-compatible with an
+// error naming the offending path.
+//
+// Keys starting with "." are owned by the framework; the transport keeps its
+// metadata under MetaKey (".ipc_transit_meta").
+package message
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+)
+
+// Message is one JSON-compatible map: the unit that queues carry and tasks
+// handle.
+type Message map[string]any
+
+// ErrNotJSON is wrapped by every error about a value that cannot be
+// represented in JSON.
+var ErrNotJSON = errors.New("message: not JSON-compatible")
+
+// maxDepth bounds how deeply nested a message may be; deeper input is
+// rejected instead of exhausting the stack.
+const maxDepth = 512
+
+// Copy returns a deep copy of m: maps and lists are copied, scalars shared
+// (they are immutable). A nil Message copies to nil.
+func (m Message) Copy() Message {
+	if m == nil {
+		return nil
+	}
+	return Message(copyMap(m))
+}
+
+// CopyValue returns a deep copy of a canonical value.
+func CopyValue(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		return copyMap(t)
+	case Message:
+		return copyMap(t)
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = CopyValue(e)
+		}
+		return out
+	default:
+		return v
+	}
+}
+
+func copyMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = CopyValue(v)
+	}
+	return out
+}
+
+// Normalize checks that v is JSON-compatible and returns it as a Message
+// made only of canonical types. It accepts a Message, a map[string]any or
+// any map with string keys. The input is not modified; containers that
+// needed conversion are rebuilt. The error names the path of the first bad
+// value, e.g. `message: not JSON-compatible: at "a.b[2]": chan int`.
+func Normalize(v any) (Message, error) {
+	switch t := v.(type) {
+	case Message:
+		if t == nil {
+			return nil, fmt.Errorf("%w: a message must be a map, got nil", ErrNotJSON)
+		}
+		n, err := normalizeValue(map[string]any(t), "", 0)
+		if err != nil {
+			return nil, err
+		}
+		return Message(n.(map[string]any)), nil
+	case nil:
+		return nil, fmt.Errorf("%w: a message must be a map, got null", ErrNotJSON)
+	}
+	n, err := normalizeValue(v, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := n.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: a message must be a map at the top level, got %s", ErrNotJSON, describe(v))
+	}
+	return Message(m), nil
+}
+
+// NormalizeValue is Normalize for any value (not only maps).
+func NormalizeValue(v any) (any, error) { return normalizeValue(v, "", 0) }
+
+func describe(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "a string"
+	case bool:
+		return "a bool"
+	case []any:
+		return "a list"
+	case float64, int64, int, json.Number:
+		return "a number"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func pathErr(path string, format string, args ...any) error {
+	if path == "" {
+		path = "(top)"
+	}
+	return fmt.Errorf("%w: at %q: %s", ErrNotJSON, path, fmt.Sprintf(format, args...))
+}
+
+func normalizeValue(v any, path string, depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, pathErr(path, "nested deeper than %d levels", maxDepth)
+	}
+	switch t := v.(type) {
+	case nil, bool, string, int64:
+		return v, nil
+	case float64:
+		if math.IsNaN(t) || math.IsInf(t, 0) {
+			return nil, pathErr(path, "%v is not a JSON number", t)
+		}
+		return v, nil
+	case json.Number:
+		return numberValue(string(t), path)
+	case int:
+		return int64(t), nil
+	case int8:
+		return int64(t), nil
+	case int16:
+		return int64(t), nil
+	case int32:
+		return int64(t), nil
+	case uint8:
+		return int64(t), nil
+	case uint16:
+		return int64(t), nil
+	case uint32:
+		return int64(t), nil
+	case uint:
+		return uintValue(uint64(t)), nil
+	case uint64:
+		return uintValue(t), nil
+	case float32:
+		return normalizeValue(float64(t), path, depth)
+	case Message:
+		return normalizeMap(t, path, depth)
+	case map[string]any:
+		return normalizeMap(t, path, depth)
+	case []any:
+		var out []any
+		for i, e := range t {
+			n, err := normalizeValue(e, fmt.Sprintf("%s[%d]", path, i), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			if out == nil && !sameValue(n, e) {
+				out = make([]any, len(t))
+				copy(out, t[:i])
+			}
+			if out != nil {
+				out[i] = n
+			}
+		}
+		if out == nil {
+			return t, nil
+		}
+		return out, nil
+	}
+	// Slower reflective path for other slices and string-keyed maps.
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Slice, reflect.Array:
+		if rv.Kind() == reflect.Slice && rv.IsNil() {
+			return []any{}, nil
+		}
+		out := make([]any, rv.Len())
+		for i := range out {
+			n, err := normalizeValue(rv.Index(i).Interface(), fmt.Sprintf("%s[%d]", path, i), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = n
+		}
+		return out, nil
+	case reflect.Map:
+		if rv.Type().Key().Kind() != reflect.String {
+			return nil, pathErr(path, "map keys must be strings, got %s", rv.Type().Key())
+		}
+		out := make(map[string]any, rv.Len())
+		iter := rv.MapRange()
+		for iter.Next() {
+			k := iter.Key().String()
+			n, err := normalizeValue(iter.Value().Interface(), joinPath(path, k), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = n
+		}
+		return out, nil
+	}
+	return nil, pathErr(path, "%T is not JSON-compatible", v)
+}
+
+// sameValue reports whether normalization left e unchanged (so the
+// original container can be reused). Only identity of containers and
+// equality of scalars of the same type count.
+func sameValue(n, e any) bool {
+	switch nt := n.(type) {
+	case map[string]any:
+		et, ok := e.(map[string]any)
+		return ok && reflect.ValueOf(nt).UnsafePointer() == reflect.ValueOf(et).UnsafePointer()
+	case []any:
+		et, ok := e.([]any)
+		return ok && len(nt) == len(et) && (len(nt) == 0 || &nt[0] == &et[0])
+	}
+	if reflect.TypeOf(n) != reflect.TypeOf(e) {
+		return false
+	}
+	return n == e
+}
+
+func normalizeMap(m map[string]any, path string, depth int) (any, error) {
+	var out map[string]any
+	for k, e := range m {
+		n, err := normalizeValue(e, joinPath(path, k), depth+1)
+		if err != nil {
+			return nil, err
+		}
+		if out == nil && !sameValue(n, e) {
+			out = make(map[string]any, len(m))
+			for k2, e2 := range m {
+				out[k2] = e2
+			}
+		}
+		if out != nil {
+			out[k] = n
+		}
+	}
+	if out == nil {
+		return map[string]any(m), nil
+	}
+	return out, nil
+}
+
+func uintValue(u uint64) any {
+	if u <= math.MaxInt64 {
+		return int64(u)
+	}
+	return json.Number(strconv.FormatUint(u, 10))
+}
+
+// numberValue converts JSON number text to int64 when it is an integer
+// that fits, to json.Number for larger integers (kept exact), and to
+// float64 otherwise.
+func numberValue(s, path string) (any, error) {
+	if !strings.ContainsAny(s, ".eE") {
+		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return i, nil
+		}
+		if _, err := strconv.ParseFloat(s, 64); err != nil {
+			return nil, pathErr(path, "%q is not a number", s)
+		}
+		return json.Number(s), nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return nil, pathErr(path, "%q is not a number", s)
+	}
+	return f, nil
+}
