@@ -1,0 +1,97 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/procid"
+)
+
+// Status is the process status of a task, saved in <Task>.status: which
+// process hosts it and what that process uses. Internal tasks carry the
+// daemon's process.
+type Status struct {
+	Task       string   `json:"task"`                  // the task's name; set by SaveStatus
+	PID        int      `json:"pid"`                   // the hosting process
+	StartTime  uint64   `json:"start_time"`            // its start time, clock ticks since boot (procid.Identity)
+	Cmdline    []string `json:"cmdline"`               // its command line
+	SaveTS     float64  `json:"save_ts"`               // when this status was saved, unix seconds; set by SaveStatus
+	FDs        int      `json:"fh_count"`              // open file handles of the process
+	Threads    int      `json:"thread_count"`          // threads of the process
+	External   bool     `json:"is_external"`           // hosted in its own process (not the daemon)
+	Stateful   bool     `json:"is_stateful"`           // the task keeps state
+	RSSBytes   uint64   `json:"rss_bytes,omitempty"`   // resident memory of the process
+	CPUSeconds float64  `json:"cpu_seconds,omitempty"` // CPU time the process used so far
+	StartedTS  float64  `json:"started_ts,omitempty"`  // when the process started hosting the task, unix seconds
+}
+
+// Identity returns the identity of the process the status names, for
+// checking that it is still running (Identity().Alive()).
+func (st Status) Identity() procid.Identity {
+	return procid.Identity{PID: st.PID, StartTime: st.StartTime, Cmdline: st.Cmdline}
+}
+
+// Running reports whether the process the status names is still the same
+// live process (not merely a live pid).
+func (st Status) Running() bool { return st.Identity().Alive() }
+
+// Saved returns SaveTS as a time.
+func (st Status) Saved() time.Time { return fromUnixSeconds(st.SaveTS) }
+
+// SaveStatus saves st to <Task>.status, setting st.Task to task and
+// st.SaveTS to the current time.
+func (s *Store) SaveStatus(task string, st Status) error {
+	path, err := s.path(task, statusExt)
+	if err != nil {
+		return err
+	}
+	st.Task = task
+	st.SaveTS = unixSeconds(time.Now())
+	if st.Cmdline == nil {
+		st.Cmdline = []string{}
+	}
+	data, err := encodeJSON(st)
+	if err != nil {
+		return fmt.Errorf("store: save status of task %q: encode: %w", task, err)
+	}
+	unlock := s.lockFile(path)
+	defer unlock()
+	if err := s.writeAtomic(path, data); err != nil {
+		return fmt.Errorf("store: save status of task %q: %w", task, err)
+	}
+	return nil
+}
+
+// LoadStatus returns task's saved status, or (nil, nil) when it has none.
+// A corrupt file is moved aside and reported with an error wrapping
+// ErrCorrupt.
+func (s *Store) LoadStatus(task string) (*Status, error) {
+	path, err := s.path(task, statusExt)
+	if err != nil {
+		return nil, err
+	}
+	var st Status
+	found, err := s.loadFile(path, func(data []byte) error {
+		st = Status{}
+		return decodeStatus(data, &st)
+	})
+	if err != nil || !found {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// decodeStatus decodes exactly one JSON object into st. It checks the
+// shape first as for every other file (so the problems read the same),
+// then decodes the fields: unknown fields are ignored (files written by
+// newer versions still load); a field of the wrong type is an error.
+func decodeStatus(data []byte, st *Status) error {
+	if _, err := decodeMap(data); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, st); err != nil {
+		return err
+	}
+	return nil
+}
