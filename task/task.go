@@ -1,0 +1,77 @@
+// Package task is the API for writing MultiModule tasks in Go.
+//
+// A task is a small piece of code that only receives and emits messages.
+// It implements one required method, Message; everything else is optional
+// and discovered by type assertion:
+//
+//	Task       Message(tc, msg) — called once per delivered message (required)
+//	Configurer SetConfig(tc, config) — first configuration and every change
+//	Stateful   Stateful() bool — the task keeps state across restarts
+//	Closer     Close(tc) — clean-up when the task is unloaded
+//
+// # Lifecycle
+//
+// The host (the daemon, or the external process of a task) drives a task
+// through these steps, all on the task's own goroutine, one at a time, so
+// task code needs no locks:
+//
+//  1. The task is constructed by the New function of its Definition, when
+//     it first has config or a message waits in its queue.
+//  2. A stateful task gets its last saved state (Context.State).
+//  3. SetConfig is called with its config; again whenever the config
+//     changes by content (an identical resend does not call it). A task
+//     loaded only because messages wait for it is configured with an empty
+//     map.
+//  4. Message is called for each message, in queue order. Recurring work
+//     scheduled with Context.NamedRecur runs between messages.
+//  5. On unload or exit, Close is called and the state of a stateful task
+//     is saved.
+//
+// A handler that returns an error or panics is reported with the task name
+// and message, counted, and the task goes on with the next message.
+//
+// Tasks register themselves from init with Register (or MustRegister on a
+// Registry of their own), under a namespace; the daemon's -p option lists
+// the namespaces (and exec-task directories) to search after "builtin".
+package task
+
+import (
+	"github.com/multimodule/multimodule/message"
+)
+
+// Task is the one method every task implements: handle one message.
+// Returning an error (or panicking) reports the failure; the task goes on
+// with the next message.
+type Task interface {
+	Message(tc *Context, msg message.Message) error
+}
+
+// Func adapts a plain function to a Task.
+type Func func(tc *Context, msg message.Message) error
+
+// Message calls f.
+func (f Func) Message(tc *Context, msg message.Message) error { return f(tc, msg) }
+
+// Configurer is implemented by tasks that want their config. SetConfig is
+// called when the task is first configured and again every time its config
+// changes by content; it must be safe to call many times.
+type Configurer interface {
+	SetConfig(tc *Context, config map[string]any) error
+}
+
+// Stateful is implemented by tasks that declare whether they keep state.
+// The Definition's Stateful field says the same before the task is built;
+// when both exist they must agree.
+type Stateful interface {
+	Stateful() bool
+}
+
+// Closer is implemented by tasks that hold resources to release when they
+// are unloaded.
+type Closer interface {
+	Close(tc *Context) error
+}
+
+var (
+	_ Task = Func(nil)
+)
