@@ -105,7 +105,9 @@ func TestOutPairs(t *testing.T) {
 
 func TestRegistry(t *testing.T) {
 	r := task.NewRegistry()
-	mk := func() (task.Task, error) { return task.Func(func(*task.Context, message.Message) error { return nil }), nil }
+	mk := func() (task.Task, error) {
+		return task.Func(func(*task.Context, message.Message) error { return nil }), nil
+	}
 	if err := r.Register(task.Definition{Namespace: "NS::", Name: "A", New: mk}); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +161,7 @@ func TestBuildReportsFailures(t *testing.T) {
 type statefulTask struct{}
 
 func (statefulTask) Message(*task.Context, message.Message) error { return nil }
-func (statefulTask) Stateful() bool                              { return true }
+func (statefulTask) Stateful() bool                               { return true }
 
 func TestValidateName(t *testing.T) {
 	for _, ok := range []string{"Example1", "a.b-c_d", strings.Repeat("x", 200)} {
