@@ -212,7 +212,7 @@ func describe(data []byte, err error) error {
 // path.corrupt, first renaming an older path.corrupt to
 // path.corrupt.<its mtime>, so path.corrupt is always the newest.
 func (s *Store) moveAside(path string, fi os.FileInfo) (string, error) {
-	cur, err := os.Lstat(path)
+	cur, err := os.Stat(path) // follows a symlink, as the read did
 	if err != nil {
 		return "", err
 	}

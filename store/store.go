@@ -22,6 +22,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -110,7 +111,7 @@ func (s *Store) Tasks() ([]string, error) {
 }
 
 // tasksWith lists, sorted and without duplicates, the tasks that have a
-// regular file with one of the given suffixes. Hidden files (temporary
+// regular file (or symlink) with one of the given suffixes. Hidden files (temporary
 // files), moved-aside corrupt files and names that are not valid task
 // names are skipped.
 func (s *Store) tasksWith(exts ...string) ([]string, error) {
@@ -120,7 +121,7 @@ func (s *Store) tasksWith(exts ...string) ([]string, error) {
 	}
 	var tasks []string
 	for _, e := range entries {
-		if !e.Type().IsRegular() {
+		if !e.Type().IsRegular() && e.Type()&fs.ModeSymlink == 0 {
 			continue
 		}
 		task, ok := taskOf(e.Name(), exts)
