@@ -1,0 +1,62 @@
+package transit
+
+import (
+	"sync"
+
+	"github.com/multimodule/multimodule/message"
+)
+
+// Consumer delivers the messages of one bus queue to its owner, in queue
+// order. Obtain one with [Transit.Consume].
+type Consumer struct {
+	queue string
+	ch    <-chan *Delivery
+	stop  func()
+	once  sync.Once
+}
+
+// Queue returns the name of the consumed queue.
+func (c *Consumer) Queue() string { return c.queue }
+
+// C returns the channel of deliveries. It is closed after Stop once the
+// already fetched messages were delivered, or when the Transit closes.
+func (c *Consumer) C() <-chan *Delivery { return c.ch }
+
+// Stop fetches no more messages: C delivers what was already fetched and
+// then closes. Acknowledge those deliveries as usual. Safe to call twice.
+func (c *Consumer) Stop() { c.once.Do(c.stop) }
+
+// Delivery is one message taken from a bus queue. The owner handles Msg
+// and then calls Ack (also when the handler failed: SPEC 7). A delivery
+// that is never acknowledged is delivered again to the next owner.
+type Delivery struct {
+	// Msg is the decoded message; the receiver owns it.
+	Msg message.Message
+	// Seq is the message's position in its stream (increasing in queue
+	// order), for logs.
+	Seq uint64
+	// Deliveries is how many times this message was handed to an owner,
+	// this time included, as far as the bus knows.
+	Deliveries int
+
+	ack        func(*Delivery) error
+	inProgress func(*Delivery) error
+	ref        any    // the backend's handle (a jetstream.Msg)
+	dead       string // non-empty: move to the dead-letter queue for this reason
+}
+
+// Ack acknowledges the delivery (and, the bus being in order, every
+// earlier one). Acknowledgements are sent in groups under load and at once
+// when no further delivery is waiting.
+func (d *Delivery) Ack() error { return d.ack(d) }
+
+// InProgress tells the bus the handler is still working, so the message
+// is not handed to anybody else. The Consumer already does this every
+// AckWait/3 for every delivery it handed out and that is not acknowledged
+// yet, so calling it is optional.
+func (d *Delivery) InProgress() error {
+	if d.inProgress == nil {
+		return nil
+	}
+	return d.inProgress(d)
+}

@@ -1,0 +1,42 @@
+// Package transit carries messages between MultiModule tasks through named
+// queues (SPEC 6): in memory for a queue hosted in the sending process
+// (a [Local] queue), and through a shared bus for everything else.
+//
+// The bus is NATS JetStream. With no NATS URL in [Options], the bus is an
+// embedded nats-server running in its own detached process (`multimodule
+// bus`), found and, when needed, started through files in the transport
+// directory: bus.json (url, pid, process start time), token (the random
+// auth token, mode 0600), bus.log and the JetStream store. With a URL,
+// everything uses that server or cluster and nothing is started.
+//
+// Layout on the bus: one work-queue stream per host scope, named
+// MM_<scope>, with file storage and subjects
+//
+//	<prefix>.<scope>.q.<encoded qname>
+//
+// where the default prefix is "mm" and the encoded queue name is the queue
+// name with every "." replaced by "~" (queue names never contain "~", so
+// the mapping is one to one and each queue is one subject token). Each
+// queue has one durable pull consumer named q_<encoded qname>, owned by the
+// process hosting that queue's task ([Transit.Consume]) or used by one-shot
+// receivers ([Transit.Receive]).
+//
+// Delivery guarantees on the bus: a message whose [Transit.Send] returned
+// nil is stored on disk; the owner acknowledges it after handling; a
+// consumer that dies mid-message makes the next owner start again at the
+// first unacknowledged message (the JetStream consumer is reset to its ack
+// floor on take-over, so order is kept); a message that was in flight each
+// time MaxDeliver owners died (or that the server redelivered more than
+// MaxDeliver times) is moved to [DeadLetterQueue] with the reason in
+// .ipc_transit_meta.dead_letter.
+//
+// The lifecycle of a [Transit]:
+//
+//  1. [Open] connects (starting the embedded bus if needed).
+//  2. [Transit.HostLocal] registers in-memory queues; [Transit.Consume]
+//     takes ownership of a queue's bus consumer.
+//  3. [Transit.Send] / [Transit.SendAsync] + [Transit.Flush] move messages.
+//  4. [Transit.UnhostLocal] and [Consumer.Stop] hand queues back.
+//  5. [Transit.Close] flushes and disconnects; the embedded bus keeps
+//     running for the other processes that use it.
+package transit

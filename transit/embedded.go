@@ -1,0 +1,256 @@
+package transit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Files of the embedded bus in the transport directory.
+const (
+	BusInfoFile  = "bus.json"   // BusInfo of the running bus, written once it is ready
+	BusTokenFile = "token"      // the auth token, mode 0600
+	BusLogFile   = "bus.log"    // stdout and stderr of a bus started by Open
+	busRunLock   = "bus.lock"   // held (flock) by the running bus for its lifetime
+	busStartLock = "start.lock" // held by a client while it starts a bus
+	busStoreDir  = "jetstream"  // the JetStream store
+)
+
+// BusInfo is the content of bus.json: where the embedded bus listens and
+// which process it is.
+type BusInfo struct {
+	URL       string `json:"url"`
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"` // field 22 of /proc/<pid>/stat (clock ticks since boot)
+}
+
+// ReadBusInfo reads dir/bus.json.
+func ReadBusInfo(dir string) (BusInfo, error) {
+	var bi BusInfo
+	b, err := os.ReadFile(filepath.Join(dir, BusInfoFile))
+	if err != nil {
+		return bi, err
+	}
+	if err := json.Unmarshal(b, &bi); err != nil {
+		return bi, fmt.Errorf("transit: %s: %w", filepath.Join(dir, BusInfoFile), err)
+	}
+	return bi, nil
+}
+
+// Alive reports whether the process bus.json names still runs (same pid
+// and the same process start time, so a reused pid does not count).
+func (bi BusInfo) Alive() bool {
+	if bi.PID <= 0 {
+		return false
+	}
+	st, err := ProcessStartTime(bi.PID)
+	return err == nil && st == bi.StartTime
+}
+
+// ProcessStartTime returns the start time of process pid in clock ticks
+// since boot (field 22 of /proc/<pid>/stat): with the pid, the identity of
+// a process.
+func ProcessStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("transit: /proc/%d/stat: no command field", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// After ")" come fields 3.. ; start time is field 22.
+	if len(f) < 20 {
+		return 0, fmt.Errorf("transit: /proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	if f[0] == "Z" || f[0] == "X" {
+		return 0, fmt.Errorf("transit: process %d is a zombie", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// readToken reads dir/token.
+func readToken(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, BusTokenFile))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// liveBus returns the bus info if a bus is running for dir and accepts
+// TCP connections.
+func liveBus(dir string) (BusInfo, bool) {
+	bi, err := ReadBusInfo(dir)
+	if err != nil || !bi.Alive() {
+		return bi, false
+	}
+	u, err := url.Parse(bi.URL)
+	if err != nil {
+		return bi, false
+	}
+	c, err := net.DialTimeout("tcp", u.Host, time.Second)
+	if err != nil {
+		return bi, false
+	}
+	c.Close()
+	return bi, true
+}
+
+// busStarter finds or starts the embedded bus of one transport directory.
+type busStarter struct {
+	dir string
+	cmd []string
+	log *slog.Logger
+}
+
+// ensure returns a live bus for s.dir, starting one if needed. Concurrent
+// callers (in any process) start exactly one: the start lock is taken and
+// the bus checked again before starting.
+func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
+	if bi, ok := liveBus(s.dir); ok {
+		return bi, nil
+	}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return BusInfo{}, fmt.Errorf("transit: embedded bus: %w", err)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(s.dir, busStartLock))
+	if err != nil {
+		return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: start lock: %w", s.dir, err)
+	}
+	defer unlock()
+	if bi, ok := liveBus(s.dir); ok {
+		return bi, nil
+	}
+	old, _ := ReadBusInfo(s.dir)
+	if err := s.start(); err != nil {
+		return BusInfo{}, err
+	}
+	// Wait for a new bus.json naming a live, listening bus.
+	delay := 10 * time.Millisecond
+	for {
+		if bi, ok := liveBus(s.dir); ok && bi != old {
+			return bi, nil
+		}
+		select {
+		case <-ctx.Done():
+			return BusInfo{}, fmt.Errorf("transit: embedded bus in %s did not become ready (see %s): %w",
+				s.dir, filepath.Join(s.dir, BusLogFile), ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 100*time.Millisecond)
+	}
+}
+
+// start runs the bus command detached (own session), output to bus.log.
+// A goroutine reaps it when it exits.
+func (s *busStarter) start() error {
+	argv := s.cmd
+	if len(argv) == 0 {
+		exe, err := SelfPath()
+		if err != nil {
+			return err
+		}
+		argv = []string{exe, "bus", "-T", s.dir}
+	}
+	logf, err := os.OpenFile(filepath.Join(s.dir, BusLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("transit: embedded bus: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("transit: embedded bus: start %q: %w", argv, err)
+	}
+	s.log.Info("started the embedded bus", "pid", cmd.Process.Pid, "dir", s.dir)
+	go func() { _ = cmd.Wait() }() // reap; the bus outlives nothing of ours
+	return nil
+}
+
+// SelfPath returns the path that runs this program again: os.Executable(),
+// unless the program was started through a link under another name (as
+// multi-call binaries and testscript's commands are), in which case the
+// path of that link (os.Args[0], looked up in PATH when it has no slash).
+func SelfPath() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("transit: find own executable: %w", err)
+	}
+	if len(os.Args) == 0 || filepath.Base(os.Args[0]) == filepath.Base(exe) {
+		return exe, nil
+	}
+	if strings.ContainsRune(os.Args[0], '/') {
+		return filepath.Abs(os.Args[0])
+	}
+	if p, err := exec.LookPath(os.Args[0]); err == nil {
+		return filepath.Abs(p)
+	}
+	return exe, nil
+}
+
+// lockFile takes an exclusive flock on path, waiting (bounded by ctx).
+func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	delay := time.Millisecond
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() {
+				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				f.Close()
+			}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
+}
+
+// busDialer is a nats.CustomDialer for the embedded bus: every (re)connect
+// goes to the bus bus.json names now, starting a new one when the old one
+// died, so clients survive a bus restart on a new port.
+type busDialer struct {
+	starter *busStarter
+	timeout time.Duration
+}
+
+func (d *busDialer) Dial(network, address string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
+	defer cancel()
+	bi, err := d.starter.ensure(ctx)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(bi.URL)
+	if err != nil {
+		return nil, fmt.Errorf("transit: bus.json url %q: %w", bi.URL, err)
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", u.Host)
+}

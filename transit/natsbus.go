@@ -1,0 +1,563 @@
+package transit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/multimodule/multimodule/message"
+)
+
+// Tuning of the JetStream backend.
+const (
+	fetchBatch    = 256             // messages asked for per pull request
+	fetchWait     = 5 * time.Second // expiry of a pull request
+	ackGroup      = 64              // at most this many handled messages share one acknowledgement
+	asyncMaxPend  = 4096            // SendAsync publishes in flight before SendAsync waits
+	apiTimeout    = 10 * time.Second
+	metaSuspect   = "multimodule_suspect_seq"
+	metaSuspectN  = "multimodule_suspect_count"
+	maxAsyncKept  = 100 // SendAsync errors remembered for Flush
+	reconnectWait = 100 * time.Millisecond
+)
+
+// natsBus is the NATS JetStream backend.
+type natsBus struct {
+	opts   *Options
+	log    *slog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	ctx    context.Context // ends when the bus closes; kills consumers
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	streams   map[string]jetstream.Stream   // ensured host scopes
+	queues    map[string]jetstream.Consumer // ensured queue consumers, by scope+"\x00"+qname
+	asyncErrs []error
+	asyncLost int
+	consumers sync.WaitGroup
+}
+
+var _ backend = (*natsBus)(nil)
+
+func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, error) {
+	b := &natsBus{opts: opts, log: log, streams: map[string]jetstream.Stream{}, queues: map[string]jetstream.Consumer{}}
+	common := []nats.Option{
+		nats.Name("multimodule " + opts.Host),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(reconnectWait),
+		nats.ReconnectBufSize(64 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("bus connection lost", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("bus connection restored", "url", nc.ConnectedUrl()) }),
+	}
+	var (
+		nc  *nats.Conn
+		err error
+	)
+	if opts.NATSURL != "" {
+		nc, err = nats.Connect(opts.NATSURL, append(common, opts.NATSOptions...)...)
+		if err != nil {
+			return nil, fmt.Errorf("transit: connect to NATS %s: %w", opts.NATSURL, err)
+		}
+	} else {
+		starter := &busStarter{dir: opts.TransportDir, cmd: opts.BusCommand, log: log}
+		bi, err := starter.ensure(ctx)
+		if err != nil {
+			return nil, err
+		}
+		dir := opts.TransportDir
+		nc, err = nats.Connect(bi.URL, append(common,
+			nats.SetCustomDialer(&busDialer{starter: starter, timeout: 30 * time.Second}),
+			nats.TokenHandler(func() string {
+				tok, err := readToken(dir)
+				if err != nil {
+					log.Error("read the bus token", "err", err)
+				}
+				return tok
+			}))...)
+		if err != nil {
+			return nil, fmt.Errorf("transit: connect to the embedded bus %s (from %s): %w", bi.URL, dir, err)
+		}
+	}
+	b.nc = nc
+	b.js, err = jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(asyncMaxPend),
+		jetstream.WithPublishAsyncTimeout(30*time.Second),
+		jetstream.WithPublishAsyncErrHandler(b.asyncError))
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("transit: jetstream: %w", err)
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if _, err := b.stream(ctx, opts.Host); err != nil {
+		b.cancel()
+		nc.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *natsBus) streamName(scope string) string { return "MM_" + scope }
+
+func (b *natsBus) subject(scope, qname string) string {
+	return b.opts.SubjectPrefix + "." + scope + ".q." + encodeQueue(qname)
+}
+
+func consumerName(qname string) string { return "q_" + encodeQueue(qname) }
+
+// stream returns the stream of host scope scope, creating it with this
+// Transit's capacity if it does not exist yet (an existing stream keeps
+// its configuration).
+func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, error) {
+	b.mu.Lock()
+	s := b.streams[scope]
+	b.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	name := b.streamName(scope)
+	s, err := b.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = b.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:                 name,
+			Description:          "MultiModule queues of host scope " + scope,
+			Subjects:             []string{b.opts.SubjectPrefix + "." + scope + ".q.>"},
+			Retention:            jetstream.InterestPolicy,
+			Storage:              jetstream.FileStorage,
+			Discard:              jetstream.DiscardNew,
+			DiscardNewPerSubject: true,
+			MaxMsgsPerSubject:    b.opts.Capacity.Msgs,
+			MaxBytes:             b.opts.Capacity.Bytes,
+			MaxMsgSize:           MaxMessageBytes,
+			Replicas:             1,
+		})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = b.js.Stream(ctx, name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("transit: bus stream %s for host scope %q: %w", name, scope, err)
+	}
+	b.mu.Lock()
+	b.streams[scope] = s
+	b.mu.Unlock()
+	return s, nil
+}
+
+func (b *natsBus) forgetStream(scope string) {
+	b.mu.Lock()
+	delete(b.streams, scope)
+	for k := range b.queues {
+		if strings.HasPrefix(k, scope+"\x00") {
+			delete(b.queues, k)
+		}
+	}
+	b.mu.Unlock()
+}
+
+// queueConsumer returns the durable consumer of queue qname, creating it
+// when needed. An existing consumer is used as it is (its metadata holds
+// take-over bookkeeping).
+func (b *natsBus) queueConsumer(ctx context.Context, scope, qname string) (jetstream.Consumer, error) {
+	key := scope + "\x00" + qname
+	b.mu.Lock()
+	c := b.queues[key]
+	b.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	s, err := b.stream(ctx, scope)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	name := consumerName(qname)
+	c, err = s.Consumer(ctx, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		c, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       name,
+			Description:   "MultiModule queue " + qname,
+			FilterSubject: b.subject(scope, qname),
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckAllPolicy,
+			AckWait:       b.opts.AckWait,
+			MaxDeliver:    -1, // we dead-letter ourselves, with the reason
+			MaxAckPending: 4 * fetchBatch,
+		})
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			c, err = s.Consumer(ctx, name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("transit: bus consumer for queue %q (scope %q): %w", qname, scope, err)
+	}
+	b.mu.Lock()
+	b.queues[key] = c
+	b.mu.Unlock()
+	return c, nil
+}
+
+// classify turns bus errors the caller can act on into sentinels.
+func classify(err error, qname string) error {
+	if err == nil {
+		return nil
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		d := apiErr.Description
+		if strings.Contains(d, "maximum messages") || strings.Contains(d, "maximum bytes") {
+			return fmt.Errorf("transit: send to %q: %s: %w", qname, d, ErrFull)
+		}
+	}
+	return fmt.Errorf("transit: send to %q: %w", qname, err)
+}
+
+func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte, wait bool) error {
+	// The stream keeps a message while a consumer is interested in it:
+	// the queue's durable consumer must exist before the first message.
+	if _, err := b.queueConsumer(ctx, scope, qname); err != nil {
+		return err
+	}
+	subj := b.subject(scope, qname)
+	if !wait {
+		for {
+			_, err := b.js.PublishAsync(subj, data)
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				return classify(err, qname)
+			}
+			select { // the pipeline is full: wait for acknowledgements
+			case <-ctx.Done():
+				return fmt.Errorf("transit: send to %q: %w", qname, ctx.Err())
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	delay := 10 * time.Millisecond
+	for {
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if _, ok := ctx.Deadline(); !ok {
+			pctx, cancel = context.WithTimeout(ctx, apiTimeout)
+		}
+		_, err := b.js.Publish(pctx, subj, data)
+		cancel()
+		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			return classify(err, qname)
+		}
+		// No stream answered: nothing was stored. The bus is restarting
+		// or the stream is gone; make sure it exists and retry.
+		b.forgetStream(scope)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("transit: send to %q: %w (%w)", qname, err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+		if _, err := b.queueConsumer(ctx, scope, qname); err != nil {
+			b.log.Warn("bus queue not available yet", "scope", scope, "queue", qname, "err", err)
+		}
+	}
+}
+
+func (b *natsBus) asyncError(_ jetstream.JetStream, m *nats.Msg, err error) {
+	q := m.Subject
+	if i := strings.LastIndexByte(q, '.'); i >= 0 {
+		q = decodeQueue(q[i+1:])
+	}
+	err = classify(err, q)
+	b.log.Error("asynchronous send failed", "queue", q, "err", err)
+	b.mu.Lock()
+	if len(b.asyncErrs) < maxAsyncKept {
+		b.asyncErrs = append(b.asyncErrs, err)
+	} else {
+		b.asyncLost++
+	}
+	b.mu.Unlock()
+}
+
+func (b *natsBus) flush(ctx context.Context) error {
+	select {
+	case <-b.js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return fmt.Errorf("transit: flush: %d sends not acknowledged yet: %w", b.js.PublishAsyncPending(), ctx.Err())
+	}
+	b.mu.Lock()
+	errs, lost := b.asyncErrs, b.asyncLost
+	b.asyncErrs, b.asyncLost = nil, 0
+	b.mu.Unlock()
+	if lost > 0 {
+		errs = append(errs, fmt.Errorf("transit: and %d more failed sends", lost))
+	}
+	return errors.Join(errs...)
+}
+
+func (b *natsBus) close() error {
+	b.cancel()
+	b.consumers.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := b.flush(ctx)
+	if ferr := b.nc.FlushWithContext(ctx); ferr != nil && err == nil && !errors.Is(ferr, nats.ErrConnectionClosed) {
+		err = fmt.Errorf("transit: close: flush the connection: %w", ferr)
+	}
+	b.nc.Close()
+	return err
+}
+
+// takeover describes a queue whose previous owner left messages
+// delivered but unacknowledged: the consumer was reset to its ack floor,
+// and the first message now delivered is the one that was in flight.
+type takeover struct {
+	active    bool
+	replayEnd uint64 // the last stream sequence the previous owner got
+	prevSeq   uint64 // suspect recorded by earlier take-overs
+	prevCount int
+	cfg       jetstream.ConsumerConfig
+}
+
+// takeOver resets the consumer to its ack floor when messages are
+// delivered and not acknowledged (their owner died), so they come again
+// first and in order. With onlyIdle, it does nothing while some client
+// has a pull request waiting (a live owner).
+func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Consumer, onlyIdle bool) (takeover, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return takeover{}, fmt.Errorf("transit: bus consumer %s: info: %w", cons.CachedInfo().Name, err)
+	}
+	if info.NumAckPending == 0 || (onlyIdle && info.NumWaiting > 0) {
+		return takeover{}, nil
+	}
+	tk := takeover{active: true, replayEnd: info.Delivered.Stream, cfg: info.Config}
+	tk.prevSeq, _ = strconv.ParseUint(info.Config.Metadata[metaSuspect], 10, 64)
+	tk.prevCount, _ = strconv.Atoi(info.Config.Metadata[metaSuspectN])
+	if _, err := b.js.ResetConsumer(ctx, b.streamName(scope), info.Name); err != nil {
+		return takeover{}, fmt.Errorf("transit: bus consumer %s: reset to the ack floor: %w", info.Name, err)
+	}
+	b.log.Info("took over a queue with unacknowledged messages", "consumer", info.Name,
+		"pending", info.NumAckPending, "ack_floor", info.AckFloor.Stream, "delivered", info.Delivered.Stream)
+	return tk, nil
+}
+
+// inspect fills a delivery from a bus message: decodes it and decides
+// whether it must go to the dead-letter queue. After a take-over, the
+// first message is the one that was in flight: its count of owners that
+// died with it is recorded in the consumer's metadata before it is handed
+// out again.
+func (b *natsBus) inspect(ctx context.Context, cons jetstream.Consumer, m jetstream.Msg, tk *takeover) *Delivery {
+	d := &Delivery{ref: m, Deliveries: 1}
+	if md, err := m.Metadata(); err == nil {
+		d.Seq = md.Sequence.Stream
+		d.Deliveries = int(md.NumDelivered)
+	}
+	if tk.active {
+		tk.active = false
+		count := 1
+		if tk.prevSeq == d.Seq {
+			count = tk.prevCount + 1
+		}
+		d.Deliveries = count + 1
+		if count >= b.opts.MaxDeliver {
+			d.dead = fmt.Sprintf("its consumer stopped %d times while handling it, without acknowledging it", count)
+		} else {
+			cfg := tk.cfg
+			cfg.Metadata = map[string]string{}
+			for k, v := range tk.cfg.Metadata {
+				cfg.Metadata[k] = v
+			}
+			cfg.Metadata[metaSuspect] = strconv.FormatUint(d.Seq, 10)
+			cfg.Metadata[metaSuspectN] = strconv.Itoa(count)
+			uctx, cancel := context.WithTimeout(ctx, apiTimeout)
+			if _, err := b.js.UpdateConsumer(uctx, cons.CachedInfo().Stream, cfg); err != nil {
+				b.log.Warn("record the in-flight message of a take-over", "consumer", cfg.Durable, "seq", d.Seq, "err", err)
+			}
+			cancel()
+		}
+	} else if d.Deliveries > b.opts.MaxDeliver {
+		d.dead = fmt.Sprintf("delivered %d times without being acknowledged within the ack wait", d.Deliveries)
+	}
+	msg, err := message.Unmarshal(m.Data())
+	if err != nil {
+		if d.dead == "" {
+			d.dead = "not a JSON object: " + err.Error()
+		}
+		msg = message.Message{"raw": string(m.Data())}
+	}
+	d.Msg = msg
+	return d
+}
+
+// deadLetter moves d to the dead-letter queue of scope, then
+// acknowledges it. Every earlier delivery must be acknowledged already
+// (AckAll). It retries until it succeeds or ctx ends.
+func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delivery) error {
+	msg := d.Msg
+	meta := msg.EnsureMeta()
+	meta["dead_letter"] = map[string]any{
+		"reason":     d.dead,
+		"queue":      qname,
+		"deliveries": int64(d.Deliveries),
+		"seq":        int64(d.Seq),
+		"host":       scope,
+		"time":       float64(time.Now().UnixNano()) / 1e9,
+	}
+	data, err := message.Marshal(msg)
+	if err != nil || len(data) > MaxMessageBytes {
+		data, _ = message.Marshal(message.Message{message.MetaKey: map[string]any{"dead_letter": meta["dead_letter"]}})
+	}
+	b.log.Warn("moving a message to the dead-letter queue", "queue", qname, "seq", d.Seq, "reason", d.dead)
+	delay := 50 * time.Millisecond
+	for {
+		err := b.publish(ctx, scope, DeadLetterQueue, data, true)
+		if err == nil {
+			break
+		}
+		b.log.Error("dead-letter publish failed; retrying", "queue", qname, "seq", d.Seq, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("transit: dead-letter message %d of %q: %w", d.Seq, qname, err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+	actx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
+		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
+	}
+	return nil
+}
+
+func (b *natsBus) receive(ctx context.Context, scope, qname string, wait bool) (message.Message, error) {
+	cons, err := b.queueConsumer(ctx, scope, qname)
+	if err != nil {
+		return nil, err
+	}
+	tk, err := b.takeOver(ctx, scope, cons, true)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		var batch jetstream.MessageBatch
+		if wait {
+			fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			batch, err = cons.Fetch(1, jetstream.FetchContext(fctx))
+		} else {
+			batch, err = cons.FetchNoWait(1)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("transit: receive from %q: %w", qname, ctx.Err())
+			}
+			return nil, fmt.Errorf("transit: receive from %q: %w", qname, err)
+		}
+		m, ok := <-batch.Messages()
+		if !ok {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("transit: receive from %q: %w", qname, ctx.Err())
+			}
+			if !wait {
+				return nil, fmt.Errorf("transit: receive from %q: %w", qname, ErrEmpty)
+			}
+			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+				b.log.Debug("receive: pull ended", "queue", qname, "err", err)
+			}
+			continue
+		}
+		d := b.inspect(ctx, cons, m, &tk)
+		if d.dead != "" {
+			if err := b.deadLetter(ctx, scope, qname, d); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
+		err = m.DoubleAck(actx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("transit: receive from %q: acknowledge message %d: %w", qname, d.Seq, err)
+		}
+		return d.Msg, nil
+	}
+}
+
+func (b *natsBus) stat(ctx context.Context, scope, qname string) (QueueStat, error) {
+	st := QueueStat{Name: qname, Capacity: b.opts.Capacity}
+	s, err := b.stream(ctx, scope)
+	if err != nil {
+		return st, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	subj := b.subject(scope, qname)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return st, fmt.Errorf("transit: stat %q: %w", qname, err)
+	}
+	st.Capacity = Capacity{Msgs: info.Config.MaxMsgsPerSubject, Bytes: info.Config.MaxBytes}
+	st.Msgs = int64(info.State.Subjects[subj])
+	st.Bytes = avgBytes(info.State) * st.Msgs
+	return st, nil
+}
+
+func avgBytes(s jetstream.StreamState) int64 {
+	if s.Msgs == 0 {
+		return 0
+	}
+	return int64(s.Bytes / s.Msgs)
+}
+
+func (b *natsBus) list(ctx context.Context, scope string) ([]QueueStat, error) {
+	s, err := b.stream(ctx, scope)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	prefix := b.opts.SubjectPrefix + "." + scope + ".q."
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("transit: list queues of scope %q: %w", scope, err)
+	}
+	capacity := Capacity{Msgs: info.Config.MaxMsgsPerSubject, Bytes: info.Config.MaxBytes}
+	avg := avgBytes(info.State)
+	byName := map[string]QueueStat{}
+	for subj, n := range info.State.Subjects {
+		q := decodeQueue(strings.TrimPrefix(subj, prefix))
+		byName[q] = QueueStat{Name: q, Msgs: int64(n), Bytes: avg * int64(n), Capacity: capacity}
+	}
+	names := s.ConsumerNames(ctx)
+	for n := range names.Name() {
+		if !strings.HasPrefix(n, "q_") {
+			continue
+		}
+		q := decodeQueue(strings.TrimPrefix(n, "q_"))
+		if _, ok := byName[q]; !ok {
+			byName[q] = QueueStat{Name: q, Capacity: capacity}
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("transit: list queues of scope %q: %w", scope, err)
+	}
+	out := make([]QueueStat, 0, len(byName))
+	for _, st := range byName {
+		out = append(out, st)
+	}
+	return out, nil
+}

@@ -1,0 +1,388 @@
+package transit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/multimodule/multimodule/message"
+)
+
+// Options configure [Open]. The zero value of every field has a usable
+// default, except that either NATSURL or StateDir/TransportDir is needed.
+type Options struct {
+	// StateDir is the state directory; the embedded bus lives under
+	// TransportDir, or <StateDir>/transit when TransportDir is empty.
+	StateDir string
+	// TransportDir is where the embedded bus keeps bus.json, token,
+	// bus.log, its lock files and the JetStream store.
+	TransportDir string
+	// NATSURL, when non-empty, is the NATS server or cluster to use
+	// (comma-separated URLs); nothing is started.
+	NATSURL string
+	// NATSOptions are extra connection options (credentials, TLS, …)
+	// for NATSURL.
+	NATSOptions []nats.Option
+	// Host is this box's host scope; default os.Hostname(), sanitized
+	// with SanitizeHost.
+	Host string
+	// SubjectPrefix is the first subject token of every queue subject;
+	// default "mm".
+	SubjectPrefix string
+	// BusCommand is the argv that starts the embedded bus; default
+	// {os.Executable(), "bus", "-T", <transport dir>}.
+	BusCommand []string
+	// Capacity is the per-queue capacity of the host scopes this Transit
+	// creates (see Capacity).
+	Capacity Capacity
+	// AckWait is how long the bus waits for an acknowledgement before it
+	// redelivers; default 5s. A live Consumer keeps its unacknowledged
+	// deliveries alive, so this only matters for stalled processes.
+	AckWait time.Duration
+	// MaxDeliver is the number of deliveries that never completed after
+	// which a message moves to DeadLetterQueue; default 5.
+	MaxDeliver int
+	// Logger receives the package's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Capacity bounds a queue. On the bus, Msgs is enforced per queue by the
+// server (a send to a full queue fails, or waits for room); Bytes bounds
+// the whole host scope's stream (JetStream has no per-subject byte limit)
+// and is reported per queue for the fullness metric. Zero fields take the
+// defaults DefaultCapacity.
+type Capacity struct {
+	Msgs  int64
+	Bytes int64
+}
+
+// DefaultCapacity is the per-queue capacity when Options.Capacity is zero.
+var DefaultCapacity = Capacity{Msgs: 1_000_000, Bytes: 8 << 30}
+
+// QueueStat describes a queue. Msgs counts messages waiting (on the bus:
+// stored and not yet acknowledged, including those an owner is handling).
+// Bytes is exact for local queues' count-only view (0: nothing is
+// serialized) and, on the bus, the waiting messages times the average
+// stored message size of the host scope's stream (JetStream keeps byte
+// counts per stream, not per subject).
+type QueueStat struct {
+	Name     string
+	Msgs     int64
+	Bytes    int64
+	Capacity Capacity
+	Local    bool // hosted in this process (a Local queue)
+}
+
+// SendOptions modify one send.
+type SendOptions struct {
+	// Destination delivers to queue qname on that host scope ("" or this
+	// box's own scope means here). A send with a foreign Destination
+	// always goes through the bus.
+	Destination string
+	// NonBlocking makes a send to a full queue fail at once with ErrFull
+	// instead of waiting for room (bounded by the context).
+	NonBlocking bool
+}
+
+// Transit is a process's handle on its queues: the local ones it hosts
+// and the shared bus. It is safe for concurrent use.
+type Transit struct {
+	opts Options
+	log  *slog.Logger
+	host string
+	bus  backend
+
+	mu     sync.RWMutex
+	locals map[string]*Local
+	closed atomic.Bool
+}
+
+// Open connects to the bus (with no NATSURL: the embedded bus under the
+// transport directory, started if it is not running) and returns a
+// Transit. ctx bounds the connection and bus start-up only.
+func Open(ctx context.Context, opts Options) (*Transit, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Host == "" {
+		opts.Host = defaultHost()
+	} else {
+		opts.Host = SanitizeHost(opts.Host)
+	}
+	if opts.SubjectPrefix == "" {
+		opts.SubjectPrefix = "mm"
+	}
+	if opts.Capacity.Msgs <= 0 {
+		opts.Capacity.Msgs = DefaultCapacity.Msgs
+	}
+	if opts.Capacity.Bytes <= 0 {
+		opts.Capacity.Bytes = DefaultCapacity.Bytes
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = 5 * time.Second
+	}
+	if opts.MaxDeliver <= 0 {
+		opts.MaxDeliver = 5
+	}
+	if opts.NATSURL == "" && opts.TransportDir == "" {
+		if opts.StateDir == "" {
+			return nil, errors.New("transit: open: no NATS URL and no state or transport directory to find the embedded bus in")
+		}
+		opts.TransportDir = filepath.Join(opts.StateDir, "transit")
+	}
+	t := &Transit{
+		opts:   opts,
+		log:    opts.Logger.With("component", "transit"),
+		host:   opts.Host,
+		locals: map[string]*Local{},
+	}
+	b, err := openNATS(ctx, &t.opts, t.log)
+	if err != nil {
+		return nil, err
+	}
+	t.bus = b
+	return t, nil
+}
+
+// Close flushes pending publishes, stops every consumer and disconnects.
+// Local queues are unhosted (their waiting messages are dropped: unhost
+// them first to keep them). It is safe to call twice.
+func (t *Transit) Close() error {
+	if t.closed.Swap(true) {
+		return nil
+	}
+	t.mu.Lock()
+	locals := t.locals
+	t.locals = map[string]*Local{}
+	t.mu.Unlock()
+	for _, l := range locals {
+		if n := len(l.unhost()); n > 0 {
+			t.log.Warn("closing with messages in a local queue", "queue", l.name, "dropped", n)
+		}
+	}
+	return t.bus.close()
+}
+
+// HostName returns this box's host scope.
+func (t *Transit) HostName() string { return t.host }
+
+// HostLocal starts hosting queue qname in this process with room for
+// capacity messages (at least 1). Sends from this process to qname then go
+// to the returned Local. It fails if qname is already hosted here.
+func (t *Transit) HostLocal(qname string, capacity int) (*Local, error) {
+	if err := ValidateQueueName(qname); err != nil {
+		return nil, err
+	}
+	if capacity < 1 {
+		capacity = 1
+	}
+	if t.closed.Load() {
+		return nil, fmt.Errorf("transit: host local queue %q: %w", qname, ErrClosed)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.locals[qname]; ok {
+		return nil, fmt.Errorf("transit: host local queue %q: already hosted in this process", qname)
+	}
+	l := newLocal(qname, capacity)
+	t.locals[qname] = l
+	return l, nil
+}
+
+// UnhostLocal stops local delivery to qname: later sends go to the bus,
+// the Local's channel is closed, and the messages still waiting are
+// returned in order (the caller usually sends them on to the bus or to the
+// next owner). A sender that was waiting for room goes to the bus. It
+// returns nil if qname is not hosted here.
+func (t *Transit) UnhostLocal(qname string) []message.Message {
+	t.mu.Lock()
+	l := t.locals[qname]
+	delete(t.locals, qname)
+	t.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	return l.unhost()
+}
+
+func (t *Transit) local(qname string) *Local {
+	t.mu.RLock()
+	l := t.locals[qname]
+	t.mu.RUnlock()
+	return l
+}
+
+// Send delivers msg to queue qname. It validates the name and the message
+// (a JSON-compatible map; at most MaxMessageBytes encoded for the bus),
+// records .ipc_transit_meta.send_ts, and applies the per-message overrides
+// of SPEC 6. A queue hosted in this process gets msg itself (the callee
+// owns it after Send); otherwise msg is published to the bus and Send
+// returns once the bus stored it. A full queue makes Send wait for room
+// until ctx ends, or fail at once with ErrFull when opts.NonBlocking.
+func (t *Transit) Send(ctx context.Context, qname string, msg message.Message, opts SendOptions) error {
+	return t.send(ctx, qname, msg, opts, true)
+}
+
+// SendAsync is Send, except that a bus publish returns before the bus
+// acknowledged it: publishes are pipelined and their outcome is reported
+// by Flush (and logged). A full bus queue is reported by Flush as well.
+// The local path is the same as Send's.
+func (t *Transit) SendAsync(ctx context.Context, qname string, msg message.Message, opts SendOptions) error {
+	return t.send(ctx, qname, msg, opts, false)
+}
+
+// Flush waits until every SendAsync so far has been stored by the bus and
+// returns the errors of those that failed since the previous Flush.
+func (t *Transit) Flush(ctx context.Context) error {
+	if t.closed.Load() {
+		return fmt.Errorf("transit: flush: %w", ErrClosed)
+	}
+	return t.bus.flush(ctx)
+}
+
+func (t *Transit) send(ctx context.Context, qname string, msg message.Message, opts SendOptions, wait bool) error {
+	if err := ValidateQueueName(qname); err != nil {
+		return err
+	}
+	if t.closed.Load() {
+		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
+	}
+	m, err := message.Normalize(msg)
+	if err != nil {
+		return fmt.Errorf("transit: send to %q: %w", qname, err)
+	}
+	m.SetSendTS(time.Now())
+	scope := t.host
+	if opts.Destination != "" {
+		scope = SanitizeHost(opts.Destination)
+	}
+	if scope == t.host && m.LocalityFor(qname) != message.LocalityNonLocal {
+		if l := t.local(qname); l != nil {
+			handled, err := l.push(ctx, m, opts.NonBlocking)
+			if handled {
+				return err
+			}
+		}
+	}
+	data, err := message.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("transit: send to %q: %w", qname, err)
+	}
+	if len(data) > MaxMessageBytes {
+		return fmt.Errorf("transit: send to %q: %d bytes encoded, at most %d allowed: %w", qname, len(data), MaxMessageBytes, ErrTooLarge)
+	}
+	if !wait || opts.NonBlocking {
+		return t.bus.publish(ctx, scope, qname, data, wait)
+	}
+	// Wait for room in a full bus queue, polling with a growing delay.
+	delay := 5 * time.Millisecond
+	for {
+		err := t.bus.publish(ctx, scope, qname, data, true)
+		if !errors.Is(err, ErrFull) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 250*time.Millisecond)
+	}
+}
+
+// Consume makes this process the owner of bus queue qname on this box's
+// host scope and returns its deliveries. Only one owner per queue should
+// consume at a time; a new owner takes over where the previous one
+// stopped or died. ctx ends the consumer as Stop does.
+func (t *Transit) Consume(ctx context.Context, qname string) (*Consumer, error) {
+	if err := ValidateQueueName(qname); err != nil {
+		return nil, err
+	}
+	if t.closed.Load() {
+		return nil, fmt.Errorf("transit: consume %q: %w", qname, ErrClosed)
+	}
+	return t.bus.consume(ctx, t.host, qname)
+}
+
+// Receive takes one message off bus queue qname of this box's host scope,
+// acknowledging it, and blocks until there is one or ctx ends. The rest of
+// the queue stays in order.
+func (t *Transit) Receive(ctx context.Context, qname string) (message.Message, error) {
+	return t.receive(ctx, qname, true)
+}
+
+// TryReceive is Receive without waiting: ErrEmpty when nothing waits.
+func (t *Transit) TryReceive(ctx context.Context, qname string) (message.Message, error) {
+	return t.receive(ctx, qname, false)
+}
+
+func (t *Transit) receive(ctx context.Context, qname string, wait bool) (message.Message, error) {
+	if err := ValidateQueueName(qname); err != nil {
+		return nil, err
+	}
+	if t.closed.Load() {
+		return nil, fmt.Errorf("transit: receive from %q: %w", qname, ErrClosed)
+	}
+	return t.bus.receive(ctx, t.host, qname, wait)
+}
+
+// Stat describes queue qname: the local queue if it is hosted here, else
+// the bus queue of this box's host scope.
+func (t *Transit) Stat(ctx context.Context, qname string) (QueueStat, error) {
+	if err := ValidateQueueName(qname); err != nil {
+		return QueueStat{}, err
+	}
+	if l := t.local(qname); l != nil {
+		return localStat(l), nil
+	}
+	if t.closed.Load() {
+		return QueueStat{}, fmt.Errorf("transit: stat %q: %w", qname, ErrClosed)
+	}
+	return t.bus.stat(ctx, t.host, qname)
+}
+
+// Stats lists every known queue of this process and of this box's host
+// scope on the bus (queues with waiting messages or an owner), sorted by
+// name. A queue both hosted here and present on the bus is listed once,
+// as local, with the bus' waiting messages added.
+func (t *Transit) Stats(ctx context.Context) ([]QueueStat, error) {
+	if t.closed.Load() {
+		return nil, fmt.Errorf("transit: stats: %w", ErrClosed)
+	}
+	bus, err := t.bus.list(ctx, t.host)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]QueueStat{}
+	for _, s := range bus {
+		byName[s.Name] = s
+	}
+	t.mu.RLock()
+	for name, l := range t.locals {
+		s := localStat(l)
+		if b, ok := byName[name]; ok {
+			s.Msgs += b.Msgs
+			s.Bytes += b.Bytes
+		}
+		byName[name] = s
+	}
+	t.mu.RUnlock()
+	out := make([]QueueStat, 0, len(byName))
+	for _, s := range byName {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func localStat(l *Local) QueueStat {
+	return QueueStat{Name: l.name, Msgs: int64(l.Len()), Capacity: Capacity{Msgs: int64(l.Cap())}, Local: true}
+}
