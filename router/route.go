@@ -1,0 +1,152 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/transform"
+)
+
+// Keys of the static-forward itinerary a message may carry (SPEC 5).
+const (
+	StaticForwardsKey = "static_forwards"
+	StaticLogKey      = ".static_forwards_log"
+	ForwardHistoryKey = "forward_history"
+)
+
+// Route routes msg: through the routes, or along its static forwards when
+// it carries a non-empty static_forwards list. Route changes msg: matching
+// routes' transforms are applied to it (later routes see them), and a
+// static hop is removed from it. Every delivery gets its own deep copy.
+//
+// Route delivers everything it can. It returns nil, or the problems it
+// met joined with errors.Join: a transform expression that failed (the
+// message still flows, without that key), a forward the Forwarder refused,
+// a malformed static forward. Each names the route (or static hop entry)
+// and queue. When ctx is done, Route stops before the next delivery and
+// the returned error includes ctx.Err().
+func (r *Router) Route(ctx context.Context, msg message.Message, f Forwarder) error {
+	switch {
+	case r == nil:
+		return ErrNilRouter
+	case msg == nil:
+		return ErrNilMessage
+	case f == nil:
+		return ErrNilForwarder
+	}
+	if hops, ok := msg[StaticForwardsKey].([]any); ok && len(hops) > 0 {
+		return r.routeStatic(ctx, msg, hops, f)
+	}
+	var errs []error
+	for i := range r.routes {
+		rt := &r.routes[i]
+		ok, caps := rt.pattern.MatchCaptures(msg)
+		if !ok {
+			continue
+		}
+		if rt.transform != nil {
+			if err := rt.transform.Apply(msg, caps); err != nil {
+				errs = append(errs, fmt.Errorf("router: route %s: %w", rt.name, err))
+			}
+		}
+		for j := range rt.forwards {
+			fw := &rt.forwards[j]
+			if err := ctx.Err(); err != nil {
+				return errors.Join(append(errs, fmt.Errorf("router: route %s: stopped before forwarding to %q: %w", rt.name, fw.fwd.String(), err))...)
+			}
+			if err := deliver(ctx, f, fw.fwd, fw.stats, msg.Copy()); err != nil {
+				errs = append(errs, fmt.Errorf("router: route %s: %w", rt.name, err))
+			}
+		}
+		if rt.shortCircuit {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deliver hands msg to f and counts the outcome.
+func deliver(ctx context.Context, f Forwarder, fwd Forward, c *counters, msg message.Message) error {
+	c.matched.Add(1)
+	if err := f.Forward(ctx, fwd, msg); err != nil {
+		c.failed.Add(1)
+		return fmt.Errorf("forward to %q: %w", fwd.String(), err)
+	}
+	c.forwarded.Add(1)
+	return nil
+}
+
+// routeStatic takes the first hop off msg's static_forwards and delivers
+// a copy of msg to each of its entries.
+func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []any, f Forwarder) error {
+	hop := hops[0]
+	if len(hops) > 1 {
+		msg[StaticForwardsKey] = hops[1:]
+	} else {
+		delete(msg, StaticForwardsKey)
+	}
+	entries, ok := hop.([]any)
+	if !ok {
+		return fmt.Errorf("router: %s[0] must be a list of forwards, got %s", StaticForwardsKey, describe(hop))
+	}
+	var errs []error
+	for i, e := range entries {
+		where := fmt.Sprintf("router: %s[0][%d]", StaticForwardsKey, i)
+		if err := ctx.Err(); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("%s: stopped before forwarding: %w", where, err))...)
+		}
+		entry, ok := e.(map[string]any)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: must be a map, got %s", where, describe(e)))
+			continue
+		}
+		fwd, err := parseForward(entry["forward"])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: forward: %w", where, err))
+			continue
+		}
+		cp := msg.Copy()
+		if tv := entry["transform"]; tv != nil {
+			if err := applyStaticTransform(cp, tv); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			}
+		}
+		if message.Truthy(entry["log_history"]) {
+			logHistory(cp, entry)
+		}
+		if err := deliver(ctx, f, fwd, r.countersFor(fwd), cp); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// applyStaticTransform applies a static forward entry's transform. It is
+// compiled per message: the itinerary travels with the message, so there
+// is no config time to compile it at.
+func applyStaticTransform(m message.Message, tv any) error {
+	tm, ok := tv.(map[string]any)
+	if !ok {
+		return fmt.Errorf("transform must be a map, got %s", describe(tv))
+	}
+	t, err := transform.Compile(tm)
+	if err != nil {
+		return err
+	}
+	return t.Apply(m, nil)
+}
+
+// logHistory appends a copy of entry to m's
+// .static_forwards_log.forward_history, creating (or replacing a non-map
+// or non-list) as needed.
+func logHistory(m message.Message, entry map[string]any) {
+	log, ok := m[StaticLogKey].(map[string]any)
+	if !ok {
+		log = map[string]any{}
+		m[StaticLogKey] = log
+	}
+	hist, _ := log[ForwardHistoryKey].([]any)
+	log[ForwardHistoryKey] = append(hist, message.CopyValue(entry))
+}

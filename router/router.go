@@ -1,0 +1,355 @@
+// Package router routes messages by content, with the semantics of the
+// original Perl Message::Router and IPC::Transit::Router (SPEC section 5).
+//
+// A Router is compiled from a config map:
+//
+//	routes:                 # a list, or a map whose keys are numbers (numeric order)
+//	  - match: {source: Example1}             # a match pattern (package match)
+//	    transform: {seen_by: router}          # optional (package transform)
+//	    forwards:                             # optional
+//	      - qname: Example2
+//	      - {qname: audit, destination: box2} # destination: another host
+//	    .router_control: {short_circuit: true} # optional: stop here if this route matched
+//
+// Route tries every route in order. A route that matches applies its
+// transform to the message (so later routes see the change) and hands a
+// deep copy of the message to the Forwarder for each of its forwards.
+// Several matching routes mean several deliveries.
+//
+// A message that carries a non-empty list "static_forwards" bypasses the
+// routes: the list's first element (one hop: a list of
+// {forward: {qname, destination?}, transform?, log_history?}) is removed,
+// the list itself is removed once empty, and each entry of the hop gets its
+// own copy of the message, transformed with the entry's transform and,
+// with log_history, with the entry appended to
+// .static_forwards_log.forward_history, then forwarded.
+//
+// Compile validates the whole config and compiles every pattern and
+// transform, so Route does no parsing and no reflection per message. A
+// Router is safe for concurrent use; its counters (Stats) may be read while
+// Route runs.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/multimodule/multimodule/match"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/transform"
+)
+
+// Forward is one delivery target: queue QName, on host Destination (""
+// means this host).
+type Forward struct {
+	QName       string
+	Destination string
+}
+
+// String returns the forward as Stats names it: "qname", or
+// "qname@destination" for another host.
+func (f Forward) String() string {
+	if f.Destination == "" {
+		return f.QName
+	}
+	return f.QName + "@" + f.Destination
+}
+
+// Forwarder delivers routed messages.
+type Forwarder interface {
+	// Forward delivers msg to fwd. msg is the router's own copy: the
+	// callee owns it and may keep or change it.
+	Forward(ctx context.Context, fwd Forward, msg message.Message) error
+}
+
+// ForwarderFunc adapts a function to the Forwarder interface.
+type ForwarderFunc func(ctx context.Context, fwd Forward, msg message.Message) error
+
+// Forward calls f(ctx, fwd, msg).
+func (f ForwarderFunc) Forward(ctx context.Context, fwd Forward, msg message.Message) error {
+	return f(ctx, fwd, msg)
+}
+
+var _ Forwarder = ForwarderFunc(nil)
+
+// QueueStats counts the deliveries to one queue.
+type QueueStats struct {
+	Matched   uint64 // deliveries attempted: a route (or static hop) sent a message to this queue
+	Forwarded uint64 // deliveries the Forwarder accepted
+	Failed    uint64 // deliveries the Forwarder refused (returned an error)
+}
+
+// Router is a compiled router config. It is safe for concurrent use.
+type Router struct {
+	routes []route
+	queues map[string]*counters // the configured forwards' counters; fixed at Compile
+
+	mu      sync.Mutex           // guards dynamic
+	dynamic map[string]*counters // counters of queues reached only by static forwards
+}
+
+// route is one compiled route.
+type route struct {
+	name         string // its list index or map key, for errors
+	pattern      *match.Pattern
+	transform    *transform.Transform // nil: none
+	forwards     []forward
+	shortCircuit bool
+}
+
+// forward is one compiled forward of a route.
+type forward struct {
+	fwd   Forward
+	stats *counters
+}
+
+type counters struct {
+	matched, forwarded, failed atomic.Uint64
+}
+
+// Errors from Route that callers may want to tell apart.
+var (
+	ErrNilMessage   = errors.New("router: nil message")
+	ErrNilForwarder = errors.New("router: nil forwarder")
+	ErrNilRouter    = errors.New("router: nil router")
+)
+
+// Compile validates config (SPEC 5) and compiles it. Keys other than
+// "routes" are ignored (a task's config carries framework keys too). The
+// error names the offending route and field, for example
+//
+//	router: route 3: forwards[1]: qname must be a string, got a number
+//
+// Routes in a map are named by their key, routes in a list by their index
+// (from 0). An optional field (transform, forwards, destination,
+// .router_control) set to null counts as absent.
+func Compile(config map[string]any) (*Router, error) {
+	raw, ok := config["routes"]
+	if !ok {
+		return nil, errors.New("router: config has no routes")
+	}
+	norm, err := message.NormalizeValue(raw)
+	if err != nil {
+		return nil, fmt.Errorf("router: routes: %w", err)
+	}
+	type named struct {
+		name string
+		v    any
+	}
+	var list []named
+	switch t := norm.(type) {
+	case []any:
+		list = make([]named, len(t))
+		for i, v := range t {
+			list[i] = named{strconv.Itoa(i), v}
+		}
+	case map[string]any:
+		type keyed struct {
+			named
+			n float64
+		}
+		keys := make([]keyed, 0, len(t))
+		for k, v := range t {
+			n, err := strconv.ParseFloat(k, 64)
+			if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {
+				return nil, fmt.Errorf("router: routes: key %q is not a number (routes in a map run in numeric key order)", k)
+			}
+			keys = append(keys, keyed{named{k, v}, n})
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			if keys[i].n != keys[j].n {
+				return keys[i].n < keys[j].n
+			}
+			return keys[i].name < keys[j].name
+		})
+		list = make([]named, len(keys))
+		for i, k := range keys {
+			list[i] = k.named
+		}
+	default:
+		return nil, fmt.Errorf("router: routes must be a list or a map with numeric keys, got %s", describe(norm))
+	}
+
+	r := &Router{
+		routes:  make([]route, 0, len(list)),
+		queues:  map[string]*counters{},
+		dynamic: map[string]*counters{},
+	}
+	for _, n := range list {
+		rt, err := r.compileRoute(n.name, n.v)
+		if err != nil {
+			return nil, fmt.Errorf("router: route %s: %w", n.name, err)
+		}
+		r.routes = append(r.routes, rt)
+	}
+	return r, nil
+}
+
+func (r *Router) compileRoute(name string, v any) (route, error) {
+	rt := route{name: name}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return rt, fmt.Errorf("must be a map, got %s", describe(v))
+	}
+
+	mv, ok := m["match"]
+	if !ok {
+		return rt, errors.New("match: missing (use match: {} to match every message)")
+	}
+	pat, ok := mv.(map[string]any)
+	if !ok {
+		return rt, fmt.Errorf("match must be a map, got %s", describe(mv))
+	}
+	p, err := match.Compile(pat)
+	if err != nil {
+		return rt, err
+	}
+	rt.pattern = p
+
+	if tv := m["transform"]; tv != nil {
+		tm, ok := tv.(map[string]any)
+		if !ok {
+			return rt, fmt.Errorf("transform must be a map, got %s", describe(tv))
+		}
+		if len(tm) > 0 {
+			t, err := transform.Compile(tm)
+			if err != nil {
+				return rt, err
+			}
+			rt.transform = t
+		}
+	}
+
+	if fv := m["forwards"]; fv != nil {
+		fl, ok := fv.([]any)
+		if !ok {
+			return rt, fmt.Errorf("forwards must be a list, got %s", describe(fv))
+		}
+		rt.forwards = make([]forward, 0, len(fl))
+		for i, e := range fl {
+			fwd, err := parseForward(e)
+			if err != nil {
+				return rt, fmt.Errorf("forwards[%d]: %w", i, err)
+			}
+			rt.forwards = append(rt.forwards, forward{fwd: fwd, stats: r.configuredCounters(fwd)})
+		}
+	}
+
+	if cv := m[".router_control"]; cv != nil {
+		cm, ok := cv.(map[string]any)
+		if !ok {
+			return rt, fmt.Errorf(".router_control must be a map, got %s", describe(cv))
+		}
+		rt.shortCircuit = message.Truthy(cm["short_circuit"])
+	}
+	return rt, nil
+}
+
+// configuredCounters returns the counters of a configured forward's queue,
+// creating them during Compile.
+func (r *Router) configuredCounters(f Forward) *counters {
+	key := f.String()
+	c := r.queues[key]
+	if c == nil {
+		c = &counters{}
+		r.queues[key] = c
+	}
+	return c
+}
+
+// countersFor returns the counters of any queue, creating those of a
+// queue reached only by static forwards on first use.
+func (r *Router) countersFor(f Forward) *counters {
+	key := f.String()
+	if c := r.queues[key]; c != nil {
+		return c
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.dynamic[key]
+	if c == nil {
+		c = &counters{}
+		r.dynamic[key] = c
+	}
+	return c
+}
+
+// parseForward reads one forward map: a non-empty string qname and an
+// optional string destination.
+func parseForward(v any) (Forward, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return Forward{}, fmt.Errorf("must be a map, got %s", describe(v))
+	}
+	qv, ok := m["qname"]
+	if !ok {
+		return Forward{}, errors.New("qname: missing")
+	}
+	q, ok := qv.(string)
+	if !ok {
+		return Forward{}, fmt.Errorf("qname must be a string, got %s", describe(qv))
+	}
+	if q == "" {
+		return Forward{}, errors.New("qname must not be empty")
+	}
+	f := Forward{QName: q}
+	if dv := m["destination"]; dv != nil {
+		d, ok := dv.(string)
+		if !ok {
+			return Forward{}, fmt.Errorf("destination must be a string, got %s", describe(dv))
+		}
+		f.Destination = d
+	}
+	return f, nil
+}
+
+// Stats returns the delivery counters per queue, keyed "qname" or
+// "qname@destination". Every configured forward's queue is present (with
+// zeros until used), plus every queue a static forward has reached.
+func (r *Router) Stats() map[string]QueueStats {
+	if r == nil {
+		return map[string]QueueStats{}
+	}
+	out := make(map[string]QueueStats, len(r.queues))
+	for k, c := range r.queues {
+		out[k] = c.snapshot()
+	}
+	r.mu.Lock()
+	for k, c := range r.dynamic {
+		out[k] = c.snapshot()
+	}
+	r.mu.Unlock()
+	return out
+}
+
+func (c *counters) snapshot() QueueStats {
+	return QueueStats{Matched: c.matched.Load(), Forwarded: c.forwarded.Load(), Failed: c.failed.Load()}
+}
+
+// describe names the JSON type of a value for error messages.
+func describe(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a bool"
+	case string:
+		return "a string"
+	case int64, float64, int:
+		return "a number"
+	case []any:
+		return "a list"
+	case map[string]any, message.Message:
+		return "a map"
+	}
+	if _, ok := message.ScalarText(v); ok {
+		return "a number"
+	}
+	return fmt.Sprintf("%T", v)
+}
