@@ -322,21 +322,21 @@ func TestStaticForwards(t *testing.T) {
 		wantAfter string   // the message as Route left it
 	}{
 		{
-			name: "transform and log_history together, with destination",
-			msg:  `{"x":1,"static_forwards":[[{"forward":{"qname":"s1","destination":"box2"},"transform":{"hop":"one"},"log_history":true}]]}`,
-			want: []string{`s1@box2 {".static_forwards_log":{"forward_history":[{"forward":{"destination":"box2","qname":"s1"},"log_history":true,"transform":{"hop":"one"}}]},"hop":"one","x":1}`},
+			name:      "transform and log_history together, with destination",
+			msg:       `{"x":1,"static_forwards":[[{"forward":{"qname":"s1","destination":"box2"},"transform":{"hop":"one"},"log_history":true}]]}`,
+			want:      []string{`s1@box2 {".static_forwards_log":{"forward_history":[{"forward":{"destination":"box2","qname":"s1"},"log_history":true,"transform":{"hop":"one"}}]},"hop":"one","x":1}`},
 			wantAfter: `{"x":1}`,
 		},
 		{
-			name: "history is appended to an existing log",
-			msg:  `{".static_forwards_log":{"forward_history":[{"forward":{"qname":"s0"}}],"other":1},"static_forwards":[[{"forward":{"qname":"s1"},"log_history":1}]]}`,
-			want: []string{`s1 {".static_forwards_log":{"forward_history":[{"forward":{"qname":"s0"}},{"forward":{"qname":"s1"},"log_history":1}],"other":1}}`},
+			name:      "history is appended to an existing log",
+			msg:       `{".static_forwards_log":{"forward_history":[{"forward":{"qname":"s0"}}],"other":1},"static_forwards":[[{"forward":{"qname":"s1"},"log_history":1}]]}`,
+			want:      []string{`s1 {".static_forwards_log":{"forward_history":[{"forward":{"qname":"s0"}},{"forward":{"qname":"s1"},"log_history":1}],"other":1}}`},
 			wantAfter: `{".static_forwards_log":{"forward_history":[{"forward":{"qname":"s0"}}],"other":1}}`,
 		},
 		{
-			name: "a non-map log is replaced",
-			msg:  `{".static_forwards_log":"junk","static_forwards":[[{"forward":{"qname":"s1"},"log_history":1}]]}`,
-			want: []string{`s1 {".static_forwards_log":{"forward_history":[{"forward":{"qname":"s1"},"log_history":1}]}}`},
+			name:      "a non-map log is replaced",
+			msg:       `{".static_forwards_log":"junk","static_forwards":[[{"forward":{"qname":"s1"},"log_history":1}]]}`,
+			want:      []string{`s1 {".static_forwards_log":{"forward_history":[{"forward":{"qname":"s1"},"log_history":1}]}}`},
 			wantAfter: `{".static_forwards_log":"junk"}`,
 		},
 		{
