@@ -67,15 +67,18 @@ func (c *natsConsumer) run(tk takeover) {
 	keep := time.NewTicker(max(c.b.opts.AckWait/3, 10*time.Millisecond))
 	defer keep.Stop()
 	var (
-		queue []*Delivery
-		batch jetstream.MessageBatch
-		msgs  <-chan jetstream.Msg
-		retry <-chan time.Time
+		queue       []*Delivery
+		batch       jetstream.MessageBatch
+		msgs        <-chan jetstream.Msg
+		retry       <-chan time.Time
+		fetchCancel = context.CancelFunc(func() {})
 	)
+	defer func() { fetchCancel() }()
 	for {
 		if batch == nil && retry == nil && c.stopCtx.Err() == nil && len(queue) < fetchBatch/2 {
 			var err error
-			batch, err = c.cons.Fetch(fetchBatch, jetstream.FetchMaxWait(fetchWait), jetstream.FetchContext(c.stopCtx))
+			fetchCancel()
+			batch, fetchCancel, err = c.fetch()
 			if err != nil {
 				batch = nil
 				if c.stopCtx.Err() == nil {
@@ -143,6 +146,14 @@ func (c *natsConsumer) run(tk takeover) {
 			return
 		}
 	}
+}
+
+// fetch asks the bus for up to fetchBatch messages; the request ends
+// after fetchWait, or when the consumer stops.
+func (c *natsConsumer) fetch() (jetstream.MessageBatch, context.CancelFunc, error) {
+	ctx, cancel := context.WithTimeout(c.stopCtx, fetchWait)
+	batch, err := c.cons.Fetch(fetchBatch, jetstream.FetchContext(ctx))
+	return batch, cancel, err
 }
 
 func isPullEnd(err error) bool {
