@@ -44,6 +44,11 @@ func Unmarshal(data []byte) (Message, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	m, err := decodeOne(dec)
+	if err == io.EOF {
+		// decodeOne reports a clean end of input as io.EOF, which suits a
+		// stream; for Unmarshal it means the data held nothing at all.
+		return nil, errors.New("message: decode: no JSON object in the input")
+	}
 	if err != nil {
 		return nil, err
 	}

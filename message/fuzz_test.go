@@ -1,0 +1,116 @@
+package message_test
+
+import (
+	"bytes"
+	"reflect"
+	"testing"
+
+	"github.com/multimodule/multimodule/message"
+)
+
+// FuzzUnmarshal: Unmarshal never panics, and whatever it accepts survives
+// Marshal and Unmarshal again.
+//
+// JSON does not tell integers from floats, so one trip may turn an
+// integral float64 (1.0, -0.0) into int64 (1, 0), or an integral float64
+// beyond int64 into json.Number: the first round trip must be equal as
+// JSON numbers, and what it produced is a fixed point (DeepEqual as Go
+// values, byte-identical as JSON).
+func FuzzUnmarshal(f *testing.F) {
+	for _, s := range []string{
+		`{}`,
+		`{"a": "b"}`,
+		`{"n": 9007199254740993, "max": 9223372036854775807, "big": 123456789012345678901234567890}`,
+		`{"f": 1.5, "g": 1.0, "e": 1e21, "z": -0, "small": 1e-7}`,
+		`{"l": [1, "x", null, true, {"m": []}], ".ipc_transit_meta": {"send_ts": 1700000000.25}}`,
+		`{"s": "héllo \"w\"\n\u0000 <&> 🙂"}`,
+		`[1]`,
+		`{"a": 1} trailing`,
+		`{"a": [[[[[[[[[[]]]]]]]]]]}`,
+		`{"a":`,
+		`{"n": 1e400}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := message.Unmarshal(data)
+		if err != nil {
+			return
+		}
+		b1, err := message.Marshal(m)
+		if err != nil {
+			t.Fatalf("Marshal of a decoded message: %v", err)
+		}
+		m2, err := message.Unmarshal(b1)
+		if err != nil {
+			t.Fatalf("Unmarshal(%s) of our own output: %v", b1, err)
+		}
+		if !sameJSON(map[string]any(m), map[string]any(m2)) {
+			t.Fatalf("round trip changed the message: got %#v, want %#v", m2, m)
+		}
+		b2, err := message.Marshal(m2)
+		if err != nil {
+			t.Fatalf("second Marshal: %v", err)
+		}
+		m3, err := message.Unmarshal(b2)
+		if err != nil {
+			t.Fatalf("Unmarshal(%s) of our own output: %v", b2, err)
+		}
+		if !reflect.DeepEqual(m2, m3) {
+			t.Fatalf("second round trip of %s: got %#v, want %#v", b2, m3, m2)
+		}
+		b3, err := message.Marshal(m3)
+		if err != nil {
+			t.Fatalf("third Marshal: %v", err)
+		}
+		if !bytes.Equal(b2, b3) {
+			t.Fatalf("encoding is not stable: %s, then %s", b2, b3)
+		}
+	})
+}
+
+// sameJSON compares canonical values, numbers by value.
+func sameJSON(a, b any) bool {
+	if af, ok := num(a); ok {
+		bf, ok := num(b)
+		return ok && af == bf
+	}
+	switch at := a.(type) {
+	case map[string]any:
+		bt, ok := b.(map[string]any)
+		if !ok || len(at) != len(bt) {
+			return false
+		}
+		for k, v := range at {
+			w, ok := bt[k]
+			if !ok || !sameJSON(v, w) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		bt, ok := b.([]any)
+		if !ok || len(at) != len(bt) {
+			return false
+		}
+		for i := range at {
+			if !sameJSON(at[i], bt[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return a == b
+}
+
+func num(v any) (float64, bool) {
+	switch v.(type) {
+	case int64, float64:
+		return message.Float(v)
+	}
+	if n, ok := v.(interface{ Float64() (float64, error) }); ok {
+		f, err := n.Float64()
+		return f, err == nil
+	}
+	return 0, false
+}
