@@ -29,10 +29,10 @@
 //
 // Expressions are sandboxed: they see only message and captures, have no
 // functions that touch files, the environment, the network or processes,
-// and run under an AST-size limit (MaxNodes), a memory budget
-// (MemoryBudget) and a cap on the strings repeat() may build
-// (MaxRepeatBytes). See docs/expressions.md for the language as users see
-// it.
+// and run under limits: a size limit (MaxNodes), expr's element budget
+// (MemoryBudget), a byte budget checked before strings and lists are built
+// (MaxEvalBytes) and a time limit on loops (MaxEvalTime). See
+// docs/expressions.md for the language as users see it.
 package transform
 
 import (

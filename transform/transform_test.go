@@ -2,6 +2,7 @@ package transform_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -347,6 +348,39 @@ func TestConcurrentApply(t *testing.T) {
 				}
 				if !reflect.DeepEqual(m, want) {
 					errs <- errors.New("got a message that differs from the expected one")
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestConcurrentCompile(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				tr, err := transform.Compile(map[string]any{
+					"x": ` specials/concat(map(message.l, # + message.n), [len(captures)])`,
+					"y": ` specials/"v" + string(message.n)`,
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+				m := message.Message{"n": int64(g), "l": []any{int64(i)}}
+				if err := tr.Apply(m, nil); err != nil {
+					errs <- err
+					return
+				}
+				if want := []any{int64(i + g), int64(0)}; !reflect.DeepEqual(m["x"], want) {
+					errs <- fmt.Errorf("x: got %#v, want %#v", m["x"], want)
 					return
 				}
 			}
