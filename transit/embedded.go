@@ -27,6 +27,11 @@ const (
 	busStoreDir  = "jetstream"  // the JetStream store
 )
 
+// BusChildEnv is set in the environment of a bus command started by Open.
+// A process that has it never starts a bus itself: if BusCommand is not
+// really `multimodule bus` (a test binary, say), starting it cannot recurse.
+const BusChildEnv = "MULTIMODULE_BUS_CHILD"
+
 // BusInfo is the content of bus.json: where the embedded bus listens and
 // which process it is.
 type BusInfo struct {
@@ -124,6 +129,12 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 	if bi, ok := liveBus(s.dir); ok {
 		return bi, nil
 	}
+	if os.Getenv(BusChildEnv) != "" {
+		// This process was started as a bus command but wants a bus: the
+		// command did not run `bus` (a test binary without the re-exec
+		// TestMain, say). Starting another would recurse.
+		return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: not started: this process was itself started as the bus command (%s is set), so BusCommand does not run `multimodule bus`; set Options.BusCommand or NATSURL", s.dir, BusChildEnv)
+	}
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return BusInfo{}, fmt.Errorf("transit: embedded bus: %w", err)
 	}
@@ -172,6 +183,7 @@ func (s *busStarter) start() error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), BusChildEnv+"=1")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -18,15 +18,17 @@ import (
 
 // Tuning of the JetStream backend.
 const (
-	fetchBatch    = 256             // messages asked for per pull request
-	fetchWait     = 5 * time.Second // expiry of a pull request
-	ackGroup      = 64              // at most this many handled messages share one acknowledgement
-	asyncMaxPend  = 4096            // SendAsync publishes in flight before SendAsync waits
-	apiTimeout    = 10 * time.Second
-	metaSuspect   = "multimodule_suspect_seq"
-	metaSuspectN  = "multimodule_suspect_count"
-	maxAsyncKept  = 100 // SendAsync errors remembered for Flush
-	reconnectWait = 100 * time.Millisecond
+	fetchBatch     = 256                  // messages asked for per pull request
+	fetchWait      = 5 * time.Second      // expiry of a pull request
+	ackGroup       = 64                   // at most this many handled messages share one acknowledgement
+	ackDelay       = 2 * time.Millisecond // a held-back acknowledgement waits at most this long
+	asyncMaxPend   = 4096                 // SendAsync publishes in flight before SendAsync waits
+	apiTimeout     = 10 * time.Second
+	publishAttempt = 3 * time.Second // a sync send's wait for the bus' ack before it retries
+	metaSuspect    = "multimodule_suspect_seq"
+	metaSuspectN   = "multimodule_suspect_count"
+	maxAsyncKept   = 100 // SendAsync errors remembered for Flush
+	reconnectWait  = 100 * time.Millisecond
 )
 
 // natsBus is the NATS JetStream backend.
@@ -247,19 +249,24 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 			}
 		}
 	}
+	// A sync send retries until the bus stored the message or ctx ends:
+	// after "no responders" (nothing stored: the bus is restarting) and
+	// after an attempt timed out (maybe stored: the message ID makes the
+	// stream drop the duplicate).
+	msg := nats.NewMsg(subj)
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, nats.NewInbox()[len(nats.InboxPrefix):])
 	delay := 10 * time.Millisecond
 	for {
-		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if _, ok := ctx.Deadline(); !ok {
-			pctx, cancel = context.WithTimeout(ctx, apiTimeout)
-		}
-		_, err := b.js.Publish(pctx, subj, data)
+		pctx, cancel := context.WithTimeout(ctx, publishAttempt)
+		_, err := b.js.PublishMsg(pctx, msg)
 		cancel()
-		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		retry := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+			(errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil)
+		if !retry {
 			return classify(err, qname)
 		}
-		// No stream answered: nothing was stored. The bus is restarting
-		// or the stream is gone; make sure it exists and retry.
+		b.log.Debug("send not acknowledged yet; retrying", "queue", qname, "err", err)
 		b.forgetStream(scope)
 		select {
 		case <-ctx.Done():

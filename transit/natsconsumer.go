@@ -200,6 +200,10 @@ func (c *natsConsumer) ack(d *Delivery) error {
 	var send *Delivery
 	if replay || c.unsent >= ackGroup || (len(c.out) == 0 && c.queued.Load() == 0) {
 		send, c.lastAck, c.unsent = c.lastAck, nil, 0
+	} else if c.unsent == 1 {
+		// Held back: send it soon even if no further ack comes, so a
+		// crash repeats only the last few milliseconds of work.
+		time.AfterFunc(ackDelay, c.flushAck)
 	}
 	c.mu.Unlock()
 	select {
@@ -235,7 +239,7 @@ func (c *natsConsumer) flushAck() {
 	c.lastAck, c.unsent = nil, 0
 	c.mu.Unlock()
 	if send != nil {
-		if err := c.sendAck(send, false); err != nil {
+		if err := c.sendAck(send, false); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			c.b.log.Warn("acknowledgement failed", "queue", c.qname, "err", err)
 		}
 	}
