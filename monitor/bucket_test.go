@@ -133,7 +133,7 @@ func TestBucketPrune(t *testing.T) {
 		if got, want := b.Len(), 301; got != want {
 			t.Fatalf("Len: got %d, want %d", got, want)
 		}
-		if got := b.pts[b.start].t; !got.Equal(at(100)) {
+		if got := time.Unix(0, b.pts[b.start].t); !got.Equal(at(100)) {
 			t.Errorf("oldest point: got %v, want %v", got.Sub(t0), sec(100))
 		}
 	})
