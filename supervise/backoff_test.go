@@ -1,0 +1,101 @@
+package supervise
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestBackoffNext(t *testing.T) {
+	const ms = time.Millisecond
+	tests := []struct {
+		name   string
+		b      Backoff
+		ranFor []time.Duration // one per crash
+		want   []time.Duration
+	}{
+		{
+			name:   "doubles up to Max",
+			b:      Backoff{Min: 50 * ms, Max: 400 * ms, ResetAfter: time.Second},
+			ranFor: []time.Duration{0, 0, 0, 0, 0, 0},
+			want:   []time.Duration{50 * ms, 100 * ms, 200 * ms, 400 * ms, 400 * ms, 400 * ms},
+		},
+		{
+			name:   "Max not a power-of-two multiple of Min",
+			b:      Backoff{Min: 50 * ms, Max: 300 * ms, ResetAfter: time.Second},
+			ranFor: []time.Duration{0, 0, 0, 0, 0},
+			want:   []time.Duration{50 * ms, 100 * ms, 200 * ms, 300 * ms, 300 * ms},
+		},
+		{
+			name:   "a run of ResetAfter resets",
+			b:      Backoff{Min: 50 * ms, Max: 10 * time.Second, ResetAfter: time.Second},
+			ranFor: []time.Duration{0, 10 * ms, 999 * ms, time.Second, 0, 5 * time.Second},
+			want:   []time.Duration{50 * ms, 100 * ms, 200 * ms, 50 * ms, 100 * ms, 50 * ms},
+		},
+		{
+			name:   "zero Backoff uses the defaults",
+			b:      Backoff{},
+			ranFor: []time.Duration{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, DefaultBackoffResetAfter},
+			want: []time.Duration{
+				50 * ms, 100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms, 3200 * ms, 6400 * ms,
+				DefaultBackoffMax, DefaultBackoffMax, DefaultBackoffMin,
+			},
+		},
+		{
+			name:   "Max below Min counts as Min",
+			b:      Backoff{Min: time.Second, Max: 100 * ms, ResetAfter: time.Minute},
+			ranFor: []time.Duration{0, 0, 0},
+			want:   []time.Duration{time.Second, time.Second, time.Second},
+		},
+		{
+			name:   "no overflow near the largest duration",
+			b:      Backoff{Min: time.Duration(math.MaxInt64 / 3), Max: time.Duration(math.MaxInt64), ResetAfter: time.Duration(math.MaxInt64)},
+			ranFor: []time.Duration{0, 0, 0, 0},
+			want: []time.Duration{
+				time.Duration(math.MaxInt64 / 3), 2 * time.Duration(math.MaxInt64/3),
+				time.Duration(math.MaxInt64), time.Duration(math.MaxInt64),
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := tt.b
+			var got []time.Duration
+			for _, r := range tt.ranFor {
+				got = append(got, b.Next(r))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Next over runs %v: got %v, want %v", tt.ranFor, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBackoffReset(t *testing.T) {
+	b := Backoff{Min: 10 * time.Millisecond, Max: time.Second, ResetAfter: time.Minute}
+	b.Next(0)
+	b.Next(0)
+	b.Reset()
+	if got, want := b.Next(0), 10*time.Millisecond; got != want {
+		t.Errorf("Next after Reset: got %v, want %v", got, want)
+	}
+}
+
+func ExampleBackoff() {
+	// A task that crashes at once, again and again, and then runs for a
+	// minute before crashing once more.
+	b := Backoff{Min: 50 * time.Millisecond, Max: time.Second, ResetAfter: 30 * time.Second}
+	for _, ranFor := range []time.Duration{0, 0, 0, 0, 0, 0, time.Minute} {
+		fmt.Println(b.Next(ranFor))
+	}
+	// Output:
+	// 50ms
+	// 100ms
+	// 200ms
+	// 400ms
+	// 800ms
+	// 1s
+	// 50ms
+}
