@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -384,5 +385,29 @@ func TestCallbacksMayUseTheMonitor(t *testing.T) {
 	m.Evaluate(at(30))
 	if seen["local.handles.fh.count/one_minute"] != LevelFailsafe {
 		t.Errorf("level seen from the callback: got %v, want failsafe", seen)
+	}
+}
+
+// TestConcurrentUse: Record and Count from many goroutines while another
+// evaluates (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	m := New(Options{Clock: func() time.Time { return at(10) }})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			task := fmt.Sprintf("T%d", g)
+			for s := range 500 {
+				m.Record(task, MetricCPU, at(float64(s)/50), 0.1)
+				m.Count(task, MetricMessageFailure)
+			}
+		})
+	}
+	for s := range 50 {
+		m.Evaluate(at(float64(s) / 5))
+		_ = m.Levels("T0")
+	}
+	wg.Wait()
+	if got := len(m.Buckets()); got != 8 {
+		t.Errorf("buckets: got %d, want 8", got)
 	}
 }
