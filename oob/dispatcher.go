@@ -18,6 +18,11 @@ import (
 // queue or router send (Options.Timeout).
 const DefaultTimeout = 5 * time.Second
 
+// DefaultRotateCheck is how often, at most, a file sink checks whether its
+// path still names the open file (Options.RotateCheck): records written
+// within this time after a rotation still land in the rotated file.
+const DefaultRotateCheck = time.Second
+
 // Options configures a Dispatcher. The zero value is usable: default
 // handling, the process's stdout and stderr, no debug output.
 type Options struct {
@@ -57,10 +62,11 @@ type Options struct {
 	Timeout time.Duration
 
 	// RotateCheck is how often, at most, a file sink compares the open
-	// file with the file its path names (by device and inode), so that a
-	// file rotated away, renamed or deleted is re-created at the path.
-	// 0 means before every write (the default; see docs/benchmarks.md for
-	// its cost); a positive value checks at most that often.
+	// file with the file its path names (device and inode, one stat), so
+	// that a file rotated away, renamed or deleted is re-created at the
+	// path. 0 means DefaultRotateCheck; a negative value checks before
+	// every write (exact, but the stat nearly doubles the cost of a
+	// record: docs/benchmarks.md).
 	RotateCheck time.Duration
 }
 
@@ -105,8 +111,11 @@ func New(opts Options) *Dispatcher {
 		terminal = isTerminal
 	}
 	rotate := opts.RotateCheck
-	if rotate <= 0 {
-		rotate = -1 // every write
+	switch {
+	case rotate == 0:
+		rotate = DefaultRotateCheck
+	case rotate < 0:
+		rotate = -1 // before every write
 	}
 	errGate := newGate()
 	outGate := errGate

@@ -188,7 +188,7 @@ func TestUnwritablePathReportsOnceAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(blocker, "debug.out")
-	r := newRig(t, oob.Handling{"log": "1", "error": "2", "debug": path}, oob.Options{DebugLevel: 1})
+	r := newRig(t, oob.Handling{"log": "1", "error": "2", "debug": path}, oob.Options{DebugLevel: 1, RotateCheck: -1})
 
 	for i := range 5 {
 		r.d.Handle(t.Context(), oob.Record{Channel: "debug", Text: fmt.Sprint("lost ", i)})
@@ -243,8 +243,8 @@ func TestFileRotation(t *testing.T) {
 		wantOld     []string // what the moved-away file holds (nil when deleted)
 		wantPath    []string // what the path holds afterwards
 	}{
-		{"renamed away", 0, func(p string) error { return os.Rename(p, p+".1") }, []string{"one"}, []string{"two"}},
-		{"deleted", 0, os.Remove, nil, []string{"two"}},
+		{"renamed away", -1, func(p string) error { return os.Rename(p, p+".1") }, []string{"one"}, []string{"two"}},
+		{"deleted", -1, os.Remove, nil, []string{"two"}},
 		{"renamed, checked only hourly", time.Hour, func(p string) error { return os.Rename(p, p+".1") }, []string{"one", "two"}, nil},
 	}
 	for _, tt := range tests {
