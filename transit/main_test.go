@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 	case "consumer":
 		os.Setenv(roleEnv, "main")
 		os.Exit(consumerMain())
+	case "sink":
+		os.Setenv(roleEnv, "main")
+		os.Exit(sinkMain())
 	}
 	os.Setenv(roleEnv, "main")
 	os.Exit(m.Run())
@@ -86,7 +89,7 @@ func consumerMain() int {
 
 // busDir returns a fresh transport directory whose bus (started by the
 // first Open) is stopped when the test ends.
-func busDir(t *testing.T) string {
+func busDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	t.Cleanup(func() { stopBus(t, dir, syscall.SIGTERM) })
@@ -94,7 +97,7 @@ func busDir(t *testing.T) string {
 }
 
 // stopBus stops the bus that dir/bus.json names and waits until it is gone.
-func stopBus(t *testing.T, dir string, sig syscall.Signal) {
+func stopBus(t testing.TB, dir string, sig syscall.Signal) {
 	t.Helper()
 	bi, err := transit.ReadBusInfo(dir)
 	if err != nil || !bi.Alive() {
@@ -110,7 +113,7 @@ func stopBus(t *testing.T, dir string, sig syscall.Signal) {
 }
 
 // open opens a Transit on the bus in dir, closed when the test ends.
-func open(t *testing.T, dir string, opts transit.Options) *transit.Transit {
+func open(t testing.TB, dir string, opts transit.Options) *transit.Transit {
 	t.Helper()
 	opts.TransportDir = dir
 	if opts.Logger == nil {
@@ -134,7 +137,7 @@ func open(t *testing.T, dir string, opts transit.Options) *transit.Transit {
 }
 
 // waitFor polls f until it returns nil or the deadline passes.
-func waitFor(t *testing.T, total time.Duration, f func() error) {
+func waitFor(t testing.TB, total time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(total)
 	delay := time.Millisecond
@@ -161,7 +164,7 @@ type child struct {
 
 // startChild runs this test binary with role and env, killed and waited
 // for when the test ends.
-func startChild(t *testing.T, role string, args []string, env ...string) *child {
+func startChild(t testing.TB, role string, args []string, env ...string) *child {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -197,7 +200,7 @@ func startChild(t *testing.T, role string, args []string, env ...string) *child 
 }
 
 // line returns the child's next stdout line, failing the test after d.
-func (c *child) line(t *testing.T, d time.Duration) string {
+func (c *child) line(t testing.TB, d time.Duration) string {
 	t.Helper()
 	select {
 	case l, ok := <-c.lines:
@@ -212,7 +215,7 @@ func (c *child) line(t *testing.T, d time.Duration) string {
 }
 
 // wait waits for the child to exit and returns Wait's error.
-func (c *child) wait(t *testing.T, d time.Duration) error {
+func (c *child) wait(t testing.TB, d time.Duration) error {
 	t.Helper()
 	select {
 	case <-c.done:
@@ -224,7 +227,7 @@ func (c *child) wait(t *testing.T, d time.Duration) error {
 }
 
 type testWriter struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string
 }
 

@@ -1,0 +1,147 @@
+package transit_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// sinkMain consumes MM_QUEUE (bus in MM_DIR), acknowledging every
+// message. It prints "ready" once consuming; with MM_LATENCY set, one line
+// per message with the one-way latency in ns (now - send_ts); after
+// MM_COUNT messages it prints "done" and exits.
+func sinkMain() int {
+	count, _ := strconv.Atoi(os.Getenv("MM_COUNT"))
+	lat := os.Getenv("MM_LATENCY") != ""
+	ctx := context.Background()
+	tr, err := transit.Open(ctx, transit.Options{TransportDir: os.Getenv("MM_DIR"), Host: "testhost"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer tr.Close()
+	c, err := tr.Consume(ctx, os.Getenv("MM_QUEUE"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fmt.Println("ready")
+	n := 0
+	for d := range c.C() {
+		if lat {
+			ts, _ := d.Msg.SendTS()
+			fmt.Println(time.Since(ts).Nanoseconds())
+		}
+		if err := d.Ack(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		if n++; n == count {
+			c.Stop()
+		}
+	}
+	fmt.Println("done")
+	return 0
+}
+
+// payload200 is a message of about 200 bytes once encoded with its meta.
+func payload200(i int) message.Message {
+	return message.Message{"i": int64(i), "source": "bench", "text": strings.Repeat("x", 110)}
+}
+
+func BenchmarkLocalSendReceive(b *testing.B) {
+	tr := open(b, busDir(b), transit.Options{})
+	l, err := tr.HostLocal("bench", 4096)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	done := make(chan int)
+	go func() {
+		n := 0
+		for range l.C() {
+			n++
+		}
+		done <- n
+	}()
+	msg := payload200(0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := tr.Send(ctx, "bench", msg, transit.SendOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tr.UnhostLocal("bench")
+	n := <-done
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	_ = n
+}
+
+// BenchmarkBusCrossProcess: this process sends ~200-byte messages
+// (SendAsync, pipelined), another process consumes them with explicit
+// acknowledgement; the time runs until the consumer has acknowledged the
+// last one.
+func BenchmarkBusCrossProcess(b *testing.B) {
+	dir := busDir(b)
+	tr := open(b, dir, transit.Options{})
+	sink := startChild(b, "sink", nil, "MM_DIR="+dir, "MM_QUEUE=xbench", "MM_COUNT="+strconv.Itoa(b.N))
+	if l := sink.line(b, 30*time.Second); l != "ready" {
+		b.Fatalf("sink: got %q, want ready", l)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := tr.SendAsync(ctx, "xbench", payload200(i), transit.SendOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := tr.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if l := sink.line(b, 120*time.Second); l != "done" {
+		b.Fatalf("sink: got %q, want done", l)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	sink.wait(b, 30*time.Second)
+}
+
+// BenchmarkBusLatency: one lone message at a time (Send, durable) to a
+// consumer in another process, which reports now - send_ts.
+func BenchmarkBusLatency(b *testing.B) {
+	dir := busDir(b)
+	tr := open(b, dir, transit.Options{})
+	sink := startChild(b, "sink", nil, "MM_DIR="+dir, "MM_QUEUE=lat", "MM_COUNT="+strconv.Itoa(b.N), "MM_LATENCY=1")
+	if l := sink.line(b, 30*time.Second); l != "ready" {
+		b.Fatalf("sink: got %q, want ready", l)
+	}
+	ctx := context.Background()
+	lats := make([]float64, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		if err := tr.Send(ctx, "lat", payload200(i), transit.SendOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		ns, err := strconv.ParseFloat(sink.line(b, 30*time.Second), 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lats = append(lats, ns)
+	}
+	b.StopTimer()
+	sort.Float64s(lats)
+	b.ReportMetric(lats[len(lats)/2]/1e3, "p50-µs")
+	b.ReportMetric(lats[len(lats)*99/100]/1e3, "p99-µs")
+	sink.line(b, 30*time.Second) // done
+}
