@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,8 +49,26 @@ func sinkMain() int {
 			c.Stop()
 		}
 	}
-	fmt.Println("done")
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	fmt.Println("done", cpuSeconds(ru))
 	return 0
+}
+
+func cpuSeconds(ru syscall.Rusage) float64 {
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// procCPU returns the CPU seconds process pid used so far.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
 }
 
 // payload200 is a message of about 200 bytes once encoded with its meta.
@@ -99,6 +118,10 @@ func BenchmarkBusCrossProcess(b *testing.B) {
 		b.Fatalf("sink: got %q, want ready", l)
 	}
 	ctx := context.Background()
+	bi, _ := transit.ReadBusInfo(dir)
+	busCPU := procCPU(bi.PID)
+	var ru0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
@@ -109,11 +132,20 @@ func BenchmarkBusCrossProcess(b *testing.B) {
 	if err := tr.Flush(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if l := sink.line(b, 120*time.Second); l != "done" {
-		b.Fatalf("sink: got %q, want done", l)
-	}
+	l := sink.line(b, 120*time.Second)
 	b.StopTimer()
+	sinkCPU, err := strconv.ParseFloat(strings.TrimPrefix(l, "done "), 64)
+	if err != nil {
+		b.Fatalf("sink: got %q, want done and its CPU time", l)
+	}
+	var ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	// Where the CPU went, in µs per message.
+	per := func(sec float64) float64 { return sec * 1e6 / float64(b.N) }
+	b.ReportMetric(per(cpuSeconds(ru1)-cpuSeconds(ru0)), "sender-cpu-µs/msg")
+	b.ReportMetric(per(procCPU(bi.PID)-busCPU), "bus-cpu-µs/msg")
+	b.ReportMetric(per(sinkCPU), "consumer-cpu-µs/msg")
 	sink.wait(b, 30*time.Second)
 }
 
@@ -143,5 +175,5 @@ func BenchmarkBusLatency(b *testing.B) {
 	sort.Float64s(lats)
 	b.ReportMetric(lats[len(lats)/2]/1e3, "p50-µs")
 	b.ReportMetric(lats[len(lats)*99/100]/1e3, "p99-µs")
-	sink.line(b, 30*time.Second) // done
+	sink.line(b, 30*time.Second) // done and CPU
 }
