@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/multimodule/multimodule"
+	_ "github.com/multimodule/multimodule/examples/testtasks" // the MultiModuleTest namespace
+	_ "github.com/multimodule/multimodule/tasks"              // built-in tasks
 )
 
 func main() { os.Exit(multimodule.Main()) }

@@ -84,10 +84,30 @@ type ExitError struct {
 func (e *ExitError) Error() string { return e.Err.Error() }
 func (e *ExitError) Unwrap() error { return e.Err }
 
+// SignalError is the cause of the command context's cancellation when a
+// signal arrived; the daemon reads it (context.Cause) to tell SIGTERM
+// (orderly exit) from SIGINT (exit with the externals).
+type SignalError struct{ Signal os.Signal }
+
+func (e *SignalError) Error() string { return "received " + e.Signal.String() }
+
+// SignalValue returns the signal (the daemon looks for this method).
+func (e *SignalError) SignalValue() os.Signal { return e.Signal }
+
 // Main runs the command line with os.Args and returns the exit code.
 func Main() int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(&SignalError{Signal: s})
+		case <-ctx.Done():
+		}
+	}()
 	return Run(ctx, os.Args[1:])
 }
 

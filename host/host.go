@@ -1,0 +1,281 @@
+// Package host runs tasks inside one process: the daemon, or the external
+// process of one task. It gives each loaded task its own goroutine and
+// bounded mailbox, delivers messages (from the in-process mailbox and from
+// the task's bus queue), applies config, runs recurring work, saves state,
+// and reports failures without ever letting a task take the process down.
+//
+// A Host knows which tasks exist (task.Sources) and decides with its
+// Placement function which of them it hosts. Tasks are loaded lazily: when
+// they are configured, when a message is sent to them from this process,
+// or when messages wait in their bus queue.
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/store"
+	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// Placement says whether and how this process hosts a task.
+type Placement int
+
+// The placements.
+const (
+	NotHere        Placement = iota // not hosted in this process (messages go to the bus)
+	HostAndConsume                  // hosted here and the owner of its bus queue
+	HostLocalOnly                   // hosted here for local deliveries only (stateless copies in externals)
+)
+
+// OutFunc writes an out-of-band record (SPEC 12).
+type OutFunc func(channel, taskName, text string, details map[string]any)
+
+// Options configure a Host.
+type Options struct {
+	// Process names this process: "main" for the daemon, or the task an
+	// external process hosts. It appears in logs and status.
+	Process string
+	Transit *transit.Transit
+	Store   *store.Store
+	Sources task.Sources
+	Logger  *slog.Logger
+	// Out receives every out-of-band record; nil logs them through Logger.
+	Out OutFunc
+	// Placement decides which tasks this process hosts; nil hosts every
+	// task not configured with is_external, owning its bus queue.
+	Placement func(name string, def task.Definition, config map[string]any) Placement
+	// MailboxSize bounds each task's in-memory queue (default 1000).
+	MailboxSize int
+	// SaveInterval is how often stateful state is saved (default 1 s;
+	// a task's intervals.save_state overrides it).
+	SaveInterval time.Duration
+	// ScanInterval is how often bus queues are checked for messages
+	// waiting for tasks that are not loaded (default 1 s).
+	ScanInterval time.Duration
+	// Counters collects the admin metrics; nil makes a new set.
+	Counters *Counters
+}
+
+// Host runs tasks in this process. Create it with New, start it with Run.
+type Host struct {
+	opts     Options
+	log      *slog.Logger
+	tr       *transit.Transit
+	counters *Counters
+	self     procid.Identity
+
+	ctx    context.Context // lifetime of the host; set by Run
+	cancel context.CancelFunc
+
+	hosted atomic.Pointer[map[string]*runner] // copy-on-write view for the delivery fast path
+
+	mu       sync.Mutex
+	runners  map[string]*runner
+	configs  map[string]map[string]any // the desired config of every configured task
+	confKeys map[string]string         // canonical JSON of configs, to detect changes
+	failures map[string]*loadFailure   // backoff of tasks that failed to load
+	closing  bool
+
+	asyncPending atomic.Bool // SendAsync used since the last Flush
+	flushMu      sync.Mutex
+
+	saveCh chan saveJob
+	wg     sync.WaitGroup
+}
+
+type loadFailure struct {
+	count int
+	next  time.Time
+}
+
+type saveJob struct {
+	task  string
+	state map[string]any
+	done  chan struct{}
+}
+
+// ErrClosed is returned by operations on a host that is shutting down.
+var ErrClosed = errors.New("host: shutting down")
+
+// New returns a Host; call Run to start it.
+func New(opts Options) (*Host, error) {
+	if opts.Transit == nil {
+		return nil, errors.New("host: Options.Transit is required")
+	}
+	if opts.Store == nil {
+		return nil, errors.New("host: Options.Store is required")
+	}
+	if opts.Process == "" {
+		opts.Process = "main"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MailboxSize <= 0 {
+		opts.MailboxSize = 1000
+	}
+	if opts.SaveInterval <= 0 {
+		opts.SaveInterval = time.Second
+	}
+	if opts.ScanInterval <= 0 {
+		opts.ScanInterval = time.Second
+	}
+	if opts.Counters == nil {
+		opts.Counters = NewCounters()
+	}
+	if opts.Placement == nil {
+		opts.Placement = DefaultPlacement
+	}
+	self, err := procid.Self()
+	if err != nil {
+		return nil, fmt.Errorf("host: identify this process: %w", err)
+	}
+	h := &Host{
+		opts:     opts,
+		log:      opts.Logger.With("process", opts.Process),
+		tr:       opts.Transit,
+		counters: opts.Counters,
+		self:     self,
+		runners:  map[string]*runner{},
+		configs:  map[string]map[string]any{},
+		confKeys: map[string]string{},
+		failures: map[string]*loadFailure{},
+		saveCh:   make(chan saveJob, 64),
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	empty := map[string]*runner{}
+	h.hosted.Store(&empty)
+	return h, nil
+}
+
+// DefaultPlacement hosts every task that is not configured to run
+// external, as the owner of its bus queue.
+func DefaultPlacement(name string, def task.Definition, config map[string]any) Placement {
+	if IsExternal(config) {
+		return NotHere
+	}
+	return HostAndConsume
+}
+
+// IsExternal reports whether a task config asks to run the task as its
+// own process (is_external, Perl truth).
+func IsExternal(config map[string]any) bool {
+	return config != nil && message.Truthy(config["is_external"])
+}
+
+// Counters returns the admin metrics of this host.
+func (h *Host) Counters() *Counters { return h.counters }
+
+// Transit returns the host's transport.
+func (h *Host) Transit() *transit.Transit { return h.tr }
+
+// Store returns the host's state directory.
+func (h *Host) Store() *store.Store { return h.opts.Store }
+
+// Logger returns the host's logger.
+func (h *Host) Logger() *slog.Logger { return h.log }
+
+// Run starts the host's background work (state saving, scanning the bus
+// for waiting messages, flushing) and blocks until ctx is done. It does
+// not unload tasks: call Shutdown for an orderly exit.
+func (h *Host) Run(ctx context.Context) error {
+	h.wg.Add(1)
+	go h.saver()
+	scan := time.NewTicker(h.opts.ScanInterval)
+	defer scan.Stop()
+	flush := time.NewTicker(50 * time.Millisecond)
+	defer flush.Stop()
+	h.scan()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.ctx.Done():
+			return nil
+		case <-scan.C:
+			h.scan()
+			h.retryFailed()
+		case <-flush.C:
+			h.flushAsync(ctx)
+		}
+	}
+}
+
+// out writes an out-of-band record for taskName.
+func (h *Host) out(channel, taskName, text string, details map[string]any) {
+	if h.opts.Out != nil {
+		h.opts.Out(channel, taskName, text, details)
+		return
+	}
+	args := []any{"channel", channel, "task", taskName}
+	for k, v := range details {
+		args = append(args, k, v)
+	}
+	switch channel {
+	case "error", "alert":
+		h.log.Error(text, args...)
+	case "debug":
+		h.log.Debug(text, args...)
+	default:
+		h.log.Info(text, args...)
+	}
+}
+
+// Out writes an out-of-band record on behalf of the framework.
+func (h *Host) Out(channel, taskName, text string, details map[string]any) {
+	h.out(channel, taskName, text, details)
+}
+
+// flushAsync waits for bus publishes made with SendAsync to be
+// acknowledged, reporting failures.
+func (h *Host) flushAsync(ctx context.Context) error {
+	if !h.asyncPending.Swap(false) {
+		return nil
+	}
+	h.flushMu.Lock()
+	defer h.flushMu.Unlock()
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := h.tr.Flush(fctx); err != nil {
+		h.out("error", h.opts.Process, "bus publish failed: "+err.Error(), nil)
+		return err
+	}
+	return nil
+}
+
+// saver writes state snapshots off the task goroutines, one at a time.
+func (h *Host) saver() {
+	defer h.wg.Done()
+	for job := range h.saveCh {
+		if err := h.opts.Store.SaveState(job.task, job.state); err != nil {
+			h.out("error", job.task, "save state: "+err.Error(), nil)
+		}
+		if job.done != nil {
+			close(job.done)
+		}
+	}
+}
+
+// configKey is the canonical form of a config for change detection
+// (encoding/json sorts map keys).
+func configKey(cfg map[string]any) string {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Sprintf("unencodable:%p", cfg)
+	}
+	return string(b)
+}
+
+// pid of this process, for status and records.
+var pid = os.Getpid()

@@ -1,0 +1,397 @@
+package host_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/mmtest"
+	"github.com/multimodule/multimodule/store"
+	"github.com/multimodule/multimodule/task"
+	_ "github.com/multimodule/multimodule/tasks"
+)
+
+func TestMain(m *testing.M) { mmtest.Main(m) }
+
+// recorder collects what test tasks see, safely across goroutines.
+type recorder struct {
+	mu       sync.Mutex
+	msgs     map[string][]message.Message
+	configs  map[string]int
+	recurs   map[string]int
+	changed  chan struct{}
+	closeCnt int
+}
+
+func newRecorder() *recorder {
+	return &recorder{msgs: map[string][]message.Message{}, configs: map[string]int{}, recurs: map[string]int{}, changed: make(chan struct{}, 1)}
+}
+
+func (r *recorder) add(f func()) {
+	r.mu.Lock()
+	f()
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) messages(name string) []message.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]message.Message(nil), r.msgs[name]...)
+}
+
+// probe is a configurable test task.
+type probe struct {
+	rec  *recorder
+	name string
+}
+
+func (p *probe) SetConfig(tc *task.Context, cfg map[string]any) error {
+	if message.Truthy(cfg["reject"]) {
+		return errors.New("rejected by test")
+	}
+	p.rec.add(func() { p.rec.configs[p.name]++ })
+	if iv, ok := message.Float(cfg["recur_ms"]); ok {
+		tc.NamedRecur("tick", time.Duration(iv)*time.Millisecond, func(tc *task.Context) {
+			p.rec.add(func() { p.rec.recurs[p.name]++ })
+		})
+	}
+	return nil
+}
+
+func (p *probe) Message(tc *task.Context, msg message.Message) error {
+	if message.Truthy(msg["panic"]) {
+		panic("test panic")
+	}
+	if message.Truthy(msg["fail"]) {
+		return errors.New("test failure")
+	}
+	if msg["emit"] != nil {
+		return tc.Emit(message.Message{"payload": msg["emit"]})
+	}
+	if msg["count"] != nil {
+		n, _ := message.Int(tc.State()["n"])
+		tc.State()["n"] = n + 1
+	}
+	p.rec.add(func() { p.rec.msgs[p.name] = append(p.rec.msgs[p.name], msg) })
+	return nil
+}
+
+func registry(rec *recorder) *task.Registry {
+	reg := task.NewRegistry()
+	for _, name := range []string{"Probe", "Sink"} {
+		reg.MustRegister(task.Definition{Namespace: "T", Name: name, New: func() (task.Task, error) { return &probe{rec: rec, name: name}, nil }})
+	}
+	reg.MustRegister(task.Definition{Namespace: "T", Name: "Keeper", Stateful: true, New: func() (task.Task, error) { return &probe{rec: rec, name: "Keeper"}, nil }})
+	reg.MustRegister(task.Definition{Namespace: "T", Name: "Broken", New: func() (task.Task, error) { return nil, errors.New("cannot build") }})
+	return reg
+}
+
+type fixture struct {
+	env   *mmtest.Env
+	h     *host.Host
+	rec   *recorder
+	st    *store.Store
+	stop  context.CancelFunc
+	done  chan struct{}
+	outMu sync.Mutex
+	out   []string
+}
+
+func newFixture(t *testing.T, rec *recorder, env *mmtest.Env) *fixture {
+	t.Helper()
+	if env == nil {
+		env = mmtest.NewEnv(t)
+	}
+	f := &fixture{env: env, rec: rec, st: env.Store(), done: make(chan struct{})}
+	reg := registry(rec)
+	h, err := host.New(host.Options{
+		Transit:      env.Client(),
+		Store:        f.st,
+		Sources:      task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
+		SaveInterval: 20 * time.Millisecond,
+		ScanInterval: 20 * time.Millisecond,
+		Out: func(ch, tk, text string, d map[string]any) {
+			f.outMu.Lock()
+			f.out = append(f.out, ch+" "+tk+" "+text)
+			f.outMu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = h
+	ctx, cancel := context.WithCancel(context.Background())
+	f.stop = cancel
+	go func() { defer close(f.done); _ = h.Run(ctx) }()
+	t.Cleanup(f.shutdown)
+	return f
+}
+
+func (f *fixture) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_ = f.h.Shutdown(ctx)
+	f.stop()
+	<-f.done
+}
+
+func (f *fixture) outputs() []string {
+	f.outMu.Lock()
+	defer f.outMu.Unlock()
+	return append([]string(nil), f.out...)
+}
+
+func (f *fixture) waitMsgs(t *testing.T, name string, n int) []message.Message {
+	t.Helper()
+	var got []message.Message
+	mmtest.Eventually(t, 10*time.Second, func() error {
+		got = f.rec.messages(name)
+		if len(got) < n {
+			return fmt.Errorf("%s has %d messages, want %d", name, len(got), n)
+		}
+		return nil
+	})
+	return got
+}
+
+func TestConfigAppliedOnceByContent(t *testing.T) {
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	cfg := map[string]any{"a": 1}
+	if err := f.h.Configure("Probe", cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The same content again, as a different map: no second SetConfig.
+	if err := f.h.Configure("Probe", map[string]any{"a": int64(1)}); err != nil {
+		t.Fatal(err)
+	}
+	// A message is handled only after configuration; handling it proves
+	// both configs were processed.
+	if err := f.h.Send(context.Background(), "Probe", message.Message{"x": 1}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitMsgs(t, "Probe", 1)
+	rec.mu.Lock()
+	n := rec.configs["Probe"]
+	rec.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("SetConfig called %d times, want 1", n)
+	}
+	if err := f.h.Configure("Probe", map[string]any{"a": 2}); err != nil {
+		t.Fatal(err)
+	}
+	mmtest.Eventually(t, 5*time.Second, func() error {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if rec.configs["Probe"] != 2 {
+			return fmt.Errorf("SetConfig called %d times, want 2 after a change", rec.configs["Probe"])
+		}
+		return nil
+	})
+	saved, err := f.st.LoadConfig("Probe")
+	if err != nil || saved["a"] != int64(2) {
+		t.Fatalf("saved config: got %v (%v), want a=2", saved, err)
+	}
+}
+
+func TestHandlerFailureCountedAndNextMessageProcessed(t *testing.T) {
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	if err := f.h.Configure("Probe", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, m := range []message.Message{{"panic": 1}, {"fail": 1}, {"seq": 3}} {
+		if err := f.h.Send(ctx, "Probe", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := f.waitMsgs(t, "Probe", 1)
+	if got[0]["seq"] != int64(3) {
+		t.Fatalf("got %v, want the message after the failures", got[0])
+	}
+	if n := f.h.Counters().Get("Probe", host.MetricTaskMessageFailure); n != 2 {
+		t.Fatalf("task_message_failure: got %d, want 2", n)
+	}
+	errs := 0
+	for _, o := range f.outputs() {
+		if strings.HasPrefix(o, "error Probe ") {
+			errs++
+		}
+	}
+	if errs != 2 {
+		t.Fatalf("error records for Probe: got %d, want 2 (%v)", errs, f.outputs())
+	}
+}
+
+func TestNamedRecurOncePerInterval(t *testing.T) {
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	// Many config changes, each asking for the same named schedule.
+	for i := range 20 {
+		if err := f.h.Configure("Probe", map[string]any{"recur_ms": 40, "v": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	mmtest.Eventually(t, 10*time.Second, func() error {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if rec.recurs["Probe"] < 5 {
+			return fmt.Errorf("%d runs so far", rec.recurs["Probe"])
+		}
+		return nil
+	})
+	rec.mu.Lock()
+	runs := rec.recurs["Probe"]
+	rec.mu.Unlock()
+	// One schedule of 40 ms can run at most elapsed/40ms (+1) times; 20
+	// duplicated schedules would run ~20 times as often.
+	if max := int(time.Since(start)/(40*time.Millisecond)) + 2; runs > max {
+		t.Fatalf("recurring work ran %d times in %v, want at most %d (one schedule)", runs, time.Since(start), max)
+	}
+}
+
+func TestLazyLoadOnSendAndRouting(t *testing.T) {
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	if err := f.h.ConfigureAll(map[string]any{
+		"Probe":  map[string]any{},
+		"Router": map[string]any{"routes": []any{map[string]any{"match": map[string]any{"source": "Probe"}, "forwards": []any{map[string]any{"qname": "Sink"}}}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if err := f.h.Send(context.Background(), "Probe", message.Message{"emit": int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := f.waitMsgs(t, "Sink", 50)
+	for i, m := range got {
+		if m["payload"] != int64(i) || m["source"] != "Probe" {
+			t.Fatalf("message %d: got %v, want payload %d from Probe (in order)", i, m, i)
+		}
+	}
+}
+
+func TestLoadFailureCountedAndReported(t *testing.T) {
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	err := f.h.Configure("Broken", map[string]any{})
+	if err == nil {
+		t.Fatal("configure Broken: got nil, want the load error")
+	}
+	if n := f.h.Counters().Get("Broken", host.MetricTaskCompileFailureInternal); n != 1 {
+		t.Fatalf("task_compile_failure.internal: got %d, want 1", n)
+	}
+	// The host keeps working for others.
+	if err := f.h.Configure("Probe", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.h.Send(context.Background(), "Probe", message.Message{"ok": 1})
+	f.waitMsgs(t, "Probe", 1)
+}
+
+func TestStateSavedTransformedAndRestored(t *testing.T) {
+	rec := newRecorder()
+	env := mmtest.NewEnv(t)
+	f := newFixture(t, rec, env)
+	ctx := context.Background()
+	if err := f.h.Configure("Keeper", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		_ = f.h.Send(ctx, "Keeper", message.Message{"count": 1})
+	}
+	_ = f.h.Send(ctx, "Keeper", message.Message{".multimodule": map[string]any{"transform": map[string]any{"n": 100, "patched": "yes"}}})
+	_ = f.h.Send(ctx, "Keeper", message.Message{"count": 1})
+	f.waitMsgs(t, "Keeper", 4)
+	// The state transform was not delivered as a message.
+	for _, m := range f.rec.messages("Keeper") {
+		if _, ok := m[".multimodule"]; ok {
+			t.Fatalf("state transform delivered to the task: %v", m)
+		}
+	}
+	f.shutdown()
+	st, err := f.st.LoadState("Keeper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["n"] != int64(101) || st["patched"] != "yes" {
+		t.Fatalf("saved state: got %v, want n=101 patched=yes", st)
+	}
+	if _, ok := st[".multimodule"].(map[string]any)["save_ts"]; !ok {
+		t.Fatalf("saved state has no .multimodule.save_ts: %v", st)
+	}
+	// A new host continues from the saved state.
+	f2 := newFixture(t, rec, env)
+	_ = f2.h.Send(ctx, "Keeper", message.Message{"count": 1})
+	f2.waitMsgs(t, "Keeper", 5)
+	f2.shutdown()
+	st, _ = f2.st.LoadState("Keeper")
+	if st["n"] != int64(102) {
+		t.Fatalf("state after restart: got n=%v, want 102", st["n"])
+	}
+}
+
+func TestShutdownDeliversWaitingMessages(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // runs last, after every other clean-up
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	if err := f.h.Configure("Probe", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 500 {
+		if err := f.h.Send(context.Background(), "Probe", message.Message{"i": int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.shutdown()
+	got := rec.messages("Probe")
+	if len(got) != 500 {
+		t.Fatalf("delivered %d messages before exit, want 500", len(got))
+	}
+	for i, m := range got {
+		if m["i"] != int64(i) {
+			t.Fatalf("message %d: got %v, want i=%d (in order)", i, m, i)
+		}
+	}
+}
+
+func TestRejectedConfigKeepsPrevious(t *testing.T) {
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	if err := f.h.Configure("Probe", map[string]any{"v": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.h.Configure("Probe", map[string]any{"reject": true}); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.h.Send(context.Background(), "Probe", message.Message{"x": 1})
+	f.waitMsgs(t, "Probe", 1)
+	found := false
+	for _, o := range f.outputs() {
+		if strings.HasPrefix(o, "error ") && strings.Contains(o, "keeping the previous one") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no error record about the rejected config: %v", f.outputs())
+	}
+}
+
+
+

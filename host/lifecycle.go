@@ -1,0 +1,438 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/store"
+	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// RouterName is the queue every Emit goes to.
+const RouterName = "Router"
+
+var handledTotal atomic.Uint64
+
+// ErrUnknownTask is wrapped when no source has a task of that name.
+var ErrUnknownTask = errors.New("host: unknown task")
+
+// deliver sends msg to queue qname (on host destination, if set): into the
+// mailbox of a task hosted here (loading it first when this process should
+// host it), or onto the bus.
+func (h *Host) deliver(ctx context.Context, qname, destination string, msg message.Message) error {
+	if destination != "" && destination != h.tr.HostName() {
+		h.asyncPending.Store(true)
+		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination})
+	}
+	if r := (*h.hosted.Load())[qname]; r != nil {
+		r.gate.RLock()
+		if !r.unhosted {
+			err := h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{})
+			r.gate.RUnlock()
+			return err
+		}
+		r.gate.RUnlock()
+	}
+	// Slow path: maybe load the task here first.
+	if r, _ := h.ensureLoaded(qname, false); r != nil {
+		r.gate.RLock()
+		defer r.gate.RUnlock()
+		if !r.unhosted {
+			return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{})
+		}
+	}
+	h.asyncPending.Store(true)
+	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{})
+}
+
+// Send delivers msg to queue qname from the framework (control, out of
+// band, tests) exactly as a task's send would.
+func (h *Host) Send(ctx context.Context, qname string, msg message.Message) error {
+	return h.deliver(ctx, qname, "", msg)
+}
+
+// placement decides where name runs given its current config.
+func (h *Host) placement(name string) (task.Definition, Placement, map[string]any, bool) {
+	def, ok := h.opts.Sources.Lookup(name)
+	if !ok {
+		return task.Definition{}, NotHere, nil, false
+	}
+	cfg := h.configs[name]
+	if failsafed, _ := h.opts.Store.ReadFailsafe(name); failsafed != nil {
+		return def, NotHere, cfg, true
+	}
+	return def, h.opts.Placement(name, def, cfg), cfg, true
+}
+
+// reconcile makes the hosting of one task match its config: load it,
+// reconfigure it, or unload it when it should not run here (any more).
+func (h *Host) reconcile(name string) error {
+	h.mu.Lock()
+	r := h.runners[name]
+	def, pl, cfg, known := h.placement(name)
+	h.mu.Unlock()
+	switch {
+	case r != nil && (pl == NotHere || pl != r.placement):
+		if err := h.Unload(context.Background(), name); err != nil {
+			return err
+		}
+		if pl == NotHere {
+			return nil
+		}
+		_, err := h.ensureLoaded(name, true)
+		return err
+	case r != nil:
+		if cfg != nil {
+			r.post(func() { r.applyConfig(cfg) })
+		}
+		return nil
+	case !known:
+		if cfg != nil {
+			return fmt.Errorf("%w %q (not in any task source)", ErrUnknownTask, name)
+		}
+		return nil
+	case pl == NotHere:
+		_ = def
+		return nil
+	}
+	_, err := h.ensureLoaded(name, true)
+	return err
+}
+
+// ensureLoaded returns the runner of name, loading it when this process
+// should host it. force ignores a pending load backoff.
+func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.runners[name]; r != nil {
+		return r, nil
+	}
+	if h.closing {
+		return nil, ErrClosed
+	}
+	def, pl, cfg, known := h.placement(name)
+	if !known || pl == NotHere {
+		return nil, nil
+	}
+	if f := h.failures[name]; f != nil && !force && time.Now().Before(f.next) {
+		return nil, nil
+	}
+	r, err := h.loadLocked(name, def, pl, cfg)
+	if err != nil {
+		f := h.failures[name]
+		if f == nil {
+			f = &loadFailure{}
+			h.failures[name] = f
+		}
+		f.count++
+		f.next = time.Now().Add(min(time.Second<<min(f.count-1, 5), 30*time.Second))
+		h.counters.Add(name, MetricTaskCompileFailureInternal, 1)
+		h.out("error", name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, f.count, err), nil)
+		return nil, err
+	}
+	delete(h.failures, name)
+	return r, nil
+}
+
+// loadLocked builds and starts a runner; h.mu is held.
+func (h *Host) loadLocked(name string, def task.Definition, pl Placement, cfg map[string]any) (*runner, error) {
+	t, err := task.Build(def)
+	if err != nil {
+		return nil, err
+	}
+	local, err := h.tr.HostLocal(name, h.opts.MailboxSize)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: mailbox: %w", name, err)
+	}
+	ctx, stop := context.WithCancel(h.ctx)
+	r := &runner{
+		h: h, name: name, def: def, placement: pl,
+		log:   h.log.With("task", name),
+		local: local, ctrl: make(chan func(), 16),
+		ctx: ctx, stop: stop, done: make(chan struct{}),
+		passed:       h.counters.Counter(name, MetricPassedMessages),
+		emitted:      h.counters.Counter(name, MetricEmitMessages),
+		failed:       h.counters.Counter(name, MetricTaskMessageFailure),
+		handlerNanos: h.counters.Counter(name, MetricHandlerNanos),
+		handled:      &handledTotal,
+		t:            t,
+		recurs:       map[string]*recur{},
+	}
+	r.tc = task.NewContext(name, r)
+	if def.Stateful {
+		state, err := h.opts.Store.LoadState(name)
+		if err != nil {
+			// A corrupt state file was moved aside: start empty, loudly.
+			h.out("alert", name, fmt.Sprintf("task %s: saved state unusable, starting from empty state: %v", name, err), nil)
+		}
+		delete(state, ".multimodule")
+		r.tc.SetState(state)
+		if b, err := message.Marshal(message.Message(r.tc.State())); err == nil {
+			r.lastSaved = b
+		}
+	}
+	if pl == HostAndConsume {
+		cons, err := h.tr.Consume(h.ctx, name)
+		if err != nil {
+			h.tr.UnhostLocal(name)
+			stop()
+			return nil, fmt.Errorf("task %s: consume its bus queue: %w", name, err)
+		}
+		r.cons, r.busC = cons, cons.C()
+	}
+	if cfg == nil {
+		cfg = map[string]any{} // loaded because messages wait: configured empty
+	}
+	h.runners[name] = r
+	h.publishHosted()
+	go r.loop()
+	r.post(func() { r.applyConfig(cfg) })
+	h.counters.Add(name, MetricStartRequestInternal, 1)
+	h.writeStatus(name)
+	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
+	return r, nil
+}
+
+func (h *Host) publishHosted() {
+	m := maps.Clone(h.runners)
+	h.hosted.Store(&m)
+}
+
+func (h *Host) writeStatus(name string) {
+	st := store.Status{
+		PID:       h.self.PID,
+		StartTime: h.self.StartTime,
+		Cmdline:   h.self.Cmdline,
+		SaveTS:    float64(time.Now().UnixNano()) / 1e9,
+		External:  h.opts.Process != "main",
+	}
+	if err := h.opts.Store.SaveStatus(name, st); err != nil {
+		h.out("error", name, "save status: "+err.Error(), nil)
+	}
+}
+
+// Unload stops hosting task name without losing a message: it stops taking
+// from the bus, finishes what was fetched, moves what still waits in its
+// mailbox onto the bus (in order, before any newer send), saves its state
+// and calls Close.
+func (h *Host) Unload(ctx context.Context, name string) error {
+	h.mu.Lock()
+	r := h.runners[name]
+	h.mu.Unlock()
+	if r == nil {
+		return nil
+	}
+	h.drainBus(r)
+	err := h.unhost(ctx, r)
+	h.finish(r)
+	h.mu.Lock()
+	delete(h.runners, name)
+	h.publishHosted()
+	h.mu.Unlock()
+	h.counters.Add(name, MetricStopInternal, 1)
+	if err != nil {
+		return fmt.Errorf("host: unload %s: %w", name, err)
+	}
+	return nil
+}
+
+// drainBus stops the runner's bus consumer and waits until every fetched
+// delivery has been handled and acknowledged.
+func (h *Host) drainBus(r *runner) {
+	var cons *transit.Consumer
+	r.call(func() { cons = r.cons })
+	if cons == nil {
+		return
+	}
+	cons.Stop()
+	for {
+		var drained bool
+		if !r.call(func() { drained = r.busC == nil || !r.configured }) || drained {
+			break
+		}
+		select {
+		case <-r.done:
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
+	r.call(func() { r.ackPending() })
+}
+
+// unhost takes the runner's mailbox away and moves what still waits in it
+// onto the bus, in order. Senders are held off (the gate) until then, so
+// no newer message overtakes the leftovers; afterwards their sends go to
+// the bus. The gate is taken before pausing, so a sender waiting for room
+// in a full mailbox can still finish.
+func (h *Host) unhost(ctx context.Context, r *runner) error {
+	r.gate.Lock()
+	defer r.gate.Unlock()
+	r.unhosted = true
+	r.paused.Store(true)
+	select { // wake the loop so it sees paused
+	case r.ctrl <- func() {}:
+	default:
+	}
+	leftovers := h.tr.UnhostLocal(r.name)
+	var errs []error
+	for _, m := range leftovers {
+		if err := h.tr.SendAsync(ctx, r.name, m, transit.SendOptions{}); err != nil {
+			errs = append(errs, fmt.Errorf("move waiting message of %s to the bus: %w", r.name, err))
+		}
+	}
+	if len(leftovers) > 0 {
+		if err := h.tr.Flush(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// finish saves state, closes the task and stops its goroutine. The gate
+// taken by unhost is released.
+func (h *Host) finish(r *runner) {
+	r.call(func() {
+		r.closed = true
+		r.stopRecurs()
+		if r.saveTimer != nil {
+			r.saveTimer.Stop()
+			r.saveTimer = nil
+		}
+		r.saveState(true)
+		if c, ok := r.t.(task.Closer); ok {
+			if err := r.safeCall("close", func() error { return c.Close(r.tc) }); err != nil {
+				h.out("error", r.name, fmt.Sprintf("task %s: close: %v", r.name, err), nil)
+			}
+		}
+	})
+	r.stop()
+	<-r.done
+	h.writeStatus(r.name)
+}
+
+// scan loads tasks whose bus queues hold waiting messages.
+func (h *Host) scan() {
+	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+	defer cancel()
+	stats, err := h.tr.Stats(ctx)
+	if err != nil {
+		h.log.Debug("scan queues", "error", err)
+		return
+	}
+	for _, st := range stats {
+		if st.Msgs == 0 || st.Local {
+			continue
+		}
+		h.mu.Lock()
+		_, loaded := h.runners[st.Name]
+		h.mu.Unlock()
+		if !loaded {
+			_, _ = h.ensureLoaded(st.Name, false)
+		}
+	}
+}
+
+// retryFailed retries configured tasks whose load failed, after backoff.
+func (h *Host) retryFailed() {
+	h.mu.Lock()
+	var due []string
+	now := time.Now()
+	for name, f := range h.failures {
+		if _, configured := h.configs[name]; configured && now.After(f.next) {
+			due = append(due, name)
+		}
+	}
+	h.mu.Unlock()
+	for _, name := range due {
+		_, _ = h.ensureLoaded(name, false)
+	}
+}
+
+// Loaded lists the tasks hosted in this process.
+func (h *Host) Loaded() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Sorted(maps.Keys(h.runners))
+}
+
+// Shutdown stops the host in order (SPEC 14): stop taking from the bus,
+// deliver everything already waiting in in-memory mailboxes, move what
+// cannot be delivered onto the bus, save the state and status of every
+// stateful task, and wait for every publish to be acknowledged.
+func (h *Host) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closing = true
+	runners := slices.Collect(maps.Values(h.runners))
+	h.mu.Unlock()
+
+	for _, r := range runners {
+		r.call(func() {
+			r.stopRecurs()
+			if r.cons != nil {
+				r.cons.Stop()
+			}
+		})
+	}
+	h.quiesce(ctx, runners)
+	var errs []error
+	for _, r := range runners {
+		if err := h.unhost(ctx, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := h.tr.Flush(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	for _, r := range runners {
+		h.finish(r)
+	}
+	h.mu.Lock()
+	clear(h.runners)
+	h.publishHosted()
+	h.mu.Unlock()
+	close(h.saveCh)
+	h.wg.Wait()
+	h.cancel()
+	return errors.Join(errs...)
+}
+
+// quiesce waits until no task has anything left to handle: every mailbox
+// and fetched bus buffer is empty and nothing was handled during a whole
+// round of barriers.
+func (h *Host) quiesce(ctx context.Context, runners []*runner) {
+	for {
+		before := handledTotal.Load()
+		idle := true
+		for _, r := range runners {
+			var empty bool
+			r.call(func() {
+				empty = !r.configured || (r.local.Len() == 0 && r.busC == nil)
+			})
+			if !empty {
+				idle = false
+			}
+		}
+		if idle && handledTotal.Load() == before {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	for _, r := range runners {
+		r.call(func() { r.ackPending() })
+	}
+}

@@ -1,0 +1,344 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/transform"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// runner is one loaded task: its goroutine, mailbox and bus consumer.
+// Every field below "task goroutine only" is touched only by loop.
+type runner struct {
+	h         *Host
+	name      string
+	def       task.Definition
+	placement Placement
+	log       *slog.Logger
+
+	local *transit.Local
+	ctrl  chan func()
+	ctx   context.Context
+	stop  context.CancelFunc
+	done  chan struct{}
+
+	// gate serializes deliveries into local against unhosting it: senders
+	// hold it shared, an unload holds it exclusively.
+	gate     sync.RWMutex
+	unhosted bool
+
+	passed, emitted, failed, handlerNanos *atomic.Uint64
+	busy                                  atomic.Bool
+	paused                                atomic.Bool // set by unhost: take nothing more
+	handled                               *atomic.Uint64 // host-wide count for quiescence
+
+	// task goroutine only
+	t          task.Task
+	tc         *task.Context
+	config     map[string]any
+	configKey  string
+	configured bool
+	cons       *transit.Consumer
+	busC       <-chan *transit.Delivery
+	pending    []*transit.Delivery // handled, waiting for the ack
+	recurs     map[string]*recur
+	lastSaved  []byte
+	saveTimer  *time.Timer
+	closed     bool
+}
+
+type recur struct {
+	name     string
+	interval time.Duration
+	work     func(*task.Context)
+	timer    *time.Timer
+	pending  atomic.Bool
+	stopped  atomic.Bool
+}
+
+// post runs f on the task goroutine; it fails if the runner has stopped.
+func (r *runner) post(f func()) bool {
+	select {
+	case r.ctrl <- f:
+		return true
+	case <-r.done:
+		return false
+	}
+}
+
+// call runs f on the task goroutine and waits for it.
+func (r *runner) call(f func()) bool {
+	ch := make(chan struct{})
+	if !r.post(func() { f(); close(ch) }) {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	case <-r.done:
+		return false
+	}
+}
+
+func (r *runner) loop() {
+	defer close(r.done)
+	for {
+		var localC <-chan message.Message
+		var busC <-chan *transit.Delivery
+		if r.configured && !r.paused.Load() {
+			localC = r.local.C()
+			busC = r.busC
+		}
+		// Acknowledge handled bus messages once nothing more is buffered,
+		// after the messages they caused are safely on the bus.
+		if len(r.pending) > 0 && (busC == nil || len(busC) == 0 || len(r.pending) >= 256) {
+			r.ackPending()
+		}
+		// Bus deliveries first: they are older than anything a local
+		// sender can have sent since this task was loaded.
+		if busC != nil {
+			select {
+			case d, ok := <-busC:
+				r.takeBus(d, ok)
+				continue
+			default:
+			}
+		}
+		select {
+		case f := <-r.ctrl:
+			f()
+		case m, ok := <-localC:
+			if ok && m != nil {
+				r.handle(m)
+			}
+		case d, ok := <-busC:
+			r.takeBus(d, ok)
+		case <-r.ctx.Done():
+			r.ackPending()
+			return
+		}
+	}
+}
+
+func (r *runner) takeBus(d *transit.Delivery, ok bool) {
+	if !ok {
+		r.busC = nil
+		r.cons = nil
+		return
+	}
+	r.handle(d.Msg)
+	r.pending = append(r.pending, d)
+}
+
+func (r *runner) ackPending() {
+	if len(r.pending) == 0 {
+		return
+	}
+	_ = r.h.flushAsync(r.ctx)
+	for _, d := range r.pending {
+		if err := d.Ack(); err != nil {
+			r.log.Warn("ack failed; the message may be delivered again", "error", err)
+		}
+	}
+	clear(r.pending)
+	r.pending = r.pending[:0]
+}
+
+// handle delivers one message to the task, or applies a state transform.
+func (r *runner) handle(m message.Message) {
+	r.busy.Store(true)
+	defer func() {
+		r.busy.Store(false)
+		r.handled.Add(1)
+	}()
+	if ctl, ok := m[".multimodule"].(map[string]any); ok {
+		if t, ok := ctl["transform"].(map[string]any); ok {
+			r.transformState(t)
+			return
+		}
+	}
+	start := time.Now()
+	err := r.safeCall("message", func() error { return r.t.Message(r.tc, m) })
+	r.handlerNanos.Add(uint64(time.Since(start)))
+	r.passed.Add(1)
+	if err != nil {
+		r.failed.Add(1)
+		text, _ := message.Marshal(m)
+		r.h.out("error", r.name, fmt.Sprintf("task %s: message handler failed: %v", r.name, err),
+			map[string]any{"message": string(text)})
+	}
+}
+
+// transformState applies an operator's {".multimodule": {"transform": …}}
+// to the task's state (SPEC 8).
+func (r *runner) transformState(t map[string]any) {
+	state := r.tc.State()
+	if err := transform.Apply(message.Message(state), t, nil); err != nil {
+		r.h.out("error", r.name, fmt.Sprintf("task %s: state transform: %v", r.name, err), nil)
+	}
+	r.tc.SetState(state)
+	r.h.out("log", r.name, fmt.Sprintf("task %s: state transformed", r.name), nil)
+}
+
+// safeCall runs task code, turning a panic into an error with the stack.
+func (r *runner) safeCall(what string, f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%s panicked: %v\n%s", what, p, debug.Stack())
+		}
+	}()
+	return f()
+}
+
+// applyConfig calls SetConfig when the config changed by content.
+func (r *runner) applyConfig(cfg map[string]any) {
+	key := configKey(cfg)
+	if r.configured && key == r.configKey {
+		return
+	}
+	prev, prevKey := r.config, r.configKey
+	r.config, r.configKey = cfg, key
+	if c, ok := r.t.(task.Configurer); ok {
+		err := r.safeCall("set_config", func() error { return c.SetConfig(r.tc, task.CopyConfig(cfg)) })
+		if err != nil {
+			r.h.out("error", r.name, fmt.Sprintf("task %s: set config rejected, keeping the previous one: %v", r.name, err), nil)
+			r.config, r.configKey = prev, prevKey
+			return
+		}
+	}
+	r.configured = true
+	if r.def.Stateful {
+		r.scheduleSave()
+	}
+}
+
+func (r *runner) saveInterval() time.Duration {
+	if d, ok := task.IntervalOverride(r.config, "save_state"); ok {
+		return d
+	}
+	return r.h.opts.SaveInterval
+}
+
+func (r *runner) scheduleSave() {
+	if r.saveTimer != nil || r.closed {
+		return
+	}
+	r.saveTimer = time.AfterFunc(r.saveInterval(), func() {
+		r.post(func() {
+			r.saveTimer = nil
+			r.saveState(false)
+			r.scheduleSave()
+		})
+	})
+}
+
+// saveState snapshots the state and hands it to the saver when it
+// changed since the last save; with wait, it returns once written.
+func (r *runner) saveState(wait bool) {
+	if !r.def.Stateful {
+		return
+	}
+	state := r.tc.State()
+	b, err := message.Marshal(message.Message(state))
+	if err != nil {
+		r.h.out("error", r.name, fmt.Sprintf("task %s: state is not JSON-compatible, not saved: %v", r.name, err), nil)
+		return
+	}
+	if string(b) == string(r.lastSaved) {
+		return
+	}
+	r.lastSaved = b
+	job := saveJob{task: r.name, state: message.Message(state).Copy()}
+	if wait {
+		job.done = make(chan struct{})
+	}
+	r.h.saveCh <- job
+	if wait {
+		<-job.done
+	}
+}
+
+// --- task.Runtime ---
+
+func (r *runner) Context() context.Context { return r.ctx }
+func (r *runner) Config() map[string]any   { return r.config }
+func (r *runner) Logger() *slog.Logger     { return r.log }
+func (r *runner) Process() string          { return r.h.opts.Process }
+
+func (r *runner) Emit(msg message.Message) error {
+	r.emitted.Add(1)
+	return r.h.deliver(r.ctx, RouterName, "", msg)
+}
+
+func (r *runner) Send(qname, destination string, msg message.Message) error {
+	return r.h.deliver(r.ctx, qname, destination, msg)
+}
+
+func (r *runner) Out(channel, text string, details map[string]any) {
+	r.h.out(channel, r.name, text, details)
+}
+
+func (r *runner) Recur(name string, interval time.Duration, work func(*task.Context)) {
+	if interval <= 0 {
+		r.h.out("error", r.name, fmt.Sprintf("task %s: recur %q: interval must be positive, got %v", r.name, name, interval), nil)
+		return
+	}
+	if old, ok := r.recurs[name]; ok {
+		old.work = work
+		if old.interval == interval {
+			return
+		}
+		old.stopped.Store(true)
+		old.timer.Stop()
+	}
+	rc := &recur{name: name, interval: interval, work: work}
+	r.recurs[name] = rc
+	r.armRecur(rc)
+}
+
+func (r *runner) armRecur(rc *recur) {
+	rc.timer = time.AfterFunc(rc.interval, func() {
+		if rc.stopped.Load() || !rc.pending.CompareAndSwap(false, true) {
+			return
+		}
+		r.post(func() {
+			rc.pending.Store(false)
+			if rc.stopped.Load() || r.closed {
+				return
+			}
+			r.armRecur(rc) // next period starts now: runs never pile up
+			if !r.configured || r.paused.Load() {
+				return
+			}
+			if err := r.safeCall("recur "+rc.name, func() error { rc.work(r.tc); return nil }); err != nil {
+				r.failed.Add(1)
+				r.h.out("error", r.name, fmt.Sprintf("task %s: recurring work %q failed: %v", r.name, rc.name, err), nil)
+			}
+		})
+	})
+}
+
+func (r *runner) DelRecurs(tag string) {
+	if tag != r.name {
+		return // every schedule of this task carries the task's name as its tag
+	}
+	r.stopRecurs()
+}
+
+func (r *runner) stopRecurs() {
+	for name, rc := range r.recurs {
+		rc.stopped.Store(true)
+		rc.timer.Stop()
+		delete(r.recurs, name)
+	}
+}
+
+var _ task.Runtime = (*runner)(nil)

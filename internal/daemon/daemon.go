@@ -1,0 +1,341 @@
+// Package daemon wires the MultiModule daemon together: the state
+// directory, the transport, the task host, the config file and control
+// queue, and orderly exit. The command line (internal/cli) only parses
+// flags into Options and calls Run.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/store"
+	"github.com/multimodule/multimodule/task"
+	_ "github.com/multimodule/multimodule/tasks" // the builtin namespace is always there
+	"github.com/multimodule/multimodule/transit"
+)
+
+// DefaultControlQueue is the control queue when -q is not given.
+const DefaultControlQueue = "MultiModule_control"
+
+// Options are the daemon's settings (the original's flags).
+type Options struct {
+	StateDir     string         // -s
+	ControlQueue string         // -q
+	Sources      []string       // -p: namespaces (and, later, exec-task directories)
+	ConfigFile   string         // -c
+	DebugLevel   int            // -d
+	Task         string         // -m: run as the external process of this task
+	OOB          string         // -o
+	Transit      transit.Options // how to reach the bus
+	Registry     *task.Registry // nil: the default registry
+	Stdout       io.Writer
+	Stderr       io.Writer
+	// ShutdownTimeout bounds the orderly exit (default 60 s).
+	ShutdownTimeout time.Duration
+}
+
+// ExitRequest is how a run ends: the exit code and whether externals are
+// stopped too.
+type exitRequest struct {
+	exitExternals bool
+	reason        string
+}
+
+// Daemon is one running daemon (or external process).
+type Daemon struct {
+	opts   Options
+	log    *slog.Logger
+	store  *store.Store
+	tr     *transit.Transit
+	host   *host.Host
+	exitCh chan exitRequest
+}
+
+// Run runs the daemon until ctx is cancelled or a cleanly_exit control
+// message arrives, then exits in order. The cause of ctx's cancellation
+// decides how: a cause with a SignalValue() method returning SIGINT also stops the
+// externals (SPEC 14).
+func Run(ctx context.Context, opts Options) error {
+	if opts.ControlQueue == "" {
+		opts.ControlQueue = DefaultControlQueue
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = "./state"
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = os.Stdout
+	}
+	if opts.Stderr == nil {
+		opts.Stderr = os.Stderr
+	}
+	if opts.Registry == nil {
+		opts.Registry = task.DefaultRegistry()
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 60 * time.Second
+	}
+	if opts.Task == "main" {
+		return errors.New("-m main is refused: main is the daemon itself")
+	}
+	if err := transit.ValidateQueueName(opts.ControlQueue); err != nil {
+		return fmt.Errorf("-q: %w", err)
+	}
+	level := slog.LevelInfo
+	if opts.DebugLevel > 0 {
+		level = slog.LevelDebug
+	}
+	process := "main"
+	if opts.Task != "" {
+		process = opts.Task
+	}
+	d := &Daemon{
+		opts:   opts,
+		log:    slog.New(slog.NewTextHandler(opts.Stderr, &slog.HandlerOptions{Level: level})).With("pid", os.Getpid()),
+		exitCh: make(chan exitRequest, 1),
+	}
+
+	st, err := store.Open(opts.StateDir)
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	d.store = st
+	if opts.Task == "" {
+		release, err := st.LockDaemon()
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+
+	topts := opts.Transit
+	topts.StateDir = opts.StateDir
+	if topts.Logger == nil {
+		topts.Logger = d.log
+	}
+	tr, err := transit.Open(ctx, topts)
+	if err != nil {
+		return fmt.Errorf("transport: %w", err)
+	}
+	d.tr = tr
+	defer tr.Close()
+
+	sources, err := d.sources()
+	if err != nil {
+		return err
+	}
+	h, err := host.New(host.Options{
+		Process:   process,
+		Transit:   tr,
+		Store:     st,
+		Sources:   sources,
+		Logger:    d.log,
+		Placement: d.placement,
+	})
+	if err != nil {
+		return err
+	}
+	d.host = h
+
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	hostDone := make(chan struct{})
+	go func() { defer close(hostDone); _ = h.Run(runCtx) }()
+
+	if err := h.RestoreConfigs(); err != nil {
+		d.log.Error("restoring saved configs", "error", err)
+	}
+	if opts.ConfigFile != "" {
+		if err := d.loadConfigFile(); err != nil {
+			d.log.Error("config file", "error", err)
+		}
+		go d.watchConfigFile(runCtx)
+	}
+	controlDone := make(chan struct{})
+	controlCtx, stopControl := context.WithCancel(context.Background())
+	if opts.Task == "" {
+		go func() { defer close(controlDone); d.control(controlCtx) }()
+	} else {
+		close(controlDone)
+	}
+	if err := d.writeMainStatus(); err != nil {
+		d.log.Error("write status", "error", err)
+	}
+	d.log.Info("multimodule ready", "state", opts.StateDir, "control_queue", opts.ControlQueue, "process", process)
+
+	var req exitRequest
+	select {
+	case <-ctx.Done():
+		req = exitRequest{reason: "context done"}
+		var sig interface{ SignalValue() os.Signal }
+		if errors.As(context.Cause(ctx), &sig) {
+			req.reason = "signal " + sig.SignalValue().String()
+			req.exitExternals = sig.SignalValue() == os.Interrupt
+		}
+	case req = <-d.exitCh:
+	}
+	d.log.Info("exiting", "reason", req.reason, "exit_externals", req.exitExternals)
+	stopControl()
+	<-controlDone
+	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+	defer cancel()
+	err = h.Shutdown(sctx)
+	stopRun()
+	<-hostDone
+	if err != nil {
+		return fmt.Errorf("orderly exit: %w", err)
+	}
+	return nil
+}
+
+// sources resolves -p into task sources, "builtin" first.
+func (d *Daemon) sources() (task.Sources, error) {
+	ss := task.Sources{d.opts.Registry.Namespace(task.Builtin)}
+	for _, entry := range d.opts.Sources {
+		for _, p := range strings.Split(entry, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				continue
+			}
+			if strings.Contains(p, "/") {
+				return nil, fmt.Errorf("-p %s: task directories (exec tasks) are not supported yet", p)
+			}
+			ns := task.NormalizeNamespace(p)
+			if !contains(d.opts.Registry.Namespaces(), ns) {
+				return nil, fmt.Errorf("-p %s: no such task namespace (known: %s)", p, strings.Join(d.opts.Registry.Namespaces(), ", "))
+			}
+			ss = append(ss, d.opts.Registry.Namespace(ns))
+		}
+	}
+	return ss, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+// placement: the daemon hosts every task not configured external; an
+// external process hosts its own task (owning its queue) and local copies
+// of stateless tasks.
+func (d *Daemon) placement(name string, def task.Definition, cfg map[string]any) host.Placement {
+	if d.opts.Task == "" {
+		if host.IsExternal(cfg) {
+			return host.NotHere
+		}
+		return host.HostAndConsume
+	}
+	switch {
+	case name == d.opts.Task:
+		return host.HostAndConsume
+	case !def.Stateful:
+		return host.HostLocalOnly
+	}
+	return host.NotHere
+}
+
+// writeMainStatus records this process in <state>/main.status (or the
+// task's status for an external), which tests and `status` read.
+func (d *Daemon) writeMainStatus() error {
+	self, err := procid.Self()
+	if err != nil {
+		return err
+	}
+	name := "main"
+	if d.opts.Task != "" {
+		name = d.opts.Task
+	}
+	u, _ := procid.UsageOf(self.PID)
+	return d.store.SaveStatus(name, store.Status{
+		PID: self.PID, StartTime: self.StartTime, Cmdline: self.Cmdline,
+		SaveTS:   float64(time.Now().UnixNano()) / 1e9,
+		FDs:      u.FDs,
+		Threads:  u.Threads,
+		External: d.opts.Task != "",
+	})
+}
+
+// control consumes the control queue (SPEC 8, 14).
+func (d *Daemon) control(ctx context.Context) {
+	cons, err := d.tr.Consume(ctx, d.opts.ControlQueue)
+	if err != nil {
+		d.log.Error("control queue: cannot consume", "queue", d.opts.ControlQueue, "error", err)
+		return
+	}
+	defer cons.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case dv, ok := <-cons.C():
+			if !ok {
+				return
+			}
+			if err := d.handleControl(dv.Msg); err != nil {
+				text, _ := message.Marshal(dv.Msg)
+				d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"message": string(text)})
+			}
+			if err := dv.Ack(); err != nil {
+				d.log.Warn("control queue: ack failed", "error", err)
+			}
+		}
+	}
+}
+
+// HandleControl applies one control message.
+func (d *Daemon) handleControl(m message.Message) error {
+	mm, ok := m[".multimodule"].(map[string]any)
+	if !ok {
+		return errors.New(`a control message must have a ".multimodule" map`)
+	}
+	var errs []error
+	handled := false
+	if c, ok := mm["config"]; ok {
+		handled = true
+		cfg, ok := c.(map[string]any)
+		if !ok {
+			errs = append(errs, fmt.Errorf(".multimodule.config must be a map, got %T", c))
+		} else if err := d.host.ConfigureAll(cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c, ok := mm["control"]; ok {
+		handled = true
+		list, ok := c.([]any)
+		if !ok {
+			errs = append(errs, fmt.Errorf(".multimodule.control must be a list, got %T", c))
+		}
+		for i, item := range list {
+			ctl, ok := item.(map[string]any)
+			if !ok {
+				errs = append(errs, fmt.Errorf(".multimodule.control[%d] must be a map", i))
+				continue
+			}
+			switch ctl["type"] {
+			case "cleanly_exit":
+				select {
+				case d.exitCh <- exitRequest{exitExternals: message.Truthy(ctl["exit_externals"]), reason: "cleanly_exit"}:
+				default:
+				}
+			default:
+				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %v (known: cleanly_exit)", i, ctl["type"]))
+			}
+		}
+	}
+	if !handled {
+		errs = append(errs, errors.New(".multimodule has neither config nor control"))
+	}
+	return errors.Join(errs...)
+}

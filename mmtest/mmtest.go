@@ -1,0 +1,399 @@
+// Package mmtest is the test harness for MultiModule: it runs real daemons,
+// buses and external processes from a test binary, sends and receives
+// messages, and waits for conditions with deadlines (never fixed sleeps).
+//
+// A test package that starts processes calls Main from its TestMain; the
+// test binary then doubles as the multimodule binary for its children:
+//
+//	func TestMain(m *testing.M) { mmtest.Main(m) }
+package mmtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/cli"
+	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/store"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// EnvMain is set in the environment of processes the harness starts: the
+// test binary then runs the multimodule command line instead of tests.
+const EnvMain = "MULTIMODULE_MMTEST_MAIN"
+
+// Main runs the tests, or — in a child started by the harness — the
+// multimodule command line.
+func Main(m *testing.M) {
+	if os.Getenv(EnvMain) == "1" {
+		os.Exit(cli.Main())
+	}
+	// Every process this test binary starts, directly or through the code
+	// under test (the bus, external tasks), must run multimodule and never
+	// the tests again.
+	if err := os.Setenv(EnvMain, "1"); err != nil {
+		panic(err)
+	}
+	os.Exit(m.Run())
+}
+
+// Env is one test's MultiModule world: a state directory and everything
+// started in it, cleaned up when the test ends.
+type Env struct {
+	T        testing.TB
+	StateDir string
+
+	mu     sync.Mutex
+	procs  []*Proc
+	client *transit.Transit
+}
+
+// NewEnv returns an Env with a fresh state directory. At the end of the
+// test it stops every process it started (and the bus and any external
+// processes recorded in the state directory).
+func NewEnv(t testing.TB) *Env {
+	t.Helper()
+	e := &Env{T: t, StateDir: filepath.Join(t.TempDir(), "state")}
+	t.Cleanup(e.cleanup)
+	return e
+}
+
+// Command returns a command running multimodule (this test binary) with
+// -s StateDir and args.
+func (e *Env) Command(args ...string) *exec.Cmd {
+	exe, err := os.Executable()
+	if err != nil {
+		e.T.Fatalf("mmtest: os.Executable: %v", err)
+	}
+	cmd := exec.Command(exe, append([]string{"-s", e.StateDir}, args...)...)
+	cmd.Env = append(os.Environ(), EnvMain+"=1")
+	return cmd
+}
+
+// Run runs multimodule with args to completion and returns its stdout,
+// stderr and exit code.
+func (e *Env) Run(args ...string) (stdout, stderr string, code int) {
+	e.T.Helper()
+	cmd := e.Command(args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code = 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			e.T.Fatalf("mmtest: run %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return out.String(), errb.String(), code
+}
+
+// Proc is a process the harness started.
+type Proc struct {
+	Cmd    *exec.Cmd
+	Stdout *Buffer
+	Stderr *Buffer
+	done   chan struct{}
+	err    error
+}
+
+// Start starts multimodule with args in the background.
+func (e *Env) Start(args ...string) *Proc {
+	e.T.Helper()
+	cmd := e.Command(args...)
+	p := &Proc{Cmd: cmd, Stdout: &Buffer{}, Stderr: &Buffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.Stdout, p.Stderr
+	if err := cmd.Start(); err != nil {
+		e.T.Fatalf("mmtest: start %v: %v", args, err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	e.mu.Lock()
+	e.procs = append(e.procs, p)
+	e.mu.Unlock()
+	return p
+}
+
+// StartDaemon starts a daemon with args and waits until it is ready (its
+// main.status names its pid).
+func (e *Env) StartDaemon(args ...string) *Proc {
+	e.T.Helper()
+	p := e.Start(args...)
+	e.Eventually(30*time.Second, func() error {
+		if p.Exited() {
+			return fmt.Errorf("daemon exited early (%v); stderr:\n%s", p.err, p.Stderr)
+		}
+		st, err := store.Open(e.StateDir)
+		if err != nil {
+			return err
+		}
+		s, err := st.LoadStatus("main")
+		if err != nil || s == nil {
+			return fmt.Errorf("no main.status yet (%v)", err)
+		}
+		if s.PID != p.Cmd.Process.Pid {
+			return fmt.Errorf("main.status names pid %d, daemon is %d", s.PID, p.Cmd.Process.Pid)
+		}
+		return nil
+	})
+	return p
+}
+
+// PID is the process id.
+func (p *Proc) PID() int { return p.Cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig syscall.Signal) error { return p.Cmd.Process.Signal(sig) }
+
+// Wait waits up to timeout for the process to end and returns its exit
+// code (-1 if killed by a signal); it fails the test on timeout.
+func (p *Proc) Wait(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("mmtest: process %d did not exit within %v; stderr:\n%s", p.PID(), timeout, p.Stderr)
+	}
+	return p.Cmd.ProcessState.ExitCode()
+}
+
+// Kill kills the process with SIGKILL and waits for it.
+func (p *Proc) Kill() {
+	_ = p.Cmd.Process.Kill()
+	<-p.done
+}
+
+// WaitOutput waits until the process' stdout has a line matching re and
+// returns it.
+func (p *Proc) WaitOutput(t testing.TB, re string, timeout time.Duration) string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	var line string
+	deadline := time.Now().Add(timeout)
+	for {
+		if m := rx.FindString(p.Stdout.String()); m != "" {
+			line = m
+			return line
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mmtest: no stdout line matching %q within %v; stdout:\n%s\nstderr:\n%s", re, timeout, p.Stdout, p.Stderr)
+		}
+		if !p.Stdout.WaitChange(time.Until(deadline)) && p.Exited() {
+			if m := rx.FindString(p.Stdout.String()); m != "" {
+				return m
+			}
+			t.Fatalf("mmtest: process exited (%v) before printing %q; stdout:\n%s\nstderr:\n%s", p.err, re, p.Stdout, p.Stderr)
+		}
+	}
+}
+
+// Client returns a transit client on the Env's bus (started if needed),
+// closed at cleanup.
+func (e *Env) Client() *transit.Transit {
+	e.T.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.client != nil {
+		return e.client
+	}
+	exe, _ := os.Executable()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tr, err := transit.Open(ctx, transit.Options{
+		StateDir:   e.StateDir,
+		BusCommand: []string{exe, "bus", "-T", filepath.Join(e.StateDir, "transit")},
+	})
+	if err != nil {
+		e.T.Fatalf("mmtest: open transit: %v", err)
+	}
+	e.client = tr
+	return tr
+}
+
+// Send sends msg to queue qname through the bus and fails the test on
+// error.
+func (e *Env) Send(qname string, msg message.Message) {
+	e.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Client().Send(ctx, qname, msg, transit.SendOptions{}); err != nil {
+		e.T.Fatalf("mmtest: send to %s: %v", qname, err)
+	}
+}
+
+// Recv receives one message from queue qname, failing the test if none
+// arrives within timeout.
+func (e *Env) Recv(qname string, timeout time.Duration) message.Message {
+	e.T.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	m, err := e.Client().Receive(ctx, qname)
+	if err != nil {
+		e.T.Fatalf("mmtest: receive from %s: %v", qname, err)
+	}
+	return m
+}
+
+// Configure sends a config (task → config) to the daemon's control queue.
+func (e *Env) Configure(cfg map[string]any) {
+	e.T.Helper()
+	e.Send("MultiModule_control", message.Message{".multimodule": map[string]any{"config": cfg}})
+}
+
+// Store opens the Env's state directory.
+func (e *Env) Store() *store.Store {
+	e.T.Helper()
+	st, err := store.Open(e.StateDir)
+	if err != nil {
+		e.T.Fatalf("mmtest: open store: %v", err)
+	}
+	return st
+}
+
+// Eventually polls f until it returns nil, failing the test with f's last
+// error after timeout.
+func (e *Env) Eventually(timeout time.Duration, f func() error) {
+	e.T.Helper()
+	Eventually(e.T, timeout, f)
+}
+
+// Eventually polls f (starting at once, backing off from 1 ms to 50 ms)
+// until it returns nil; after timeout it fails t with f's last error.
+func Eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(wait) // polling interval, not synchronisation: the deadline decides
+		wait = min(wait*2, 50*time.Millisecond)
+	}
+}
+
+func (e *Env) cleanup() {
+	e.mu.Lock()
+	procs := e.procs
+	client := e.client
+	e.mu.Unlock()
+	for _, p := range procs {
+		if !p.Exited() {
+			_ = p.Signal(syscall.SIGKILL)
+			<-p.done
+		}
+	}
+	if client != nil {
+		_ = client.Close()
+	}
+	// External task processes and the bus are not our children: find them
+	// through the state directory and stop them.
+	if st, err := store.Open(e.StateDir); err == nil {
+		if names, err := st.Tasks(); err == nil {
+			for _, name := range names {
+				if s, err := st.LoadStatus(name); err == nil && s != nil && s.External {
+					killIdentity(s.Identity())
+				}
+			}
+		}
+	}
+	if bi, err := transit.ReadBusInfo(filepath.Join(e.StateDir, "transit")); err == nil {
+		killIdentity(procid.Identity{PID: bi.PID, StartTime: bi.StartTime})
+	}
+}
+
+// killIdentity stops a process that is not our child: SIGTERM, then
+// SIGKILL if it is still there after a grace period.
+func killIdentity(id procid.Identity) {
+	if id.PID <= 0 || id.PID == os.Getpid() || !id.Alive() {
+		return
+	}
+	_ = syscall.Kill(id.PID, syscall.SIGTERM)
+	deadline := time.Now().Add(5 * time.Second)
+	for id.Alive() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if id.Alive() {
+		_ = syscall.Kill(id.PID, syscall.SIGKILL)
+		for i := 0; i < 200 && id.Alive(); i++ {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// Buffer is a goroutine-safe bytes.Buffer that can wait for new writes.
+type Buffer struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{}
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.b.Write(p)
+	if b.changed != nil {
+		close(b.changed)
+		b.changed = nil
+	}
+	return n, err
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Lines returns the complete lines written so far.
+func (b *Buffer) Lines() []string {
+	s := b.String()
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return strings.Split(s[:i], "\n")
+	}
+	return nil
+}
+
+// WaitChange waits up to d for a write; it reports whether one happened.
+func (b *Buffer) WaitChange(d time.Duration) bool {
+	b.mu.Lock()
+	if b.changed == nil {
+		b.changed = make(chan struct{})
+	}
+	ch := b.changed
+	b.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-time.After(min(d, 100*time.Millisecond)):
+		return false
+	}
+}

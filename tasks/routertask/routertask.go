@@ -1,0 +1,63 @@
+// Package routertask is the built-in Router task: a thin wrapper around
+// package router. Its config is a router config ({routes: …}); a config
+// without routes routes nothing. A bad config is rejected with the
+// router's error (naming the route and field) and the previous routes stay
+// in force. Deliveries go to tasks hosted in this process directly and
+// through the bus otherwise.
+package routertask
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/router"
+	"github.com/multimodule/multimodule/task"
+)
+
+// Name is the Router task's name and queue.
+const Name = "Router"
+
+func init() {
+	task.Register(task.Definition{
+		Namespace: task.Builtin,
+		Name:      Name,
+		New:       func() (task.Task, error) { return &Task{}, nil },
+	})
+}
+
+// Task is the Router task.
+type Task struct {
+	r *router.Router
+}
+
+// SetConfig compiles the routes; on error the previous routes stay.
+func (t *Task) SetConfig(tc *task.Context, config map[string]any) error {
+	rc := map[string]any{"routes": []any{}}
+	if routes, ok := config["routes"]; ok {
+		rc["routes"] = routes
+	}
+	r, err := router.Compile(rc)
+	if err != nil {
+		return fmt.Errorf("router config: %w", err)
+	}
+	t.r = r
+	return nil
+}
+
+// Message routes one message.
+func (t *Task) Message(tc *task.Context, msg message.Message) error {
+	if t.r == nil {
+		return nil
+	}
+	return t.r.Route(tc.Context(), msg, router.ForwarderFunc(func(_ context.Context, fwd router.Forward, m message.Message) error {
+		return tc.SendTo(fwd.QName, fwd.Destination, m)
+	}))
+}
+
+// Router returns the compiled router (for its counters).
+func (t *Task) Router() *router.Router { return t.r }
+
+var (
+	_ task.Configurer = (*Task)(nil)
+)
