@@ -392,6 +392,3 @@ func TestRejectedConfigKeepsPrevious(t *testing.T) {
 		t.Fatalf("no error record about the rejected config: %v", f.outputs())
 	}
 }
-
-
-

@@ -37,7 +37,7 @@ type runner struct {
 
 	passed, emitted, failed, handlerNanos *atomic.Uint64
 	busy                                  atomic.Bool
-	paused                                atomic.Bool // set by unhost: take nothing more
+	paused                                atomic.Bool    // set by unhost: take nothing more
 	handled                               *atomic.Uint64 // host-wide count for quiescence
 
 	// task goroutine only

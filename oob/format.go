@@ -146,11 +146,6 @@ func needsQuote(s string) bool {
 	return false
 }
 
-// appendJSON appends m as one line of JSON.
-func appendJSON(buf *bytes.Buffer, m message.Message) error {
-	return message.Encode(buf, m)
-}
-
 // stamp fills what Handle owes a record: the time and the pid.
 func stamp(r *Record, pid int) {
 	if r.Time.IsZero() {

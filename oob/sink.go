@@ -119,8 +119,8 @@ func (s *writerSink) deliver(_ context.Context, dv *delivery, wait time.Duration
 	defer putBuf(buf)
 	if s.human {
 		buf.Write(appendHuman(buf.AvailableBuffer(), dv.r))
-	} else if err := appendJSON(buf, dv.message()); err != nil {
-		return err
+	} else {
+		buf.Write(appendRecordJSON(buf.AvailableBuffer(), dv.r))
 	}
 	return s.write(buf.Bytes(), wait)
 }
@@ -173,9 +173,7 @@ func (s *fileSink) String() string { return "file " + s.path }
 func (s *fileSink) deliver(_ context.Context, dv *delivery, wait time.Duration) error {
 	buf := getBuf()
 	defer putBuf(buf)
-	if err := appendJSON(buf, dv.message()); err != nil {
-		return err
-	}
+	buf.Write(appendRecordJSON(buf.AvailableBuffer(), dv.r))
 	if !s.gate.lock(wait) {
 		return busyError(wait)
 	}

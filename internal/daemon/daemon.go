@@ -28,15 +28,15 @@ const DefaultControlQueue = "MultiModule_control"
 
 // Options are the daemon's settings (the original's flags).
 type Options struct {
-	StateDir     string         // -s
-	ControlQueue string         // -q
-	Sources      []string       // -p: namespaces (and, later, exec-task directories)
-	ConfigFile   string         // -c
-	DebugLevel   int            // -d
-	Task         string         // -m: run as the external process of this task
-	OOB          string         // -o
+	StateDir     string          // -s
+	ControlQueue string          // -q
+	Sources      []string        // -p: namespaces (and, later, exec-task directories)
+	ConfigFile   string          // -c
+	DebugLevel   int             // -d
+	Task         string          // -m: run as the external process of this task
+	OOB          string          // -o
 	Transit      transit.Options // how to reach the bus
-	Registry     *task.Registry // nil: the default registry
+	Registry     *task.Registry  // nil: the default registry
 	Stdout       io.Writer
 	Stderr       io.Writer
 	// ShutdownTimeout bounds the orderly exit (default 60 s).
