@@ -30,7 +30,8 @@ type Options struct {
 	// A channel without an entry (or with an empty one) goes where "error"
 	// goes, and "error" without an entry goes to stderr. Use
 	// ParseHandling or Handling.Validate to check it first: New does not
-	// fail, and a bad queue name shows up as a send failure.
+	// fail, and a bad queue name shows up as a send failure. Relative
+	// file paths are resolved against the working directory at New.
 	Handling Handling
 
 	// Stdout and Stderr are the writers behind handlings "1" and "2";
