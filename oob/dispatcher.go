@@ -236,8 +236,10 @@ func (d *Dispatcher) passes(dv *delivery) bool {
 // A zero Time becomes now, a zero PID this process's pid, an empty Channel
 // "log". Debug records are dropped at once while the debug level is 0.
 //
-// Handle never panics and never blocks longer than about twice
-// Options.Timeout (a busy sink, then the report of its failure). A sink
+// Handle never panics, and its waits are bounded: each sink it tries (the
+// record's, then the error channel's for a failure report, then stderr as
+// last resort) waits at most Options.Timeout for its lock and, for queues
+// and the router, Options.Timeout for the send. A sink
 // that fails is reported once on the "error" channel, and again only
 // after it has worked in between; when it works again a note on "log"
 // says how many records were lost. When the error channel's own sink
