@@ -14,60 +14,84 @@ import (
 // directory, and the task is loaded (or reconfigured, or moved) as its
 // placement says. An identical config does nothing.
 func (h *Host) Configure(name string, cfg map[string]any) error {
-	if err := task.ValidateName(name); err != nil {
-		return fmt.Errorf("host: configure: %w", err)
-	}
-	norm, err := message.Normalize(map[string]any(cfg))
-	if cfg == nil {
-		norm, err = message.Message{}, nil
-	}
-	if err != nil {
-		return fmt.Errorf("host: configure %s: %w", name, err)
-	}
-	cfg = map[string]any(norm)
-	key := configKey(cfg)
+	return h.ConfigureAll(map[string]any{name: cfg})
+}
 
+// ConfigureAll applies a whole config map (task name → config); tasks not
+// named keep their config. Every config is recorded before any task is
+// (re)loaded, so that tasks configured together see each other's config
+// from their first message (a producer never runs before the Router it
+// feeds is configured). Errors are joined; the good tasks are configured
+// anyway.
+func (h *Host) ConfigureAll(all map[string]any) error {
+	var errs []error
+	var changed []string
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
 		return ErrClosed
 	}
-	changed := h.confKeys[name] != key
-	if changed {
+	saves := map[string]map[string]any{}
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		cfg, err := normalizeConfig(name, all[name])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		key := configKey(cfg)
+		if h.confKeys[name] == key {
+			continue
+		}
 		h.configs[name] = cfg
 		h.confKeys[name] = key
 		delete(h.failures, name) // a new config deserves a new try
+		saves[name] = cfg
+		changed = append(changed, name)
 	}
 	h.mu.Unlock()
-	if changed {
-		if err := h.opts.Store.SaveConfig(name, cfg); err != nil {
+	for _, name := range changed {
+		if err := h.opts.Store.SaveConfig(name, saves[name]); err != nil {
 			h.out("error", name, "save config: "+err.Error(), nil)
 		}
 	}
-	return h.reconcile(name)
-}
-
-// ConfigureAll applies a whole config map (task name → config), task by
-// task; tasks not named keep their config. Errors are joined; the good
-// tasks are configured anyway.
-func (h *Host) ConfigureAll(all map[string]any) error {
-	var errs []error
-	for _, name := range slices.Sorted(maps.Keys(all)) {
-		cfg, ok := all[name].(map[string]any)
-		if !ok {
-			if m, isMsg := all[name].(message.Message); isMsg {
-				cfg, ok = map[string]any(m), true
-			}
+	// The Router first: everything else emits into it.
+	slices.SortStableFunc(changed, func(a, b string) int {
+		switch {
+		case a == RouterName && b != RouterName:
+			return -1
+		case b == RouterName && a != RouterName:
+			return 1
 		}
-		if !ok {
-			errs = append(errs, fmt.Errorf("host: config of task %q must be a map, got %T", name, all[name]))
-			continue
-		}
-		if err := h.Configure(name, cfg); err != nil {
+		return 0
+	})
+	for _, name := range changed {
+		if err := h.reconcile(name); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func normalizeConfig(name string, v any) (map[string]any, error) {
+	if err := task.ValidateName(name); err != nil {
+		return nil, fmt.Errorf("host: configure: %w", err)
+	}
+	var cfg map[string]any
+	switch t := v.(type) {
+	case nil:
+		return map[string]any{}, nil
+	case map[string]any:
+		cfg = t
+	case message.Message:
+		cfg = t
+	default:
+		return nil, fmt.Errorf("host: config of task %q must be a map, got %T", name, v)
+	}
+	norm, err := message.Normalize(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("host: configure %s: %w", name, err)
+	}
+	return map[string]any(norm), nil
 }
 
 // RestoreConfigs loads every saved <Task>.conf from the state directory

@@ -145,20 +145,21 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.host = h
 
-	runCtx, stopRun := context.WithCancel(context.Background())
-	defer stopRun()
-	hostDone := make(chan struct{})
-	go func() { defer close(hostDone); _ = h.Run(runCtx) }()
-
+	// Configs first, so that no task is loaded (for waiting messages)
+	// before its saved config is known.
 	if err := h.RestoreConfigs(); err != nil {
 		d.log.Error("restoring saved configs", "error", err)
 	}
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
 	if opts.ConfigFile != "" {
 		if err := d.loadConfigFile(); err != nil {
 			d.log.Error("config file", "error", err)
 		}
 		go d.watchConfigFile(runCtx)
 	}
+	hostDone := make(chan struct{})
+	go func() { defer close(hostDone); _ = h.Run(runCtx) }()
 	controlDone := make(chan struct{})
 	controlCtx, stopControl := context.WithCancel(context.Background())
 	if opts.Task == "" {
