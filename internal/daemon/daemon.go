@@ -17,6 +17,7 @@ import (
 	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
 	_ "github.com/multimodule/multimodule/tasks" // the builtin namespace is always there
@@ -57,6 +58,7 @@ type Daemon struct {
 	store  *store.Store
 	tr     *transit.Transit
 	host   *host.Host
+	oob    *oob.Dispatcher
 	exitCh chan exitRequest
 }
 
@@ -89,19 +91,21 @@ func Run(ctx context.Context, opts Options) error {
 	if err := transit.ValidateQueueName(opts.ControlQueue); err != nil {
 		return fmt.Errorf("-q: %w", err)
 	}
-	level := slog.LevelInfo
-	if opts.DebugLevel > 0 {
-		level = slog.LevelDebug
-	}
 	process := "main"
 	if opts.Task != "" {
 		process = opts.Task
 	}
 	d := &Daemon{
 		opts:   opts,
-		log:    slog.New(slog.NewTextHandler(opts.Stderr, &slog.HandlerOptions{Level: level})).With("pid", os.Getpid()),
 		exitCh: make(chan exitRequest, 1),
 	}
+	disp, err := d.newDispatcher()
+	if err != nil {
+		return err
+	}
+	defer disp.Close()
+	d.oob = disp
+	d.log = slog.New(oob.NewSlogHandler(disp)).With("process", process)
 
 	st, err := store.Open(opts.StateDir)
 	if err != nil {
@@ -139,6 +143,7 @@ func Run(ctx context.Context, opts Options) error {
 		Sources:   sources,
 		Logger:    d.log,
 		Placement: d.placement,
+		Out:       d.out,
 	})
 	if err != nil {
 		return err
@@ -149,6 +154,12 @@ func Run(ctx context.Context, opts Options) error {
 	// before its saved config is known.
 	if err := h.RestoreConfigs(); err != nil {
 		d.log.Error("restoring saved configs", "error", err)
+	}
+	if _, ok := h.Config(OutOfBandName); !ok && opts.Task == "" {
+		// The daemon always handles records sent by externals.
+		if err := h.Configure(OutOfBandName, map[string]any{}); err != nil {
+			d.log.Error("loading the OutOfBand task", "error", err)
+		}
 	}
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
@@ -199,7 +210,7 @@ func Run(ctx context.Context, opts Options) error {
 
 // sources resolves -p into task sources, "builtin" first.
 func (d *Daemon) sources() (task.Sources, error) {
-	ss := task.Sources{d.opts.Registry.Namespace(task.Builtin)}
+	ss := task.Sources{d.outOfBandSource(), d.opts.Registry.Namespace(task.Builtin)}
 	for _, entry := range d.opts.Sources {
 		for _, p := range strings.Split(entry, ",") {
 			p = strings.TrimSpace(p)
@@ -232,6 +243,9 @@ func contains(list []string, s string) bool {
 // external process hosts its own task (owning its queue) and local copies
 // of stateless tasks.
 func (d *Daemon) placement(name string, def task.Definition, cfg map[string]any) host.Placement {
+	if name == OutOfBandName && d.opts.Task != "" {
+		return host.NotHere // records from externals are handled by the daemon
+	}
 	if d.opts.Task == "" {
 		if host.IsExternal(cfg) {
 			return host.NotHere

@@ -1,0 +1,98 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
+	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// OutOfBandName is the built-in task (and queue) that handles out-of-band
+// records in the daemon. External processes send their records to it.
+const OutOfBandName = "OutOfBand"
+
+// newDispatcher builds the out-of-band dispatcher of this process. The
+// daemon handles records as -o says; an external process forwards every
+// record to the daemon's OutOfBand queue, so they are handled in one place.
+func (d *Daemon) newDispatcher() (*oob.Dispatcher, error) {
+	handling, err := oob.ParseHandling(d.opts.OOB)
+	if err != nil {
+		return nil, fmt.Errorf("-o: %w", err)
+	}
+	if d.opts.Task != "" {
+		handling = oob.Handling{}
+		for _, ch := range []string{"log", "error", "alert", "debug"} {
+			handling[ch] = OutOfBandName
+		}
+	}
+	return oob.New(oob.Options{
+		Handling:   handling,
+		Stdout:     d.opts.Stdout,
+		Stderr:     d.opts.Stderr,
+		DebugLevel: d.opts.DebugLevel,
+		Emit: func(ctx context.Context, m message.Message) error {
+			if _, ok := m["source"]; ok {
+				m["previous_source"] = m["source"]
+			}
+			m["source"] = OutOfBandName
+			return d.sendQueue(ctx, host.RouterName, m)
+		},
+		SendQueue: d.sendQueue,
+	}), nil
+}
+
+// sendQueue delivers a record message: through the host once it runs
+// (local tasks get it in memory), through the bus before that.
+func (d *Daemon) sendQueue(ctx context.Context, qname string, m message.Message) error {
+	if h := d.host; h != nil {
+		return h.Send(ctx, qname, m)
+	}
+	if d.tr != nil {
+		return d.tr.Send(ctx, qname, m, transit.SendOptions{})
+	}
+	return errors.New("out-of-band: no transport yet")
+}
+
+// out is the host's OutFunc: every record of this process goes through
+// the dispatcher.
+func (d *Daemon) out(channel, taskName, text string, details map[string]any) {
+	d.oob.Handle(context.Background(), oob.Record{
+		Channel: channel, Task: taskName, Text: text, Details: details, Time: time.Now(),
+	})
+}
+
+// outOfBandTask is the built-in OutOfBand task: its config sets the
+// channel filters (include_matches / exclude_matches, applied live), and
+// the records it receives (from external processes) are handled here.
+type outOfBandTask struct{ disp *oob.Dispatcher }
+
+func (t *outOfBandTask) SetConfig(tc *task.Context, cfg map[string]any) error {
+	return t.disp.SetFilters(cfg)
+}
+
+func (t *outOfBandTask) Message(tc *task.Context, m message.Message) error {
+	r, err := oob.RecordFromMessage(m)
+	if err != nil {
+		return fmt.Errorf("not an out-of-band record: %w", err)
+	}
+	t.disp.Handle(tc.Context(), r)
+	return nil
+}
+
+// outOfBandSource offers the OutOfBand task bound to this daemon's
+// dispatcher.
+func (d *Daemon) outOfBandSource() task.Source {
+	reg := task.NewRegistry()
+	reg.MustRegister(task.Definition{
+		Namespace: task.Builtin,
+		Name:      OutOfBandName,
+		New:       func() (task.Task, error) { return &outOfBandTask{disp: d.oob}, nil },
+	})
+	return reg.Namespace(task.Builtin)
+}
