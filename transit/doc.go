@@ -9,8 +9,10 @@
 // auth token, mode 0600), bus.log and the JetStream store. With a URL,
 // everything uses that server or cluster and nothing is started.
 //
-// Layout on the bus: one work-queue stream per host scope, named
-// MM_<scope>, with file storage and subjects
+// Layout on the bus: one stream per host scope, named MM_<scope>, with
+// interest retention (a message stays until its queue's consumer
+// acknowledged it; JetStream refuses AckAll on work-queue streams), file
+// storage and subjects
 //
 //	<prefix>.<scope>.q.<encoded qname>
 //
@@ -19,7 +21,8 @@
 // the mapping is one to one and each queue is one subject token). Each
 // queue has one durable pull consumer named q_<encoded qname>, owned by the
 // process hosting that queue's task ([Transit.Consume]) or used by one-shot
-// receivers ([Transit.Receive]).
+// receivers ([Transit.Receive]). Senders create that consumer before a
+// queue's first message, so the stream keeps messages nobody reads yet.
 //
 // Delivery guarantees on the bus: a message whose [Transit.Send] returned
 // nil is stored on disk; the owner acknowledges it after handling; a

@@ -472,6 +472,9 @@ func (b *natsBus) receive(ctx context.Context, scope, qname string, wait bool) (
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("transit: receive from %q: %w", qname, ctx.Err())
 			}
+			if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+				return nil, fmt.Errorf("transit: receive from %q: %w", qname, context.DeadlineExceeded)
+			}
 			return nil, fmt.Errorf("transit: receive from %q: %w", qname, err)
 		}
 		m, ok := <-batch.Messages()

@@ -26,6 +26,8 @@ type natsConsumer struct {
 	acked        chan struct{} // a delivery was acknowledged (for dead-lettering)
 
 	mu        sync.Mutex
+	exited    bool        // the run loop ended: acknowledgements go out one by one, confirmed
+	highest   uint64      // highest acknowledged stream sequence
 	pend      []*Delivery // handed out or queued, not acknowledged, in order
 	lastAck   *Delivery   // acknowledged by the owner, acknowledgement not sent yet
 	unsent    int
@@ -63,7 +65,7 @@ func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, 
 func (c *natsConsumer) run(tk takeover) {
 	log := c.b.log.With("queue", c.qname)
 	defer close(c.out)
-	defer c.flushAck()
+	defer c.finish()
 	keep := time.NewTicker(max(c.b.opts.AckWait/3, 10*time.Millisecond))
 	defer keep.Stop()
 	var (
@@ -195,8 +197,9 @@ func (c *natsConsumer) ack(d *Delivery) error {
 	if c.lastAck == nil || d.Seq > c.lastAck.Seq {
 		c.lastAck = d
 	}
+	c.highest = max(c.highest, d.Seq)
 	c.unsent++
-	replay := d.Seq <= c.replayEnd
+	replay := d.Seq <= c.replayEnd || c.exited
 	var send *Delivery
 	if replay || c.unsent >= ackGroup || (len(c.out) == 0 && c.queued.Load() == 0) {
 		send, c.lastAck, c.unsent = c.lastAck, nil, 0
@@ -230,6 +233,42 @@ func (c *natsConsumer) sendAck(d *Delivery, wait bool) error {
 		return fmt.Errorf("transit: acknowledge message %d of %q: %w", d.Seq, c.qname, err)
 	}
 	return nil
+}
+
+// finish ends the run loop: later acknowledgements are sent one by one
+// and confirmed, and the ones already sent are confirmed (the consumer's
+// ack floor reached them) before C closes, so a next owner's take-over
+// cannot overtake them and deliver handled messages again.
+func (c *natsConsumer) finish() {
+	c.mu.Lock()
+	c.exited = true
+	c.mu.Unlock()
+	c.flushAck()
+	if c.b.ctx.Err() != nil {
+		return // the Transit is closing: nothing more to wait for
+	}
+	c.mu.Lock()
+	highest := c.highest
+	c.mu.Unlock()
+	if highest == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.b.ctx, 5*time.Second)
+	defer cancel()
+	delay := time.Millisecond
+	for {
+		info, err := c.cons.Info(ctx)
+		if err == nil && info.AckFloor.Stream >= highest {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.b.log.Warn("acknowledgements not confirmed by the bus", "queue", c.qname, "seq", highest, "err", err)
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
 }
 
 // flushAck sends a held-back acknowledgement.

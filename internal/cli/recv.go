@@ -108,7 +108,7 @@ func runRecv(ctx context.Context, g *Globals, o *recvOptions, stdout io.Writer) 
 			return &ExitError{Code: 1, Err: fmt.Errorf("recv: queue %q is empty", o.queue)}
 		}
 		return nil
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 		if o.follow && got > 0 {
 			return nil
 		}
