@@ -255,7 +255,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if t.closed.Load() {
 		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
 	}
-	m, err := message.Normalize(msg)
+	m, err := normalize(msg)
 	if err != nil {
 		return fmt.Errorf("transit: send to %q: %w", qname, err)
 	}

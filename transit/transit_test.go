@@ -420,3 +420,34 @@ func TestConcurrentFirstUseStartsOneBus(t *testing.T) {
 		t.Errorf("bus.log has %d 'bus ready' lines, want 1:\n%s", got, log)
 	}
 }
+
+// Messages of non-canonical Go types are converted before delivery.
+func TestSendNormalizesLocalMessages(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{})
+	ctx := ctxT(t, 30*time.Second)
+	l, err := tr.HostLocal("norm", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		in   message.Message
+		key  string
+		want any
+	}{
+		{"int becomes int64", message.Message{"v": 7}, "v", int64(7)},
+		{"nested uint32", message.Message{"v": map[string]any{"w": uint32(3)}}, "v", map[string]any{"w": int64(3)}},
+		{"canonical kept", message.Message{"v": "s"}, "v", "s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tr.Send(ctx, "norm", tt.in, transit.SendOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got := (<-l.C())[tt.key]
+			if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", tt.want) {
+				t.Errorf("got %#v, want %#v", got, tt.want)
+			}
+		})
+	}
+}
