@@ -34,6 +34,9 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 	saves := map[string]map[string]any{}
 	for _, name := range slices.Sorted(maps.Keys(all)) {
 		cfg, err := normalizeConfig(name, all[name])
+		if err == nil {
+			err = h.checkExternal(name, cfg)
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -50,6 +53,9 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 	}
 	h.mu.Unlock()
 	for _, name := range changed {
+		if h.opts.ReadOnlyConfig {
+			break
+		}
 		if err := h.opts.Store.SaveConfig(name, saves[name]); err != nil {
 			h.out("error", name, "save config: "+err.Error(), nil)
 		}
@@ -68,9 +74,30 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		if err := h.reconcile(name); err != nil {
 			errs = append(errs, err)
 		}
+		if h.opts.OnConfigChanged != nil {
+			h.opts.OnConfigChanged(name, saves[name])
+		}
 	}
 	return errors.Join(errs...)
 }
+
+// checkExternal refuses is_external for a stateless task (SPEC 10: only
+// stateful tasks may run external; stateless ones run everywhere).
+func (h *Host) checkExternal(name string, cfg map[string]any) error {
+	if !IsExternal(cfg) {
+		return nil
+	}
+	def, ok := h.opts.Sources.Lookup(name)
+	if ok && !def.Stateful {
+		return fmt.Errorf("host: task %s is stateless: only stateful tasks may run external (is_external refused, previous config kept)", name)
+	}
+	return nil
+}
+
+// Reconcile makes the hosting of task name in this process match its
+// config and placement now (the supervisor calls it when an external
+// process of the task has exited).
+func (h *Host) Reconcile(name string) error { return h.reconcile(name) }
 
 func normalizeConfig(name string, v any) (map[string]any, error) {
 	if err := task.ValidateName(name); err != nil {

@@ -65,6 +65,13 @@ type Options struct {
 	ScanInterval time.Duration
 	// Counters collects the admin metrics; nil makes a new set.
 	Counters *Counters
+	// ReadOnlyConfig keeps configs out of the state directory (external
+	// processes read configs the daemon saved; they never write them).
+	ReadOnlyConfig bool
+	// OnConfigChanged is called (outside any lock) after a task's config
+	// changed and its hosting here was reconciled; the daemon's external
+	// supervisor hooks in here.
+	OnConfigChanged func(name string, config map[string]any)
 }
 
 // Host runs tasks in this process. Create it with New, start it with Run.

@@ -34,7 +34,7 @@ func (h *Host) deliver(ctx context.Context, qname, destination string, msg messa
 	if r := (*h.hosted.Load())[qname]; r != nil {
 		r.gate.RLock()
 		if !r.unhosted {
-			err := h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{})
+			err := h.sendHosted(ctx, r, msg)
 			r.gate.RUnlock()
 			return err
 		}
@@ -45,11 +45,21 @@ func (h *Host) deliver(ctx context.Context, qname, destination string, msg messa
 		r.gate.RLock()
 		defer r.gate.RUnlock()
 		if !r.unhosted {
-			return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{})
+			return h.sendHosted(ctx, r, msg)
 		}
 	}
 	h.asyncPending.Store(true)
 	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{})
+}
+
+// sendHosted delivers to a task hosted here: into its mailbox, or — while
+// it catches up with its bus backlog — through the bus. r.gate is held.
+func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message) error {
+	if r.catchingUp.Load() {
+		fence(msg, r.name)
+		h.asyncPending.Store(true)
+	}
+	return h.tr.SendAsync(ctx, r.name, msg, transit.SendOptions{})
 }
 
 // Send delivers msg to queue qname from the framework (control, out of
@@ -186,6 +196,7 @@ func (h *Host) loadLocked(name string, def task.Definition, pl Placement, cfg ma
 			return nil, fmt.Errorf("task %s: consume its bus queue: %w", name, err)
 		}
 		r.cons, r.busC = cons, cons.C()
+		r.catchingUp.Store(true)
 	}
 	if cfg == nil {
 		cfg = map[string]any{} // loaded because messages wait: configured empty
@@ -195,7 +206,9 @@ func (h *Host) loadLocked(name string, def task.Definition, pl Placement, cfg ma
 	go r.loop()
 	r.post(func() { r.applyConfig(cfg) })
 	h.counters.Add(name, MetricStartRequestInternal, 1)
-	h.writeStatus(name)
+	if pl == HostAndConsume {
+		h.writeStatus(name)
+	}
 	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
 	return r, nil
 }
@@ -314,7 +327,9 @@ func (h *Host) finish(r *runner) {
 	})
 	r.stop()
 	<-r.done
-	h.writeStatus(r.name)
+	if r.placement == HostAndConsume {
+		h.writeStatus(r.name)
+	}
 }
 
 // scan loads tasks whose bus queues hold waiting messages.

@@ -37,8 +37,13 @@ type runner struct {
 
 	passed, emitted, failed, handlerNanos *atomic.Uint64
 	busy                                  atomic.Bool
-	paused                                atomic.Bool    // set by unhost: take nothing more
-	handled                               *atomic.Uint64 // host-wide count for quiescence
+	paused                                atomic.Bool // set by unhost: take nothing more
+	// catchingUp: the task was just loaded as the owner of its bus queue;
+	// until the queue's backlog is handled, this process' sends to it go
+	// through the bus too, so they cannot overtake its own earlier sends
+	// waiting there (SPEC 6: per-sender order across migrations).
+	catchingUp atomic.Bool
+	handled    *atomic.Uint64 // host-wide count for quiescence
 
 	// task goroutine only
 	t          task.Task
@@ -102,6 +107,12 @@ func (r *runner) loop() {
 		if len(r.pending) > 0 && (busC == nil || len(busC) == 0 || len(r.pending) >= 256) {
 			r.ackPending()
 		}
+		var retryFlip <-chan time.Time
+		if r.catchingUp.Load() && busC != nil && len(busC) == 0 {
+			if !r.tryFlip() {
+				retryFlip = time.After(5 * time.Millisecond)
+			}
+		}
 		// Bus deliveries first: they are older than anything a local
 		// sender can have sent since this task was loaded.
 		if busC != nil {
@@ -121,6 +132,7 @@ func (r *runner) loop() {
 			}
 		case d, ok := <-busC:
 			r.takeBus(d, ok)
+		case <-retryFlip:
 		case <-r.ctx.Done():
 			r.ackPending()
 			return
@@ -132,8 +144,10 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 	if !ok {
 		r.busC = nil
 		r.cons = nil
+		r.catchingUp.Store(false)
 		return
 	}
+	unfence(d.Msg, r.name)
 	r.handle(d.Msg)
 	r.pending = append(r.pending, d)
 }
@@ -150,6 +164,67 @@ func (r *runner) ackPending() {
 	}
 	clear(r.pending)
 	r.pending = r.pending[:0]
+}
+
+// tryFlip ends the catch-up when nothing of this queue is left on the bus:
+// with senders held off, every earlier send of this process is flushed to
+// the bus and acknowledged there, and the queue is empty — so local
+// delivery from now on cannot overtake anything.
+func (r *runner) tryFlip() bool {
+	r.ackPending()
+	r.gate.Lock()
+	defer r.gate.Unlock()
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	defer cancel()
+	if err := r.h.tr.Flush(ctx); err != nil {
+		return false
+	}
+	st, err := r.h.tr.Stat(ctx, r.name)
+	if err != nil || st.Msgs > 0 || len(r.busC) > 0 {
+		return false
+	}
+	r.catchingUp.Store(false)
+	return true
+}
+
+// fenceKey marks (in .ipc_transit_meta) a message this process sent
+// through the bus only because its target was catching up.
+const fenceKey = "mm_fence"
+
+// fence makes msg go to qname through the bus (an override, SPEC 6).
+func fence(msg message.Message, qname string) {
+	meta := msg.EnsureMeta()
+	ov, _ := meta["overrides"].(map[string]any)
+	if ov == nil {
+		ov = map[string]any{}
+		meta["overrides"] = ov
+	}
+	fnl, _ := ov["force_non_local"].(map[string]any)
+	if fnl == nil {
+		fnl = map[string]any{}
+		ov["force_non_local"] = fnl
+	}
+	fnl[qname] = true
+	meta[fenceKey] = qname
+}
+
+// unfence removes what fence added, so the task sees the message as sent.
+func unfence(msg message.Message, qname string) {
+	meta := msg.Meta()
+	if meta == nil || meta[fenceKey] != qname {
+		return
+	}
+	delete(meta, fenceKey)
+	ov, _ := meta["overrides"].(map[string]any)
+	if fnl, ok := ov["force_non_local"].(map[string]any); ok {
+		delete(fnl, qname)
+		if len(fnl) == 0 {
+			delete(ov, "force_non_local")
+		}
+	}
+	if ov != nil && len(ov) == 0 {
+		delete(meta, "overrides")
+	}
 }
 
 // handle delivers one message to the task, or applies a state transform.

@@ -47,7 +47,21 @@ func (e *AlreadyRunningError) Error() string {
 // pid; calling it again does nothing. The file itself is never removed
 // (removing a lock file lets two processes lock two different files).
 func (s *Store) LockDaemon() (release func() error, err error) {
-	path := filepath.Join(s.dir, LockFileName)
+	return s.flockFile(filepath.Join(s.dir, LockFileName))
+}
+
+// LockExternal makes this process the one external process of task: the
+// same as LockDaemon, on <dir>/<task>.lock, so two external processes of
+// one task never run at once (a daemon and a restarted daemon racing to
+// start it, say).
+func (s *Store) LockExternal(task string) (release func() error, err error) {
+	if err := checkName(task); err != nil {
+		return nil, err
+	}
+	return s.flockFile(filepath.Join(s.dir, task+".lock"))
+}
+
+func (s *Store) flockFile(path string) (release func() error, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: open daemon lock: %w", err)
