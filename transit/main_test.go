@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/multimodule/multimodule/internal/cli"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transit"
@@ -38,7 +40,7 @@ func TestMain(m *testing.M) {
 		os.Exit(sinkMain())
 	}
 	os.Setenv(roleEnv, "main")
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // consumerMain is a bus consumer process for the tests. It consumes
