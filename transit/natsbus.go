@@ -460,13 +460,19 @@ func (b *natsBus) receive(ctx context.Context, scope, qname string, wait bool) (
 		return nil, err
 	}
 	for {
-		var batch jetstream.MessageBatch
+		var (
+			batch  jetstream.MessageBatch
+			cancel = context.CancelFunc(func() {})
+		)
 		if wait {
-			fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
+			var fctx context.Context
+			fctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 			batch, err = cons.Fetch(1, jetstream.FetchContext(fctx))
 		} else {
 			batch, err = cons.FetchNoWait(1)
+		}
+		if err != nil {
+			cancel()
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -478,6 +484,7 @@ func (b *natsBus) receive(ctx context.Context, scope, qname string, wait bool) (
 			return nil, fmt.Errorf("transit: receive from %q: %w", qname, err)
 		}
 		m, ok := <-batch.Messages()
+		cancel()
 		if !ok {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("transit: receive from %q: %w", qname, ctx.Err())
