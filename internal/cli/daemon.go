@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/multimodule/multimodule/internal/daemon"
 )
@@ -34,6 +38,35 @@ func setupDaemon(root *cobra.Command, g *Globals) {
 			return err
 		}
 		o.Transit = topts
+		o.ExternalArgv, err = externalArgv(cmd)
+		if err != nil {
+			return err
+		}
 		return daemon.Run(cmd.Context(), o)
 	}
+}
+
+// externalArgv is this program with the daemon's own options, for
+// starting external task processes (the daemon adds -m <task>). The config
+// file stays the daemon's own; -m is the daemon's to add.
+func externalArgv(cmd *cobra.Command) ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find this program for external tasks: %w", err)
+	}
+	argv := []string{exe}
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		switch f.Name {
+		case "config", "module", "help":
+			return
+		}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			for _, v := range sv.GetSlice() {
+				argv = append(argv, "--"+f.Name+"="+v)
+			}
+			return
+		}
+		argv = append(argv, "--"+f.Name+"="+f.Value.String())
+	})
+	return argv, nil
 }

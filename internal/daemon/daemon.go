@@ -38,6 +38,10 @@ type Options struct {
 	OOB          string          // -o
 	Transit      transit.Options // how to reach the bus
 	Registry     *task.Registry  // nil: the default registry
+	// ExternalArgv is the command line that starts this program with the
+	// daemon's own options (without -c and -m); an external task runs as
+	// ExternalArgv + "-m" <task>.
+	ExternalArgv []string
 	Stdout       io.Writer
 	Stderr       io.Writer
 	// ShutdownTimeout bounds the orderly exit (default 60 s).
@@ -59,6 +63,7 @@ type Daemon struct {
 	tr     *transit.Transit
 	host   *host.Host
 	oob    *oob.Dispatcher
+	ext    *externals // the daemon's external supervisor (nil in externals)
 	exitCh chan exitRequest
 }
 
@@ -118,6 +123,13 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 		defer release()
+		d.ext = newExternals(d)
+	} else {
+		release, err := st.LockExternal(opts.Task)
+		if err != nil {
+			return fmt.Errorf("external process of %s: %w", opts.Task, err)
+		}
+		defer release()
 	}
 
 	topts := opts.Transit
@@ -144,12 +156,26 @@ func Run(ctx context.Context, opts Options) error {
 		Logger:    d.log,
 		Placement: d.placement,
 		Out:       d.out,
+		// Externals apply the configs the daemon saved; only the daemon
+		// writes them.
+		ReadOnlyConfig: opts.Task != "",
+		OnConfigChanged: func(name string, _ map[string]any) {
+			if d.ext != nil {
+				d.ext.request(name)
+			}
+		},
 	})
 	if err != nil {
 		return err
 	}
 	d.host = h
 
+	// Externals still running from an earlier life are adopted before
+	// any config is applied, so the daemon never hosts a task whose
+	// external process runs.
+	if d.ext != nil {
+		d.ext.adoptAll()
+	}
 	// Configs first, so that no task is loaded (for waiting messages)
 	// before its saved config is known.
 	if err := h.RestoreConfigs(); err != nil {
@@ -171,6 +197,12 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	hostDone := make(chan struct{})
 	go func() { defer close(hostDone); _ = h.Run(runCtx) }()
+	extDone := make(chan struct{})
+	if d.ext != nil {
+		go func() { defer close(extDone); d.ext.run(runCtx) }()
+	} else {
+		go func() { defer close(extDone); d.externalLoop(runCtx) }()
+	}
 	controlDone := make(chan struct{})
 	controlCtx, stopControl := context.WithCancel(context.Background())
 	if opts.Task == "" {
@@ -199,8 +231,12 @@ func Run(ctx context.Context, opts Options) error {
 	<-controlDone
 	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
 	defer cancel()
-	err = h.Shutdown(sctx)
 	stopRun()
+	<-extDone
+	if req.exitExternals && d.ext != nil {
+		d.ext.stopAll(sctx)
+	}
+	err = h.Shutdown(sctx)
 	<-hostDone
 	if err != nil {
 		return fmt.Errorf("orderly exit: %w", err)
@@ -247,7 +283,7 @@ func (d *Daemon) placement(name string, def task.Definition, cfg map[string]any)
 		return host.NotHere // records from externals are handled by the daemon
 	}
 	if d.opts.Task == "" {
-		if host.IsExternal(cfg) {
+		if host.IsExternal(cfg) || d.ext.alive(name) {
 			return host.NotHere
 		}
 		return host.HostAndConsume

@@ -1,0 +1,335 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/supervise"
+)
+
+// StopGrace is how long an external gets between SIGTERM and SIGKILL.
+const StopGrace = 10 * time.Second
+
+// externals is the task-management half of the MultiModule task (SPEC
+// 10): it starts, adopts, restarts and stops external task processes so
+// that what runs matches what the config wants. It reacts to events — a
+// config change, a process exit (wait for our children, pidfd for adopted
+// ones), a back-off timer — and runs a slow safety pass as well.
+type externals struct {
+	d    *Daemon
+	kick chan string
+
+	mu       sync.Mutex
+	procs    map[string]*supervise.Process // running externals, started or adopted
+	stopping map[string]bool               // asked to exit (moving back inside)
+	backoff  map[string]*supervise.Backoff
+	notUntil map[string]time.Time // crash back-off: no start before
+	exited   chan string
+}
+
+func newExternals(d *Daemon) *externals {
+	return &externals{
+		d:        d,
+		kick:     make(chan string, 256),
+		procs:    map[string]*supervise.Process{},
+		stopping: map[string]bool{},
+		backoff:  map[string]*supervise.Backoff{},
+		notUntil: map[string]time.Time{},
+		exited:   make(chan string, 64),
+	}
+}
+
+// alive reports whether an external process of name runs (so the daemon
+// must not host the task itself). It takes only the externals' own lock,
+// so the host may call it under its lock.
+func (x *externals) alive(name string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	p := x.procs[name]
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// request asks for name to be reconciled soon.
+func (x *externals) request(name string) {
+	select {
+	case x.kick <- name:
+	default: // the safety pass will get it
+	}
+}
+
+// adoptAll takes over the externals of a previous daemon life that are
+// still running: no duplicates, no restarts.
+func (x *externals) adoptAll() {
+	names, err := x.d.store.Tasks()
+	if err != nil {
+		x.d.log.Error("externals: list tasks", "error", err)
+		return
+	}
+	for _, name := range names {
+		x.adopt(name)
+	}
+}
+
+// adopt takes over a running external process of name that its status
+// file names, if there is one.
+func (x *externals) adopt(name string) bool {
+	st, err := x.d.store.LoadStatus(name)
+	if err != nil || st == nil || !st.External {
+		return false
+	}
+	id := st.Identity()
+	if !id.Alive() {
+		return false
+	}
+	p, err := supervise.Adopt(id)
+	if err != nil {
+		x.d.log.Warn("externals: cannot adopt", "task", name, "pid", id.PID, "error", err)
+		return false
+	}
+	x.mu.Lock()
+	x.procs[name] = p
+	x.mu.Unlock()
+	go x.watch(name, p)
+	x.d.host.Out("log", name, fmt.Sprintf("adopted the running external process of %s (pid %d)", name, id.PID), nil)
+	return true
+}
+
+func (x *externals) watch(name string, p *supervise.Process) {
+	<-p.Done()
+	x.exited <- name
+}
+
+// run is the reconciliation loop; it returns when ctx is done.
+func (x *externals) run(ctx context.Context) {
+	safety := time.NewTicker(2 * time.Second)
+	defer safety.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	x.reconcileAll()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case name := <-x.kick:
+			x.reconcile(name)
+		case name := <-x.exited:
+			x.onExit(name)
+		case <-safety.C:
+			x.reconcileAll()
+		case <-timer.C:
+			x.reconcileAll()
+		}
+		if d, ok := x.nextDue(); ok {
+			timer.Reset(d)
+		}
+	}
+}
+
+func (x *externals) nextDue() (time.Duration, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var best time.Duration
+	found := false
+	for _, t := range x.notUntil {
+		d := max(time.Until(t), time.Millisecond)
+		if !found || d < best {
+			best, found = d, true
+		}
+	}
+	return best, found
+}
+
+func (x *externals) reconcileAll() {
+	names := map[string]bool{}
+	for name := range x.d.host.Configs() {
+		names[name] = true
+	}
+	x.mu.Lock()
+	for name := range x.procs {
+		names[name] = true
+	}
+	x.mu.Unlock()
+	keys := make([]string, 0, len(names))
+	for n := range names {
+		keys = append(keys, n)
+	}
+	slices.Sort(keys)
+	for _, name := range keys {
+		x.reconcile(name)
+	}
+}
+
+// wantsExternal: configured with is_external and not failsafed.
+func (x *externals) wantsExternal(name string) bool {
+	cfg, ok := x.d.host.Config(name)
+	if !ok || !host.IsExternal(cfg) {
+		return false
+	}
+	if fs, _ := x.d.store.ReadFailsafe(name); fs != nil {
+		return false
+	}
+	return true
+}
+
+// reconcile applies the cases of SPEC 10 to one task.
+func (x *externals) reconcile(name string) {
+	want := x.wantsExternal(name)
+	x.mu.Lock()
+	p := x.procs[name]
+	stopping := x.stopping[name]
+	notUntil, backingOff := x.notUntil[name]
+	x.mu.Unlock()
+	counters := x.d.host.Counters()
+	switch {
+	case want && p != nil:
+		// Running: config changes reach it through its .conf file.
+	case want && backingOff && time.Now().Before(notUntil):
+		// Crash back-off: the timer brings us back.
+	case want:
+		if !x.adopt(name) {
+			x.start(name)
+		}
+	case p != nil && !stopping:
+		// Running external, now wanted inside (or failsafed): ask it to
+		// exit; when it has, the host loads it from its saved state.
+		x.mu.Lock()
+		x.stopping[name] = true
+		x.mu.Unlock()
+		counters.Add(name, host.MetricStopRequestExternal, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), StopGrace+10*time.Second)
+			defer cancel()
+			if err := p.Stop(ctx, StopGrace); err != nil {
+				x.d.host.Out("error", name, fmt.Sprintf("stopping the external process of %s: %v", name, err), nil)
+			}
+		}()
+	case p == nil:
+		// Internal (or nothing): let the host load it if it should.
+		if _, ok := x.d.host.Config(name); ok {
+			if err := x.d.host.Reconcile(name); err != nil {
+				x.d.log.Debug("externals: host reconcile", "task", name, "error", err)
+			}
+		}
+	}
+}
+
+// start runs the task as its own process: this program with the daemon's
+// options plus -m <task>, detached, output to <state>/<task>.log.
+func (x *externals) start(name string) {
+	argv := append(slices.Clone(x.d.opts.ExternalArgv), "-m", name)
+	counters := x.d.host.Counters()
+	counters.Add(name, host.MetricStartRequestExternal, 1)
+	p, err := supervise.Start(supervise.Spec{
+		Argv:    argv,
+		LogPath: filepath.Join(x.d.store.Dir(), name+".log"),
+	})
+	if err != nil {
+		counters.Add(name, host.MetricTaskCompileFailureExternal, 1)
+		x.d.host.Out("error", name, fmt.Sprintf("cannot start the external process of %s: %v", name, err), nil)
+		x.scheduleRetry(name, 0)
+		return
+	}
+	counters.Add(name, host.MetricStartExternal, 1)
+	x.mu.Lock()
+	x.procs[name] = p
+	x.mu.Unlock()
+	go x.watch(name, p)
+	x.d.host.Out("debug", name, fmt.Sprintf("started the external process of %s (pid %d)", name, p.Identity().PID), nil)
+}
+
+func (x *externals) scheduleRetry(name string, ranFor time.Duration) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	b := x.backoff[name]
+	if b == nil {
+		b = &supervise.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second, ResetAfter: 10 * time.Second}
+		x.backoff[name] = b
+	}
+	x.notUntil[name] = time.Now().Add(b.Next(ranFor))
+}
+
+// onExit handles the end of an external process.
+func (x *externals) onExit(name string) {
+	x.mu.Lock()
+	p := x.procs[name]
+	stopping := x.stopping[name]
+	if p != nil {
+		select {
+		case <-p.Done():
+			delete(x.procs, name)
+		default:
+			p = nil // an old watcher of a replaced process
+		}
+	}
+	delete(x.stopping, name)
+	x.mu.Unlock()
+	if p == nil {
+		return
+	}
+	if stopping {
+		// It left because it should run inside now (or not at all).
+		x.d.host.Out("debug", name, fmt.Sprintf("the external process of %s has exited as asked", name), nil)
+		if err := x.d.host.Reconcile(name); err != nil {
+			x.d.host.Out("error", name, fmt.Sprintf("loading %s inside the daemon: %v", name, err), nil)
+		}
+		return
+	}
+	code, signaled, known := p.ExitStatus()
+	how := "exited"
+	switch {
+	case known && signaled:
+		how = fmt.Sprintf("was killed by signal %d", code)
+	case known:
+		how = fmt.Sprintf("exited with status %d", code)
+	}
+	ran := p.RanFor()
+	if x.wantsExternal(name) {
+		x.d.host.Out("error", name, fmt.Sprintf("the external process of %s (pid %d) %s after %v; restarting", name, p.Identity().PID, how, ran.Round(time.Millisecond)), nil)
+		x.scheduleRetry(name, ran)
+		x.mu.Lock()
+		until := x.notUntil[name]
+		x.mu.Unlock()
+		if time.Until(until) <= 0 {
+			x.reconcile(name)
+		}
+		return
+	}
+	x.reconcile(name)
+}
+
+// stopAll stops every external (cleanly_exit with exit_externals, SIGINT):
+// SIGTERM, a grace period, SIGKILL for stragglers.
+func (x *externals) stopAll(ctx context.Context) {
+	x.mu.Lock()
+	procs := make(map[string]*supervise.Process, len(x.procs))
+	for k, v := range x.procs {
+		procs[k] = v
+		x.stopping[k] = true
+	}
+	x.mu.Unlock()
+	var wg sync.WaitGroup
+	for name, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x.d.host.Counters().Add(name, host.MetricStopRequestExternal, 1)
+			if err := p.Stop(ctx, StopGrace); err != nil {
+				x.d.log.Error("stopping external", "task", name, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
