@@ -120,21 +120,39 @@ func (h *Host) reconcile(name string) error {
 // should host it. force ignores a pending load backoff.
 func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if r := h.runners[name]; r != nil {
+		h.mu.Unlock()
 		return r, nil
 	}
 	if h.closing {
+		h.mu.Unlock()
 		return nil, ErrClosed
 	}
-	def, pl, cfg, known := h.placement(name)
+	if h.loading[name] {
+		// Being loaded (possibly by our own caller, e.g. a log record
+		// written while loading): the caller sends through the bus, which
+		// the new owner drains before any local delivery.
+		h.mu.Unlock()
+		return nil, nil
+	}
+	def, pl, _, known := h.placement(name)
 	if !known || pl == NotHere {
+		h.mu.Unlock()
 		return nil, nil
 	}
 	if f := h.failures[name]; f != nil && !force && time.Now().Before(f.next) {
+		h.mu.Unlock()
 		return nil, nil
 	}
-	r, err := h.loadLocked(name, def, pl, cfg)
+	h.loading[name] = true
+	h.mu.Unlock()
+
+	// Load without the lock: building the task, reading its state and
+	// attaching to the bus may log, and logging may send.
+	r, err := h.load(name, def, pl)
+
+	h.mu.Lock()
+	delete(h.loading, name)
 	if err != nil {
 		f := h.failures[name]
 		if f == nil {
@@ -143,16 +161,48 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 		}
 		f.count++
 		f.next = time.Now().Add(min(time.Second<<min(f.count-1, 5), 30*time.Second))
+		h.mu.Unlock()
 		h.counters.Add(name, MetricTaskCompileFailureInternal, 1)
 		h.out("error", name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, f.count, err), nil)
 		return nil, err
 	}
+	if h.closing {
+		h.mu.Unlock()
+		r.abandon()
+		return nil, ErrClosed
+	}
 	delete(h.failures, name)
+	cfg := h.configs[name] // the latest, even if it changed while loading
+	if cfg == nil {
+		cfg = map[string]any{} // loaded because messages wait: configured empty
+	}
+	h.runners[name] = r
+	h.publishHosted()
+	h.mu.Unlock()
+
+	go r.loop()
+	r.post(func() { r.applyConfig(cfg) })
+	h.counters.Add(name, MetricStartRequestInternal, 1)
+	if pl == HostAndConsume {
+		h.writeStatus(name)
+	}
+	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
 	return r, nil
 }
 
-// loadLocked builds and starts a runner; h.mu is held.
-func (h *Host) loadLocked(name string, def task.Definition, pl Placement, cfg map[string]any) (*runner, error) {
+// abandon undoes a load that finished after shutdown began.
+func (r *runner) abandon() {
+	if r.cons != nil {
+		r.cons.Stop()
+	}
+	for _, m := range r.h.tr.UnhostLocal(r.name) {
+		_ = r.h.tr.SendAsync(context.Background(), r.name, m, transit.SendOptions{})
+	}
+	r.stop()
+}
+
+// load builds a runner (not yet started or registered).
+func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, error) {
 	t, err := task.Build(def)
 	if err != nil {
 		return nil, err
@@ -189,6 +239,9 @@ func (h *Host) loadLocked(name string, def task.Definition, pl Placement, cfg ma
 		}
 	}
 	if pl == HostAndConsume {
+		// Senders switch to the bus at once (catching up), before the
+		// consumer exists, so nothing they send can overtake the backlog.
+		r.catchingUp.Store(true)
 		cons, err := h.tr.Consume(h.ctx, name)
 		if err != nil {
 			h.tr.UnhostLocal(name)
@@ -196,20 +249,7 @@ func (h *Host) loadLocked(name string, def task.Definition, pl Placement, cfg ma
 			return nil, fmt.Errorf("task %s: consume its bus queue: %w", name, err)
 		}
 		r.cons, r.busC = cons, cons.C()
-		r.catchingUp.Store(true)
 	}
-	if cfg == nil {
-		cfg = map[string]any{} // loaded because messages wait: configured empty
-	}
-	h.runners[name] = r
-	h.publishHosted()
-	go r.loop()
-	r.post(func() { r.applyConfig(cfg) })
-	h.counters.Add(name, MetricStartRequestInternal, 1)
-	if pl == HostAndConsume {
-		h.writeStatus(name)
-	}
-	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
 	return r, nil
 }
 

@@ -161,7 +161,11 @@ func (o *OtherModule) hook(tc *task.Context, msg message.Message) error {
 		}
 	}
 	if ch, ok := msg["oob_testing"].(string); ok && ch != "" {
-		tc.Out(ch, "oob_testing from "+tc.Name(), "pid", int64(os.Getpid()))
+		text := "oob_testing from " + tc.Name()
+		if t, ok := msg["oob_text"].(string); ok {
+			text = t
+		}
+		tc.Out(ch, text, "pid", int64(os.Getpid()))
 	}
 	return processHooks(tc, msg)
 }
