@@ -2,9 +2,9 @@ package daemon_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"syscall"
