@@ -172,11 +172,31 @@ type Consumer struct {
 	gaps     int64
 	dups     int64
 	dirty    bool
+	last     int64 // unix ns of the last message handled
+	ready    bool
 }
 
-// SetConfig reads track_seq and starts the idle-time report.
+// SetConfig reads track_seq and starts the idle-time report. It reports
+// "ready" on its first configuration and "config" (with the config's
+// stamp, the sender's clock) whenever the config has a stamp.
 func (c *Consumer) SetConfig(tc *task.Context, config map[string]any) error {
+	t := now()
 	c.track = message.Truthy(config["track_seq"])
+	if !c.ready {
+		c.ready = true
+		if err := tc.Send(ReportQueue, message.Message{
+			"kind": "ready", "task": tc.Name(), "process": tc.Process(), "pid": int64(os.Getpid()), "ts": t,
+		}); err != nil {
+			return err
+		}
+	}
+	if stamp, ok := message.Int(config["stamp"]); ok {
+		if err := tc.Send(ReportQueue, message.Message{
+			"kind": "config", "task": tc.Name(), "stamp": stamp, "ts": t,
+		}); err != nil {
+			return err
+		}
+	}
 	tc.NamedRecur("report", reportEvery, func(tc *task.Context) {
 		if c.dirty {
 			c.report(tc, now())
@@ -197,6 +217,7 @@ func (c *Consumer) Message(tc *task.Context, msg message.Message) error {
 	c.maxNs = max(c.maxNs, lat)
 	c.count++
 	c.dirty = true
+	c.last = t
 	if c.track {
 		seq, _ := message.Int(msg["seq"])
 		st := tc.State()
@@ -225,7 +246,7 @@ func (c *Consumer) report(tc *task.Context, t int64) {
 	c.reported, c.dirty = t, false
 	if err := tc.Send(ReportQueue, message.Message{
 		"kind": "consumer", "task": tc.Name(), "process": tc.Process(),
-		"pid": int64(os.Getpid()), "ts": t, "first_ts": c.first,
+		"pid": int64(os.Getpid()), "ts": t, "first_ts": c.first, "last_ts": c.last,
 		"count": c.count, "max_ns": c.maxNs, "hist": c.hist.Sparse(),
 		"gaps": c.gaps, "dups": c.dups,
 	}); err != nil {
