@@ -1,0 +1,458 @@
+package exectask
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/supervise"
+	"github.com/multimodule/multimodule/task"
+)
+
+// Defaults for Options.
+const (
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultMessageTimeout   = 60 * time.Second
+	DefaultStopGrace        = 2 * time.Second
+)
+
+// MaxAttempts is how many co-processes a message is tried on: when the
+// co-process dies (or breaks the protocol, or times out) before its ack,
+// the message is given to the restarted co-process; after MaxAttempts
+// failures it is reported as failed (with its text, on the error channel)
+// and the task goes on with the next message.
+const MaxAttempts = 3
+
+// Spec says how to run one exec task.
+type Spec struct {
+	Name string // the task's name (and queue)
+	Path string // the executable
+	// Process is given to the co-process as MULTIMODULE_PROCESS ("main"
+	// or the task whose external process hosts it).
+	Process string
+	// Logger receives the co-process' stderr (one record per line, on the
+	// log channel); nil means slog.Default().
+	Logger *slog.Logger
+	// HandshakeTimeout bounds the wait for the task's hello.
+	HandshakeTimeout time.Duration
+	// MessageTimeout bounds the wait for the ack of one request; a
+	// co-process that takes longer is killed and restarted.
+	MessageTimeout time.Duration
+	// StopGrace is how long a co-process may take to exit once its stdin
+	// is closed before it is killed.
+	StopGrace time.Duration
+}
+
+func (s *Spec) defaults() {
+	if s.HandshakeTimeout <= 0 {
+		s.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if s.MessageTimeout <= 0 {
+		s.MessageTimeout = DefaultMessageTimeout
+	}
+	if s.StopGrace <= 0 {
+		s.StopGrace = DefaultStopGrace
+	}
+	if s.Process == "" {
+		s.Process = "main"
+	}
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+}
+
+// Task is the adapter: a task.Task whose code runs in a co-process spoken
+// to over the line protocol (docs/exec-protocol.md). It is an ordinary
+// task to the host, so it runs internal or external and migrates like any
+// other. Its methods run on the task's goroutine, one at a time.
+type Task struct {
+	spec     Spec
+	stateful bool // as the definition says (the host plans with it)
+
+	proc        *coproc
+	hello       Record
+	version     int64
+	initialised bool // state and config sent to proc
+	nextID      int64
+	buf         []byte
+
+	config     map[string]any
+	haveConfig bool
+	synced     map[string]any // the state the co-process has (a copy)
+
+	backoff   supervise.Backoff
+	notBefore time.Time
+	crashes   int
+	cleanup   runtime.Cleanup
+
+	onHello func(Record) // tells the source what a (re)started co-process declared
+}
+
+var (
+	_ task.Task       = (*Task)(nil)
+	_ task.Configurer = (*Task)(nil)
+	_ task.Stateful   = (*Task)(nil)
+	_ task.Closer     = (*Task)(nil)
+)
+
+// Start starts the co-process of spec and completes the handshake. The
+// state and config follow at the first SetConfig. A co-process that cannot
+// start, exits, writes garbage or stays silent fails Start with an error
+// that says which.
+func Start(spec Spec) (*Task, error) {
+	spec.defaults()
+	t := &Task{spec: spec}
+	t.backoff = supervise.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second, ResetAfter: 10 * time.Second}
+	if err := t.spawn(); err != nil {
+		return nil, fmt.Errorf("exec task %s (%s): %w", spec.Name, spec.Path, err)
+	}
+	t.stateful = t.hello.Stateful
+	return t, nil
+}
+
+// Stateful reports what the task declared in its handshake when it was
+// built.
+func (t *Task) Stateful() bool { return t.stateful }
+
+// PID is the process id of the running co-process, or 0.
+func (t *Task) PID() int {
+	if t.proc == nil {
+		return 0
+	}
+	return t.proc.pid
+}
+
+// Protocol is the protocol version negotiated with the co-process.
+func (t *Task) Protocol() int64 { return t.version }
+
+// spawn starts a co-process and shakes hands.
+func (t *Task) spawn() error {
+	p, err := startProc(procSpec{
+		name: t.spec.Name, path: t.spec.Path, dir: dirOf(t.spec.Path),
+		process: t.spec.Process, mode: ModeRun, log: t.spec.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	hello, v, err := p.handshake(t.spec.HandshakeTimeout, t.spec.Name, t.spec.Process)
+	if err != nil {
+		p.kill()
+		if tail := p.tail(); tail != "" {
+			err = fmt.Errorf("%w; its last stderr lines:\n%s", err, tail)
+		}
+		return fmt.Errorf("handshake with pid %d: %w", p.pid, err)
+	}
+	if hello.Name != "" && hello.Name != t.spec.Name {
+		t.spec.Logger.Warn(fmt.Sprintf("exec task %s: the co-process calls itself %q; the file name %q wins", t.spec.Name, hello.Name, t.spec.Name))
+	}
+	if t.version != 0 && hello.Stateful != t.stateful {
+		t.spec.Logger.Warn(fmt.Sprintf("exec task %s: the restarted co-process declares stateful=%v, the running task was loaded with stateful=%v; reload the task to change it", t.spec.Name, hello.Stateful, t.stateful))
+	}
+	if t.onHello != nil {
+		t.onHello(hello)
+	}
+	t.cleanup.Stop()
+	t.proc, t.hello, t.version, t.initialised = p, hello, v, false
+	// A task dropped without Close (a load that failed after it was
+	// built) must not leave its co-process behind.
+	t.cleanup = runtime.AddCleanup(t, func(p *coproc) { go p.kill() }, p)
+	return nil
+}
+
+// ensure makes sure a co-process runs and has the state and config,
+// restarting it (after the back-off) if it died.
+func (t *Task) ensure(tc *task.Context) error {
+	if t.proc != nil && t.proc.dead() {
+		t.crashed(tc, t.proc.exitError("while idle"))
+	}
+	if t.proc == nil {
+		if wait := time.Until(t.notBefore); wait > 0 {
+			timer := time.NewTimer(wait)
+			select {
+			case <-timer.C:
+			case <-tc.Context().Done():
+				timer.Stop()
+				return tc.Context().Err()
+			}
+		}
+		if err := t.spawn(); err != nil {
+			err = fmt.Errorf("restart: %w", err)
+			t.failed(tc, 0, err)
+			return err
+		}
+		tc.Log(fmt.Sprintf("exec task %s: co-process restarted (pid %d)", t.spec.Name, t.proc.pid), "pid", t.proc.pid)
+	}
+	if t.initialised {
+		return nil
+	}
+	if t.hello.Stateful {
+		if err := t.request(tc, TypeState, "state", tc.State()); err != nil {
+			t.crashed(tc, err)
+			return err
+		}
+		t.synced = message.Message(tc.State()).Copy()
+	}
+	if t.haveConfig {
+		if err := t.request(tc, TypeConfig, "config", t.config); err != nil {
+			var rej *rejected
+			if !errors.As(err, &rej) {
+				t.crashed(tc, err)
+				return err
+			}
+			tc.Error(fmt.Sprintf("exec task %s: the restarted co-process rejected its config: %v", t.spec.Name, err))
+		}
+	}
+	t.initialised = true
+	return nil
+}
+
+// crashed reports a co-process that died or broke the protocol, stops it
+// and schedules its restart.
+func (t *Task) crashed(tc *task.Context, err error) {
+	p := t.proc
+	if p == nil {
+		return
+	}
+	t.proc = nil
+	t.cleanup.Stop()
+	p.kill()
+	ranFor := time.Since(p.started)
+	detail := []any{"pid", p.pid}
+	if tail := p.tail(); tail != "" {
+		detail = append(detail, "stderr", tail)
+	}
+	t.failed(tc, ranFor, fmt.Errorf("co-process (pid %d, %s) failed: %w", p.pid, p.exitText(), err), detail...)
+}
+
+// failed counts a crash or failed start and sets the back-off.
+func (t *Task) failed(tc *task.Context, ranFor time.Duration, err error, detail ...any) {
+	t.crashes++
+	d := t.backoff.Next(ranFor)
+	t.notBefore = time.Now().Add(d)
+	detail = append(detail, "crashes", t.crashes)
+	tc.Error(fmt.Sprintf("exec task %s: %v; restarting in %v", t.spec.Name, err, d.Round(time.Millisecond)), detail...)
+}
+
+// rejected is an ack carrying an error: the task refused the request (a
+// handler failure, not a crash).
+type rejected struct{ text string }
+
+func (r *rejected) Error() string { return "the task answered: " + r.text }
+
+// request sends one request and handles what the task writes until its
+// ack. A nil value sends no payload key.
+func (t *Task) request(tc *task.Context, typ, key string, value map[string]any) error {
+	t.nextID++
+	id := t.nextID
+	var err error
+	if typ == TypeTick {
+		t.buf = appendTick(t.buf[:0], id, key)
+	} else if t.buf, err = appendRequest(t.buf[:0], typ, id, key, value); err != nil {
+		return fmt.Errorf("%s %d: %w", typ, id, err)
+	}
+	if err := t.proc.write(t.buf); err != nil {
+		return err
+	}
+	when := fmt.Sprintf("while handling %s %d", typ, id)
+	for {
+		rec, err := t.proc.next(tc.Context(), t.spec.MessageTimeout, when)
+		if err != nil {
+			return err
+		}
+		if rec.Type == TypeAck {
+			if rec.ID != id {
+				return fmt.Errorf("malformed line from the co-process %s: an ack for id %d, expected %d", when, rec.ID, id)
+			}
+			if rec.Fail {
+				return &rejected{text: rec.Error}
+			}
+			return nil
+		}
+		if err := t.apply(tc, rec); err != nil {
+			return fmt.Errorf("%s: %w", when, err)
+		}
+	}
+}
+
+// apply carries out one record the task wrote.
+func (t *Task) apply(tc *task.Context, rec Record) error {
+	switch rec.Type {
+	case TypeEmit:
+		if err := tc.Emit(rec.Message); err != nil {
+			tc.Error(err.Error())
+		}
+	case TypeSend:
+		if err := tc.SendTo(rec.Queue, rec.Destination, rec.Message); err != nil {
+			tc.Error(err.Error())
+		}
+	case TypeState:
+		tc.SetState(rec.State)
+		t.synced = message.Message(rec.State).Copy()
+	case TypeOut:
+		kv := make([]any, 0, 2*len(rec.Details))
+		for k, v := range rec.Details {
+			kv = append(kv, k, v)
+		}
+		tc.Out(rec.Channel, rec.Text, kv...)
+	case TypeRecur:
+		name := rec.Name
+		tc.NamedRecur(name, time.Duration(rec.Interval*float64(time.Second)), func(tc *task.Context) { t.tick(tc, name) })
+	case TypeDelRecurs:
+		tc.DelRecurs(tc.Name())
+	default:
+		return fmt.Errorf("malformed line from the co-process: a %q record is not allowed here", rec.Type)
+	}
+	return nil
+}
+
+// sync sends the host's state first when it changed behind the task's
+// back (an operator's state transform).
+func (t *Task) sync(tc *task.Context) error {
+	if !t.hello.Stateful || equalValue(map[string]any(tc.State()), t.synced) {
+		return nil
+	}
+	if err := t.request(tc, TypeState, "state", tc.State()); err != nil {
+		return err
+	}
+	t.synced = message.Message(tc.State()).Copy()
+	return nil
+}
+
+// SetConfig gives the co-process its config. A config the task refuses
+// (an ack with an error) is rejected and the previous one stays. A
+// co-process that cannot be started does not reject the config: it is
+// kept and given to the co-process when a restart succeeds.
+func (t *Task) SetConfig(tc *task.Context, config map[string]any) error {
+	prev, had := t.config, t.haveConfig
+	t.config, t.haveConfig = config, true
+	if t.proc == nil || !t.initialised || t.proc.dead() {
+		_ = t.ensure(tc) // sends the config; failures are reported there
+		return nil
+	}
+	err := t.sync(tc)
+	if err == nil {
+		err = t.request(tc, TypeConfig, "config", config)
+	}
+	var rej *rejected
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &rej):
+		t.config, t.haveConfig = prev, had
+		return err
+	default:
+		t.config, t.haveConfig = prev, had
+		t.crashed(tc, err)
+		return fmt.Errorf("the co-process failed while applying the config: %w", err)
+	}
+}
+
+// Message hands msg to the co-process and waits for its ack. If the
+// co-process dies before acking, the message is tried again on a restarted
+// one, up to MaxAttempts in all.
+func (t *Task) Message(tc *task.Context, msg message.Message) error {
+	var last error
+	for attempt := 1; attempt <= MaxAttempts; attempt++ {
+		if err := t.ensure(tc); err != nil {
+			last = err
+			if tc.Context().Err() != nil {
+				break
+			}
+			continue
+		}
+		err := t.sync(tc)
+		if err == nil {
+			err = t.request(tc, TypeMessage, "message", msg)
+		}
+		var rej *rejected
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &rej):
+			return err
+		case errors.Is(err, errNoMarshal):
+			return err
+		}
+		last = err
+		t.crashed(tc, err)
+		if tc.Context().Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("exec task %s: message not handled after %d attempts: %w", t.spec.Name, MaxAttempts, last)
+}
+
+// tick runs a recurring request the task asked for. A dead co-process is
+// restarted unless its back-off is still running (the next tick will).
+func (t *Task) tick(tc *task.Context, name string) {
+	if t.proc == nil && time.Now().Before(t.notBefore) {
+		return
+	}
+	if err := t.ensure(tc); err != nil {
+		return
+	}
+	err := t.sync(tc)
+	if err == nil {
+		err = t.request(tc, TypeTick, name, nil)
+	}
+	var rej *rejected
+	switch {
+	case err == nil:
+	case errors.As(err, &rej):
+		tc.Error(fmt.Sprintf("exec task %s: tick %q failed: %v", t.spec.Name, name, err))
+	default:
+		t.crashed(tc, err)
+	}
+}
+
+// Close stops the co-process: its stdin is closed, and after the grace
+// period it is killed.
+func (t *Task) Close(tc *task.Context) error {
+	if t.proc == nil {
+		return nil
+	}
+	t.cleanup.Stop()
+	t.proc.stop(t.spec.StopGrace)
+	t.proc = nil
+	return nil
+}
+
+// equalValue compares canonical message values (nil, bool, string,
+// int64, float64, json.Number, []any, map[string]any) without reflection.
+func equalValue(a, b any) bool {
+	switch x := a.(type) {
+	case map[string]any:
+		y, ok := b.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			w, ok := y[k]
+			if !ok || !equalValue(v, w) {
+				return false
+			}
+		}
+		return true
+	case message.Message:
+		return equalValue(map[string]any(x), b)
+	case []any:
+		y, ok := b.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !equalValue(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		if m, ok := b.(message.Message); ok {
+			return equalValue(a, map[string]any(m))
+		}
+		return a == b
+	}
+}

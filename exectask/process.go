@@ -1,0 +1,358 @@
+package exectask
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Environment variables the host gives a co-process (besides PATH, HOME
+// and LANG, copied from the host's own environment when set).
+const (
+	EnvTask      = "MULTIMODULE_TASK"      // the task's name
+	EnvTaskDir   = "MULTIMODULE_TASK_DIR"  // the directory the executable is in (also its working directory)
+	EnvProcess   = "MULTIMODULE_PROCESS"   // "main" (the daemon) or the task whose external process hosts it
+	EnvMode      = "MULTIMODULE_MODE"      // "run", or "describe" when only the handshake is wanted
+	EnvProtocol  = "MULTIMODULE_PROTOCOL"  // the newest protocol version the host speaks
+	EnvProtocols = "MULTIMODULE_PROTOCOLS" // every version the host speaks, comma-separated
+)
+
+// Modes in EnvMode.
+const (
+	ModeRun      = "run"
+	ModeDescribe = "describe"
+)
+
+// defaultPath is PATH for a co-process when the host has none.
+const defaultPath = "/usr/local/bin:/usr/bin:/bin"
+
+// environ is the whole environment of a co-process: minimal on purpose
+// (no secrets of the daemon leak into task code).
+func environ(name, dir, process, mode string) []string {
+	env := make([]string, 0, 9)
+	for _, k := range []string{"PATH", "HOME", "LANG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		} else if k == "PATH" {
+			env = append(env, "PATH="+defaultPath)
+		}
+	}
+	vs := make([]string, len(SupportedVersions))
+	for i, v := range SupportedVersions {
+		vs[i] = strconv.FormatInt(v, 10)
+	}
+	return append(env,
+		EnvTask+"="+name,
+		EnvTaskDir+"="+dir,
+		EnvProcess+"="+process,
+		EnvMode+"="+mode,
+		EnvProtocol+"="+strconv.Itoa(ProtocolVersion),
+		EnvProtocols+"="+strings.Join(vs, ","),
+	)
+}
+
+// line is one line read from a co-process' stdout, parsed.
+type line struct {
+	rec Record
+	raw []byte // kept only when parsing failed
+	err error
+}
+
+// coproc is one running co-process: its pipes, a goroutine reading its
+// stdout into lines, one copying its stderr to the log, and one waiting
+// for it to exit.
+type coproc struct {
+	name    string
+	cmd     *exec.Cmd
+	pid     int
+	started time.Time
+	stdin   *os.File
+	lines   chan line     // closed at the end of stdout
+	exited  chan struct{} // closed once the process was reaped
+	waitErr error         // valid after exited
+
+	mu         sync.Mutex
+	stderrTail []string // the last few stderr lines, for crash reports
+	stopOnce   sync.Once
+}
+
+// procSpec says how to start a co-process.
+type procSpec struct {
+	name, path, dir, process, mode string
+	log                            *slog.Logger
+}
+
+// startProc starts the executable with pipes. The co-process gets its own
+// process group (so a shell task's children go with it) and is killed if
+// the thread that started it dies with the host.
+func startProc(spec procSpec) (*coproc, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("stdin pipe: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	cmd := exec.Command(spec.path)
+	cmd.Dir = spec.dir
+	cmd.Env = environ(spec.name, spec.dir, spec.process, spec.mode)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	// The child holds its own copies of these ends.
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		return nil, fmt.Errorf("start %s: %w", spec.path, err)
+	}
+	p := &coproc{
+		name:    spec.name,
+		cmd:     cmd,
+		pid:     cmd.Process.Pid,
+		started: time.Now(),
+		stdin:   inW,
+		lines:   make(chan line, 64),
+		exited:  make(chan struct{}),
+	}
+	log := spec.log
+	if log == nil {
+		log = slog.Default()
+	}
+	go p.readStdout(outR)
+	stderrDone := make(chan struct{})
+	go p.readStderr(errR, log, stderrDone)
+	go func() {
+		p.waitErr = cmd.Wait()
+		// Whatever the task left behind in its group goes with it, so
+		// that its pipes close.
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		// A descendant that left the group may hold stderr open: do not
+		// wait for it forever.
+		select {
+		case <-stderrDone:
+		case <-time.After(time.Second):
+		}
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// readStdout parses each line and hands it over; a line longer than
+// MaxLine ends the stream with a protocol error.
+func (p *coproc) readStdout(r *os.File) {
+	defer close(p.lines)
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), MaxLine)
+	for sc.Scan() {
+		b := sc.Bytes()
+		rec, err := ParseRecord(b)
+		if err != nil {
+			p.lines <- line{raw: bytes.Clone(b), err: err}
+			continue
+		}
+		p.lines <- line{rec: rec}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = &ProtocolError{Reason: fmt.Sprintf("a line longer than %d bytes", MaxLine)}
+		}
+		p.lines <- line{err: err}
+	}
+}
+
+// readStderr copies every stderr line to the log channel.
+func (p *coproc) readStderr(r *os.File, log *slog.Logger, done chan<- struct{}) {
+	defer close(done)
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		text := sc.Text()
+		p.mu.Lock()
+		p.stderrTail = append(p.stderrTail, text)
+		if len(p.stderrTail) > 5 {
+			p.stderrTail = p.stderrTail[1:]
+		}
+		p.mu.Unlock()
+		log.Info(text, "stream", "stderr", "pid", p.pid)
+	}
+	// An unreadable rest (a giant line) is dropped; the task keeps going.
+	_, _ = io.Copy(io.Discard, r)
+}
+
+// tail returns the last stderr lines, joined.
+func (p *coproc) tail() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.stderrTail, "\n")
+}
+
+// dead reports whether the process has exited.
+func (p *coproc) dead() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// exitText says how the process ended ("exit status 3", "signal: killed").
+func (p *coproc) exitText() string {
+	<-p.exited
+	if p.waitErr == nil {
+		return "exit status 0"
+	}
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) {
+		return ee.ProcessState.String()
+	}
+	return p.waitErr.Error()
+}
+
+// errExited is wrapped when the co-process went away.
+var errExited = errors.New("the co-process exited")
+
+// exitError describes the end of the process, waiting briefly for it to
+// be reaped.
+func (p *coproc) exitError(when string) error {
+	select {
+	case <-p.exited:
+		return fmt.Errorf("%w (%s) %s", errExited, p.exitText(), when)
+	case <-time.After(2 * time.Second):
+		return fmt.Errorf("%w: it closed its stdout %s", errExited, when)
+	}
+}
+
+// next waits for the next line, up to timeout (0: no limit) or until ctx
+// is done.
+func (p *coproc) next(ctx context.Context, timeout time.Duration, when string) (Record, error) {
+	var tc <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		tc = t.C
+	}
+	select {
+	case l, ok := <-p.lines:
+		if !ok {
+			return Record{}, p.exitError(when)
+		}
+		if l.err != nil {
+			var pe *ProtocolError
+			if errors.As(l.err, &pe) {
+				if pe.Line == nil && l.raw != nil {
+					pe.Line = l.raw
+				}
+				return Record{}, fmt.Errorf("malformed line from the co-process %s: %w", when, pe)
+			}
+			return Record{}, fmt.Errorf("reading the co-process %s: %w", when, l.err)
+		}
+		return l.rec, nil
+	case <-tc:
+		return Record{}, fmt.Errorf("%w: no answer within %v %s", errTimeout, timeout, when)
+	case <-ctx.Done():
+		return Record{}, fmt.Errorf("stopped waiting for the co-process %s: %w", when, ctx.Err())
+	}
+}
+
+// errTimeout is wrapped when a co-process did not answer in time.
+var errTimeout = errors.New("timed out")
+
+// write writes b to the co-process' stdin in one call.
+func (p *coproc) write(b []byte) error {
+	if _, err := p.stdin.Write(b); err != nil {
+		if p.dead() {
+			return p.exitError("while being written to")
+		}
+		return fmt.Errorf("write to the co-process: %w", err)
+	}
+	return nil
+}
+
+// stop ends the process: its stdin is closed (the protocol's "stop"),
+// then after grace the whole process group is killed. It waits until the
+// process is reaped. Safe to call more than once.
+func (p *coproc) stop(grace time.Duration) {
+	p.stopOnce.Do(func() {
+		_ = p.stdin.Close()
+		if grace > 0 {
+			t := time.NewTimer(grace)
+			defer t.Stop()
+			select {
+			case <-p.exited:
+				return
+			case <-t.C:
+			}
+		}
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	})
+	<-p.exited
+	// Drain lines nobody reads any more, so the reader goroutine ends
+	// (at once, unless a descendant that left the group holds stdout).
+	go func() {
+		for range p.lines {
+		}
+	}()
+}
+
+// kill ends the process at once.
+func (p *coproc) kill() { p.stop(0) }
+
+// handshake reads the task's hello and answers with the welcome (or, when
+// no version is common, an error line). It returns the hello and the
+// negotiated version.
+func (p *coproc) handshake(timeout time.Duration, task, process string) (Record, int64, error) {
+	rec, err := p.next(context.Background(), timeout, "during the handshake")
+	if err != nil {
+		return Record{}, 0, err
+	}
+	if rec.Type != TypeHello {
+		return Record{}, 0, fmt.Errorf(`the first line must be {"type":"hello",…}, got type %q`, rec.Type)
+	}
+	v, err := Negotiate(rec.Protocols)
+	if err != nil {
+		b := append([]byte(`{"type":"error","text":`), appendJSONString(nil, err.Error())...)
+		_ = p.write(append(b, "}\n"...))
+		return Record{}, 0, err
+	}
+	b := append([]byte(`{"type":"welcome","protocol":`), strconv.FormatInt(v, 10)...)
+	b = append(b, `,"task":`...)
+	b = appendJSONString(b, task)
+	b = append(b, `,"process":`...)
+	b = appendJSONString(b, process)
+	b = append(b, `,"stateful":`...)
+	b = strconv.AppendBool(b, rec.Stateful)
+	b = append(b, "}\n"...)
+	if err := p.write(b); err != nil {
+		return Record{}, 0, err
+	}
+	return rec, v, nil
+}
