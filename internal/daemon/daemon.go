@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/multimodule/multimodule/exectask"
 	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/message"
@@ -31,7 +32,7 @@ const DefaultControlQueue = "MultiModule_control"
 type Options struct {
 	StateDir     string          // -s
 	ControlQueue string          // -q
-	Sources      []string        // -p: namespaces (and, later, exec-task directories)
+	Sources      []string        // -p: namespaces and directories of exec tasks
 	ConfigFile   string          // -c
 	DebugLevel   int             // -d
 	Task         string          // -m: run as the external process of this task
@@ -65,6 +66,8 @@ type Daemon struct {
 	oob    *oob.Dispatcher
 	ext    *externals // the daemon's external supervisor (nil in externals)
 	exitCh chan exitRequest
+	// execDirs are the -p directories of exec tasks, watched until exit.
+	execDirs []*exectask.Dir
 }
 
 // Run runs the daemon until ctx is cancelled or a cleanly_exit control
@@ -145,6 +148,11 @@ func Run(ctx context.Context, opts Options) error {
 	defer tr.Close()
 
 	sources, err := d.sources()
+	defer func() {
+		for _, dir := range d.execDirs {
+			_ = dir.Close()
+		}
+	}()
 	if err != nil {
 		return err
 	}
@@ -169,6 +177,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d.host = h
+	d.watchTaskDirs()
 
 	// Externals still running from an earlier life are adopted before
 	// any config is applied, so the daemon never hosts a task whose
@@ -253,8 +262,18 @@ func (d *Daemon) sources() (task.Sources, error) {
 			if p == "" {
 				continue
 			}
-			if strings.Contains(p, "/") {
-				return nil, fmt.Errorf("-p %s: task directories (exec tasks) are not supported yet", p)
+			if isTaskDir(p) {
+				process := "main"
+				if d.opts.Task != "" {
+					process = d.opts.Task
+				}
+				dir, err := exectask.Open(p, exectask.Options{Logger: d.log, Process: process})
+				if err != nil {
+					return nil, fmt.Errorf("-p %s: %w", p, err)
+				}
+				d.execDirs = append(d.execDirs, dir)
+				ss = append(ss, dir)
+				continue
 			}
 			ns := task.NormalizeNamespace(p)
 			if !contains(d.opts.Registry.Namespaces(), ns) {
@@ -264,6 +283,35 @@ func (d *Daemon) sources() (task.Sources, error) {
 		}
 	}
 	return ss, nil
+}
+
+// isTaskDir: a -p entry containing "/" or naming an existing directory is
+// a directory of exec tasks.
+func isTaskDir(p string) bool {
+	if strings.Contains(p, "/") {
+		return true
+	}
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// watchTaskDirs makes a new or changed executable in a -p directory
+// reach a task configured before it existed (SPEC 7: usable without a
+// restart).
+func (d *Daemon) watchTaskDirs() {
+	for _, dir := range d.execDirs {
+		dir.OnChange(func(name string) {
+			if _, configured := d.host.Config(name); !configured {
+				return
+			}
+			if err := d.host.Reconcile(name); err != nil {
+				d.log.Error("exec task changed", "task", name, "error", err)
+			}
+			if d.ext != nil {
+				d.ext.request(name)
+			}
+		})
+	}
 }
 
 func contains(list []string, s string) bool {
