@@ -126,6 +126,24 @@ func (e *env) flow(ctx context.Context, consumers []string) (Result, error) {
 	return res, nil
 }
 
+// quiet waits until task has sent no report for a second (it reports
+// every 200 ms while it handles messages).
+func (e *env) quiet(ctx context.Context, task string) error {
+	var lastTS int64 = -1
+	seen := time.Now()
+	return poll(ctx, 120*time.Second, func() error {
+		m := e.reports.snapshot([]string{task})[task]
+		ts := int64Of(m["ts"])
+		if ts != lastTS {
+			lastTS, seen = ts, time.Now()
+		}
+		if time.Since(seen) < time.Second {
+			return fmt.Errorf("%s still reporting", task)
+		}
+		return nil
+	})
+}
+
 func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -327,11 +345,15 @@ func runRestart(ctx context.Context, e *env) (Result, error) {
 			return Result{}, fmt.Errorf("kill %d: %w", k+1, err)
 		}
 	}
+	// Steady state of the last replacement, for its rate and latency.
+	if err := sleep(ctx, min(e.opts.Duration, 5*time.Second)); err != nil {
+		return Result{}, err
+	}
 	procs := e.procs.stop()
+	end := e.reports.snapshot([]string{"Consumer"})
 	if err := e.configure(ctx, map[string]any{"Producer": map[string]any{"run": "stop", "duration": 0.001}}); err != nil {
 		return Result{}, err
 	}
-	end := e.reports.snapshot([]string{"Consumer"})
 	w := measure(nil, end)
 	res := Result{Processes: procs}
 	w.fill(&res, 1)
@@ -424,16 +446,12 @@ func runMigrate(ctx context.Context, e *env) (Result, error) {
 	if err := e.configure(ctx, map[string]any{"Producer": map[string]any{"run": "stop", "duration": 0.001}}); err != nil {
 		return Result{}, err
 	}
-	// Let the last messages arrive so the seq check covers them.
-	var final map[string]message.Message
-	_ = e.reports.wait(ctx, 10*time.Second, func(r *reports) error {
-		p, c := r.producer, r.consumer["Consumer"]
-		if p == nil || p["run"] != "stop" || c == nil {
-			return errors.New("waiting")
-		}
-		return nil
-	})
-	final = e.reports.snapshot([]string{"Consumer"})
+	// Let the last messages arrive so the seq check covers them: wait
+	// until the consumer stops reporting (it reports while it has news).
+	if err := e.quiet(ctx, "Consumer"); err != nil {
+		return Result{}, err
+	}
+	final := e.reports.snapshot([]string{"Consumer"})
 	w := measure(nil, final)
 	res := Result{Processes: procs}
 	w.fill(&res, 1)
@@ -445,6 +463,7 @@ func runMigrate(ctx context.Context, e *env) (Result, error) {
 		"to_external_max_ms": round3(slices.Max(toExt)),
 		"to_internal_max_ms": round3(slices.Max(toInt)),
 		"seq_gaps":           w.gaps,
+		"first_gap":          final["Consumer"]["first_gap"],
 		"seq_duplicates":     w.dups,
 		"rate":               e.opts.Rate,
 		"latency_note":       "latency covers the consumer's last place only",

@@ -85,8 +85,13 @@ type Producer struct {
 // work emits before it gives its goroutine back for a moment.
 const closedBurst = 20 * time.Millisecond
 
-// SetConfig starts a run when config.run changes.
+// SetConfig starts a run when config.run changes. Only the daemon's copy
+// produces: external processes host copies of every stateless task (SPEC
+// 10), and theirs must stay quiet.
 func (p *Producer) SetConfig(tc *task.Context, config map[string]any) error {
+	if tc.Process() != "main" {
+		return nil
+	}
 	run, _ := message.ScalarText(config["run"])
 	if run == "" || run == p.run {
 		return nil
@@ -173,6 +178,7 @@ type Consumer struct {
 	dups     int64
 	dirty    bool
 	last     int64 // unix ns of the last message handled
+	gapAt    string
 	ready    bool
 }
 
@@ -219,19 +225,7 @@ func (c *Consumer) Message(tc *task.Context, msg message.Message) error {
 	c.dirty = true
 	c.last = t
 	if c.track {
-		seq, _ := message.Int(msg["seq"])
-		st := tc.State()
-		next, _ := message.Int(st["next"])
-		switch {
-		case seq == next:
-		case seq < next:
-			c.dups++
-		default:
-			c.gaps++
-		}
-		if seq >= next {
-			st["next"] = seq + 1
-		}
+		c.checkSeq(tc.State(), msg)
 	}
 	if c.first == 0 {
 		c.first = t
@@ -242,13 +236,39 @@ func (c *Consumer) Message(tc *task.Context, msg message.Message) error {
 	return nil
 }
 
+// checkSeq compares the message's seq with the next one expected. The
+// expectation and the counts live in the state, so they travel with the
+// task across migrations and restarts.
+func (c *Consumer) checkSeq(st map[string]any, msg message.Message) {
+	seq, _ := message.Int(msg["seq"])
+	next, _ := message.Int(st["next"])
+	switch {
+	case seq == next:
+	case seq < next:
+		n, _ := message.Int(st["dups"])
+		st["dups"] = n + 1
+	default:
+		n, _ := message.Int(st["gaps"])
+		st["gaps"] = n + 1
+		if _, ok := st["first_gap"]; !ok {
+			st["first_gap"] = fmt.Sprintf("seq %d when %d was next (message %d of pid %d)", seq, next, c.count, os.Getpid())
+		}
+	}
+	if seq >= next {
+		st["next"] = seq + 1
+	}
+	c.gaps, _ = message.Int(st["gaps"])
+	c.dups, _ = message.Int(st["dups"])
+	c.gapAt, _ = st["first_gap"].(string)
+}
+
 func (c *Consumer) report(tc *task.Context, t int64) {
 	c.reported, c.dirty = t, false
 	if err := tc.Send(ReportQueue, message.Message{
 		"kind": "consumer", "task": tc.Name(), "process": tc.Process(),
 		"pid": int64(os.Getpid()), "ts": t, "first_ts": c.first, "last_ts": c.last,
 		"count": c.count, "max_ns": c.maxNs, "hist": c.hist.Sparse(),
-		"gaps": c.gaps, "dups": c.dups,
+		"gaps": c.gaps, "dups": c.dups, "first_gap": c.gapAt,
 	}); err != nil {
 		tc.Error(err.Error())
 	}
