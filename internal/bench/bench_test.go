@@ -1,0 +1,163 @@
+package bench_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/bench"
+	"github.com/multimodule/multimodule/mmtest"
+)
+
+func TestMain(m *testing.M) { mmtest.Main(m) }
+
+// Smoke runs of every scenario with small counts: the JSON has the shape
+// the issue promises and messages flowed without errors. Never timing.
+func TestScenarios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts daemons, buses and external processes")
+	}
+	tests := []struct {
+		name     string
+		opts     bench.Options
+		flows    bool     // msgs_per_sec > 0 and nothing lost
+		extras   []string // keys the result must have
+		wantZero []string // extras that must be 0
+	}{
+		{"inproc", bench.Options{Duration: time.Second}, true, []string{"sent", "received"}, []string{"lost", "errors"}},
+		{"external", bench.Options{Duration: time.Second}, true, []string{"sent", "received"}, []string{"lost", "errors"}},
+		{"fanout", bench.Options{Duration: time.Second}, true, []string{"deliveries_per_sec"}, []string{"lost", "errors"}},
+		{"cli", bench.Options{Duration: time.Second, Rate: 500}, true, []string{"send_processes"}, []string{"lost", "errors"}},
+		{"scale", bench.Options{Duration: 500 * time.Millisecond, Tasks: 20, Externals: 2}, true,
+			[]string{"internal_configured_s", "externals_ready_s", "idle_daemon_cpu_%", "idle_daemon_rss_mb"}, []string{"errors"}},
+		{"restart", bench.Options{Duration: 500 * time.Millisecond, Kills: 1, KillGap: 200 * time.Millisecond, Rate: 500}, true,
+			[]string{"restart_median_ms", "restart_max_ms"}, []string{"errors"}},
+		{"migrate", bench.Options{Duration: 500 * time.Millisecond, Kills: 1, Rate: 500}, true,
+			[]string{"to_external_ms", "to_internal_ms", "seq_gaps"}, []string{"errors"}},
+		{"config", bench.Options{Duration: 500 * time.Millisecond, Configs: 3}, false,
+			[]string{"config_p50_ms", "config_max_ms", "idle_daemon_cpu_%"}, []string{"errors"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+			defer cancel()
+			res, err := bench.Run(ctx, tc.name, tc.opts)
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			got := decode(t, res)
+			checkShape(t, got, tc.name)
+			for _, k := range tc.extras {
+				if _, ok := got[k]; !ok {
+					t.Errorf("extra %q missing; got %v", k, got)
+				}
+			}
+			for _, k := range tc.wantZero {
+				if v, ok := got[k].(float64); !ok || v != 0 {
+					t.Errorf("%s: got %v, want 0 (error sample: %v)", k, got[k], got["error_sample"])
+				}
+			}
+			if tc.flows {
+				if v, _ := got["msgs_per_sec"].(float64); v <= 0 {
+					t.Errorf("msgs_per_sec: got %v, want > 0", got["msgs_per_sec"])
+				}
+			}
+			if tc.name == "config" {
+				if v, _ := got["config_changes"].(float64); v != 3 {
+					t.Errorf("config_changes: got %v, want 3", got["config_changes"])
+				}
+			}
+		})
+	}
+}
+
+func decode(t *testing.T, res bench.Result) map[string]any {
+	t.Helper()
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("unmarshal %s: %v", b, err)
+	}
+	return m
+}
+
+// checkShape checks the fields every result has.
+func checkShape(t *testing.T, got map[string]any, scenario string) {
+	t.Helper()
+	if got["scenario"] != scenario {
+		t.Errorf("scenario: got %v, want %s", got["scenario"], scenario)
+	}
+	for _, k := range []string{"msgs_per_sec", "p50_us", "p90_us", "p99_us", "max_us"} {
+		if _, ok := got[k].(float64); !ok {
+			t.Errorf("%s: got %v (%T), want a number", k, got[k], got[k])
+		}
+	}
+	procs, _ := got["processes"].([]any)
+	names := map[string]bool{}
+	for _, p := range procs {
+		pm, _ := p.(map[string]any)
+		name, _ := pm["name"].(string)
+		names[name] = true
+		if _, ok := pm["cpu_percent"].(float64); !ok {
+			t.Errorf("process %v: cpu_percent missing", pm)
+		}
+		if rss, _ := pm["rss_bytes"].(float64); rss <= 0 {
+			t.Errorf("process %v: rss_bytes got %v, want > 0", name, pm["rss_bytes"])
+		}
+	}
+	for _, want := range []string{"daemon+bench", "bus"} {
+		if !names[want] {
+			t.Errorf("processes: %q missing; got %v", want, procs)
+		}
+	}
+}
+
+func TestExecNotAvailableYet(t *testing.T) {
+	_, err := bench.Run(t.Context(), "exec", bench.Options{Duration: time.Second})
+	if !errors.Is(err, bench.ErrExecUnavailable) {
+		t.Fatalf("got %v, want ErrExecUnavailable", err)
+	}
+}
+
+func TestUnknownScenario(t *testing.T) {
+	_, err := bench.Run(t.Context(), "nope", bench.Options{})
+	if !errors.Is(err, bench.ErrUnknownScenario) || !strings.Contains(err.Error(), "inproc") {
+		t.Fatalf("got %v, want ErrUnknownScenario listing the known ones", err)
+	}
+}
+
+// The command prints one JSON object with --json and leaves no temporary
+// state directory behind.
+func TestBenchCommandJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a daemon and a bus")
+	}
+	env := mmtest.NewEnv(t)
+	tmp := t.TempDir()
+	cmd := env.Command("bench", "inproc", "--duration", "1s", "--json")
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("output %q is not one JSON object: %v", out, err)
+	}
+	checkShape(t, got, "inproc")
+	left, _ := filepath.Glob(filepath.Join(tmp, "multimodule-bench-*"))
+	if len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatal(err)
+	}
+}
