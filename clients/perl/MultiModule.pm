@@ -97,7 +97,7 @@ sub save_state { my ($self) = @_; $self->_write({ type => 'state', state => $sel
 # run(%handlers): message => sub, set_config => sub (optional), stateful => 0|1.
 sub run {
     my $self = MultiModule->new(@_);
-    my $out = IO::Handle->new_from_fd(fileno(STDOUT), 'w') or die "MultiModule: stdout: $!";
+    open(my $out, '>&', \*STDOUT) or die "MultiModule: stdout: $!";
     binmode $out;
     open(STDOUT, '>&', \*STDERR) or die "MultiModule: redirect stdout: $!";
     my $put = sub { $out->print(join("\n", @_), "\n"); $out->flush; };
