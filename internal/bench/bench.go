@@ -22,6 +22,8 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -50,6 +52,9 @@ type Options struct {
 	// Configs is the number of config changes timed by the config
 	// scenario (default 20).
 	Configs int
+	// ExecDir is the directory of exec tasks holding PyEcho for the exec
+	// scenario (default examples/exec, relative to the working directory).
+	ExecDir string
 	// Keep leaves the temporary state directory in place.
 	Keep bool
 	// Progress, when set, receives a live progress line (carriage
@@ -78,6 +83,9 @@ func (o *Options) defaults() {
 	}
 	if o.Configs <= 0 {
 		o.Configs = 20
+	}
+	if o.ExecDir == "" {
+		o.ExecDir = filepath.Join("examples", "exec")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -173,7 +181,14 @@ func Run(ctx context.Context, name string, opts Options) (Result, error) {
 		return Result{}, fmt.Errorf("%w %q (known: %s)", ErrUnknownScenario, name, strings.Join(names, ", "))
 	}
 	if name == "exec" {
-		return runExec(ctx, nil)
+		dir, err := filepath.Abs(opts.ExecDir)
+		if err != nil {
+			return Result{}, err
+		}
+		if _, err := os.Stat(filepath.Join(dir, "PyEcho")); err != nil {
+			return Result{}, fmt.Errorf("%w: no PyEcho in %s (run from the repository root or pass --exec-dir): %v", ErrExecUnavailable, dir, err)
+		}
+		opts.ExecDir = dir
 	}
 	e, err := newEnv(ctx, name, &opts)
 	if err != nil {

@@ -39,6 +39,8 @@ func TestScenarios(t *testing.T) {
 			[]string{"restart_median_ms", "restart_max_ms"}, []string{"errors"}},
 		{"migrate", bench.Options{Duration: 500 * time.Millisecond, Kills: 1, Rate: 500}, true,
 			[]string{"to_external_ms", "to_internal_ms", "seq_gaps"}, []string{"errors"}},
+		{"exec", bench.Options{Duration: time.Second, Rate: 500, ExecDir: filepath.Join("..", "..", "examples", "exec")}, true,
+			[]string{"sent", "received"}, []string{"lost", "errors"}},
 		{"config", bench.Options{Duration: 500 * time.Millisecond, Configs: 3}, false,
 			[]string{"config_p50_ms", "config_max_ms", "idle_daemon_cpu_%"}, []string{"errors"}},
 	}
@@ -120,8 +122,8 @@ func checkShape(t *testing.T, got map[string]any, scenario string) {
 	}
 }
 
-func TestExecNotAvailableYet(t *testing.T) {
-	_, err := bench.Run(t.Context(), "exec", bench.Options{Duration: time.Second})
+func TestExecWithoutPyEcho(t *testing.T) {
+	_, err := bench.Run(t.Context(), "exec", bench.Options{Duration: time.Second, ExecDir: t.TempDir()})
 	if !errors.Is(err, bench.ErrExecUnavailable) {
 		t.Fatalf("got %v, want ErrExecUnavailable", err)
 	}

@@ -77,6 +77,14 @@ func newEnv(ctx context.Context, name string, opts *Options) (e *env, err error)
 	}
 	oobSpec := fmt.Sprintf("log:%s,error:%s,alert:%s,debug:%s",
 		filepath.Join(dir, "log.log"), e.errFile, e.errFile, filepath.Join(dir, "debug.out"))
+	sources := []string{benchtasks.Namespace}
+	if name == "exec" {
+		sources = append(sources, opts.ExecDir)
+	}
+	argv := []string{exe, "-s", e.state}
+	for _, src := range sources {
+		argv = append(argv, "-p", src)
+	}
 	dctx, stop := context.WithCancelCause(context.Background())
 	e.stopD = stop
 	e.daemonCh = make(chan error, 1)
@@ -84,11 +92,11 @@ func newEnv(ctx context.Context, name string, opts *Options) (e *env, err error)
 		defer logOut.Close()
 		e.daemonCh <- daemon.Run(dctx, daemon.Options{
 			StateDir:     e.state,
-			Sources:      []string{benchtasks.Namespace},
+			Sources:      sources,
 			OOB:          oobSpec,
 			Stdout:       logOut,
 			Stderr:       logOut,
-			ExternalArgv: []string{exe, "-s", e.state, "-p", benchtasks.Namespace},
+			ExternalArgv: argv,
 		})
 	}()
 	// Ready when the daemon wrote main.status naming this process.
@@ -109,9 +117,6 @@ func newEnv(ctx context.Context, name string, opts *Options) (e *env, err error)
 		}
 		return nil
 	}); err != nil {
-		if errors.Is(err, errEarlyExit) {
-			return e, err
-		}
 		return e, err
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -150,8 +155,6 @@ func newEnv(ctx context.Context, name string, opts *Options) (e *env, err error)
 	}
 	return e, nil
 }
-
-var errEarlyExit = errors.New("daemon exited early")
 
 // configure sends a config (task → config) to the daemon's control queue.
 func (e *env) configure(ctx context.Context, cfg map[string]any) error {

@@ -221,12 +221,27 @@ func runFanout(ctx context.Context, e *env) (Result, error) {
 	return res, err
 }
 
-// ErrExecUnavailable is returned by the exec scenario until exec tasks
-// (SPEC 13) are part of the build.
-var ErrExecUnavailable = errors.New("bench exec: exec tasks not available yet (SPEC 13 is being built in exectask/ and examples/exec/)")
+// ErrExecUnavailable is returned by the exec scenario when the PyEcho
+// exec task (examples/exec) cannot be found.
+var ErrExecUnavailable = errors.New("bench exec: the PyEcho exec task is not available")
 
+// runExec: producer → Router → PyEcho (a Python co-process of the daemon,
+// over the exec-task protocol) → Router → consumer.
 func runExec(ctx context.Context, e *env) (Result, error) {
-	return Result{}, ErrExecUnavailable
+	if err := e.configure(ctx, map[string]any{
+		"Router": map[string]any{"routes": []any{
+			route(map[string]any{"source": "Producer"}, "PyEcho"),
+			route(map[string]any{"source": "PyEcho"}, "Consumer"),
+		}},
+		"PyEcho":   map[string]any{},
+		"Consumer": map[string]any{},
+	}); err != nil {
+		return Result{}, err
+	}
+	if err := e.waitReady(ctx, []string{"Consumer"}, false); err != nil {
+		return Result{}, err
+	}
+	return e.flow(ctx, []string{"Consumer"})
 }
 
 // runConfig times config changes (sent on the control queue, stamped with

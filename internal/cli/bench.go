@@ -70,6 +70,7 @@ Scenarios:
 	f.IntVar(&o.opts.Kills, "kills", 0, "restart: kill -9s (default 10); migrate: round trips (default 3)")
 	f.DurationVar(&o.opts.KillGap, "kill-gap", 10500*time.Millisecond, "restart: healthy run time before each kill (over 10s: every kill is a first crash, not a crash loop)")
 	f.IntVar(&o.opts.Configs, "configs", 20, "config: config changes to time")
+	f.StringVar(&o.opts.ExecDir, "exec-dir", "examples/exec", "exec: the directory of exec tasks holding PyEcho")
 	f.BoolVar(&o.opts.Keep, "keep", false, "keep the temporary state directory (its path is printed)")
 	return cmd
 }
