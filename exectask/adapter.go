@@ -256,7 +256,7 @@ func (t *Task) request(tc *task.Context, typ, key string, value map[string]any) 
 	if err := t.proc.write(t.buf); err != nil {
 		return err
 	}
-	when := fmt.Sprintf("while handling %s %d", typ, id)
+	when := func() string { return fmt.Sprintf("while handling %s %d", typ, id) }
 	for {
 		rec, err := t.proc.next(tc.Context(), t.spec.MessageTimeout, when)
 		if err != nil {
@@ -264,7 +264,7 @@ func (t *Task) request(tc *task.Context, typ, key string, value map[string]any) 
 		}
 		if rec.Type == TypeAck {
 			if rec.ID != id {
-				return fmt.Errorf("malformed line from the co-process %s: an ack for id %d, expected %d", when, rec.ID, id)
+				return fmt.Errorf("malformed line from the co-process %s: an ack for id %d, expected %d", when(), rec.ID, id)
 			}
 			if rec.Fail {
 				return &rejected{text: rec.Error}
@@ -272,7 +272,7 @@ func (t *Task) request(tc *task.Context, typ, key string, value map[string]any) 
 			return nil
 		}
 		if err := t.apply(tc, rec); err != nil {
-			return fmt.Errorf("%s: %w", when, err)
+			return fmt.Errorf("%s: %w", when(), err)
 		}
 	}
 }

@@ -62,23 +62,19 @@ func environ(name, dir, process, mode string) []string {
 	)
 }
 
-// line is one line read from a co-process' stdout, parsed.
-type line struct {
-	rec Record
-	raw []byte // kept only when parsing failed
-	err error
-}
-
-// coproc is one running co-process: its pipes, a goroutine reading its
-// stdout into lines, one copying its stderr to the log, and one waiting
-// for it to exit.
+// coproc is one running co-process: its pipes, a goroutine copying its
+// stderr to the log, and one waiting for it to exit. Its stdout is read
+// by whoever talks to it (the task's goroutine), with read deadlines, so
+// an answer costs no goroutine hand-over.
 type coproc struct {
 	name    string
 	cmd     *exec.Cmd
 	pid     int
 	started time.Time
 	stdin   *os.File
-	lines   chan line     // closed at the end of stdout
+	stdout  *os.File
+	out     *bufio.Reader
+	long    []byte        // a line longer than the reader's buffer, being assembled
 	exited  chan struct{} // closed once the process was reaped
 	waitErr error         // valid after exited
 
@@ -137,14 +133,14 @@ func startProc(spec procSpec) (*coproc, error) {
 		pid:     cmd.Process.Pid,
 		started: time.Now(),
 		stdin:   inW,
-		lines:   make(chan line, 64),
+		stdout:  outR,
+		out:     bufio.NewReaderSize(outR, 64<<10),
 		exited:  make(chan struct{}),
 	}
 	log := spec.log
 	if log == nil {
 		log = slog.Default()
 	}
-	go p.readStdout(outR)
 	stderrDone := make(chan struct{})
 	go p.readStderr(errR, log, stderrDone)
 	go func() {
@@ -161,30 +157,6 @@ func startProc(spec procSpec) (*coproc, error) {
 		close(p.exited)
 	}()
 	return p, nil
-}
-
-// readStdout parses each line and hands it over; a line longer than
-// MaxLine ends the stream with a protocol error.
-func (p *coproc) readStdout(r *os.File) {
-	defer close(p.lines)
-	defer r.Close()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), MaxLine)
-	for sc.Scan() {
-		b := sc.Bytes()
-		rec, err := ParseRecord(b)
-		if err != nil {
-			p.lines <- line{raw: bytes.Clone(b), err: err}
-			continue
-		}
-		p.lines <- line{rec: rec}
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			err = &ProtocolError{Reason: fmt.Sprintf("a line longer than %d bytes", MaxLine)}
-		}
-		p.lines <- line{err: err}
-	}
 }
 
 // readStderr copies every stderr line to the log channel.
@@ -251,36 +223,72 @@ func (p *coproc) exitError(when string) error {
 	}
 }
 
-// next waits for the next line, up to timeout (0: no limit) or until ctx
-// is done.
-func (p *coproc) next(ctx context.Context, timeout time.Duration, when string) (Record, error) {
-	var tc <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		tc = t.C
-	}
-	select {
-	case l, ok := <-p.lines:
-		if !ok {
-			return Record{}, p.exitError(when)
-		}
-		if l.err != nil {
-			var pe *ProtocolError
-			if errors.As(l.err, &pe) {
-				if pe.Line == nil && l.raw != nil {
-					pe.Line = l.raw
-				}
-				return Record{}, fmt.Errorf("malformed line from the co-process %s: %w", when, pe)
+// readLine reads one line (without its newline) from stdout, up to the
+// deadline set on it. The slice is valid until the next read.
+func (p *coproc) readLine() ([]byte, error) {
+	p.long = p.long[:0]
+	for {
+		b, err := p.out.ReadSlice('\n')
+		switch {
+		case err == nil:
+			b = b[:len(b)-1]
+			if len(p.long) > 0 {
+				p.long = append(p.long, b...)
+				b = p.long
 			}
-			return Record{}, fmt.Errorf("reading the co-process %s: %w", when, l.err)
+			return b, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			if len(p.long)+len(b) > MaxLine {
+				return nil, &ProtocolError{Line: bytes.Clone(p.long[:min(len(p.long), 1024)]), Reason: fmt.Sprintf("a line longer than %d bytes", MaxLine)}
+			}
+			p.long = append(p.long, b...)
+		default:
+			if len(b) > 0 || len(p.long) > 0 {
+				// A last line without its newline: use it.
+				if errors.Is(err, io.EOF) {
+					return append(p.long, b...), nil
+				}
+				p.long = append(p.long, b...)
+			}
+			return nil, err
 		}
-		return l.rec, nil
-	case <-tc:
-		return Record{}, fmt.Errorf("%w: no answer within %v %s", errTimeout, timeout, when)
-	case <-ctx.Done():
-		return Record{}, fmt.Errorf("stopped waiting for the co-process %s: %w", when, ctx.Err())
 	}
+}
+
+// next reads and parses the next line, waiting up to timeout (0: no
+// limit) or until ctx is done. when says what the host was waiting for,
+// in errors.
+func (p *coproc) next(ctx context.Context, timeout time.Duration, when func() string) (Record, error) {
+	if timeout > 0 {
+		_ = p.stdout.SetReadDeadline(time.Now().Add(timeout))
+	} else {
+		_ = p.stdout.SetReadDeadline(time.Time{})
+	}
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { _ = p.stdout.SetReadDeadline(time.Unix(1, 0)) })
+	}
+	b, err := p.readLine()
+	if stop != nil && !stop() {
+		return Record{}, fmt.Errorf("stopped waiting for the co-process %s: %w", when(), ctx.Err())
+	}
+	if err != nil {
+		var pe *ProtocolError
+		switch {
+		case errors.As(err, &pe):
+			return Record{}, fmt.Errorf("malformed line from the co-process %s: %w", when(), pe)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return Record{}, fmt.Errorf("%w: no answer within %v %s", errTimeout, timeout, when())
+		case errors.Is(err, io.EOF), errors.Is(err, os.ErrClosed):
+			return Record{}, p.exitError(when())
+		}
+		return Record{}, fmt.Errorf("reading the co-process %s: %w", when(), err)
+	}
+	rec, err := ParseRecord(b)
+	if err != nil {
+		return Record{}, fmt.Errorf("malformed line from the co-process %s: %w", when(), err)
+	}
+	return rec, nil
 }
 
 // errTimeout is wrapped when a co-process did not answer in time.
@@ -315,12 +323,7 @@ func (p *coproc) stop(grace time.Duration) {
 		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 	})
 	<-p.exited
-	// Drain lines nobody reads any more, so the reader goroutine ends
-	// (at once, unless a descendant that left the group holds stdout).
-	go func() {
-		for range p.lines {
-		}
-	}()
+	_ = p.stdout.Close()
 }
 
 // kill ends the process at once.
@@ -330,7 +333,7 @@ func (p *coproc) kill() { p.stop(0) }
 // no version is common, an error line). It returns the hello and the
 // negotiated version.
 func (p *coproc) handshake(timeout time.Duration, task, process string) (Record, int64, error) {
-	rec, err := p.next(context.Background(), timeout, "during the handshake")
+	rec, err := p.next(context.Background(), timeout, func() string { return "during the handshake" })
 	if err != nil {
 		return Record{}, 0, err
 	}

@@ -109,6 +109,9 @@ func ParseRecord(line []byte) (Record, error) {
 	if len(line) == 0 {
 		return Record{}, protoErr(line, "empty line")
 	}
+	if id, ok := plainAck(line); ok {
+		return Record{Type: TypeAck, ID: id}, nil
+	}
 	m, err := message.Unmarshal(line)
 	if err != nil {
 		return Record{}, protoErr(line, "not a JSON object (%v)", err)
@@ -208,6 +211,27 @@ func ParseRecord(line []byte) (Record, error) {
 		return Record{}, protoErr(line, "unknown type %q", typ)
 	}
 	return r, nil
+}
+
+// plainAck recognises the commonest line, {"type":"ack","id":N} exactly
+// (as the helper libraries write it), without a JSON decoder.
+func plainAck(line []byte) (int64, bool) {
+	const prefix = `{"type":"ack","id":`
+	if len(line) < len(prefix)+2 || string(line[:len(prefix)]) != prefix || line[len(line)-1] != '}' {
+		return 0, false
+	}
+	digits := line[len(prefix) : len(line)-1]
+	if len(digits) == 0 || len(digits) > 18 || (digits[0] == '0' && len(digits) > 1) {
+		return 0, false
+	}
+	var id int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		id = id*10 + int64(c-'0')
+	}
+	return id, true
 }
 
 // Negotiate picks the newest version both sides speak.
