@@ -161,3 +161,6 @@ func (h *Host) Configs() map[string]map[string]any {
 	}
 	return out
 }
+
+// Lookup returns the definition of task name from the host's sources.
+func (h *Host) Lookup(name string) (task.Definition, bool) { return h.opts.Sources.Lookup(name) }

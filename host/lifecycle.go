@@ -491,3 +491,23 @@ func (h *Host) quiesce(ctx context.Context, runners []*runner) {
 		r.call(func() { r.ackPending() })
 	}
 }
+
+// TaskInfo describes a task hosted in this process.
+type TaskInfo struct {
+	Name       string
+	Placement  Placement
+	Stateful   bool
+	Mailbox    int // messages waiting in its in-memory mailbox
+	MailboxCap int
+}
+
+// Tasks describes every task hosted in this process, sorted by name.
+func (h *Host) Tasks() []TaskInfo {
+	hosted := *h.hosted.Load()
+	out := make([]TaskInfo, 0, len(hosted))
+	for _, name := range slices.Sorted(maps.Keys(hosted)) {
+		r := hosted[name]
+		out = append(out, TaskInfo{Name: name, Placement: r.placement, Stateful: r.def.Stateful, Mailbox: r.local.Len(), MailboxCap: r.local.Cap()})
+	}
+	return out
+}

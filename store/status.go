@@ -24,6 +24,10 @@ type Status struct {
 	RSSBytes   uint64   `json:"rss_bytes,omitempty"`   // resident memory of the process
 	CPUSeconds float64  `json:"cpu_seconds,omitempty"` // CPU time the process used so far
 	StartedTS  float64  `json:"started_ts,omitempty"`  // when the process started hosting the task, unix seconds
+	// Counters are the task's admin counters as its external process
+	// counts them (passed/emitted messages, failures), for the daemon's
+	// monitor; empty for internal tasks, whose counters the daemon holds.
+	Counters map[string]uint64 `json:"counters,omitempty"`
 }
 
 // Identity returns the identity of the process the status names, for

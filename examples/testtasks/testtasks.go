@@ -36,7 +36,9 @@ func init() {
 	reg("OtherExternalModule", true, func() (task.Task, error) { return &OtherModule{hooks: true}, nil })
 	reg("Incrementer", false, func() (task.Task, error) { return task.Func(incrementer), nil })
 	reg("StatelessProducer", false, func() (task.Task, error) { return &StatelessProducer{}, nil })
-	reg("DoesNotCompile", false, func() (task.Task, error) {
+	// Stateful so that it can be configured external too: it fails to load
+	// inside the daemon and in its own process alike.
+	reg("DoesNotCompile", true, func() (task.Task, error) {
 		return nil, errors.New("DoesNotCompile never loads (test fixture)")
 	})
 }

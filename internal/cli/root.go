@@ -124,5 +124,9 @@ func Run(ctx context.Context, args []string) int {
 	if errors.As(err, &ee) {
 		return ee.Code
 	}
+	var coder interface{ ExitCode() int }
+	if errors.As(err, &coder) {
+		return coder.ExitCode()
+	}
 	return 1
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,7 +65,9 @@ type Daemon struct {
 	tr     *transit.Transit
 	host   *host.Host
 	oob    *oob.Dispatcher
-	ext    *externals // the daemon's external supervisor (nil in externals)
+	ext    *externals   // the daemon's external supervisor (nil in externals)
+	mon    *monitorTask // the MultiModule task (nil in externals)
+	self   procid.Identity
 	exitCh chan exitRequest
 	// execDirs are the -p directories of exec tasks, watched until exit.
 	execDirs []*exectask.Dir
@@ -120,6 +123,9 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	d.store = st
+	if d.self, err = procid.Self(); err != nil {
+		return fmt.Errorf("identify this process: %w", err)
+	}
 	if opts.Task == "" {
 		release, err := st.LockDaemon()
 		if err != nil {
@@ -127,6 +133,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		defer release()
 		d.ext = newExternals(d)
+		d.mon = &monitorTask{d: d}
 	} else {
 		release, err := st.LockExternal(opts.Task)
 		if err != nil {
@@ -190,10 +197,26 @@ func Run(ctx context.Context, opts Options) error {
 	if err := h.RestoreConfigs(); err != nil {
 		d.log.Error("restoring saved configs", "error", err)
 	}
-	if _, ok := h.Config(OutOfBandName); !ok && opts.Task == "" {
-		// The daemon always handles records sent by externals.
-		if err := h.Configure(OutOfBandName, map[string]any{}); err != nil {
-			d.log.Error("loading the OutOfBand task", "error", err)
+	if opts.Task != "" {
+		// An external process exists for its task: if the task cannot be
+		// loaded, exit with ExitTaskLoad so the daemon counts a load
+		// failure (task_compile_failure.external) and retries later.
+		if err := h.Reconcile(opts.Task); err != nil || !slices.Contains(h.Loaded(), opts.Task) {
+			if err == nil {
+				err = errors.New("not loaded (no config?)")
+			}
+			return &TaskLoadError{Task: opts.Task, Err: err}
+		}
+	}
+	if opts.Task == "" {
+		// The daemon always runs these two: records from externals, and
+		// the monitor.
+		for _, name := range []string{OutOfBandName, MonitorName} {
+			if _, ok := h.Config(name); !ok {
+				if err := h.Configure(name, map[string]any{}); err != nil {
+					d.log.Error("loading a built-in task", "task", name, "error", err)
+				}
+			}
 		}
 	}
 	runCtx, stopRun := context.WithCancel(context.Background())
@@ -253,9 +276,27 @@ func Run(ctx context.Context, opts Options) error {
 	return nil
 }
 
+// ExitTaskLoad is the exit status of an external process whose task
+// cannot be loaded.
+const ExitTaskLoad = 3
+
+// TaskLoadError ends an external process whose task cannot be loaded.
+type TaskLoadError struct {
+	Task string
+	Err  error
+}
+
+func (e *TaskLoadError) Error() string {
+	return fmt.Sprintf("task %s failed to load: %v", e.Task, e.Err)
+}
+func (e *TaskLoadError) Unwrap() error { return e.Err }
+
+// ExitCode is the process exit status for this error.
+func (e *TaskLoadError) ExitCode() int { return ExitTaskLoad }
+
 // sources resolves -p into task sources, "builtin" first.
 func (d *Daemon) sources() (task.Sources, error) {
-	ss := task.Sources{d.outOfBandSource(), d.opts.Registry.Namespace(task.Builtin)}
+	ss := task.Sources{d.builtinSource(), d.opts.Registry.Namespace(task.Builtin)}
 	for _, entry := range d.opts.Sources {
 		for _, p := range strings.Split(entry, ",") {
 			p = strings.TrimSpace(p)
@@ -357,13 +398,21 @@ func (d *Daemon) writeMainStatus() error {
 		name = d.opts.Task
 	}
 	u, _ := procid.UsageOf(self.PID)
-	return d.store.SaveStatus(name, store.Status{
+	st := store.Status{
 		PID: self.PID, StartTime: self.StartTime, Cmdline: self.Cmdline,
-		SaveTS:   float64(time.Now().UnixNano()) / 1e9,
-		FDs:      u.FDs,
-		Threads:  u.Threads,
-		External: d.opts.Task != "",
-	})
+		FDs:        u.FDs,
+		Threads:    u.Threads,
+		RSSBytes:   u.RSSBytes,
+		CPUSeconds: u.CPUSeconds,
+		External:   d.opts.Task != "",
+	}
+	if d.opts.Task != "" && d.host != nil {
+		st.Counters = d.host.Counters().Snapshot()[d.opts.Task]
+		if def, ok := d.host.Lookup(d.opts.Task); ok {
+			st.Stateful = def.Stateful
+		}
+	}
+	return d.store.SaveStatus(name, st)
 }
 
 // control consumes the control queue (SPEC 8, 14).
@@ -423,13 +472,25 @@ func (d *Daemon) handleControl(m message.Message) error {
 				continue
 			}
 			switch ctl["type"] {
+			case "failsafe", "unfailsafe":
+				name, _ := ctl["task"].(string)
+				var err error
+				if ctl["type"] == "failsafe" {
+					reason, _ := ctl["reason"].(string)
+					err = d.failsafe(name, map[string]any{"summary": "failsafed by an operator: " + reason, "reason": reason}, "operator")
+				} else {
+					err = d.unfailsafe(name)
+				}
+				if err != nil {
+					errs = append(errs, fmt.Errorf(".multimodule.control[%d] %v: %w", i, ctl["type"], err))
+				}
 			case "cleanly_exit":
 				select {
 				case d.exitCh <- exitRequest{exitExternals: message.Truthy(ctl["exit_externals"]), reason: "cleanly_exit"}:
 				default:
 				}
 			default:
-				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %v (known: cleanly_exit)", i, ctl["type"]))
+				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %v (known: cleanly_exit, failsafe, unfailsafe)", i, ctl["type"]))
 			}
 		}
 	}

@@ -296,6 +296,10 @@ func (x *externals) onExit(name string) {
 		how = fmt.Sprintf("exited with status %d", code)
 	}
 	ran := p.RanFor()
+	if known && !signaled && code == ExitTaskLoad {
+		x.d.host.Counters().Add(name, host.MetricTaskCompileFailureExternal, 1)
+		how = "could not load the task (see its log " + filepath.Join(x.d.store.Dir(), name+".log") + ")"
+	}
 	if x.wantsExternal(name) {
 		x.d.host.Out("error", name, fmt.Sprintf("the external process of %s (pid %d) %s after %v; restarting", name, p.Identity().PID, how, ran.Round(time.Millisecond)), nil)
 		x.scheduleRetry(name, ran)
@@ -332,4 +336,43 @@ func (x *externals) stopAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// running returns the pid of every live external process, by task.
+func (x *externals) running() map[string]int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make(map[string]int, len(x.procs))
+	for name, p := range x.procs {
+		select {
+		case <-p.Done():
+		default:
+			out[name] = p.Identity().PID
+		}
+	}
+	return out
+}
+
+// process returns the live external process of name, or nil.
+func (x *externals) process(name string) *supervise.Process {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	p := x.procs[name]
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.Done():
+		return nil
+	default:
+		return p
+	}
+}
+
+// markStopping records that the exit of name's process is wanted (not a
+// crash to restart).
+func (x *externals) markStopping(name string) {
+	x.mu.Lock()
+	x.stopping[name] = true
+	x.mu.Unlock()
 }

@@ -85,14 +85,21 @@ func (t *outOfBandTask) Message(tc *task.Context, m message.Message) error {
 	return nil
 }
 
-// outOfBandSource offers the OutOfBand task bound to this daemon's
-// dispatcher.
-func (d *Daemon) outOfBandSource() task.Source {
+// builtinSource offers the built-in tasks bound to this daemon: OutOfBand
+// (its dispatcher) and, in the daemon, MultiModule (its monitor).
+func (d *Daemon) builtinSource() task.Source {
 	reg := task.NewRegistry()
 	reg.MustRegister(task.Definition{
 		Namespace: task.Builtin,
 		Name:      OutOfBandName,
 		New:       func() (task.Task, error) { return &outOfBandTask{disp: d.oob}, nil },
 	})
+	if d.opts.Task == "" {
+		reg.MustRegister(task.Definition{
+			Namespace: task.Builtin,
+			Name:      MonitorName,
+			New:       func() (task.Task, error) { return d.mon, nil },
+		})
+	}
 	return reg.Namespace(task.Builtin)
 }

@@ -1,0 +1,364 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/monitor"
+	"github.com/multimodule/multimodule/store"
+	"github.com/multimodule/multimodule/task"
+)
+
+// MonitorName is the built-in task that monitors (SPEC 11): it samples the
+// daemon, every external process, every queue and every task, evaluates
+// the buckets against thresholds, raises alerts and failsafes tasks.
+const MonitorName = "MultiModule"
+
+// Extra Go-side metrics of internal tasks (gauges).
+const (
+	MetricMailboxDepth   = "local.task.mailbox_depth"    // messages waiting in the task's in-memory mailbox
+	MetricHandlerSeconds = "local.task.handler_seconds" // mean handler time per message since the last sample
+)
+
+// monitorConfig is the MultiModule task's config.
+type monitorConfig struct {
+	sample, evaluate time.Duration
+	windows          []monitor.Window
+	buckets          monitor.BucketOptions
+	thresholds       map[string]monitor.Threshold
+}
+
+func parseMonitorConfig(cfg map[string]any) (monitorConfig, error) {
+	mc := monitorConfig{sample: time.Second, evaluate: 5 * time.Second, windows: monitor.DefaultWindows()}
+	if d, ok := task.IntervalOverride(cfg, "sample"); ok {
+		mc.sample = d
+	}
+	if d, ok := task.IntervalOverride(cfg, "evaluate"); ok {
+		mc.evaluate = d
+	}
+	if w, ok := cfg["windows"]; ok && w != nil {
+		wm, ok := w.(map[string]any)
+		if !ok {
+			return mc, fmt.Errorf("MultiModule config: windows must be a map of name to seconds, got %T", w)
+		}
+		mc.windows = nil
+		for _, def := range monitor.DefaultWindows() {
+			width := def.Width
+			if v, ok := wm[def.Name]; ok {
+				f, ok := message.Float(v)
+				if !ok || f <= 0 {
+					return mc, fmt.Errorf("MultiModule config: windows.%s must be a positive number of seconds, got %v", def.Name, v)
+				}
+				width = time.Duration(f * float64(time.Second))
+			}
+			mc.windows = append(mc.windows, monitor.Window{Name: def.Name, Width: width})
+		}
+	}
+	if b, ok := cfg["buckets"]; ok && b != nil {
+		bm, ok := b.(map[string]any)
+		if !ok {
+			return mc, fmt.Errorf("MultiModule config: buckets must be a map, got %T", b)
+		}
+		if v, ok := message.Float(bm["cutoff_age"]); ok {
+			mc.buckets.CutoffAge = time.Duration(v * float64(time.Second))
+		}
+		if v, ok := message.Int(bm["min_points"]); ok {
+			mc.buckets.MinPoints = int(v)
+		}
+		if v, ok := message.Float(bm["min_bucket_span"]); ok {
+			mc.buckets.MinBucketSpan = v
+		}
+	}
+	if t, ok := cfg["thresholds"]; ok && t != nil {
+		tm, ok := t.(map[string]any)
+		if !ok {
+			return mc, fmt.Errorf("MultiModule config: thresholds must be a map, got %T", t)
+		}
+		th, err := monitor.ParseThresholds(tm)
+		if err != nil {
+			return mc, fmt.Errorf("MultiModule config: %w", err)
+		}
+		mc.thresholds = th
+	}
+	return mc, nil
+}
+
+// monitorTask is the built-in MultiModule task (its monitoring half; the
+// task-management half is the externals supervisor). Sampling and
+// evaluation run as its recurring work, on its goroutine.
+type monitorTask struct {
+	d       *Daemon
+	mu      sync.Mutex // guards m (the failsafe control path reads it)
+	m       *monitor.Monitor
+	shape   string // windows+buckets the monitor was built with
+	sampler *monitor.Sampler
+	last    map[string]map[string]uint64 // previous counter values per task (under mu)
+	// lastEvent is when an admin event of task/metric was last counted:
+	// until it is older than the cutoff, every sample records the events
+	// since the previous one, zeros included, so that sum buckets have
+	// points to average over and return to ok (under mu).
+	lastEvent map[string]map[string]time.Time
+	cutoff    time.Duration
+}
+
+func (t *monitorTask) SetConfig(tc *task.Context, cfg map[string]any) error {
+	mc, err := parseMonitorConfig(cfg)
+	if err != nil {
+		return err
+	}
+	shape := fmt.Sprint(mc.windows, mc.buckets)
+	t.mu.Lock()
+	if t.m == nil || shape != t.shape {
+		// Windows and bucket rules shape the history: start it anew.
+		t.m = monitor.New(monitor.Options{
+			Windows:    mc.windows,
+			Buckets:    mc.buckets,
+			Thresholds: mc.thresholds,
+			OnAlert:    t.d.onAlert,
+			OnFailsafe: func(name string, a monitor.Alert) { go t.d.failsafe(name, a.Message(), "monitor") },
+			MayFailsafe: func(name string) bool {
+				return name != monitor.DaemonTask && name != MonitorName
+			},
+			Logger: t.d.log,
+		})
+		t.shape = shape
+		t.cutoff = 300 * time.Second
+		for _, w := range mc.windows {
+			t.cutoff = max(t.cutoff, w.Width)
+		}
+		if mc.buckets.CutoffAge > t.cutoff {
+			t.cutoff = mc.buckets.CutoffAge
+		}
+	} else {
+		t.m.SetThresholds(mc.thresholds)
+	}
+	t.mu.Unlock()
+	if t.sampler == nil {
+		s, err := monitor.NewSampler()
+		if err != nil {
+			return fmt.Errorf("MultiModule: %w", err)
+		}
+		t.sampler = s
+	}
+	tc.NamedRecur("sample", mc.sample, t.sample)
+	tc.NamedRecur("evaluate", mc.evaluate, t.evaluate)
+	return nil
+}
+
+func (t *monitorTask) Message(tc *task.Context, m message.Message) error { return nil }
+
+func (t *monitorTask) monitor() *monitor.Monitor {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m
+}
+
+// clearTask forgets a task's history (after failsafe and unfailsafe).
+func (t *monitorTask) clearTask(name string) {
+	if m := t.monitor(); m != nil {
+		m.ClearTask(name)
+	}
+	t.mu.Lock()
+	delete(t.last, name)
+	delete(t.lastEvent, name)
+	t.mu.Unlock()
+}
+
+// sample records one round of samples (SPEC 11, every second).
+func (t *monitorTask) sample(tc *task.Context) {
+	m := t.monitor()
+	if m == nil {
+		return
+	}
+	now := time.Now()
+	d := t.d
+	// The daemon and every external process.
+	if s, rates, err := t.sampler.Sample(d.self.PID, now); err == nil {
+		m.RecordProcess(monitor.DaemonTask, now, s, rates)
+	}
+	counters := d.host.Counters().Snapshot()
+	for name, p := range d.ext.running() {
+		if fs, _ := d.store.ReadFailsafe(name); fs != nil {
+			continue
+		}
+		if s, rates, err := t.sampler.Sample(p, now); err == nil {
+			m.RecordProcess(name, now, s, rates)
+		}
+		if st, err := d.store.LoadStatus(name); err == nil && st != nil && st.PID == p {
+			// The external counts its own messages; the daemon counts
+			// what happens to the process (starts, stops).
+			c := counters[name]
+			if c == nil {
+				c = map[string]uint64{}
+				counters[name] = c
+			}
+			for k, v := range st.Counters {
+				c[k] += v
+			}
+		}
+	}
+	// Every task's counters.
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.last == nil {
+		t.last = map[string]map[string]uint64{}
+		t.lastEvent = map[string]map[string]time.Time{}
+	}
+	for name, cs := range counters {
+		prev := t.last[name]
+		if prev == nil {
+			prev = map[string]uint64{}
+			t.last[name] = prev
+		}
+		if n := cs[host.MetricHandlerNanos]; n > prev[host.MetricHandlerNanos] {
+			if dp := cs[host.MetricPassedMessages] - prev[host.MetricPassedMessages]; dp > 0 {
+				m.Record(name, MetricHandlerSeconds, now, float64(n-prev[host.MetricHandlerNanos])/1e9/float64(dp))
+			}
+		}
+		for metric, v := range cs {
+			switch metric {
+			case host.MetricHandlerNanos:
+			case host.MetricPassedMessages, host.MetricEmitMessages:
+				m.Record(name, metric, now, float64(v)) // running totals (counter buckets)
+			default:
+				le := t.lastEvent[name]
+				if le == nil {
+					le = map[string]time.Time{}
+					t.lastEvent[name] = le
+				}
+				if v > prev[metric] {
+					le[metric] = now
+				}
+				if seen, ok := le[metric]; ok && now.Sub(seen) <= t.cutoff {
+					m.Record(name, metric, now, float64(v-min(v, prev[metric]))) // events since the last sample (sum buckets)
+				}
+			}
+			prev[metric] = v
+		}
+	}
+	for _, ti := range d.host.Tasks() {
+		m.Record(ti.Name, MetricMailboxDepth, now, float64(ti.Mailbox))
+	}
+	// Every queue's fullness.
+	ctx, cancel := context.WithTimeout(tc.Context(), 2*time.Second)
+	defer cancel()
+	if stats, err := d.tr.Stats(ctx); err == nil {
+		for _, q := range stats {
+			full := 0.0
+			if q.Capacity.Msgs > 0 {
+				full = float64(q.Msgs) / float64(q.Capacity.Msgs)
+			}
+			if q.Capacity.Bytes > 0 {
+				full = max(full, float64(q.Bytes)/float64(q.Capacity.Bytes))
+			}
+			m.Record(q.Name, monitor.MetricQueueFullness, now, full)
+		}
+	}
+}
+
+// evaluate evaluates every bucket (SPEC 11, every 5 seconds) and saves
+// the current levels for `multimodule status`.
+func (t *monitorTask) evaluate(tc *task.Context) {
+	m := t.monitor()
+	if m == nil {
+		return
+	}
+	m.Evaluate(time.Now())
+	levels := store.Levels{}
+	for _, b := range m.Buckets() {
+		name, _, _ := cutBucket(b)
+		if _, done := levels[name]; done {
+			continue
+		}
+		lv := map[string]string{}
+		for k, v := range m.Levels(name) {
+			if v != "" && v != "ok" {
+				lv[k] = v
+			}
+		}
+		if len(lv) > 0 {
+			levels[name] = lv
+		}
+	}
+	if err := t.d.store.SaveLevels(levels); err != nil {
+		t.d.log.Error("monitor: save levels", "error", err)
+	}
+}
+
+// cutBucket splits a bucket name "<task or queue>:<metric>".
+func cutBucket(b string) (name, metric string, ok bool) {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == ':' {
+			return b[:i], b[i+1:], true
+		}
+	}
+	return b, "", false
+}
+
+// onAlert writes an alert to the alert channel (SPEC 11), carrying the
+// whole alert as details.
+func (d *Daemon) onAlert(a monitor.Alert) {
+	d.host.Out("alert", a.Task, a.Summary, a.Message())
+}
+
+// ErrMainFailsafe refuses to failsafe the daemon itself.
+var ErrMainFailsafe = errors.New("the daemon itself is never failsafed")
+
+// failsafe stops a task until a human clears it (SPEC 11): the failsafe
+// file holds the alert (or the operator's reason); an external process is
+// killed, an internal task unloaded; its messages wait in its queue.
+func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
+	if name == monitor.DaemonTask || name == MonitorName {
+		return ErrMainFailsafe
+	}
+	if err := task.ValidateName(name); err != nil {
+		return err
+	}
+	if alert == nil {
+		alert = map[string]any{}
+	}
+	alert["failsafed_by"] = by
+	alert["failsafe_ts"] = float64(time.Now().UnixNano()) / 1e9
+	if err := d.store.WriteFailsafe(name, alert); err != nil {
+		return fmt.Errorf("failsafe %s: %w", name, err)
+	}
+	d.host.Out("alert", name, fmt.Sprintf("task %s failsafed (%s): it stays stopped, its messages wait, until `multimodule unfailsafe %s`", name, by, name), alert)
+	if p := d.ext.process(name); p != nil {
+		d.ext.markStopping(name)
+		_ = p.Signal(9) // SPEC 11: the task's process is killed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.host.Unload(ctx, name); err != nil {
+		d.host.Out("error", name, fmt.Sprintf("failsafe %s: unload: %v", name, err), nil)
+	}
+	if d.mon != nil {
+		d.mon.clearTask(name)
+	}
+	d.host.Counters().Clear(name)
+	return nil
+}
+
+// unfailsafe clears a failsafe: the task comes back and drains its queue.
+func (d *Daemon) unfailsafe(name string) error {
+	if err := task.ValidateName(name); err != nil {
+		return err
+	}
+	if err := d.store.ClearFailsafe(name); err != nil {
+		return fmt.Errorf("unfailsafe %s: %w", name, err)
+	}
+	if d.mon != nil {
+		d.mon.clearTask(name)
+	}
+	d.host.Out("log", name, fmt.Sprintf("task %s unfailsafed: starting it again", name), nil)
+	d.ext.request(name)
+	if err := d.host.Reconcile(name); err != nil {
+		return fmt.Errorf("unfailsafe %s: %w", name, err)
+	}
+	return nil
+}
