@@ -199,6 +199,10 @@ func Run(ctx context.Context, name string, opts Options) (Result, error) {
 		opts.Logger.Warn("bench: clean-up", "scenario", name, "error", cerr)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			// Say who stopped us (a signal, through the command's context).
+			err = fmt.Errorf("%w (cancelled: %v)", err, context.Cause(ctx))
+		}
 		return res, fmt.Errorf("bench %s: %w", name, err)
 	}
 	res.Scenario = name

@@ -21,7 +21,7 @@ const MonitorName = "MultiModule"
 
 // Extra Go-side metrics of internal tasks (gauges).
 const (
-	MetricMailboxDepth   = "local.task.mailbox_depth"    // messages waiting in the task's in-memory mailbox
+	MetricMailboxDepth   = "local.task.mailbox_depth"   // messages waiting in the task's in-memory mailbox
 	MetricHandlerSeconds = "local.task.handler_seconds" // mean handler time per message since the last sample
 )
 
