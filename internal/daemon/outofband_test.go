@@ -147,3 +147,21 @@ func TestOOBUnwritableFileReportedOnce(t *testing.T) {
 		t.Fatalf("the unwritable file was reported %d times, want once; stderr:\n%s", n, d.Stderr)
 	}
 }
+
+func TestOOBRecordFromExternalHandledByDaemon(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	d := env.StartDaemon("-p", "MultiModuleTest", "-o", "alert:alerts_q")
+	env.Configure(map[string]any{"OtherExternalModule": map[string]any{"is_external": true}})
+	ext := externalPID(t, env, "OtherExternalModule", 0)
+	oobProbe(env, "alert")
+	rec := env.Recv("alerts_q", wait)
+	if pid, _ := message.Int(rec["pid"]); int(pid) != ext {
+		t.Fatalf("alert record pid %d, want the external's %d (written there, handled by the daemon)", pid, ext)
+	}
+	if rec["task"] != "OtherExternalModule" || rec["oob_channel"] != "alert" {
+		t.Fatalf("record %v, want an alert of OtherExternalModule", rec)
+	}
+	// A log record from the external lands on the daemon's stdout (log:1).
+	oobProbe(env, "log")
+	d.WaitOutput(t, fmt.Sprintf(`"pid":%d,"task":"OtherExternalModule","text":"oob_testing from OtherExternalModule"`, ext), wait)
+}
