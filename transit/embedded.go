@@ -11,10 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/multimodule/multimodule/internal/procid"
 )
 
 // Files of the embedded bus in the transport directory.
@@ -64,27 +65,17 @@ func (bi BusInfo) Alive() bool {
 }
 
 // ProcessStartTime returns the start time of process pid in clock ticks
-// since boot (field 22 of /proc/<pid>/stat): with the pid, the identity of
-// a process.
+// since boot: with the pid, the identity of a process. A zombie counts as
+// gone. (Read through internal/procid, which owns /proc.)
 func ProcessStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	id, err := procid.Of(pid)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("transit: %w", err)
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("transit: /proc/%d/stat: no command field", pid)
+	if !id.Alive() {
+		return 0, fmt.Errorf("transit: process %d is gone", pid)
 	}
-	f := strings.Fields(s[i+1:])
-	// After ")" come fields 3.. ; start time is field 22.
-	if len(f) < 20 {
-		return 0, fmt.Errorf("transit: /proc/%d/stat: %d fields", pid, len(f)+2)
-	}
-	if f[0] == "Z" || f[0] == "X" {
-		return 0, fmt.Errorf("transit: process %d is a zombie", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return id.StartTime, nil
 }
 
 // readToken reads dir/token.
