@@ -145,6 +145,7 @@ func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, e
 			MaxMsgsPerSubject:    b.opts.Capacity.Msgs,
 			MaxBytes:             b.opts.Capacity.Bytes,
 			MaxMsgSize:           MaxMessageBytes,
+			MaxConsumers:         -1, // one per queue, however many tasks
 			Replicas:             1,
 		})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {

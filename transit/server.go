@@ -59,6 +59,9 @@ func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
 		MaxPending:            256 << 20,
 		NoSigs:                true,
 		DisableShortFirstPing: true,
+		// One durable consumer per queue: a daemon with more than the
+		// server's default 1,000 tasks per host scope must not be refused.
+		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -95,10 +95,13 @@ func TestAliveRecordedIdentity(t *testing.T) {
 
 func TestChildLifecycle(t *testing.T) {
 	cmd := startSleep(t)
-	id, err := Of(cmd.Process.Pid)
-	if err != nil {
-		t.Fatalf("Of(child): %v", err)
-	}
+	var id Identity
+	var err error
+	// Between fork and exec the child has no command line of its own yet.
+	waitFor(t, "the child to have exec'd sleep", func() bool {
+		id, err = Of(cmd.Process.Pid)
+		return err == nil && len(id.Cmdline) > 0
+	})
 	if want := []string{"sleep", "60"}; !slices.Equal(id.Cmdline, want) {
 		t.Errorf("child Cmdline: got %q, want %q", id.Cmdline, want)
 	}
