@@ -1,0 +1,574 @@
+// Package chaos is the chaos run of issue 9: a pipeline of internal,
+// external and exec tasks under steady load while a fault injector kills
+// externals, the exec co-process, the daemon and the bus with SIGKILL,
+// migrates a task between internal and external, and rewrites the config.
+// At the end it reports what was sent, delivered, lost (must be 0),
+// duplicated (allowed only for messages in flight at a crash),
+// out of order (likewise), the faults injected and the time to recover
+// from each.
+//
+// The short run (≈40 s) runs with go test ./...; the long run is
+//
+//	MM_CHAOS_DURATION=10m go test -run TestChaos -v -timeout 30m ./test/chaos/
+//
+// MM_CHAOS_RATE sets messages per second (default 50), MM_CHAOS_SEED the
+// random seed (default: the time), MM_CHAOS_REPORT a file to write the
+// report to (JSON).
+package chaos_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/multimodule/multimodule/examples/testtasks"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/mmtest"
+	"github.com/multimodule/multimodule/transit"
+)
+
+func TestMain(m *testing.M) { mmtest.Main(m) }
+
+// The pipeline: the test sends {seq} to In (OtherModule, migrated
+// between internal and external), which emits to Mid
+// (OtherExternalModule, always external), which emits to Exec (PyCounter,
+// an exec task, a co-process of the daemon), which emits to Out.
+const (
+	In   = "OtherModule"
+	Mid  = "OtherExternalModule"
+	Exec = "PyCounter"
+	Out  = "chaos_out"
+)
+
+// Fault kinds.
+const (
+	faultKillExternal = "kill -9 external"
+	faultKillExec     = "kill -9 exec co-process"
+	faultKillDaemon   = "kill -9 daemon"
+	faultKillBus      = "kill -9 bus"
+	faultMigrate      = "migrate internal<->external"
+	faultRewrite      = "rewrite config"
+)
+
+var faultKinds = []string{faultKillExternal, faultKillExec, faultKillDaemon, faultKillBus, faultMigrate, faultRewrite}
+
+// crashes are the faults after which redelivery (duplicates, and the
+// reordering a redelivery causes) is allowed.
+var crashes = map[string]bool{faultKillExternal: true, faultKillExec: true, faultKillDaemon: true, faultKillBus: true}
+
+type settings struct {
+	duration time.Duration // of the fault phase
+	rate     int           // messages per second
+	seed     uint64
+}
+
+func settingsFromEnv(t *testing.T) settings {
+	t.Helper()
+	s := settings{duration: 35 * time.Second, rate: 50, seed: uint64(time.Now().UnixNano())}
+	if v := os.Getenv("MM_CHAOS_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("MM_CHAOS_DURATION=%q: %v", v, err)
+		}
+		s.duration = d
+	}
+	if v := os.Getenv("MM_CHAOS_RATE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("MM_CHAOS_RATE=%q: want a positive integer", v)
+		}
+		s.rate = n
+	}
+	if v := os.Getenv("MM_CHAOS_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("MM_CHAOS_SEED=%q: %v", v, err)
+		}
+		s.seed = n
+	}
+	return s
+}
+
+// Fault is one injected fault and how long the pipeline took to deliver
+// again a message sent after it.
+type Fault struct {
+	Kind    string        `json:"kind"`
+	At      time.Duration `json:"at"`      // since the start of the run
+	Recover time.Duration `json:"recover"` // until a message sent after the fault came out
+}
+
+// Report is what a chaos run found.
+type Report struct {
+	Seed          uint64         `json:"seed"`
+	Duration      time.Duration  `json:"duration"`
+	Rate          int            `json:"rate"`
+	Sent          int            `json:"sent"`
+	Delivered     int            `json:"delivered"` // distinct messages out
+	Lost          int            `json:"lost"`
+	Duplicated    int            `json:"duplicated"`               // extra copies out
+	DupUnexplain  int            `json:"duplicated_unexplained"`   // copies of messages sent after the last crash
+	OutOfOrder    int            `json:"out_of_order"`             // first arrivals after a later message
+	OOOUnexplain  int            `json:"out_of_order_unexplained"` // of messages sent after the last crash
+	SendRetries   int            `json:"send_retries"`
+	Faults        []Fault        `json:"faults"`
+	FaultCounts   map[string]int `json:"fault_counts"`
+	RecoverMedian time.Duration  `json:"recover_median"`
+	RecoverMax    time.Duration  `json:"recover_max"`
+}
+
+// String formats the report for the test log and docs/reliability.md.
+func (r Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d, %v of faults at %d msgs/s\n", r.Seed, r.Duration, r.Rate)
+	fmt.Fprintf(&b, "sent %d, delivered %d, lost %d\n", r.Sent, r.Delivered, r.Lost)
+	fmt.Fprintf(&b, "duplicated %d (unexplained %d), out of order %d (unexplained %d), send retries %d\n",
+		r.Duplicated, r.DupUnexplain, r.OutOfOrder, r.OOOUnexplain, r.SendRetries)
+	kinds := slices.Sorted(func(yield func(string) bool) {
+		for k := range r.FaultCounts {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	fmt.Fprintf(&b, "faults %d:", len(r.Faults))
+	for _, k := range kinds {
+		fmt.Fprintf(&b, " %s ×%d;", k, r.FaultCounts[k])
+	}
+	fmt.Fprintf(&b, "\nrecovery median %v, max %v\n", r.RecoverMedian.Round(time.Millisecond), r.RecoverMax.Round(time.Millisecond))
+	return b.String()
+}
+
+// run is one chaos run's shared bookkeeping.
+type run struct {
+	t       *testing.T
+	env     *mmtest.Env
+	cfgPath string
+	execDir string
+	start   time.Time
+
+	mu        sync.Mutex
+	sentAt    []time.Time // by seq: when the send was acknowledged
+	seen      map[int64]int
+	maxSeen   int64
+	crashOpen bool      // a crash was injected and the pipeline has not recovered yet
+	crashEnd  time.Time // when the pipeline recovered from the latest crash
+	gen       int64     // config generation seen in the latest output
+	dup, dupU int
+	ooo, oooU int
+	retries   int
+	lastExec  int64 // module_pid of the latest output: the exec co-process
+	arrived   chan struct{}
+
+	// config state (injector goroutine only)
+	external bool
+	cfgGen   int64
+}
+
+func (r *run) writeConfig() {
+	r.t.Helper()
+	route := func(from, to string) any {
+		return map[string]any{"match": map[string]any{"source": from}, "forwards": []any{map[string]any{"qname": to}}}
+	}
+	cfg := map[string]any{
+		"Router": map[string]any{"routes": []any{route(In, Mid), route(Mid, Exec), route(Exec, Out)}},
+		In:       map[string]any{"increment_by": 1, "is_external": r.external, "transform": map[string]any{"gen": r.cfgGen}},
+		Mid:      map[string]any{"increment_by": 1, "is_external": true},
+		Exec:     map[string]any{"increment_by": 1},
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	tmp := r.cfgPath + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, r.cfgPath); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *run) startDaemon() *mmtest.Proc {
+	r.t.Helper()
+	return r.env.StartDaemon("-p", "MultiModuleTest", "-p", r.execDir, "-c", r.cfgPath)
+}
+
+// send sends seq = 0, 1, … at the rate until ctx ends, retrying a send
+// that failed (the bus may be down) until it is acknowledged.
+func (r *run) send(ctx context.Context, rate int) {
+	tr := r.env.Client()
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for seq := 0; ; seq++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := tr.Send(sctx, In, message.Message{"seq": seq, "ct": seq}, transit.SendOptions{})
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			r.mu.Lock()
+			r.retries++
+			r.mu.Unlock()
+			time.Sleep(50 * time.Millisecond) // retry pacing while the bus restarts
+		}
+		r.mu.Lock()
+		r.sentAt = append(r.sentAt, time.Now())
+		r.mu.Unlock()
+	}
+}
+
+// receive takes everything that comes out of Out until ctx ends.
+func (r *run) receive(ctx context.Context) {
+	tr := r.env.Client()
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		m, err := tr.Receive(rctx, Out)
+		cancel()
+		if err != nil {
+			continue // nothing yet, or the bus is restarting
+		}
+		r.record(m)
+	}
+}
+
+func (r *run) record(m message.Message) {
+	seq, ok := message.Int(m["seq"])
+	if !ok {
+		r.t.Errorf("output without seq: %v", m)
+		return
+	}
+	if my, _ := message.Int(m["my_ct"]); my != seq+1 {
+		r.t.Errorf("seq %d: my_ct %d, want %d (every stage's config applied)", seq, my, seq+1)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// A message may be redelivered (duplicated, or overtaken by a later
+	// one) only if it was in flight at a crash: sent before the pipeline
+	// recovered from the latest crash, or still being sent (a retried
+	// send may have been stored twice).
+	inFlightAtCrash := r.crashOpen || int(seq) >= len(r.sentAt) || !r.sentAt[seq].After(r.crashEnd)
+	switch {
+	case r.seen[seq] > 0:
+		r.dup++
+		if !inFlightAtCrash {
+			r.dupU++
+			r.t.Logf("unexplained duplicate of seq %d", seq)
+		}
+	case seq < r.maxSeen:
+		r.ooo++
+		if !inFlightAtCrash {
+			r.oooU++
+			r.t.Logf("unexplained reordering: seq %d after %d", seq, r.maxSeen)
+		}
+	}
+	r.seen[seq]++
+	r.maxSeen = max(r.maxSeen, seq)
+	if g, ok := message.Int(m["gen"]); ok {
+		r.gen = g
+	}
+	if pid, ok := message.Int(m["module_pid"]); ok {
+		r.lastExec = pid
+	}
+	select {
+	case r.arrived <- struct{}{}:
+	default:
+	}
+}
+
+// sentCount is the number of acknowledged sends so far.
+func (r *run) sentCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sentAt)
+}
+
+// waitRecovered waits until a message sent after the fault (seq ≥ from)
+// came out, and cond (if any) holds.
+func (r *run) waitRecovered(from int, timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		r.mu.Lock()
+		ok := r.maxSeen >= int64(from)
+		r.mu.Unlock()
+		var cerr error
+		if ok && cond != nil {
+			cerr = cond()
+		}
+		if ok && cerr == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			if cerr != nil {
+				return cerr
+			}
+			return fmt.Errorf("no message sent after the fault (seq ≥ %d) came out within %v", from, timeout)
+		}
+		select {
+		case <-r.arrived:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// externalPID returns the live pid of task's external process, or 0.
+func (r *run) externalPID(task string) int {
+	st, err := r.env.Store().LoadStatus(task)
+	if err != nil || st == nil || !st.External || !st.Identity().Alive() {
+		return 0
+	}
+	return st.PID
+}
+
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos run skipped in -short mode")
+	}
+	s := settingsFromEnv(t)
+	rng := rand.New(rand.NewPCG(s.seed, s.seed>>1|1))
+	execDir, err := filepath.Abs("../../examples/exec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &run{
+		t: t, env: mmtest.NewEnv(t), execDir: execDir,
+		cfgPath: filepath.Join(t.TempDir(), "chaos.yaml"),
+		seen:    map[int64]int{}, maxSeen: -1, arrived: make(chan struct{}, 1),
+	}
+	r.writeConfig()
+	d := r.startDaemon()
+	r.start = time.Now()
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.send(ctx, s.rate) })
+	recvCtx, stopRecv := context.WithCancel(context.Background())
+	var rwg sync.WaitGroup
+	rwg.Go(func() { r.receive(recvCtx) })
+	t.Cleanup(func() { stop(); stopRecv(); wg.Wait(); rwg.Wait() })
+
+	if err := r.waitRecovered(0, 60*time.Second, nil); err != nil {
+		t.Fatalf("pipeline never delivered before any fault: %v\ndaemon stderr:\n%s", err, tail(d.Stderr.String(), 4000))
+	}
+
+	var faults []Fault
+	counts := map[string]int{}
+	var deck []string
+	for time.Since(r.start) < s.duration {
+		if len(deck) == 0 {
+			deck = slices.Clone(faultKinds)
+			rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+		}
+		kind := deck[0]
+		deck = deck[1:]
+		at := time.Now()
+		var cond func() error
+		switch kind {
+		case faultKillExternal:
+			pid := r.externalPID(Mid)
+			if pid == 0 {
+				continue // being restarted still
+			}
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			cond = func() error {
+				if p := r.externalPID(Mid); p == 0 || p == pid {
+					return fmt.Errorf("%s not running again after kill -9 of %d", Mid, pid)
+				}
+				return nil
+			}
+		case faultKillExec:
+			r.mu.Lock()
+			pid := int(r.lastExec)
+			r.mu.Unlock()
+			if pid <= 0 || syscall.Kill(pid, 0) != nil {
+				continue
+			}
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		case faultKillDaemon:
+			d.Kill()
+			d = r.startDaemon()
+		case faultKillBus:
+			bi, err := transit.ReadBusInfo(filepath.Join(r.env.StateDir, "transit"))
+			if err != nil || !bi.Alive() {
+				continue
+			}
+			_ = syscall.Kill(bi.PID, syscall.SIGKILL)
+		case faultMigrate:
+			r.external = !r.external
+			r.writeConfig()
+			want := r.external
+			cond = func() error {
+				st, err := r.env.Store().LoadStatus(In)
+				if err != nil || st == nil {
+					return fmt.Errorf("no status of %s (%v)", In, err)
+				}
+				if running := st.External && st.Identity().Alive(); running != want {
+					return fmt.Errorf("%s: external process running=%v, want %v after the migration", In, running, want)
+				}
+				return nil
+			}
+		case faultRewrite:
+			r.cfgGen++
+			r.writeConfig()
+			want := r.cfgGen
+			cond = func() error {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				if r.gen != want {
+					return fmt.Errorf("outputs carry config generation %d, want %d after the rewrite", r.gen, want)
+				}
+				return nil
+			}
+		}
+		if crashes[kind] {
+			r.mu.Lock()
+			r.crashOpen = true
+			r.mu.Unlock()
+		}
+		from := r.sentCount() + 1
+		if err := r.waitRecovered(from, 90*time.Second, cond); err != nil {
+			t.Fatalf("after %s at %v: not recovered: %v\ndaemon stderr:\n%s\n%s", kind, at.Sub(r.start).Round(time.Millisecond), err, tail(d.Stderr.String(), 3000), r.diagnostics())
+		}
+		if crashes[kind] {
+			r.mu.Lock()
+			r.crashOpen, r.crashEnd = false, time.Now()
+			r.mu.Unlock()
+		}
+		f := Fault{Kind: kind, At: at.Sub(r.start), Recover: time.Since(at)}
+		faults = append(faults, f)
+		counts[kind]++
+		t.Logf("%7.1fs %-28s recovered in %v", f.At.Seconds(), kind, f.Recover.Round(time.Millisecond))
+		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond) // random spacing between faults (pacing, not synchronisation)
+	}
+
+	// Stop sending; everything acknowledged must come out.
+	stop()
+	wg.Wait()
+	sent := r.sentCount()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		r.mu.Lock()
+		missing := 0
+		for seq := range sent {
+			if r.seen[int64(seq)] == 0 {
+				missing++
+			}
+		}
+		r.mu.Unlock()
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-r.arrived:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	stopRecv()
+	rwg.Wait()
+
+	rep := r.report(s, sent, faults, counts)
+	t.Logf("chaos report:\n%s", rep)
+	if path := os.Getenv("MM_CHAOS_REPORT"); path != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+			t.Errorf("write report: %v", err)
+		}
+	}
+	if rep.Lost != 0 {
+		t.Errorf("lost: got %d, want 0 (first missing seqs %v)", rep.Lost, r.missing(sent, 10))
+	}
+	if rep.DupUnexplain != 0 {
+		t.Errorf("duplicates of messages sent after the last crash: got %d, want 0", rep.DupUnexplain)
+	}
+	if rep.OOOUnexplain != 0 {
+		t.Errorf("reorderings of messages sent after the last crash: got %d, want 0", rep.OOOUnexplain)
+	}
+	for _, k := range faultKinds {
+		if counts[k] == 0 && s.duration >= 30*time.Second {
+			t.Errorf("fault %q never injected in %v", k, s.duration)
+		}
+	}
+}
+
+func (r *run) missing(sent, n int) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int
+	for seq := range sent {
+		if r.seen[int64(seq)] == 0 && len(out) < n {
+			out = append(out, seq)
+		}
+	}
+	return out
+}
+
+func (r *run) report(s settings, sent int, faults []Fault, counts map[string]int) Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := Report{
+		Seed: s.seed, Duration: s.duration, Rate: s.rate, Sent: sent,
+		Duplicated: r.dup, DupUnexplain: r.dupU, OutOfOrder: r.ooo, OOOUnexplain: r.oooU,
+		SendRetries: r.retries, Faults: faults, FaultCounts: counts,
+	}
+	for seq := range sent {
+		if r.seen[int64(seq)] > 0 {
+			rep.Delivered++
+		} else {
+			rep.Lost++
+		}
+	}
+	var recs []time.Duration
+	for _, f := range faults {
+		recs = append(recs, f.Recover)
+	}
+	if len(recs) > 0 {
+		slices.Sort(recs)
+		rep.RecoverMedian = recs[len(recs)/2]
+		rep.RecoverMax = recs[len(recs)-1]
+	}
+	return rep
+}
+
+// diagnostics returns the ends of the bus's and the externals' logs.
+func (r *run) diagnostics() string {
+	var b strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stats, err := r.env.Client().Stats(ctx)
+	fmt.Fprintf(&b, "--- queues (%v):\n", err)
+	for _, q := range stats {
+		fmt.Fprintf(&b, "%s: %d waiting\n", q.Name, q.Msgs)
+	}
+	for _, f := range []string{filepath.Join("transit", transit.BusLogFile), Mid + ".log", In + ".log"} {
+		data, err := os.ReadFile(filepath.Join(r.env.StateDir, f))
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "--- %s:\n%s\n", f, tail(string(data), 3000))
+	}
+	return b.String()
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
