@@ -96,6 +96,7 @@ type Host struct {
 	closing  bool
 
 	asyncPending atomic.Bool // SendAsync used since the last Flush
+	outside      sync.Map    // qname → *atomic.Int64: slow-path sends in progress
 	flushMu      sync.Mutex
 
 	saveCh chan saveJob

@@ -40,8 +40,31 @@ func (h *Host) deliver(ctx context.Context, qname, destination string, msg messa
 		}
 		r.gate.RUnlock()
 	}
-	// Slow path: maybe load the task here first.
-	if r, _ := h.ensureLoaded(qname, false); r != nil {
+	// Slow path. Announce it before looking again, so that a task that
+	// becomes hosted meanwhile does not switch to local delivery while
+	// this send is still on its way to the bus (see runner.tryFlip).
+	out := h.outsideCounter(qname)
+	out.Add(1)
+	announced := true
+	done := func() {
+		if announced {
+			announced = false
+			out.Add(-1)
+		}
+	}
+	defer done()
+	if r := (*h.hosted.Load())[qname]; r == nil {
+		r, _ = h.ensureLoaded(qname, false)
+		if r != nil {
+			done()
+			r.gate.RLock()
+			defer r.gate.RUnlock()
+			if !r.unhosted {
+				return h.sendHosted(ctx, r, msg)
+			}
+		}
+	} else {
+		done()
 		r.gate.RLock()
 		defer r.gate.RUnlock()
 		if !r.unhosted {
@@ -50,6 +73,16 @@ func (h *Host) deliver(ctx context.Context, qname, destination string, msg messa
 	}
 	h.asyncPending.Store(true)
 	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{})
+}
+
+// outsideCounter counts the sends to qname in progress on the slow path
+// (not holding any task's gate).
+func (h *Host) outsideCounter(qname string) *atomic.Int64 {
+	if c, ok := h.outside.Load(qname); ok {
+		return c.(*atomic.Int64)
+	}
+	c, _ := h.outside.LoadOrStore(qname, new(atomic.Int64))
+	return c.(*atomic.Int64)
 }
 
 // sendHosted delivers to a task hosted here: into its mailbox, or — while

@@ -174,6 +174,15 @@ func (r *runner) tryFlip() bool {
 	r.ackPending()
 	r.gate.Lock()
 	defer r.gate.Unlock()
+	// Sends that started before this task was hosted may still be on
+	// their way to the bus: wait for them (they hold no gate), briefly.
+	out := r.h.outsideCounter(r.name)
+	for i := 0; out.Load() > 0; i++ {
+		if i >= 200 {
+			return false
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 	defer cancel()
 	if err := r.h.tr.Flush(ctx); err != nil {
