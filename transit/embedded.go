@@ -180,7 +180,12 @@ func (s *busStarter) start() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("transit: embedded bus: start %q: %w", argv, err)
 	}
-	s.log.Info("started the embedded bus", "pid", cmd.Process.Pid, "dir", s.dir)
+	// Logged from another goroutine: start runs inside busDialer.Dial,
+	// under the NATS connection's lock, and a logger that publishes on
+	// that connection (an external's out-of-band bridge to the daemon)
+	// would wait for the lock forever.
+	pid := cmd.Process.Pid
+	go s.log.Info("started the embedded bus", "pid", pid, "dir", s.dir)
 	go func() { _ = cmd.Wait() }() // reap; the bus outlives nothing of ours
 	return nil
 }
