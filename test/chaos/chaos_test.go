@@ -368,12 +368,16 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("pipeline never delivered before any fault: %v\ndaemon stderr:\n%s", err, tail(d.Stderr.String(), 4000))
 	}
 
+	kinds := faultKinds
+	if v := os.Getenv("MM_CHAOS_FAULTS"); v != "" {
+		kinds = strings.Split(v, ",")
+	}
 	var faults []Fault
 	counts := map[string]int{}
 	var deck []string
 	for time.Since(r.start) < s.duration {
 		if len(deck) == 0 {
-			deck = slices.Clone(faultKinds)
+			deck = slices.Clone(kinds)
 			rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
 		}
 		kind := deck[0]
@@ -444,6 +448,12 @@ func TestChaos(t *testing.T) {
 		}
 		from := r.sentCount() + 1
 		if err := r.waitRecovered(from, 90*time.Second, cond); err != nil {
+			if os.Getenv("MM_CHAOS_DUMP") != "" {
+				if pid := r.externalPID(Mid); pid > 0 {
+					_ = syscall.Kill(pid, syscall.SIGQUIT) // goroutine dump into its log
+					time.Sleep(time.Second)
+				}
+			}
 			t.Fatalf("after %s at %v: not recovered: %v\ndaemon stderr:\n%s\n%s", kind, at.Sub(r.start).Round(time.Millisecond), err, tail(d.Stderr.String(), 3000), r.diagnostics())
 		}
 		if crashes[kind] {
@@ -500,7 +510,7 @@ func TestChaos(t *testing.T) {
 	if rep.OOOUnexplain != 0 {
 		t.Errorf("reorderings of messages sent after the last crash: got %d, want 0", rep.OOOUnexplain)
 	}
-	for _, k := range faultKinds {
+	for _, k := range kinds {
 		if counts[k] == 0 && s.duration >= 30*time.Second {
 			t.Errorf("fault %q never injected in %v", k, s.duration)
 		}
@@ -561,7 +571,7 @@ func (r *run) diagnostics() string {
 		if err != nil {
 			continue
 		}
-		fmt.Fprintf(&b, "--- %s:\n%s\n", f, tail(string(data), 3000))
+		fmt.Fprintf(&b, "--- %s:\n%s\n", f, tail(string(data), 30000))
 	}
 	return b.String()
 }
