@@ -130,7 +130,7 @@ func TestPythonAndPerlTasks(t *testing.T) {
 }
 
 // externalPID waits until task runs in its own process and returns its pid.
-func externalPID(t *testing.T, env *mmtest.Env, name string) int {
+func externalPID(t *testing.T, env *mmtest.Env, d *mmtest.Proc, name string) int {
 	t.Helper()
 	var pid int
 	env.Eventually(wait, func() error {
@@ -140,7 +140,8 @@ func externalPID(t *testing.T, env *mmtest.Env, name string) int {
 		}
 		if !st.External || !st.Identity().Alive() {
 			log, _ := os.ReadFile(filepath.Join(env.StateDir, name+".log"))
-			return fmt.Errorf("%s not running external yet (status %+v); its log:\n%s", name, st, log)
+			errs := d.Stderr.String()
+			return fmt.Errorf("%s not running external yet (status %+v); its log:\n%s\ndaemon stderr (end):\n%s", name, st, log, errs[max(0, len(errs)-4000):])
 		}
 		pid = st.PID
 		return nil
@@ -164,7 +165,7 @@ func TestMigration(t *testing.T) {
 			sendCts(env, name, 0, n)
 			env.Configure(cfg(true)) // while the first batch is in flight
 			sendCts(env, name, n, n)
-			ext := externalPID(t, env, name)
+			ext := externalPID(t, env, d, name)
 			sendCts(env, name, 2*n, n)
 			env.Configure(cfg(false))
 			sendCts(env, name, 3*n, n/2) // while it moves back
