@@ -258,7 +258,10 @@ func (h *Host) flushAsync(ctx context.Context) error {
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := h.tr.Flush(fctx); err != nil {
-		h.out("error", h.opts.Process, "bus publish failed: "+err.Error(), nil)
+		h.asyncPending.Store(true) // still pending: the next flush waits for them
+		if ctx.Err() == nil {
+			h.out("error", h.opts.Process, "bus publish failed: "+err.Error(), nil)
+		}
 		return err
 	}
 	return nil

@@ -144,6 +144,11 @@ func (h *Host) reconcile(name string) error {
 	case pl == NotHere:
 		_ = def
 		return nil
+	case pl == HostLocalOnly:
+		// A local copy (a stateless task in an external process) is
+		// loaded when something here sends to it, not because it has a
+		// config: its recurring work runs in the daemon's copy only.
+		return nil
 	}
 	_, err := h.ensureLoaded(name, true)
 	return err

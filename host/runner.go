@@ -156,7 +156,18 @@ func (r *runner) ackPending() {
 	if len(r.pending) == 0 {
 		return
 	}
-	_ = r.h.flushAsync(r.ctx)
+	// The messages these deliveries caused must be on the bus before the
+	// deliveries are acknowledged (at least once); the task's own context
+	// may be ending, so the flush gets its own deadline.
+	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err := r.h.flushAsync(fctx)
+	cancel()
+	if err != nil {
+		// Not acknowledged: the bus delivers them again to the next owner.
+		clear(r.pending)
+		r.pending = r.pending[:0]
+		return
+	}
 	for _, d := range r.pending {
 		if err := d.Ack(); err != nil {
 			r.log.Warn("ack failed; the message may be delivered again", "error", err)
@@ -325,7 +336,8 @@ func (r *runner) scheduleSave() {
 }
 
 // saveState snapshots the state and hands it to the saver when it
-// changed since the last save; with wait, it returns once written.
+// changed since the last save; with wait, it always saves and returns once
+// written.
 func (r *runner) saveState(wait bool) {
 	if !r.def.Stateful {
 		return
@@ -336,7 +348,10 @@ func (r *runner) saveState(wait bool) {
 		r.h.out("error", r.name, fmt.Sprintf("task %s: state is not JSON-compatible, not saved: %v", r.name, err), nil)
 		return
 	}
-	if string(b) == string(r.lastSaved) {
+	// A final save (wait) always writes, and only returns once written:
+	// an earlier periodic save may still be queued, and the next owner of
+	// the task (another process, after a move) reads the file at once.
+	if !wait && string(b) == string(r.lastSaved) {
 		return
 	}
 	r.lastSaved = b

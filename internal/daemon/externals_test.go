@@ -151,7 +151,10 @@ func TestMigrationUnderLoadLosesNothing(t *testing.T) {
 	env.Configure(cfg(true))
 	ext1 := externalPID(t, env, "OtherModule", 0)
 
-	const n = 600
+	n := 600
+	if v := os.Getenv("MIGRATION_N"); v != "" {
+		fmt.Sscan(v, &n)
+	}
 	done := sender(t, env, "OtherModule", n, 3*time.Millisecond)
 	time.Sleep(500 * time.Millisecond) // let part of the stream pass before each move (pacing, not synchronisation)
 	env.Configure(cfg(false))          // external → internal
@@ -177,7 +180,7 @@ func TestMigrationUnderLoadLosesNothing(t *testing.T) {
 	}
 	env.Eventually(wait, func() error {
 		st, err = env.Store().LoadState("OtherModule")
-		if n2, _ := message.Int(st["message_ct"]); n2 != n {
+		if n2, _ := message.Int(st["message_ct"]); n2 != int64(n) {
 			return fmt.Errorf("state message_ct %d, want %d (carried across both moves) (%v)", n2, n, err)
 		}
 		return nil
@@ -286,5 +289,61 @@ func TestCleanlyExitWithAndWithoutExternals(t *testing.T) {
 	}
 	if st.Identity().Alive() {
 		t.Fatalf("external %d still runs after cleanly_exit with exit_externals", ext)
+	}
+}
+
+// TestMigrationOfAProducersConsumer moves a consumer fed by a producer
+// inside the daemon (in-memory delivery, the catch-up fence) back and
+// forth under load: every produced message reaches the consumer once, in
+// order, and the producer runs only in the daemon.
+func TestMigrationOfAProducersConsumer(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	d := env.StartDaemon("-p", "MultiModuleTest")
+	consumer := func(external bool) map[string]any {
+		return map[string]any{"OtherModule": map[string]any{"increment_by": 1, "is_external": external}}
+	}
+	env.Configure(map[string]any{"Router": map[string]any{"routes": []any{
+		map[string]any{"match": map[string]any{"source": "StatelessProducer"}, "transform": map[string]any{"ct": " specials/message.emit_ct"},
+			"forwards": []any{map[string]any{"qname": "OtherModule"}}},
+		map[string]any{"match": map[string]any{"source": "OtherModule"}, "forwards": []any{map[string]any{"qname": "test_out"}}},
+	}}})
+	env.Configure(consumer(false))
+	env.Configure(map[string]any{"StatelessProducer": map[string]any{"emit_rate": 1500}})
+	for _, ext := range []bool{true, false, true, false} {
+		time.Sleep(400 * time.Millisecond) // let the stream run at each place (pacing, not synchronisation)
+		env.Configure(consumer(ext))
+	}
+	time.Sleep(400 * time.Millisecond)
+	env.Configure(map[string]any{"StatelessProducer": map[string]any{"emit_rate": 0}})
+	// Read until the stream has been quiet for a while.
+	next, dups := int64(1), 0
+	places := map[int64]bool{}
+	for {
+		ctx, cancel := contextWithTimeout(t, 3*time.Second)
+		out, err := env.Client().Receive(ctx, "test_out")
+		cancel()
+		if err != nil {
+			break
+		}
+		ct, _ := message.Int(out["ct"])
+		pid, _ := message.Int(out["module_pid"])
+		places[pid] = true
+		switch {
+		case ct < next:
+			dups++
+		case ct > next:
+			t.Fatalf("got ct %d, want %d: lost or reordered", ct, next)
+		default:
+			next++
+		}
+	}
+	if next < 1000 {
+		t.Fatalf("only %d messages came through", next-1)
+	}
+	if dups != 0 {
+		t.Fatalf("%d duplicates without any crash", dups)
+	}
+	if len(places) < 3 || !places[int64(d.PID())] {
+		t.Fatalf("handled in %d processes %v, want the daemon and two externals", len(places), places)
 	}
 }
