@@ -163,8 +163,9 @@ func TestMigration(t *testing.T) {
 			env.Configure(cfg(false))
 			const n = 20
 			sendCts(env, name, 0, n)
-			env.Configure(cfg(true)) // while the first batch is in flight
-			sendCts(env, name, n, n)
+			got := recvCounted(t, env, name, 0, n, 3, 1)
+			env.Configure(cfg(true))
+			sendCts(env, name, n, n) // while it moves out
 			ext := externalPID(t, env, d, name)
 			sendCts(env, name, 2*n, n)
 			env.Configure(cfg(false))
@@ -177,7 +178,7 @@ func TestMigration(t *testing.T) {
 			})
 			sendCts(env, name, 3*n+n/2, n-n/2)
 
-			got := recvCounted(t, env, name, 0, 4*n, 3, 1)
+			got = append(got, recvCounted(t, env, name, n, 3*n, 3, n+1)...)
 			var hosts []int64
 			for _, c := range got {
 				if len(hosts) == 0 || hosts[len(hosts)-1] != c.hostPID {
