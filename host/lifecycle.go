@@ -102,8 +102,10 @@ func (h *Host) Send(ctx context.Context, qname string, msg message.Message) erro
 }
 
 // placement decides where name runs given its current config.
-func (h *Host) placement(name string) (task.Definition, Placement, map[string]any, bool) {
-	def, ok := h.opts.Sources.Lookup(name)
+// Call it with h.mu held and with def, ok from h.lookup(name), done before
+// taking the lock: a source may need time to answer (an exec task's
+// describe run).
+func (h *Host) placement(name string, def task.Definition, ok bool) (task.Definition, Placement, map[string]any, bool) {
 	if !ok {
 		return task.Definition{}, NotHere, nil, false
 	}
@@ -117,9 +119,10 @@ func (h *Host) placement(name string) (task.Definition, Placement, map[string]an
 // reconcile makes the hosting of one task match its config: load it,
 // reconfigure it, or unload it when it should not run here (any more).
 func (h *Host) reconcile(name string) error {
+	def0, ok := h.opts.Sources.Lookup(name)
 	h.mu.Lock()
 	r := h.runners[name]
-	def, pl, cfg, known := h.placement(name)
+	def, pl, cfg, known := h.placement(name, def0, ok)
 	h.mu.Unlock()
 	switch {
 	case r != nil && (pl == NotHere || pl != r.placement):
@@ -157,6 +160,7 @@ func (h *Host) reconcile(name string) error {
 // ensureLoaded returns the runner of name, loading it when this process
 // should host it. force ignores a pending load backoff.
 func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
+	def0, ok := h.opts.Sources.Lookup(name)
 	h.mu.Lock()
 	if r := h.runners[name]; r != nil {
 		h.mu.Unlock()
@@ -173,7 +177,7 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 		h.mu.Unlock()
 		return nil, nil
 	}
-	def, pl, _, known := h.placement(name)
+	def, pl, _, known := h.placement(name, def0, ok)
 	if !known || pl == NotHere {
 		h.mu.Unlock()
 		return nil, nil

@@ -37,7 +37,7 @@ const EnvMain = "MULTIMODULE_MMTEST_MAIN"
 // Main runs the tests, or — in a child started by the harness — the
 // multimodule command line.
 func Main(m *testing.M) {
-	if os.Getenv(EnvMain) == "1" {
+	if os.Getenv(EnvMain) == "1" && !fuzzWorker() {
 		os.Exit(cli.Main())
 	}
 	// Every process this test binary starts, directly or through the code
@@ -47,6 +47,17 @@ func Main(m *testing.M) {
 		panic(err)
 	}
 	os.Exit(m.Run())
+}
+
+// fuzzWorker reports whether this process is a worker of `go test -fuzz`:
+// it inherits the environment of the test process, but must run tests.
+func fuzzWorker() bool {
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzzworker") {
+			return true
+		}
+	}
+	return false
 }
 
 // Env is one test's MultiModule world: a state directory and everything
