@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +30,13 @@ import (
 const roleEnv = "MULTIMODULE_TEST_ROLE"
 
 func TestMain(m *testing.M) {
-	switch os.Getenv(roleEnv) {
+	role := os.Getenv(roleEnv)
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzzworker") {
+			role = "" // a `go test -fuzz` worker inherits roleEnv=main: it runs the fuzz target
+		}
+	}
+	switch role {
 	case "main":
 		os.Exit(cli.Main())
 	case "consumer":
