@@ -268,6 +268,7 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 		recurs:       map[string]*recur{},
 	}
 	r.tc = task.NewContext(name, r)
+	r.pider, _ = t.(interface{ PID() int })
 	if def.Stateful {
 		state, err := h.opts.Store.LoadState(name)
 		if err != nil {
@@ -541,6 +542,7 @@ type TaskInfo struct {
 	Stateful   bool
 	Mailbox    int // messages waiting in its in-memory mailbox
 	MailboxCap int
+	CoPID      int // the pid of its co-process (exec tasks), or 0
 }
 
 // Tasks describes every task hosted in this process, sorted by name.
@@ -549,7 +551,7 @@ func (h *Host) Tasks() []TaskInfo {
 	out := make([]TaskInfo, 0, len(hosted))
 	for _, name := range slices.Sorted(maps.Keys(hosted)) {
 		r := hosted[name]
-		out = append(out, TaskInfo{Name: name, Placement: r.placement, Stateful: r.def.Stateful, Mailbox: r.local.Len(), MailboxCap: r.local.Cap()})
+		out = append(out, TaskInfo{Name: name, Placement: r.placement, Stateful: r.def.Stateful, Mailbox: r.local.Len(), MailboxCap: r.local.Cap(), CoPID: int(r.coPID.Load())})
 	}
 	return out
 }

@@ -43,7 +43,11 @@ type runner struct {
 	// through the bus too, so they cannot overtake its own earlier sends
 	// waiting there (SPEC 6: per-sender order across migrations).
 	catchingUp atomic.Bool
-	handled    *atomic.Uint64 // host-wide count for quiescence
+	// coPID is the pid of the task's co-process (exec tasks), for the
+	// monitor; 0 when it has none.
+	coPID   atomic.Int64
+	pider   interface{ PID() int }
+	handled *atomic.Uint64 // host-wide count for quiescence
 
 	// task goroutine only
 	t          task.Task
@@ -264,6 +268,9 @@ func (r *runner) handle(m message.Message) {
 	err := r.safeCall("message", func() error { return r.t.Message(r.tc, m) })
 	r.handlerNanos.Add(uint64(time.Since(start)))
 	r.passed.Add(1)
+	if r.pider != nil {
+		r.coPID.Store(int64(r.pider.PID()))
+	}
 	if err != nil {
 		r.failed.Add(1)
 		text, _ := message.Marshal(m)
@@ -310,6 +317,9 @@ func (r *runner) applyConfig(cfg map[string]any) {
 		}
 	}
 	r.configured = true
+	if r.pider != nil {
+		r.coPID.Store(int64(r.pider.PID()))
+	}
 	if r.def.Stateful {
 		r.scheduleSave()
 	}

@@ -28,6 +28,9 @@ type Status struct {
 	// counts them (passed/emitted messages, failures), for the daemon's
 	// monitor; empty for internal tasks, whose counters the daemon holds.
 	Counters map[string]uint64 `json:"counters,omitempty"`
+	// CoPID is the pid of the task's co-process (an exec task hosted by
+	// this process), which the monitor samples too; 0 when none.
+	CoPID int `json:"co_pid,omitempty"`
 }
 
 // Identity returns the identity of the process the status names, for

@@ -411,6 +411,11 @@ func (d *Daemon) writeMainStatus() error {
 		if def, ok := d.host.Lookup(d.opts.Task); ok {
 			st.Stateful = def.Stateful
 		}
+		for _, ti := range d.host.Tasks() {
+			if ti.Name == d.opts.Task {
+				st.CoPID = ti.CoPID
+			}
+		}
 	}
 	return d.store.SaveStatus(name, st)
 }

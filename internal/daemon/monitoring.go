@@ -186,10 +186,22 @@ func (t *monitorTask) sample(tc *task.Context) {
 		if fs, _ := d.store.ReadFailsafe(name); fs != nil {
 			continue
 		}
+		st, _ := d.store.LoadStatus(name)
+		if st != nil && st.PID != p {
+			st = nil
+		}
 		if s, rates, err := t.sampler.Sample(p, now); err == nil {
+			if st != nil && st.CoPID > 0 {
+				// An external exec task: the process and its co-process
+				// together are the task's usage.
+				if c, crates, err := t.sampler.Sample(st.CoPID, now); err == nil {
+					s = addSamples(s, c)
+					rates = rates && crates
+				}
+			}
 			m.RecordProcess(name, now, s, rates)
 		}
-		if st, err := d.store.LoadStatus(name); err == nil && st != nil && st.PID == p {
+		if st != nil {
 			// The external counts its own messages; the daemon counts
 			// what happens to the process (starts, stops).
 			c := counters[name]
@@ -243,6 +255,12 @@ func (t *monitorTask) sample(tc *task.Context) {
 	}
 	for _, ti := range d.host.Tasks() {
 		m.Record(ti.Name, MetricMailboxDepth, now, float64(ti.Mailbox))
+		if ti.CoPID > 0 {
+			// An exec task's co-process is the task's process.
+			if s, rates, err := t.sampler.Sample(ti.CoPID, now); err == nil {
+				m.RecordProcess(ti.Name, now, s, rates)
+			}
+		}
 	}
 	// Every queue's fullness.
 	ctx, cancel := context.WithTimeout(tc.Context(), 2*time.Second)
@@ -361,4 +379,16 @@ func (d *Daemon) unfailsafe(name string) error {
 		return fmt.Errorf("unfailsafe %s: %w", name, err)
 	}
 	return nil
+}
+
+// addSamples adds the usage of two processes that together are one task.
+func addSamples(a, b monitor.ProcessSample) monitor.ProcessSample {
+	return monitor.ProcessSample{
+		FDs:              a.FDs + b.FDs,
+		Threads:          a.Threads + b.Threads,
+		MemFractionOfBox: a.MemFractionOfBox + b.MemFractionOfBox,
+		ReadBytesPerSec:  a.ReadBytesPerSec + b.ReadBytesPerSec,
+		WriteBytesPerSec: a.WriteBytesPerSec + b.WriteBytesPerSec,
+		CPUCores:         a.CPUCores + b.CPUCores,
+	}
 }
