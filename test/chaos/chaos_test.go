@@ -451,8 +451,10 @@ func TestChaos(t *testing.T) {
 			if os.Getenv("MM_CHAOS_DUMP") != "" {
 				if pid := r.externalPID(Mid); pid > 0 {
 					_ = syscall.Kill(pid, syscall.SIGQUIT) // goroutine dump into its log
-					time.Sleep(time.Second)
 				}
+				_ = d.Signal(syscall.SIGQUIT) // goroutine dump into its stderr
+				d.Wait(t, 10*time.Second)
+				t.Logf("daemon goroutines:\n%s", tail(d.Stderr.String(), 100000))
 			}
 			t.Fatalf("after %s at %v: not recovered: %v\ndaemon stderr:\n%s\n%s", kind, at.Sub(r.start).Round(time.Millisecond), err, tail(d.Stderr.String(), 3000), r.diagnostics())
 		}
