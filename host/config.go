@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 
 	"github.com/multimodule/multimodule/message"
@@ -118,7 +119,36 @@ func normalizeConfig(name string, v any) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host: configure %s: %w", name, err)
 	}
+	if err := checkFrameworkKeys(norm); err != nil {
+		return nil, fmt.Errorf("host: config of task %q: %w", name, err)
+	}
 	return map[string]any(norm), nil
+}
+
+// checkFrameworkKeys refuses wrong types in the keys the framework reads
+// in every task's config (SPEC 8), which would otherwise be ignored
+// without a word: is_external must be a scalar (Perl truth), intervals a
+// map of name to a finite number of seconds ≥ 0.
+func checkFrameworkKeys(cfg map[string]any) error {
+	switch v := cfg["is_external"].(type) {
+	case map[string]any, []any:
+		return fmt.Errorf("is_external must be true or false, got %T", v)
+	}
+	iv, ok := cfg["intervals"]
+	if !ok || iv == nil {
+		return nil
+	}
+	m, ok := iv.(map[string]any)
+	if !ok {
+		return fmt.Errorf("intervals must be a map of name to seconds, got %T", iv)
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		f, ok := message.Float(m[k])
+		if !ok || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+			return fmt.Errorf("intervals.%s must be a number of seconds ≥ 0, got %v", k, m[k])
+		}
+	}
+	return nil
 }
 
 // RestoreConfigs loads every saved <Task>.conf from the state directory
