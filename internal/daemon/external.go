@@ -29,8 +29,10 @@ func (d *Daemon) externalLoop(ctx context.Context) {
 	}
 	status := time.NewTicker(2 * time.Second)
 	defer status.Stop()
-	reload := time.NewTimer(time.Hour)
-	reload.Stop()
+	// A config the daemon saved between this process's start-up restore
+	// and the watch above would never reach the task: reload once, now
+	// that the watch is in place.
+	reload := time.NewTimer(time.Millisecond)
 	for {
 		select {
 		case <-ctx.Done():
