@@ -5,9 +5,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -70,6 +75,74 @@ func TestBusFilesPrivate(t *testing.T) {
 		}
 		if got := fi.Mode().Perm(); got != tc.want {
 			t.Errorf("%s: got mode %v, want %v", tc.path, got, tc.want)
+		}
+	}
+}
+
+// TestForeignBytesDeadLettered: bytes on a queue's subject that are not a
+// JSON object (published by some other NATS client holding the token)
+// never reach the owner as a message: they go to the dead-letter queue
+// with the reason, and the messages around them are delivered in order.
+func TestForeignBytesDeadLettered(t *testing.T) {
+	dir := busDir(t)
+	tr := open(t, dir, transit.Options{})
+	ctx := ctxT(t, 60*time.Second)
+	if err := tr.Send(ctx, "rawq", message.Message{"n": 1}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bi, err := transit.ReadBusInfo(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, transit.BusTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(bi.URL, nats.Token(strings.TrimSpace(string(tok))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []string{"not json", "[1, 2]", `"a string"`, `{"unterminated": `, "\xff\xfe"}
+	for _, b := range bad {
+		if _, err := js.Publish(ctx, "mm.testhost.q.rawq", []byte(b)); err != nil {
+			t.Fatalf("publish %q: %v", b, err)
+		}
+	}
+	if err := tr.Send(ctx, "rawq", message.Message{"n": 2}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := tr.Consume(ctx, "rawq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Stop()
+	for want := int64(1); want <= 2; want++ {
+		select {
+		case d := <-cons.C():
+			if n, _ := message.Int(d.Msg["n"]); n != want {
+				t.Fatalf("got %v, want n=%d (the foreign bytes skipped)", d.Msg, want)
+			}
+			if err := d.Ack(); err != nil {
+				t.Fatal(err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no message n=%d", want)
+		}
+	}
+	for i := range bad {
+		m, err := tr.Receive(ctx, transit.DeadLetterQueue)
+		if err != nil {
+			t.Fatalf("dead letter %d: %v", i, err)
+		}
+		meta, _ := m[".ipc_transit_meta"].(map[string]any)
+		dl, _ := meta["dead_letter"].(map[string]any)
+		if reason, _ := dl["reason"].(string); reason == "" || dl["queue"] != "rawq" {
+			t.Fatalf("dead letter %d: got %v, want a reason and queue rawq", i, m)
 		}
 	}
 }
