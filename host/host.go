@@ -267,15 +267,50 @@ func (h *Host) flushAsync(ctx context.Context) error {
 	return nil
 }
 
+// saveRetryInterval is how often a state save that failed (disk full, a
+// read-only state directory) is tried again.
+const saveRetryInterval = time.Second
+
 // saver writes state snapshots off the task goroutines, one at a time.
+// A save that failed is retried until it succeeds or a newer snapshot of
+// the task replaces it: the task only snapshots state that changed, so
+// without the retry a task that went quiet would keep its latest state
+// unsaved after the disk had room again. A failure is reported once per
+// streak, and the recovery too.
 func (h *Host) saver() {
 	defer h.wg.Done()
-	for job := range h.saveCh {
+	failed := map[string]saveJob{}
+	retry := time.NewTicker(saveRetryInterval)
+	defer retry.Stop()
+	save := func(job saveJob) {
+		_, streak := failed[job.task]
 		if err := h.opts.Store.SaveState(job.task, job.state); err != nil {
-			h.out("error", job.task, "save state: "+err.Error(), nil)
+			if !streak {
+				h.out("error", job.task, "save state: "+err.Error()+" (retrying every "+saveRetryInterval.String()+")", nil)
+			}
+			job.done = nil
+			failed[job.task] = job
+			return
 		}
-		if job.done != nil {
-			close(job.done)
+		if streak {
+			delete(failed, job.task)
+			h.out("log", job.task, "state saved again after failed saves", nil)
+		}
+	}
+	for {
+		select {
+		case job, ok := <-h.saveCh:
+			if !ok {
+				return
+			}
+			save(job)
+			if job.done != nil {
+				close(job.done)
+			}
+		case <-retry.C:
+			for _, job := range failed {
+				save(job)
+			}
 		}
 	}
 }
