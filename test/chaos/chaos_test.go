@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -341,6 +342,9 @@ func (r *run) externalPID(task string) int {
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos run skipped in -short mode")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skipf("the exec stage (examples/exec/PyCounter) needs python3: %v", err)
 	}
 	s := settingsFromEnv(t)
 	rng := rand.New(rand.NewPCG(s.seed, s.seed>>1|1))
