@@ -73,6 +73,10 @@ type recur struct {
 	stopped  atomic.Bool
 }
 
+// localBatch bounds how many mailbox messages one wake-up handles before
+// the loop looks at control, the bus and the context again.
+const localBatch = 64
+
 // post runs f on the task goroutine; it fails if the runner has stopped.
 func (r *runner) post(f func()) bool {
 	select {
@@ -134,6 +138,19 @@ func (r *runner) loop() {
 			if ok && m != nil {
 				r.handle(m)
 			}
+			// Take what else waits, a batch per wake-up, while nothing
+			// else asks for the goroutine (control first, bus first).
+			for i := 0; i < localBatch && len(r.ctrl) == 0 && (busC == nil || len(busC) == 0) && !r.paused.Load(); i++ {
+				select {
+				case m, ok := <-localC:
+					if ok && m != nil {
+						r.handle(m)
+					}
+					continue
+				default:
+				}
+				break
+			}
 		case d, ok := <-busC:
 			r.takeBus(d, ok)
 		case <-retryFlip:
@@ -146,9 +163,12 @@ func (r *runner) loop() {
 
 func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 	if !ok {
+		// The consumer was stopped (the task is being unloaded). A
+		// catch-up stays on: messages this process sent through the bus
+		// and the consumer did not fetch are still there, so later sends
+		// must follow them there, not overtake them in the mailbox.
 		r.busC = nil
 		r.cons = nil
-		r.catchingUp.Store(false)
 		return
 	}
 	unfence(d.Msg, r.name)

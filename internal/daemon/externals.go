@@ -285,6 +285,9 @@ func (x *externals) onExit(name string) {
 		if err := x.d.host.Reconcile(name); err != nil {
 			x.d.host.Out("error", name, fmt.Sprintf("loading %s inside the daemon: %v", name, err), nil)
 		}
+		// The config may have turned external again while it was
+		// exiting: then start the new process now.
+		x.reconcile(name)
 		return
 	}
 	code, signaled, known := p.ExitStatus()
