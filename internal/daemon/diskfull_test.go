@@ -14,12 +14,14 @@ import (
 	"github.com/multimodule/multimodule/mmtest"
 )
 
-// smallStateDir mounts a 4 MiB tmpfs and makes env's state directory live
-// on it, with the bus's transport directory (a symlink) elsewhere so that
-// messages keep flowing while the state directory's file system is full
-// or read-only. It skips the test where mounting is not allowed (not
-// root, or a container without CAP_SYS_ADMIN).
-func smallStateDir(t *testing.T, env *mmtest.Env) (mnt string) {
+// smallStateDir mounts a 4 MiB tmpfs and returns an Env whose state
+// directory lives on it, with the bus's transport directory (a symlink)
+// elsewhere so that messages keep flowing while the state directory's
+// file system is full or refuses writes. It skips the test where mounting
+// is not allowed (not root, or a container without CAP_SYS_ADMIN). The
+// mount is made before the Env, so it is unmounted after the Env's
+// cleanup stopped the bus and the externals it finds there.
+func smallStateDir(t *testing.T) (env *mmtest.Env, mnt string) {
 	t.Helper()
 	mnt = filepath.Join(t.TempDir(), "fs")
 	if err := os.Mkdir(mnt, 0o700); err != nil {
@@ -33,6 +35,7 @@ func smallStateDir(t *testing.T, env *mmtest.Env) (mnt string) {
 			t.Errorf("umount %s: %v: %s", mnt, err, out)
 		}
 	})
+	env = mmtest.NewEnv(t)
 	env.StateDir = filepath.Join(mnt, "state")
 	if err := os.Mkdir(env.StateDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -44,7 +47,7 @@ func smallStateDir(t *testing.T, env *mmtest.Env) (mnt string) {
 	if err := os.Symlink(transport, filepath.Join(env.StateDir, "transit")); err != nil {
 		t.Fatal(err)
 	}
-	return mnt
+	return env, mnt
 }
 
 // fill writes a file until the file system is full.
@@ -124,8 +127,7 @@ func TestStateDirFullOrNoPermission(t *testing.T) {
 			func(t *testing.T, mnt string) { chattr(t, filepath.Join(mnt, "state"), "-i") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := mmtest.NewEnv(t)
-			mnt := smallStateDir(t, env)
+			env, mnt := smallStateDir(t)
 			d := env.StartDaemon("-p", "MultiModuleTest")
 			env.Configure(otherModuleConfig(1))
 			for i := range 5 {
