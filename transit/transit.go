@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -100,8 +101,10 @@ type Transit struct {
 	host string
 	bus  backend
 
-	mu     sync.RWMutex
-	locals map[string]*Local
+	mu sync.RWMutex
+	// locals is copy-on-write: senders read it without a lock; HostLocal,
+	// UnhostLocal and Close replace it under mu.
+	locals atomic.Pointer[map[string]*Local]
 	closed atomic.Bool
 }
 
@@ -139,11 +142,11 @@ func Open(ctx context.Context, opts Options) (*Transit, error) {
 		opts.TransportDir = filepath.Join(opts.StateDir, "transit")
 	}
 	t := &Transit{
-		opts:   opts,
-		log:    opts.Logger.With("component", "transit"),
-		host:   opts.Host,
-		locals: map[string]*Local{},
+		opts: opts,
+		log:  opts.Logger.With("component", "transit"),
+		host: opts.Host,
 	}
+	t.locals.Store(&map[string]*Local{})
 	b, err := openNATS(ctx, &t.opts, t.log)
 	if err != nil {
 		return nil, err
@@ -160,8 +163,8 @@ func (t *Transit) Close() error {
 		return nil
 	}
 	t.mu.Lock()
-	locals := t.locals
-	t.locals = map[string]*Local{}
+	locals := *t.locals.Load()
+	t.locals.Store(&map[string]*Local{})
 	t.mu.Unlock()
 	for _, l := range locals {
 		if n := len(l.unhost()); n > 0 {
@@ -189,11 +192,14 @@ func (t *Transit) HostLocal(qname string, capacity int) (*Local, error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.locals[qname]; ok {
+	cur := *t.locals.Load()
+	if _, ok := cur[qname]; ok {
 		return nil, fmt.Errorf("transit: host local queue %q: already hosted in this process", qname)
 	}
 	l := newLocal(qname, capacity)
-	t.locals[qname] = l
+	next := maps.Clone(cur)
+	next[qname] = l
+	t.locals.Store(&next)
 	return l, nil
 }
 
@@ -204,8 +210,13 @@ func (t *Transit) HostLocal(qname string, capacity int) (*Local, error) {
 // returns nil if qname is not hosted here.
 func (t *Transit) UnhostLocal(qname string) []message.Message {
 	t.mu.Lock()
-	l := t.locals[qname]
-	delete(t.locals, qname)
+	cur := *t.locals.Load()
+	l := cur[qname]
+	if l != nil {
+		next := maps.Clone(cur)
+		delete(next, qname)
+		t.locals.Store(&next)
+	}
 	t.mu.Unlock()
 	if l == nil {
 		return nil
@@ -214,10 +225,7 @@ func (t *Transit) UnhostLocal(qname string) []message.Message {
 }
 
 func (t *Transit) local(qname string) *Local {
-	t.mu.RLock()
-	l := t.locals[qname]
-	t.mu.RUnlock()
-	return l
+	return (*t.locals.Load())[qname]
 }
 
 // Send delivers msg to queue qname. It validates the name and the message
@@ -365,8 +373,7 @@ func (t *Transit) Stats(ctx context.Context) ([]QueueStat, error) {
 	for _, s := range bus {
 		byName[s.Name] = s
 	}
-	t.mu.RLock()
-	for name, l := range t.locals {
+	for name, l := range *t.locals.Load() {
 		s := localStat(l)
 		if b, ok := byName[name]; ok {
 			s.Msgs += b.Msgs
@@ -374,7 +381,6 @@ func (t *Transit) Stats(ctx context.Context) ([]QueueStat, error) {
 		}
 		byName[name] = s
 	}
-	t.mu.RUnlock()
 	out := make([]QueueStat, 0, len(byName))
 	for _, s := range byName {
 		out = append(out, s)
