@@ -1,7 +1,8 @@
 // Package chaos is the chaos run of issue 9: a pipeline of internal,
 // external and exec tasks under steady load while a fault injector kills
 // externals, the exec co-process, the daemon and the bus with SIGKILL,
-// migrates a task between internal and external, and rewrites the config.
+// migrates tasks (a Go one and an exec one) between internal and
+// external, and rewrites the config.
 // At the end it reports what was sent, delivered, lost (must be 0),
 // duplicated (allowed only for messages in flight at a crash),
 // out of order (likewise), the faults injected and the time to recover
@@ -58,10 +59,11 @@ const (
 	faultKillDaemon   = "kill -9 daemon"
 	faultKillBus      = "kill -9 bus"
 	faultMigrate      = "migrate internal<->external"
+	faultMigrateExec  = "migrate exec task"
 	faultRewrite      = "rewrite config"
 )
 
-var faultKinds = []string{faultKillExternal, faultKillExec, faultKillDaemon, faultKillBus, faultMigrate, faultRewrite}
+var faultKinds = []string{faultKillExternal, faultKillExec, faultKillDaemon, faultKillBus, faultMigrate, faultMigrateExec, faultRewrite}
 
 // crashes are the faults after which redelivery (duplicates, and the
 // reordering a redelivery causes) is allowed.
@@ -121,6 +123,7 @@ type Report struct {
 	OutOfOrder    int            `json:"out_of_order"`             // first arrivals after a later message
 	OOOUnexplain  int            `json:"out_of_order_unexplained"` // of messages sent after the last crash
 	SendRetries   int            `json:"send_retries"`
+	DeadLettered  int            `json:"dead_lettered"` // moved to the dead-letter queue by the bus
 	Faults        []Fault        `json:"faults"`
 	FaultCounts   map[string]int `json:"fault_counts"`
 	RecoverMedian time.Duration  `json:"recover_median"`
@@ -131,7 +134,7 @@ type Report struct {
 func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "seed %d, %v of faults at %d msgs/s\n", r.Seed, r.Duration, r.Rate)
-	fmt.Fprintf(&b, "sent %d, delivered %d, lost %d\n", r.Sent, r.Delivered, r.Lost)
+	fmt.Fprintf(&b, "sent %d, delivered %d, lost %d (dead-lettered %d)\n", r.Sent, r.Delivered, r.Lost, r.DeadLettered)
 	fmt.Fprintf(&b, "duplicated %d (unexplained %d), out of order %d (unexplained %d), send retries %d\n",
 		r.Duplicated, r.DupUnexplain, r.OutOfOrder, r.OOOUnexplain, r.SendRetries)
 	kinds := slices.Sorted(func(yield func(string) bool) {
@@ -171,8 +174,9 @@ type run struct {
 	arrived   chan struct{}
 
 	// config state (injector goroutine only)
-	external bool
-	cfgGen   int64
+	external     bool // In runs external
+	execExternal bool // Exec runs external (a co-process of its own external process)
+	cfgGen       int64
 }
 
 func (r *run) writeConfig() {
@@ -184,7 +188,7 @@ func (r *run) writeConfig() {
 		"Router": map[string]any{"routes": []any{route(In, Mid), route(Mid, Exec), route(Exec, Out)}},
 		In:       map[string]any{"increment_by": 1, "is_external": r.external, "transform": map[string]any{"gen": r.cfgGen}},
 		Mid:      map[string]any{"increment_by": 1, "is_external": true},
-		Exec:     map[string]any{"increment_by": 1},
+		Exec:     map[string]any{"increment_by": 1, "is_external": r.execExternal},
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
@@ -432,6 +436,18 @@ func TestChaos(t *testing.T) {
 				}
 				return nil
 			}
+		case faultMigrateExec:
+			r.execExternal = !r.execExternal
+			r.writeConfig()
+			want := r.execExternal
+			cond = func() error {
+				st, err := r.env.Store().LoadStatus(Exec)
+				running := err == nil && st != nil && st.External && st.Identity().Alive()
+				if running != want {
+					return fmt.Errorf("%s: external process running=%v, want %v after the migration (%v)", Exec, running, want, err)
+				}
+				return nil
+			}
 		case faultRewrite:
 			r.cfgGen++
 			r.writeConfig()
@@ -499,7 +515,25 @@ func TestChaos(t *testing.T) {
 	stopRecv()
 	rwg.Wait()
 
+	// Messages the bus moved to the dead-letter queue: with their reason.
+	var dead []string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m, err := r.env.Client().TryReceive(ctx, transit.DeadLetterQueue)
+		cancel()
+		if err != nil {
+			break
+		}
+		meta, _ := m[".ipc_transit_meta"].(map[string]any)
+		b, _ := json.Marshal(meta["dead_letter"])
+		dead = append(dead, fmt.Sprintf("seq %v: %s", m["seq"], b))
+	}
+
 	rep := r.report(s, sent, faults, counts)
+	rep.DeadLettered = len(dead)
+	for _, dl := range dead {
+		t.Logf("dead-lettered: %s", dl)
+	}
 	t.Logf("chaos report:\n%s", rep)
 	if path := os.Getenv("MM_CHAOS_REPORT"); path != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
