@@ -312,6 +312,14 @@ func TestStateSavedTransformedAndRestored(t *testing.T) {
 	if err := f.h.Configure("Keeper", map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
+	// This test is about state, not about the hand-over from the bus
+	// (that has its own tests): start once the task takes sends in memory.
+	mmtest.Eventually(t, 10*time.Second, func() error {
+		if !f.h.Settled("Keeper") {
+			return fmt.Errorf("Keeper still catching up with its bus queue")
+		}
+		return nil
+	})
 	for range 3 {
 		_ = f.h.Send(ctx, "Keeper", message.Message{"count": 1})
 	}

@@ -555,3 +555,10 @@ func (h *Host) Tasks() []TaskInfo {
 	}
 	return out
 }
+
+// Settled reports whether task name is hosted here and has caught up with
+// its bus queue, so that sends from this process reach it in memory.
+func (h *Host) Settled(name string) bool {
+	r := (*h.hosted.Load())[name]
+	return r != nil && !r.catchingUp.Load()
+}
