@@ -313,7 +313,8 @@ func TestStateSavedTransformedAndRestored(t *testing.T) {
 		t.Fatal(err)
 	}
 	// This test is about state, not about the hand-over from the bus
-	// (that has its own tests): start once the task takes sends in memory.
+	// (TestShutdownDeliversWaitingMessages and the migration tests cover
+	// that): start once the task takes sends in memory.
 	mmtest.Eventually(t, 10*time.Second, func() error {
 		if !f.h.Settled("Keeper") {
 			return fmt.Errorf("Keeper still catching up with its bus queue")

@@ -348,13 +348,24 @@ func (t *Transit) Stat(ctx context.Context, qname string) (QueueStat, error) {
 	if err := ValidateQueueName(qname); err != nil {
 		return QueueStat{}, err
 	}
-	if l := t.local(qname); l != nil {
-		return localStat(l), nil
-	}
 	if t.closed.Load() {
 		return QueueStat{}, fmt.Errorf("transit: stat %q: %w", qname, ErrClosed)
 	}
-	return t.bus.stat(ctx, t.host, qname)
+	l := t.local(qname)
+	b, err := t.bus.stat(ctx, t.host, qname)
+	if l == nil {
+		return b, err
+	}
+	// A queue hosted here: what waits in memory plus what waits on the bus
+	// (as Stats reports it). Without the bus part a new owner would think
+	// its bus backlog empty.
+	s := localStat(l)
+	if err != nil {
+		return s, err
+	}
+	s.Msgs += b.Msgs
+	s.Bytes += b.Bytes
+	return s, nil
 }
 
 // Stats lists every known queue of this process and of this box's host

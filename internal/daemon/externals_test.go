@@ -296,17 +296,7 @@ func TestCleanlyExitWithAndWithoutExternals(t *testing.T) {
 // inside the daemon (in-memory delivery, the catch-up fence) back and
 // forth under load: every produced message reaches the consumer once, in
 // order, and the producer runs only in the daemon.
-//
-// Known open bug (issue 5): when the consumer moves back inside while the
-// producer in the daemon keeps sending, the daemon sometimes handles a
-// newer message before the last few dozen that waited on the bus (seen in
-// about one run in three, right after a take-over of a queue the external
-// left with unacknowledged deliveries). Until it is fixed this test runs
-// only with MM_REPRO_MIGRATION=1, so CI stays meaningful; the skip says why.
 func TestMigrationOfAProducersConsumer(t *testing.T) {
-	if os.Getenv("MM_REPRO_MIGRATION") == "" {
-		t.Skip("reproduces an open ordering bug of issue 5 (external → internal under an in-daemon producer); run with MM_REPRO_MIGRATION=1")
-	}
 	env := mmtest.NewEnv(t)
 	d := env.StartDaemon("-p", "MultiModuleTest")
 	consumer := func(external bool) map[string]any {
