@@ -325,7 +325,15 @@ func runRestart(ctx context.Context, e *env) (Result, error) {
 	e.procs.start()
 	var times []float64 // ms
 	for k := range kills {
-		pid := e.externalPID("Consumer")
+		// The external writes its status file just after it reports ready:
+		// give it a moment.
+		var pid int
+		_ = poll(ctx, 5*time.Second, func() error {
+			if pid = e.externalPID("Consumer"); pid == 0 {
+				return errors.New("no status yet")
+			}
+			return nil
+		})
 		if pid == 0 {
 			return Result{}, fmt.Errorf("kill %d: no external Consumer process running", k+1)
 		}
