@@ -1,6 +1,7 @@
 package transit
 
 import (
+	"context"
 	"sync"
 
 	"github.com/multimodule/multimodule/message"
@@ -59,4 +60,30 @@ func (d *Delivery) InProgress() error {
 		return nil
 	}
 	return d.inProgress(d)
+}
+
+// Serve consumes queue qname until ctx is done or the Transit closes,
+// calling handle for each message on this goroutine and acknowledging it
+// afterwards (also when handle failed: SPEC 7). It returns nil when ctx
+// ends, or the error that stopped it.
+func (t *Transit) Serve(ctx context.Context, qname string, handle func(message.Message)) error {
+	cons, err := t.Consume(ctx, qname)
+	if err != nil {
+		return err
+	}
+	defer cons.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case d, ok := <-cons.C():
+			if !ok {
+				return nil
+			}
+			handle(d.Msg)
+			if err := d.Ack(); err != nil {
+				t.log.Warn("ack failed; the message may be delivered again", "queue", qname, "error", err)
+			}
+		}
+	}
 }

@@ -422,28 +422,14 @@ func (d *Daemon) writeMainStatus() error {
 
 // control consumes the control queue (SPEC 8, 14).
 func (d *Daemon) control(ctx context.Context) {
-	cons, err := d.tr.Consume(ctx, d.opts.ControlQueue)
+	err := d.tr.Serve(ctx, d.opts.ControlQueue, func(m message.Message) {
+		if err := d.handleControl(m); err != nil {
+			text, _ := message.Marshal(m)
+			d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"message": string(text)})
+		}
+	})
 	if err != nil {
 		d.log.Error("control queue: cannot consume", "queue", d.opts.ControlQueue, "error", err)
-		return
-	}
-	defer cons.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case dv, ok := <-cons.C():
-			if !ok {
-				return
-			}
-			if err := d.handleControl(dv.Msg); err != nil {
-				text, _ := message.Marshal(dv.Msg)
-				d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"message": string(text)})
-			}
-			if err := dv.Ack(); err != nil {
-				d.log.Warn("control queue: ack failed", "error", err)
-			}
-		}
 	}
 }
 
