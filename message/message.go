@@ -106,7 +106,9 @@ func Normalize(v any) (Message, error) {
 // NormalizeValue is Normalize for any value (not only maps).
 func NormalizeValue(v any) (any, error) { return normalizeValue(v, "", 0) }
 
-func describe(v any) string {
+// Describe names the JSON kind of a value for error messages: "null",
+// "a string", "a bool", "a list", "a map", "a number", or its Go type.
+func Describe(v any) string {
 	switch v.(type) {
 	case nil:
 		return "null"
@@ -116,11 +118,15 @@ func describe(v any) string {
 		return "a bool"
 	case []any:
 		return "a list"
+	case map[string]any, Message:
+		return "a map"
 	case float64, int64, int, json.Number:
 		return "a number"
 	}
 	return fmt.Sprintf("%T", v)
 }
+
+func describe(v any) string { return Describe(v) }
 
 func joinPath(path, key string) string {
 	if path == "" {

@@ -89,23 +89,7 @@ func oneLine(s string) string {
 	return posRE.ReplaceAllString(s, "line $1, column $2: ")
 }
 
-func kind(v any) string {
-	switch v.(type) {
-	case nil:
-		return "nothing (null)"
-	case string:
-		return "a string"
-	case bool:
-		return "a bool"
-	case []any:
-		return "a list"
-	case map[string]any:
-		return "a map"
-	case int64, float64:
-		return "a number"
-	}
-	return fmt.Sprintf("%T", v)
-}
+func kind(v any) string { return message.Describe(v) }
 
 // fromYAML converts decoded YAML to message value types: maps with string
 // keys, int64/float64 numbers.
