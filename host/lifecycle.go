@@ -562,3 +562,12 @@ func (h *Host) Settled(name string) bool {
 	r := (*h.hosted.Load())[name]
 	return r != nil && !r.catchingUp.Load()
 }
+
+// Hosts reports whether task name is loaded (or being loaded or unloaded)
+// in this process. The external supervisor never starts a task's own
+// process while this is true: two owners would share its queue and state.
+func (h *Host) Hosts(name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.runners[name] != nil || h.loading[name]
+}

@@ -198,6 +198,9 @@ func (x *externals) reconcile(name string) {
 		// Running: config changes reach it through its .conf file.
 	case want && backingOff && time.Now().Before(notUntil):
 		// Crash back-off: the timer brings us back.
+	case want && x.d.host.Hosts(name):
+		// Still inside the daemon: the host is unloading it (its state is
+		// being saved); the config change's request brings us back.
 	case want:
 		if !x.adopt(name) {
 			x.start(name)
