@@ -267,3 +267,45 @@ func boxMemory(t *testing.T) uint64 {
 	}
 	return s.MemTotal()
 }
+
+func TestFailsafeByHandInternalTask(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest")
+	env.Configure(otherModuleConfig(1))
+	probe(t, env, 1)
+	if _, stderr, code := env.Run("failsafe", "OtherModule", "--reason", "maintenance"); code != 0 {
+		t.Fatalf("failsafe: exit %d: %s", code, stderr)
+	}
+	env.Eventually(wait, func() error {
+		line := statusOf(t, env, "OtherModule")
+		if line["failsafed"] != true || !strings.Contains(fmt.Sprint(line["failsafe_reason"]), "maintenance") {
+			return fmt.Errorf("status %v, want failsafed by hand for maintenance", line)
+		}
+		return nil
+	})
+	for i := range 3 {
+		env.Send("OtherModule", message.Message{"ct": i})
+	}
+	// Unloaded: the messages wait in its queue, nothing comes out.
+	ctx, cancel := contextWithTimeout(t, 300*time.Millisecond)
+	defer cancel()
+	if m, err := env.Client().Receive(ctx, "test_out"); err == nil {
+		t.Fatalf("a failsafed internal task produced %v", m)
+	}
+	if _, stderr, code := env.Run("unfailsafe", "OtherModule"); code != 0 {
+		t.Fatalf("unfailsafe: exit %d: %s", code, stderr)
+	}
+	for i := range 3 {
+		out := env.Recv("test_out", wait)
+		if ct, _ := message.Int(out["ct"]); ct != int64(i) {
+			t.Fatalf("after unfailsafe: ct %v, want %d", out["ct"], i)
+		}
+	}
+	// The daemon itself is never failsafed.
+	if _, stderr, _ := env.Run("failsafe", "main"); stderr != "" {
+		t.Logf("failsafe main: %s", stderr)
+	}
+	if fs, _ := env.Store().ReadFailsafe("main"); fs != nil {
+		t.Fatalf("the daemon was failsafed: %v", fs)
+	}
+}
