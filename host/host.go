@@ -97,6 +97,7 @@ type Host struct {
 
 	asyncPending atomic.Bool // SendAsync used since the last Flush
 	outside      sync.Map    // qname → *atomic.Int64: slow-path sends in progress
+	leases       sync.Map    // message map pointer → *lease, for messages in local mailboxes
 	flushMu      sync.Mutex
 
 	saveCh chan saveJob

@@ -27,6 +27,12 @@ var ErrUnknownTask = errors.New("host: unknown task")
 // mailbox of a task hosted here (loading it first when this process should
 // host it), or onto the bus.
 func (h *Host) deliver(ctx context.Context, qname, destination string, msg message.Message) error {
+	return h.deliverLeased(ctx, qname, destination, msg, nil)
+}
+
+// deliverLeased is deliver for a message sent while handling a message
+// under lease l (nil: none): if it stays in this process, it carries l.
+func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, l *lease) error {
 	if destination != "" && destination != h.tr.HostName() {
 		h.asyncPending.Store(true)
 		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination})
@@ -34,7 +40,7 @@ func (h *Host) deliver(ctx context.Context, qname, destination string, msg messa
 	if r := (*h.hosted.Load())[qname]; r != nil {
 		r.gate.RLock()
 		if !r.unhosted {
-			err := h.sendHosted(ctx, r, msg)
+			err := h.sendHosted(ctx, r, msg, l)
 			r.gate.RUnlock()
 			return err
 		}
@@ -60,7 +66,7 @@ func (h *Host) deliver(ctx context.Context, qname, destination string, msg messa
 			r.gate.RLock()
 			defer r.gate.RUnlock()
 			if !r.unhosted {
-				return h.sendHosted(ctx, r, msg)
+				return h.sendHosted(ctx, r, msg, l)
 			}
 		}
 	} else {
@@ -68,7 +74,7 @@ func (h *Host) deliver(ctx context.Context, qname, destination string, msg messa
 		r.gate.RLock()
 		defer r.gate.RUnlock()
 		if !r.unhosted {
-			return h.sendHosted(ctx, r, msg)
+			return h.sendHosted(ctx, r, msg, l)
 		}
 	}
 	h.asyncPending.Store(true)
@@ -87,12 +93,22 @@ func (h *Host) outsideCounter(qname string) *atomic.Int64 {
 
 // sendHosted delivers to a task hosted here: into its mailbox, or — while
 // it catches up with its bus backlog — through the bus. r.gate is held.
-func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message) error {
+func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, l *lease) error {
 	if r.catchingUp.Load() {
 		fence(msg, r.name)
 		h.asyncPending.Store(true)
+	} else if msg.LocalityFor(r.name) != message.LocalityNonLocal {
+		h.attach(msg, l) // into the mailbox: the lease goes with it
+	} else {
+		h.asyncPending.Store(true)
 	}
-	return h.tr.SendAsync(ctx, r.name, msg, transit.SendOptions{})
+	err := h.tr.SendAsync(ctx, r.name, msg, transit.SendOptions{})
+	if err != nil {
+		if dl := h.detach(msg); dl != nil {
+			dl.done()
+		}
+	}
+	return err
 }
 
 // Send delivers msg to queue qname from the framework (control, out of
@@ -359,7 +375,15 @@ func (h *Host) drainBus(r *runner) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-	r.call(func() { r.ackPending() })
+	// Acknowledge what was handled, once what it caused here is handled
+	// too (bounded: what stays unacknowledged is delivered again).
+	for i := 0; i < 2000; i++ {
+		left := 0
+		if !r.call(func() { r.ackPending(); left = len(r.pending) }) || left == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // unhost takes the runner's mailbox away and moves what still waits in it
@@ -378,6 +402,17 @@ func (h *Host) unhost(ctx context.Context, r *runner) error {
 	}
 	leftovers := h.tr.UnhostLocal(r.name)
 	var errs []error
+	var moved []*lease
+	for _, m := range leftovers {
+		if l := h.detach(m); l != nil {
+			moved = append(moved, l) // free once the move is flushed
+		}
+	}
+	defer func() {
+		for _, l := range moved {
+			l.done()
+		}
+	}()
 	for _, m := range leftovers {
 		if err := h.tr.SendAsync(ctx, r.name, m, transit.SendOptions{}); err != nil {
 			errs = append(errs, fmt.Errorf("move waiting message of %s to the bus: %w", r.name, err))

@@ -57,7 +57,8 @@ type runner struct {
 	configured bool
 	cons       *transit.Consumer
 	busC       <-chan *transit.Delivery
-	pending    []*transit.Delivery // handled, waiting for the ack
+	pending    []pendingAck // handled, waiting for the ack (in delivery order)
+	cur        *lease       // the lease of the message being handled
 	recurs     map[string]*recur
 	lastSaved  []byte
 	saveTimer  *time.Timer
@@ -112,8 +113,13 @@ func (r *runner) loop() {
 		}
 		// Acknowledge handled bus messages once nothing more is buffered,
 		// after the messages they caused are safely on the bus.
+		var ackRetry <-chan time.Time
 		if len(r.pending) > 0 && (busC == nil || len(busC) == 0 || len(r.pending) >= 256) {
 			r.ackPending()
+			if len(r.pending) > 0 {
+				// Waiting for what they caused in other tasks here.
+				ackRetry = time.After(2 * time.Millisecond)
+			}
 		}
 		var retryFlip <-chan time.Time
 		if r.catchingUp.Load() && busC != nil && len(busC) == 0 {
@@ -154,6 +160,7 @@ func (r *runner) loop() {
 		case d, ok := <-busC:
 			r.takeBus(d, ok)
 		case <-retryFlip:
+		case <-ackRetry:
 		case <-r.ctx.Done():
 			r.ackPending()
 			return
@@ -172,33 +179,50 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 		return
 	}
 	unfence(d.Msg, r.name)
+	l := newLease()
+	r.cur = l
 	r.handle(d.Msg)
-	r.pending = append(r.pending, d)
+	r.cur = nil
+	l.done()
+	r.pending = append(r.pending, pendingAck{d: d, l: l})
 }
 
 func (r *runner) ackPending() {
 	if len(r.pending) == 0 {
 		return
 	}
-	// The messages these deliveries caused must be on the bus before the
-	// deliveries are acknowledged (at least once); the task's own context
-	// may be ending, so the flush gets its own deadline.
+	// Only the deliveries whose in-process consequences are all handled,
+	// in delivery order (an acknowledgement covers the earlier ones too).
+	n := 0
+	for n < len(r.pending) && r.pending[n].l.free() {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	// What they published must be on the bus before they are
+	// acknowledged; the task's own context may be ending, so the flush
+	// gets its own deadline.
 	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	err := r.h.flushAsync(fctx)
 	cancel()
 	if err != nil {
 		// Not acknowledged: the bus delivers them again to the next owner.
-		clear(r.pending)
-		r.pending = r.pending[:0]
+		r.dropPending(len(r.pending))
 		return
 	}
-	for _, d := range r.pending {
-		if err := d.Ack(); err != nil {
+	for _, p := range r.pending[:n] {
+		if err := p.d.Ack(); err != nil {
 			r.log.Warn("ack failed; the message may be delivered again", "error", err)
 		}
 	}
-	clear(r.pending)
-	r.pending = r.pending[:0]
+	r.dropPending(n)
+}
+
+func (r *runner) dropPending(n int) {
+	rest := copy(r.pending, r.pending[n:])
+	clear(r.pending[rest:])
+	r.pending = r.pending[:rest]
 }
 
 // tryFlip ends the catch-up when nothing of this queue is left on the bus:
@@ -274,6 +298,14 @@ func unfence(msg message.Message, qname string) {
 // handle delivers one message to the task, or applies a state transform.
 func (r *runner) handle(m message.Message) {
 	r.busy.Store(true)
+	if r.cur == nil {
+		if l := r.h.detach(m); l != nil {
+			// A local message caused by a bus message: what this handling
+			// sends carries the same lease.
+			r.cur = l
+			defer func() { r.cur = nil; l.done() }()
+		}
+	}
 	defer func() {
 		r.busy.Store(false)
 		r.handled.Add(1)
@@ -404,11 +436,11 @@ func (r *runner) Process() string          { return r.h.opts.Process }
 
 func (r *runner) Emit(msg message.Message) error {
 	r.emitted.Add(1)
-	return r.h.deliver(r.ctx, RouterName, "", msg)
+	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r.cur)
 }
 
 func (r *runner) Send(qname, destination string, msg message.Message) error {
-	return r.h.deliver(r.ctx, qname, destination, msg)
+	return r.h.deliverLeased(r.ctx, qname, destination, msg, r.cur)
 }
 
 func (r *runner) Out(channel, text string, details map[string]any) {

@@ -3,7 +3,6 @@ package chaos_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -19,19 +18,15 @@ import (
 // Every message the bus accepted must come out (duplicates are allowed:
 // redelivery after a crash).
 //
-// It fails today (a few messages lost per 8 kills, in runs of about
-// three consecutive seqs): the host acknowledges a task's bus delivery
-// once the bus publishes it caused are flushed, but what the task emitted
-// to the Router hosted in the same process may still wait in the
-// Router's in-memory mailbox — killed with the process. Until that is
-// fixed it runs only with MM_CHAOS_KNOWN_BUGS=1, so that go test ./...
-// stays green for everybody; docs/reliability.md lists it as open.
+// It found a loss (a few messages per 8 kills): the host acknowledged a
+// task's bus delivery once the bus publishes it caused were flushed, while
+// what the task emitted to the Router in the same process could still wait
+// in the Router's mailbox and die with the process. The host now holds the
+// acknowledgement until every in-process consequence is handled (leases,
+// host/lease.go).
 func TestDaemonKilledDuringStream(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped in -short mode")
-	}
-	if os.Getenv("MM_CHAOS_KNOWN_BUGS") == "" {
-		t.Skip("known loss on kill -9 of the daemon (see the doc comment); run with MM_CHAOS_KNOWN_BUGS=1")
 	}
 	env := mmtest.NewEnv(t)
 	route := map[string]any{"routes": []any{map[string]any{
