@@ -95,9 +95,10 @@ type Host struct {
 	loading  map[string]bool           // tasks being loaded (outside the lock)
 	closing  bool
 
-	asyncPending atomic.Bool // SendAsync used since the last Flush
-	outside      sync.Map    // qname → *atomic.Int64: slow-path sends in progress
-	leases       sync.Map    // message map pointer → *lease, for messages in local mailboxes
+	asyncPending atomic.Bool  // SendAsync used since the last Flush
+	outside      sync.Map     // qname → *atomic.Int64: slow-path sends in progress
+	leases       sync.Map     // message map pointer → *lease, for messages in local mailboxes
+	leased       atomic.Int64 // entries in leases
 	flushMu      sync.Mutex
 
 	saveCh chan saveJob

@@ -35,13 +35,18 @@ func (h *Host) attach(msg message.Message, l *lease) {
 		return
 	}
 	l.hold()
+	h.leased.Add(1)
 	h.leases.Store(msgKey(msg), l)
 }
 
 // detach takes the lease msg carries, if any (when it is handled, moved
 // to the bus, or could not be delivered).
 func (h *Host) detach(msg message.Message) *lease {
+	if h.leased.Load() == 0 {
+		return nil // the common case (no bus message in flight here): free
+	}
 	if v, ok := h.leases.LoadAndDelete(msgKey(msg)); ok {
+		h.leased.Add(-1)
 		return v.(*lease)
 	}
 	return nil

@@ -97,13 +97,11 @@ func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, l
 	if r.catchingUp.Load() {
 		fence(msg, r.name)
 		h.asyncPending.Store(true)
-	} else if msg.LocalityFor(r.name) != message.LocalityNonLocal {
+	} else if l != nil && msg.LocalityFor(r.name) != message.LocalityNonLocal {
 		h.attach(msg, l) // into the mailbox: the lease goes with it
-	} else {
-		h.asyncPending.Store(true)
 	}
 	err := h.tr.SendAsync(ctx, r.name, msg, transit.SendOptions{})
-	if err != nil {
+	if err != nil && l != nil {
 		if dl := h.detach(msg); dl != nil {
 			dl.done()
 		}
