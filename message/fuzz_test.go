@@ -70,47 +70,4 @@ func FuzzUnmarshal(f *testing.F) {
 }
 
 // sameJSON compares canonical values, numbers by value.
-func sameJSON(a, b any) bool {
-	if af, ok := num(a); ok {
-		bf, ok := num(b)
-		return ok && af == bf
-	}
-	switch at := a.(type) {
-	case map[string]any:
-		bt, ok := b.(map[string]any)
-		if !ok || len(at) != len(bt) {
-			return false
-		}
-		for k, v := range at {
-			w, ok := bt[k]
-			if !ok || !sameJSON(v, w) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		bt, ok := b.([]any)
-		if !ok || len(at) != len(bt) {
-			return false
-		}
-		for i := range at {
-			if !sameJSON(at[i], bt[i]) {
-				return false
-			}
-		}
-		return true
-	}
-	return a == b
-}
-
-func num(v any) (float64, bool) {
-	switch v.(type) {
-	case int64, float64:
-		return message.Float(v)
-	}
-	if n, ok := v.(interface{ Float64() (float64, error) }); ok {
-		f, err := n.Float64()
-		return f, err == nil
-	}
-	return 0, false
-}
+func sameJSON(a, b any) bool { return message.Equal(a, b) }

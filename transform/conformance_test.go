@@ -78,46 +78,7 @@ func TestConformance(t *testing.T) {
 // jsonEqual compares canonical values as the conformance README says:
 // numbers by value (1 and 1.0 are equal), everything else structurally.
 // A number never equals a string here: transforms must keep types.
-func jsonEqual(a, b any) bool {
-	if af, ok := number(a); ok {
-		bf, ok := number(b)
-		return ok && af == bf
-	}
-	switch at := a.(type) {
-	case map[string]any:
-		bt, ok := b.(map[string]any)
-		if !ok || len(at) != len(bt) {
-			return false
-		}
-		for k, av := range at {
-			bv, ok := bt[k]
-			if !ok || !jsonEqual(av, bv) {
-				return false
-			}
-		}
-		return true
-	case []any:
-		bt, ok := b.([]any)
-		if !ok || len(at) != len(bt) {
-			return false
-		}
-		for i := range at {
-			if !jsonEqual(at[i], bt[i]) {
-				return false
-			}
-		}
-		return true
-	}
-	return a == b
-}
-
-func number(v any) (float64, bool) {
-	switch v.(type) {
-	case int64, float64, json.Number:
-		return message.Float(v)
-	}
-	return 0, false
-}
+func jsonEqual(a, b any) bool { return message.Equal(a, b) }
 
 func show(m message.Message) string {
 	b, err := message.Marshal(m)
