@@ -3,6 +3,7 @@ package exectask_test
 import (
 	"context"
 	"fmt"
+	"github.com/multimodule/multimodule/mmtest"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -155,19 +156,7 @@ func startTask(t testing.TB, r *rig, path string, cfg map[string]any, state map[
 // eventually polls f until it returns nil or the deadline passes.
 func eventually(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(wait) // polling interval, not synchronisation
-		wait = min(2*wait, 50*time.Millisecond)
-	}
+	mmtest.Eventually(t, timeout, f)
 }
 
 func intOf(t testing.TB, m message.Message, key string) int64 {

@@ -161,10 +161,16 @@ func sleep(ctx context.Context, d time.Duration) error {
 }
 
 func runInproc(ctx context.Context, e *env) (Result, error) {
-	if err := e.configure(ctx, map[string]any{
+	return e.pipeline(ctx, map[string]any{
 		"Router":   map[string]any{"routes": []any{route(map[string]any{"source": "Producer"}, "Consumer")}},
 		"Consumer": map[string]any{},
-	}); err != nil {
+	})
+}
+
+// pipeline configures a pipeline ending in an internal Consumer, waits
+// until the Consumer is ready and measures the flow through it.
+func (e *env) pipeline(ctx context.Context, cfg map[string]any) (Result, error) {
+	if err := e.configure(ctx, cfg); err != nil {
 		return Result{}, err
 	}
 	if err := e.waitReady(ctx, []string{"Consumer"}, false); err != nil {
@@ -228,20 +234,14 @@ var ErrExecUnavailable = errors.New("bench exec: the PyEcho exec task is not ava
 // runExec: producer → Router → PyEcho (a Python co-process of the daemon,
 // over the exec-task protocol) → Router → consumer.
 func runExec(ctx context.Context, e *env) (Result, error) {
-	if err := e.configure(ctx, map[string]any{
+	return e.pipeline(ctx, map[string]any{
 		"Router": map[string]any{"routes": []any{
 			route(map[string]any{"source": "Producer"}, "PyEcho"),
 			route(map[string]any{"source": "PyEcho"}, "Consumer"),
 		}},
 		"PyEcho":   map[string]any{},
 		"Consumer": map[string]any{},
-	}); err != nil {
-		return Result{}, err
-	}
-	if err := e.waitReady(ctx, []string{"Consumer"}, false); err != nil {
-		return Result{}, err
-	}
-	return e.flow(ctx, []string{"Consumer"})
+	})
 }
 
 // runConfig times config changes (sent on the control queue, stamped with
