@@ -153,7 +153,15 @@ func TestUsageOf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			u, err := UsageOf(tt.pid)
+			// A child sampled right after exec can show no resident pages
+			// yet (the kernel's per-CPU RSS counters are folded in lazily),
+			// so wait, with a deadline, for the figure to appear.
+			var u Usage
+			var err error
+			waitFor(t, "a resident-memory figure", func() bool {
+				u, err = UsageOf(tt.pid)
+				return err != nil || u.RSSBytes > 0
+			})
 			if err != nil {
 				t.Fatalf("UsageOf(%d): %v", tt.pid, err)
 			}
