@@ -314,7 +314,7 @@ func (r *run) record(m message.Message) {
 		}
 	}
 	if r.seen[seq] == 0 {
-		r.first[seq] = m
+		r.first[seq] = trace(m)
 	}
 	r.seen[seq]++
 	r.maxSeen = max(r.maxSeen, seq)
@@ -346,6 +346,23 @@ func dupStage(a, b message.Message) string {
 	return "the " + Out + " queue"
 }
 
+// stamps are the keys of an output that say who handled it when: the
+// stages' stamps (see writeConfig), PyCounter's count, the pids.
+var stamps = []string{"t_in", "p_in", "r_in", "t_mid", "p_mid", "r_mid", "count", "module_pid", "host_pid", "r_exec", "gen", message.MetaKey}
+
+// trace keeps what an output says of its way through the pipeline (the
+// first copy of every output is kept, for the comparison with a later
+// copy).
+func trace(m message.Message) message.Message {
+	t := make(message.Message, len(stamps))
+	for _, k := range stamps {
+		if v, ok := m[k]; ok {
+			t[k] = v
+		}
+	}
+	return t
+}
+
 // context describes, for a log line, when seq was sent and arrived
 // relative to the latest faults, and two outputs; r.mu held.
 func (r *run) context(seq int64, a, b message.Message) string {
@@ -359,8 +376,8 @@ func (r *run) context(seq int64, a, b message.Message) string {
 	for _, f := range r.faults[max(len(r.faults)-4, 0):] {
 		fmt.Fprintf(&s, " [%s at %.3fs, recovered at %.3fs]", f.Kind, f.At.Seconds(), (f.At + f.Recover).Seconds())
 	}
-	ja, _ := message.Marshal(a)
-	jb, _ := message.Marshal(b)
+	ja, _ := message.Marshal(trace(a))
+	jb, _ := message.Marshal(trace(b))
 	fmt.Fprintf(&s, "\n\tfirst: %s\n\tthen:  %s", ja, jb)
 	return s.String()
 }
