@@ -177,7 +177,7 @@ type run struct {
 	ooo, oooU int
 	retries   int
 	retried   map[int64]bool            // seqs whose send was tried again (maybe stored twice)
-	first     map[int64]message.Message // the first copy of every output
+	first     map[int64]message.Message // the stamps of the first copy of every output (trace)
 	dupStages map[string]int
 	faults    []Fault
 	lastExec  int64 // module_pid of the latest output: the exec co-process
