@@ -236,6 +236,11 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 	}
 	h.runners[name] = r
 	h.publishHosted()
+	// A config change that arrived while the task was loading (moved out
+	// again, say) found nothing to unload: it is applied once the load is
+	// done, and whoever follows config changes (the external supervisor)
+	// is told again, since it saw the task still here.
+	_, plNow, _, _ := h.placement(name, def0, ok)
 	h.mu.Unlock()
 
 	go r.loop()
@@ -245,6 +250,16 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 		h.writeStatus(name)
 	}
 	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
+	if plNow != pl {
+		go func() {
+			if err := h.reconcile(name); err != nil {
+				h.out("error", name, fmt.Sprintf("task %s: its config changed while it was loading: %v", name, err), nil)
+			}
+			if h.opts.OnConfigChanged != nil {
+				h.opts.OnConfigChanged(name, cfg)
+			}
+		}()
+	}
 	return r, nil
 }
 

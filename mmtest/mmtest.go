@@ -46,6 +46,7 @@ func Main(m *testing.M) {
 	if err := os.Setenv(EnvMain, "1"); err != nil {
 		panic(err)
 	}
+	becomeSubreaper()
 	os.Exit(m.Run())
 }
 
@@ -66,17 +67,21 @@ type Env struct {
 	T        testing.TB
 	StateDir string
 
-	mu     sync.Mutex
-	procs  []*Proc
-	client *transit.Transit
+	mu      sync.Mutex
+	procs   []*Proc
+	client  *transit.Transit
+	tracker *procTracker
 }
 
 // NewEnv returns an Env with a fresh state directory. At the end of the
-// test it stops every process it started (and the bus and any external
-// processes recorded in the state directory).
+// test it kills every process of that directory — the ones it started,
+// the bus, external processes and their co-processes, also any started
+// just as the test ended — and reaps those that ended up its children
+// (see procs.go). A process that cannot be killed fails the test.
 func NewEnv(t testing.TB) *Env {
 	t.Helper()
 	e := &Env{T: t, StateDir: filepath.Join(t.TempDir(), "state")}
+	e.tracker = newProcTracker(e.StateDir)
 	t.Cleanup(e.cleanup)
 	return e
 }
@@ -130,6 +135,7 @@ func (e *Env) Start(args ...string) *Proc {
 	if err := cmd.Start(); err != nil {
 		e.T.Fatalf("mmtest: start %v: %v", args, err)
 	}
+	e.tracker.started(cmd.Process.Pid)
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	e.mu.Lock()
 	e.procs = append(e.procs, p)
@@ -309,52 +315,72 @@ func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 	}
 }
 
+// Processes returns the processes of the Env's state directory running
+// now — the ones whose command line names it (daemons, external
+// processes, the bus) and their descendants (exec co-processes) — as
+// pid → command line.
+func (e *Env) Processes() map[int]string {
+	out := map[int]string{}
+	for pid, p := range belonging(listProcs(), e.StateDir) {
+		if !p.zombie() {
+			out[pid] = p.cmdline
+		}
+	}
+	return out
+}
+
+// cleanupTimeout bounds the clean-up's killing of a test's processes.
+const cleanupTimeout = 15 * time.Second
+
 func (e *Env) cleanup() {
 	e.mu.Lock()
 	procs := e.procs
 	client := e.client
+	e.client = nil
 	e.mu.Unlock()
+	// Note what runs before killing anything: a process that dies is
+	// a zombie with no command line, and only known ones are reaped.
+	e.tracker.observe(listProcs())
+	// The client first: it would start a new bus when the bus goes away.
+	if client != nil {
+		_ = client.Close()
+	}
 	for _, p := range procs {
 		if !p.Exited() {
 			_ = p.Signal(syscall.SIGKILL)
 			<-p.done
 		}
 	}
-	if client != nil {
-		_ = client.Close()
+	// The externals and the bus its state directory records (the
+	// transport directory may lie elsewhere) ...
+	expected := map[int]bool{}
+	kill := func(id procid.Identity) {
+		if id.PID > 0 && id.PID != self && id.Alive() {
+			expected[id.PID] = true
+			_ = syscall.Kill(id.PID, syscall.SIGKILL)
+		}
 	}
-	// External task processes and the bus are not our children: find them
-	// through the state directory and stop them.
 	if st, err := store.Open(e.StateDir); err == nil {
 		if names, err := st.Tasks(); err == nil {
 			for _, name := range names {
 				if s, err := st.LoadStatus(name); err == nil && s != nil && s.External {
-					killIdentity(s.Identity())
+					kill(s.Identity())
 				}
 			}
 		}
 	}
 	if bi, err := transit.ReadBusInfo(filepath.Join(e.StateDir, "transit")); err == nil {
-		killIdentity(procid.Identity{PID: bi.PID, StartTime: bi.StartTime})
+		kill(procid.Identity{PID: bi.PID, StartTime: bi.StartTime})
 	}
-}
-
-// killIdentity stops a process that is not our child: SIGTERM, then
-// SIGKILL if it is still there after a grace period.
-func killIdentity(id procid.Identity) {
-	if id.PID <= 0 || id.PID == os.Getpid() || !id.Alive() {
-		return
-	}
-	_ = syscall.Kill(id.PID, syscall.SIGTERM)
-	deadline := time.Now().Add(5 * time.Second)
-	for id.Alive() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if id.Alive() {
-		_ = syscall.Kill(id.PID, syscall.SIGKILL)
-		for i := 0; i < 200 && id.Alive(); i++ {
-			time.Sleep(5 * time.Millisecond)
+	// ... and everything else that names the directory, with descendants.
+	killed, left := e.tracker.killAll(cleanupTimeout)
+	for _, p := range killed {
+		if !expected[p.pid] {
+			e.T.Logf("mmtest: killed a leftover process of the test: %v", p)
 		}
+	}
+	if len(left) > 0 {
+		e.T.Errorf("mmtest: processes of the test still running after %v: %v", cleanupTimeout, left)
 	}
 }
 
