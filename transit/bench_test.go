@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +23,20 @@ import (
 func sinkMain() int {
 	count, _ := strconv.Atoi(os.Getenv("MM_COUNT"))
 	lat := os.Getenv("MM_LATENCY") != ""
+	if p := os.Getenv("MM_SINK_CPUPROFILE"); p != "" {
+		// For docs/benchmarks.md: where the consumer's CPU goes.
+		f, err := os.Create(p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx := context.Background()
 	tr, err := transit.Open(ctx, transit.Options{TransportDir: os.Getenv("MM_DIR"), Host: "testhost"})
 	if err != nil {
