@@ -40,7 +40,7 @@ type natsBus struct {
 	ctx    context.Context // ends when the bus closes; kills consumers
 	cancel context.CancelFunc
 
-	pub    *publisher
+	pub *publisher
 
 	mu        sync.Mutex
 	streams   map[string]jetstream.Stream   // ensured host scopes
