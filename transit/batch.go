@@ -224,7 +224,7 @@ func (b *natsBus) deliveries(ctx context.Context, cons jetstream.Consumer, m jet
 	ds = make([]*Delivery, 0, len(members)-skipped)
 	for i := skipped; i < len(members); i++ {
 		d := &Delivery{ref: m, Seq: seq, Deliveries: deliveries, member: i, members: len(members), dead: dead}
-		msg, err := message.Unmarshal(members[i])
+		msg, err := unmarshal(members[i])
 		if batchErr != nil {
 			err = batchErr
 		}

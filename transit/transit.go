@@ -280,7 +280,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 			}
 		}
 	}
-	data, err := message.Marshal(m)
+	data, err := marshal(m)
 	if err != nil {
 		return fmt.Errorf("transit: send to %q: %w", qname, err)
 	}
