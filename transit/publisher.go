@@ -13,9 +13,12 @@ import (
 const (
 	laneMaxInflight = 2         // bus messages of one queue in flight (a second one only for a full batch)
 	busMaxInflight  = 512       // bus messages in flight in all
-	asyncMaxMsgs    = 32768     // queue messages accepted by SendAsync and not yet stored; SendAsync waits above
-	asyncMaxBytes   = 128 << 20 // the same in bytes
+	asyncMaxBytes   = 128 << 20 // queue message bytes accepted by SendAsync and not yet stored; SendAsync waits above
 )
+
+// asyncMaxMsgs is the number of queue messages accepted by SendAsync and
+// not yet stored above which SendAsync waits (a variable for tests).
+var asyncMaxMsgs = 32768
 
 // publisher pipelines SendAsync publishes, one lane per queue (subject).
 // A lane publishes a message at once when none of its bus messages is in
@@ -33,6 +36,7 @@ const (
 type publisher struct {
 	b        *natsBus
 	maxBatch int // payload bytes of a batch
+	maxMsgs  int // asyncMaxMsgs when created
 
 	mu       sync.Mutex
 	lanes    map[string]*lane // by subject
@@ -73,7 +77,7 @@ func newPublisher(b *natsBus, maxPayload int64) *publisher {
 	if maxPayload > 0 && int64(maxBatch) > maxPayload/4 {
 		maxBatch = int(maxPayload / 4)
 	}
-	return &publisher{b: b, maxBatch: maxBatch, lanes: map[string]*lane{}, busy: map[*lane]struct{}{}}
+	return &publisher{b: b, maxBatch: maxBatch, maxMsgs: asyncMaxMsgs, lanes: map[string]*lane{}, busy: map[*lane]struct{}{}}
 }
 
 // completed returns the position before which every message of the lane
@@ -98,7 +102,7 @@ func (p *publisher) lane(subj, qname string) *lane {
 // soon as the lane allows. It waits while the publisher is full.
 func (p *publisher) enqueue(ctx context.Context, subj, qname string, data []byte) error {
 	p.mu.Lock()
-	for p.msgs > 0 && (p.msgs >= asyncMaxMsgs || p.bytes+len(data) > asyncMaxBytes) {
+	for p.msgs > 0 && (p.msgs >= p.maxMsgs || p.bytes+len(data) > asyncMaxBytes) {
 		if p.room == nil {
 			p.room = make(chan struct{})
 		}
