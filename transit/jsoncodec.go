@@ -23,6 +23,9 @@ import (
 // normalize), to buf. ok is false if it met anything else; buf is then
 // unusable.
 func encodeMessage(buf []byte, m message.Message) (_ []byte, ok bool) {
+	if m == nil {
+		return buf, false
+	}
 	return appendObject(buf, m, 0)
 }
 
@@ -81,8 +84,14 @@ func appendValue(buf []byte, v any, depth int) ([]byte, bool) {
 		}
 		return append(buf, t...), true
 	case map[string]any:
+		if t == nil {
+			return append(buf, "null"...), true // as encoding/json writes it
+		}
 		return appendObject(buf, t, depth)
 	case []any:
+		if t == nil {
+			return append(buf, "null"...), true
+		}
 		if depth > canonicalDepth {
 			return buf, false
 		}

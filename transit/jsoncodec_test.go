@@ -87,6 +87,8 @@ func TestMarshalValues(t *testing.T) {
 		{"s": "\x00\x1f\"\\<>&\u2028\u2029\xff\xfe", "k\n": "key escaped"},
 		{"n": json.Number("123456789012345678901234567890"), "neg": json.Number("-1")},
 		{"m": map[string]any{"z": 1.5, "a": []any{nil, true, int64(-3), "x"}}},
+		{"nilmap": map[string]any(nil), "nillist": []any(nil), "in": []any{map[string]any(nil), []any(nil)}},
+		{"empty": map[string]any{}, "emptylist": []any{}},
 	} {
 		want, err := message.Marshal(m)
 		if err != nil {
@@ -127,4 +129,81 @@ func BenchmarkCodec200B(b *testing.B) {
 			message.Unmarshal(data)
 		}
 	})
+}
+
+// FuzzMarshal: for messages built from arbitrary bytes (every canonical
+// type, nil maps and lists, odd strings and floats), marshal writes what
+// message.Marshal writes.
+func FuzzMarshal(f *testing.F) {
+	f.Add([]byte("\x00\x01\x02\x03\x04\x05\x06\x07\x08"))
+	f.Add([]byte("\x05\x03a\xff\x06\x02\x01\x07\x04"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		g := &gen{data: data}
+		m := message.Message{}
+		for len(g.data) > 0 {
+			m[g.str()] = g.value(0)
+		}
+		want, werr := message.Marshal(m)
+		got, err := marshal(m)
+		if (err == nil) != (werr == nil) || !bytes.Equal(got, want) {
+			t.Fatalf("marshal(%#v): got %s (%v), want %s (%v)", m, got, err, want, werr)
+		}
+	})
+}
+
+// gen builds values from fuzz bytes.
+type gen struct{ data []byte }
+
+func (g *gen) byte() byte {
+	if len(g.data) == 0 {
+		return 0
+	}
+	b := g.data[0]
+	g.data = g.data[1:]
+	return b
+}
+
+func (g *gen) str() string {
+	n := int(g.byte() % 8)
+	if n > len(g.data) {
+		n = len(g.data)
+	}
+	s := string(g.data[:n])
+	g.data = g.data[n:]
+	return s
+}
+
+func (g *gen) value(depth int) any {
+	floats := []float64{0, -0.0, 1, 1.5, -2.25, 1e-7, 1e-6, 1e20, 1e21, 123456789.125, 5e-324, 1.7976931348623157e308}
+	switch k := g.byte() % 11; {
+	case k == 0:
+		return nil
+	case k == 1:
+		return g.byte()%2 == 0
+	case k == 2:
+		return g.str()
+	case k == 3:
+		return int64(g.byte())<<(g.byte()%56) - int64(g.byte())
+	case k == 4:
+		return floats[int(g.byte())%len(floats)] * float64(int(g.byte())-128)
+	case k == 5:
+		return json.Number("1" + strings.Repeat("0", int(g.byte()%30)))
+	case k == 6 && depth < 4:
+		m := map[string]any{}
+		for range int(g.byte() % 4) {
+			m[g.str()] = g.value(depth + 1)
+		}
+		return m
+	case k == 7 && depth < 4:
+		var l []any
+		for range int(g.byte() % 4) {
+			l = append(l, g.value(depth+1))
+		}
+		return l
+	case k == 8:
+		return map[string]any(nil)
+	case k == 9:
+		return []any(nil)
+	}
+	return "x"
 }
