@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -472,5 +473,58 @@ func TestSendAsyncBounded(t *testing.T) {
 		if m, err := tr.TryReceive(ctx, "many"+strconv.Itoa(q)); !errors.Is(err, transit.ErrEmpty) {
 			t.Fatalf("queue many%d: got %v, %v after all, want ErrEmpty", q, m, err)
 		}
+	}
+}
+
+// sendingHandler is a log handler that sends each record to a queue
+// through the Transit it logs for, as the out-of-band channels do.
+type sendingHandler struct {
+	tr    *transit.Transit
+	queue string
+	sent  chan string
+}
+
+func (h *sendingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *sendingHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h *sendingHandler) WithGroup(string) slog.Handler           { return h }
+func (h *sendingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelError {
+		return nil
+	}
+	err := h.tr.SendAsync(ctx, h.queue, message.Message{"text": r.Message}, transit.SendOptions{})
+	h.sent <- r.Message
+	return err
+}
+
+// A failed asynchronous send is logged, and the log handler may send
+// through the same Transit without deadlocking it.
+func TestFailedSendLoggedThroughTransit(t *testing.T) {
+	dir := busDir(t)
+	h := &sendingHandler{queue: "logs", sent: make(chan string, 100)}
+	tr := open(t, dir, transit.Options{Capacity: transit.Capacity{Msgs: 1}, Logger: slog.New(h)})
+	h.tr = tr
+	ctx := ctxT(t, 10*time.Second)
+	if err := tr.Send(ctx, "full", message.Message{"i": 0}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.SendAsync(ctx, "full", message.Message{"i": 1}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Flush(ctx); !errors.Is(err, transit.ErrFull) {
+		t.Errorf("Flush: got %v, want ErrFull", err)
+	}
+	select {
+	case text := <-h.sent:
+		if !strings.Contains(text, "send failed") {
+			t.Errorf("logged %q, want the failed send", text)
+		}
+	case <-ctx.Done():
+		t.Fatal("the failed send was not logged")
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Errorf("Flush of the log's own send: %v", err)
+	}
+	if m, err := tr.TryReceive(ctx, "logs"); err != nil || !strings.Contains(fmt.Sprint(m["text"]), "send failed") {
+		t.Errorf("logs queue: got %v, %v; want the log record", m, err)
 	}
 }

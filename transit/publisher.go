@@ -157,6 +157,18 @@ func (p *publisher) pumpLocked(l *lane) {
 	p.mu.Unlock()
 }
 
+// report logs a failed send. The log may itself be sent through this
+// Transit (out-of-band records to a queue), so it never happens under
+// p.mu nor on the goroutine that processes the bus' acknowledgements:
+// a send waiting for room there would wait forever.
+func (p *publisher) report(qname string, n int, err error) {
+	p.pumps.Add(1)
+	go func() {
+		defer p.pumps.Done()
+		p.b.log.Error("asynchronous send failed", "queue", qname, "messages", n, "err", err)
+	}()
+}
+
 // take returns the next bus message lane l may publish, marking it in
 // flight, or nil. p.mu held.
 func (p *publisher) take(l *lane) *flight {
@@ -217,7 +229,7 @@ func (p *publisher) finish(l *lane, f *flight, err error) {
 		if f.n > 1 {
 			err = fmt.Errorf("%w (%d messages in one bus message)", err, f.n)
 		}
-		p.b.log.Error("asynchronous send failed", "queue", l.qname, "messages", f.n, "err", err)
+		p.report(l.qname, f.n, err)
 		if len(p.errs) < maxAsyncKept {
 			p.errs = append(p.errs, err)
 		} else {
