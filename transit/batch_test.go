@@ -485,8 +485,8 @@ type sendingHandler struct {
 }
 
 func (h *sendingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *sendingHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h *sendingHandler) WithGroup(string) slog.Handler           { return h }
+func (h *sendingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *sendingHandler) WithGroup(string) slog.Handler            { return h }
 func (h *sendingHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level < slog.LevelError {
 		return nil
