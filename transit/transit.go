@@ -263,7 +263,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if t.closed.Load() {
 		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
 	}
-	m, err := normalize(msg)
+	m, overrides, err := normalize(msg)
 	if err != nil {
 		return fmt.Errorf("transit: send to %q: %w", qname, err)
 	}
@@ -272,7 +272,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if opts.Destination != "" {
 		scope = SanitizeHost(opts.Destination)
 	}
-	if scope == t.host && m.LocalityFor(qname) != message.LocalityNonLocal {
+	if scope == t.host && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
 		if l := t.local(qname); l != nil {
 			handled, err := l.push(ctx, m, opts.NonBlocking)
 			if handled {
