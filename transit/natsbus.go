@@ -294,7 +294,7 @@ func (b *natsBus) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := b.flush(ctx)
-	b.pub.pumps.Wait()
+	b.pub.stop()
 	if ferr := b.nc.FlushWithContext(ctx); ferr != nil && err == nil && !errors.Is(ferr, nats.ErrConnectionClosed) {
 		err = fmt.Errorf("transit: close: flush the connection: %w", ferr)
 	}

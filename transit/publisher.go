@@ -49,7 +49,10 @@ type publisher struct {
 	progress chan struct{} // closed when a lane's messages complete; nil while nobody waits
 	errs     []error       // failed sends since the last flush
 	lost     int           // more of them, not kept
-	pumps    sync.WaitGroup
+
+	gmu     sync.Mutex // guards stopped against pumps.Add
+	stopped bool
+	pumps   sync.WaitGroup // goroutines started by callbacks
 }
 
 // lane is the publishing state of one queue. Positions count the
@@ -162,11 +165,34 @@ func (p *publisher) pumpLocked(l *lane) {
 // p.mu nor on the goroutine that processes the bus' acknowledgements:
 // a send waiting for room there would wait forever.
 func (p *publisher) report(qname string, n int, err error) {
+	p.goTracked(func() {
+		p.b.log.Error("asynchronous send failed", "queue", qname, "messages", n, "err", err)
+	})
+}
+
+// goTracked runs f on a goroutine that stop waits for (once stop began,
+// f still runs, untracked: it is short and the connection is closing).
+func (p *publisher) goTracked(f func()) {
+	p.gmu.Lock()
+	if p.stopped {
+		p.gmu.Unlock()
+		go f()
+		return
+	}
 	p.pumps.Add(1)
+	p.gmu.Unlock()
 	go func() {
 		defer p.pumps.Done()
-		p.b.log.Error("asynchronous send failed", "queue", qname, "messages", n, "err", err)
+		f()
 	}()
+}
+
+// stop waits for the goroutines started by callbacks.
+func (p *publisher) stop() {
+	p.gmu.Lock()
+	p.stopped = true
+	p.gmu.Unlock()
+	p.pumps.Wait()
 }
 
 // take returns the next bus message lane l may publish, marking it in
@@ -280,13 +306,11 @@ func (p *publisher) failed(_ jetstream.JetStream, m *nats.Msg, err error) {
 	}
 	p.finish(l, f, err)
 	p.mu.Unlock()
-	p.pumps.Add(1)
-	go func() {
-		defer p.pumps.Done()
+	p.goTracked(func() {
 		p.mu.Lock()
 		p.pumpLocked(l)
 		p.pumpStarved()
-	}()
+	})
 }
 
 // pumpStarved gives free bus slots to the lanes waiting for one, oldest
