@@ -247,8 +247,9 @@ func (t *Transit) Send(ctx context.Context, qname string, msg message.Message, o
 // Messages to one queue that come while an earlier one is on its way
 // travel together, in one bus message (see BatchHeader); a lone message
 // goes out at once. When too many messages are accepted and not yet
-// stored (32,768), SendAsync waits for room until ctx ends. The local
-// path is the same as Send's.
+// stored (32,768), SendAsync waits for room until ctx ends (also with
+// NonBlocking, which is about the queue's capacity). The local path is
+// the same as Send's.
 func (t *Transit) SendAsync(ctx context.Context, qname string, msg message.Message, opts SendOptions) error {
 	return t.send(ctx, qname, msg, opts, false)
 }
