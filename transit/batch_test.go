@@ -528,3 +528,56 @@ func TestFailedSendLoggedThroughTransit(t *testing.T) {
 		t.Errorf("logs queue: got %v, %v; want the log record", m, err)
 	}
 }
+
+// The bus killed while asynchronous sends wait for its acknowledgement
+// (written to the socket, never read): the Transit sends them again once
+// a new bus runs, so Flush succeeds and every message arrives (at least
+// once), in order.
+func TestSendAsyncSurvivesBusKill(t *testing.T) {
+	dir := busDir(t)
+	tr := open(t, dir, transit.Options{})
+	ctx := ctxT(t, 90*time.Second)
+	const n = 300
+	if err := tr.Send(ctx, "survivor", message.Message{"i": 0}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pauseBus(t, dir)
+	for i := 1; i < n/2; i++ {
+		if err := tr.SendAsync(ctx, "survivor", message.Message{"i": i}, transit.SendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopBus(t, dir, syscall.SIGKILL) // stopped: it never read them
+	for i := n / 2; i < n; i++ {
+		if err := tr.SendAsync(ctx, "survivor", message.Message{"i": i}, transit.SendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatalf("Flush after the bus was killed: got %v, want the sends repeated until stored", err)
+	}
+	c, err := tr.Consume(ctx, "survivor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := int64(0)
+	for d := range c.C() {
+		i, _ := message.Int(d.Msg["i"])
+		switch {
+		case i == next:
+			next++
+		case i > next:
+			t.Fatalf("got i=%d, want %d (lost)", i, next)
+		}
+		// i < next: a repeat of a message stored before the kill.
+		if err := d.Ack(); err != nil {
+			t.Fatal(err)
+		}
+		if next == n {
+			c.Stop()
+		}
+	}
+	if next != n {
+		t.Fatalf("got messages up to %d, want %d", next, n)
+	}
+}

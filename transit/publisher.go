@@ -2,8 +2,10 @@ package transit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,6 +35,14 @@ var asyncMaxMsgs = 32768
 // asyncMaxBytes queue messages accepted and not yet stored: above that,
 // SendAsync waits for room (bounded by its context) instead of piling up
 // publishes that would time out.
+//
+// A bus message the bus did not confirm because the connection dropped
+// (the bus restarting), nobody answered, or the acknowledgement timed out
+// is published again, before the lane's later messages, until it is
+// stored or the connection is closed: Flush waits for it instead of
+// reporting a failure that the caller could only answer by hoping for a
+// redelivery. At least once: a message stored just before the connection
+// dropped is stored twice.
 type publisher struct {
 	b        *natsBus
 	maxBatch int // payload bytes of a batch
@@ -63,16 +73,18 @@ type lane struct {
 	pendBytes   int
 	next        uint64    // position of the next accepted message
 	flights     []*flight // published, not acknowledged yet, in publish order
+	retry       []*flight // not confirmed by the bus, to publish again first, by position
 	pumping     bool      // a goroutine is publishing for this lane
 	starved     bool      // in publisher.starved
 }
 
 // flight is one bus message in flight.
 type flight struct {
-	msg   *nats.Msg
-	from  uint64 // position of its first queue message
-	n     int    // queue messages in it
-	bytes int
+	msg      *nats.Msg
+	from     uint64 // position of its first queue message
+	n        int    // queue messages in it
+	bytes    int
+	attempts int // failed publishes so far
 }
 
 func newPublisher(b *natsBus, maxPayload int64) *publisher {
@@ -86,11 +98,18 @@ func newPublisher(b *natsBus, maxPayload int64) *publisher {
 // completed returns the position before which every message of the lane
 // is stored or failed.
 func (l *lane) completed() uint64 {
-	if len(l.flights) > 0 {
-		return l.flights[0].from
+	c := l.next - uint64(len(l.pend))
+	for _, f := range l.flights {
+		c = min(c, f.from)
 	}
-	return l.next - uint64(len(l.pend))
+	for _, f := range l.retry {
+		c = min(c, f.from)
+	}
+	return c
 }
+
+// idle reports whether the lane has nothing accepted and not stored.
+func (l *lane) idle() bool { return len(l.flights) == 0 && len(l.pend) == 0 && len(l.retry) == 0 }
 
 func (p *publisher) lane(subj, qname string) *lane {
 	l := p.lanes[subj]
@@ -150,14 +169,61 @@ func (p *publisher) pumpLocked(l *lane) {
 		p.mu.Unlock()
 		_, err := p.b.js.PublishMsgAsync(f.msg)
 		p.mu.Lock()
-		if err != nil {
-			if l.remove(f.msg) != nil {
-				p.finish(l, f, err)
+		if err != nil && l.remove(f.msg) != nil {
+			if p.again(l, f, err) {
+				break // a retry is scheduled
 			}
+			p.finish(l, f, err)
 		}
 	}
 	l.pumping = false
 	p.mu.Unlock()
+}
+
+// retriable reports whether a publish that failed with err may not have
+// reached the bus for a reason that passes (a restart, a slow answer).
+func retriable(err error) bool {
+	for _, e := range []error{nats.ErrDisconnected, nats.ErrNoResponders, nats.ErrTimeout,
+		nats.ErrReconnectBufExceeded, nats.ErrConnectionReconnecting,
+		jetstream.ErrNoStreamResponse, jetstream.ErrAsyncPublishTimeout} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// again schedules flight f of lane l, which failed with err, to be
+// published again if the failure may pass; p.mu held, f removed from
+// l.flights. It returns false if f failed for good.
+func (p *publisher) again(l *lane, f *flight, err error) bool {
+	if !retriable(err) || p.b.nc.IsClosed() {
+		return false
+	}
+	p.inflight--
+	f.attempts++
+	i := 0
+	for i < len(l.retry) && l.retry[i].from < f.from {
+		i++
+	}
+	l.retry = append(l.retry, nil)
+	copy(l.retry[i+1:], l.retry[i:])
+	l.retry[i] = f
+	delay := time.Duration(0) // a dropped connection: into the reconnect buffer at once
+	if !errors.Is(err, nats.ErrDisconnected) {
+		delay = min(50*time.Millisecond<<min(f.attempts, 6), 2*time.Second)
+	}
+	p.goTracked(func() {
+		p.b.log.Debug("asynchronous send not confirmed by the bus; sending it again", "queue", l.qname,
+			"messages", f.n, "attempt", f.attempts, "err", err)
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+		p.mu.Lock()
+		p.pumpLocked(l)
+		p.pumpStarved()
+	})
+	return true
 }
 
 // report logs a failed send. The log may itself be sent through this
@@ -198,6 +264,27 @@ func (p *publisher) stop() {
 // take returns the next bus message lane l may publish, marking it in
 // flight, or nil. p.mu held.
 func (p *publisher) take(l *lane) *flight {
+	if len(l.retry) > 0 {
+		// What the bus did not confirm goes first, once nothing else of
+		// the lane is in flight (order).
+		if len(l.flights) > 0 {
+			return nil
+		}
+		if p.inflight >= busMaxInflight {
+			if !l.starved {
+				l.starved = true
+				p.starved = append(p.starved, l)
+			}
+			return nil
+		}
+		f := l.retry[0]
+		copy(l.retry, l.retry[1:])
+		l.retry[len(l.retry)-1] = nil
+		l.retry = l.retry[:len(l.retry)-1]
+		l.flights = append(l.flights, f)
+		p.inflight++
+		return f
+	}
 	if len(l.pend) == 0 {
 		return nil
 	}
@@ -247,7 +334,7 @@ func (p *publisher) finish(l *lane, f *flight, err error) {
 	p.inflight--
 	p.msgs -= f.n
 	p.bytes -= f.bytes
-	if len(l.flights) == 0 && len(l.pend) == 0 {
+	if l.idle() {
 		delete(p.busy, l)
 	}
 	if err != nil {
@@ -301,6 +388,10 @@ func (p *publisher) failed(_ jetstream.JetStream, m *nats.Msg, err error) {
 		f = l.remove(m)
 	}
 	if f == nil {
+		p.mu.Unlock()
+		return
+	}
+	if p.again(l, f, err) {
 		p.mu.Unlock()
 		return
 	}
