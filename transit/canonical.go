@@ -6,15 +6,54 @@ import (
 	"github.com/multimodule/multimodule/message"
 )
 
-// normalize returns m checked and in canonical types. Messages built from
+// normalize returns m checked and in canonical types, and whether its
+// meta holds per-message overrides (SPEC 6). Messages built from
 // canonical types (the usual case: decoded or built by tasks with int64,
 // float64, string, …) pass a cheap walk; anything else goes through
 // message.Normalize, which converts it or names the offending path.
-func normalize(m message.Message) (message.Message, error) {
-	if m != nil && canonicalMap(m, 0) {
-		return m, nil
+func normalize(m message.Message) (_ message.Message, overrides bool, err error) {
+	if m != nil {
+		if overrides, ok := canonicalMessage(m); ok {
+			return m, overrides, nil
+		}
 	}
-	return message.Normalize(m)
+	n, err := message.Normalize(m)
+	if err != nil {
+		return nil, false, err
+	}
+	_, overrides = n.Meta()["overrides"]
+	return n, overrides, nil
+}
+
+// canonicalMessage is canonicalMap for a whole message, noting on the way
+// whether its meta has overrides (so that send need not look them up).
+func canonicalMessage(m map[string]any) (overrides, ok bool) {
+	for k, v := range m {
+		if k == message.MetaKey {
+			if meta, isMap := v.(map[string]any); isMap {
+				if ts, ok := meta["send_ts"]; ok && len(meta) == 1 {
+					// The usual meta: a lookup costs less than a walk.
+					if !canonicalValue(ts, 2) {
+						return false, false
+					}
+					continue
+				}
+				for mk, mv := range meta {
+					if mk == "overrides" {
+						overrides = true
+					}
+					if !canonicalValue(mv, 2) {
+						return false, false
+					}
+				}
+				continue
+			}
+		}
+		if !canonicalValue(v, 1) {
+			return false, false
+		}
+	}
+	return overrides, true
 }
 
 // canonicalDepth stays under message's nesting limit, so that deeper

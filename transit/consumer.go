@@ -33,8 +33,9 @@ func (c *Consumer) Stop() { c.once.Do(c.stop) }
 type Delivery struct {
 	// Msg is the decoded message; the receiver owns it.
 	Msg message.Message
-	// Seq is the message's position in its stream (increasing in queue
-	// order), for logs.
+	// Seq is the position in its stream of the bus message that carried
+	// this message, for logs. It increases in queue order, except that
+	// the messages of one batch (see BatchHeader) share it.
 	Seq uint64
 	// Deliveries is how many times this message was handed to an owner,
 	// this time included, as far as the bus knows.
@@ -44,11 +45,14 @@ type Delivery struct {
 	inProgress func(*Delivery) error
 	ref        any    // the backend's handle (a jetstream.Msg)
 	dead       string // non-empty: move to the dead-letter queue for this reason
+	member     int    // its place in its bus message (0-based)
+	members    int    // the number of queue messages in its bus message (1: not a batch)
 }
 
 // Ack acknowledges the delivery (and, the bus being in order, every
 // earlier one). Acknowledgements are sent in groups under load and at once
-// when no further delivery is waiting.
+// when no further delivery is waiting. A bus message that carries several
+// queue messages is acknowledged with the last of them.
 func (d *Delivery) Ack() error { return d.ack(d) }
 
 // InProgress tells the bus the handler is still working, so the message

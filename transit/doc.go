@@ -24,14 +24,20 @@
 // receivers ([Transit.Receive]). Senders create that consumer before a
 // queue's first message, so the stream keeps messages nobody reads yet.
 //
+// Messages that pile up for one queue while an earlier one is on its way
+// travel together in one bus message, marked with [BatchHeader]; a lone
+// message is a bus message of its own, its payload the message's JSON.
+//
 // Delivery guarantees on the bus: a message whose [Transit.Send] returned
 // nil is stored on disk; the owner acknowledges it after handling; a
 // consumer that dies mid-message makes the next owner start again at the
 // first unacknowledged message (the JetStream consumer is reset to its ack
-// floor on take-over, so order is kept); a message that was in flight each
-// time MaxDeliver owners died (or that the server redelivered more than
-// MaxDeliver times) is moved to [DeadLetterQueue] with the reason in
-// .ipc_transit_meta.dead_letter.
+// floor on take-over, so order is kept; a batch comes again whole, unless
+// its previous owner stopped cleanly and recorded how far it got); a
+// message that was in flight each time MaxDeliver owners died (or that the
+// server redelivered more than MaxDeliver times) is moved to
+// [DeadLetterQueue] with the reason in .ipc_transit_meta.dead_letter (for
+// a batch: every message of it not done yet).
 //
 // The lifecycle of a [Transit]:
 //

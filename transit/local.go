@@ -45,15 +45,17 @@ func (l *Local) Cap() int { return cap(l.ch) }
 // before the message went in (the caller then uses the bus).
 func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking bool) (handled bool, err error) {
 	l.mu.RLock()
-	defer l.mu.RUnlock()
 	if l.closed {
+		l.mu.RUnlock()
 		return false, nil
 	}
 	select {
 	case l.ch <- msg:
+		l.mu.RUnlock()
 		return true, nil
 	default:
 	}
+	defer l.mu.RUnlock()
 	if nonBlocking {
 		return true, fmt.Errorf("transit: send to local queue %q (%d waiting): %w", l.name, cap(l.ch), ErrFull)
 	}

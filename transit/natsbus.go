@@ -40,18 +40,20 @@ type natsBus struct {
 	ctx    context.Context // ends when the bus closes; kills consumers
 	cancel context.CancelFunc
 
+	pub *publisher
+
 	mu        sync.Mutex
 	streams   map[string]jetstream.Stream   // ensured host scopes
 	queues    map[string]jetstream.Consumer // ensured queue consumers, by scope+"\x00"+qname
-	asyncErrs []error
-	asyncLost int
+	recv      map[string]*recvQueue         // receive state, by scope+"\x00"+qname
 	consumers sync.WaitGroup
 }
 
 var _ backend = (*natsBus)(nil)
 
 func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, error) {
-	b := &natsBus{opts: opts, log: log, streams: map[string]jetstream.Stream{}, queues: map[string]jetstream.Consumer{}}
+	b := &natsBus{opts: opts, log: log, streams: map[string]jetstream.Stream{}, queues: map[string]jetstream.Consumer{},
+		recv: map[string]*recvQueue{}}
 	common := []nats.Option{
 		nats.Name("multimodule " + opts.Host),
 		nats.MaxReconnects(-1),
@@ -94,10 +96,12 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 		}
 	}
 	b.nc = nc
+	b.pub = newPublisher(b, nc.MaxPayload())
 	b.js, err = jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(asyncMaxPend),
 		jetstream.WithPublishAsyncTimeout(30*time.Second),
-		jetstream.WithPublishAsyncErrHandler(b.asyncError))
+		jetstream.WithPublishAsyncAckHandler(b.pub.acked),
+		jetstream.WithPublishAsyncErrHandler(b.pub.failed))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("transit: jetstream: %w", err)
@@ -238,22 +242,17 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 	}
 	subj := b.subject(scope, qname)
 	if !wait {
-		for {
-			_, err := b.js.PublishAsync(subj, data)
-			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-				return classify(err, qname)
-			}
-			select { // the pipeline is full: wait for acknowledgements
-			case <-ctx.Done():
-				return fmt.Errorf("transit: send to %q: %w", qname, ctx.Err())
-			case <-time.After(time.Millisecond):
-			}
-		}
+		return b.pub.enqueue(ctx, subj, qname, data)
 	}
-	// A sync send retries until the bus stored the message or ctx ends:
+	// A sync send goes out after what this process sent to the queue
+	// asynchronously before (FIFO per sender), alone and with a message
+	// ID. It retries until the bus stored the message or ctx ends:
 	// after "no responders" (nothing stored: the bus is restarting) and
 	// after an attempt timed out (maybe stored: the message ID makes the
 	// stream drop the duplicate).
+	if err := b.pub.wait(ctx, subj); err != nil {
+		return fmt.Errorf("transit: send to %q: after the earlier sends: %w", qname, err)
+	}
 	msg := nats.NewMsg(subj)
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, nats.NewInbox()[len(nats.InboxPrefix):])
@@ -281,44 +280,21 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 	}
 }
 
-func (b *natsBus) asyncError(_ jetstream.JetStream, m *nats.Msg, err error) {
-	q := m.Subject
-	if i := strings.LastIndexByte(q, '.'); i >= 0 {
-		q = decodeQueue(q[i+1:])
-	}
-	err = classify(err, q)
-	b.log.Error("asynchronous send failed", "queue", q, "err", err)
-	b.mu.Lock()
-	if len(b.asyncErrs) < maxAsyncKept {
-		b.asyncErrs = append(b.asyncErrs, err)
-	} else {
-		b.asyncLost++
-	}
-	b.mu.Unlock()
-}
-
 func (b *natsBus) flush(ctx context.Context) error {
-	select {
-	case <-b.js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return fmt.Errorf("transit: flush: %d sends not acknowledged yet: %w", b.js.PublishAsyncPending(), ctx.Err())
+	if err := b.pub.wait(ctx, ""); err != nil {
+		return fmt.Errorf("transit: flush: %w", err)
 	}
-	b.mu.Lock()
-	errs, lost := b.asyncErrs, b.asyncLost
-	b.asyncErrs, b.asyncLost = nil, 0
-	b.mu.Unlock()
-	if lost > 0 {
-		errs = append(errs, fmt.Errorf("transit: and %d more failed sends", lost))
-	}
-	return errors.Join(errs...)
+	return errors.Join(b.pub.takeErrors()...)
 }
 
 func (b *natsBus) close() error {
 	b.cancel()
+	b.closeReceives()
 	b.consumers.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := b.flush(ctx)
+	b.pub.stop()
 	if ferr := b.nc.FlushWithContext(ctx); ferr != nil && err == nil && !errors.Is(ferr, nats.ErrConnectionClosed) {
 		err = fmt.Errorf("transit: close: flush the connection: %w", ferr)
 	}
@@ -334,6 +310,8 @@ type takeover struct {
 	replayEnd uint64 // the last stream sequence the previous owner got
 	prevSeq   uint64 // suspect recorded by earlier take-overs
 	prevCount int
+	doneSeq   uint64 // a bus message a previous owner left cleanly after doneN of its queue messages
+	doneN     int
 	cfg       jetstream.ConsumerConfig
 }
 
@@ -348,10 +326,12 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 	if err != nil {
 		return takeover{}, fmt.Errorf("transit: bus consumer %s: info: %w", cons.CachedInfo().Name, err)
 	}
+	tk := takeover{cfg: info.Config}
+	tk.doneSeq, tk.doneN = parseDone(info.Config.Metadata[metaDone])
 	if info.NumAckPending == 0 || (onlyIdle && info.NumWaiting > 0) {
-		return takeover{}, nil
+		return tk, nil
 	}
-	tk := takeover{active: true, replayEnd: info.Delivered.Stream, cfg: info.Config}
+	tk.active, tk.replayEnd = true, info.Delivered.Stream
 	tk.prevSeq, _ = strconv.ParseUint(info.Config.Metadata[metaSuspect], 10, 64)
 	tk.prevCount, _ = strconv.Atoi(info.Config.Metadata[metaSuspectN])
 	if _, err := b.js.ResetConsumer(ctx, b.streamName(scope), info.Name); err != nil {
@@ -362,61 +342,14 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 	return tk, nil
 }
 
-// inspect fills a delivery from a bus message: decodes it and decides
-// whether it must go to the dead-letter queue. After a take-over, the
-// first message is the one that was in flight: its count of owners that
-// died with it is recorded in the consumer's metadata before it is handed
-// out again.
-func (b *natsBus) inspect(ctx context.Context, cons jetstream.Consumer, m jetstream.Msg, tk *takeover) *Delivery {
-	d := &Delivery{ref: m, Deliveries: 1}
-	if md, err := m.Metadata(); err == nil {
-		d.Seq = md.Sequence.Stream
-		d.Deliveries = int(md.NumDelivered)
-	}
-	if tk.active {
-		tk.active = false
-		count := 1
-		if tk.prevSeq == d.Seq {
-			count = tk.prevCount + 1
-		}
-		d.Deliveries = count + 1
-		if count >= b.opts.MaxDeliver {
-			d.dead = fmt.Sprintf("its consumer stopped %d times while handling it, without acknowledging it", count)
-		} else {
-			cfg := tk.cfg
-			cfg.Metadata = map[string]string{}
-			for k, v := range tk.cfg.Metadata {
-				cfg.Metadata[k] = v
-			}
-			cfg.Metadata[metaSuspect] = strconv.FormatUint(d.Seq, 10)
-			cfg.Metadata[metaSuspectN] = strconv.Itoa(count)
-			uctx, cancel := context.WithTimeout(ctx, apiTimeout)
-			if _, err := b.js.UpdateConsumer(uctx, cons.CachedInfo().Stream, cfg); err != nil {
-				b.log.Warn("record the in-flight message of a take-over", "consumer", cfg.Durable, "seq", d.Seq, "err", err)
-			}
-			cancel()
-		}
-	} else if d.Deliveries > b.opts.MaxDeliver {
-		d.dead = fmt.Sprintf("delivered %d times without being acknowledged within the ack wait", d.Deliveries)
-	}
-	msg, err := message.Unmarshal(m.Data())
-	if err != nil {
-		if d.dead == "" {
-			d.dead = "not a JSON object: " + err.Error()
-		}
-		msg = message.Message{"raw": string(m.Data())}
-	}
-	d.Msg = msg
-	return d
-}
-
-// deadLetter moves d to the dead-letter queue of scope, then
-// acknowledges it. Every earlier delivery must be acknowledged already
-// (AckAll). It retries until it succeeds or ctx ends.
+// deadLetter moves d to the dead-letter queue of scope, then, if d is
+// the last queue message of its bus message, acknowledges the bus
+// message. Every earlier delivery must be handled already (AckAll). It
+// retries until it succeeds or ctx ends.
 func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delivery) error {
 	msg := d.Msg
 	meta := msg.EnsureMeta()
-	meta["dead_letter"] = map[string]any{
+	info := map[string]any{
 		"reason":     d.dead,
 		"queue":      qname,
 		"deliveries": int64(d.Deliveries),
@@ -424,6 +357,12 @@ func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delive
 		"host":       scope,
 		"time":       float64(time.Now().UnixNano()) / 1e9,
 	}
+	if d.members > 1 {
+		// One of several queue messages that travelled in bus message seq.
+		info["member"] = int64(d.member + 1)
+		info["members"] = int64(d.members)
+	}
+	meta["dead_letter"] = info
 	data, err := message.Marshal(msg)
 	if err != nil || len(data) > MaxMessageBytes {
 		data, _ = message.Marshal(message.Message{message.MetaKey: map[string]any{"dead_letter": meta["dead_letter"]}})
@@ -443,76 +382,15 @@ func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delive
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
+	if !d.isLast() {
+		return nil // the bus message is acknowledged with its last queue message
+	}
 	actx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
 		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
 	}
 	return nil
-}
-
-func (b *natsBus) receive(ctx context.Context, scope, qname string, wait bool) (message.Message, error) {
-	cons, err := b.queueConsumer(ctx, scope, qname)
-	if err != nil {
-		return nil, err
-	}
-	tk, err := b.takeOver(ctx, scope, cons, true)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		var (
-			batch  jetstream.MessageBatch
-			cancel = context.CancelFunc(func() {})
-		)
-		if wait {
-			var fctx context.Context
-			fctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-			batch, err = cons.Fetch(1, jetstream.FetchContext(fctx))
-		} else {
-			batch, err = cons.FetchNoWait(1)
-		}
-		if err != nil {
-			cancel()
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("transit: receive from %q: %w", qname, ctx.Err())
-			}
-			if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-				return nil, fmt.Errorf("transit: receive from %q: %w", qname, context.DeadlineExceeded)
-			}
-			return nil, fmt.Errorf("transit: receive from %q: %w", qname, err)
-		}
-		m, ok := <-batch.Messages()
-		cancel()
-		if !ok {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("transit: receive from %q: %w", qname, ctx.Err())
-			}
-			if !wait {
-				return nil, fmt.Errorf("transit: receive from %q: %w", qname, ErrEmpty)
-			}
-			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-				b.log.Debug("receive: pull ended", "queue", qname, "err", err)
-			}
-			continue
-		}
-		d := b.inspect(ctx, cons, m, &tk)
-		if d.dead != "" {
-			if err := b.deadLetter(ctx, scope, qname, d); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), apiTimeout)
-		err = m.DoubleAck(actx)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("transit: receive from %q: acknowledge message %d: %w", qname, d.Seq, err)
-		}
-		return d.Msg, nil
-	}
 }
 
 func (b *natsBus) stat(ctx context.Context, scope, qname string) (QueueStat, error) {

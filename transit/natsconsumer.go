@@ -32,11 +32,22 @@ type natsConsumer struct {
 	lastAck   *Delivery   // acknowledged by the owner, acknowledgement not sent yet
 	unsent    int
 	replayEnd uint64 // deliveries up to here are acknowledged one by one, synchronously
+	// A bus message whose first doneN queue messages are handled and the
+	// rest not yet (batches); recorded for the next owner when this one
+	// stops in the middle of it (see writeDone).
+	doneSeq   uint64
+	doneN     int
+	doneDirty bool
+	doneArmed bool
+	doneMu    sync.Mutex // serializes writeDone
 }
 
 func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, error) {
 	cons, err := b.queueConsumer(ctx, scope, qname)
 	if err != nil {
+		return nil, err
+	}
+	if err := b.leaveReceive(ctx, scope, qname); err != nil {
 		return nil, err
 	}
 	tk, err := b.takeOver(ctx, scope, cons, false)
@@ -131,12 +142,7 @@ func (c *natsConsumer) run(tk takeover) {
 				batch, msgs = nil, nil
 				continue
 			}
-			d := c.b.inspect(c.b.ctx, c.cons, m, &tk)
-			d.ack, d.inProgress = c.ack, c.inProgress
-			c.mu.Lock()
-			c.pend = append(c.pend, d)
-			c.mu.Unlock()
-			queue = append(queue, d)
+			queue = append(queue, c.unpack(m, &tk)...)
 			c.queued.Store(int64(len(queue)))
 		case <-retry:
 			retry = nil
@@ -170,17 +176,19 @@ func (c *natsConsumer) onlyUnacked(d *Delivery) bool {
 	return len(c.pend) == 0 || c.pend[0] == d
 }
 
-// drop removes d (and anything before it) from the pending list.
+// drop removes d (and anything before it) from the pending list: it
+// was dead-lettered.
 func (c *natsConsumer) drop(d *Delivery) {
 	c.mu.Lock()
-	c.trim(d.Seq)
+	c.trim(d)
+	c.progress(d)
 	c.mu.Unlock()
 }
 
-// trim removes deliveries up to seq from pend; c.mu held.
-func (c *natsConsumer) trim(seq uint64) {
+// trim removes d and the deliveries before it from pend; c.mu held.
+func (c *natsConsumer) trim(d *Delivery) {
 	i := 0
-	for i < len(c.pend) && c.pend[i].Seq <= seq {
+	for i < len(c.pend) && !c.pend[i].after(d) {
 		c.pend[i] = nil
 		i++
 	}
@@ -193,7 +201,22 @@ func (c *natsConsumer) trim(seq uint64) {
 // one (waiting for the bus) for messages a previous owner had in flight.
 func (c *natsConsumer) ack(d *Delivery) error {
 	c.mu.Lock()
-	c.trim(d.Seq)
+	c.trim(d)
+	c.progress(d)
+	if !d.isLast() {
+		// The bus message is acknowledged with its last queue message.
+		// After Stop, record how far this one got, soon.
+		if c.exited && !c.doneArmed {
+			c.doneArmed = true
+			time.AfterFunc(ackDelay, c.writeDone)
+		}
+		c.mu.Unlock()
+		select {
+		case c.acked <- struct{}{}:
+		default:
+		}
+		return nil
+	}
 	if c.lastAck == nil || d.Seq > c.lastAck.Seq {
 		c.lastAck = d
 	}
@@ -271,7 +294,8 @@ func (c *natsConsumer) finish() {
 	}
 }
 
-// flushAck sends a held-back acknowledgement.
+// flushAck sends a held-back acknowledgement (and, after Stop, records
+// a partly handled bus message).
 func (c *natsConsumer) flushAck() {
 	c.mu.Lock()
 	send := c.lastAck
@@ -282,6 +306,7 @@ func (c *natsConsumer) flushAck() {
 			c.b.log.Warn("acknowledgement failed", "queue", c.qname, "err", err)
 		}
 	}
+	c.writeDone()
 }
 
 func (c *natsConsumer) inProgress(d *Delivery) error {
@@ -298,7 +323,11 @@ func (c *natsConsumer) keepAlive() {
 	c.mu.Lock()
 	pend := append([]*Delivery(nil), c.pend...)
 	c.mu.Unlock()
+	var last any
 	for _, d := range pend {
-		_ = c.inProgress(d)
+		if d.ref != last { // once per bus message
+			last = d.ref
+			_ = c.inProgress(d)
+		}
 	}
 }

@@ -69,7 +69,9 @@ type Capacity struct {
 var DefaultCapacity = Capacity{Msgs: 1_000_000, Bytes: 8 << 30}
 
 // QueueStat describes a queue. Msgs counts messages waiting (on the bus:
-// stored and not yet acknowledged, including those an owner is handling).
+// stored and not yet acknowledged, including those an owner is handling;
+// a batch of several messages sent together counts once, as the bus
+// stores it and as Capacity.Msgs limits it, see BatchHeader).
 // Bytes is exact for local queues' count-only view (0: nothing is
 // serialized) and, on the bus, the waiting messages times the average
 // stored message size of the host scope's stream (JetStream keeps byte
@@ -246,7 +248,12 @@ func (t *Transit) Send(ctx context.Context, qname string, msg message.Message, o
 // SendAsync is Send, except that a bus publish returns before the bus
 // acknowledged it: publishes are pipelined and their outcome is reported
 // by Flush (and logged). A full bus queue is reported by Flush as well.
-// The local path is the same as Send's.
+// Messages to one queue that come while an earlier one is on its way
+// travel together, in one bus message (see BatchHeader); a lone message
+// goes out at once. When too many messages are accepted and not yet
+// stored (32,768), SendAsync waits for room until ctx ends (also with
+// NonBlocking, which is about the queue's capacity). The local path is
+// the same as Send's.
 func (t *Transit) SendAsync(ctx context.Context, qname string, msg message.Message, opts SendOptions) error {
 	return t.send(ctx, qname, msg, opts, false)
 }
@@ -267,7 +274,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if t.closed.Load() {
 		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
 	}
-	m, err := normalize(msg)
+	m, overrides, err := normalize(msg)
 	if err != nil {
 		return fmt.Errorf("transit: send to %q: %w", qname, err)
 	}
@@ -276,7 +283,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if opts.Destination != "" {
 		scope = SanitizeHost(opts.Destination)
 	}
-	if scope == t.host && !opts.BusOnly && m.LocalityFor(qname) != message.LocalityNonLocal {
+	if scope == t.host && !opts.BusOnly && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
 		if l := t.local(qname); l != nil {
 			handled, err := l.push(ctx, m, opts.NonBlocking)
 			if handled {
@@ -284,7 +291,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 			}
 		}
 	}
-	data, err := message.Marshal(m)
+	data, err := marshal(m)
 	if err != nil {
 		return fmt.Errorf("transit: send to %q: %w", qname, err)
 	}
@@ -326,7 +333,10 @@ func (t *Transit) Consume(ctx context.Context, qname string) (*Consumer, error) 
 
 // Receive takes one message off bus queue qname of this box's host scope,
 // acknowledging it, and blocks until there is one or ctx ends. The rest of
-// the queue stays in order.
+// the queue stays in order. When the message came in a batch, the rest of
+// the batch stays in this Transit for the next receives (the batch is
+// acknowledged with its last message); Close records how far it got, so
+// the next receiver or owner of the queue goes on from there.
 func (t *Transit) Receive(ctx context.Context, qname string) (message.Message, error) {
 	return t.receive(ctx, qname, true)
 }

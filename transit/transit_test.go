@@ -120,8 +120,9 @@ func TestBusFIFOAndReceive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Msgs != n || st.Bytes <= 0 || st.Capacity.Msgs != transit.DefaultCapacity.Msgs {
-		t.Errorf("Stat: got %+v, want %d msgs, some bytes, capacity %d", st, n, transit.DefaultCapacity.Msgs)
+	// Msgs counts bus messages: a burst of SendAsync travels in batches.
+	if st.Msgs < 1 || st.Msgs > n || st.Bytes <= 0 || st.Capacity.Msgs != transit.DefaultCapacity.Msgs {
+		t.Errorf("Stat: got %+v, want 1..%d msgs, some bytes, capacity %d", st, n, transit.DefaultCapacity.Msgs)
 	}
 	// Single receives, then a consumer for the rest: one order.
 	for i := range 10 {

@@ -1,0 +1,548 @@
+package transit
+
+import (
+	"encoding/json"
+	"math"
+	"slices"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"github.com/multimodule/multimodule/message"
+)
+
+// The bus codec: the JSON of a message, written and read without
+// reflection. It produces exactly what message.Marshal produces (compact,
+// keys sorted, HTML not escaped, floats formatted as encoding/json does)
+// and reads exactly what message.Unmarshal reads (integers as int64,
+// larger integers as json.Number, other numbers as float64); whatever it
+// is not sure of, it hands to the message package, which then decides
+// (and words the error). The tests hold it to both.
+
+// encodeMessage appends the JSON of m, whose values are canonical (see
+// normalize), to buf. ok is false if it met anything else; buf is then
+// unusable.
+func encodeMessage(buf []byte, m message.Message) (_ []byte, ok bool) {
+	if m == nil {
+		return buf, false
+	}
+	return appendObject(buf, m, 0)
+}
+
+// marshal is message.Marshal for a normalized message, without
+// reflection when it can.
+func marshal(m message.Message) ([]byte, error) {
+	if b, ok := encodeMessage(make([]byte, 0, 256), m); ok {
+		return b, nil
+	}
+	return message.Marshal(m)
+}
+
+func appendObject(buf []byte, m map[string]any, depth int) ([]byte, bool) {
+	if depth > canonicalDepth {
+		return buf, false
+	}
+	var small [16]string
+	keys := small[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	buf = append(buf, '{')
+	for i, k := range keys {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendString(buf, k)
+		buf = append(buf, ':')
+		var ok bool
+		if buf, ok = appendValue(buf, m[k], depth+1); !ok {
+			return buf, false
+		}
+	}
+	return append(buf, '}'), true
+}
+
+func appendValue(buf []byte, v any, depth int) ([]byte, bool) {
+	switch t := v.(type) {
+	case nil:
+		return append(buf, "null"...), true
+	case bool:
+		if t {
+			return append(buf, "true"...), true
+		}
+		return append(buf, "false"...), true
+	case string:
+		return appendString(buf, t), true
+	case int64:
+		return strconv.AppendInt(buf, t, 10), true
+	case float64:
+		return appendFloat(buf, t)
+	case json.Number:
+		if !validNumber(t) {
+			return buf, false
+		}
+		return append(buf, t...), true
+	case map[string]any:
+		if t == nil {
+			return append(buf, "null"...), true // as encoding/json writes it
+		}
+		return appendObject(buf, t, depth)
+	case []any:
+		if t == nil {
+			return append(buf, "null"...), true
+		}
+		if depth > canonicalDepth {
+			return buf, false
+		}
+		buf = append(buf, '[')
+		for i, e := range t {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			var ok bool
+			if buf, ok = appendValue(buf, e, depth+1); !ok {
+				return buf, false
+			}
+		}
+		return append(buf, ']'), true
+	}
+	return buf, false
+}
+
+// appendFloat formats f as encoding/json does (ES6 number to string).
+func appendFloat(buf []byte, f float64) ([]byte, bool) {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return buf, false
+	}
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	buf = strconv.AppendFloat(buf, f, format, -1, 64)
+	if format == 'e' {
+		// e-09 → e-9
+		n := len(buf)
+		if n >= 4 && buf[n-4] == 'e' && buf[n-3] == '-' && buf[n-2] == '0' {
+			buf[n-2] = buf[n-1]
+			buf = buf[:n-1]
+		}
+	}
+	return buf, true
+}
+
+// validNumber reports whether n is an integer literal (the only
+// json.Number the message package produces: integers beyond int64).
+func validNumber(n json.Number) bool {
+	s := string(n)
+	if len(s) > 0 && s[0] == '-' {
+		s = s[1:]
+	}
+	if s == "" || (s[0] == '0' && len(s) > 1) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string the way encoding/json does with
+// HTML escaping off.
+func appendString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			buf = append(buf, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				buf = append(buf, '\\', b)
+			case '\b':
+				buf = append(buf, '\\', 'b')
+			case '\f':
+				buf = append(buf, '\\', 'f')
+			case '\n':
+				buf = append(buf, '\\', 'n')
+			case '\r':
+				buf = append(buf, '\\', 'r')
+			case '\t':
+				buf = append(buf, '\\', 't')
+			default:
+				buf = append(buf, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			buf = append(buf, s[start:i]...)
+			buf = append(buf, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
+}
+
+// unmarshal is message.Unmarshal, without reflection when it can.
+func unmarshal(data []byte) (message.Message, error) {
+	d := decoder{data: data}
+	d.skipSpace()
+	if d.i < len(d.data) && d.data[d.i] == '{' {
+		if m, ok := d.object(0); ok {
+			d.skipSpace()
+			if d.i == len(d.data) {
+				return message.Message(m), nil
+			}
+		}
+	}
+	return message.Unmarshal(data)
+}
+
+// decoder reads JSON into canonical values. Any input it does not
+// accept (invalid, or merely unusual) makes it give up: ok false.
+type decoder struct {
+	data []byte
+	i    int
+	buf  []byte // unescaping scratch
+}
+
+// maxDecodeDepth stays well under the message package's nesting limit:
+// deeper input gets that package's verdict.
+const maxDecodeDepth = 200
+
+func (d *decoder) skipSpace() {
+	for d.i < len(d.data) {
+		switch d.data[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+// object reads an object; d.data[d.i] is '{'.
+func (d *decoder) object(depth int) (map[string]any, bool) {
+	if depth > maxDecodeDepth {
+		return nil, false
+	}
+	d.i++
+	m := make(map[string]any)
+	d.skipSpace()
+	if d.i < len(d.data) && d.data[d.i] == '}' {
+		d.i++
+		return m, true
+	}
+	for {
+		if d.i >= len(d.data) || d.data[d.i] != '"' {
+			return nil, false
+		}
+		k, ok := d.str()
+		if !ok {
+			return nil, false
+		}
+		d.skipSpace()
+		if d.i >= len(d.data) || d.data[d.i] != ':' {
+			return nil, false
+		}
+		d.i++
+		d.skipSpace()
+		v, ok := d.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		m[k] = v
+		d.skipSpace()
+		if d.i >= len(d.data) {
+			return nil, false
+		}
+		switch d.data[d.i] {
+		case ',':
+			d.i++
+			d.skipSpace()
+		case '}':
+			d.i++
+			return m, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+func (d *decoder) value(depth int) (any, bool) {
+	if d.i >= len(d.data) {
+		return nil, false
+	}
+	switch c := d.data[d.i]; {
+	case c == '"':
+		return d.str()
+	case c == '{':
+		return d.object(depth)
+	case c == '[':
+		return d.array(depth)
+	case c == '-' || (c >= '0' && c <= '9'):
+		return d.number()
+	case c == 't':
+		return d.literal("true", true)
+	case c == 'f':
+		return d.literal("false", false)
+	case c == 'n':
+		return d.literal("null", nil)
+	}
+	return nil, false
+}
+
+func (d *decoder) literal(word string, v any) (any, bool) {
+	if len(d.data)-d.i < len(word) || string(d.data[d.i:d.i+len(word)]) != word {
+		return nil, false
+	}
+	d.i += len(word)
+	return v, true
+}
+
+func (d *decoder) array(depth int) ([]any, bool) {
+	if depth > maxDecodeDepth {
+		return nil, false
+	}
+	d.i++
+	out := []any{}
+	d.skipSpace()
+	if d.i < len(d.data) && d.data[d.i] == ']' {
+		d.i++
+		return out, true
+	}
+	for {
+		v, ok := d.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		out = append(out, v)
+		d.skipSpace()
+		if d.i >= len(d.data) {
+			return nil, false
+		}
+		switch d.data[d.i] {
+		case ',':
+			d.i++
+			d.skipSpace()
+		case ']':
+			d.i++
+			return out, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// number reads a JSON number: int64 when it is an integer that fits,
+// json.Number for a larger integer, float64 otherwise.
+func (d *decoder) number() (any, bool) {
+	start := d.i
+	i := d.i
+	if i < len(d.data) && d.data[i] == '-' {
+		i++
+	}
+	digits := i
+	switch {
+	case i < len(d.data) && d.data[i] == '0':
+		i++
+	case i < len(d.data) && d.data[i] >= '1' && d.data[i] <= '9':
+		for i < len(d.data) && d.data[i] >= '0' && d.data[i] <= '9' {
+			i++
+		}
+	default:
+		return nil, false
+	}
+	integer := true
+	if i < len(d.data) && d.data[i] == '.' {
+		integer = false
+		i++
+		j := i
+		for i < len(d.data) && d.data[i] >= '0' && d.data[i] <= '9' {
+			i++
+		}
+		if i == j {
+			return nil, false
+		}
+	}
+	if i < len(d.data) && (d.data[i] == 'e' || d.data[i] == 'E') {
+		integer = false
+		i++
+		if i < len(d.data) && (d.data[i] == '+' || d.data[i] == '-') {
+			i++
+		}
+		j := i
+		for i < len(d.data) && d.data[i] >= '0' && d.data[i] <= '9' {
+			i++
+		}
+		if i == j {
+			return nil, false
+		}
+	}
+	d.i = i
+	text := d.data[start:i]
+	if integer {
+		if i-digits <= 18 { // fits in int64 without overflow checks
+			var n int64
+			for _, c := range d.data[digits:i] {
+				n = n*10 + int64(c-'0')
+			}
+			if digits > start {
+				n = -n
+			}
+			return n, true
+		}
+		if n, err := strconv.ParseInt(string(text), 10, 64); err == nil {
+			return n, true
+		}
+		if _, err := strconv.ParseFloat(string(text), 64); err != nil {
+			return nil, false // beyond float64: the message package refuses it
+		}
+		return json.Number(string(text)), true
+	}
+	f, err := strconv.ParseFloat(string(text), 64)
+	if err != nil {
+		return nil, false // out of range: the message package says so
+	}
+	return f, true
+}
+
+// str reads a string; d.data[d.i] is '"'.
+func (d *decoder) str() (string, bool) {
+	d.i++
+	start := d.i
+	for i := start; i < len(d.data); i++ {
+		c := d.data[i]
+		if c == '"' {
+			d.i = i + 1
+			return string(d.data[start:i]), true
+		}
+		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			return d.slowStr(start)
+		}
+	}
+	return "", false
+}
+
+// slowStr reads a string with escapes or non-ASCII bytes, from start
+// (after the opening quote), as encoding/json does: invalid UTF-8 and
+// unpaired surrogates become U+FFFD.
+func (d *decoder) slowStr(start int) (string, bool) {
+	b := d.buf[:0]
+	i := start
+	for i < len(d.data) {
+		c := d.data[i]
+		switch {
+		case c == '"':
+			d.i = i + 1
+			d.buf = b
+			return string(b), true
+		case c < 0x20:
+			return "", false
+		case c == '\\':
+			if i+1 >= len(d.data) {
+				return "", false
+			}
+			i++
+			switch e := d.data[i]; e {
+			case '"', '\\', '/':
+				b = append(b, e)
+				i++
+			case 'b':
+				b = append(b, '\b')
+				i++
+			case 'f':
+				b = append(b, '\f')
+				i++
+			case 'n':
+				b = append(b, '\n')
+				i++
+			case 'r':
+				b = append(b, '\r')
+				i++
+			case 't':
+				b = append(b, '\t')
+				i++
+			case 'u':
+				r, ok := hex4(d.data, i+1)
+				if !ok {
+					return "", false
+				}
+				i += 5
+				if utf16.IsSurrogate(r) {
+					r2 := rune(-1)
+					if i+1 < len(d.data) && d.data[i] == '\\' && d.data[i+1] == 'u' {
+						if v, ok := hex4(d.data, i+2); ok {
+							r2 = v
+						}
+					}
+					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+						r = dec
+						i += 6
+					} else {
+						r = utf8.RuneError
+					}
+				}
+				b = utf8.AppendRune(b, r)
+			default:
+				return "", false
+			}
+		case c < utf8.RuneSelf:
+			b = append(b, c)
+			i++
+		default:
+			r, size := utf8.DecodeRune(d.data[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = utf8.AppendRune(b, utf8.RuneError)
+			} else {
+				b = append(b, d.data[i:i+size]...)
+			}
+			i += size
+		}
+	}
+	return "", false
+}
+
+func hex4(data []byte, i int) (rune, bool) {
+	if i+4 > len(data) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range data[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r*16 + rune(c)
+	}
+	return r, true
+}
