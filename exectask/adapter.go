@@ -137,7 +137,7 @@ func (t *Task) spawn() error {
 	if err != nil {
 		return err
 	}
-	hello, v, err := p.handshake(t.spec.HandshakeTimeout, t.spec.Name, t.spec.Process)
+	hello, v, err := p.handshake(t.spec.HandshakeTimeout, t.spec.Name, t.spec.Process, false)
 	if err != nil {
 		p.kill()
 		if tail := p.tail(); tail != "" {

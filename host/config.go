@@ -26,13 +26,11 @@ func (h *Host) Configure(name string, cfg map[string]any) error {
 // anyway.
 func (h *Host) ConfigureAll(all map[string]any) error {
 	var errs []error
-	var changed []string
-	h.mu.Lock()
-	if h.closing {
-		h.mu.Unlock()
-		return ErrClosed
-	}
-	saves := map[string]map[string]any{}
+	// Checked before taking the lock: checkExternal asks the sources,
+	// which may take time and log (an exec task's describe run), and a
+	// log record may be sent to a queue, which takes the lock (an
+	// external process forwards its records to the daemon).
+	valid := make(map[string]map[string]any, len(all))
 	for _, name := range slices.Sorted(maps.Keys(all)) {
 		cfg, err := normalizeConfig(name, all[name])
 		if err == nil {
@@ -42,6 +40,17 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 			errs = append(errs, err)
 			continue
 		}
+		valid[name] = cfg
+	}
+	var changed []string
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	saves := map[string]map[string]any{}
+	for _, name := range slices.Sorted(maps.Keys(valid)) {
+		cfg := valid[name]
 		key := configKey(cfg)
 		if h.confKeys[name] == key {
 			continue
