@@ -77,8 +77,10 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 			return h.sendHosted(ctx, r, msg, l)
 		}
 	}
+	// Not hosted here, or being loaded: through the bus even if the task's
+	// mailbox exists already, so this cannot overtake its bus backlog.
 	h.asyncPending.Store(true)
-	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{})
+	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{BusOnly: true})
 }
 
 // outsideCounter counts the sends to qname in progress on the slow path

@@ -91,6 +91,10 @@ type SendOptions struct {
 	// NonBlocking makes a send to a full queue fail at once with ErrFull
 	// instead of waiting for room (bounded by the context).
 	NonBlocking bool
+	// BusOnly skips a queue hosted in this process and sends through the
+	// bus. A host uses it for sends that must not overtake the bus backlog
+	// of a task it is still loading (whose local queue already exists).
+	BusOnly bool
 }
 
 // Transit is a process's handle on its queues: the local ones it hosts
@@ -272,7 +276,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if opts.Destination != "" {
 		scope = SanitizeHost(opts.Destination)
 	}
-	if scope == t.host && m.LocalityFor(qname) != message.LocalityNonLocal {
+	if scope == t.host && !opts.BusOnly && m.LocalityFor(qname) != message.LocalityNonLocal {
 		if l := t.local(qname); l != nil {
 			handled, err := l.push(ctx, m, opts.NonBlocking)
 			if handled {

@@ -265,6 +265,18 @@ func TestLocalQueue(t *testing.T) {
 			t.Errorf("TryReceive: got %v, %v; want the forced message", got, err)
 		}
 	})
+	t.Run("BusOnly goes to the bus", func(t *testing.T) {
+		if err := tr.Send(ctx, "Loc", message.Message{"i": "busonly"}, transit.SendOptions{NonBlocking: true, BusOnly: true}); err != nil {
+			t.Fatal(err)
+		}
+		if got := l.Len(); got != 2 {
+			t.Errorf("local Len after a BusOnly send: got %d, want 2", got)
+		}
+		got, err := tr.TryReceive(ctx, "Loc")
+		if err != nil || got["i"] != "busonly" {
+			t.Errorf("TryReceive: got %v, %v; want the BusOnly message", got, err)
+		}
+	})
 	st, err := tr.Stat(ctx, "Loc")
 	if err != nil || !st.Local || st.Msgs != 2 || st.Capacity.Msgs != 2 {
 		t.Errorf("Stat: got %+v, %v; want local, 2 msgs, capacity 2", st, err)

@@ -38,7 +38,7 @@ func TestScenarios(t *testing.T) {
 		{"restart", bench.Options{Duration: 500 * time.Millisecond, Kills: 1, KillGap: 200 * time.Millisecond, Rate: 500}, true,
 			[]string{"restart_median_ms", "restart_max_ms"}, []string{"errors"}},
 		{"migrate", bench.Options{Duration: 500 * time.Millisecond, Kills: 1, Rate: 500}, true,
-			[]string{"to_external_ms", "to_internal_ms", "seq_gaps"}, []string{"errors"}},
+			[]string{"to_external_ms", "to_internal_ms", "seq_gaps"}, []string{"errors", "seq_gaps", "seq_duplicates"}},
 		{"exec", bench.Options{Duration: time.Second, Rate: 500, ExecDir: filepath.Join("..", "..", "examples", "exec")}, true,
 			[]string{"sent", "received"}, []string{"lost", "errors"}},
 		{"config", bench.Options{Duration: 500 * time.Millisecond, Configs: 3}, false,

@@ -374,7 +374,7 @@ func runRestart(ctx context.Context, e *env) (Result, error) {
 	}
 	procs := e.procs.stop()
 	end := e.reports.snapshot([]string{"Consumer"})
-	if err := e.configure(ctx, map[string]any{"Producer": map[string]any{"run": "stop", "duration": 0.001}}); err != nil {
+	if err := e.configure(ctx, map[string]any{"Producer": map[string]any{"run": "stop", "stop": true}}); err != nil {
 		return Result{}, err
 	}
 	w := measure(nil, end)
@@ -466,7 +466,7 @@ func runMigrate(ctx context.Context, e *env) (Result, error) {
 		toInt = append(toInt, ms)
 	}
 	procs := e.procs.stop()
-	if err := e.configure(ctx, map[string]any{"Producer": map[string]any{"run": "stop", "duration": 0.001}}); err != nil {
+	if err := e.configure(ctx, map[string]any{"Producer": map[string]any{"run": "stop", "stop": true}}); err != nil {
 		return Result{}, err
 	}
 	// Let the last messages arrive so the seq check covers them: wait

@@ -85,7 +85,8 @@ type Producer struct {
 // work emits before it gives its goroutine back for a moment.
 const closedBurst = 20 * time.Millisecond
 
-// SetConfig starts a run when config.run changes. Only the daemon's copy
+// SetConfig starts a run when config.run changes; with config.stop it
+// ends the current run instead. Only the daemon's copy
 // produces: external processes host copies of every stateless task (SPEC
 // 10), and theirs must stay quiet.
 func (p *Producer) SetConfig(tc *task.Context, config map[string]any) error {
@@ -94,6 +95,12 @@ func (p *Producer) SetConfig(tc *task.Context, config map[string]any) error {
 	}
 	run, _ := message.ScalarText(config["run"])
 	if run == "" || run == p.run {
+		return nil
+	}
+	if message.Truthy(config["stop"]) {
+		// End the current run without emitting anything more.
+		p.run, p.done = run, true
+		tc.DelRecurs(tc.Name())
 		return nil
 	}
 	dur, ok := message.Float(config["duration"])
