@@ -23,7 +23,8 @@ func (h *Host) Configure(name string, cfg map[string]any) error {
 // (re)loaded, so that tasks configured together see each other's config
 // from their first message (a producer never runs before the Router it
 // feeds is configured). Errors are joined; the good tasks are configured
-// anyway.
+// anyway. Loads are not waited for: a task that fails to load is reported
+// on the error channel and retried.
 func (h *Host) ConfigureAll(all map[string]any) error {
 	var errs []error
 	// Checked before taking the lock: checkExternal asks the sources,
@@ -80,8 +81,12 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		}
 		return 0
 	})
+	// Loads run on their own goroutines: a task that takes long to build
+	// (an exec task's handshake) holds up neither the caller (the
+	// daemon's control queue) nor the other tasks. Its failure is
+	// reported (and retried) by the load.
 	for _, name := range changed {
-		if err := h.reconcile(name); err != nil {
+		if err := h.reconcile(name, false); err != nil {
 			errs = append(errs, err)
 		}
 		if h.opts.OnConfigChanged != nil {
@@ -106,8 +111,9 @@ func (h *Host) checkExternal(name string, cfg map[string]any) error {
 
 // Reconcile makes the hosting of task name in this process match its
 // config and placement now (the supervisor calls it when an external
-// process of the task has exited).
-func (h *Host) Reconcile(name string) error { return h.reconcile(name) }
+// process of the task has exited). Unlike ConfigureAll it waits for the
+// load it needs (or one in progress) and returns its error.
+func (h *Host) Reconcile(name string) error { return h.reconcile(name, true) }
 
 func normalizeConfig(name string, v any) (map[string]any, error) {
 	if err := task.ValidateName(name); err != nil {

@@ -60,7 +60,7 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 	}
 	defer done()
 	if r := (*h.hosted.Load())[qname]; r == nil {
-		r, _ = h.ensureLoaded(qname, false)
+		r, _ = h.ensureLoaded(qname, false, false)
 		if r != nil {
 			done()
 			r.gate.RLock()
@@ -134,7 +134,8 @@ func (h *Host) placement(name string, def task.Definition, ok bool) (task.Defini
 
 // reconcile makes the hosting of one task match its config: load it,
 // reconfigure it, or unload it when it should not run here (any more).
-func (h *Host) reconcile(name string) error {
+// With wait false a load runs on its own goroutine (see ensureLoaded).
+func (h *Host) reconcile(name string, wait bool) error {
 	def0, ok := h.opts.Sources.Lookup(name)
 	h.mu.Lock()
 	r := h.runners[name]
@@ -148,7 +149,7 @@ func (h *Host) reconcile(name string) error {
 		if pl == NotHere {
 			return nil
 		}
-		_, err := h.ensureLoaded(name, true)
+		_, err := h.ensureLoaded(name, true, wait)
 		return err
 	case r != nil:
 		if cfg != nil {
@@ -169,13 +170,21 @@ func (h *Host) reconcile(name string) error {
 		// config: its recurring work runs in the daemon's copy only.
 		return nil
 	}
-	_, err := h.ensureLoaded(name, true)
+	_, err := h.ensureLoaded(name, true, wait)
 	return err
 }
 
 // ensureLoaded returns the runner of name, loading it when this process
 // should host it. force ignores a pending load backoff.
-func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
+//
+// Building a task may take seconds (an exec task waits for its
+// co-process' hello), so with wait false the load of a task that owns its
+// bus queue runs on its own goroutine and ensureLoaded returns nil at
+// once, as it does for a load already in progress: the caller sends
+// through the bus, which the new owner drains before any local delivery.
+// With wait true it returns the outcome of the load (its own or the one
+// in progress).
+func (h *Host) ensureLoaded(name string, force, wait bool) (*runner, error) {
 	def0, ok := h.opts.Sources.Lookup(name)
 	h.mu.Lock()
 	if r := h.runners[name]; r != nil {
@@ -186,12 +195,15 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 		h.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if h.loading[name] {
+	if job := h.loading[name]; job != nil {
 		// Being loaded (possibly by our own caller, e.g. a log record
-		// written while loading): the caller sends through the bus, which
-		// the new owner drains before any local delivery.
+		// written while loading, which does not wait).
 		h.mu.Unlock()
-		return nil, nil
+		if !wait {
+			return nil, nil
+		}
+		<-job.done
+		return job.r, job.err
 	}
 	def, pl, _, known := h.placement(name, def0, ok)
 	if !known || pl == NotHere {
@@ -202,9 +214,32 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 		h.mu.Unlock()
 		return nil, nil
 	}
-	h.loading[name] = true
+	job := &loadJob{done: make(chan struct{}), cfg: h.configs[name]}
+	h.loading[name] = job
+	h.loads.Add(1)
 	h.mu.Unlock()
+	// A local copy (HostLocalOnly) is always waited for: through the bus,
+	// the message would reach another process' copy, out of order.
+	if !wait && pl == HostAndConsume {
+		go h.finishLoad(name, def, pl, job)
+		return nil, nil
+	}
+	h.finishLoad(name, def, pl, job)
+	return job.r, job.err
+}
 
+// loadJob is a load in progress.
+type loadJob struct {
+	cfg  map[string]any // the config when the load began (nil: none)
+	done chan struct{}  // closed once r or err is set
+	r    *runner
+	err  error
+}
+
+// finishLoad builds and starts the runner of a load ensureLoaded began.
+func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *loadJob) {
+	defer h.loads.Done()
+	defer close(job.done)
 	// Load without the lock: building the task, reading its state and
 	// attaching to the bus may log, and logging may send.
 	r, err := h.load(name, def, pl)
@@ -222,34 +257,56 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 		h.mu.Unlock()
 		h.counters.Add(name, MetricTaskCompileFailureInternal, 1)
 		h.out("error", name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, f.count, err), nil)
-		return nil, err
+		job.err = err
+		return
 	}
 	if h.closing {
 		h.mu.Unlock()
 		r.abandon()
-		return nil, ErrClosed
+		job.err = ErrClosed
+		return
 	}
 	delete(h.failures, name)
 	cfg := h.configs[name] // the latest, even if it changed while loading
 	if cfg == nil {
 		cfg = map[string]any{} // loaded because messages wait: configured empty
 	}
+	// A config that changed while loading is applied after the one the
+	// load began with, as if the task had been loaded at once: a rejected
+	// newer config keeps the older one.
+	first := job.cfg
+	if first != nil && configKey(first) == configKey(cfg) {
+		first = nil
+	}
 	h.runners[name] = r
 	h.publishHosted()
+	// Its config (or a failsafe) may have moved it while it was loading.
+	_, now, _, _ := h.placement(name, def, true)
 	h.mu.Unlock()
 
 	go r.loop()
+	if first != nil {
+		r.post(func() { r.applyConfig(first) })
+	}
 	r.post(func() { r.applyConfig(cfg) })
 	h.counters.Add(name, MetricStartRequestInternal, 1)
 	if pl == HostAndConsume {
 		h.writeStatus(name)
 	}
 	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
-	return r, nil
+	job.r = r
+	if now != pl {
+		if err := h.reconcile(name, false); err != nil {
+			h.out("error", name, fmt.Sprintf("task %s: moving it after its load: %v", name, err), nil)
+		}
+	}
 }
 
 // abandon undoes a load that finished after shutdown began.
 func (r *runner) abandon() {
+	if c, ok := r.t.(task.Closer); ok {
+		_ = c.Close(r.tc) // its goroutine never ran: nothing else touches it
+	}
 	if r.cons != nil {
 		r.cons.Stop()
 	}
@@ -467,7 +524,7 @@ func (h *Host) scan() {
 		_, loaded := h.runners[st.Name]
 		h.mu.Unlock()
 		if !loaded {
-			_, _ = h.ensureLoaded(st.Name, false)
+			_, _ = h.ensureLoaded(st.Name, false, false)
 		}
 	}
 }
@@ -484,7 +541,7 @@ func (h *Host) retryFailed() {
 	}
 	h.mu.Unlock()
 	for _, name := range due {
-		_, _ = h.ensureLoaded(name, false)
+		_, _ = h.ensureLoaded(name, false, false)
 	}
 }
 
@@ -530,6 +587,7 @@ func (h *Host) Shutdown(ctx context.Context) error {
 	for _, r := range runners {
 		h.finish(r)
 	}
+	h.loads.Wait() // loads still building their task are abandoned
 	h.mu.Lock()
 	clear(h.runners)
 	h.publishHosted()
@@ -604,5 +662,5 @@ func (h *Host) Settled(name string) bool {
 func (h *Host) Hosts(name string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.runners[name] != nil || h.loading[name]
+	return h.runners[name] != nil || h.loading[name] != nil
 }
