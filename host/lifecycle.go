@@ -342,6 +342,11 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 	}
 	r.tc = task.NewContext(name, r)
 	r.pider, _ = t.(interface{ PID() int })
+	if c, ok := t.(interface{ CountRestartsIn(*atomic.Uint64) }); ok {
+		// Its own process' restarts (an exec task's co-process), for the
+		// monitor's crash-loop thresholds.
+		c.CountRestartsIn(h.counters.Counter(name, MetricStartCoprocess))
+	}
 	if def.Stateful {
 		state, err := h.opts.Store.LoadState(name)
 		if err != nil {
