@@ -121,9 +121,13 @@ exit 9
 	if external {
 		externalPID(t, env, d, "Dies")
 	}
-	// One message is work for the adapter: it restarts the co-process for
-	// it, MaxAttempts times.
-	env.Send("Dies", message.Message{"n": 0})
+	// Work for the adapter: it restarts the co-process for each message,
+	// MaxAttempts times before it gives the message up. The backlog must
+	// not be burnt through that way once the task is failsafed: it waits.
+	const backlog = 10
+	for i := range backlog {
+		env.Send("Dies", message.Message{"n": i})
+	}
 
 	alert := recvAlert(t, env, "alerts_q", func(d map[string]any) bool {
 		return d["task_name"] == "Dies" && d["bucket_metric"] == metric && d["level"] == "failsafe"
@@ -178,7 +182,8 @@ exit 9
 	}
 
 	// Failsafed: messages wait, nothing starts it.
-	for i := 1; i <= 3; i++ {
+	const last = backlog + 2
+	for i := backlog; i <= last; i++ {
 		env.Send("Dies", message.Message{"n": i})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -208,11 +213,29 @@ done
 	if _, stderr, code := env.Run("unfailsafe", "Dies"); code != 0 {
 		t.Fatalf("unfailsafe: exit %d: %s", code, stderr)
 	}
-	for i := 1; i <= 3; i++ {
+	// What the crash loop had failed (the message it was handling when the
+	// failsafe came, up to MaxAttempts restarts later: a prefix of the
+	// backlog) is reported; everything else comes out, once and in order.
+	var got []int64
+	for len(got) == 0 || got[len(got)-1] != last {
 		m := env.Recv("out_Dies", wait)
-		if n, _ := message.Int(m["n"]); n != int64(i) || m["source"] != "Dies" {
-			t.Fatalf("after unfailsafe: got %v, want n=%d from Dies", m, i)
+		n, _ := message.Int(m["n"])
+		if m["source"] != "Dies" || (len(got) > 0 && n <= got[len(got)-1]) {
+			t.Fatalf("after unfailsafe: got %v after %v, want the next n from Dies", m, got)
 		}
+		got = append(got, n)
+	}
+	t.Logf("after unfailsafe: n %d to %d came out", got[0], last)
+	if got[0] > 3 || len(got) != last+1-int(got[0]) {
+		t.Fatalf("after unfailsafe: got n %v, want every one from (at most) the fourth of the backlog on", got)
+	}
+	reports := d.Stderr.String()
+	if external {
+		b, _ := os.ReadFile(filepath.Join(env.StateDir, "Dies.log"))
+		reports += string(b)
+	}
+	if failed := strings.Count(reports, "message handler failed"); failed < int(got[0]) {
+		t.Fatalf("messages 0 to %d did not come out, and %d handler failures were reported", got[0]-1, failed)
 	}
 	if d.Exited() {
 		t.Fatalf("daemon exited; stderr:\n%s", d.Stderr)

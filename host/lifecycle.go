@@ -397,13 +397,33 @@ func (h *Host) writeStatus(name string) {
 // mailbox onto the bus (in order, before any newer send), saves its state
 // and calls Close.
 func (h *Host) Unload(ctx context.Context, name string) error {
+	return h.unload(ctx, name, true)
+}
+
+// UnloadNow stops hosting task name at once (a failsafe): unlike Unload it
+// does not first handle what the task fetched from the bus — that is left
+// unacknowledged, and the bus delivers it again, first and in order, to
+// the task's next owner. The message being handled is finished; what
+// waits in its mailbox moves onto the bus, as with Unload. For a task that
+// fails at every message (an exec task whose co-process dies at every
+// start), handling the fetched messages first would fail each of them, and
+// take long.
+func (h *Host) UnloadNow(ctx context.Context, name string) error {
+	return h.unload(ctx, name, false)
+}
+
+func (h *Host) unload(ctx context.Context, name string, drain bool) error {
 	h.mu.Lock()
 	r := h.runners[name]
 	h.mu.Unlock()
 	if r == nil {
 		return nil
 	}
-	h.drainBus(r)
+	if drain {
+		h.drainBus(r)
+	} else {
+		h.dropBus(r)
+	}
 	err := h.unhost(ctx, r)
 	h.finish(r)
 	h.mu.Lock()
@@ -415,6 +435,26 @@ func (h *Host) Unload(ctx context.Context, name string) error {
 		return fmt.Errorf("host: unload %s: %w", name, err)
 	}
 	return nil
+}
+
+// dropBus stops the runner's bus consumer once the message being handled
+// is done, takes nothing more, and lets go of what was fetched without
+// acknowledging it. What was handled is acknowledged.
+func (h *Host) dropBus(r *runner) {
+	r.paused.Store(true) // the loop takes nothing more
+	var busC <-chan *transit.Delivery
+	r.call(func() {
+		if r.cons != nil {
+			r.cons.Stop()
+		}
+		busC, r.busC, r.cons = r.busC, nil, nil
+	})
+	if busC != nil {
+		for range busC {
+			// Not acknowledged: delivered again to the next owner.
+		}
+	}
+	h.ackHandled(r)
 }
 
 // drainBus stops the runner's bus consumer and waits until every fetched
@@ -437,8 +477,13 @@ func (h *Host) drainBus(r *runner) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-	// Acknowledge what was handled, once what it caused here is handled
-	// too (bounded: what stays unacknowledged is delivered again).
+	h.ackHandled(r)
+}
+
+// ackHandled acknowledges what the runner handled, once what it caused
+// here is handled too (bounded: what stays unacknowledged is delivered
+// again).
+func (h *Host) ackHandled(r *runner) {
 	for i := 0; i < 2000; i++ {
 		left := 0
 		if !r.call(func() { r.ackPending(); left = len(r.pending) }) || left == 0 {
