@@ -23,8 +23,9 @@ func (h *Host) Configure(name string, cfg map[string]any) error {
 // (re)loaded, so that tasks configured together see each other's config
 // from their first message (a producer never runs before the Router it
 // feeds is configured). Errors are joined; the good tasks are configured
-// anyway. Loads are not waited for: a task that fails to load is reported
-// on the error channel and retried.
+// anyway. A load is waited for a second at most (then it goes on in the
+// background), and its failure is not returned: a task that fails to
+// load is reported on the error channel and retried.
 func (h *Host) ConfigureAll(all map[string]any) error {
 	var errs []error
 	// Checked before taking the lock: checkExternal asks the sources,
@@ -81,12 +82,13 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		}
 		return 0
 	})
-	// Loads run on their own goroutines: a task that takes long to build
-	// (an exec task's handshake) holds up neither the caller (the
-	// daemon's control queue) nor the other tasks. Its failure is
-	// reported (and retried) by the load.
+	// Each load is waited for loadWait at most: a task that takes longer
+	// to build (an exec task in its handshake) goes on loading in the
+	// background and holds up neither the caller (the daemon's control
+	// queue) nor the other tasks. Its failure is reported (and retried) by
+	// the load.
 	for _, name := range changed {
-		if err := h.reconcile(name, false); err != nil {
+		if err := h.reconcile(name, loadWait); err != nil {
 			errs = append(errs, err)
 		}
 		if h.opts.OnConfigChanged != nil {
@@ -113,7 +115,7 @@ func (h *Host) checkExternal(name string, cfg map[string]any) error {
 // config and placement now (the supervisor calls it when an external
 // process of the task has exited). Unlike ConfigureAll it waits for the
 // load it needs (or one in progress) and returns its error.
-func (h *Host) Reconcile(name string) error { return h.reconcile(name, true) }
+func (h *Host) Reconcile(name string) error { return h.reconcile(name, fullWait) }
 
 func normalizeConfig(name string, v any) (map[string]any, error) {
 	if err := task.ValidateName(name); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -60,7 +61,7 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 	}
 	defer done()
 	if r := (*h.hosted.Load())[qname]; r == nil {
-		r, _ = h.ensureLoaded(qname, false, false)
+		r, _ = h.ensureLoaded(qname, false, noWait)
 		if r != nil {
 			done()
 			r.gate.RLock()
@@ -134,8 +135,8 @@ func (h *Host) placement(name string, def task.Definition, ok bool) (task.Defini
 
 // reconcile makes the hosting of one task match its config: load it,
 // reconfigure it, or unload it when it should not run here (any more).
-// With wait false a load runs on its own goroutine (see ensureLoaded).
-func (h *Host) reconcile(name string, wait bool) error {
+// A load is waited for as ensureLoaded says.
+func (h *Host) reconcile(name string, wait time.Duration) error {
 	def0, ok := h.opts.Sources.Lookup(name)
 	h.mu.Lock()
 	r := h.runners[name]
@@ -150,6 +151,9 @@ func (h *Host) reconcile(name string, wait bool) error {
 			return nil
 		}
 		_, err := h.ensureLoaded(name, true, wait)
+		if wait != fullWait {
+			err = nil // the load reports its failure itself
+		}
 		return err
 	case r != nil:
 		if cfg != nil {
@@ -171,20 +175,32 @@ func (h *Host) reconcile(name string, wait bool) error {
 		return nil
 	}
 	_, err := h.ensureLoaded(name, true, wait)
+	if wait != fullWait {
+		err = nil // the load reports its failure itself
+	}
 	return err
 }
+
+// How long callers wait for a load (see ensureLoaded).
+const (
+	noWait   time.Duration = 0
+	loadWait               = time.Second // configuring, and the scan and retry loop
+	fullWait time.Duration = math.MaxInt64
+)
 
 // ensureLoaded returns the runner of name, loading it when this process
 // should host it. force ignores a pending load backoff.
 //
 // Building a task may take seconds (an exec task waits for its
-// co-process' hello), so with wait false the load of a task that owns its
-// bus queue runs on its own goroutine and ensureLoaded returns nil at
-// once, as it does for a load already in progress: the caller sends
-// through the bus, which the new owner drains before any local delivery.
-// With wait true it returns the outcome of the load (its own or the one
-// in progress).
-func (h *Host) ensureLoaded(name string, force, wait bool) (*runner, error) {
+// co-process' hello), so the load of a task that owns its bus queue runs
+// on its own goroutine, and ensureLoaded waits for it (or for a load
+// already in progress) at most wait. When that is not long enough it
+// returns nil and the load goes on: the caller sends through the bus,
+// which the new owner drains before any local delivery. Loads that do not
+// take long are thus done in order, as before, while one that hangs
+// holds nobody up for more than wait. With fullWait it returns the
+// outcome of the load.
+func (h *Host) ensureLoaded(name string, force bool, wait time.Duration) (*runner, error) {
 	def0, ok := h.opts.Sources.Lookup(name)
 	h.mu.Lock()
 	if r := h.runners[name]; r != nil {
@@ -199,11 +215,7 @@ func (h *Host) ensureLoaded(name string, force, wait bool) (*runner, error) {
 		// Being loaded (possibly by our own caller, e.g. a log record
 		// written while loading, which does not wait).
 		h.mu.Unlock()
-		if !wait {
-			return nil, nil
-		}
-		<-job.done
-		return job.r, job.err
+		return job.await(wait)
 	}
 	def, pl, _, known := h.placement(name, def0, ok)
 	if !known || pl == NotHere {
@@ -220,12 +232,12 @@ func (h *Host) ensureLoaded(name string, force, wait bool) (*runner, error) {
 	h.mu.Unlock()
 	// A local copy (HostLocalOnly) is always waited for: through the bus,
 	// the message would reach another process' copy, out of order.
-	if !wait && pl == HostAndConsume {
-		go h.finishLoad(name, def, pl, job)
-		return nil, nil
+	if wait == fullWait || pl != HostAndConsume {
+		h.finishLoad(name, def, pl, job)
+		return job.r, job.err
 	}
-	h.finishLoad(name, def, pl, job)
-	return job.r, job.err
+	go h.finishLoad(name, def, pl, job)
+	return job.await(wait)
 }
 
 // loadJob is a load in progress.
@@ -234,6 +246,26 @@ type loadJob struct {
 	done chan struct{}  // closed once r or err is set
 	r    *runner
 	err  error
+}
+
+// await returns the outcome of the load, or nil if it takes longer than
+// wait.
+func (j *loadJob) await(wait time.Duration) (*runner, error) {
+	switch wait {
+	case noWait:
+		return nil, nil
+	case fullWait:
+		<-j.done
+		return j.r, j.err
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-j.done:
+		return j.r, j.err
+	case <-t.C:
+		return nil, nil
+	}
 }
 
 // finishLoad builds and starts the runner of a load ensureLoaded began.
@@ -296,7 +328,7 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
 	job.r = r
 	if now != pl {
-		if err := h.reconcile(name, false); err != nil {
+		if err := h.reconcile(name, noWait); err != nil {
 			h.out("error", name, fmt.Sprintf("task %s: moving it after its load: %v", name, err), nil)
 		}
 	}
@@ -574,7 +606,7 @@ func (h *Host) scan() {
 		_, loaded := h.runners[st.Name]
 		h.mu.Unlock()
 		if !loaded {
-			_, _ = h.ensureLoaded(st.Name, false, false)
+			_, _ = h.ensureLoaded(st.Name, false, loadWait)
 		}
 	}
 }
@@ -591,7 +623,7 @@ func (h *Host) retryFailed() {
 	}
 	h.mu.Unlock()
 	for _, name := range due {
-		_, _ = h.ensureLoaded(name, false, false)
+		_, _ = h.ensureLoaded(name, false, loadWait)
 	}
 }
 
