@@ -312,7 +312,11 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 	}
 	h.runners[name] = r
 	h.publishHosted()
-	// Its config (or a failsafe) may have moved it while it was loading.
+	// A config change (or a failsafe) that arrived while the task was
+	// loading (moved out again, say) found nothing to unload: it is
+	// applied once the load is done, and whoever follows config changes
+	// (the external supervisor) is told again, since it saw the task
+	// still here.
 	_, now, _, _ := h.placement(name, def, true)
 	h.mu.Unlock()
 
@@ -328,9 +332,16 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
 	job.r = r
 	if now != pl {
-		if err := h.reconcile(name, noWait); err != nil {
-			h.out("error", name, fmt.Sprintf("task %s: moving it after its load: %v", name, err), nil)
-		}
+		h.loads.Add(1)
+		go func() {
+			defer h.loads.Done()
+			if err := h.reconcile(name, noWait); err != nil {
+				h.out("error", name, fmt.Sprintf("task %s: its config changed while it was loading: %v", name, err), nil)
+			}
+			if h.opts.OnConfigChanged != nil {
+				h.opts.OnConfigChanged(name, cfg)
+			}
+		}()
 	}
 }
 
