@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/multimodule/multimodule/message"
@@ -87,6 +88,7 @@ type Task struct {
 	notBefore time.Time
 	crashes   int
 	cleanup   runtime.Cleanup
+	restarts  *atomic.Uint64 // the host's count of co-process restarts (nil: none)
 
 	onHello func(Record) // tells the source what a (re)started co-process declared
 }
@@ -106,12 +108,20 @@ func Start(spec Spec) (*Task, error) {
 	spec.defaults()
 	t := &Task{spec: spec}
 	t.backoff = supervise.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second, ResetAfter: 10 * time.Second}
-	if err := t.spawn(); err != nil {
+	if err := t.spawn(false); err != nil {
 		return nil, fmt.Errorf("exec task %s (%s): %w", spec.Name, spec.Path, err)
 	}
 	t.stateful = t.hello.Stateful
 	return t, nil
 }
+
+// CountRestartsIn makes every restart of the co-process (a start after
+// the first, whether or not its handshake succeeds) add one to c. The
+// host calls it when it loads the task, with the counter of
+// local.admin.start.coprocess, so that the monitor sees a crash loop that
+// the adapter's own restarts would otherwise hide, and failsafes it as it
+// does a crash-looping external.
+func (t *Task) CountRestartsIn(c *atomic.Uint64) { t.restarts = c }
 
 // Stateful reports what the task declared in its handshake when it was
 // built.
@@ -128,8 +138,9 @@ func (t *Task) PID() int {
 // Protocol is the protocol version negotiated with the co-process.
 func (t *Task) Protocol() int64 { return t.version }
 
-// spawn starts a co-process and shakes hands.
-func (t *Task) spawn() error {
+// spawn starts a co-process and shakes hands. restart says it replaces
+// one that died: it is counted.
+func (t *Task) spawn(restart bool) error {
 	p, err := startProc(procSpec{
 		name: t.spec.Name, path: t.spec.Path, dir: dirOf(t.spec.Path),
 		process: t.spec.Process, mode: ModeRun, log: t.spec.Logger,
@@ -137,7 +148,10 @@ func (t *Task) spawn() error {
 	if err != nil {
 		return err
 	}
-	hello, v, err := p.handshake(t.spec.HandshakeTimeout, t.spec.Name, t.spec.Process)
+	if restart && t.restarts != nil {
+		t.restarts.Add(1)
+	}
+	hello, v, err := p.handshake(t.spec.HandshakeTimeout, t.spec.Name, t.spec.Process, false)
 	if err != nil {
 		p.kill()
 		if tail := p.tail(); tail != "" {
@@ -178,7 +192,7 @@ func (t *Task) ensure(tc *task.Context) error {
 				return tc.Context().Err()
 			}
 		}
-		if err := t.spawn(); err != nil {
+		if err := t.spawn(true); err != nil {
 			err = fmt.Errorf("restart: %w", err)
 			t.failed(tc, 0, err)
 			return err

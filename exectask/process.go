@@ -297,7 +297,9 @@ var errTimeout = errors.New("timed out")
 // write writes b to the co-process' stdin in one call.
 func (p *coproc) write(b []byte) error {
 	if _, err := p.stdin.Write(b); err != nil {
-		if p.dead() {
+		// A broken pipe means the co-process is gone (or closed its
+		// stdin): say how it ended rather than how the write failed.
+		if p.dead() || errors.Is(err, syscall.EPIPE) {
 			return p.exitError("while being written to")
 		}
 		return fmt.Errorf("write to the co-process: %w", err)
@@ -331,8 +333,10 @@ func (p *coproc) kill() { p.stop(0) }
 
 // handshake reads the task's hello and answers with the welcome (or, when
 // no version is common, an error line). It returns the hello and the
-// negotiated version.
-func (p *coproc) handshake(timeout time.Duration, task, process string) (Record, int64, error) {
+// negotiated version. In describe mode the hello is all that is wanted:
+// the task may exit right after it (the helpers do), so a welcome that
+// can no longer be written is not an error.
+func (p *coproc) handshake(timeout time.Duration, task, process string, describe bool) (Record, int64, error) {
 	rec, err := p.next(context.Background(), timeout, func() string { return "during the handshake" })
 	if err != nil {
 		return Record{}, 0, err
@@ -354,7 +358,7 @@ func (p *coproc) handshake(timeout time.Duration, task, process string) (Record,
 	b = append(b, `,"stateful":`...)
 	b = strconv.AppendBool(b, rec.Stateful)
 	b = append(b, "}\n"...)
-	if err := p.write(b); err != nil {
+	if err := p.write(b); err != nil && !describe {
 		return Record{}, 0, err
 	}
 	return rec, v, nil

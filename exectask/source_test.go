@@ -80,3 +80,37 @@ func TestDirSource(t *testing.T) {
 		}
 	})
 }
+
+// TestDescribeOfATaskThatExitsAfterItsHello: in describe mode a task may
+// exit right after its hello (the helpers do), before the host has written
+// the welcome. That is a complete describe, not a failure (it used to be
+// one, now and then: the welcome met a broken pipe, the task was taken
+// for stateless, and the warning logged about it deadlocked an external
+// process, see host.ConfigureAll). The task here closes its stdin before
+// its hello, so the welcome always meets a broken pipe. In run mode the
+// same early exit fails the start, reported as an exit.
+func TestDescribeOfATaskThatExitsAfterItsHello(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "Hasty")
+	script := "#!/bin/sh\nexec 0<&-\nprintf '{\"type\":\"hello\",\"protocol\":1,\"stateful\":true}\\n'\necho 'Hasty: done' >&2\nexit 4\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		hello, err := exectask.Describe(exectask.Spec{Name: "Hasty", Path: path})
+		if err != nil {
+			t.Fatalf("describe: got %v, want the hello", err)
+		}
+		if !hello.Stateful {
+			t.Fatalf("describe: got %+v, want stateful", hello)
+		}
+	}
+	_, err := exectask.Start(exectask.Spec{Name: "Hasty", Path: path})
+	if err == nil {
+		t.Fatal("start: got no error, want a failed start")
+	}
+	for _, want := range []string{"Hasty", "exited", "exit status 4", "Hasty: done"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("start: got error %q, want it to contain %q", err, want)
+		}
+	}
+}

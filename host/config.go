@@ -23,16 +23,16 @@ func (h *Host) Configure(name string, cfg map[string]any) error {
 // (re)loaded, so that tasks configured together see each other's config
 // from their first message (a producer never runs before the Router it
 // feeds is configured). Errors are joined; the good tasks are configured
-// anyway.
+// anyway. A load is waited for a second at most (then it goes on in the
+// background), and its failure is not returned: a task that fails to
+// load is reported on the error channel and retried.
 func (h *Host) ConfigureAll(all map[string]any) error {
 	var errs []error
-	var changed []string
-	h.mu.Lock()
-	if h.closing {
-		h.mu.Unlock()
-		return ErrClosed
-	}
-	saves := map[string]map[string]any{}
+	// Checked before taking the lock: checkExternal asks the sources,
+	// which may take time and log (an exec task's describe run), and a
+	// log record may be sent to a queue, which takes the lock (an
+	// external process forwards its records to the daemon).
+	valid := make(map[string]map[string]any, len(all))
 	for _, name := range slices.Sorted(maps.Keys(all)) {
 		cfg, err := normalizeConfig(name, all[name])
 		if err == nil {
@@ -42,6 +42,17 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 			errs = append(errs, err)
 			continue
 		}
+		valid[name] = cfg
+	}
+	var changed []string
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	saves := map[string]map[string]any{}
+	for _, name := range slices.Sorted(maps.Keys(valid)) {
+		cfg := valid[name]
 		key := configKey(cfg)
 		if h.confKeys[name] == key {
 			continue
@@ -71,8 +82,13 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		}
 		return 0
 	})
+	// Each load is waited for loadWait at most: a task that takes longer
+	// to build (an exec task in its handshake) goes on loading in the
+	// background and holds up neither the caller (the daemon's control
+	// queue) nor the other tasks. Its failure is reported (and retried) by
+	// the load.
 	for _, name := range changed {
-		if err := h.reconcile(name); err != nil {
+		if err := h.reconcile(name, loadWait); err != nil {
 			errs = append(errs, err)
 		}
 		if h.opts.OnConfigChanged != nil {
@@ -97,8 +113,9 @@ func (h *Host) checkExternal(name string, cfg map[string]any) error {
 
 // Reconcile makes the hosting of task name in this process match its
 // config and placement now (the supervisor calls it when an external
-// process of the task has exited).
-func (h *Host) Reconcile(name string) error { return h.reconcile(name) }
+// process of the task has exited). Unlike ConfigureAll it waits for the
+// load it needs (or one in progress) and returns its error.
+func (h *Host) Reconcile(name string) error { return h.reconcile(name, fullWait) }
 
 func normalizeConfig(name string, v any) (map[string]any, error) {
 	if err := task.ValidateName(name); err != nil {

@@ -92,7 +92,7 @@ type Host struct {
 	configs  map[string]map[string]any // the desired config of every configured task
 	confKeys map[string]string         // canonical JSON of configs, to detect changes
 	failures map[string]*loadFailure   // backoff of tasks that failed to load
-	loading  map[string]bool           // tasks being loaded (outside the lock)
+	loading  map[string]*loadJob       // tasks being loaded (outside the lock)
 	closing  bool
 
 	asyncPending atomic.Bool  // SendAsync used since the last Flush
@@ -103,6 +103,7 @@ type Host struct {
 
 	saveCh chan saveJob
 	wg     sync.WaitGroup
+	loads  sync.WaitGroup // loads running (see ensureLoaded)
 }
 
 type loadFailure struct {
@@ -162,7 +163,7 @@ func New(opts Options) (*Host, error) {
 		configs:  map[string]map[string]any{},
 		confKeys: map[string]string{},
 		failures: map[string]*loadFailure{},
-		loading:  map[string]bool{},
+		loading:  map[string]*loadJob{},
 		saveCh:   make(chan saveJob, 64),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())

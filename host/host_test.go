@@ -289,12 +289,23 @@ func TestLazyLoadOnSendAndRouting(t *testing.T) {
 func TestLoadFailureCountedAndReported(t *testing.T) {
 	rec := newRecorder()
 	f := newFixture(t, rec, nil)
-	err := f.h.Configure("Broken", map[string]any{})
-	if err == nil {
-		t.Fatal("configure Broken: got nil, want the load error")
+	// The config is taken; the load fails on its own goroutine, counted
+	// and reported.
+	if err := f.h.Configure("Broken", map[string]any{}); err != nil {
+		t.Fatalf("configure Broken: got %v, want the config taken", err)
 	}
-	if n := f.h.Counters().Get("Broken", host.MetricTaskCompileFailureInternal); n != 1 {
-		t.Fatalf("task_compile_failure.internal: got %d, want 1", n)
+	mmtest.Eventually(t, 10*time.Second, func() error {
+		if n := f.h.Counters().Get("Broken", host.MetricTaskCompileFailureInternal); n < 1 {
+			return fmt.Errorf("task_compile_failure.internal: got %d, want at least 1", n)
+		}
+		if out := strings.Join(f.outputs(), "\n"); !strings.Contains(out, "task Broken failed to load (attempt 1, retrying): task Broken: construct: cannot build") {
+			return fmt.Errorf("no load failure reported; records:\n%s", out)
+		}
+		return nil
+	})
+	// Reconcile waits for the load and returns its error.
+	if err := f.h.Reconcile("Broken"); err == nil || !strings.Contains(err.Error(), "cannot build") {
+		t.Fatalf("reconcile Broken: got %v, want the load error", err)
 	}
 	// The host keeps working for others.
 	if err := f.h.Configure("Probe", map[string]any{}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -60,7 +61,7 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 	}
 	defer done()
 	if r := (*h.hosted.Load())[qname]; r == nil {
-		r, _ = h.ensureLoaded(qname, false)
+		r, _ = h.ensureLoaded(qname, false, noWait)
 		if r != nil {
 			done()
 			r.gate.RLock()
@@ -134,7 +135,8 @@ func (h *Host) placement(name string, def task.Definition, ok bool) (task.Defini
 
 // reconcile makes the hosting of one task match its config: load it,
 // reconfigure it, or unload it when it should not run here (any more).
-func (h *Host) reconcile(name string) error {
+// A load is waited for as ensureLoaded says.
+func (h *Host) reconcile(name string, wait time.Duration) error {
 	def0, ok := h.opts.Sources.Lookup(name)
 	h.mu.Lock()
 	r := h.runners[name]
@@ -148,7 +150,10 @@ func (h *Host) reconcile(name string) error {
 		if pl == NotHere {
 			return nil
 		}
-		_, err := h.ensureLoaded(name, true)
+		_, err := h.ensureLoaded(name, true, wait)
+		if wait != fullWait {
+			err = nil // the load reports its failure itself
+		}
 		return err
 	case r != nil:
 		if cfg != nil {
@@ -169,13 +174,33 @@ func (h *Host) reconcile(name string) error {
 		// config: its recurring work runs in the daemon's copy only.
 		return nil
 	}
-	_, err := h.ensureLoaded(name, true)
+	_, err := h.ensureLoaded(name, true, wait)
+	if wait != fullWait {
+		err = nil // the load reports its failure itself
+	}
 	return err
 }
 
+// How long callers wait for a load (see ensureLoaded).
+const (
+	noWait   time.Duration = 0
+	loadWait               = time.Second // configuring, and the scan and retry loop
+	fullWait time.Duration = math.MaxInt64
+)
+
 // ensureLoaded returns the runner of name, loading it when this process
 // should host it. force ignores a pending load backoff.
-func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
+//
+// Building a task may take seconds (an exec task waits for its
+// co-process' hello), so the load of a task that owns its bus queue runs
+// on its own goroutine, and ensureLoaded waits for it (or for a load
+// already in progress) at most wait. When that is not long enough it
+// returns nil and the load goes on: the caller sends through the bus,
+// which the new owner drains before any local delivery. Loads that do not
+// take long are thus done in order, as before, while one that hangs
+// holds nobody up for more than wait. With fullWait it returns the
+// outcome of the load.
+func (h *Host) ensureLoaded(name string, force bool, wait time.Duration) (*runner, error) {
 	def0, ok := h.opts.Sources.Lookup(name)
 	h.mu.Lock()
 	if r := h.runners[name]; r != nil {
@@ -186,12 +211,11 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 		h.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if h.loading[name] {
+	if job := h.loading[name]; job != nil {
 		// Being loaded (possibly by our own caller, e.g. a log record
-		// written while loading): the caller sends through the bus, which
-		// the new owner drains before any local delivery.
+		// written while loading, which does not wait).
 		h.mu.Unlock()
-		return nil, nil
+		return job.await(wait)
 	}
 	def, pl, _, known := h.placement(name, def0, ok)
 	if !known || pl == NotHere {
@@ -202,9 +226,52 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 		h.mu.Unlock()
 		return nil, nil
 	}
-	h.loading[name] = true
+	job := &loadJob{done: make(chan struct{}), cfg: h.configs[name]}
+	h.loading[name] = job
+	h.loads.Add(1)
 	h.mu.Unlock()
+	// A local copy (HostLocalOnly) is always waited for: through the bus,
+	// the message would reach another process' copy, out of order.
+	if wait == fullWait || pl != HostAndConsume {
+		h.finishLoad(name, def, pl, job)
+		return job.r, job.err
+	}
+	go h.finishLoad(name, def, pl, job)
+	return job.await(wait)
+}
 
+// loadJob is a load in progress.
+type loadJob struct {
+	cfg  map[string]any // the config when the load began (nil: none)
+	done chan struct{}  // closed once r or err is set
+	r    *runner
+	err  error
+}
+
+// await returns the outcome of the load, or nil if it takes longer than
+// wait.
+func (j *loadJob) await(wait time.Duration) (*runner, error) {
+	switch wait {
+	case noWait:
+		return nil, nil
+	case fullWait:
+		<-j.done
+		return j.r, j.err
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-j.done:
+		return j.r, j.err
+	case <-t.C:
+		return nil, nil
+	}
+}
+
+// finishLoad builds and starts the runner of a load ensureLoaded began.
+func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *loadJob) {
+	defer h.loads.Done()
+	defer close(job.done)
 	// Load without the lock: building the task, reading its state and
 	// attaching to the bus may log, and logging may send.
 	r, err := h.load(name, def, pl)
@@ -222,37 +289,53 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 		h.mu.Unlock()
 		h.counters.Add(name, MetricTaskCompileFailureInternal, 1)
 		h.out("error", name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, f.count, err), nil)
-		return nil, err
+		job.err = err
+		return
 	}
 	if h.closing {
 		h.mu.Unlock()
 		r.abandon()
-		return nil, ErrClosed
+		job.err = ErrClosed
+		return
 	}
 	delete(h.failures, name)
 	cfg := h.configs[name] // the latest, even if it changed while loading
 	if cfg == nil {
 		cfg = map[string]any{} // loaded because messages wait: configured empty
 	}
+	// A config that changed while loading is applied after the one the
+	// load began with, as if the task had been loaded at once: a rejected
+	// newer config keeps the older one.
+	first := job.cfg
+	if first != nil && configKey(first) == configKey(cfg) {
+		first = nil
+	}
 	h.runners[name] = r
 	h.publishHosted()
-	// A config change that arrived while the task was loading (moved out
-	// again, say) found nothing to unload: it is applied once the load is
-	// done, and whoever follows config changes (the external supervisor)
-	// is told again, since it saw the task still here.
-	_, plNow, _, _ := h.placement(name, def0, ok)
+	// A config change (or a failsafe) that arrived while the task was
+	// loading (moved out again, say) found nothing to unload: it is
+	// applied once the load is done, and whoever follows config changes
+	// (the external supervisor) is told again, since it saw the task
+	// still here.
+	_, now, _, _ := h.placement(name, def, true)
 	h.mu.Unlock()
 
 	go r.loop()
+	if first != nil {
+		r.post(func() { r.applyConfig(first) })
+	}
 	r.post(func() { r.applyConfig(cfg) })
 	h.counters.Add(name, MetricStartRequestInternal, 1)
 	if pl == HostAndConsume {
 		h.writeStatus(name)
 	}
 	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
-	if plNow != pl {
+	job.r = r
+	if now != pl {
+		h.loads.Add(1)
 		go func() {
-			if err := h.reconcile(name); err != nil {
+			defer h.loads.Done()
+			if err := h.reconcile(name, noWait); err != nil {
 				h.out("error", name, fmt.Sprintf("task %s: its config changed while it was loading: %v", name, err), nil)
 			}
 			if h.opts.OnConfigChanged != nil {
@@ -260,11 +343,13 @@ func (h *Host) ensureLoaded(name string, force bool) (*runner, error) {
 			}
 		}()
 	}
-	return r, nil
 }
 
 // abandon undoes a load that finished after shutdown began.
 func (r *runner) abandon() {
+	if c, ok := r.t.(task.Closer); ok {
+		_ = c.Close(r.tc) // its goroutine never ran: nothing else touches it
+	}
 	if r.cons != nil {
 		r.cons.Stop()
 	}
@@ -300,6 +385,11 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 	}
 	r.tc = task.NewContext(name, r)
 	r.pider, _ = t.(interface{ PID() int })
+	if c, ok := t.(interface{ CountRestartsIn(*atomic.Uint64) }); ok {
+		// Its own process' restarts (an exec task's co-process), for the
+		// monitor's crash-loop thresholds.
+		c.CountRestartsIn(h.counters.Counter(name, MetricStartCoprocess))
+	}
 	if def.Stateful {
 		state, err := h.opts.Store.LoadState(name)
 		if err != nil {
@@ -350,13 +440,33 @@ func (h *Host) writeStatus(name string) {
 // mailbox onto the bus (in order, before any newer send), saves its state
 // and calls Close.
 func (h *Host) Unload(ctx context.Context, name string) error {
+	return h.unload(ctx, name, true)
+}
+
+// UnloadNow stops hosting task name at once (a failsafe): unlike Unload it
+// does not first handle what the task fetched from the bus — that is left
+// unacknowledged, and the bus delivers it again, first and in order, to
+// the task's next owner. The message being handled is finished; what
+// waits in its mailbox moves onto the bus, as with Unload. For a task that
+// fails at every message (an exec task whose co-process dies at every
+// start), handling the fetched messages first would fail each of them, and
+// take long.
+func (h *Host) UnloadNow(ctx context.Context, name string) error {
+	return h.unload(ctx, name, false)
+}
+
+func (h *Host) unload(ctx context.Context, name string, drain bool) error {
 	h.mu.Lock()
 	r := h.runners[name]
 	h.mu.Unlock()
 	if r == nil {
 		return nil
 	}
-	h.drainBus(r)
+	if drain {
+		h.drainBus(r)
+	} else {
+		h.dropBus(r)
+	}
 	err := h.unhost(ctx, r)
 	h.finish(r)
 	h.mu.Lock()
@@ -368,6 +478,26 @@ func (h *Host) Unload(ctx context.Context, name string) error {
 		return fmt.Errorf("host: unload %s: %w", name, err)
 	}
 	return nil
+}
+
+// dropBus stops the runner's bus consumer once the message being handled
+// is done, takes nothing more, and lets go of what was fetched without
+// acknowledging it. What was handled is acknowledged.
+func (h *Host) dropBus(r *runner) {
+	r.paused.Store(true) // the loop takes nothing more
+	var busC <-chan *transit.Delivery
+	r.call(func() {
+		if r.cons != nil {
+			r.cons.Stop()
+		}
+		busC, r.busC, r.cons = r.busC, nil, nil
+	})
+	if busC != nil {
+		for range busC {
+			// Not acknowledged: delivered again to the next owner.
+		}
+	}
+	h.ackHandled(r)
 }
 
 // drainBus stops the runner's bus consumer and waits until every fetched
@@ -390,8 +520,13 @@ func (h *Host) drainBus(r *runner) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-	// Acknowledge what was handled, once what it caused here is handled
-	// too (bounded: what stays unacknowledged is delivered again).
+	h.ackHandled(r)
+}
+
+// ackHandled acknowledges what the runner handled, once what it caused
+// here is handled too (bounded: what stays unacknowledged is delivered
+// again).
+func (h *Host) ackHandled(r *runner) {
 	for i := 0; i < 2000; i++ {
 		left := 0
 		if !r.call(func() { r.ackPending(); left = len(r.pending) }) || left == 0 {
@@ -482,7 +617,7 @@ func (h *Host) scan() {
 		_, loaded := h.runners[st.Name]
 		h.mu.Unlock()
 		if !loaded {
-			_, _ = h.ensureLoaded(st.Name, false)
+			_, _ = h.ensureLoaded(st.Name, false, loadWait)
 		}
 	}
 }
@@ -499,7 +634,7 @@ func (h *Host) retryFailed() {
 	}
 	h.mu.Unlock()
 	for _, name := range due {
-		_, _ = h.ensureLoaded(name, false)
+		_, _ = h.ensureLoaded(name, false, loadWait)
 	}
 }
 
@@ -545,6 +680,7 @@ func (h *Host) Shutdown(ctx context.Context) error {
 	for _, r := range runners {
 		h.finish(r)
 	}
+	h.loads.Wait() // loads still building their task are abandoned
 	h.mu.Lock()
 	clear(h.runners)
 	h.publishHosted()
@@ -619,5 +755,5 @@ func (h *Host) Settled(name string) bool {
 func (h *Host) Hosts(name string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.runners[name] != nil || h.loading[name]
+	return h.runners[name] != nil || h.loading[name] != nil
 }

@@ -15,6 +15,7 @@ const (
 	MetricEmitMessages               = "local.admin.emit_messages"
 	MetricStartInternal              = "local.admin.start.internal"
 	MetricStartExternal              = "local.admin.start.external"
+	MetricStartCoprocess             = "local.admin.start.coprocess" // restarts of a task's co-process (exec tasks)
 	MetricStopInternal               = "local.admin.stop.internal"
 	MetricStopRequestExternal        = "local.admin.stop_request.external"
 	MetricStartRequestInternal       = "local.admin.start_request.internal"

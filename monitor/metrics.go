@@ -23,6 +23,7 @@ const (
 	MetricCompileFailureInternal = "local.admin.task_compile_failure.internal"
 	MetricCompileFailureExternal = "local.admin.task_compile_failure.external"
 	MetricStartExternal          = "local.admin.start.external"
+	MetricStartCoprocess         = "local.admin.start.coprocess" // a task's co-process restarted (exec tasks)
 	MetricStopInternal           = "local.admin.stop.internal"
 	MetricStopRequestExternal    = "local.admin.stop_request.external"
 	MetricStartRequestInternal   = "local.admin.start_request.internal"
@@ -67,6 +68,7 @@ func DefaultMetrics() map[string]MetricInfo {
 		MetricCompileFailureInternal: admin,
 		MetricCompileFailureExternal: admin,
 		MetricStartExternal:          admin,
+		MetricStartCoprocess:         admin,
 		MetricStopInternal:           admin,
 		MetricStopRequestExternal:    admin,
 		MetricStartRequestInternal:   admin,

@@ -70,7 +70,8 @@ func levels2(s, w float64) []Level {
 
 // DefaultThresholds returns the thresholds that ship for every SPEC 11
 // metric, with the original's numbers. Only CPU, file handles, threads,
-// memory and external starts can failsafe; the queue-fullness and disk
+// memory, external starts and co-process restarts (the same numbers) can
+// failsafe; the queue-fullness and disk
 // "failsafe" levels only alert. The start/stop request counts and
 // internal stops have no thresholds (they are never alerted).
 func DefaultThresholds() map[string]Threshold {
@@ -88,6 +89,7 @@ func DefaultThresholds() map[string]Threshold {
 		MetricCompileFailureInternal: {Levels: levels2(0.1, 0.01)},
 		MetricCompileFailureExternal: {Levels: levels2(0.1, 0.01)},
 		MetricStartExternal:          {Levels: levels3(0.2, 0.1, 0.01), CanFailsafe: true},
+		MetricStartCoprocess:         {Levels: levels3(0.2, 0.1, 0.01), CanFailsafe: true},
 	}
 }
 

@@ -56,6 +56,7 @@ func TestDefaultThresholds(t *testing.T) {
 		{MetricCompileFailureInternal, levels2(0.1, 0.01), false},
 		{MetricCompileFailureExternal, levels2(0.1, 0.01), false},
 		{MetricStartExternal, levels3(0.2, 0.1, 0.01), true},
+		{MetricStartCoprocess, levels3(0.2, 0.1, 0.01), true},
 	}
 	def := DefaultThresholds()
 	for _, tt := range tests {

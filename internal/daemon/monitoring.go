@@ -352,7 +352,9 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := d.host.Unload(ctx, name); err != nil {
+	// At once: what it fetched and has not handled waits on the bus (a
+	// task failsafed for failing would fail it too).
+	if err := d.host.UnloadNow(ctx, name); err != nil {
 		d.host.Out("error", name, fmt.Sprintf("failsafe %s: unload: %v", name, err), nil)
 	}
 	if d.mon != nil {
