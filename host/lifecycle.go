@@ -18,8 +18,6 @@ import (
 // RouterName is the queue every Emit goes to.
 const RouterName = "Router"
 
-var handledTotal atomic.Uint64
-
 // ErrUnknownTask is wrapped when no source has a task of that name.
 var ErrUnknownTask = errors.New("host: unknown task")
 
@@ -277,7 +275,6 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 		emitted:      h.counters.Counter(name, MetricEmitMessages),
 		failed:       h.counters.Counter(name, MetricTaskMessageFailure),
 		handlerNanos: h.counters.Counter(name, MetricHandlerNanos),
-		handled:      &handledTotal,
 		t:            t,
 		recurs:       map[string]*recur{},
 	}
@@ -543,7 +540,7 @@ func (h *Host) Shutdown(ctx context.Context) error {
 // round of barriers.
 func (h *Host) quiesce(ctx context.Context, runners []*runner) {
 	for {
-		before := handledTotal.Load()
+		before := handledBy(runners)
 		idle := true
 		for _, r := range runners {
 			var empty bool
@@ -554,7 +551,7 @@ func (h *Host) quiesce(ctx context.Context, runners []*runner) {
 				idle = false
 			}
 		}
-		if idle && handledTotal.Load() == before {
+		if idle && handledBy(runners) == before {
 			break
 		}
 		select {
@@ -566,6 +563,15 @@ func (h *Host) quiesce(ctx context.Context, runners []*runner) {
 	for _, r := range runners {
 		r.call(func() { r.ackPending() })
 	}
+}
+
+// handledBy sums the messages the runners have taken.
+func handledBy(runners []*runner) uint64 {
+	var n uint64
+	for _, r := range runners {
+		n += r.handled.Load()
+	}
+	return n
 }
 
 // TaskInfo describes a task hosted in this process.
