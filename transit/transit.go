@@ -106,6 +106,7 @@ type Transit struct {
 	// UnhostLocal and Close replace it under mu.
 	locals atomic.Pointer[map[string]*Local]
 	closed atomic.Bool
+	clock  sendClock
 }
 
 // Open connects to the bus (with no NATSURL: the embedded bus under the
@@ -267,7 +268,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if err != nil {
 		return fmt.Errorf("transit: send to %q: %w", qname, err)
 	}
-	m.SetSendTS(time.Now())
+	m.SetSendTS(t.clock.now())
 	scope := t.host
 	if opts.Destination != "" {
 		scope = SanitizeHost(opts.Destination)
