@@ -24,6 +24,12 @@ import (
 // plus twice the live heap, and above the floor GOGC=100 applies as usual.
 const DefaultHeapFloor = 32 << 20
 
+// ExternalHeapFloor is the default heap-goal floor of an external
+// process: it hosts one task (and local copies of stateless ones), and a
+// box may run dozens of them, so it trades less of the collector's work
+// for memory than the daemon does.
+const ExternalHeapFloor = 8 << 20
+
 // gcTuner keeps the heap goal at or above a floor by adjusting the GC
 // percentage after every collection. It is process-wide: the first Host
 // to run starts it (a process normally has one), later floors are

@@ -74,9 +74,10 @@ type Options struct {
 	OnConfigChanged func(name string, config map[string]any)
 	// HeapFloor is the smallest heap goal (bytes) the garbage collector
 	// gets in this process while the host runs (see DefaultHeapFloor):
-	// 0 means DefaultHeapFloor, negative leaves the collector alone, as
-	// does a GOGC environment variable. It is process-wide; the first
-	// Host to Run sets it.
+	// 0 means DefaultHeapFloor for the daemon (Process "main") and
+	// ExternalHeapFloor for an external process, negative leaves the
+	// collector alone, as does a GOGC environment variable. It is
+	// process-wide; the first Host to Run sets it.
 	HeapFloor int64
 }
 
@@ -156,6 +157,9 @@ func New(opts Options) (*Host, error) {
 	}
 	if opts.HeapFloor == 0 {
 		opts.HeapFloor = DefaultHeapFloor
+		if opts.Process != "main" {
+			opts.HeapFloor = ExternalHeapFloor
+		}
 	}
 	self, err := procid.Self()
 	if err != nil {
