@@ -62,7 +62,7 @@ type runner struct {
 	pending    []pendingAck    // handled, waiting for the ack (in delivery order)
 	cur        *lease          // the lease of the message being handled
 	in         message.Message // the message being handled
-	gaveAway   bool            // the handler sent in on (its new owner may change it)
+	gaveAway   bool            // the handler sent it on (its new owner may change it)
 	recurs     map[string]*recur
 	lastSaved  []byte
 	saveTimer  *time.Timer
