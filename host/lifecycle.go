@@ -25,20 +25,22 @@ var ErrUnknownTask = errors.New("host: unknown task")
 // mailbox of a task hosted here (loading it first when this process should
 // host it), or onto the bus.
 func (h *Host) deliver(ctx context.Context, qname, destination string, msg message.Message) error {
-	return h.deliverLeased(ctx, qname, destination, msg, nil)
+	return h.deliverLeased(ctx, qname, destination, msg, nil, false)
 }
 
 // deliverLeased is deliver for a message sent while handling a message
 // under lease l (nil: none): if it stays in this process, it carries l.
-func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, l *lease) error {
+// canonical: the sender vouches that msg holds only canonical values
+// (transit.SendOptions.Canonical).
+func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, l *lease, canonical bool) error {
 	if destination != "" && destination != h.tr.HostName() {
 		h.asyncPending.Store(true)
-		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination})
+		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: canonical})
 	}
 	if r := (*h.hosted.Load())[qname]; r != nil {
 		r.gate.RLock()
 		if !r.unhosted {
-			err := h.sendHosted(ctx, r, msg, l)
+			err := h.sendHosted(ctx, r, msg, l, canonical)
 			r.gate.RUnlock()
 			return err
 		}
@@ -64,7 +66,7 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 			r.gate.RLock()
 			defer r.gate.RUnlock()
 			if !r.unhosted {
-				return h.sendHosted(ctx, r, msg, l)
+				return h.sendHosted(ctx, r, msg, l, canonical)
 			}
 		}
 	} else {
@@ -72,11 +74,11 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 		r.gate.RLock()
 		defer r.gate.RUnlock()
 		if !r.unhosted {
-			return h.sendHosted(ctx, r, msg, l)
+			return h.sendHosted(ctx, r, msg, l, canonical)
 		}
 	}
 	h.asyncPending.Store(true)
-	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{})
+	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Canonical: canonical})
 }
 
 // outsideCounter counts the sends to qname in progress on the slow path
@@ -91,14 +93,14 @@ func (h *Host) outsideCounter(qname string) *atomic.Int64 {
 
 // sendHosted delivers to a task hosted here: into its mailbox, or — while
 // it catches up with its bus backlog — through the bus. r.gate is held.
-func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, l *lease) error {
+func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, l *lease, canonical bool) error {
 	if r.catchingUp.Load() {
 		fence(msg, r.name)
 		h.asyncPending.Store(true)
 	} else if l != nil && msg.LocalityFor(r.name) != message.LocalityNonLocal {
 		h.attach(msg, l) // into the mailbox: the lease goes with it
 	}
-	err := h.tr.SendAsync(ctx, r.name, msg, transit.SendOptions{})
+	err := h.tr.SendAsync(ctx, r.name, msg, transit.SendOptions{Canonical: canonical})
 	if err != nil && l != nil {
 		if dl := h.detach(msg); dl != nil {
 			dl.done()

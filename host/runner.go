@@ -60,6 +60,7 @@ type runner struct {
 	cons       *transit.Consumer
 	busC       <-chan *transit.Delivery
 	pending    []pendingAck    // handled, waiting for the ack (in delivery order)
+	canonical  bool            // the task is a canonicalSender
 	cur        *lease          // the lease of the message being handled
 	in         message.Message // the message being handled
 	gaveAway   bool            // the handler sent it on (its new owner may change it)
@@ -407,6 +408,10 @@ func (r *runner) applyConfig(cfg map[string]any) {
 			return
 		}
 	}
+	if !r.configured {
+		cs, ok := r.t.(canonicalSender)
+		r.canonical = ok && cs.SendsCanonical()
+	}
 	r.configured = true
 	if r.pider != nil {
 		r.coPID.Store(int64(r.pider.PID()))
@@ -476,12 +481,21 @@ func (r *runner) Process() string          { return r.h.opts.Process }
 func (r *runner) Emit(msg message.Message) error {
 	r.emitted.Add(1)
 	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r.cur)
+	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r.cur, r.canonical)
 }
 
 func (r *runner) Send(qname, destination string, msg message.Message) error {
 	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, qname, destination, msg, r.cur)
+	return r.h.deliverLeased(r.ctx, qname, destination, msg, r.cur, r.canonical)
+}
+
+// canonicalSender is a task that promises that every message it emits or
+// sends holds only canonical values (package message), so its sends skip
+// the check (transit.SendOptions.Canonical). The built-in Router does: it
+// only passes on the messages it received, changed by compiled
+// transforms, whose values are canonical.
+type canonicalSender interface {
+	SendsCanonical() bool
 }
 
 func (r *runner) Out(channel, text string, details map[string]any) {

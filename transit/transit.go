@@ -91,6 +91,13 @@ type SendOptions struct {
 	// NonBlocking makes a send to a full queue fail at once with ErrFull
 	// instead of waiting for room (bounded by the context).
 	NonBlocking bool
+	// Canonical promises that msg holds only the canonical types of
+	// package message, as a message received from a queue does (also
+	// after changes made only with canonical values, such as the Router's
+	// transforms): the check a send otherwise makes, a walk over the
+	// whole message, is skipped. Broken, the promise delivers values the
+	// receiver may not expect.
+	Canonical bool
 }
 
 // Transit is a process's handle on its queues: the local ones it hosts
@@ -264,9 +271,12 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if t.closed.Load() {
 		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
 	}
-	m, err := normalize(msg)
-	if err != nil {
-		return fmt.Errorf("transit: send to %q: %w", qname, err)
+	m := msg
+	if !opts.Canonical || m == nil {
+		var err error
+		if m, err = normalize(msg); err != nil {
+			return fmt.Errorf("transit: send to %q: %w", qname, err)
+		}
 	}
 	m.SetSendTS(t.clock.now())
 	scope := t.host

@@ -64,6 +64,12 @@ func (t *Task) Message(tc *task.Context, msg message.Message) error {
 	return t.r.RouteOwned(tc.Context(), msg, &t.fwd)
 }
 
+// SendsCanonical tells the host that the Router sends only canonical
+// values: it passes on messages it received (checked when they were sent
+// to it), changed only by compiled transforms, whose results are
+// canonical. Its sends skip the check a send otherwise makes.
+func (t *Task) SendsCanonical() bool { return true }
+
 // Router returns the compiled router (for its counters).
 func (t *Task) Router() *router.Router { return t.r }
 
