@@ -80,6 +80,15 @@ func (p *probe) Message(tc *task.Context, msg message.Message) error {
 	if msg["emit"] != nil {
 		return tc.Emit(message.Message{"payload": msg["emit"]})
 	}
+	if msg["pass_on"] != nil {
+		if p.name != "Probe" {
+			msg["changed_by"] = p.name // the new owner changes it
+		} else if err := tc.Emit(msg); err != nil {
+			return err
+		} else {
+			return errors.New("failed after passing the message on")
+		}
+	}
 	if msg["count"] != nil {
 		n, _ := message.Int(tc.State()["n"])
 		tc.State()["n"] = n + 1
@@ -124,7 +133,11 @@ func newFixture(t *testing.T, rec *recorder, env *mmtest.Env) *fixture {
 		ScanInterval: 20 * time.Millisecond,
 		Out: func(ch, tk, text string, d map[string]any) {
 			f.outMu.Lock()
-			f.out = append(f.out, ch+" "+tk+" "+text)
+			line := ch + " " + tk + " " + text
+			if m, ok := d["message"]; ok {
+				line += " message=" + fmt.Sprint(m)
+			}
+			f.out = append(f.out, line)
 			f.outMu.Unlock()
 		},
 	})
@@ -236,6 +249,49 @@ func TestHandlerFailureCountedAndNextMessageProcessed(t *testing.T) {
 	}
 }
 
+// TestFailedHandlerThatPassedItsMessageOn: a handler that emitted the
+// message it got and then failed is reported without the message, which
+// its new owner may be changing already (reading it would race).
+func TestFailedHandlerThatPassedItsMessageOn(t *testing.T) {
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	if err := f.h.ConfigureAll(map[string]any{
+		"Probe":  map[string]any{},
+		"Router": map[string]any{"routes": []any{map[string]any{"match": map[string]any{"source": "Probe"}, "forwards": []any{map[string]any{"qname": "Sink"}}}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, m := range []message.Message{{"pass_on": 1}, {"fail": 1}} {
+		if err := f.h.Send(ctx, "Probe", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := f.waitMsgs(t, "Sink", 1)
+	if got[0]["changed_by"] != "Sink" || got[0]["source"] != "Probe" {
+		t.Errorf("Sink got %v, want the message passed on by Probe", got[0])
+	}
+	var lines []string
+	mmtest.Eventually(t, 10*time.Second, func() error {
+		lines = nil
+		for _, o := range f.outputs() {
+			if strings.HasPrefix(o, "error Probe task Probe: message handler failed") {
+				lines = append(lines, o)
+			}
+		}
+		if len(lines) < 2 {
+			return fmt.Errorf("error records: got %q, want 2", lines)
+		}
+		return nil
+	})
+	if want := "message=(sent on by the handler, not shown)"; !strings.HasSuffix(lines[0], want) {
+		t.Errorf("record of the failure after passing on: got %q, want it to end with %q", lines[0], want)
+	}
+	if want := `"fail":1`; !strings.Contains(lines[1], want) {
+		t.Errorf("record of the plain failure: got %q, want it to contain %q", lines[1], want)
+	}
+}
+
 func TestNamedRecurOncePerInterval(t *testing.T) {
 	rec := newRecorder()
 	f := newFixture(t, rec, nil)
@@ -245,17 +301,22 @@ func TestNamedRecurOncePerInterval(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Count from here: the schedule may have run while the configs were
+	// still being applied (each is saved to disk first; slow under load).
+	rec.mu.Lock()
+	before := rec.recurs["Probe"]
+	rec.mu.Unlock()
 	start := time.Now()
 	mmtest.Eventually(t, 10*time.Second, func() error {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
-		if rec.recurs["Probe"] < 5 {
-			return fmt.Errorf("%d runs so far", rec.recurs["Probe"])
+		if rec.recurs["Probe"]-before < 5 {
+			return fmt.Errorf("%d runs so far", rec.recurs["Probe"]-before)
 		}
 		return nil
 	})
 	rec.mu.Lock()
-	runs := rec.recurs["Probe"]
+	runs := rec.recurs["Probe"] - before
 	rec.mu.Unlock()
 	// One schedule of 40 ms can run at most elapsed/40ms (+1) times; 20
 	// duplicated schedules would run ~20 times as often.

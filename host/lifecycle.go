@@ -19,8 +19,6 @@ import (
 // RouterName is the queue every Emit goes to.
 const RouterName = "Router"
 
-var handledTotal atomic.Uint64
-
 // ErrUnknownTask is wrapped when no source has a task of that name.
 var ErrUnknownTask = errors.New("host: unknown task")
 
@@ -28,20 +26,22 @@ var ErrUnknownTask = errors.New("host: unknown task")
 // mailbox of a task hosted here (loading it first when this process should
 // host it), or onto the bus.
 func (h *Host) deliver(ctx context.Context, qname, destination string, msg message.Message) error {
-	return h.deliverLeased(ctx, qname, destination, msg, nil)
+	return h.deliverLeased(ctx, qname, destination, msg, nil, false)
 }
 
 // deliverLeased is deliver for a message sent while handling a message
 // under lease l (nil: none): if it stays in this process, it carries l.
-func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, l *lease) error {
+// canonical: the sender vouches that msg holds only canonical values
+// (transit.SendOptions.Canonical).
+func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, l *lease, canonical bool) error {
 	if destination != "" && destination != h.tr.HostName() {
 		h.asyncPending.Store(true)
-		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination})
+		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: canonical})
 	}
 	if r := (*h.hosted.Load())[qname]; r != nil {
 		r.gate.RLock()
 		if !r.unhosted {
-			err := h.sendHosted(ctx, r, msg, l)
+			err := h.sendHosted(ctx, r, msg, l, canonical)
 			r.gate.RUnlock()
 			return err
 		}
@@ -67,7 +67,7 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 			r.gate.RLock()
 			defer r.gate.RUnlock()
 			if !r.unhosted {
-				return h.sendHosted(ctx, r, msg, l)
+				return h.sendHosted(ctx, r, msg, l, canonical)
 			}
 		}
 	} else {
@@ -75,13 +75,13 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 		r.gate.RLock()
 		defer r.gate.RUnlock()
 		if !r.unhosted {
-			return h.sendHosted(ctx, r, msg, l)
+			return h.sendHosted(ctx, r, msg, l, canonical)
 		}
 	}
 	// Not hosted here, or being loaded: through the bus even if the task's
 	// mailbox exists already, so this cannot overtake its bus backlog.
 	h.asyncPending.Store(true)
-	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{BusOnly: true})
+	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{BusOnly: true, Canonical: canonical})
 }
 
 // outsideCounter counts the sends to qname in progress on the slow path
@@ -96,14 +96,14 @@ func (h *Host) outsideCounter(qname string) *atomic.Int64 {
 
 // sendHosted delivers to a task hosted here: into its mailbox, or — while
 // it catches up with its bus backlog — through the bus. r.gate is held.
-func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, l *lease) error {
+func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, l *lease, canonical bool) error {
 	if r.catchingUp.Load() {
 		fence(msg, r.name)
 		h.asyncPending.Store(true)
 	} else if l != nil && msg.LocalityFor(r.name) != message.LocalityNonLocal {
 		h.attach(msg, l) // into the mailbox: the lease goes with it
 	}
-	err := h.tr.SendAsync(ctx, r.name, msg, transit.SendOptions{})
+	err := h.tr.SendAsync(ctx, r.name, msg, transit.SendOptions{Canonical: canonical})
 	if err != nil && l != nil {
 		if dl := h.detach(msg); dl != nil {
 			dl.done()
@@ -379,7 +379,6 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 		emitted:      h.counters.Counter(name, MetricEmitMessages),
 		failed:       h.counters.Counter(name, MetricTaskMessageFailure),
 		handlerNanos: h.counters.Counter(name, MetricHandlerNanos),
-		handled:      &handledTotal,
 		t:            t,
 		recurs:       map[string]*recur{},
 	}
@@ -696,7 +695,7 @@ func (h *Host) Shutdown(ctx context.Context) error {
 // round of barriers.
 func (h *Host) quiesce(ctx context.Context, runners []*runner) {
 	for {
-		before := handledTotal.Load()
+		before := handledBy(runners)
 		idle := true
 		for _, r := range runners {
 			var empty bool
@@ -707,7 +706,7 @@ func (h *Host) quiesce(ctx context.Context, runners []*runner) {
 				idle = false
 			}
 		}
-		if idle && handledTotal.Load() == before {
+		if idle && handledBy(runners) == before {
 			break
 		}
 		select {
@@ -719,6 +718,15 @@ func (h *Host) quiesce(ctx context.Context, runners []*runner) {
 	for _, r := range runners {
 		r.call(func() { r.ackPending() })
 	}
+}
+
+// handledBy sums the messages the runners have taken.
+func handledBy(runners []*runner) uint64 {
+	var n uint64
+	for _, r := range runners {
+		n += r.handled.Load()
+	}
+	return n
 }
 
 // TaskInfo describes a task hosted in this process.

@@ -36,8 +36,11 @@ type runner struct {
 	unhosted bool
 
 	passed, emitted, failed, handlerNanos *atomic.Uint64
-	busy                                  atomic.Bool
-	paused                                atomic.Bool // set by unhost: take nothing more
+	// handled counts every message taken (task messages and state
+	// transforms), for quiescence; per runner, so that tasks on different
+	// cores do not share its cache line.
+	handled atomic.Uint64
+	paused  atomic.Bool // set by unhost: take nothing more
 	// catchingUp: the task was just loaded as the owner of its bus queue;
 	// until the queue's backlog is handled, this process' sends to it go
 	// through the bus too, so they cannot overtake its own earlier sends
@@ -45,9 +48,8 @@ type runner struct {
 	catchingUp atomic.Bool
 	// coPID is the pid of the task's co-process (exec tasks), for the
 	// monitor; 0 when it has none.
-	coPID   atomic.Int64
-	pider   interface{ PID() int }
-	handled *atomic.Uint64 // host-wide count for quiescence
+	coPID atomic.Int64
+	pider interface{ PID() int }
 
 	// task goroutine only
 	t          task.Task
@@ -57,8 +59,11 @@ type runner struct {
 	configured bool
 	cons       *transit.Consumer
 	busC       <-chan *transit.Delivery
-	pending    []pendingAck // handled, waiting for the ack (in delivery order)
-	cur        *lease       // the lease of the message being handled
+	pending    []pendingAck    // handled, waiting for the ack (in delivery order)
+	canonical  bool            // the task is a canonicalSender
+	cur        *lease          // the lease of the message being handled
+	in         message.Message // the message being handled
+	gaveAway   bool            // the handler sent it on (its new owner may change it)
 	recurs     map[string]*recur
 	lastSaved  []byte
 	saveTimer  *time.Timer
@@ -141,22 +146,31 @@ func (r *runner) loop() {
 		case f := <-r.ctrl:
 			f()
 		case m, ok := <-localC:
-			if ok && m != nil {
-				r.handle(m)
+			// The batch is timed and counted as a whole: two clock reads
+			// and three counter updates per wake-up, not per message.
+			start := time.Now()
+			var n, passed uint64
+			take := func(m message.Message, ok bool) {
+				if ok && m != nil {
+					n++
+					if r.handle(m) {
+						passed++
+					}
+				}
 			}
+			take(m, ok)
 			// Take what else waits, a batch per wake-up, while nothing
 			// else asks for the goroutine (control first, bus first).
 			for i := 0; i < localBatch && len(r.ctrl) == 0 && (busC == nil || len(busC) == 0) && !r.paused.Load(); i++ {
 				select {
 				case m, ok := <-localC:
-					if ok && m != nil {
-						r.handle(m)
-					}
+					take(m, ok)
 					continue
 				default:
 				}
 				break
 			}
+			r.account(n, passed, start)
 		case d, ok := <-busC:
 			r.takeBus(d, ok)
 		case <-retryFlip:
@@ -181,7 +195,12 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 	unfence(d.Msg, r.name)
 	l := newLease()
 	r.cur = l
-	r.handle(d.Msg)
+	start := time.Now()
+	var passed uint64
+	if r.handle(d.Msg) {
+		passed = 1
+	}
+	r.account(1, passed, start)
 	r.cur = nil
 	l.done()
 	r.pending = append(r.pending, pendingAck{d: d, l: l})
@@ -295,9 +314,24 @@ func unfence(msg message.Message, qname string) {
 	}
 }
 
-// handle delivers one message to the task, or applies a state transform.
-func (r *runner) handle(m message.Message) {
-	r.busy.Store(true)
+// account counts n messages taken since start, passed of which went to
+// the task's handler (the others were state transforms), and the time
+// spent on them.
+func (r *runner) account(n, passed uint64, start time.Time) {
+	r.handlerNanos.Add(uint64(time.Since(start)))
+	if passed > 0 {
+		r.passed.Add(passed)
+	}
+	r.handled.Add(n)
+	if r.pider != nil {
+		r.coPID.Store(int64(r.pider.PID()))
+	}
+}
+
+// handle delivers one message to the task, or applies a state transform;
+// it reports whether the task's handler got it. The caller accounts for
+// it (account).
+func (r *runner) handle(m message.Message) bool {
 	if r.cur == nil {
 		if l := r.h.detach(m); l != nil {
 			// A local message caused by a bus message: what this handling
@@ -306,28 +340,34 @@ func (r *runner) handle(m message.Message) {
 			defer func() { r.cur = nil; l.done() }()
 		}
 	}
-	defer func() {
-		r.busy.Store(false)
-		r.handled.Add(1)
-	}()
 	if ctl, ok := m[".multimodule"].(map[string]any); ok {
 		if t, ok := ctl["transform"].(map[string]any); ok {
 			r.transformState(t)
-			return
+			return false
 		}
 	}
-	start := time.Now()
+	r.in, r.gaveAway = m, false
 	err := r.safeCall("message", func() error { return r.t.Message(r.tc, m) })
-	r.handlerNanos.Add(uint64(time.Since(start)))
-	r.passed.Add(1)
-	if r.pider != nil {
-		r.coPID.Store(int64(r.pider.PID()))
-	}
+	r.in = nil
 	if err != nil {
 		r.failed.Add(1)
-		text, _ := message.Marshal(m)
+		text := "(sent on by the handler, not shown)"
+		if !r.gaveAway {
+			// The handler kept the message: nobody else can be changing it.
+			b, _ := message.Marshal(m)
+			text = string(b)
+		}
 		r.h.out("error", r.name, fmt.Sprintf("task %s: message handler failed: %v", r.name, err),
-			map[string]any{"message": string(text)})
+			map[string]any{"message": text})
+	}
+	return true
+}
+
+// sent notes that the handler sent msg on: if it is the message being
+// handled, its new owner may be changing it from now on.
+func (r *runner) sent(msg message.Message) {
+	if r.in != nil && !r.gaveAway && msgKey(msg) == msgKey(r.in) {
+		r.gaveAway = true
 	}
 }
 
@@ -367,6 +407,10 @@ func (r *runner) applyConfig(cfg map[string]any) {
 			r.config, r.configKey = prev, prevKey
 			return
 		}
+	}
+	if !r.configured {
+		cs, ok := r.t.(canonicalSender)
+		r.canonical = ok && cs.SendsCanonical()
 	}
 	r.configured = true
 	if r.pider != nil {
@@ -436,11 +480,22 @@ func (r *runner) Process() string          { return r.h.opts.Process }
 
 func (r *runner) Emit(msg message.Message) error {
 	r.emitted.Add(1)
-	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r.cur)
+	r.sent(msg)
+	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r.cur, r.canonical)
 }
 
 func (r *runner) Send(qname, destination string, msg message.Message) error {
-	return r.h.deliverLeased(r.ctx, qname, destination, msg, r.cur)
+	r.sent(msg)
+	return r.h.deliverLeased(r.ctx, qname, destination, msg, r.cur, r.canonical)
+}
+
+// canonicalSender is a task that promises that every message it emits or
+// sends holds only canonical values (package message), so its sends skip
+// the check (transit.SendOptions.Canonical). The built-in Router does: it
+// only passes on the messages it received, changed by compiled
+// transforms, whose values are canonical.
+type canonicalSender interface {
+	SendsCanonical() bool
 }
 
 func (r *runner) Out(channel, text string, details map[string]any) {

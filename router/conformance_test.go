@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"reflect"
@@ -57,25 +58,63 @@ func TestConformanceCases(t *testing.T) {
 		cases []routeCase
 	}{{"cases", f.Cases}, {"go_cases", f.GoCases}} {
 		for _, c := range group.cases {
-			t.Run(group.name+"/"+c.Name, func(t *testing.T) {
-				r := mustCompile(t, mustMessage(t, string(c.Config)))
-				var rec recorder
-				if err := r.Route(t.Context(), mustMessage(t, string(c.Message)), &rec); err != nil {
-					t.Fatalf("Route: %v", err)
-				}
-				got := summary(t, rec.deliveries())
-				want := make([]string, len(c.Expect))
-				for i, e := range c.Expect {
-					fwd := router.Forward{QName: e.QName, Destination: e.Destination}
-					want[i] = fwd.String() + " " + mustJSON(t, mustMessage(t, string(e.Message)))
-				}
-				if !reflect.DeepEqual(got, want) {
-					t.Errorf("deliveries:\n got %q\nwant %q", got, want)
-				}
-				assertNoAliasing(t, rec.deliveries())
-			})
+			for _, mode := range routeModes {
+				t.Run(group.name+"/"+c.Name+"/"+mode.name, func(t *testing.T) {
+					r := mustCompile(t, mustMessage(t, string(c.Config)))
+					var rec recorder
+					msg := mustMessage(t, string(c.Message))
+					if err := mode.route(r, t.Context(), msg, &rec); err != nil {
+						t.Fatalf("%s: %v", mode.name, err)
+					}
+					got := summary(t, rec.deliveries())
+					want := make([]string, len(c.Expect))
+					for i, e := range c.Expect {
+						fwd := router.Forward{QName: e.QName, Destination: e.Destination}
+						want[i] = fwd.String() + " " + mustJSON(t, mustMessage(t, string(e.Message)))
+					}
+					if !reflect.DeepEqual(got, want) {
+						t.Errorf("deliveries:\n got %q\nwant %q", got, want)
+					}
+					assertOwnership(t, mode.owned, msg, rec.deliveries(), true)
+					assertNoAliasing(t, rec.deliveries())
+				})
+			}
 		}
 	}
+}
+
+// routeModes are Route and RouteOwned, which must deliver the same.
+var routeModes = []struct {
+	name  string
+	owned bool
+	route func(r *router.Router, ctx context.Context, msg message.Message, f router.Forwarder) error
+}{
+	{"Route", false, (*router.Router).Route},
+	{"RouteOwned", true, (*router.Router).RouteOwned},
+}
+
+// assertOwnership checks which delivery got the routed message itself:
+// none with Route; with RouteOwned only the last one, and only when
+// routing succeeded (ok) — after an error the caller still has msg.
+func assertOwnership(t *testing.T, owned bool, msg message.Message, ds []delivery, ok bool) {
+	t.Helper()
+	for i, d := range ds {
+		if !sameMap(d.Msg, msg) {
+			continue
+		}
+		switch {
+		case !owned:
+			t.Errorf("Route: delivery %d is the routed message itself, want a copy", i)
+		case !ok:
+			t.Errorf("RouteOwned failed but delivery %d is the routed message itself, want a copy", i)
+		case i != len(ds)-1:
+			t.Errorf("RouteOwned: delivery %d of %d is the routed message itself, want only the last", i, len(ds))
+		}
+	}
+}
+
+func sameMap(a, b message.Message) bool {
+	return reflect.ValueOf(map[string]any(a)).UnsafePointer() == reflect.ValueOf(map[string]any(b)).UnsafePointer()
 }
 
 // assertNoAliasing changes every container in each delivered message and

@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"testing"
 
@@ -55,20 +56,33 @@ func FuzzRouterConfig(f *testing.F) {
 			}
 			return nil
 		})
-		_ = r.Route(t.Context(), msg, fwd)
+		owned := msg.Copy()
+		err = r.Route(t.Context(), msg, fwd)
 		_ = r.Stats()
+		// RouteOwned delivers the same, and nothing but the last
+		// delivery may be the message itself.
+		var plain, mine []string
+		record := func(to *[]string, ds []delivery) {
+			for _, d := range ds {
+				b, err := message.Marshal(d.Msg)
+				if err != nil {
+					t.Fatalf("delivered message does not encode: %v", err)
+				}
+				*to = append(*to, d.Forward.String()+" "+string(b))
+			}
+		}
+		var recA, recB recorder
+		msgA := owned.Copy()
+		errA := r.Route(t.Context(), msgA, &recA)
+		errB := r.RouteOwned(t.Context(), owned, &recB)
+		record(&plain, recA.deliveries())
+		record(&mine, recB.deliveries())
+		if fmt.Sprint(plain) != fmt.Sprint(mine) || fmt.Sprint(errA) != fmt.Sprint(errB) {
+			t.Errorf("RouteOwned differs from Route:\n got %q, %v\nwant %q, %v", mine, errB, plain, errA)
+		}
+		if (err == nil) != (errA == nil) {
+			t.Errorf("Route of equal messages: errors %v and %v", err, errA)
+		}
+		assertOwnership(t, true, owned, recB.deliveries(), errB == nil)
 	})
-}
-
-// sameMap reports whether a and b are the same map (not merely equal).
-func sameMap(a, b message.Message) bool {
-	const probe = "\x00fuzz-probe"
-	_, had := a[probe]
-	if had {
-		return false
-	}
-	a[probe] = true
-	_, same := b[probe]
-	delete(a, probe)
-	return same
 }

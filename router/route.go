@@ -28,6 +28,25 @@ const (
 // and queue. When ctx is done, Route stops before the next delivery and
 // the returned error includes ctx.Err().
 func (r *Router) Route(ctx context.Context, msg message.Message, f Forwarder) error {
+	return r.route(ctx, msg, f, false)
+}
+
+// RouteOwned is Route for a caller that gives msg away: the last delivery
+// gets msg itself instead of a copy, which saves one deep copy per routed
+// message. Every other delivery still gets its own copy, taken before
+// anything later (a transform of a later route) changes msg, so no two
+// deliveries share anything — exactly as with Route.
+//
+// After RouteOwned returned nil the caller must not use msg again: its
+// new owner may be changing it. When RouteOwned returns an error, msg was
+// not given away (the last delivery got a copy, or it failed, and a
+// Forwarder that fails does not keep msg), so the caller may still read
+// it, for example to report it.
+func (r *Router) RouteOwned(ctx context.Context, msg message.Message, f Forwarder) error {
+	return r.route(ctx, msg, f, true)
+}
+
+func (r *Router) route(ctx context.Context, msg message.Message, f Forwarder, owned bool) error {
 	switch {
 	case r == nil:
 		return ErrNilRouter
@@ -37,9 +56,14 @@ func (r *Router) Route(ctx context.Context, msg message.Message, f Forwarder) er
 		return ErrNilForwarder
 	}
 	if hops, ok := msg[StaticForwardsKey].([]any); ok && len(hops) > 0 {
-		return r.routeStatic(ctx, msg, hops, f)
+		return r.routeStatic(ctx, msg, hops, f, owned)
 	}
 	var errs []error
+	// held (owned mode only) is the latest delivery found, not made yet:
+	// if nothing follows it, it takes msg itself. It is made with a copy
+	// as soon as anything else happens to msg or another delivery is due.
+	var held *forward
+	var heldRoute string
 	for i := range r.routes {
 		rt := &r.routes[i]
 		ok, caps := rt.pattern.MatchCaptures(msg)
@@ -47,24 +71,57 @@ func (r *Router) Route(ctx context.Context, msg message.Message, f Forwarder) er
 			continue
 		}
 		if rt.transform != nil {
+			if held != nil {
+				if send(ctx, f, heldRoute, held, msg.Copy(), &errs) {
+					return errors.Join(errs...)
+				}
+				held = nil
+			}
 			if err := rt.transform.Apply(msg, caps); err != nil {
 				errs = append(errs, fmt.Errorf("router: route %s: %w", rt.name, err))
 			}
 		}
 		for j := range rt.forwards {
-			fw := &rt.forwards[j]
-			if err := ctx.Err(); err != nil {
-				return errors.Join(append(errs, fmt.Errorf("router: route %s: stopped before forwarding to %q: %w", rt.name, fw.fwd.String(), err))...)
+			if held != nil {
+				if send(ctx, f, heldRoute, held, msg.Copy(), &errs) {
+					return errors.Join(errs...)
+				}
+				held = nil
 			}
-			if err := deliver(ctx, f, fw.fwd, fw.stats, msg.Copy()); err != nil {
-				errs = append(errs, fmt.Errorf("router: route %s: %w", rt.name, err))
+			fw := &rt.forwards[j]
+			if owned {
+				held, heldRoute = fw, rt.name
+				continue
+			}
+			if send(ctx, f, rt.name, fw, msg.Copy(), &errs) {
+				return errors.Join(errs...)
 			}
 		}
 		if rt.shortCircuit {
 			break
 		}
 	}
+	if held != nil {
+		m := msg
+		if len(errs) > 0 {
+			m = msg.Copy() // the caller keeps msg to report the errors
+		}
+		send(ctx, f, heldRoute, held, m, &errs)
+	}
 	return errors.Join(errs...)
+}
+
+// send makes one delivery of route routeName, unless ctx is done: then it
+// records why and reports stop.
+func send(ctx context.Context, f Forwarder, routeName string, fw *forward, msg message.Message, errs *[]error) (stop bool) {
+	if err := ctx.Err(); err != nil {
+		*errs = append(*errs, fmt.Errorf("router: route %s: stopped before forwarding to %q: %w", routeName, fw.fwd.String(), err))
+		return true
+	}
+	if err := deliver(ctx, f, fw.fwd, fw.stats, msg); err != nil {
+		*errs = append(*errs, fmt.Errorf("router: route %s: %w", routeName, err))
+	}
+	return false
 }
 
 // deliver hands msg to f and counts the outcome.
@@ -79,8 +136,9 @@ func deliver(ctx context.Context, f Forwarder, fwd Forward, c *counters, msg mes
 }
 
 // routeStatic takes the first hop off msg's static_forwards and delivers
-// a copy of msg to each of its entries.
-func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []any, f Forwarder) error {
+// a copy of msg to each of its entries. Owned (RouteOwned): the last entry
+// gets msg itself when nothing failed before it.
+func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []any, f Forwarder, owned bool) error {
 	hop := hops[0]
 	if len(hops) > 1 {
 		msg[StaticForwardsKey] = hops[1:]
@@ -107,10 +165,18 @@ func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []an
 			errs = append(errs, fmt.Errorf("%s: forward: %w", where, err))
 			continue
 		}
-		cp := msg.Copy()
+		cp := msg
+		// The last delivery takes msg itself: nothing reads msg after it.
+		given := owned && i == len(entries)-1 && len(errs) == 0
+		if !given {
+			cp = msg.Copy()
+		}
 		if tv := entry["transform"]; tv != nil {
 			if err := applyStaticTransform(cp, tv); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", where, err))
+				if given {
+					cp = msg.Copy() // the caller keeps msg to report the error
+				}
 			}
 		}
 		if message.Truthy(entry["log_history"]) {

@@ -14,7 +14,9 @@
 // Route tries every route in order. A route that matches applies its
 // transform to the message (so later routes see the change) and hands a
 // deep copy of the message to the Forwarder for each of its forwards.
-// Several matching routes mean several deliveries.
+// Several matching routes mean several deliveries. RouteOwned is the same
+// for a caller that gives the message away: the last delivery takes the
+// message itself, saving a copy.
 //
 // A message that carries a non-empty list "static_forwards" bypasses the
 // routes: the list's first element (one hop: a list of
@@ -64,7 +66,8 @@ func (f Forward) String() string {
 // Forwarder delivers routed messages.
 type Forwarder interface {
 	// Forward delivers msg to fwd. msg is the router's own copy: the
-	// callee owns it and may keep or change it.
+	// callee owns it and may keep or change it. A Forward that fails
+	// must not keep msg (RouteOwned's caller may still read it then).
 	Forward(ctx context.Context, fwd Forward, msg message.Message) error
 }
 

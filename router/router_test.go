@@ -234,6 +234,51 @@ func TestConfigNotAliased(t *testing.T) {
 	}
 }
 
+// TestRouteOwnedGivesAwayTheLast checks that RouteOwned saves the copy of
+// the last delivery when nothing can observe msg after it, and only then.
+func TestRouteOwnedGivesAwayTheLast(t *testing.T) {
+	fwd := func(q string) []any { return []any{map[string]any{"qname": q}} }
+	tests := []struct {
+		name   string
+		routes []any
+		msg    string
+		want   []string
+		given  bool // the last delivery is msg itself
+	}{
+		{"one forward", routeAll("q"), `{"a":1}`, []string{`q {"a":1}`}, true},
+		{"two routes", routeAll("q1", "q2"), `{"a":1}`, []string{`q1 {"a":1}`, `q2 {"a":1}`}, true},
+		{"a later transform is not seen by the earlier delivery", []any{
+			map[string]any{"match": map[string]any{}, "forwards": fwd("q1")},
+			map[string]any{"match": map[string]any{}, "transform": map[string]any{"x": int64(1)}, "forwards": fwd("q2")},
+		}, `{"a":1}`, []string{`q1 {"a":1}`, `q2 {"a":1,"x":1}`}, true},
+		{"a transform after the last delivery keeps the copy", []any{
+			map[string]any{"match": map[string]any{}, "forwards": fwd("q1")},
+			map[string]any{"match": map[string]any{}, "transform": map[string]any{"x": int64(1)}},
+		}, `{"a":1}`, []string{`q1 {"a":1}`}, false},
+		{"static hop", routeAll("routed"), `{"static_forwards":[[{"forward":{"qname":"s1"}},{"forward":{"qname":"s2"},"transform":{"t":2}}]]}`,
+			[]string{`s1 {}`, `s2 {"t":2}`}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustCompile(t, map[string]any{"routes": tt.routes})
+			msg := mustMessage(t, tt.msg)
+			var rec recorder
+			if err := r.RouteOwned(t.Context(), msg, &rec); err != nil {
+				t.Fatalf("RouteOwned: %v", err)
+			}
+			ds := rec.deliveries()
+			if got := summary(t, ds); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("deliveries:\n got %q\nwant %q", got, tt.want)
+			}
+			if got := sameMap(ds[len(ds)-1].Msg, msg); got != tt.given {
+				t.Errorf("last delivery is the routed message itself: got %v, want %v", got, tt.given)
+			}
+			assertOwnership(t, true, msg, ds, true)
+			assertNoAliasing(t, ds)
+		})
+	}
+}
+
 func TestRouteErrors(t *testing.T) {
 	errRefused := errors.New("queue full")
 	config := map[string]any{"routes": []any{
@@ -241,9 +286,17 @@ func TestRouteErrors(t *testing.T) {
 			"forwards": []any{map[string]any{"qname": "q1"}, map[string]any{"qname": "q2", "destination": "box2"}}},
 		map[string]any{"match": map[string]any{}, "forwards": []any{map[string]any{"qname": "q3"}}},
 	}}
+	for _, mode := range routeModes {
+		t.Run(mode.name, func(t *testing.T) { testRouteErrors(t, config, errRefused, mode.route, mode.owned) })
+	}
+}
+
+func testRouteErrors(t *testing.T, config map[string]any, errRefused error, route func(*router.Router, context.Context, message.Message, router.Forwarder) error, owned bool) {
 	r := mustCompile(t, config)
 	rec := &recorder{fail: map[string]error{"q2@box2": errRefused}}
-	err := r.Route(t.Context(), message.Message{"a": "b"}, rec)
+	msg := message.Message{"a": "b"}
+	err := route(r, t.Context(), msg, rec)
+	assertOwnership(t, owned, msg, rec.deliveries(), err == nil)
 	if err == nil {
 		t.Fatal("Route: got nil error, want the transform and forward failures")
 	}
@@ -314,13 +367,7 @@ func TestRouteStopsWhenContextDone(t *testing.T) {
 
 func TestStaticForwards(t *testing.T) {
 	r := mustCompile(t, map[string]any{"routes": routeAll("routed")})
-	tests := []struct {
-		name      string
-		msg       string
-		want      []string
-		wantErr   []string // substrings; none means no error
-		wantAfter string   // the message as Route left it
-	}{
+	tests := []staticCase{
 		{
 			name:      "transform and log_history together, with destination",
 			msg:       `{"x":1,"static_forwards":[[{"forward":{"qname":"s1","destination":"box2"},"transform":{"hop":"one"},"log_history":true}]]}`,
@@ -381,27 +428,48 @@ func TestStaticForwards(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			msg := mustMessage(t, tt.msg)
-			var rec recorder
-			err := r.Route(t.Context(), msg, &rec)
-			if len(tt.wantErr) == 0 && err != nil {
-				t.Errorf("Route: got error %v, want none", err)
-			}
-			for _, w := range tt.wantErr {
-				if err == nil || !strings.Contains(err.Error(), w) {
-					t.Errorf("Route error: got %v, want it to contain %q", err, w)
-				}
-			}
-			if got := summary(t, rec.deliveries()); !reflect.DeepEqual(got, append([]string{}, tt.want...)) {
-				t.Errorf("deliveries:\n got %q\nwant %q", got, tt.want)
-			}
-			if got := mustJSON(t, msg); got != tt.wantAfter {
-				t.Errorf("message after Route: got %s, want %s", got, tt.wantAfter)
-			}
-			assertNoAliasing(t, rec.deliveries())
-		})
+		for _, mode := range routeModes {
+			t.Run(tt.name+"/"+mode.name, func(t *testing.T) {
+				testStaticForward(t, r, tt, mode.route, mode.owned)
+			})
+		}
 	}
+}
+
+// staticCase is one static_forwards message and what routing it gives.
+type staticCase struct {
+	name      string
+	msg       string
+	want      []string
+	wantErr   []string // substrings; none means no error
+	wantAfter string   // the message as Route left it (unless RouteOwned gave it away)
+}
+
+func testStaticForward(t *testing.T, r *router.Router, tt staticCase,
+	route func(*router.Router, context.Context, message.Message, router.Forwarder) error, owned bool) {
+	msg := mustMessage(t, tt.msg)
+	var rec recorder
+	err := route(r, t.Context(), msg, &rec)
+	assertOwnership(t, owned, msg, rec.deliveries(), err == nil)
+	given := false
+	for _, d := range rec.deliveries() {
+		given = given || sameMap(d.Msg, msg)
+	}
+	if len(tt.wantErr) == 0 && err != nil {
+		t.Errorf("Route: got error %v, want none", err)
+	}
+	for _, w := range tt.wantErr {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Route error: got %v, want it to contain %q", err, w)
+		}
+	}
+	if got := summary(t, rec.deliveries()); !reflect.DeepEqual(got, append([]string{}, tt.want...)) {
+		t.Errorf("deliveries:\n got %q\nwant %q", got, tt.want)
+	}
+	if got := mustJSON(t, msg); !given && got != tt.wantAfter {
+		t.Errorf("message after Route: got %s, want %s", got, tt.wantAfter)
+	}
+	assertNoAliasing(t, rec.deliveries())
 }
 
 // TestStaticItinerary follows a message hop by hop, as the queues would

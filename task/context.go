@@ -40,6 +40,7 @@ type Runtime interface {
 // work and Close).
 type Context struct {
 	name  string
+	src   any // name as a message value, boxed once (Emit sets it per message)
 	rt    Runtime
 	state map[string]any
 	seq   int
@@ -48,7 +49,7 @@ type Context struct {
 // NewContext returns the Context of task name on runtime rt. Hosts call
 // it; task authors may call it in unit tests with their own Runtime.
 func NewContext(name string, rt Runtime) *Context {
-	return &Context{name: name, rt: rt, state: map[string]any{}}
+	return &Context{name: name, src: name, rt: rt, state: map[string]any{}}
 }
 
 // Name is the task's name, which is also its queue's name.
@@ -84,7 +85,7 @@ func (tc *Context) Emit(msg message.Message) error {
 	if src, ok := msg["source"]; ok {
 		msg["previous_source"] = src
 	}
-	msg["source"] = tc.name
+	msg["source"] = tc.src
 	if err := tc.rt.Emit(msg); err != nil {
 		return fmt.Errorf("task %s: emit: %w", tc.name, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -462,5 +463,38 @@ func TestSendNormalizesLocalMessages(t *testing.T) {
 				t.Errorf("got %#v, want %#v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestSendCanonicalSkipsTheCheck: with SendOptions.Canonical the sender's
+// promise stands in for the check — the very map is delivered, stamped,
+// and a nil message is still refused.
+func TestSendCanonicalSkipsTheCheck(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{})
+	ctx := ctxT(t, 30*time.Second)
+	l, err := tr.HostLocal("canon", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := message.Message{"v": int64(7), "l": []any{"a", 1.5}}
+	if err := tr.Send(ctx, "canon", in, transit.SendOptions{Canonical: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := <-l.C()
+	if reflect.ValueOf(map[string]any(got)).UnsafePointer() != reflect.ValueOf(map[string]any(in)).UnsafePointer() {
+		t.Errorf("got a different map, want the one sent")
+	}
+	if _, ok := got.SendTS(); !ok {
+		t.Errorf("no send_ts in %v", got)
+	}
+	// The promise is the sender's: a broken one is not repaired.
+	if err := tr.Send(ctx, "canon", message.Message{"v": 7}, transit.SendOptions{Canonical: true}); err != nil {
+		t.Fatal(err)
+	}
+	if v := (<-l.C())["v"]; v != 7 {
+		t.Errorf("got %#v, want the int as sent", v)
+	}
+	if err := tr.Send(ctx, "canon", nil, transit.SendOptions{Canonical: true}); err == nil {
+		t.Errorf("nil message: got no error, want one")
 	}
 }

@@ -113,9 +113,24 @@ func (p *Producer) SetConfig(tc *task.Context, config map[string]any) error {
 	p.run, p.seq, p.done = run, 0, false
 	p.start = now()
 	p.end = p.start + int64(dur*float64(time.Second))
-	tc.NamedRecur("produce", time.Millisecond, p.produce)
+	tc.NamedRecur("produce", produceEvery(p.rate), p.produce)
 	return nil
 }
+
+// produceEvery is the period of the producer's recurring work: 1 ms, or
+// at a fixed rate as often as makes bursts of about openBurst messages
+// (at least every 100 µs). An open-loop producer should emit evenly; a
+// burst of a whole millisecond's messages (500 at 500 k/s) queues at
+// each hop and measures the burst, not the pipeline.
+func produceEvery(rate float64) time.Duration {
+	if rate <= 0 {
+		return time.Millisecond
+	}
+	return min(max(time.Duration(openBurst/rate*float64(time.Second)), 100*time.Microsecond), time.Millisecond)
+}
+
+// openBurst is the burst size produceEvery aims for.
+const openBurst = 64
 
 // PaddingOverhead is the encoded size of a producer message without its
 // pad (keys, seq, bench_ts, source and the transport's send_ts), so that
