@@ -276,13 +276,7 @@ func TestBatchConsumerKilledMidBatch(t *testing.T) {
 		}
 	}
 	// It blocks inside message 20, in the middle of the batch 2..39.
-	first.cmd.Process.Signal(syscall.SIGKILL)
-	if err := first.wait(t, 10*time.Second); err == nil {
-		t.Fatal("first consumer: exited cleanly, want killed")
-	}
-	if err := os.WriteFile(release, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	killBlocked(t, first, release)
 	second := startChild(t, "consumer", nil, consumerEnv(dir, "work", 1000, 5)...)
 	h := parseHandled(t, second.line(t, 30*time.Second))
 	if h.N > 2 {

@@ -88,13 +88,7 @@ func TestConsumerKilledMidMessage(t *testing.T) {
 		}
 	}
 	// It now blocks inside message 3: kill it there.
-	first.cmd.Process.Signal(syscall.SIGKILL)
-	if err := first.wait(t, 10*time.Second); err == nil {
-		t.Fatal("first consumer: exited cleanly, want killed")
-	}
-	if err := os.WriteFile(release, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	killBlocked(t, first, release)
 	// The second consumer may repeat messages the first handled but had
 	// not acknowledged yet (at least once), then goes on in order.
 	second := startChild(t, "consumer", nil, consumerEnv(dir, "work", 100, 5)...)
@@ -217,5 +211,19 @@ func TestBusKilledKeepsAcknowledgedMessages(t *testing.T) {
 	}
 	if m, err := tr2.TryReceive(ctx, "durable"); err == nil {
 		t.Errorf("extra message after all: %v", m)
+	}
+}
+
+// killBlocked kills consumer c (blocked inside a message with
+// block_unless) with SIGKILL, checks it died of it, and then creates the
+// release file so that the next consumer gets past that message.
+func killBlocked(t *testing.T, c *child, release string) {
+	t.Helper()
+	c.cmd.Process.Signal(syscall.SIGKILL)
+	if err := c.wait(t, 10*time.Second); err == nil {
+		t.Fatal("first consumer: exited cleanly, want killed")
+	}
+	if err := os.WriteFile(release, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
