@@ -40,6 +40,10 @@ type natsConsumer struct {
 	doneDirty bool
 	doneArmed bool
 	doneMu    sync.Mutex // serializes writeDone
+
+	// run loop only
+	seq       seqWatch
+	resyncing bool // a delivery never arrived: take the queue over again
 }
 
 func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, error) {
@@ -60,6 +64,7 @@ func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, 
 		acked:     make(chan struct{}, 1),
 		replayEnd: tk.replayEnd,
 	}
+	c.seq.start(tk)
 	c.stopCtx, c.stopFn = context.WithCancel(b.ctx)
 	stopAfter := context.AfterFunc(ctx, c.stopFn)
 	b.consumers.Add(1)
@@ -88,7 +93,15 @@ func (c *natsConsumer) run(tk takeover) {
 	)
 	defer func() { fetchCancel() }()
 	for {
-		if batch == nil && retry == nil && c.stopCtx.Err() == nil && len(queue) < fetchBatch/2 {
+		if c.resyncing && len(queue) == 0 && retry == nil && c.stopCtx.Err() == nil && c.allHandled() {
+			if err := c.resync(); err != nil {
+				log.Warn("taking the queue over again failed; retrying", "err", err)
+				retry = time.After(250 * time.Millisecond)
+			} else {
+				c.resyncing = false
+			}
+		}
+		if batch == nil && retry == nil && !c.resyncing && c.stopCtx.Err() == nil && len(queue) < fetchBatch/2 {
 			var err error
 			fetchCancel()
 			batch, fetchCancel, err = c.fetch()
@@ -139,6 +152,18 @@ func (c *natsConsumer) run(tk takeover) {
 				if err := batch.Error(); err != nil && !isPullEnd(err) {
 					log.Warn("pull from the bus ended", "err", err)
 				}
+				batch, msgs = nil, nil
+				continue
+			}
+			if dropped(c.qname, m) {
+				continue
+			}
+			if gap, want, got := c.seq.saw(m); gap {
+				// Not handed out: after the reset it comes again, in order.
+				log.Warn("deliveries from the bus never reached this consumer; taking the queue over again once what was handed out is acknowledged",
+					"want_consumer_seq", want, "got", got)
+				c.resyncing = true
+				fetchCancel()
 				batch, msgs = nil, nil
 				continue
 			}
@@ -278,19 +303,8 @@ func (c *natsConsumer) finish() {
 	}
 	ctx, cancel := context.WithTimeout(c.b.ctx, 5*time.Second)
 	defer cancel()
-	delay := time.Millisecond
-	for {
-		info, err := c.cons.Info(ctx)
-		if err == nil && info.AckFloor.Stream >= highest {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			c.b.log.Warn("acknowledgements not confirmed by the bus", "queue", c.qname, "seq", highest, "err", err)
-			return
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 50*time.Millisecond)
+	if err := c.waitAckFloor(ctx, highest); err != nil {
+		c.b.log.Warn("acknowledgements not confirmed by the bus", "queue", c.qname, "seq", highest, "err", err)
 	}
 }
 
