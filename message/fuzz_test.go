@@ -82,6 +82,8 @@ func FuzzCopy(f *testing.F) {
 		`{"seq":12345,"bench_ts":1795734695018641700,"source":"Producer","pad":"xxxx",".ipc_transit_meta":{"send_ts":1795734695.0186417}}`,
 		`{"l": [1, "x", null, true, {"m": [], "n": {}}], "e": [], "m": {"a": {"b": {"c": [[]]}}}}`,
 		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":{"j":[{"k":9}]}}`,
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":{"i":[{"j":8}]}}`, // 8 keys: rebuilt
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8}`,               // 8 keys, no containers: cloned
 	} {
 		f.Add([]byte(s))
 	}

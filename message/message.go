@@ -71,15 +71,16 @@ func CopyValue(v any) any {
 // every key into a new map (BenchmarkCopyRouted), the Router's main cost
 // per forward.
 //
-// A map of exactly 8 keys is rebuilt key by key instead: the runtime
-// (Go 1.26, internal/runtime/maps) grows a full 8-slot map to a table on
-// any assignment, even to a key it holds, so fixing up its containers
-// would cost more than the clone saved (BenchmarkCopy8Keys).
+// A map of exactly 8 keys that holds containers is rebuilt key by key
+// instead: the runtime (Go 1.26, internal/runtime/maps) grows a full
+// 8-slot map to a table on any assignment, even to a key it holds, so
+// fixing up its containers would cost more than the clone saved
+// (BenchmarkCopy8Keys).
 func copyMap(m map[string]any) map[string]any {
 	if m == nil {
 		return map[string]any{}
 	}
-	if len(m) == fullSmallMap {
+	if len(m) == fullSmallMap && hasContainers(m) {
 		return rebuildMap(m)
 	}
 	out := maps.Clone(m)
@@ -99,6 +100,17 @@ func copyMap(m map[string]any) map[string]any {
 // fullSmallMap is the number of keys that fills a small map (one group of
 // 8 slots) in Go's map implementation.
 const fullSmallMap = 8
+
+// hasContainers reports whether a value of m is a map or a list.
+func hasContainers(m map[string]any) bool {
+	for _, v := range m {
+		switch v.(type) {
+		case map[string]any, Message, []any:
+			return true
+		}
+	}
+	return false
+}
 
 // rebuildMap copies m into a new map, key by key.
 func rebuildMap(m map[string]any) map[string]any {
