@@ -67,9 +67,11 @@ func CopyValue(v any) any {
 // copyMap copies m in two steps: maps.Clone copies the map's memory as it
 // is (for a map of up to 8 keys one group, no hashing), then the values
 // that are containers — usually few: the transport's metadata — are
-// replaced by their own copies. That is ~15 % less CPU than inserting
-// every key into a new map (BenchmarkCopyRouted), the Router's main cost
-// per forward.
+// replaced by their own copies. That is 10–20 % less CPU than inserting
+// every key into a new map (thread CPU per copy: the bench message
+// 220–246 → 206–218 ns, a decoded 12-key message ~710 → ~570 ns), and
+// copies are the Router's main cost per forward. (A map that once held
+// many more keys than it does now keeps that capacity in its copy.)
 //
 // A map of exactly 8 keys that holds containers is rebuilt key by key
 // instead: the runtime (Go 1.26, internal/runtime/maps) grows a full
