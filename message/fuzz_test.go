@@ -160,3 +160,52 @@ func scribble(v any) {
 		}
 	}
 }
+
+// FuzzCopier: every copy a Copier makes of a message is deeply equal to
+// it and shares no map or list with it or with the other copies, and
+// scribbling over the copies leaves the original's JSON unchanged.
+func FuzzCopier(f *testing.F) {
+	for _, s := range []string{
+		`{}`,
+		`{"seq":12345,"source":"Producer","pad":"xxxx",".ipc_transit_meta":{"send_ts":1795734695.0186417}}`,
+		`{"l": [1, {"m": [], "n": {}}], "e": [], "m": {"a": {"b": {"c": [[]]}}}, "leaf": {"k": "v"}}`,
+		`{"a":[1],"b":[2],"c":{},"d":{"x":1},"e":[]}`,
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":{"i":[{"j":8}]}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := message.Unmarshal(data)
+		if err != nil {
+			return
+		}
+		before, err := message.Marshal(m)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		var c message.Copier
+		c.Reset(m)
+		var copies []message.Message
+		for range 3 {
+			got := c.Copy()
+			if !reflect.DeepEqual(m, got) {
+				t.Fatalf("copy: got %#v, want %#v", got, m)
+			}
+			noShared(t, map[string]any(m), map[string]any(got), "")
+			for _, other := range copies {
+				noShared(t, map[string]any(other), map[string]any(got), "")
+			}
+			copies = append(copies, got)
+		}
+		for _, cp := range copies {
+			scribble(map[string]any(cp))
+		}
+		after, err := message.Marshal(m)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		if !bytes.Equal(before, after) {
+			t.Fatalf("original after changing the copies: got %s, want %s", after, before)
+		}
+	})
+}
