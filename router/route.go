@@ -155,6 +155,10 @@ func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []an
 		return fmt.Errorf("router: %s[0] must be a list of forwards, got %s", StaticForwardsKey, describe(hop))
 	}
 	var errs []error
+	// copies makes the entries' copies; msg does not change until the
+	// last entry, which may take msg itself.
+	var copies message.Copier
+	copies.Reset(msg)
 	for i, e := range entries {
 		where := fmt.Sprintf("router: %s[0][%d]", StaticForwardsKey, i)
 		if err := ctx.Err(); err != nil {
@@ -174,7 +178,7 @@ func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []an
 		// The last delivery takes msg itself: nothing reads msg after it.
 		given := owned && i == len(entries)-1 && len(errs) == 0
 		if !given {
-			cp = msg.Copy()
+			cp = copies.Copy()
 		}
 		if tv := entry["transform"]; tv != nil {
 			if err := applyStaticTransform(cp, tv); err != nil {
