@@ -59,11 +59,12 @@ type runner struct {
 	configured bool
 	cons       *transit.Consumer
 	busC       <-chan *transit.Delivery
-	pending    []pendingAck    // handled, waiting for the ack (in delivery order)
-	canonical  bool            // the task is a canonicalSender
-	cur        *lease          // the lease of the message being handled
-	in         message.Message // the message being handled
-	gaveAway   bool            // the handler sent it on (its new owner may change it)
+	batch      [localBatch]message.Message // taken from the mailbox, being handled
+	pending    []pendingAck                // handled, waiting for the ack (in delivery order)
+	canonical  bool                        // the task is a canonicalSender
+	cur        *lease                      // the lease of the message being handled
+	in         message.Message             // the message being handled
+	gaveAway   bool                        // the handler sent it on (its new owner may change it)
 	recurs     map[string]*recur
 	lastSaved  []byte
 	saveTimer  *time.Timer
@@ -79,8 +80,8 @@ type recur struct {
 	stopped  atomic.Bool
 }
 
-// localBatch bounds how many mailbox messages one wake-up handles before
-// the loop looks at control, the bus and the context again.
+// localBatch bounds how many mailbox messages one turn of the loop takes
+// and handles before it looks at control, the bus and the context again.
 const localBatch = 64
 
 // post runs f on the task goroutine; it fails if the runner has stopped.
@@ -110,10 +111,9 @@ func (r *runner) call(f func()) bool {
 func (r *runner) loop() {
 	defer close(r.done)
 	for {
-		var localC <-chan message.Message
+		local := r.configured && !r.paused.Load()
 		var busC <-chan *transit.Delivery
-		if r.configured && !r.paused.Load() {
-			localC = r.local.C()
+		if local {
 			busC = r.busC
 		}
 		// Acknowledge handled bus messages once nothing more is buffered,
@@ -142,35 +142,20 @@ func (r *runner) loop() {
 			default:
 			}
 		}
+		// Then the mailbox, a batch per turn, unless control work waits
+		// (or the task is stopping); the select below sleeps on the
+		// mailbox only after a Drain found it empty (Local.Ready).
+		var readyC <-chan struct{}
+		if local && len(r.ctrl) == 0 && r.ctx.Err() == nil {
+			if r.takeLocal() {
+				continue
+			}
+			readyC = r.local.Ready()
+		}
 		select {
 		case f := <-r.ctrl:
 			f()
-		case m, ok := <-localC:
-			// The batch is timed and counted as a whole: two clock reads
-			// and three counter updates per wake-up, not per message.
-			start := time.Now()
-			var n, passed uint64
-			take := func(m message.Message, ok bool) {
-				if ok && m != nil {
-					n++
-					if r.handle(m) {
-						passed++
-					}
-				}
-			}
-			take(m, ok)
-			// Take what else waits, a batch per wake-up, while nothing
-			// else asks for the goroutine (control first, bus first).
-			for i := 0; i < localBatch && len(r.ctrl) == 0 && (busC == nil || len(busC) == 0) && !r.paused.Load(); i++ {
-				select {
-				case m, ok := <-localC:
-					take(m, ok)
-					continue
-				default:
-				}
-				break
-			}
-			r.account(n, passed, start)
+		case <-readyC:
 		case d, ok := <-busC:
 			r.takeBus(d, ok)
 		case <-retryFlip:
@@ -180,6 +165,27 @@ func (r *runner) loop() {
 			return
 		}
 	}
+}
+
+// takeLocal handles the messages waiting in the mailbox, at most
+// localBatch of them, and reports whether there were any. The batch is
+// timed and counted as a whole: two clock reads and three counter updates
+// per batch, not per message.
+func (r *runner) takeLocal() bool {
+	n, _ := r.local.Drain(r.batch[:])
+	if n == 0 {
+		return false
+	}
+	start := time.Now()
+	var passed uint64
+	for i, m := range r.batch[:n] {
+		r.batch[i] = nil
+		if m != nil && r.handle(m) {
+			passed++
+		}
+	}
+	r.account(uint64(n), passed, start)
+	return true
 }
 
 func (r *runner) takeBus(d *transit.Delivery, ok bool) {

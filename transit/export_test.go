@@ -8,3 +8,10 @@ func SetAsyncBound(n int) (restore func()) {
 	asyncMaxMsgs = n
 	return func() { asyncMaxMsgs = old }
 }
+
+// SendersWaiting reports whether a sender waits for room in l.
+func (l *Local) SendersWaiting() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.room != nil
+}

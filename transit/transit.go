@@ -218,7 +218,7 @@ func (t *Transit) HostLocal(qname string, capacity int) (*Local, error) {
 }
 
 // UnhostLocal stops local delivery to qname: later sends go to the bus,
-// the Local's channel is closed, and the messages still waiting are
+// the Local's Ready channel is closed, and the messages still waiting are
 // returned in order (the caller usually sends them on to the bus or to the
 // next owner). A sender that was waiting for room goes to the bus. It
 // returns nil if qname is not hosted here.
@@ -276,8 +276,19 @@ func (t *Transit) Flush(ctx context.Context) error {
 }
 
 func (t *Transit) send(ctx context.Context, qname string, msg message.Message, opts SendOptions, wait bool) error {
-	if err := ValidateQueueName(qname); err != nil {
-		return err
+	scope := t.host
+	if opts.Destination != "" {
+		scope = SanitizeHost(opts.Destination)
+	}
+	var l *Local
+	if scope == t.host && !opts.BusOnly {
+		l = t.local(qname)
+	}
+	if l == nil {
+		// A hosted queue's name was validated by HostLocal.
+		if err := ValidateQueueName(qname); err != nil {
+			return err
+		}
 	}
 	if t.closed.Load() {
 		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
@@ -292,16 +303,17 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 		}
 	}
 	m.SetSendTS(t.clock.now())
-	scope := t.host
-	if opts.Destination != "" {
-		scope = SanitizeHost(opts.Destination)
+	if l != nil && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
+		handled, err := l.push(ctx, m, opts.NonBlocking)
+		if handled {
+			return err
+		}
 	}
-	if scope == t.host && !opts.BusOnly && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
-		if l := t.local(qname); l != nil {
-			handled, err := l.push(ctx, m, opts.NonBlocking)
-			if handled {
-				return err
-			}
+	if l != nil {
+		// Unhosted meanwhile, or forced onto the bus: the name was not
+		// checked yet.
+		if err := ValidateQueueName(qname); err != nil {
+			return err
 		}
 	}
 	data, err := marshal(m)
