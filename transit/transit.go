@@ -293,16 +293,16 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if t.closed.Load() {
 		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
 	}
+	ts := sendTS(t.clock.unixNano())
 	m, overrides := msg, false
 	if opts.Canonical && m != nil {
-		_, overrides = m.Meta()["overrides"]
+		overrides = stamp(m, ts)
 	} else {
 		var err error
-		if m, overrides, err = normalize(msg); err != nil {
+		if m, overrides, err = normalize(msg, ts); err != nil {
 			return fmt.Errorf("transit: send to %q: %w", qname, err)
 		}
 	}
-	m.SetSendTS(t.clock.now())
 	if l != nil && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
 		handled, err := l.push(ctx, m, opts.NonBlocking)
 		if handled {
