@@ -118,15 +118,20 @@ func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking bool)
 			}
 			l.ring[i] = msg
 			l.n++
+			woke := false
 			if l.waiting {
 				// Under the lock: unhost closes ready.
 				l.waiting = false
 				select {
 				case l.ready <- struct{}{}:
+					woke = true
 				default: // a token is there already
 				}
 			}
 			l.mu.Unlock()
+			if woke {
+				nudge()
+			}
 			return true, nil
 		}
 		if nonBlocking {
@@ -172,3 +177,13 @@ func (l *Local) unhost() []message.Message {
 	close(l.ready)
 	return out
 }
+
+// nudge moves a goroutine just woken by this one (it sits in the
+// scheduler's "run next" slot of this goroutine's P) to that P's run
+// queue, by starting an empty goroutine, which takes the slot. An idle P
+// steals from a run queue at once, but from the "run next" slot only
+// after a few microseconds' sleep (runtime.runqgrab), which the kernel's
+// timer slack and waking an idle virtual CPU stretch to ~70 µs or more;
+// meanwhile the woken receiver waits for its waker to block. Once per
+// wake-up (the receiver then drains a batch), not per message.
+func nudge() { go func() {}() }
