@@ -41,6 +41,11 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 	if r := (*h.hosted.Load())[qname]; r != nil {
 		r.gate.RLock()
 		if !r.unhosted {
+			if r.inline.Load() {
+				if done, err := h.tryInline(r, msg, l, canonical); done {
+					return err // tryInline let go of the gate
+				}
+			}
 			err := h.sendHosted(ctx, r, msg, l, canonical)
 			r.gate.RUnlock()
 			return err

@@ -275,6 +275,28 @@ func (t *Transit) Flush(ctx context.Context) error {
 	return t.bus.flush(ctx)
 }
 
+// PrepareLocal does for msg what a Send to qname, a queue hosted in this
+// process, does before putting it into the queue: it checks the message
+// (unless canonical, as SendOptions.Canonical) and records send_ts. It is
+// for a caller that hands the message to the queue's consumer itself
+// (a host running the consumer's handler on the sender's goroutine).
+// local is false when the message's overrides send it through the bus;
+// the caller then uses Send (which stamps it again). m is the message to
+// deliver: msg itself, or its canonical copy.
+func (t *Transit) PrepareLocal(qname string, msg message.Message, canonical bool) (m message.Message, local bool, err error) {
+	if t.closed.Load() {
+		return nil, false, fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
+	}
+	ts := sendTS(t.clock.unixNano())
+	m, overrides := msg, false
+	if canonical && m != nil {
+		overrides = stamp(m, ts)
+	} else if m, overrides, err = normalize(msg, ts); err != nil {
+		return nil, false, fmt.Errorf("transit: send to %q: %w", qname, err)
+	}
+	return m, !overrides || m.LocalityFor(qname) != message.LocalityNonLocal, nil
+}
+
 func (t *Transit) send(ctx context.Context, qname string, msg message.Message, opts SendOptions, wait bool) error {
 	scope := t.host
 	if opts.Destination != "" {
