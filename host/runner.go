@@ -69,6 +69,7 @@ type runner struct {
 	busC       <-chan *transit.Delivery
 	batch      [localBatch]message.Message // taken from the mailbox, being handled
 	cost       time.Duration               // moving average of the time taken per message (see inlineCostMax)
+	inlineRun  int                         // messages this turn handed to other tasks inline (inlinePerTurn)
 	pending    []pendingAck                // handled, waiting for the ack (in delivery order)
 	canonical  bool                        // the task is a canonicalSender
 	cur        *lease                      // the lease of the message being handled
@@ -125,6 +126,7 @@ func (r *runner) loop() {
 	r.exec.Lock()
 	defer r.exec.Unlock()
 	for {
+		r.inlineRun = 0
 		local := r.configured && !r.paused.Load()
 		var busC <-chan *transit.Delivery
 		if local {
@@ -206,6 +208,13 @@ func (r *runner) loop() {
 // on a core of its own, in parallel with its emitters.
 var inlineCostMax = 2 * time.Microsecond
 
+// inlinePerTurn bounds how many messages a task's one turn of work (a
+// handler call, a recurring run) hands to other tasks inline: a task that
+// emits a long run of messages at once is better served by the Router's
+// own goroutine working in parallel on the rest (on another core) than by
+// doing all the routing itself.
+const inlinePerTurn = localBatch
+
 // tryInline handles msg, sent to r by another goroutine, on that goroutine,
 // if r allows it (the Router: see inlineHandler) and is idle: its goroutine
 // waits for work, its mailbox and bus buffer are empty, it is configured,
@@ -217,7 +226,10 @@ var inlineCostMax = 2 * time.Microsecond
 // (shared) by the caller and is let go here when the message was handled
 // inline (done true), so that the handler's own sends (perhaps to r) do
 // not take it again. err is the send's error (the message was refused).
-func (h *Host) tryInline(r *runner, msg message.Message, l *lease, canonical bool) (done bool, err error) {
+func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease, canonical bool) (done bool, err error) {
+	if from != nil && from.inlineRun >= inlinePerTurn {
+		return false, nil
+	}
 	if !r.exec.TryLock() {
 		return false, nil
 	}
@@ -245,6 +257,9 @@ func (h *Host) tryInline(r *runner, msg message.Message, l *lease, canonical boo
 	}
 	r.account(1, passed, start)
 	r.inlined.Add(1)
+	if from != nil {
+		from.inlineRun++
+	}
 	r.cur = prev
 	r.exec.Unlock()
 	return true, nil
@@ -576,12 +591,12 @@ func (r *runner) Process() string          { return r.h.opts.Process }
 func (r *runner) Emit(msg message.Message) error {
 	r.emitted.Add(1)
 	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r.cur, r.canonical)
+	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r, r.cur, r.canonical)
 }
 
 func (r *runner) Send(qname, destination string, msg message.Message) error {
 	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, qname, destination, msg, r.cur, r.canonical)
+	return r.h.deliverLeased(r.ctx, qname, destination, msg, r, r.cur, r.canonical)
 }
 
 // canonicalSender is a task that promises that every message it emits or
