@@ -163,10 +163,13 @@ func (r *runner) loop() {
 		// mailbox only after a Drain found it empty (Local.Ready).
 		var readyC <-chan struct{}
 		if local && len(r.ctrl) == 0 && r.ctx.Err() == nil {
-			if r.takeLocal() {
+			took, open := r.takeLocal()
+			if took {
 				continue
 			}
-			readyC = r.local.Ready()
+			if open { // else unhosted (Ready is closed): wait for the rest
+				readyC = r.local.Ready()
+			}
 		}
 		var (
 			f    func()
@@ -266,13 +269,13 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 }
 
 // takeLocal handles the messages waiting in the mailbox, at most
-// localBatch of them, and reports whether there were any. The batch is
-// timed and counted as a whole: two clock reads and three counter updates
-// per batch, not per message.
-func (r *runner) takeLocal() bool {
-	n, _ := r.local.Drain(r.batch[:])
+// localBatch of them, and reports whether there were any, and whether the
+// mailbox is still hosted. The batch is timed and counted as a whole: two
+// clock reads and three counter updates per batch, not per message.
+func (r *runner) takeLocal() (took, open bool) {
+	n, open := r.local.Drain(r.batch[:])
 	if n == 0 {
-		return false
+		return false, open
 	}
 	start := time.Now()
 	var passed uint64
@@ -283,7 +286,7 @@ func (r *runner) takeLocal() bool {
 		}
 	}
 	r.account(uint64(n), passed, start)
-	return true
+	return true, open
 }
 
 func (r *runner) takeBus(d *transit.Delivery, ok bool) {
