@@ -102,6 +102,9 @@ func registry(rec *recorder) *task.Registry {
 	for _, name := range []string{"Probe", "Sink"} {
 		reg.MustRegister(task.Definition{Namespace: "T", Name: name, New: func() (task.Task, error) { return &probe{rec: rec, name: name}, nil }})
 	}
+	for _, name := range []string{"Emitter1", "Emitter2"} {
+		reg.MustRegister(task.Definition{Namespace: "T", Name: name, New: func() (task.Task, error) { return &emitter{rec: rec, name: name}, nil }})
+	}
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Keeper", Stateful: true, New: func() (task.Task, error) { return &probe{rec: rec, name: "Keeper"}, nil }})
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Broken", New: func() (task.Task, error) { return nil, errors.New("cannot build") }})
 	return reg

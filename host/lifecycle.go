@@ -26,14 +26,14 @@ var ErrUnknownTask = errors.New("host: unknown task")
 // mailbox of a task hosted here (loading it first when this process should
 // host it), or onto the bus.
 func (h *Host) deliver(ctx context.Context, qname, destination string, msg message.Message) error {
-	return h.deliverLeased(ctx, qname, destination, msg, nil, false)
+	return h.deliverLeased(ctx, qname, destination, msg, nil, nil, false)
 }
 
-// deliverLeased is deliver for a message sent while handling a message
-// under lease l (nil: none): if it stays in this process, it carries l.
-// canonical: the sender vouches that msg holds only canonical values
-// (transit.SendOptions.Canonical).
-func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, l *lease, canonical bool) error {
+// deliverLeased is deliver for a message sent by task from (nil: not a
+// task) while handling a message under lease l (nil: none): if it stays
+// in this process, it carries l. canonical: the sender vouches that msg
+// holds only canonical values (transit.SendOptions.Canonical).
+func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, from *runner, l *lease, canonical bool) error {
 	if destination != "" && destination != h.tr.HostName() {
 		h.asyncPending.Store(true)
 		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: canonical})
@@ -41,6 +41,11 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 	if r := (*h.hosted.Load())[qname]; r != nil {
 		r.gate.RLock()
 		if !r.unhosted {
+			if r.inline.Load() {
+				if done, err := h.tryInline(r, msg, from, l, canonical); done {
+					return err // tryInline let go of the gate
+				}
+			}
 			err := h.sendHosted(ctx, r, msg, l, canonical)
 			r.gate.RUnlock()
 			return err

@@ -34,6 +34,14 @@ type runner struct {
 	// hold it shared, an unload holds it exclusively.
 	gate     sync.RWMutex
 	unhosted bool
+	// exec is held by whoever runs the task: its goroutine (loop) or an
+	// emitter handling a message inline (Host.tryInline). Fields below
+	// "task goroutine only" are touched only under it.
+	exec sync.Mutex
+	// inline: the task allows tryInline (an inlineHandler); set once
+	// configured.
+	inline  atomic.Bool
+	inlined atomic.Uint64 // messages handled inline (for tests)
 
 	passed, emitted, failed, handlerNanos *atomic.Uint64
 	// handled counts every message taken (task messages and state
@@ -59,11 +67,14 @@ type runner struct {
 	configured bool
 	cons       *transit.Consumer
 	busC       <-chan *transit.Delivery
-	pending    []pendingAck    // handled, waiting for the ack (in delivery order)
-	canonical  bool            // the task is a canonicalSender
-	cur        *lease          // the lease of the message being handled
-	in         message.Message // the message being handled
-	gaveAway   bool            // the handler sent it on (its new owner may change it)
+	batch      [localBatch]message.Message // taken from the mailbox, being handled
+	cost       time.Duration               // moving average of the time taken per message (see inlineCostMax)
+	inlineRun  int                         // messages this turn handed to other tasks inline (inlinePerTurn)
+	pending    []pendingAck                // handled, waiting for the ack (in delivery order)
+	canonical  bool                        // the task is a canonicalSender
+	cur        *lease                      // the lease of the message being handled
+	in         message.Message             // the message being handled
+	gaveAway   bool                        // the handler sent it on (its new owner may change it)
 	recurs     map[string]*recur
 	lastSaved  []byte
 	saveTimer  *time.Timer
@@ -79,8 +90,8 @@ type recur struct {
 	stopped  atomic.Bool
 }
 
-// localBatch bounds how many mailbox messages one wake-up handles before
-// the loop looks at control, the bus and the context again.
+// localBatch bounds how many mailbox messages one turn of the loop takes
+// and handles before it looks at control, the bus and the context again.
 const localBatch = 64
 
 // post runs f on the task goroutine; it fails if the runner has stopped.
@@ -109,11 +120,16 @@ func (r *runner) call(f func()) bool {
 
 func (r *runner) loop() {
 	defer close(r.done)
+	// exec is held whenever this goroutine runs the task or touches its
+	// state; it is let go only while waiting in the select below, where
+	// an emitter may take it to handle a message inline (tryInline).
+	r.exec.Lock()
+	defer r.exec.Unlock()
 	for {
-		var localC <-chan message.Message
+		r.inlineRun = 0
+		local := r.configured && !r.paused.Load()
 		var busC <-chan *transit.Delivery
-		if r.configured && !r.paused.Load() {
-			localC = r.local.C()
+		if local {
 			busC = r.busC
 		}
 		// Acknowledge handled bus messages once nothing more is buffered,
@@ -142,44 +158,135 @@ func (r *runner) loop() {
 			default:
 			}
 		}
+		// Then the mailbox, a batch per turn, unless control work waits
+		// (or the task is stopping); the select below sleeps on the
+		// mailbox only after a Drain found it empty (Local.Ready).
+		var readyC <-chan struct{}
+		if local && len(r.ctrl) == 0 && r.ctx.Err() == nil {
+			took, open := r.takeLocal()
+			if took {
+				continue
+			}
+			if open { // else unhosted (Ready is closed): wait for the rest
+				readyC = r.local.Ready()
+			}
+		}
+		var (
+			f    func()
+			d    *transit.Delivery
+			ok   bool
+			what int
+		)
+		r.exec.Unlock()
 		select {
-		case f := <-r.ctrl:
-			f()
-		case m, ok := <-localC:
-			// The batch is timed and counted as a whole: two clock reads
-			// and three counter updates per wake-up, not per message.
-			start := time.Now()
-			var n, passed uint64
-			take := func(m message.Message, ok bool) {
-				if ok && m != nil {
-					n++
-					if r.handle(m) {
-						passed++
-					}
-				}
-			}
-			take(m, ok)
-			// Take what else waits, a batch per wake-up, while nothing
-			// else asks for the goroutine (control first, bus first).
-			for i := 0; i < localBatch && len(r.ctrl) == 0 && (busC == nil || len(busC) == 0) && !r.paused.Load(); i++ {
-				select {
-				case m, ok := <-localC:
-					take(m, ok)
-					continue
-				default:
-				}
-				break
-			}
-			r.account(n, passed, start)
-		case d, ok := <-busC:
-			r.takeBus(d, ok)
+		case f = <-r.ctrl:
+			what = 1
+		case <-readyC:
+		case d, ok = <-busC:
+			what = 2
 		case <-retryFlip:
 		case <-ackRetry:
 		case <-r.ctx.Done():
+			what = 3
+		}
+		r.exec.Lock()
+		switch what {
+		case 1:
+			f()
+		case 2:
+			r.takeBus(d, ok)
+		case 3:
 			r.ackPending()
 			return
 		}
 	}
+}
+
+// inlineCostMax: emitters handle a message inline (tryInline) only while
+// the task's recent messages took less than this each. Inline saves a
+// hand-over (waking the task's goroutine, which on 2 cores costs tens of
+// microseconds of latency) but moves the work onto the emitter's core:
+// for a short handler (routing to one queue: ≈ 0.5 µs) that is the better
+// deal; a long one (many routes, copies for several forwards) should run
+// on a core of its own, in parallel with its emitters.
+var inlineCostMax = 2 * time.Microsecond
+
+// inlinePerTurn bounds how many messages a task's one turn of work (a
+// handler call, a recurring run) hands to other tasks inline: a task that
+// emits a long run of messages at once is better served by the Router's
+// own goroutine working in parallel on the rest (on another core) than by
+// doing all the routing itself.
+const inlinePerTurn = localBatch
+
+// tryInline handles msg, sent to r by another goroutine, on that goroutine,
+// if r allows it (the Router: see inlineHandler) and is idle: its goroutine
+// waits for work, its mailbox and bus buffer are empty, it is configured,
+// not catching up, not paused. It saves a hand-over to another goroutine
+// (and waiting for a core) per message. While the message is handled the
+// sender holds r.exec, so r's own goroutine does not run and nothing else
+// handles a message of r: one message at a time, in the order taken (the
+// mailbox being empty, nothing of this sender is older). r.gate is held
+// (shared) by the caller and is let go here when the message was handled
+// inline (done true), so that the handler's own sends (perhaps to r) do
+// not take it again. err is the send's error (the message was refused).
+func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease, canonical bool) (done bool, err error) {
+	if from != nil && from.inlineRun >= inlinePerTurn {
+		return false, nil
+	}
+	if !r.exec.TryLock() {
+		return false, nil
+	}
+	if !r.configured || r.closed || r.cost >= inlineCostMax || r.paused.Load() || r.catchingUp.Load() ||
+		r.ctx.Err() != nil || (r.busC != nil && len(r.busC) > 0) || r.local.Len() > 0 {
+		r.exec.Unlock()
+		return false, nil
+	}
+	m, local, err := h.tr.PrepareLocal(r.name, msg, canonical)
+	if err != nil || !local {
+		r.exec.Unlock()
+		if err != nil {
+			r.gate.RUnlock()
+			return true, err
+		}
+		return false, nil
+	}
+	r.gate.RUnlock()
+	prev := r.cur
+	r.cur = l // what the handler sends carries the sender's lease
+	start := time.Now()
+	var passed uint64
+	if r.handle(m) {
+		passed = 1
+	}
+	r.account(1, passed, start)
+	r.inlined.Add(1)
+	if from != nil {
+		from.inlineRun++
+	}
+	r.cur = prev
+	r.exec.Unlock()
+	return true, nil
+}
+
+// takeLocal handles the messages waiting in the mailbox, at most
+// localBatch of them, and reports whether there were any, and whether the
+// mailbox is still hosted. The batch is timed and counted as a whole: two
+// clock reads and three counter updates per batch, not per message.
+func (r *runner) takeLocal() (took, open bool) {
+	n, open := r.local.Drain(r.batch[:])
+	if n == 0 {
+		return false, open
+	}
+	start := time.Now()
+	var passed uint64
+	for i, m := range r.batch[:n] {
+		r.batch[i] = nil
+		if m != nil && r.handle(m) {
+			passed++
+		}
+	}
+	r.account(uint64(n), passed, start)
+	return true, open
 }
 
 func (r *runner) takeBus(d *transit.Delivery, ok bool) {
@@ -318,7 +425,11 @@ func unfence(msg message.Message, qname string) {
 // the task's handler (the others were state transforms), and the time
 // spent on them.
 func (r *runner) account(n, passed uint64, start time.Time) {
-	r.handlerNanos.Add(uint64(time.Since(start)))
+	took := time.Since(start)
+	r.handlerNanos.Add(uint64(took))
+	if n > 0 {
+		r.cost += (took/time.Duration(n) - r.cost) / 8
+	}
 	if passed > 0 {
 		r.passed.Add(passed)
 	}
@@ -411,6 +522,8 @@ func (r *runner) applyConfig(cfg map[string]any) {
 	if !r.configured {
 		cs, ok := r.t.(canonicalSender)
 		r.canonical = ok && cs.SendsCanonical()
+		ih, ok := r.t.(inlineHandler)
+		r.inline.Store(ok && ih.HandlesInline())
 	}
 	r.configured = true
 	if r.pider != nil {
@@ -481,12 +594,12 @@ func (r *runner) Process() string          { return r.h.opts.Process }
 func (r *runner) Emit(msg message.Message) error {
 	r.emitted.Add(1)
 	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r.cur, r.canonical)
+	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r, r.cur, r.canonical)
 }
 
 func (r *runner) Send(qname, destination string, msg message.Message) error {
 	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, qname, destination, msg, r.cur, r.canonical)
+	return r.h.deliverLeased(r.ctx, qname, destination, msg, r, r.cur, r.canonical)
 }
 
 // canonicalSender is a task that promises that every message it emits or
@@ -496,6 +609,15 @@ func (r *runner) Send(qname, destination string, msg message.Message) error {
 // transforms, whose values are canonical.
 type canonicalSender interface {
 	SendsCanonical() bool
+}
+
+// inlineHandler is a task whose messages may be handled on the sending
+// task's goroutine when it is idle (Host.tryInline): it keeps no state
+// that depends on which goroutine runs it, and handling a message is
+// short. The built-in Router does: routing a message inline saves a
+// hand-over between goroutines on every emit.
+type inlineHandler interface {
+	HandlesInline() bool
 }
 
 func (r *runner) Out(channel, text string, details map[string]any) {

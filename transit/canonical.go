@@ -6,14 +6,16 @@ import (
 	"github.com/multimodule/multimodule/message"
 )
 
-// normalize returns m checked and in canonical types, and whether its
-// meta holds per-message overrides (SPEC 6). Messages built from
-// canonical types (the usual case: decoded or built by tasks with int64,
-// float64, string, …) pass a cheap walk; anything else goes through
-// message.Normalize, which converts it or names the offending path.
-func normalize(m message.Message) (_ message.Message, overrides bool, err error) {
+// normalize returns m checked and in canonical types, with send_ts set to
+// ts (unix seconds), and whether its meta holds per-message overrides
+// (SPEC 6). Messages built from canonical types (the usual case: decoded
+// or built by tasks with int64, float64, string, …) pass a cheap walk,
+// which stamps them on the way; anything else goes through
+// message.Normalize, which converts it or names the offending path. A
+// message refused may have been stamped.
+func normalize(m message.Message, ts float64) (_ message.Message, overrides bool, err error) {
 	if m != nil {
-		if overrides, ok := canonicalMessage(m); ok {
+		if overrides, ok := canonicalStamp(m, ts); ok {
 			return m, overrides, nil
 		}
 	}
@@ -21,22 +23,34 @@ func normalize(m message.Message) (_ message.Message, overrides bool, err error)
 	if err != nil {
 		return nil, false, err
 	}
-	_, overrides = n.Meta()["overrides"]
+	overrides = stamp(n, ts)
 	return n, overrides, nil
 }
 
-// canonicalMessage is canonicalMap for a whole message, noting on the way
-// whether its meta has overrides (so that send need not look them up).
-func canonicalMessage(m map[string]any) (overrides, ok bool) {
+// stamp sets m's send_ts to ts and reports whether its meta has
+// overrides.
+func stamp(m message.Message, ts float64) (overrides bool) {
+	meta := m.EnsureMeta()
+	meta["send_ts"] = ts
+	if len(meta) > 1 {
+		_, overrides = meta["overrides"]
+	}
+	return overrides
+}
+
+// canonicalStamp is canonicalMap for a whole message that also sets its
+// send_ts to ts (the old value, replaced, is not checked; the map write
+// is the lookup that tells whether meta holds anything else) and notes
+// whether its meta has overrides, so that send need not look them up.
+func canonicalStamp(m map[string]any, ts float64) (overrides, ok bool) {
+	stamped := false
 	for k, v := range m {
 		if k == message.MetaKey {
 			if meta, isMap := v.(map[string]any); isMap {
-				if ts, ok := meta["send_ts"]; ok && len(meta) == 1 {
-					// The usual meta: a lookup costs less than a walk.
-					if !canonicalValue(ts, 2) {
-						return false, false
-					}
-					continue
+				meta["send_ts"] = ts
+				stamped = true
+				if len(meta) == 1 {
+					continue // the usual meta: send_ts alone
 				}
 				for mk, mv := range meta {
 					if mk == "overrides" {
@@ -52,6 +66,10 @@ func canonicalMessage(m map[string]any) (overrides, ok bool) {
 		if !canonicalValue(v, 1) {
 			return false, false
 		}
+	}
+	if !stamped {
+		// No meta, or not a map (message.Message.EnsureMeta replaces it too).
+		m[message.MetaKey] = map[string]any{"send_ts": ts}
 	}
 	return overrides, true
 }

@@ -17,3 +17,10 @@ func DropDeliveries(drop func(queue string, consumerSeq uint64) bool) (restore f
 	dropDelivery.Store(&drop)
 	return func() { dropDelivery.Store(nil) }
 }
+
+// SendersWaiting reports whether a sender waits for room in l.
+func (l *Local) SendersWaiting() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.room != nil
+}

@@ -10,76 +10,154 @@ import (
 
 // Local is a bounded in-memory queue for a task hosted in this process.
 // Senders in this process push messages into it without serializing them;
-// the hosting goroutine receives from [Local.C].
+// one receiving goroutine takes them out in batches with [Local.Drain] and
+// sleeps on [Local.Ready] when it found the queue empty.
+//
+// It is a ring buffer under a mutex, not a Go channel: a send is an
+// append under a lock nobody holds for long, and the receiver is woken
+// (one token in a 1-slot channel) only when it said it would sleep (its
+// last Drain found nothing), not once per message. A busy receiver takes
+// what piled up since its last Drain in one go, so under load senders and
+// receiver do not hand each message over through a shared channel lock
+// and a goroutine wake-up.
 type Local struct {
 	name string
-	ch   chan message.Message
 
-	// mu guards closed against senders: a sender holds the read lock from
-	// its check of closed until it has stopped touching ch, so UnhostLocal
-	// (write lock) knows when no sender is inside.
-	mu     sync.RWMutex
-	closed bool
-	done   chan struct{} // closed by unhost; wakes senders waiting for room
+	mu      sync.Mutex
+	ring    []message.Message // capacity = len(ring)
+	head    int               // index of the oldest message
+	n       int               // messages waiting
+	closed  bool              // unhosted: senders go to the bus
+	waiting bool              // the receiver's last Drain found nothing: signal ready
+	room    chan struct{}     // non-nil while senders wait for room; closed when room appears
+
+	ready chan struct{} // 1 slot; closed by unhost
+	done  chan struct{} // closed by unhost; wakes senders waiting for room
 }
 
 func newLocal(name string, capacity int) *Local {
-	return &Local{name: name, ch: make(chan message.Message, capacity), done: make(chan struct{})}
+	return &Local{
+		name:    name,
+		ring:    make([]message.Message, capacity),
+		waiting: true, // nobody drained yet: the first message wakes the receiver
+		ready:   make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
 }
 
 // Name returns the queue name.
 func (l *Local) Name() string { return l.name }
 
-// C returns the receiving side of the queue. It is closed by
-// [Transit.UnhostLocal] after the waiting messages were taken out, so a
-// receiving goroutine sees the end of local delivery as a closed channel.
-func (l *Local) C() <-chan message.Message { return l.ch }
+// Ready returns a channel that receives a value when messages may be
+// waiting after a [Local.Drain] found none, and is closed once the queue
+// is unhosted ([Transit.UnhostLocal]). A wake-up can be spurious (Drain
+// then finds nothing again); none is lost: after a Drain that returned 0,
+// the next message sent signals Ready.
+func (l *Local) Ready() <-chan struct{} { return l.ready }
+
+// Drain moves up to len(buf) waiting messages into buf, oldest first, and
+// returns how many. ok is false when the queue has been unhosted (its
+// waiting messages went to the caller of [Transit.UnhostLocal]); then n
+// is 0. Only one goroutine may receive from a Local (Drain is not safe
+// for concurrent use with itself).
+func (l *Local) Drain(buf []message.Message) (n int, ok bool) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, false
+	}
+	n = min(len(buf), l.n)
+	if n == 0 {
+		l.waiting = true
+		l.mu.Unlock()
+		return 0, true
+	}
+	first := copy(buf[:n], l.ring[l.head:min(l.head+n, len(l.ring))])
+	clear(l.ring[l.head : l.head+first])
+	if first < n {
+		copy(buf[first:n], l.ring[:n-first])
+		clear(l.ring[:n-first])
+	}
+	l.head += n
+	if l.head >= len(l.ring) {
+		l.head -= len(l.ring)
+	}
+	l.n -= n
+	l.waiting = false
+	if l.room != nil {
+		close(l.room)
+		l.room = nil
+	}
+	l.mu.Unlock()
+	return n, true
+}
 
 // Len returns the number of waiting messages.
-func (l *Local) Len() int { return len(l.ch) }
+func (l *Local) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
 
 // Cap returns the queue's capacity in messages.
-func (l *Local) Cap() int { return cap(l.ch) }
+func (l *Local) Cap() int { return len(l.ring) }
 
 // push delivers msg. It returns handled=false when the queue was unhosted
 // before the message went in (the caller then uses the bus).
 func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking bool) (handled bool, err error) {
-	l.mu.RLock()
-	if l.closed {
-		l.mu.RUnlock()
-		return false, nil
-	}
-	select {
-	case l.ch <- msg:
-		l.mu.RUnlock()
-		return true, nil
-	default:
-	}
-	defer l.mu.RUnlock()
-	if nonBlocking {
-		return true, fmt.Errorf("transit: send to local queue %q (%d waiting): %w", l.name, cap(l.ch), ErrFull)
-	}
-	select {
-	case l.ch <- msg:
-		return true, nil
-	case <-l.done:
-		return false, nil
-	case <-ctx.Done():
-		return true, fmt.Errorf("transit: send to local queue %q: waiting for room: %w (%w)", l.name, ErrFull, ctx.Err())
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return false, nil
+		}
+		if l.n < len(l.ring) {
+			i := l.head + l.n
+			if i >= len(l.ring) {
+				i -= len(l.ring)
+			}
+			l.ring[i] = msg
+			l.n++
+			woke := false
+			if l.waiting {
+				// Under the lock: unhost closes ready.
+				l.waiting = false
+				select {
+				case l.ready <- struct{}{}:
+					woke = true
+				default: // a token is there already
+				}
+			}
+			l.mu.Unlock()
+			if woke {
+				nudge()
+			}
+			return true, nil
+		}
+		if nonBlocking {
+			l.mu.Unlock()
+			return true, fmt.Errorf("transit: send to local queue %q (%d waiting): %w", l.name, len(l.ring), ErrFull)
+		}
+		if l.room == nil {
+			l.room = make(chan struct{})
+		}
+		room := l.room
+		l.mu.Unlock()
+		select {
+		case <-room:
+		case <-l.done:
+			return false, nil
+		case <-ctx.Done():
+			return true, fmt.Errorf("transit: send to local queue %q: waiting for room: %w (%w)", l.name, ErrFull, ctx.Err())
+		}
 	}
 }
 
 // unhost stops local delivery and returns the waiting messages in order.
+// Senders that come later, or were waiting for room, get handled=false
+// from push (they go to the bus); a receiver sleeping on Ready wakes up
+// and its next Drain reports the end.
 func (l *Local) unhost() []message.Message {
-	// Wake senders waiting for room before taking the write lock, so they
-	// drop their read locks.
-	l.mu.RLock()
-	already := l.closed
-	l.mu.RUnlock()
-	if already {
-		return nil
-	}
-	l.closeDone()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -87,25 +165,25 @@ func (l *Local) unhost() []message.Message {
 	}
 	l.closed = true
 	var out []message.Message
-	for {
-		select {
-		case m := <-l.ch:
-			out = append(out, m)
-		default:
-			close(l.ch)
-			return out
+	if l.n > 0 {
+		out = make([]message.Message, l.n)
+		for i := range out {
+			j := (l.head + i) % len(l.ring)
+			out[i], l.ring[j] = l.ring[j], nil
 		}
 	}
+	l.n, l.head = 0, 0
+	close(l.done)
+	close(l.ready)
+	return out
 }
 
-var doneMu sync.Mutex
-
-func (l *Local) closeDone() {
-	doneMu.Lock()
-	defer doneMu.Unlock()
-	select {
-	case <-l.done:
-	default:
-		close(l.done)
-	}
-}
+// nudge moves a goroutine just woken by this one (it sits in the
+// scheduler's "run next" slot of this goroutine's P) to that P's run
+// queue, by starting an empty goroutine, which takes the slot. An idle P
+// steals from a run queue at once, but from the "run next" slot only
+// after a few microseconds' sleep (runtime.runqgrab), which the kernel's
+// timer slack and waking an idle virtual CPU stretch to ~70 µs or more;
+// meanwhile the woken receiver waits for its waker to block. Once per
+// wake-up (the receiver then drains a batch), not per message.
+func nudge() { go func() {}() }

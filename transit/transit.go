@@ -218,7 +218,7 @@ func (t *Transit) HostLocal(qname string, capacity int) (*Local, error) {
 }
 
 // UnhostLocal stops local delivery to qname: later sends go to the bus,
-// the Local's channel is closed, and the messages still waiting are
+// the Local's Ready channel is closed, and the messages still waiting are
 // returned in order (the caller usually sends them on to the bus or to the
 // next owner). A sender that was waiting for room goes to the bus. It
 // returns nil if qname is not hosted here.
@@ -275,33 +275,67 @@ func (t *Transit) Flush(ctx context.Context) error {
 	return t.bus.flush(ctx)
 }
 
-func (t *Transit) send(ctx context.Context, qname string, msg message.Message, opts SendOptions, wait bool) error {
-	if err := ValidateQueueName(qname); err != nil {
-		return err
-	}
+// PrepareLocal does for msg what a Send to qname, a queue hosted in this
+// process, does before putting it into the queue: it checks the message
+// (unless canonical, as SendOptions.Canonical) and records send_ts. It is
+// for a caller that hands the message to the queue's consumer itself
+// (a host running the consumer's handler on the sender's goroutine).
+// local is false when the message's overrides send it through the bus;
+// the caller then uses Send (which stamps it again). m is the message to
+// deliver: msg itself, or its canonical copy.
+func (t *Transit) PrepareLocal(qname string, msg message.Message, canonical bool) (m message.Message, local bool, err error) {
 	if t.closed.Load() {
-		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
+		return nil, false, fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
 	}
+	ts := sendTS(t.clock.unixNano())
 	m, overrides := msg, false
-	if opts.Canonical && m != nil {
-		_, overrides = m.Meta()["overrides"]
-	} else {
-		var err error
-		if m, overrides, err = normalize(msg); err != nil {
-			return fmt.Errorf("transit: send to %q: %w", qname, err)
-		}
+	if canonical && m != nil {
+		overrides = stamp(m, ts)
+	} else if m, overrides, err = normalize(msg, ts); err != nil {
+		return nil, false, fmt.Errorf("transit: send to %q: %w", qname, err)
 	}
-	m.SetSendTS(t.clock.now())
+	return m, !overrides || m.LocalityFor(qname) != message.LocalityNonLocal, nil
+}
+
+func (t *Transit) send(ctx context.Context, qname string, msg message.Message, opts SendOptions, wait bool) error {
 	scope := t.host
 	if opts.Destination != "" {
 		scope = SanitizeHost(opts.Destination)
 	}
-	if scope == t.host && !opts.BusOnly && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
-		if l := t.local(qname); l != nil {
-			handled, err := l.push(ctx, m, opts.NonBlocking)
-			if handled {
-				return err
-			}
+	var l *Local
+	if scope == t.host && !opts.BusOnly {
+		l = t.local(qname)
+	}
+	if l == nil {
+		// A hosted queue's name was validated by HostLocal.
+		if err := ValidateQueueName(qname); err != nil {
+			return err
+		}
+	}
+	if t.closed.Load() {
+		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
+	}
+	ts := sendTS(t.clock.unixNano())
+	m, overrides := msg, false
+	if opts.Canonical && m != nil {
+		overrides = stamp(m, ts)
+	} else {
+		var err error
+		if m, overrides, err = normalize(msg, ts); err != nil {
+			return fmt.Errorf("transit: send to %q: %w", qname, err)
+		}
+	}
+	if l != nil && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
+		handled, err := l.push(ctx, m, opts.NonBlocking)
+		if handled {
+			return err
+		}
+	}
+	if l != nil {
+		// Unhosted meanwhile, or forced onto the bus: the name was not
+		// checked yet.
+		if err := ValidateQueueName(qname); err != nil {
+			return err
 		}
 	}
 	data, err := marshal(m)

@@ -249,7 +249,7 @@ func TestLocalQueue(t *testing.T) {
 	t.Run("full queue, blocking until room appears", func(t *testing.T) {
 		sent := make(chan error, 1)
 		go func() { sent <- tr.Send(ctx, "Loc", message.Message{"i": 2}, transit.SendOptions{}) }()
-		m := <-l.C()
+		m := recvLocal(t, l, 10*time.Second)
 		if i, _ := message.Int(m["i"]); i != 0 {
 			t.Errorf("received i=%d, want 0", i)
 		}
@@ -292,8 +292,13 @@ func TestLocalQueue(t *testing.T) {
 	if fmt.Sprint(got) != "[1 2]" {
 		t.Errorf("UnhostLocal: got %v, want [1 2]", got)
 	}
-	if _, ok := <-l.C(); ok {
-		t.Error("C() still open after UnhostLocal")
+	if _, ok := <-l.Ready(); ok {
+		if _, ok := <-l.Ready(); ok {
+			t.Error("Ready still open after UnhostLocal")
+		}
+	}
+	if n, ok := l.Drain(make([]message.Message, 1)); n != 0 || ok {
+		t.Errorf("Drain after UnhostLocal: got %d, %v; want 0, false", n, ok)
 	}
 	if err := tr.Send(ctx, "Loc", message.Message{"i": 3}, transit.SendOptions{}); err != nil {
 		t.Fatal(err)
@@ -458,7 +463,7 @@ func TestSendNormalizesLocalMessages(t *testing.T) {
 			if err := tr.Send(ctx, "norm", tt.in, transit.SendOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			got := (<-l.C())[tt.key]
+			got := recvLocal(t, l, 10*time.Second)[tt.key]
 			if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", tt.want) {
 				t.Errorf("got %#v, want %#v", got, tt.want)
 			}
@@ -480,7 +485,7 @@ func TestSendCanonicalSkipsTheCheck(t *testing.T) {
 	if err := tr.Send(ctx, "canon", in, transit.SendOptions{Canonical: true}); err != nil {
 		t.Fatal(err)
 	}
-	got := <-l.C()
+	got := recvLocal(t, l, 10*time.Second)
 	if reflect.ValueOf(map[string]any(got)).UnsafePointer() != reflect.ValueOf(map[string]any(in)).UnsafePointer() {
 		t.Errorf("got a different map, want the one sent")
 	}
@@ -491,7 +496,7 @@ func TestSendCanonicalSkipsTheCheck(t *testing.T) {
 	if err := tr.Send(ctx, "canon", message.Message{"v": 7}, transit.SendOptions{Canonical: true}); err != nil {
 		t.Fatal(err)
 	}
-	if v := (<-l.C())["v"]; v != 7 {
+	if v := recvLocal(t, l, 10*time.Second)["v"]; v != 7 {
 		t.Errorf("got %#v, want the int as sent", v)
 	}
 	if err := tr.Send(ctx, "canon", nil, transit.SendOptions{Canonical: true}); err == nil {

@@ -70,6 +70,11 @@ func (t *Task) Message(tc *task.Context, msg message.Message) error {
 // canonical. Its sends skip the check a send otherwise makes.
 func (t *Task) SendsCanonical() bool { return true }
 
+// HandlesInline tells the host that a message emitted while the Router is
+// idle may be routed on the emitting task's goroutine (one message at a
+// time, as on its own): routing keeps no per-goroutine state.
+func (t *Task) HandlesInline() bool { return true }
+
 // Router returns the compiled router (for its counters).
 func (t *Task) Router() *router.Router { return t.r }
 

@@ -1,0 +1,305 @@
+package transit_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// recvLocal takes the next message of l as a hosting goroutine does: Drain,
+// and sleep on Ready when it found nothing. It fails the test after d.
+func recvLocal(t testing.TB, l *transit.Local, d time.Duration) message.Message {
+	t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	var buf [1]message.Message
+	for {
+		n, ok := l.Drain(buf[:])
+		if !ok {
+			t.Fatalf("local queue %s: unhosted while receiving", l.Name())
+		}
+		if n == 1 {
+			return buf[0]
+		}
+		select {
+		case <-l.Ready():
+		case <-deadline.C:
+			t.Fatalf("local queue %s: nothing received in %v", l.Name(), d)
+		}
+	}
+}
+
+func seqOf(t testing.TB, m message.Message) (sender, i int64) {
+	t.Helper()
+	s, ok1 := message.Int(m["s"])
+	i, ok2 := message.Int(m["i"])
+	if !ok1 || !ok2 {
+		t.Fatalf("message without s and i: %v", m)
+	}
+	return s, i
+}
+
+// TestLocalReadyAndDrain: a receiver asleep on Ready is woken by a send;
+// Drain returns messages oldest first across the ring's wrap-around and
+// at most len(buf) at a time; after UnhostLocal, Ready is closed and
+// Drain reports the end.
+func TestLocalReadyAndDrain(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{})
+	ctx := ctxT(t, 30*time.Second)
+	l, err := tr.HostLocal("ready", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Cap() != 4 {
+		t.Errorf("Cap: got %d, want 4", l.Cap())
+	}
+	var buf [3]message.Message
+	if n, ok := l.Drain(buf[:]); n != 0 || !ok {
+		t.Fatalf("Drain of an empty queue: got %d, %v; want 0, true", n, ok)
+	}
+	got := make(chan message.Message)
+	go func() {
+		<-l.Ready()
+		n, _ := l.Drain(buf[:1])
+		if n == 1 {
+			got <- buf[0]
+		}
+		close(got)
+	}()
+	if err := tr.Send(ctx, "ready", message.Message{"i": 1}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m["i"] != int64(1) {
+			t.Errorf("woken receiver got %v, want i=1", m)
+		}
+	case <-ctx.Done():
+		t.Fatal("a receiver sleeping on Ready was not woken by a send")
+	}
+	// Wrap around the ring: 3 in, 2 out, 3 in; then drain 3 + 2.
+	next := 0
+	send := func(k int) {
+		for range k {
+			if err := tr.Send(ctx, "ready", message.Message{"i": next}, transit.SendOptions{NonBlocking: true}); err != nil {
+				t.Fatalf("send %d: %v", next, err)
+			}
+			next++
+		}
+	}
+	want := 0
+	drain := func(max, wantN int) {
+		n, ok := l.Drain(buf[:max])
+		if n != wantN || !ok {
+			t.Fatalf("Drain(%d): got %d, %v; want %d, true", max, n, ok, wantN)
+		}
+		for _, m := range buf[:n] {
+			if i, _ := message.Int(m["i"]); i != int64(want) {
+				t.Fatalf("drained i=%d, want %d", i, want)
+			}
+			want++
+		}
+	}
+	send(3)
+	drain(2, 2)
+	send(3)
+	if l.Len() != 4 {
+		t.Errorf("Len: got %d, want 4", l.Len())
+	}
+	drain(3, 3)
+	drain(3, 1)
+	drain(3, 0)
+	if rest := tr.UnhostLocal("ready"); len(rest) != 0 {
+		t.Errorf("UnhostLocal of an empty queue: got %v", rest)
+	}
+	select {
+	case _, open := <-l.Ready():
+		if open {
+			// A token from the last send may still be there; the next
+			// receive must see the close.
+			if _, open = <-l.Ready(); open {
+				t.Error("Ready still open after UnhostLocal")
+			}
+		}
+	case <-ctx.Done():
+		t.Fatal("Ready not closed after UnhostLocal")
+	}
+	if n, ok := l.Drain(buf[:]); n != 0 || ok {
+		t.Errorf("Drain after UnhostLocal: got %d, %v; want 0, false", n, ok)
+	}
+}
+
+// TestLocalConcurrentSendersFIFO: several senders fill a small queue
+// (they wait for room most of the time) while one receiver drains it;
+// every message arrives once, in order per sender.
+func TestLocalConcurrentSendersFIFO(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{})
+	ctx := ctxT(t, 60*time.Second)
+	l, err := tr.HostLocal("fifo", 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const senders, each = 4, 5000
+	var wg sync.WaitGroup
+	errs := make(chan error, senders)
+	for s := range senders {
+		wg.Go(func() {
+			for i := range each {
+				if err := tr.Send(ctx, "fifo", message.Message{"s": s, "i": i}, transit.SendOptions{}); err != nil {
+					errs <- fmt.Errorf("sender %d, message %d: %w", s, i, err)
+					return
+				}
+			}
+		})
+	}
+	next := make([]int64, senders)
+	var buf [5]message.Message
+	for got := 0; got < senders*each; {
+		n, ok := l.Drain(buf[:])
+		if !ok {
+			t.Fatal("unhosted while receiving")
+		}
+		if n == 0 {
+			select {
+			case <-l.Ready():
+			case err := <-errs:
+				t.Fatal(err)
+			case <-ctx.Done():
+				t.Fatalf("received %d of %d, then nothing", got, senders*each)
+			}
+			continue
+		}
+		for _, m := range buf[:n] {
+			s, i := seqOf(t, m)
+			if i != next[s] {
+				t.Fatalf("sender %d: got message %d, want %d", s, i, next[s])
+			}
+			next[s]++
+		}
+		got += n
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n, _ := l.Drain(buf[:]); n != 0 {
+		t.Errorf("%d messages more than were sent", n)
+	}
+}
+
+// TestLocalUnhostRace: senders keep sending while the receiver takes some
+// messages and then the queue is unhosted. Every message is delivered
+// exactly once — taken by the receiver, returned by UnhostLocal, or sent
+// to the bus (also those whose sender was waiting for room) — and per
+// sender in order across the three, in that order.
+func TestLocalUnhostRace(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{})
+	ctx := ctxT(t, 60*time.Second)
+	l, err := tr.HostLocal("race", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const senders, each, takeFirst = 3, 200, 150
+	var wg sync.WaitGroup
+	errs := make(chan error, senders)
+	for s := range senders {
+		wg.Go(func() {
+			for i := range each {
+				if err := tr.Send(ctx, "race", message.Message{"s": s, "i": i}, transit.SendOptions{}); err != nil {
+					errs <- fmt.Errorf("sender %d, message %d: %w", s, i, err)
+					return
+				}
+			}
+		})
+	}
+	var seen []message.Message
+	for len(seen) < takeFirst {
+		seen = append(seen, recvLocal(t, l, 30*time.Second))
+	}
+	// Wait until the queue is full again, with senders waiting for room.
+	for !l.SendersWaiting() {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case <-ctx.Done():
+			t.Fatal("queue never full again")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	rest := tr.UnhostLocal("race")
+	if len(rest) != 16 {
+		t.Errorf("UnhostLocal: got %d messages, want the 16 waiting", len(rest))
+	}
+	seen = append(seen, rest...)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for len(seen) < senders*each {
+		m, err := tr.TryReceive(ctx, "race")
+		if errors.Is(err, transit.ErrEmpty) {
+			t.Fatalf("bus empty after %d of %d messages", len(seen), senders*each)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = append(seen, m)
+	}
+	if m, err := tr.TryReceive(ctx, "race"); !errors.Is(err, transit.ErrEmpty) {
+		t.Errorf("an extra message on the bus: %v, %v", m, err)
+	}
+	next := make([]int64, senders)
+	for _, m := range seen {
+		s, i := seqOf(t, m)
+		if i != next[s] {
+			t.Fatalf("sender %d: got message %d, want %d (taken, then unhosted, then bus)", s, i, next[s])
+		}
+		next[s]++
+	}
+}
+
+// TestLocalWaitingSenderGoesToBusOnUnhost: a sender waiting for room in a
+// full queue is released by UnhostLocal and its message goes to the bus.
+func TestLocalWaitingSenderGoesToBusOnUnhost(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{})
+	ctx := ctxT(t, 30*time.Second)
+	l, err := tr.HostLocal("wait", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Send(ctx, "wait", message.Message{"i": 0}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- tr.Send(ctx, "wait", message.Message{"i": 1}, transit.SendOptions{}) }()
+	for !l.SendersWaiting() {
+		select {
+		case err := <-sent:
+			t.Fatalf("Send to a full queue returned %v, want it to wait", err)
+		case <-ctx.Done():
+			t.Fatal("the sender never waited for room")
+		case <-time.After(100 * time.Microsecond):
+		}
+	}
+	rest := tr.UnhostLocal("wait")
+	if len(rest) != 1 || rest[0]["i"] != int64(0) {
+		t.Errorf("UnhostLocal: got %v, want [i=0]", rest)
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("waiting sender: %v", err)
+	}
+	m, err := tr.TryReceive(ctx, "wait")
+	if err != nil || m["i"] != int64(1) {
+		t.Errorf("bus: got %v, %v; want i=1", m, err)
+	}
+	if l.Len() != 0 {
+		t.Errorf("Len after unhost: %d", l.Len())
+	}
+}
