@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,8 +19,7 @@ import (
 
 // Tuning of the JetStream backend.
 const (
-	fetchBatch     = 256                  // messages asked for per pull request
-	fetchWait      = 5 * time.Second      // expiry of a pull request
+	fetchBatch     = 256                  // messages asked for per pull request (see pull.go)
 	ackGroup       = 64                   // at most this many handled messages share one acknowledgement
 	ackDelay       = 2 * time.Millisecond // a held-back acknowledgement waits at most this long
 	asyncMaxPend   = 4096                 // SendAsync publishes in flight before SendAsync waits
@@ -47,6 +47,11 @@ type natsBus struct {
 	queues    map[string]jetstream.Consumer // ensured queue consumers, by scope+"\x00"+qname
 	recv      map[string]*recvQueue         // receive state, by scope+"\x00"+qname
 	consumers sync.WaitGroup
+
+	// reconnected is closed (and replaced) when the connection is
+	// restored: pull requests sent before may be gone with the bus.
+	reconnected atomic.Pointer[chan struct{}]
+	pulls       atomic.Int64 // pull requests sent by consumers (for tests)
 }
 
 var _ backend = (*natsBus)(nil)
@@ -54,6 +59,7 @@ var _ backend = (*natsBus)(nil)
 func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, error) {
 	b := &natsBus{opts: opts, log: log, streams: map[string]jetstream.Stream{}, queues: map[string]jetstream.Consumer{},
 		recv: map[string]*recvQueue{}}
+	b.reconnected.Store(new(make(chan struct{})))
 	common := []nats.Option{
 		nats.Name("multimodule " + opts.Host),
 		nats.MaxReconnects(-1),
@@ -64,7 +70,10 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 				log.Warn("bus connection lost", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("bus connection restored", "url", nc.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("bus connection restored", "url", nc.ConnectedUrl())
+			close(*b.reconnected.Swap(new(make(chan struct{}))))
+		}),
 	}
 	var (
 		nc  *nats.Conn
