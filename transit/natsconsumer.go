@@ -50,14 +50,21 @@ type natsConsumer struct {
 }
 
 func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, error) {
-	cons, err := b.queueConsumer(ctx, scope, qname)
+	// The consumer's info from creating or looking it up serves the
+	// take-over: one request to the bus in all.
+	cons, fresh, err := b.queueConsumerInfo(ctx, scope, qname)
 	if err != nil {
 		return nil, err
 	}
+	b.mu.Lock()
+	if b.recv[scope+"\x00"+qname] != nil {
+		fresh = false // leaving this process' receive may record progress
+	}
+	b.mu.Unlock()
 	if err := b.leaveReceive(ctx, scope, qname); err != nil {
 		return nil, err
 	}
-	tk, err := b.takeOver(ctx, scope, cons, false)
+	tk, err := b.takeOver(ctx, scope, cons, false, fresh)
 	if err != nil {
 		return nil, err
 	}
@@ -136,8 +143,61 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 		active, left = true, fetchBatch
 		lost.Reset(wait + pullGrace)
 	}
+	// take handles one message from the inbox.
+	take := func(m *nats.Msg) {
+		if st := pullStatus(m); st != "" {
+			if st == "100" || m.Subject != c.inbox+"."+strconv.Itoa(reqN) {
+				return // a heartbeat, or the end of a request presumed lost
+			}
+			active = false
+			lost.Stop()
+			switch st {
+			case "408", "404":
+			default:
+				// 409 (consumer deleted, leadership change, too many
+				// requests), 503 (no JetStream yet): not at once.
+				if c.stopCtx.Err() == nil {
+					log.Warn("pull request refused by the bus; retrying", "status", st, "description", m.Header.Get("Description"))
+				}
+				retry = time.After(250 * time.Millisecond)
+			}
+			return
+		}
+		if active {
+			if left--; left <= 0 {
+				active = false
+				lost.Stop()
+			}
+		}
+		bm := &busMsg{m: m, nc: c.b.nc}
+		if md, err := m.Metadata(); err == nil {
+			if lastDseq != 0 && md.Sequence.Consumer > lastDseq+1 {
+				// Deliveries the bus sent that never arrived (a
+				// connection lost on the way): they count as delivered
+				// and are acknowledged with the next acknowledgement.
+				log.Warn("bus deliveries lost on the way", "missing", md.Sequence.Consumer-lastDseq-1, "seq", md.Sequence.Stream)
+			}
+			lastDseq = md.Sequence.Consumer
+		}
+		queue = append(queue, c.unpack(bm, &tk)...)
+		c.queued.Store(int64(len(queue)))
+	}
+	drained := false
 	for {
 		stopping := c.stopCtx.Err() != nil
+		if stopping && !drained {
+			// What already reached the inbox was fetched: it is handed
+			// out too. Nothing later is taken in.
+			drained = true
+			for more := true; more; {
+				select {
+				case m := <-c.in:
+					take(m)
+				default:
+					more = false
+				}
+			}
+		}
 		if !active && retry == nil && !stopping && len(queue) < fetchBatch/2 {
 			request()
 		}
@@ -188,42 +248,7 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 			queue = queue[1:]
 			c.queued.Store(int64(len(queue)))
 		case m := <-in:
-			if st := pullStatus(m); st != "" {
-				if st == "100" || m.Subject != c.inbox+"."+strconv.Itoa(reqN) {
-					continue // a heartbeat, or the end of a request presumed lost
-				}
-				active = false
-				lost.Stop()
-				switch st {
-				case "408", "404":
-				default:
-					// 409 (consumer deleted, leadership change, too many
-					// requests), 503 (no JetStream yet): not at once.
-					if !stopping {
-						log.Warn("pull request refused by the bus; retrying", "status", st, "description", m.Header.Get("Description"))
-					}
-					retry = time.After(250 * time.Millisecond)
-				}
-				continue
-			}
-			if active {
-				if left--; left <= 0 {
-					active = false
-					lost.Stop()
-				}
-			}
-			bm := &busMsg{m: m, nc: c.b.nc}
-			if md, err := m.Metadata(); err == nil {
-				if lastDseq != 0 && md.Sequence.Consumer > lastDseq+1 {
-					// Deliveries the bus sent that never arrived (a
-					// connection lost on the way): they count as delivered
-					// and are acknowledged with the next acknowledgement.
-					log.Warn("bus deliveries lost on the way", "missing", md.Sequence.Consumer-lastDseq-1, "seq", md.Sequence.Stream)
-				}
-				lastDseq = md.Sequence.Consumer
-			}
-			queue = append(queue, c.unpack(bm, &tk)...)
-			c.queued.Store(int64(len(queue)))
+			take(m)
 		case <-lost.C:
 			active = false
 		case <-reconn:
