@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -189,43 +191,52 @@ func (b *natsBus) forgetStream(scope string) {
 // when needed. An existing consumer is used as it is (its metadata holds
 // take-over bookkeeping).
 func (b *natsBus) queueConsumer(ctx context.Context, scope, qname string) (jetstream.Consumer, error) {
+	c, _, err := b.queueConsumerInfo(ctx, scope, qname)
+	return c, err
+}
+
+// queueConsumerInfo is queueConsumer that also reports whether the
+// consumer's CachedInfo was read from the bus just now (it was created or
+// looked up by this call), so the caller need not ask again.
+func (b *natsBus) queueConsumerInfo(ctx context.Context, scope, qname string) (jetstream.Consumer, bool, error) {
 	key := scope + "\x00" + qname
 	b.mu.Lock()
 	c := b.queues[key]
 	b.mu.Unlock()
 	if c != nil {
-		return c, nil
+		return c, false, nil
 	}
 	s, err := b.stream(ctx, scope)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
+	// One request in the common cases: "create" returns an existing
+	// consumer of the same config as it is, and fails only when the
+	// existing one differs (take-over bookkeeping in its metadata,
+	// another AckWait): then it is looked up and used as it is.
 	name := consumerName(qname)
-	c, err = s.Consumer(ctx, name)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		c, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable:       name,
-			Description:   "MultiModule queue " + qname,
-			FilterSubject: b.subject(scope, qname),
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckPolicy:     jetstream.AckAllPolicy,
-			AckWait:       b.opts.AckWait,
-			MaxDeliver:    -1, // we dead-letter ourselves, with the reason
-			MaxAckPending: 4 * fetchBatch,
-		})
-		if errors.Is(err, jetstream.ErrConsumerExists) {
-			c, err = s.Consumer(ctx, name)
-		}
+	c, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "MultiModule queue " + qname,
+		FilterSubject: b.subject(scope, qname),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       b.opts.AckWait,
+		MaxDeliver:    -1, // we dead-letter ourselves, with the reason
+		MaxAckPending: 4 * fetchBatch,
+	})
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		c, err = s.Consumer(ctx, name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("transit: bus consumer for queue %q (scope %q): %w", qname, scope, err)
+		return nil, false, fmt.Errorf("transit: bus consumer for queue %q (scope %q): %w", qname, scope, err)
 	}
 	b.mu.Lock()
 	b.queues[key] = c
 	b.mu.Unlock()
-	return c, nil
+	return c, true, nil
 }
 
 // classify turns bus errors the caller can act on into sentinels.
@@ -327,13 +338,17 @@ type takeover struct {
 // takeOver resets the consumer to its ack floor when messages are
 // delivered and not acknowledged (their owner died), so they come again
 // first and in order. With onlyIdle, it does nothing while some client
-// has a pull request waiting (a live owner).
-func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Consumer, onlyIdle bool) (takeover, error) {
+// has a pull request waiting (a live owner). With fresh, the consumer's
+// CachedInfo was read from the bus just now and is used as it is.
+func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Consumer, onlyIdle, fresh bool) (takeover, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return takeover{}, fmt.Errorf("transit: bus consumer %s: info: %w", cons.CachedInfo().Name, err)
+	info := cons.CachedInfo()
+	if !fresh || info == nil {
+		var err error
+		if info, err = cons.Info(ctx); err != nil {
+			return takeover{}, fmt.Errorf("transit: bus consumer %s: info: %w", cons.CachedInfo().Name, err)
+		}
 	}
 	tk := takeover{cfg: info.Config}
 	tk.doneSeq, tk.doneN = parseDone(info.Config.Metadata[metaDone])
@@ -428,7 +443,7 @@ func avgBytes(s jetstream.StreamState) int64 {
 	return int64(s.Bytes / s.Msgs)
 }
 
-func (b *natsBus) list(ctx context.Context, scope string) ([]QueueStat, error) {
+func (b *natsBus) list(ctx context.Context, scope string, all bool) ([]QueueStat, error) {
 	s, err := b.stream(ctx, scope)
 	if err != nil {
 		return nil, err
@@ -446,6 +461,9 @@ func (b *natsBus) list(ctx context.Context, scope string) ([]QueueStat, error) {
 	for subj, n := range info.State.Subjects {
 		q := decodeQueue(strings.TrimPrefix(subj, prefix))
 		byName[q] = QueueStat{Name: q, Msgs: int64(n), Bytes: avg * int64(n), Capacity: capacity}
+	}
+	if !all {
+		return slices.Collect(maps.Values(byName)), nil
 	}
 	names := s.ConsumerNames(ctx)
 	for n := range names.Name() {
