@@ -50,6 +50,12 @@ type runner struct {
 	// monitor; 0 when it has none.
 	coPID atomic.Int64
 	pider interface{ PID() int }
+	// postedKey is the key of the config last given to the task (under
+	// h.mu), so reconciling an unchanged config does not wake it.
+	postedKey string
+	// statusDone is closed once the status file written at load is
+	// (HostAndConsume).
+	statusDone chan struct{}
 
 	// task goroutine only
 	t          task.Task
