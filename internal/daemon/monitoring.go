@@ -111,11 +111,18 @@ type monitorTask struct {
 	queuesAt   time.Time
 	// Quiet runs (under mu; see record): per bucket, the value that
 	// repeats, and the times of the recent rounds of samples.
-	quiet map[quietKey]*quietRun
+	quiet map[string]*[quietMetrics]quietRun
 	times []time.Time
 }
 
-type quietKey struct{ name, metric string }
+// The buckets whose quiet samples are skipped, per task or queue.
+const (
+	quietPassed = iota
+	quietEmitted
+	quietMailbox
+	quietFullness
+	quietMetrics
+)
 
 // quietRun is a run of samples of one bucket that change no evaluation.
 type quietRun struct {
@@ -186,11 +193,7 @@ func (t *monitorTask) clearTask(name string) {
 	t.mu.Lock()
 	delete(t.last, name)
 	delete(t.lastEvent, name)
-	for k := range t.quiet {
-		if k.name == name {
-			delete(t.quiet, k)
-		}
-	}
+	delete(t.quiet, name)
 	t.mu.Unlock()
 }
 
@@ -218,34 +221,38 @@ func (t *monitorTask) round(now time.Time) {
 // comes, the skipped samples are recorded first, at the times of their
 // rounds, so the bucket holds exactly what sampling every second gives.
 // t.mu held; now is this round's time (the last of t.times).
-func (t *monitorTask) record(m *monitor.Monitor, name, metric string, now time.Time, v float64, counter bool) {
+func (t *monitorTask) record(m *monitor.Monitor, name, metric string, idx int, now time.Time, v float64, counter bool) {
 	if t.quiet == nil {
-		t.quiet = map[quietKey]*quietRun{}
+		t.quiet = map[string]*[quietMetrics]quietRun{}
 	}
-	k := quietKey{name, metric}
-	q := t.quiet[k]
+	qs := t.quiet[name]
+	if qs == nil {
+		qs = new([quietMetrics]quietRun)
+		t.quiet[name] = qs
+	}
+	q := &qs[idx]
+	seen := !q.first.IsZero()
 	runs := counter || v == 0
-	if q != nil && runs && v == q.v {
+	if seen && runs && v == q.v {
 		if !q.since.IsZero() && now.Sub(q.since) <= t.cutoff {
 			m.Record(name, metric, now, v)
 			q.recorded = now
 		}
 		return
 	}
-	if q == nil && runs {
-		t.quiet[k] = &quietRun{v: v, first: now}
-		return
-	}
-	if q != nil {
+	if !seen {
+		q.first = now
+		if runs {
+			q.v = v
+			return
+		}
+	} else {
 		// The samples of the run that were skipped, oldest first.
 		for _, ts := range t.times {
 			if ts.After(q.recorded) && !ts.Before(q.first) && ts.Before(now) {
 				m.Record(name, metric, ts, q.v)
 			}
 		}
-	} else {
-		q = &quietRun{first: now}
-		t.quiet[k] = q
 	}
 	m.Record(name, metric, now, v)
 	q.v, q.since, q.recorded = v, now, now
@@ -318,8 +325,10 @@ func (t *monitorTask) sample(tc *task.Context) {
 		for metric, v := range cs {
 			switch metric {
 			case host.MetricHandlerNanos:
-			case host.MetricPassedMessages, host.MetricEmitMessages:
-				t.record(m, name, metric, now, float64(v), true) // running totals (counter buckets)
+			case host.MetricPassedMessages:
+				t.record(m, name, metric, quietPassed, now, float64(v), true) // running totals (counter buckets)
+			case host.MetricEmitMessages:
+				t.record(m, name, metric, quietEmitted, now, float64(v), true)
 			default:
 				le := t.lastEvent[name]
 				if le == nil {
@@ -337,7 +346,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 		}
 	}
 	for _, ti := range d.host.Tasks() {
-		t.record(m, ti.Name, MetricMailboxDepth, now, float64(ti.Mailbox), false)
+		t.record(m, ti.Name, MetricMailboxDepth, quietMailbox, now, float64(ti.Mailbox), false)
 		if ti.CoPID > 0 {
 			// An exec task's co-process is the task's process.
 			if s, rates, err := t.sampler.Sample(ti.CoPID, now); err == nil {
@@ -370,12 +379,12 @@ func (t *monitorTask) sample(tc *task.Context) {
 			if q.Capacity.Bytes > 0 {
 				full = max(full, float64(q.Bytes)/float64(q.Capacity.Bytes))
 			}
-			t.record(m, q.Name, monitor.MetricQueueFullness, now, full, false)
+			t.record(m, q.Name, monitor.MetricQueueFullness, quietFullness, now, full, false)
 			t.queues[q.Name] = t.queueRound
 		}
 		for name, round := range t.queues {
 			if round != t.queueRound {
-				t.record(m, name, monitor.MetricQueueFullness, now, 0, false)
+				t.record(m, name, monitor.MetricQueueFullness, quietFullness, now, 0, false)
 			}
 		}
 	}

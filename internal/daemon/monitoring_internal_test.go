@@ -54,18 +54,19 @@ func TestQuietSamplesChangeNoAlert(t *testing.T) {
 		}
 		samples := []struct {
 			name, metric string
+			idx          int
 			v            float64
 			counter      bool
 		}{
-			{"A", host.MetricPassedMessages, total, true},
-			{"Idle", host.MetricPassedMessages, 0, true},
-			{"A", MetricMailboxDepth, depth, false},
-			{"Q", monitor.MetricQueueFullness, fullness, false},
+			{"A", host.MetricPassedMessages, quietPassed, total, true},
+			{"Idle", host.MetricPassedMessages, quietPassed, 0, true},
+			{"A", MetricMailboxDepth, quietMailbox, depth, false},
+			{"Q", monitor.MetricQueueFullness, quietFullness, fullness, false},
 		}
 		mt.round(now)
 		for _, x := range samples {
 			full.Record(x.name, x.metric, now, x.v)
-			mt.record(skip, x.name, x.metric, now, x.v, x.counter)
+			mt.record(skip, x.name, x.metric, x.idx, now, x.v, x.counter)
 		}
 		if s%5 == 0 {
 			full.Evaluate(now)
