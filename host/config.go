@@ -115,7 +115,7 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 }
 
 // configureParallel bounds the tasks ConfigureAll saves or loads at once.
-const configureParallel = 16
+const configureParallel = 32
 
 // parallel runs f(i) for i in [from, to), configureParallel at a time,
 // and returns when all are done. A single call runs on this goroutine.
