@@ -181,6 +181,12 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 		}
 		queue = append(queue, c.unpack(bm, &tk)...)
 		c.queued.Store(int64(len(queue)))
+		if !keeping {
+			// Deliveries wait for their acknowledgement: keep them alive
+			// until none does (checked when the timer fires).
+			keeping = true
+			keep.Reset(keepEvery)
+		}
 	}
 	drained := false
 	for {
@@ -203,14 +209,6 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 		}
 		if stopping && len(queue) == 0 {
 			return
-		}
-		if busy := c.hasPending(); busy != keeping {
-			keeping = busy
-			if busy {
-				keep.Reset(keepEvery)
-			} else {
-				keep.Stop()
-			}
 		}
 		var (
 			outc chan *Delivery

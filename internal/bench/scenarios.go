@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -560,6 +561,8 @@ func runScale(ctx context.Context, e *env) (Result, error) {
 	idleProcs := e.procs.stop()
 	stopProfile()
 	// Busy: perTask messages to every task, through the bus.
+	stopProfile = phaseProfile("busy")
+	defer stopProfile()
 	e.procs.start()
 	tb := time.Now()
 	var names []string
@@ -595,6 +598,7 @@ func runScale(ctx context.Context, e *env) (Result, error) {
 		return Result{}, err
 	}
 	busyS := time.Since(tb).Seconds()
+	stopProfile()
 	busyProcs := e.procs.stop()
 	total := (nInt + nExt) * perTask
 	res := Result{Processes: busyProcs, MsgsPerSec: round1(float64(total) / busyS)}
@@ -762,7 +766,7 @@ func runCLI(ctx context.Context, e *env) (Result, error) {
 
 // phaseProfile starts a CPU profile of one phase of scale ("configure":
 // from the config sent until every internal task is configured; "idle":
-// the idle window) when MM_BENCH_SCALE_CPUPROFILE is "PHASE:FILE" (not
+// the idle window; "busy": the busy phase) when MM_BENCH_SCALE_CPUPROFILE is "PHASE:FILE" (not
 // with --cpuprofile, which profiles the whole run); it returns the
 // function that ends it.
 func phaseProfile(phase string) func() {
@@ -780,8 +784,8 @@ func phaseProfile(phase string) func() {
 		f.Close()
 		return func() {}
 	}
-	return func() {
+	return sync.OnceFunc(func() {
 		pprof.StopCPUProfile()
 		f.Close()
-	}
+	})
 }
