@@ -1,6 +1,7 @@
 package match_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/multimodule/multimodule/match"
@@ -44,5 +45,20 @@ func BenchmarkMatchRegexCaptures(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p.MatchCaptures(msg)
+	}
+}
+
+// BenchmarkMatchRegexAnchored matches the regexes of the fanout bench
+// scenario: an anchored literal prefix against a short string, and an
+// anchored character-class run (^x*$) against a 110-byte string.
+func BenchmarkMatchRegexAnchored(b *testing.B) {
+	p := match.MustCompile(map[string]any{"source": " special/^Prod/", "pad": " special/^x*$/"})
+	msg := message.Message{"source": "Producer", "pad": strings.Repeat("x", 110)}
+	if !p.Match(msg) {
+		b.Fatal("pattern does not match")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Match(msg)
 	}
 }

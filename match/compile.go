@@ -55,7 +55,8 @@ type node struct {
 
 	// kindRegex
 	re    *regexp.Regexp
-	named bool // re has named groups worth capturing
+	named bool  // re has named groups worth capturing
+	quick quick // a cheaper evaluation of re's common shapes, if it has one
 
 	// kindMap: keys sorted, kids[i] is the pattern under keys[i]; keyset
 	// serves list-vs-map matching. kindList: kids are the elements.
@@ -190,7 +191,7 @@ func compileSpecial(s, path string) (node, error) {
 	if err != nil {
 		return node{}, errAt(path, "bad regex %q: %v", s, err)
 	}
-	n := node{kind: kindRegex, re: re}
+	n := node{kind: kindRegex, re: re, quick: compileQuick(expr)}
 	for _, name := range re.SubexpNames() {
 		if name != "" {
 			n.named = true

@@ -121,23 +121,37 @@ func (n *node) scalarEqual(v any) bool {
 	return false
 }
 
-// matchRegex applies a regex node to the text of a message scalar.
+// matchRegex applies a regex node to the text of a message scalar. A
+// number's text is formatted on the stack; only the regexp (not a quick
+// form) makes it escape.
 func (n *node) matchRegex(v any, caps *Captures) bool {
-	var s string
-	switch t := v.(type) {
-	case string:
-		s = t
-	default:
+	s, isString := v.(string)
+	if !isString {
 		var buf [32]byte
 		b, ok := appendNumberText(buf[:0], v)
 		if !ok {
 			return false
 		}
-		s = string(b)
+		if caps != nil && n.named {
+			return n.captureRegex(string(b), caps)
+		}
+		if n.quick.kind != quickNone {
+			return n.quick.match(string(b)) // does not escape: no allocation
+		}
+		return n.re.MatchString(string(b))
 	}
-	if caps == nil || !n.named {
-		return n.re.MatchString(s)
+	if caps != nil && n.named {
+		return n.captureRegex(s, caps)
 	}
+	if n.quick.kind != quickNone {
+		return n.quick.match(s)
+	}
+	return n.re.MatchString(s)
+}
+
+// captureRegex applies a regex node with named groups to s and records
+// the groups that took part.
+func (n *node) captureRegex(s string, caps *Captures) bool {
 	loc := n.re.FindStringSubmatchIndex(s)
 	if loc == nil {
 		return false

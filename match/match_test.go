@@ -292,8 +292,10 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts differ under the race detector")
 	}
-	p := match.MustCompile(map[string]any{"source": "Example1", "ct": int64(5), "f": 2.5, "tags": "b", "keys": map[string]any{"k1": 1, "k2": 1}})
-	msg := message.Message{"source": "Example1", "ct": int64(5), "f": 2.5, "tags": []any{"a", "b"}, "keys": []any{"k1", "k2"}, "other": "x"}
+	p := match.MustCompile(map[string]any{"source": "Example1", "ct": int64(5), "f": 2.5, "tags": "b", "keys": map[string]any{"k1": 1, "k2": 1},
+		"pad": " special/^x*$/", "seq": " special/^[0-9]+$/", "host": " special/^web/"})
+	msg := message.Message{"source": "Example1", "ct": int64(5), "f": 2.5, "tags": []any{"a", "b"}, "keys": []any{"k1", "k2"}, "other": "x",
+		"pad": strings.Repeat("x", 110), "seq": int64(123456), "host": "web12"}
 	if !p.Match(msg) {
 		t.Fatal("Match: got false, want true")
 	}

@@ -2,6 +2,7 @@ package message_test
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -71,3 +72,140 @@ func FuzzUnmarshal(f *testing.F) {
 
 // sameJSON compares canonical values, numbers by value.
 func sameJSON(a, b any) bool { return message.Equal(a, b) }
+
+// FuzzCopy: a message's copy is deeply equal to it and shares no map or
+// list with it, so changing every container of the copy leaves the
+// original as it was.
+func FuzzCopy(f *testing.F) {
+	for _, s := range []string{
+		`{}`,
+		`{"seq":12345,"bench_ts":1795734695018641700,"source":"Producer","pad":"xxxx",".ipc_transit_meta":{"send_ts":1795734695.0186417}}`,
+		`{"l": [1, "x", null, true, {"m": [], "n": {}}], "e": [], "m": {"a": {"b": {"c": [[]]}}}}`,
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":{"j":[{"k":9}]}}`,
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":{"i":[{"j":8}]}}`, // 8 keys: rebuilt
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8}`,               // 8 keys, no containers: cloned
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := message.Unmarshal(data)
+		if err != nil {
+			return
+		}
+		before, err := message.Marshal(m)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		c := m.Copy()
+		if !reflect.DeepEqual(m, c) {
+			t.Fatalf("copy: got %#v, want %#v", c, m)
+		}
+		noShared(t, map[string]any(m), map[string]any(c), "")
+		scribble(map[string]any(c))
+		after, err := message.Marshal(m)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		if !bytes.Equal(before, after) {
+			t.Fatalf("original after changing the copy: got %s, want %s", after, before)
+		}
+	})
+}
+
+// noShared fails if the copy c shares a map or a list's backing array
+// with the original o.
+func noShared(t *testing.T, o, c any, path string) {
+	t.Helper()
+	switch ot := o.(type) {
+	case map[string]any:
+		ct := c.(map[string]any)
+		if reflect.ValueOf(ot).UnsafePointer() == reflect.ValueOf(ct).UnsafePointer() {
+			t.Fatalf("map at %q is shared", path)
+		}
+		for k, v := range ot {
+			noShared(t, v, ct[k], path+"."+k)
+		}
+	case []any:
+		ct := c.([]any)
+		if cap(ot) > 0 && cap(ct) > 0 && &ot[:cap(ot)][0] == &ct[:cap(ct)][0] {
+			t.Fatalf("list at %q shares its backing array", path)
+		}
+		for i := range ot {
+			noShared(t, ot[i], ct[i], fmt.Sprintf("%s[%d]", path, i))
+		}
+	}
+}
+
+// scribble changes every map and list in v, in place.
+func scribble(v any) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			scribble(e)
+			if _, container := e.(map[string]any); !container {
+				if _, list := e.([]any); !list {
+					t[k] = "scribbled"
+				}
+			}
+		}
+		t["scribbled"] = true
+	case []any:
+		for i, e := range t {
+			scribble(e)
+			if _, container := e.(map[string]any); !container {
+				if _, list := e.([]any); !list {
+					t[i] = "scribbled"
+				}
+			}
+		}
+	}
+}
+
+// FuzzCopier: every copy a Copier makes of a message is deeply equal to
+// it and shares no map or list with it or with the other copies, and
+// scribbling over the copies leaves the original's JSON unchanged.
+func FuzzCopier(f *testing.F) {
+	for _, s := range []string{
+		`{}`,
+		`{"seq":12345,"source":"Producer","pad":"xxxx",".ipc_transit_meta":{"send_ts":1795734695.0186417}}`,
+		`{"l": [1, {"m": [], "n": {}}], "e": [], "m": {"a": {"b": {"c": [[]]}}}, "leaf": {"k": "v"}}`,
+		`{"a":[1],"b":[2],"c":{},"d":{"x":1},"e":[]}`,
+		`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":{"i":[{"j":8}]}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := message.Unmarshal(data)
+		if err != nil {
+			return
+		}
+		before, err := message.Marshal(m)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		var c message.Copier
+		c.Reset(m)
+		var copies []message.Message
+		for range 3 {
+			got := c.Copy()
+			if !reflect.DeepEqual(m, got) {
+				t.Fatalf("copy: got %#v, want %#v", got, m)
+			}
+			noShared(t, map[string]any(m), map[string]any(got), "")
+			for _, other := range copies {
+				noShared(t, map[string]any(other), map[string]any(got), "")
+			}
+			copies = append(copies, got)
+		}
+		for _, cp := range copies {
+			scribble(map[string]any(cp))
+		}
+		after, err := message.Marshal(m)
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		if !bytes.Equal(before, after) {
+			t.Fatalf("original after changing the copies: got %s, want %s", after, before)
+		}
+	})
+}

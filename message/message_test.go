@@ -55,6 +55,24 @@ func TestCopyIsDeep(t *testing.T) {
 			t.Errorf("got %#v, want nil", c)
 		}
 	})
+	t.Run("nil containers inside copy to empty ones", func(t *testing.T) {
+		m := message.Message{"m": map[string]any(nil), "l": []any(nil), "in": []any{map[string]any(nil)}}
+		c := m.Copy()
+		want := message.Message{"m": map[string]any{}, "l": []any{}, "in": []any{map[string]any{}}}
+		if !reflect.DeepEqual(c, want) {
+			t.Fatalf("got %#v, want %#v", c, want)
+		}
+		c["m"].(map[string]any)["k"] = "v" // must not panic
+	})
+	t.Run("an empty list with spare capacity is not shared", func(t *testing.T) {
+		l := make([]any, 0, 4)
+		m := message.Message{"l": l}
+		c := m.Copy()
+		_ = append(c["l"].([]any), "appended")
+		if got := l[:1][0]; got != nil {
+			t.Errorf("original's backing array after appending to the copy: got %#v, want nil", got)
+		}
+	})
 	t.Run("CopyValue of a scalar is the scalar", func(t *testing.T) {
 		for _, v := range []any{nil, true, "s", int64(3), 1.5, json.Number("18446744073709551616")} {
 			if got := message.CopyValue(v); got != v {

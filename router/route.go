@@ -64,6 +64,10 @@ func (r *Router) route(ctx context.Context, msg message.Message, f Forwarder, ow
 	// as soon as anything else happens to msg or another delivery is due.
 	var held *forward
 	var heldRoute string
+	// cp makes the deliveries' copies of msg; it learns msg's shape at
+	// the first copy and must be Reset whenever msg changes.
+	var cp message.Copier
+	cp.Reset(msg)
 	for i := range r.routes {
 		rt := &r.routes[i]
 		ok, caps := rt.pattern.MatchCaptures(msg)
@@ -72,7 +76,7 @@ func (r *Router) route(ctx context.Context, msg message.Message, f Forwarder, ow
 		}
 		if rt.transform != nil {
 			if held != nil {
-				if send(ctx, f, heldRoute, held, msg.Copy(), &errs) {
+				if send(ctx, f, heldRoute, held, cp.Copy(), &errs) {
 					return errors.Join(errs...)
 				}
 				held = nil
@@ -80,10 +84,11 @@ func (r *Router) route(ctx context.Context, msg message.Message, f Forwarder, ow
 			if err := rt.transform.Apply(msg, caps); err != nil {
 				errs = append(errs, fmt.Errorf("router: route %s: %w", rt.name, err))
 			}
+			cp.Reset(msg)
 		}
 		for j := range rt.forwards {
 			if held != nil {
-				if send(ctx, f, heldRoute, held, msg.Copy(), &errs) {
+				if send(ctx, f, heldRoute, held, cp.Copy(), &errs) {
 					return errors.Join(errs...)
 				}
 				held = nil
@@ -93,7 +98,7 @@ func (r *Router) route(ctx context.Context, msg message.Message, f Forwarder, ow
 				held, heldRoute = fw, rt.name
 				continue
 			}
-			if send(ctx, f, rt.name, fw, msg.Copy(), &errs) {
+			if send(ctx, f, rt.name, fw, cp.Copy(), &errs) {
 				return errors.Join(errs...)
 			}
 		}
@@ -150,6 +155,10 @@ func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []an
 		return fmt.Errorf("router: %s[0] must be a list of forwards, got %s", StaticForwardsKey, describe(hop))
 	}
 	var errs []error
+	// copies makes the entries' copies; msg does not change until the
+	// last entry, which may take msg itself.
+	var copies message.Copier
+	copies.Reset(msg)
 	for i, e := range entries {
 		where := fmt.Sprintf("router: %s[0][%d]", StaticForwardsKey, i)
 		if err := ctx.Err(); err != nil {
@@ -169,7 +178,7 @@ func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []an
 		// The last delivery takes msg itself: nothing reads msg after it.
 		given := owned && i == len(entries)-1 && len(errs) == 0
 		if !given {
-			cp = msg.Copy()
+			cp = copies.Copy()
 		}
 		if tv := entry["transform"]; tv != nil {
 			if err := applyStaticTransform(cp, tv); err != nil {

@@ -331,8 +331,12 @@ func (r *Router) Stats() map[string]QueueStats {
 	return out
 }
 
+// snapshot reads the outcomes before the attempts: a delivery is counted
+// as matched before its outcome, so reading matched last never shows more
+// outcomes than attempts while Route runs.
 func (c *counters) snapshot() QueueStats {
-	return QueueStats{Matched: c.matched.Load(), Forwarded: c.forwarded.Load(), Failed: c.failed.Load()}
+	forwarded, failed := c.forwarded.Load(), c.failed.Load()
+	return QueueStats{Matched: c.matched.Load(), Forwarded: forwarded, Failed: failed}
 }
 
 // describe names the JSON type of a value for error messages.

@@ -279,6 +279,43 @@ func TestRouteOwnedGivesAwayTheLast(t *testing.T) {
 	}
 }
 
+// TestRouteCopiesAfterTransforms: deliveries after a transform that adds
+// or replaces containers get copies of the transformed message, none
+// shared (the Router's Copier must learn the message again after every
+// transform).
+func TestRouteCopiesAfterTransforms(t *testing.T) {
+	fwd := func(q string) []any { return []any{map[string]any{"qname": q}} }
+	routes := []any{
+		map[string]any{"match": map[string]any{}, "forwards": fwd("q1")},
+		map[string]any{"match": map[string]any{}, "forwards": fwd("q2"),
+			"transform": map[string]any{"m": map[string]any{"new": int64(1)}, "extra": []any{int64(1), map[string]any{"k": "v"}}}},
+		map[string]any{"match": map[string]any{}, "forwards": fwd("q3")},
+		map[string]any{"match": map[string]any{}, "forwards": fwd("q4")},
+	}
+	after := `{"a":1,"extra":[1,{"k":"v"}],"m":{"new":1}}`
+	want := []string{`q1 {"a":1,"m":{"old":1}}`, "q2 " + after, "q3 " + after, "q4 " + after}
+	for _, owned := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Route", true: "RouteOwned"}[owned], func(t *testing.T) {
+			r := mustCompile(t, map[string]any{"routes": routes})
+			msg := mustMessage(t, `{"a":1,"m":{"old":1}}`)
+			var rec recorder
+			route := r.Route
+			if owned {
+				route = r.RouteOwned
+			}
+			if err := route(t.Context(), msg, &rec); err != nil {
+				t.Fatalf("route: %v", err)
+			}
+			ds := rec.deliveries()
+			if got := summary(t, ds); !reflect.DeepEqual(got, want) {
+				t.Fatalf("deliveries:\n got %q\nwant %q", got, want)
+			}
+			assertOwnership(t, owned, msg, ds, true)
+			assertNoAliasing(t, ds)
+		})
+	}
+}
+
 func TestRouteErrors(t *testing.T) {
 	errRefused := errors.New("queue full")
 	config := map[string]any{"routes": []any{

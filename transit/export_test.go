@@ -30,3 +30,12 @@ func SignalReconnect(t *Transit) {
 	b := t.bus.(*natsBus)
 	close(*b.reconnected.Swap(new(make(chan struct{}))))
 }
+
+// DropDeliveries makes consumers and receivers discard the deliveries of
+// the queues and consumer sequences drop returns true for, as if the pull
+// client had lost them in flight (the bus counts them as delivered). It
+// returns a function that stops it.
+func DropDeliveries(drop func(queue string, consumerSeq uint64) bool) (restore func()) {
+	dropDelivery.Store(&drop)
+	return func() { dropDelivery.Store(nil) }
+}

@@ -333,6 +333,12 @@ type takeover struct {
 	doneSeq   uint64 // a bus message a previous owner left cleanly after doneN of its queue messages
 	doneN     int
 	cfg       jetstream.ConsumerConfig
+	// delivered is the consumer sequence of the consumer's last delivery
+	// before this owner's first pull, if known. Every delivery increments
+	// it, so a delivery this owner never saw shows as a gap (see
+	// seqWatch).
+	delivered uint64
+	known     bool
 }
 
 // takeOver resets the consumer to its ack floor when messages are
@@ -352,6 +358,7 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 	}
 	tk := takeover{cfg: info.Config}
 	tk.doneSeq, tk.doneN = parseDone(info.Config.Metadata[metaDone])
+	tk.delivered, tk.known = info.Delivered.Consumer, true
 	if info.NumAckPending == 0 || (onlyIdle && info.NumWaiting > 0) {
 		return tk, nil
 	}
@@ -363,6 +370,10 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 	}
 	b.log.Info("took over a queue with unacknowledged messages", "consumer", info.Name,
 		"pending", info.NumAckPending, "ack_floor", info.AckFloor.Stream, "delivered", info.Delivered.Stream)
+	tk.delivered, tk.known = 0, false
+	if after, err := cons.Info(ctx); err == nil {
+		tk.delivered, tk.known = after.Delivered.Consumer, true
+	}
 	return tk, nil
 }
 

@@ -47,6 +47,10 @@ type natsConsumer struct {
 	doneDirty bool
 	doneArmed bool
 	doneMu    sync.Mutex // serializes writeDone
+
+	// run loop only
+	seq       seqWatch
+	resyncing bool // a delivery never arrived: take the queue over again
 }
 
 func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, error) {
@@ -81,6 +85,7 @@ func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, 
 	if err != nil {
 		return nil, fmt.Errorf("transit: consume %q: subscribe: %w", qname, err)
 	}
+	c.seq.start(tk)
 	c.stopCtx, c.stopFn = context.WithCancel(b.ctx)
 	stopAfter := context.AfterFunc(ctx, c.stopFn)
 	wait := pullWait
@@ -120,14 +125,13 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 	defer keep.Stop()
 	defer lost.Stop()
 	var (
-		queue    []*Delivery
-		reqN     int  // number of the current request (its reply subject)
-		active   bool // the current request is alive
-		left     int  // messages it may still bring
-		retry    <-chan time.Time
-		lastDseq uint64 // consumer sequence of the last delivery, to notice gaps
-		reconn   = *c.b.reconnected.Load()
-		body     = pullRequest(fetchBatch, wait)
+		queue  []*Delivery
+		reqN   int  // number of the current request (its reply subject)
+		active bool // the current request is alive
+		left   int  // messages it may still bring
+		retry  <-chan time.Time
+		reconn = *c.b.reconnected.Load()
+		body   = pullRequest(fetchBatch, wait)
 	)
 	request := func() {
 		reqN++
@@ -170,14 +174,17 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 			}
 		}
 		bm := &busMsg{m: m, nc: c.b.nc}
-		if md, err := m.Metadata(); err == nil {
-			if lastDseq != 0 && md.Sequence.Consumer > lastDseq+1 {
-				// Deliveries the bus sent that never arrived (a
-				// connection lost on the way): they count as delivered
-				// and are acknowledged with the next acknowledgement.
-				log.Warn("bus deliveries lost on the way", "missing", md.Sequence.Consumer-lastDseq-1, "seq", md.Sequence.Stream)
-			}
-			lastDseq = md.Sequence.Consumer
+		if c.resyncing || dropped(c.qname, bm) {
+			return // not handed out: after the reset it comes again, in order
+		}
+		if gap, want, got := c.seq.saw(bm); gap {
+			// Deliveries the bus counts as handed out never reached
+			// this consumer (lost with a connection, or a pull request
+			// a stopped owner left behind was served).
+			log.Warn("deliveries from the bus never reached this consumer; taking the queue over again once what was handed out is acknowledged",
+				"want_consumer_seq", want, "got", got)
+			c.resyncing = true
+			return
 		}
 		queue = append(queue, c.unpack(bm, &tk)...)
 		c.queued.Store(int64(len(queue)))
@@ -191,6 +198,14 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 	drained := false
 	for {
 		stopping := c.stopCtx.Err() != nil
+		if c.resyncing && len(queue) == 0 && retry == nil && !stopping && c.allHandled() {
+			if err := c.resync(); err != nil {
+				log.Warn("taking the queue over again failed; retrying", "err", err)
+				retry = time.After(250 * time.Millisecond)
+			} else {
+				c.resyncing = false
+			}
+		}
 		if stopping && !drained {
 			// What already reached the inbox was fetched: it is handed
 			// out too. Nothing later is taken in.
@@ -204,7 +219,7 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 				}
 			}
 		}
-		if !active && retry == nil && !stopping && len(queue) < fetchBatch/2 {
+		if !active && retry == nil && !c.resyncing && !stopping && len(queue) < fetchBatch/2 {
 			request()
 		}
 		if stopping && len(queue) == 0 {

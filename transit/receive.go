@@ -137,6 +137,28 @@ func (b *natsBus) fetchOne(ctx context.Context, q *recvQueue, scope, qname strin
 			}
 			continue
 		}
+		if dropped(qname, m) {
+			continue
+		}
+		w := seqWatch{next: tk.delivered + 1, known: tk.known}
+		if gap, want, got := w.saw(m); gap {
+			// A delivery since the take-over check never arrived here (a
+			// pull that ended with it in flight, or another receiver):
+			// acknowledging m would acknowledge it too. Start again from
+			// the ack floor; m comes again.
+			b.log.Warn("receive: deliveries from the bus never reached this receiver; resetting the queue to its ack floor",
+				"queue", qname, "want_consumer_seq", want, "got", got)
+			rctx, rcancel := context.WithTimeout(ctx, apiTimeout)
+			_, err := b.js.ResetConsumer(rctx, b.streamName(scope), cons.CachedInfo().Name)
+			rcancel()
+			if err != nil {
+				return fmt.Errorf("transit: receive from %q: reset to the ack floor: %w", qname, err)
+			}
+			if tk, err = b.takeOver(ctx, scope, cons, true, false); err != nil {
+				return err
+			}
+			continue
+		}
 		ds, skipped := b.deliveries(ctx, cons, m, &tk)
 		q.cons, q.msg, q.rest, q.taken = cons, m, ds, skipped
 		if len(ds) > 1 {

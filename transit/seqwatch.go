@@ -1,0 +1,117 @@
+package transit
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// seqWatch follows the consumer sequence of the deliveries one owner of a
+// queue receives. JetStream numbers every delivery of a consumer
+// (redeliveries included), so the owner can tell when a delivery never
+// reached it: the nats.go pull client drops what is still buffered for a
+// pull whose context ends (its goroutine may pick the ended context over
+// the buffered messages), and a pull request a stopped owner left behind
+// can still be served. The bus counts such a delivery as handed out and
+// unacknowledged; with AckAll, acknowledging any later message would
+// acknowledge it too and it would be lost. On a gap the owner takes its
+// queue over again instead: once what it handed out is acknowledged, it
+// resets the consumer to its ack floor and the bus delivers the missing
+// message again.
+type seqWatch struct {
+	next  uint64 // the consumer sequence expected next
+	known bool   // next is known (after a take-over's info)
+}
+
+func (w *seqWatch) start(tk takeover) { w.next, w.known = tk.delivered+1, tk.known }
+
+// saw records delivery m and reports whether deliveries before it never
+// arrived here (want is the consumer sequence expected, got m's).
+func (w *seqWatch) saw(m jetstream.Msg) (gap bool, want, got uint64) {
+	md, err := m.Metadata()
+	if err != nil {
+		return false, 0, 0
+	}
+	want, got = w.next, md.Sequence.Consumer
+	gap = w.known && got > want
+	w.next, w.known = got+1, true
+	return gap, want, got
+}
+
+// dropDelivery, when set (by tests), makes a consumer discard the
+// deliveries for which it returns true as if the pull client had dropped
+// them: the bus counts them as delivered, the owner never sees them.
+var dropDelivery atomic.Pointer[func(queue string, consumerSeq uint64) bool]
+
+func dropped(qname string, m jetstream.Msg) bool {
+	f := dropDelivery.Load()
+	if f == nil {
+		return false
+	}
+	md, err := m.Metadata()
+	return err == nil && (*f)(qname, md.Sequence.Consumer)
+}
+
+// resync takes the queue over again after a gap (see seqWatch): every
+// delivery handed out is acknowledged (the caller waited for that); once
+// the bus confirms the acknowledgements, the consumer is reset to its ack
+// floor, so the missing deliveries, and anything delivered after them,
+// come again in order.
+func (c *natsConsumer) resync() error {
+	c.flushAck()
+	c.mu.Lock()
+	highest := c.highest
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(c.stopCtx, apiTimeout)
+	defer cancel()
+	if highest > 0 {
+		if err := c.waitAckFloor(ctx, highest); err != nil {
+			return err
+		}
+	}
+	name := c.cons.CachedInfo().Name
+	if _, err := c.b.js.ResetConsumer(ctx, c.b.streamName(c.scope), name); err != nil {
+		return fmt.Errorf("transit: bus consumer %s: reset to the ack floor: %w", name, err)
+	}
+	info, err := c.cons.Info(ctx)
+	if err != nil {
+		c.seq.known = false
+		return nil
+	}
+	c.seq.next, c.seq.known = info.Delivered.Consumer+1, true
+	c.b.log.Info("took the queue over again after a delivery that never arrived", "queue", c.qname,
+		"ack_floor", info.AckFloor.Stream)
+	return nil
+}
+
+// allHandled reports whether every delivery fetched was acknowledged or
+// dead-lettered.
+func (c *natsConsumer) allHandled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pend) == 0
+}
+
+// waitAckFloor waits until the bus confirms the acknowledgements up to
+// stream sequence highest.
+func (c *natsConsumer) waitAckFloor(ctx context.Context, highest uint64) error {
+	delay := time.Millisecond
+	for {
+		info, err := c.cons.Info(ctx)
+		if err == nil && info.AckFloor.Stream >= highest {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return fmt.Errorf("transit: acknowledgements of %q up to %d not confirmed by the bus: %w", c.qname, highest, err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
+}
