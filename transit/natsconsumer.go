@@ -265,9 +265,15 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 		case <-lost.C:
 			active = false
 		case <-reconn:
+			// The bus may have died with the request, and with
+			// deliveries on their way here: it counts them as handed out.
+			// Asking again only after AckWait lets the bus redeliver
+			// those first (redeliveries go before new messages), so no
+			// later acknowledgement (AckAll) covers one never seen.
 			reconn = *c.b.reconnected.Load()
 			active = false
 			lost.Stop()
+			retry = time.After(c.b.opts.AckWait + time.Second)
 		case <-retry:
 			retry = nil
 		case <-keep.C:

@@ -100,7 +100,8 @@ func TestIdleConsumerAcrossPullRenewals(t *testing.T) {
 // both, into the same inbox. Nothing is dropped or delivered twice, and
 // the order holds, also beyond MaxAckPending.
 func TestConsumerOverlappingPullRequests(t *testing.T) {
-	tr := open(t, busDir(t), transit.Options{})
+	// A restore signal makes a consumer ask again after AckWait.
+	tr := open(t, busDir(t), transit.Options{AckWait: 300 * time.Millisecond})
 	ctx := ctxT(t, 90*time.Second)
 	c, err := tr.Consume(ctx, "overlap")
 	if err != nil {
@@ -144,8 +145,8 @@ func TestConsumerOverlappingPullRequests(t *testing.T) {
 }
 
 // The pull requests of idle consumers go with a bus that dies; once the
-// connection is restored, each consumer asks again at once (not only
-// when its last request would have expired, a minute later).
+// connection is restored, each consumer asks again after AckWait (not
+// only when its last request would have expired, a minute later).
 func TestIdleConsumerAfterBusRestart(t *testing.T) {
 	dir := busDir(t)
 	tr := open(t, dir, transit.Options{})
