@@ -191,24 +191,16 @@ func (b *natsBus) forgetStream(scope string) {
 // when needed. An existing consumer is used as it is (its metadata holds
 // take-over bookkeeping).
 func (b *natsBus) queueConsumer(ctx context.Context, scope, qname string) (jetstream.Consumer, error) {
-	c, _, err := b.queueConsumerInfo(ctx, scope, qname)
-	return c, err
-}
-
-// queueConsumerInfo is queueConsumer that also reports whether the
-// consumer's CachedInfo was read from the bus just now (it was created or
-// looked up by this call), so the caller need not ask again.
-func (b *natsBus) queueConsumerInfo(ctx context.Context, scope, qname string) (jetstream.Consumer, bool, error) {
 	key := scope + "\x00" + qname
 	b.mu.Lock()
 	c := b.queues[key]
 	b.mu.Unlock()
 	if c != nil {
-		return c, false, nil
+		return c, nil
 	}
 	s, err := b.stream(ctx, scope)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
@@ -231,12 +223,12 @@ func (b *natsBus) queueConsumerInfo(ctx context.Context, scope, qname string) (j
 		c, err = s.Consumer(ctx, name)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("transit: bus consumer for queue %q (scope %q): %w", qname, scope, err)
+		return nil, fmt.Errorf("transit: bus consumer for queue %q (scope %q): %w", qname, scope, err)
 	}
 	b.mu.Lock()
 	b.queues[key] = c
 	b.mu.Unlock()
-	return c, true, nil
+	return c, nil
 }
 
 // classify turns bus errors the caller can act on into sentinels.
@@ -344,17 +336,15 @@ type takeover struct {
 // takeOver resets the consumer to its ack floor when messages are
 // delivered and not acknowledged (their owner died), so they come again
 // first and in order. With onlyIdle, it does nothing while some client
-// has a pull request waiting (a live owner). With fresh, the consumer's
-// CachedInfo was read from the bus just now and is used as it is.
-func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Consumer, onlyIdle, fresh bool) (takeover, error) {
+// has a pull request waiting (a live owner). It asks the bus for the
+// consumer's info: the info a "create" of an existing consumer returns
+// can be a snapshot from when the bus (re)started.
+func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Consumer, onlyIdle bool) (takeover, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	info := cons.CachedInfo()
-	if !fresh || info == nil {
-		var err error
-		if info, err = cons.Info(ctx); err != nil {
-			return takeover{}, fmt.Errorf("transit: bus consumer %s: info: %w", cons.CachedInfo().Name, err)
-		}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return takeover{}, fmt.Errorf("transit: bus consumer %s: info: %w", cons.CachedInfo().Name, err)
 	}
 	tk := takeover{cfg: info.Config}
 	tk.doneSeq, tk.doneN = parseDone(info.Config.Metadata[metaDone])

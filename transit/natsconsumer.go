@@ -54,21 +54,14 @@ type natsConsumer struct {
 }
 
 func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, error) {
-	// The consumer's info from creating or looking it up serves the
-	// take-over: one request to the bus in all.
-	cons, fresh, err := b.queueConsumerInfo(ctx, scope, qname)
+	cons, err := b.queueConsumer(ctx, scope, qname)
 	if err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
-	if b.recv[scope+"\x00"+qname] != nil {
-		fresh = false // leaving this process' receive may record progress
-	}
-	b.mu.Unlock()
 	if err := b.leaveReceive(ctx, scope, qname); err != nil {
 		return nil, err
 	}
-	tk, err := b.takeOver(ctx, scope, cons, false, fresh)
+	tk, err := b.takeOver(ctx, scope, cons, false)
 	if err != nil {
 		return nil, err
 	}

@@ -93,7 +93,7 @@ func (b *natsBus) fetchOne(ctx context.Context, q *recvQueue, scope, qname strin
 	if err != nil {
 		return err
 	}
-	tk, err := b.takeOver(ctx, scope, cons, true, false)
+	tk, err := b.takeOver(ctx, scope, cons, true)
 	if err != nil {
 		return err
 	}
