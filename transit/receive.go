@@ -154,7 +154,7 @@ func (b *natsBus) fetchOne(ctx context.Context, q *recvQueue, scope, qname strin
 			if err != nil {
 				return fmt.Errorf("transit: receive from %q: reset to the ack floor: %w", qname, err)
 			}
-			if tk, err = b.takeOver(ctx, scope, cons, true, false); err != nil {
+			if tk, err = b.takeOver(ctx, scope, cons, true); err != nil {
 				return err
 			}
 			continue
