@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/task"
@@ -64,13 +65,13 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		changed = append(changed, name)
 	}
 	h.mu.Unlock()
-	for _, name := range changed {
-		if h.opts.ReadOnlyConfig {
-			break
-		}
-		if err := h.opts.Store.SaveConfig(name, saves[name]); err != nil {
-			h.out("error", name, "save config: "+err.Error(), nil)
-		}
+	if !h.opts.ReadOnlyConfig {
+		parallel(0, len(changed), func(i int) {
+			name := changed[i]
+			if err := h.opts.Store.SaveConfig(name, saves[name]); err != nil {
+				h.out("error", name, "save config: "+err.Error(), nil)
+			}
+		})
 	}
 	// The Router first: everything else emits into it.
 	slices.SortStableFunc(changed, func(a, b string) int {
@@ -87,15 +88,54 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 	// background and holds up neither the caller (the daemon's control
 	// queue) nor the other tasks. Its failure is reported (and retried) by
 	// the load.
-	for _, name := range changed {
-		if err := h.reconcile(name, loadWait); err != nil {
-			errs = append(errs, err)
-		}
+	results := make([]error, len(changed))
+	apply := func(i int) {
+		name := changed[i]
+		results[i] = h.reconcile(name, loadWait)
 		if h.opts.OnConfigChanged != nil {
 			h.opts.OnConfigChanged(name, saves[name])
 		}
 	}
+	// The Router on its own, first; then the others a few at a time: a
+	// load mostly waits (for the bus to create the queue's consumer, for
+	// the disk to sync the task's status file), so a thousand tasks
+	// configured at once load in parallel.
+	rest := 0
+	if len(changed) > 0 && changed[0] == RouterName {
+		apply(0)
+		rest = 1
+	}
+	parallel(rest, len(changed), apply)
+	for _, err := range results {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// configureParallel bounds the tasks ConfigureAll saves or loads at once.
+const configureParallel = 32
+
+// parallel runs f(i) for i in [from, to), configureParallel at a time,
+// and returns when all are done. A single call runs on this goroutine.
+func parallel(from, to int, f func(i int)) {
+	if to-from <= 1 {
+		for i := from; i < to; i++ {
+			f(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, configureParallel)
+	for i := from; i < to; i++ {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(i)
+		})
+	}
+	wg.Wait()
 }
 
 // checkExternal refuses is_external for a stateless task (SPEC 10: only

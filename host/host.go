@@ -109,8 +109,10 @@ type Host struct {
 	flushMu      sync.Mutex
 
 	saveCh chan saveJob
-	wg     sync.WaitGroup
-	loads  sync.WaitGroup // loads running (see ensureLoaded)
+	// statusSem bounds the status files written at load at once.
+	statusSem chan struct{}
+	wg        sync.WaitGroup
+	loads     sync.WaitGroup // loads running (see ensureLoaded)
 }
 
 type loadFailure struct {
@@ -167,17 +169,18 @@ func New(opts Options) (*Host, error) {
 		return nil, fmt.Errorf("host: identify this process: %w", err)
 	}
 	h := &Host{
-		opts:     opts,
-		log:      opts.Logger.With("process", opts.Process),
-		tr:       opts.Transit,
-		counters: opts.Counters,
-		self:     self,
-		runners:  map[string]*runner{},
-		configs:  map[string]map[string]any{},
-		confKeys: map[string]string{},
-		failures: map[string]*loadFailure{},
-		loading:  map[string]*loadJob{},
-		saveCh:   make(chan saveJob, 64),
+		opts:      opts,
+		log:       opts.Logger.With("process", opts.Process),
+		tr:        opts.Transit,
+		counters:  opts.Counters,
+		self:      self,
+		runners:   map[string]*runner{},
+		configs:   map[string]map[string]any{},
+		confKeys:  map[string]string{},
+		failures:  map[string]*loadFailure{},
+		loading:   map[string]*loadJob{},
+		saveCh:    make(chan saveJob, 64),
+		statusSem: make(chan struct{}, 2),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	empty := map[string]*runner{}

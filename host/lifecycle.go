@@ -146,6 +146,13 @@ func (h *Host) reconcile(name string, wait time.Duration) error {
 	h.mu.Lock()
 	r := h.runners[name]
 	def, pl, cfg, known := h.placement(name, def0, ok)
+	// The runner is given a config only when it has not had this one:
+	// the supervisor's safety pass reconciles every task every few
+	// seconds, and must not wake every idle runner.
+	repost := r != nil && r.postedKey != h.confKeys[name]
+	if repost {
+		r.postedKey = h.confKeys[name]
+	}
 	h.mu.Unlock()
 	switch {
 	case r != nil && (pl == NotHere || pl != r.placement):
@@ -161,7 +168,7 @@ func (h *Host) reconcile(name string, wait time.Duration) error {
 		}
 		return err
 	case r != nil:
-		if cfg != nil {
+		if cfg != nil && repost {
 			r.post(func() { r.applyConfig(cfg) })
 		}
 		return nil
@@ -316,6 +323,7 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 		first = nil
 	}
 	h.runners[name] = r
+	r.postedKey = h.confKeys[name]
 	h.publishHosted()
 	// A config change (or a failsafe) that arrived while the task was
 	// loading (moved out again, say) found nothing to unload: it is
@@ -332,7 +340,18 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 	r.post(func() { r.applyConfig(cfg) })
 	h.counters.Add(name, MetricStartRequestInternal, 1)
 	if pl == HostAndConsume {
-		h.writeStatus(name)
+		// Off the load's path, two at a time: it waits for the disk,
+		// and creating files in the state directory costs CPU that a
+		// thousand loads at once need. The unload's status write waits
+		// for it (finish), and Shutdown through h.loads.
+		h.loads.Add(1)
+		go func() {
+			defer h.loads.Done()
+			defer close(r.statusDone)
+			h.statusSem <- struct{}{}
+			defer func() { <-h.statusSem }()
+			h.writeStatus(name)
+		}()
 	}
 	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
 	job.r = r
@@ -376,7 +395,7 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 	}
 	ctx, stop := context.WithCancel(h.ctx)
 	r := &runner{
-		h: h, name: name, def: def, placement: pl,
+		h: h, name: name, def: def, placement: pl, statusDone: make(chan struct{}),
 		log:   h.log.With("task", name),
 		local: local, ctrl: make(chan func(), 16),
 		ctx: ctx, stop: stop, done: make(chan struct{}),
@@ -600,6 +619,7 @@ func (h *Host) finish(r *runner) {
 	r.stop()
 	<-r.done
 	if r.placement == HostAndConsume {
+		<-r.statusDone // the load's, written first
 		h.writeStatus(r.name)
 	}
 }
@@ -608,7 +628,7 @@ func (h *Host) finish(r *runner) {
 func (h *Host) scan() {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
-	stats, err := h.tr.Stats(ctx)
+	stats, err := h.tr.WaitingStats(ctx)
 	if err != nil {
 		h.log.Debug("scan queues", "error", err)
 		return

@@ -58,6 +58,12 @@ type runner struct {
 	// monitor; 0 when it has none.
 	coPID atomic.Int64
 	pider interface{ PID() int }
+	// postedKey is the key of the config last given to the task (under
+	// h.mu), so reconciling an unchanged config does not wake it.
+	postedKey string
+	// statusDone is closed once the status file written at load is
+	// (HostAndConsume).
+	statusDone chan struct{}
 
 	// task goroutine only
 	t          task.Task
@@ -437,6 +443,7 @@ func (r *runner) account(n, passed uint64, start time.Time) {
 	if r.pider != nil {
 		r.coPID.Store(int64(r.pider.PID()))
 	}
+	r.touched()
 }
 
 // handle delivers one message to the task, or applies a state transform;
@@ -529,9 +536,7 @@ func (r *runner) applyConfig(cfg map[string]any) {
 	if r.pider != nil {
 		r.coPID.Store(int64(r.pider.PID()))
 	}
-	if r.def.Stateful {
-		r.scheduleSave()
-	}
+	r.touched()
 }
 
 func (r *runner) saveInterval() time.Duration {
@@ -541,15 +546,17 @@ func (r *runner) saveInterval() time.Duration {
 	return r.h.opts.SaveInterval
 }
 
-func (r *runner) scheduleSave() {
-	if r.saveTimer != nil || r.closed {
+// touched notes that task code ran, so a stateful task's state may have
+// changed: it is saved (if it did change) within the save interval. The
+// timer is armed only then, so an idle task has none.
+func (r *runner) touched() {
+	if r.saveTimer != nil || !r.def.Stateful || !r.configured || r.closed {
 		return
 	}
 	r.saveTimer = time.AfterFunc(r.saveInterval(), func() {
 		r.post(func() {
 			r.saveTimer = nil
 			r.saveState(false)
-			r.scheduleSave()
 		})
 	})
 }
@@ -660,6 +667,7 @@ func (r *runner) armRecur(rc *recur) {
 				r.failed.Add(1)
 				r.h.out("error", r.name, fmt.Sprintf("task %s: recurring work %q failed: %v", r.name, rc.name, err), nil)
 			}
+			r.touched()
 		})
 	})
 }

@@ -24,9 +24,10 @@ type backend interface {
 	// receive takes one message off the queue (acknowledged). Without
 	// wait it returns ErrEmpty when none is waiting.
 	receive(ctx context.Context, scope, qname string, wait bool) (message.Message, error)
-	// stat describes one queue; list every queue known in scope.
+	// stat describes one queue; list every queue known in scope (with
+	// all), or only those holding messages.
 	stat(ctx context.Context, scope, qname string) (QueueStat, error)
-	list(ctx context.Context, scope string) ([]QueueStat, error)
+	list(ctx context.Context, scope string, all bool) ([]QueueStat, error)
 	// close flushes and releases the backend; it stops every consumer.
 	close() error
 }

@@ -1,5 +1,7 @@
 package transit
 
+import "time"
+
 // SetAsyncBound sets, for Transits opened afterwards, how many queue
 // messages SendAsync accepts before they are stored; it returns a
 // function that restores the default.
@@ -7,6 +9,26 @@ func SetAsyncBound(n int) (restore func()) {
 	old := asyncMaxMsgs
 	asyncMaxMsgs = n
 	return func() { asyncMaxMsgs = old }
+}
+
+// SetPullWait sets, for consumers started afterwards, how long a pull
+// request stays with the bus; it returns a function that restores the
+// default.
+func SetPullWait(d time.Duration) (restore func()) {
+	old := pullWait
+	pullWait = d
+	return func() { pullWait = old }
+}
+
+// Pulls returns how many pull requests the consumers of t have sent.
+func Pulls(t *Transit) int64 { return t.bus.(*natsBus).pulls.Load() }
+
+// SignalReconnect tells t's consumers the connection was restored, as
+// after a bus restart: each sends a new pull request although its last
+// one is still alive at the bus.
+func SignalReconnect(t *Transit) {
+	b := t.bus.(*natsBus)
+	close(*b.reconnected.Swap(new(make(chan struct{}))))
 }
 
 // DropDeliveries makes consumers and receivers discard the deliveries of

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,8 +21,7 @@ import (
 
 // Tuning of the JetStream backend.
 const (
-	fetchBatch     = 256                  // messages asked for per pull request
-	fetchWait      = 5 * time.Second      // expiry of a pull request
+	fetchBatch     = 256                  // messages asked for per pull request (see pull.go)
 	ackGroup       = 64                   // at most this many handled messages share one acknowledgement
 	ackDelay       = 2 * time.Millisecond // a held-back acknowledgement waits at most this long
 	asyncMaxPend   = 4096                 // SendAsync publishes in flight before SendAsync waits
@@ -47,6 +49,11 @@ type natsBus struct {
 	queues    map[string]jetstream.Consumer // ensured queue consumers, by scope+"\x00"+qname
 	recv      map[string]*recvQueue         // receive state, by scope+"\x00"+qname
 	consumers sync.WaitGroup
+
+	// reconnected is closed (and replaced) when the connection is
+	// restored: pull requests sent before may be gone with the bus.
+	reconnected atomic.Pointer[chan struct{}]
+	pulls       atomic.Int64 // pull requests sent by consumers (for tests)
 }
 
 var _ backend = (*natsBus)(nil)
@@ -54,6 +61,7 @@ var _ backend = (*natsBus)(nil)
 func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, error) {
 	b := &natsBus{opts: opts, log: log, streams: map[string]jetstream.Stream{}, queues: map[string]jetstream.Consumer{},
 		recv: map[string]*recvQueue{}}
+	b.reconnected.Store(new(make(chan struct{})))
 	common := []nats.Option{
 		nats.Name("multimodule " + opts.Host),
 		nats.MaxReconnects(-1),
@@ -64,7 +72,10 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 				log.Warn("bus connection lost", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("bus connection restored", "url", nc.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("bus connection restored", "url", nc.ConnectedUrl())
+			close(*b.reconnected.Swap(new(make(chan struct{}))))
+		}),
 	}
 	var (
 		nc  *nats.Conn
@@ -193,22 +204,23 @@ func (b *natsBus) queueConsumer(ctx context.Context, scope, qname string) (jetst
 	}
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
+	// One request in the common cases: "create" returns an existing
+	// consumer of the same config as it is, and fails only when the
+	// existing one differs (take-over bookkeeping in its metadata,
+	// another AckWait): then it is looked up and used as it is.
 	name := consumerName(qname)
-	c, err = s.Consumer(ctx, name)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		c, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable:       name,
-			Description:   "MultiModule queue " + qname,
-			FilterSubject: b.subject(scope, qname),
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckPolicy:     jetstream.AckAllPolicy,
-			AckWait:       b.opts.AckWait,
-			MaxDeliver:    -1, // we dead-letter ourselves, with the reason
-			MaxAckPending: 4 * fetchBatch,
-		})
-		if errors.Is(err, jetstream.ErrConsumerExists) {
-			c, err = s.Consumer(ctx, name)
-		}
+	c, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "MultiModule queue " + qname,
+		FilterSubject: b.subject(scope, qname),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       b.opts.AckWait,
+		MaxDeliver:    -1, // we dead-letter ourselves, with the reason
+		MaxAckPending: 4 * fetchBatch,
+	})
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		c, err = s.Consumer(ctx, name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("transit: bus consumer for queue %q (scope %q): %w", qname, scope, err)
@@ -324,7 +336,9 @@ type takeover struct {
 // takeOver resets the consumer to its ack floor when messages are
 // delivered and not acknowledged (their owner died), so they come again
 // first and in order. With onlyIdle, it does nothing while some client
-// has a pull request waiting (a live owner).
+// has a pull request waiting (a live owner). It asks the bus for the
+// consumer's info: the info a "create" of an existing consumer returns
+// can be a snapshot from when the bus (re)started.
 func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Consumer, onlyIdle bool) (takeover, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
@@ -430,7 +444,7 @@ func avgBytes(s jetstream.StreamState) int64 {
 	return int64(s.Bytes / s.Msgs)
 }
 
-func (b *natsBus) list(ctx context.Context, scope string) ([]QueueStat, error) {
+func (b *natsBus) list(ctx context.Context, scope string, all bool) ([]QueueStat, error) {
 	s, err := b.stream(ctx, scope)
 	if err != nil {
 		return nil, err
@@ -448,6 +462,9 @@ func (b *natsBus) list(ctx context.Context, scope string) ([]QueueStat, error) {
 	for subj, n := range info.State.Subjects {
 		q := decodeQueue(strings.TrimPrefix(subj, prefix))
 		byName[q] = QueueStat{Name: q, Msgs: int64(n), Bytes: avg * int64(n), Capacity: capacity}
+	}
+	if !all {
+		return slices.Collect(maps.Values(byName)), nil
 	}
 	names := s.ConsumerNames(ctx)
 	for n := range names.Name() {

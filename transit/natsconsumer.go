@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,8 +14,9 @@ import (
 )
 
 // natsConsumer feeds one queue's deliveries to its owner. Its run loop
-// owns the pull requests and the queue of fetched messages; Ack (called by
-// the owner) and the loop share the list of unacknowledged deliveries.
+// owns the pull requests (see pull.go) and the queue of pulled messages;
+// Ack (called by the owner) and the loop share the list of
+// unacknowledged deliveries.
 type natsConsumer struct {
 	b            *natsBus
 	cons         jetstream.Consumer
@@ -23,7 +25,12 @@ type natsConsumer struct {
 	stopCtx      context.Context // ends: fetch no more
 	stopFn       context.CancelFunc
 	queued       atomic.Int64  // fetched, not yet handed out
-	acked        chan struct{} // a delivery was acknowledged (for dead-lettering)
+	acked        chan struct{} // a delivery was acknowledged (for dead-lettering and keep-alives)
+
+	in       chan *nats.Msg // the inbox: pulled messages and the requests' status messages
+	sub      *nats.Subscription
+	inbox    string // requests reply to inbox.<n>
+	nextSubj string // the consumer's pull API subject
 
 	mu        sync.Mutex
 	exited    bool        // the run loop ended: acknowledgements go out one by one, confirmed
@@ -63,37 +70,128 @@ func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, 
 		out:       make(chan *Delivery, fetchBatch),
 		acked:     make(chan struct{}, 1),
 		replayEnd: tk.replayEnd,
+		in:        make(chan *nats.Msg, inCap),
+		inbox:     b.nc.NewInbox(),
+		nextSubj:  fmt.Sprintf("$JS.API.CONSUMER.MSG.NEXT.%s.%s", b.streamName(scope), consumerName(qname)),
+	}
+	c.sub, err = b.nc.ChanSubscribe(c.inbox+".*", c.in)
+	if err != nil {
+		return nil, fmt.Errorf("transit: consume %q: subscribe: %w", qname, err)
 	}
 	c.seq.start(tk)
 	c.stopCtx, c.stopFn = context.WithCancel(b.ctx)
 	stopAfter := context.AfterFunc(ctx, c.stopFn)
+	wait := pullWait
 	b.consumers.Add(1)
 	go func() {
 		defer b.consumers.Done()
 		defer stopAfter()
-		c.run(tk)
+		c.run(tk, wait)
 	}()
 	return &Consumer{queue: qname, ch: c.out, stop: c.stopFn}, nil
 }
 
-// run fetches and hands out messages until stopped, then hands out what
-// was fetched and closes out. The bus closing (b.ctx) aborts at once.
-func (c *natsConsumer) run(tk takeover) {
+// run pulls and hands out messages until stopped, then hands out what
+// was pulled and closes out. The bus closing (b.ctx) aborts at once.
+//
+// At most one pull request is meant to be alive at the bus: the next is
+// sent once it ended (a status message: expired, conflict, …) or brought
+// all it asked for, and while fewer than fetchBatch/2 messages wait here.
+// One that neither ends nor brings anything until well after its expiry,
+// or that was sent before the connection was restored, is presumed lost
+// and asked again; if it was not lost after all, its messages come to
+// the same inbox and are counted against the new one, so at most two
+// are alive. Nothing the bus delivered is dropped while the loop runs.
+// An idle queue wakes the loop once per pullWait; the keep-alive timer
+// runs only while deliveries are unacknowledged.
+func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 	log := c.b.log.With("queue", c.qname)
 	defer close(c.out)
 	defer c.finish()
-	keep := time.NewTicker(max(c.b.opts.AckWait/3, 10*time.Millisecond))
+	defer func() { _ = c.sub.Unsubscribe() }()
+	keepEvery := max(c.b.opts.AckWait/3, 10*time.Millisecond)
+	keep := time.NewTimer(keepEvery)
+	keep.Stop()
+	keeping := false
+	lost := time.NewTimer(time.Hour)
+	lost.Stop()
 	defer keep.Stop()
+	defer lost.Stop()
 	var (
-		queue       []*Delivery
-		batch       jetstream.MessageBatch
-		msgs        <-chan jetstream.Msg
-		retry       <-chan time.Time
-		fetchCancel = context.CancelFunc(func() {})
+		queue  []*Delivery
+		reqN   int  // number of the current request (its reply subject)
+		active bool // the current request is alive
+		left   int  // messages it may still bring
+		retry  <-chan time.Time
+		reconn = *c.b.reconnected.Load()
+		body   = pullRequest(fetchBatch, wait)
 	)
-	defer func() { fetchCancel() }()
+	request := func() {
+		reqN++
+		reply := c.inbox + "." + strconv.Itoa(reqN)
+		if err := c.b.nc.PublishRequest(c.nextSubj, reply, body); err != nil {
+			if c.stopCtx.Err() == nil {
+				log.Warn("pull from the bus failed; retrying", "err", err)
+			}
+			retry = time.After(250 * time.Millisecond)
+			return
+		}
+		c.b.pulls.Add(1)
+		active, left = true, fetchBatch
+		lost.Reset(wait + pullGrace)
+	}
+	// take handles one message from the inbox.
+	take := func(m *nats.Msg) {
+		if st := pullStatus(m); st != "" {
+			if st == "100" || m.Subject != c.inbox+"."+strconv.Itoa(reqN) {
+				return // a heartbeat, or the end of a request presumed lost
+			}
+			active = false
+			lost.Stop()
+			switch st {
+			case "408", "404":
+			default:
+				// 409 (consumer deleted, leadership change, too many
+				// requests), 503 (no JetStream yet): not at once.
+				if c.stopCtx.Err() == nil {
+					log.Warn("pull request refused by the bus; retrying", "status", st, "description", m.Header.Get("Description"))
+				}
+				retry = time.After(250 * time.Millisecond)
+			}
+			return
+		}
+		if active {
+			if left--; left <= 0 {
+				active = false
+				lost.Stop()
+			}
+		}
+		bm := &busMsg{m: m, nc: c.b.nc}
+		if c.resyncing || dropped(c.qname, bm) {
+			return // not handed out: after the reset it comes again, in order
+		}
+		if gap, want, got := c.seq.saw(bm); gap {
+			// Deliveries the bus counts as handed out never reached
+			// this consumer (lost with a connection, or a pull request
+			// a stopped owner left behind was served).
+			log.Warn("deliveries from the bus never reached this consumer; taking the queue over again once what was handed out is acknowledged",
+				"want_consumer_seq", want, "got", got)
+			c.resyncing = true
+			return
+		}
+		queue = append(queue, c.unpack(bm, &tk)...)
+		c.queued.Store(int64(len(queue)))
+		if !keeping {
+			// Deliveries wait for their acknowledgement: keep them alive
+			// until none does (checked when the timer fires).
+			keeping = true
+			keep.Reset(keepEvery)
+		}
+	}
+	drained := false
 	for {
-		if c.resyncing && len(queue) == 0 && retry == nil && c.stopCtx.Err() == nil && c.allHandled() {
+		stopping := c.stopCtx.Err() != nil
+		if c.resyncing && len(queue) == 0 && retry == nil && !stopping && c.allHandled() {
 			if err := c.resync(); err != nil {
 				log.Warn("taking the queue over again failed; retrying", "err", err)
 				retry = time.After(250 * time.Millisecond)
@@ -101,21 +199,23 @@ func (c *natsConsumer) run(tk takeover) {
 				c.resyncing = false
 			}
 		}
-		if batch == nil && retry == nil && !c.resyncing && c.stopCtx.Err() == nil && len(queue) < fetchBatch/2 {
-			var err error
-			fetchCancel()
-			batch, fetchCancel, err = c.fetch()
-			if err != nil {
-				batch = nil
-				if c.stopCtx.Err() == nil {
-					log.Warn("pull from the bus failed; retrying", "err", err)
-					retry = time.After(250 * time.Millisecond)
+		if stopping && !drained {
+			// What already reached the inbox was fetched: it is handed
+			// out too. Nothing later is taken in.
+			drained = true
+			for more := true; more; {
+				select {
+				case m := <-c.in:
+					take(m)
+				default:
+					more = false
 				}
-			} else {
-				msgs = batch.Messages()
 			}
 		}
-		if batch == nil && len(queue) == 0 && c.stopCtx.Err() != nil {
+		if !active && retry == nil && !c.resyncing && !stopping && len(queue) < fetchBatch/2 {
+			request()
+		}
+		if stopping && len(queue) == 0 {
 			return
 		}
 		var (
@@ -139,40 +239,41 @@ func (c *natsConsumer) run(tk takeover) {
 				outc = c.out
 			}
 		}
+		// Once stopped, nothing more is taken in: what still comes is
+		// later in the queue than everything handed out, and is delivered
+		// again to the next owner.
 		var stopped <-chan struct{}
-		if batch == nil && retry == nil {
+		in := c.in
+		if stopping {
+			in = nil
+		} else {
 			stopped = c.stopCtx.Done()
 		}
 		select {
 		case outc <- head:
 			queue = queue[1:]
 			c.queued.Store(int64(len(queue)))
-		case m, ok := <-msgs:
-			if !ok {
-				if err := batch.Error(); err != nil && !isPullEnd(err) {
-					log.Warn("pull from the bus ended", "err", err)
-				}
-				batch, msgs = nil, nil
-				continue
-			}
-			if dropped(c.qname, m) {
-				continue
-			}
-			if gap, want, got := c.seq.saw(m); gap {
-				// Not handed out: after the reset it comes again, in order.
-				log.Warn("deliveries from the bus never reached this consumer; taking the queue over again once what was handed out is acknowledged",
-					"want_consumer_seq", want, "got", got)
-				c.resyncing = true
-				fetchCancel()
-				batch, msgs = nil, nil
-				continue
-			}
-			queue = append(queue, c.unpack(m, &tk)...)
-			c.queued.Store(int64(len(queue)))
+		case m := <-in:
+			take(m)
+		case <-lost.C:
+			active = false
+		case <-reconn:
+			// The bus may have died with the request, and with
+			// deliveries on their way here: it counts them as handed out.
+			// Asking again only after AckWait lets the bus redeliver
+			// those first (redeliveries go before new messages), so no
+			// later acknowledgement (AckAll) covers one never seen.
+			reconn = *c.b.reconnected.Load()
+			active = false
+			lost.Stop()
+			retry = time.After(c.b.opts.AckWait + time.Second)
 		case <-retry:
 			retry = nil
 		case <-keep.C:
 			c.keepAlive()
+			if keeping = c.hasPending(); keeping {
+				keep.Reset(keepEvery)
+			}
 		case <-c.acked:
 		case <-stopped:
 		case <-c.b.ctx.Done():
@@ -181,12 +282,13 @@ func (c *natsConsumer) run(tk takeover) {
 	}
 }
 
-// fetch asks the bus for up to fetchBatch messages; the request ends
-// after fetchWait, or when the consumer stops.
-func (c *natsConsumer) fetch() (jetstream.MessageBatch, context.CancelFunc, error) {
-	ctx, cancel := context.WithTimeout(c.stopCtx, fetchWait)
-	batch, err := c.cons.Fetch(fetchBatch, jetstream.FetchContext(ctx))
-	return batch, cancel, err
+// hasPending reports whether deliveries wait for their acknowledgement
+// (or one is held back): then the bus is told every AckWait/3 that they
+// are in progress.
+func (c *natsConsumer) hasPending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pend) > 0 || c.lastAck != nil
 }
 
 func isPullEnd(err error) bool {
@@ -303,8 +405,19 @@ func (c *natsConsumer) finish() {
 	}
 	ctx, cancel := context.WithTimeout(c.b.ctx, 5*time.Second)
 	defer cancel()
-	if err := c.waitAckFloor(ctx, highest); err != nil {
-		c.b.log.Warn("acknowledgements not confirmed by the bus", "queue", c.qname, "seq", highest, "err", err)
+	delay := time.Millisecond
+	for {
+		info, err := c.cons.Info(ctx)
+		if err == nil && info.AckFloor.Stream >= highest {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.b.log.Warn("acknowledgements not confirmed by the bus", "queue", c.qname, "seq", highest, "err", err)
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
 	}
 }
 

@@ -434,10 +434,21 @@ func (t *Transit) Stat(ctx context.Context, qname string) (QueueStat, error) {
 // name. A queue both hosted here and present on the bus is listed once,
 // as local, with the bus' waiting messages added.
 func (t *Transit) Stats(ctx context.Context) ([]QueueStat, error) {
+	return t.stats(ctx, true)
+}
+
+// WaitingStats is Stats without the empty bus queues: every local queue
+// of this process and the bus queues holding messages. It costs the bus
+// one request, where Stats lists every queue's consumer too.
+func (t *Transit) WaitingStats(ctx context.Context) ([]QueueStat, error) {
+	return t.stats(ctx, false)
+}
+
+func (t *Transit) stats(ctx context.Context, all bool) ([]QueueStat, error) {
 	if t.closed.Load() {
 		return nil, fmt.Errorf("transit: stats: %w", ErrClosed)
 	}
-	bus, err := t.bus.list(ctx, t.host)
+	bus, err := t.bus.list(ctx, t.host, all)
 	if err != nil {
 		return nil, err
 	}

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -508,8 +511,10 @@ func runScale(ctx context.Context, e *env) (Result, error) {
 		cfg[benchtasks.ExtName(i)] = map[string]any{"is_external": true, "report_every_n": perTask}
 	}
 	conf0, handled0 := benchtasks.IdleCounts()
+	stopProfile := phaseProfile("configure")
 	t0 := time.Now()
 	if err := e.configure(ctx, cfg); err != nil {
+		stopProfile()
 		return Result{}, err
 	}
 	var internalS, externalS float64
@@ -519,9 +524,11 @@ func runScale(ctx context.Context, e *env) (Result, error) {
 		}
 		return nil
 	}); err != nil {
+		stopProfile()
 		return Result{}, err
 	}
 	internalS = time.Since(t0).Seconds()
+	stopProfile()
 	if err := e.reports.wait(ctx, 120*time.Second, func(r *reports) error {
 		n := 0
 		for i := range nExt {
@@ -545,12 +552,17 @@ func runScale(ctx context.Context, e *env) (Result, error) {
 		return Result{}, err
 	}
 	idle := min(5*time.Second, e.opts.Duration)
+	stopProfile = phaseProfile("idle")
 	e.procs.start()
 	if err := sleep(ctx, idle); err != nil {
+		stopProfile()
 		return Result{}, err
 	}
 	idleProcs := e.procs.stop()
+	stopProfile()
 	// Busy: perTask messages to every task, through the bus.
+	stopProfile = phaseProfile("busy")
+	defer stopProfile()
 	e.procs.start()
 	tb := time.Now()
 	var names []string
@@ -586,6 +598,7 @@ func runScale(ctx context.Context, e *env) (Result, error) {
 		return Result{}, err
 	}
 	busyS := time.Since(tb).Seconds()
+	stopProfile()
 	busyProcs := e.procs.stop()
 	total := (nInt + nExt) * perTask
 	res := Result{Processes: busyProcs, MsgsPerSec: round1(float64(total) / busyS)}
@@ -749,4 +762,30 @@ func runCLI(ctx context.Context, e *env) (Result, error) {
 		"size":            e.opts.Size,
 	}
 	return res, nil
+}
+
+// phaseProfile starts a CPU profile of one phase of scale ("configure":
+// from the config sent until every internal task is configured; "idle":
+// the idle window; "busy": the busy phase) when MM_BENCH_SCALE_CPUPROFILE is "PHASE:FILE" (not
+// with --cpuprofile, which profiles the whole run); it returns the
+// function that ends it.
+func phaseProfile(phase string) func() {
+	want, path, _ := strings.Cut(os.Getenv("MM_BENCH_SCALE_CPUPROFILE"), ":")
+	if want != phase || path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: idle profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: idle profile:", err)
+		f.Close()
+		return func() {}
+	}
+	return sync.OnceFunc(func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	})
 }

@@ -104,6 +104,32 @@ type monitorTask struct {
 	// points to average over and return to ok (under mu).
 	lastEvent map[string]map[string]time.Time
 	cutoff    time.Duration
+	// The queues known (under mu): name → the round of samples it was
+	// last listed in; rebuilt from a full list every queueListEvery.
+	queues     map[string]int64
+	queueRound int64
+	queuesAt   time.Time
+	// Quiet runs (under mu; see record): per bucket, the value that
+	// repeats, and the times of the recent rounds of samples.
+	quiet map[string]*[quietMetrics]quietRun
+	times []time.Time
+}
+
+// The buckets whose quiet samples are skipped, per task or queue.
+const (
+	quietPassed = iota
+	quietEmitted
+	quietMailbox
+	quietFullness
+	quietMetrics
+)
+
+// quietRun is a run of samples of one bucket that change no evaluation.
+type quietRun struct {
+	v        float64
+	first    time.Time // the bucket's first sample
+	since    time.Time // when the run began; zero: at the first sample
+	recorded time.Time // its last sample recorded; zero: none
 }
 
 func (t *monitorTask) SetConfig(tc *task.Context, cfg map[string]any) error {
@@ -127,6 +153,7 @@ func (t *monitorTask) SetConfig(tc *task.Context, cfg map[string]any) error {
 			Logger: t.d.log,
 		})
 		t.shape = shape
+		t.quiet, t.times = nil, nil // the history starts anew
 		t.cutoff = 300 * time.Second
 		for _, w := range mc.windows {
 			t.cutoff = max(t.cutoff, w.Width)
@@ -166,7 +193,69 @@ func (t *monitorTask) clearTask(name string) {
 	t.mu.Lock()
 	delete(t.last, name)
 	delete(t.lastEvent, name)
+	delete(t.quiet, name)
 	t.mu.Unlock()
+}
+
+// round notes the time of a round of samples (for record); t.mu held.
+func (t *monitorTask) round(now time.Time) {
+	t.times = append(t.times, now)
+	if now.Sub(t.times[0]) > t.cutoff {
+		i := 0
+		for i < len(t.times) && now.Sub(t.times[i]) > t.cutoff {
+			i++
+		}
+		t.times = append(t.times[:0], t.times[i:]...)
+	}
+}
+
+// record records one sample of a counter bucket (running totals) or a
+// gauge bucket, skipping the ones that change no evaluation, so that a
+// thousand idle tasks and queues cost next to nothing: a run of samples
+// of the same total (counter) or of zeros (gauge) is recorded for the
+// cutoff age after it begins — until then the windows hold earlier
+// values too — and skipped after that, when the windows hold nothing but
+// the run: a counter's rate is 0 and a gauge's mean 0 either way (or
+// there is no value at all, which alerts no more than 0). A run seen
+// from the first sample on is skipped at once. When a different value
+// comes, the skipped samples are recorded first, at the times of their
+// rounds, so the bucket holds exactly what sampling every second gives.
+// t.mu held; now is this round's time (the last of t.times).
+func (t *monitorTask) record(m *monitor.Monitor, name, metric string, idx int, now time.Time, v float64, counter bool) {
+	if t.quiet == nil {
+		t.quiet = map[string]*[quietMetrics]quietRun{}
+	}
+	qs := t.quiet[name]
+	if qs == nil {
+		qs = new([quietMetrics]quietRun)
+		t.quiet[name] = qs
+	}
+	q := &qs[idx]
+	seen := !q.first.IsZero()
+	runs := counter || v == 0
+	if seen && runs && v == q.v {
+		if !q.since.IsZero() && now.Sub(q.since) <= t.cutoff {
+			m.Record(name, metric, now, v)
+			q.recorded = now
+		}
+		return
+	}
+	if !seen {
+		q.first = now
+		if runs {
+			q.v = v
+			return
+		}
+	} else {
+		// The samples of the run that were skipped, oldest first.
+		for _, ts := range t.times {
+			if ts.After(q.recorded) && !ts.Before(q.first) && ts.Before(now) {
+				m.Record(name, metric, ts, q.v)
+			}
+		}
+	}
+	m.Record(name, metric, now, v)
+	q.v, q.since, q.recorded = v, now, now
 }
 
 // sample records one round of samples (SPEC 11, every second).
@@ -217,6 +306,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 	// Every task's counters.
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.round(now)
 	if t.last == nil {
 		t.last = map[string]map[string]uint64{}
 		t.lastEvent = map[string]map[string]time.Time{}
@@ -235,8 +325,10 @@ func (t *monitorTask) sample(tc *task.Context) {
 		for metric, v := range cs {
 			switch metric {
 			case host.MetricHandlerNanos:
-			case host.MetricPassedMessages, host.MetricEmitMessages:
-				m.Record(name, metric, now, float64(v)) // running totals (counter buckets)
+			case host.MetricPassedMessages:
+				t.record(m, name, metric, quietPassed, now, float64(v), true) // running totals (counter buckets)
+			case host.MetricEmitMessages:
+				t.record(m, name, metric, quietEmitted, now, float64(v), true)
 			default:
 				le := t.lastEvent[name]
 				if le == nil {
@@ -254,7 +346,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 		}
 	}
 	for _, ti := range d.host.Tasks() {
-		m.Record(ti.Name, MetricMailboxDepth, now, float64(ti.Mailbox))
+		t.record(m, ti.Name, MetricMailboxDepth, quietMailbox, now, float64(ti.Mailbox), false)
 		if ti.CoPID > 0 {
 			// An exec task's co-process is the task's process.
 			if s, rates, err := t.sampler.Sample(ti.CoPID, now); err == nil {
@@ -262,10 +354,23 @@ func (t *monitorTask) sample(tc *task.Context) {
 			}
 		}
 	}
-	// Every queue's fullness.
+	// Every queue's fullness. Listing the bus' empty queues costs a
+	// request that names every queue's consumer, so it is done every
+	// queueListEvery only; in between, the queues holding messages are
+	// asked for, and every other queue known is recorded empty.
 	ctx, cancel := context.WithTimeout(tc.Context(), 2*time.Second)
 	defer cancel()
-	if stats, err := d.tr.Stats(ctx); err == nil {
+	listAll := now.Sub(t.queuesAt) >= queueListEvery
+	stats, err := d.tr.WaitingStats(ctx)
+	if listAll {
+		stats, err = d.tr.Stats(ctx)
+	}
+	if err == nil {
+		if t.queues == nil || listAll {
+			t.queues = make(map[string]int64, len(stats)) // name → sample it was last seen in
+			t.queuesAt = now
+		}
+		t.queueRound++
 		for _, q := range stats {
 			full := 0.0
 			if q.Capacity.Msgs > 0 {
@@ -274,10 +379,20 @@ func (t *monitorTask) sample(tc *task.Context) {
 			if q.Capacity.Bytes > 0 {
 				full = max(full, float64(q.Bytes)/float64(q.Capacity.Bytes))
 			}
-			m.Record(q.Name, monitor.MetricQueueFullness, now, full)
+			t.record(m, q.Name, monitor.MetricQueueFullness, quietFullness, now, full, false)
+			t.queues[q.Name] = t.queueRound
+		}
+		for name, round := range t.queues {
+			if round != t.queueRound {
+				t.record(m, name, monitor.MetricQueueFullness, quietFullness, now, 0, false)
+			}
 		}
 	}
 }
+
+// queueListEvery is how often the monitor lists every queue of the bus,
+// empty ones included (see sample).
+const queueListEvery = 30 * time.Second
 
 // evaluate evaluates every bucket (SPEC 11, every 5 seconds) and saves
 // the current levels for `multimodule status`.
