@@ -196,7 +196,9 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 				log.Warn("taking the queue over again failed; retrying", "err", err)
 				retry = time.After(250 * time.Millisecond)
 			} else {
-				c.resyncing = false
+				// The old requests went with the old inbox.
+				c.resyncing, active = false, false
+				lost.Stop()
 			}
 		}
 		if stopping && !drained {

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -59,7 +60,11 @@ func dropped(qname string, m jetstream.Msg) bool {
 // delivery handed out is acknowledged (the caller waited for that); once
 // the bus confirms the acknowledgements, the consumer is reset to its ack
 // floor, so the missing deliveries, and anything delivered after them,
-// come again in order.
+// come again in order. The pull requests alive at the bus go with the old
+// inbox subscription (the bus drops a request nobody listens to instead of
+// serving it), and what they brought before the reset is dropped with the
+// old inbox: it comes again too. Without the new inbox, a delivery made
+// before the reset could be taken after it, out of order.
 func (c *natsConsumer) resync() error {
 	c.flushAck()
 	c.mu.Lock()
@@ -72,6 +77,14 @@ func (c *natsConsumer) resync() error {
 			return err
 		}
 	}
+	in := make(chan *nats.Msg, inCap)
+	inbox := c.b.nc.NewInbox()
+	sub, err := c.b.nc.ChanSubscribe(inbox+".*", in)
+	if err != nil {
+		return fmt.Errorf("transit: consume %q: subscribe: %w", c.qname, err)
+	}
+	_ = c.sub.Unsubscribe()
+	c.in, c.inbox, c.sub = in, inbox, sub
 	name := c.cons.CachedInfo().Name
 	if _, err := c.b.js.ResetConsumer(ctx, c.b.streamName(c.scope), name); err != nil {
 		return fmt.Errorf("transit: bus consumer %s: reset to the ack floor: %w", name, err)
