@@ -46,7 +46,7 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 					return err // tryInline let go of the gate
 				}
 			}
-			err := h.sendHosted(ctx, r, msg, l, canonical)
+			err := h.sendHosted(ctx, r, msg, from, l, canonical)
 			r.gate.RUnlock()
 			return err
 		}
@@ -72,7 +72,7 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 			r.gate.RLock()
 			defer r.gate.RUnlock()
 			if !r.unhosted {
-				return h.sendHosted(ctx, r, msg, l, canonical)
+				return h.sendHosted(ctx, r, msg, from, l, canonical)
 			}
 		}
 	} else {
@@ -80,7 +80,7 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 		r.gate.RLock()
 		defer r.gate.RUnlock()
 		if !r.unhosted {
-			return h.sendHosted(ctx, r, msg, l, canonical)
+			return h.sendHosted(ctx, r, msg, from, l, canonical)
 		}
 	}
 	// Not hosted here, or being loaded: through the bus even if the task's
@@ -101,20 +101,80 @@ func (h *Host) outsideCounter(qname string) *atomic.Int64 {
 
 // sendHosted delivers to a task hosted here: into its mailbox, or — while
 // it catches up with its bus backlog — through the bus. r.gate is held.
-func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, l *lease, canonical bool) error {
+func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, from *runner, l *lease, canonical bool) error {
 	if r.catchingUp.Load() {
 		fence(msg, r.name)
 		h.asyncPending.Store(true)
 	} else if l != nil && msg.LocalityFor(r.name) != message.LocalityNonLocal {
 		h.attach(msg, l) // into the mailbox: the lease goes with it
 	}
-	err := h.tr.SendAsync(ctx, r.name, msg, transit.SendOptions{Canonical: canonical})
+	err := h.sendInto(ctx, r, msg, from, transit.SendOptions{Canonical: canonical})
 	if err != nil && l != nil {
 		if dl := h.detach(msg); dl != nil {
 			dl.done()
 		}
 	}
 	return err
+}
+
+// cycleCheckEvery is how often a task waiting for room in another task's
+// mailbox looks for a cycle of waiting tasks.
+const cycleCheckEvery = 10 * time.Millisecond
+
+// sendInto sends msg into hosted task r's mailbox for task from (nil: not
+// from a task). A full mailbox makes the sender wait for room, as
+// backpressure — except when r waits itself, directly or through other
+// tasks, for room in from's mailbox: with routes that go round (A →
+// Router → B → Router, a task sending to itself) every task of the cycle
+// would wait forever, the daemon's shutdown too. Then the message goes in
+// beyond r's capacity (transit.SendOptions.Overflow), a warning says so
+// (at most every 10 s per task), and the cycle moves on; order is kept (it
+// is the same mailbox). A chain without a cycle keeps its backpressure.
+func (h *Host) sendInto(ctx context.Context, r *runner, msg message.Message, from *runner, opts transit.SendOptions) error {
+	if from == nil {
+		return h.tr.SendAsync(ctx, r.name, msg, opts)
+	}
+	try := opts
+	try.NonBlocking = true
+	err := h.tr.SendAsync(ctx, r.name, msg, try)
+	if !errors.Is(err, transit.ErrFull) {
+		return err
+	}
+	from.waitingOn.Store(r)
+	defer from.waitingOn.Store(nil)
+	for {
+		if waitsFor(r, from) {
+			if now := time.Now().UnixNano(); now-from.cycleWarned.Load() > int64(10*time.Second) {
+				from.cycleWarned.Store(now)
+				h.log.Warn("tasks wait for room in each other's full mailboxes (a routing cycle): delivering beyond capacity instead of waiting forever",
+					"task", from.name, "to", r.name)
+			}
+			over := opts
+			over.Overflow = true
+			return h.tr.SendAsync(ctx, r.name, msg, over)
+		}
+		wctx, cancel := context.WithTimeout(ctx, cycleCheckEvery)
+		err := h.tr.SendAsync(wctx, r.name, msg, opts)
+		cancel()
+		if err == nil || !errors.Is(err, transit.ErrFull) || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// waitsFor reports whether r is from, or waits (through the tasks it
+// waits on) for room in from's mailbox.
+func waitsFor(r, from *runner) bool {
+	for range 64 {
+		if r == nil {
+			return false
+		}
+		if r == from {
+			return true
+		}
+		r = r.waitingOn.Load()
+	}
+	return false
 }
 
 // Send delivers msg to queue qname from the framework (control, out of

@@ -42,6 +42,10 @@ type runner struct {
 	// configured.
 	inline  atomic.Bool
 	inlined atomic.Uint64 // messages handled inline (for tests)
+	// waitingOn is the task whose full mailbox this task's goroutine waits
+	// on to send (nil: none), for the cycle check of Host.sendInto.
+	waitingOn   atomic.Pointer[runner]
+	cycleWarned atomic.Int64 // unix ns of the last routing-cycle warning
 
 	passed, emitted, failed, handlerNanos *atomic.Uint64
 	// handled counts every message taken (task messages and state
@@ -261,6 +265,14 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 	r.cur = l // what the handler sends carries the sender's lease
 	start := time.Now()
 	var passed uint64
+	if from != nil {
+		// The emitter's goroutine runs r's handler: while r waits for room
+		// somewhere, so does the emitter (Host.sendInto's cycle check; r
+		// may well send back to the emitter, whose mailbox only this
+		// goroutine drains).
+		prevWait := from.waitingOn.Swap(r)
+		defer from.waitingOn.Store(prevWait)
+	}
 	if r.handle(m) {
 		passed = 1
 	}

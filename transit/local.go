@@ -24,7 +24,8 @@ type Local struct {
 	name string
 
 	mu      sync.Mutex
-	ring    []message.Message // capacity = len(ring)
+	limit   int               // capacity: senders wait above it (unless Overflow)
+	ring    []message.Message // len(ring) >= limit; grows only for Overflow sends
 	head    int               // index of the oldest message
 	n       int               // messages waiting
 	closed  bool              // unhosted: senders go to the bus
@@ -38,6 +39,7 @@ type Local struct {
 func newLocal(name string, capacity int) *Local {
 	return &Local{
 		name:    name,
+		limit:   capacity,
 		ring:    make([]message.Message, capacity),
 		waiting: true, // nobody drained yet: the first message wakes the receiver
 		ready:   make(chan struct{}, 1),
@@ -100,18 +102,22 @@ func (l *Local) Len() int {
 }
 
 // Cap returns the queue's capacity in messages.
-func (l *Local) Cap() int { return len(l.ring) }
+func (l *Local) Cap() int { return l.limit }
 
 // push delivers msg. It returns handled=false when the queue was unhosted
-// before the message went in (the caller then uses the bus).
-func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking bool) (handled bool, err error) {
+// before the message went in (the caller then uses the bus). With
+// overflow it never waits: a full queue takes msg beyond its capacity.
+func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking, overflow bool) (handled bool, err error) {
 	for {
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
 			return false, nil
 		}
-		if l.n < len(l.ring) {
+		if overflow && l.n == len(l.ring) {
+			l.grow()
+		}
+		if l.n < l.limit || (overflow && l.n < len(l.ring)) {
 			i := l.head + l.n
 			if i >= len(l.ring) {
 				i -= len(l.ring)
@@ -136,7 +142,7 @@ func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking bool)
 		}
 		if nonBlocking {
 			l.mu.Unlock()
-			return true, fmt.Errorf("transit: send to local queue %q (%d waiting): %w", l.name, len(l.ring), ErrFull)
+			return true, fmt.Errorf("transit: send to local queue %q (%d waiting): %w", l.name, l.n, ErrFull)
 		}
 		if l.room == nil {
 			l.room = make(chan struct{})
@@ -151,6 +157,15 @@ func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking bool)
 			return true, fmt.Errorf("transit: send to local queue %q: waiting for room: %w (%w)", l.name, ErrFull, ctx.Err())
 		}
 	}
+}
+
+// grow doubles the ring, keeping the waiting messages in order; l.mu held.
+func (l *Local) grow() {
+	ring := make([]message.Message, 2*max(len(l.ring), 1))
+	for i := range l.n {
+		ring[i] = l.ring[(l.head+i)%len(l.ring)]
+	}
+	l.ring, l.head = ring, 0
 }
 
 // unhost stops local delivery and returns the waiting messages in order.

@@ -93,6 +93,12 @@ type SendOptions struct {
 	// NonBlocking makes a send to a full queue fail at once with ErrFull
 	// instead of waiting for room (bounded by the context).
 	NonBlocking bool
+	// Overflow makes a send to a full local queue put the message in
+	// beyond the queue's capacity instead of waiting for room. A host uses
+	// it when the queue's receiver is itself waiting, directly or through
+	// others, for room in a queue of the sender (a routing cycle): waiting
+	// would never end. The bus ignores it.
+	Overflow bool
 	// BusOnly skips a queue hosted in this process and sends through the
 	// bus. A host uses it for sends that must not overtake the bus backlog
 	// of a task it is still loading (whose local queue already exists).
@@ -326,7 +332,7 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 		}
 	}
 	if l != nil && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
-		handled, err := l.push(ctx, m, opts.NonBlocking)
+		handled, err := l.push(ctx, m, opts.NonBlocking, opts.Overflow)
 		if handled {
 			return err
 		}
