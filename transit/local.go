@@ -141,8 +141,9 @@ func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking, over
 			return true, nil
 		}
 		if nonBlocking {
+			waiting := l.n
 			l.mu.Unlock()
-			return true, fmt.Errorf("transit: send to local queue %q (%d waiting): %w", l.name, l.n, ErrFull)
+			return true, fmt.Errorf("transit: send to local queue %q (%d waiting): %w", l.name, waiting, ErrFull)
 		}
 		if l.room == nil {
 			l.room = make(chan struct{})
