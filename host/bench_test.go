@@ -1,7 +1,6 @@
 package host_test
 
 import (
-	"context"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -63,7 +62,7 @@ func BenchmarkPipeline(b *testing.B) {
 		return &benchProducer{pad: strings.Repeat("x", 110)}, nil
 	}})
 	reg.MustRegister(task.Definition{Namespace: "B", Name: "Consumer", New: func() (task.Task, error) { return sink, nil }})
-	h, err := host.New(host.Options{
+	h, ctx := runHost(b, host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
 		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("B")},
@@ -73,19 +72,6 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		},
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = h.Run(ctx) }()
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer scancel()
-		_ = h.Shutdown(sctx)
-		cancel()
-		<-done
-	}()
 	if err := h.ConfigureAll(map[string]any{
 		"Router":   map[string]any{"routes": []any{map[string]any{"match": map[string]any{"source": "Producer"}, "forwards": []any{map[string]any{"qname": "Consumer"}}}}},
 		"Producer": map[string]any{},

@@ -1,7 +1,6 @@
 package host_test
 
 import (
-	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -83,31 +82,12 @@ func testSendCycle(t *testing.T, peers map[string]string, extra map[string]any) 
 			return &bouncer{peer: peer, handled: &handled, order: map[int64]int64{}, bad: &bad}, nil
 		}})
 	}
-	h, err := host.New(host.Options{
+	h, ctx := runHost(t, host.Options{
 		Transit:     env.Client(),
 		Store:       env.Store(),
 		Sources:     task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
 		MailboxSize: 4,
 		Out:         func(ch, tk, text string, d map[string]any) {},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = h.Run(ctx) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer scancel()
-		if err := h.Shutdown(sctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("the host did not stop (tasks still waiting for each other?)")
-		}
 	})
 	for k, v := range extra {
 		cfg[k] = v

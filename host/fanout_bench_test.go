@@ -1,7 +1,7 @@
 package host_test
 
 import (
-	"context"
+	benchtasks "github.com/multimodule/multimodule/internal/bench/tasks"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +30,7 @@ func BenchmarkFanoutPipeline(b *testing.B) {
 		sinks[c] = s
 		reg.MustRegister(task.Definition{Namespace: "B", Name: c, New: func() (task.Task, error) { return s, nil }})
 	}
-	h, err := host.New(host.Options{
+	h, ctx := runHost(b, host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
 		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("B")},
@@ -40,36 +40,9 @@ func BenchmarkFanoutPipeline(b *testing.B) {
 			}
 		},
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = h.Run(ctx) }()
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer scancel()
-		_ = h.Shutdown(sctx)
-		cancel()
-		<-done
-	}()
-	route := func(match map[string]any, q string) map[string]any {
-		return map[string]any{"match": match, "forwards": []any{map[string]any{"qname": q}}}
-	}
-	src := map[string]any{"source": "Producer"}
 	cfg := map[string]any{
-		"Router": map[string]any{"routes": []any{ // as internal/bench's runFanout
-			route(map[string]any{"source": "Nobody"}, "Consumer"),
-			route(src, "Consumer"),
-			route(map[string]any{"kind": "audit"}, "Consumer2"),
-			route(map[string]any{"source": "Producer", "lane": "b"}, "Consumer3"),
-			route(src, "Consumer2"),
-			route(map[string]any{"source": " special/^Other/"}, "Consumer4"),
-			route(map[string]any{"seq": "never"}, "Consumer4"),
-			route(map[string]any{"source": " special/^Prod/"}, "Consumer3"),
-			route(map[string]any{"missing": map[string]any{"x": 1}}, "Consumer"),
-			route(map[string]any{"pad": " special/^x*$/"}, "Consumer4"),
-		}},
+		"Router": map[string]any{"routes": benchtasks.FanoutRoutes()},
+
 		"Producer": map[string]any{},
 	}
 	for _, c := range consumers {

@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"fmt"
+	benchtasks "github.com/multimodule/multimodule/internal/bench/tasks"
 	"strings"
 	"testing"
 
@@ -62,22 +63,7 @@ func benchRoute10(b *testing.B, route func(*router.Router, context.Context, mess
 // copies, the last forward takes the message). The Forwarder does
 // nothing, so the message may be routed again.
 func BenchmarkRouteOwnedFanout(b *testing.B) {
-	route := func(match map[string]any, q string) map[string]any {
-		return map[string]any{"match": match, "forwards": []any{map[string]any{"qname": q}}}
-	}
-	src := map[string]any{"source": "Producer"}
-	r, err := router.Compile(map[string]any{"routes": []any{
-		route(map[string]any{"source": "Nobody"}, "Consumer"),
-		route(src, "Consumer"),
-		route(map[string]any{"kind": "audit"}, "Consumer2"),
-		route(map[string]any{"source": "Producer", "lane": "b"}, "Consumer3"),
-		route(src, "Consumer2"),
-		route(map[string]any{"source": " special/^Other/"}, "Consumer4"),
-		route(map[string]any{"seq": "never"}, "Consumer4"),
-		route(map[string]any{"source": " special/^Prod/"}, "Consumer3"),
-		route(map[string]any{"missing": map[string]any{"x": 1}}, "Consumer"),
-		route(map[string]any{"pad": " special/^x*$/"}, "Consumer4"),
-	}})
+	r, err := router.Compile(map[string]any{"routes": benchtasks.FanoutRoutes()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -196,23 +196,9 @@ func runExternal(ctx context.Context, e *env) (Result, error) {
 	return e.flow(ctx, []string{"Consumer"})
 }
 
-// runFanout: 10 routes; 6 never match (other sources, a missing key, a
-// regex that fails), 4 match the producer's messages, each forwarding to
-// its own consumer.
+// runFanout: the Router with benchtasks.FanoutRoutes, 4 of 10 matching.
 func runFanout(ctx context.Context, e *env) (Result, error) {
-	src := map[string]any{"source": "Producer"}
-	routes := []any{
-		route(map[string]any{"source": "Nobody"}, "Consumer"),
-		route(src, "Consumer"),
-		route(map[string]any{"kind": "audit"}, "Consumer2"),
-		route(map[string]any{"source": "Producer", "lane": "b"}, "Consumer3"),
-		route(src, "Consumer2"),
-		route(map[string]any{"source": " special/^Other/"}, "Consumer4"),
-		route(map[string]any{"seq": "never"}, "Consumer4"),
-		route(map[string]any{"source": " special/^Prod/"}, "Consumer3"),
-		route(map[string]any{"missing": map[string]any{"x": 1}}, "Consumer"),
-		route(map[string]any{"pad": " special/^x*$/"}, "Consumer4"),
-	}
+	routes := benchtasks.FanoutRoutes()
 	cfg := map[string]any{"Router": map[string]any{"routes": routes}}
 	for _, c := range benchtasks.ConsumerNames {
 		cfg[c] = map[string]any{}

@@ -40,6 +40,29 @@ const (
 	MaxExternals = 50
 )
 
+// FanoutRoutes are the Router's routes of the fanout scenario (also
+// measured by the router and host benchmarks): 10 routes; 6 never match
+// the producer's messages (other sources, a missing key, a regex that
+// fails), 4 match them, each forwarding to its own consumer.
+func FanoutRoutes() []any {
+	route := func(match map[string]any, q string) any {
+		return map[string]any{"match": match, "forwards": []any{map[string]any{"qname": q}}}
+	}
+	src := map[string]any{"source": "Producer"}
+	return []any{
+		route(map[string]any{"source": "Nobody"}, "Consumer"),
+		route(src, "Consumer"),
+		route(map[string]any{"kind": "audit"}, "Consumer2"),
+		route(map[string]any{"source": "Producer", "lane": "b"}, "Consumer3"),
+		route(src, "Consumer2"),
+		route(map[string]any{"source": " special/^Other/"}, "Consumer4"),
+		route(map[string]any{"seq": "never"}, "Consumer4"),
+		route(map[string]any{"source": " special/^Prod/"}, "Consumer3"),
+		route(map[string]any{"missing": map[string]any{"x": 1}}, "Consumer"),
+		route(map[string]any{"pad": " special/^x*$/"}, "Consumer4"),
+	}
+}
+
 // ConsumerNames are the recording tasks (fanout uses all four).
 var ConsumerNames = []string{"Consumer", "Consumer2", "Consumer3", "Consumer4"}
 
