@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,10 @@ const (
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultMessageTimeout   = 60 * time.Second
 	DefaultStopGrace        = 2 * time.Second
+	// DefaultWindow is how many message requests may be in flight to a
+	// co-process that speaks protocol 2 (the host sends the next ones
+	// before the first is acked; docs/exec-protocol.md).
+	DefaultWindow = 64
 )
 
 // MaxAttempts is how many co-processes a message is tried on: when the
@@ -45,6 +50,11 @@ type Spec struct {
 	// StopGrace is how long a co-process may take to exit once its stdin
 	// is closed before it is killed.
 	StopGrace time.Duration
+	// Window bounds the message requests in flight to a co-process that
+	// speaks protocol 2 (0: DefaultWindow; 1: one at a time, as protocol
+	// 1). Their lines together are also kept within what the stdin pipe
+	// holds, so a write to the co-process never waits for it.
+	Window int
 }
 
 func (s *Spec) defaults() {
@@ -59,6 +69,9 @@ func (s *Spec) defaults() {
 	}
 	if s.Process == "" {
 		s.Process = "main"
+	}
+	if s.Window <= 0 {
+		s.Window = DefaultWindow
 	}
 	if s.Logger == nil {
 		s.Logger = slog.Default()
@@ -91,6 +104,27 @@ type Task struct {
 	restarts  *atomic.Uint64 // the host's count of co-process restarts (nil: none)
 
 	onHello func(Record) // tells the source what a (re)started co-process declared
+
+	// The pipeline (protocol 2): messages the host announced (Ahead) or is
+	// handling, oldest first, from ahead[head]. The first ones may be
+	// written to the co-process (id != 0) or already answered at a
+	// barrier (done); the rest wait to be written.
+	ahead       []pending
+	head        int
+	inFlight    int // written and not yet acked
+	inBytes     int // their request lines' bytes
+	solo        int // after a crash: this many messages go one at a time
+	maxInFlight int // the most ever in flight (for tests)
+}
+
+// pending is a message the host handed over (Ahead or Message) and whose
+// Message call has not returned yet.
+type pending struct {
+	msg  message.Message
+	id   int64 // its request's id once written (0: not written)
+	size int   // bytes of its request line
+	done bool  // answered (at a barrier) before its Message call: err is the result
+	err  error
 }
 
 var (
@@ -151,7 +185,7 @@ func (t *Task) spawn(restart bool) error {
 	if restart && t.restarts != nil {
 		t.restarts.Add(1)
 	}
-	hello, v, err := p.handshake(t.spec.HandshakeTimeout, t.spec.Name, t.spec.Process, false)
+	hello, v, err := p.handshake(t.spec.HandshakeTimeout, t.spec.Name, t.spec.Process, t.spec.Window, false)
 	if err != nil {
 		p.kill()
 		if tail := p.tail(); tail != "" {
@@ -170,6 +204,7 @@ func (t *Task) spawn(restart bool) error {
 	}
 	t.cleanup.Stop()
 	t.proc, t.hello, t.version, t.initialised = p, hello, v, false
+	t.inFlight, t.inBytes = 0, 0
 	// A task dropped without Close (a load that failed after it was
 	// built) must not leave its co-process behind.
 	t.cleanup = runtime.AddCleanup(t, func(p *coproc) { go p.kill() }, p)
@@ -233,6 +268,7 @@ func (t *Task) crashed(tc *task.Context, err error) {
 	t.proc = nil
 	t.cleanup.Stop()
 	p.kill()
+	t.unsend()
 	ranFor := time.Since(p.started)
 	detail := []any{"pid", p.pid}
 	if tail := p.tail(); tail != "" {
@@ -256,9 +292,14 @@ type rejected struct{ text string }
 
 func (r *rejected) Error() string { return "the task answered: " + r.text }
 
-// request sends one request and handles what the task writes until its
-// ack. A nil value sends no payload key.
+// request sends one request other than a message (state, config, tick)
+// and handles what the task writes until its ack. It is a barrier: the
+// messages in flight are answered first, and nothing else is in flight
+// while it is. A nil value sends no payload key.
 func (t *Task) request(tc *task.Context, typ, key string, value map[string]any) error {
+	if err := t.settle(tc); err != nil {
+		return err
+	}
 	t.nextID++
 	id := t.nextID
 	var err error
@@ -270,6 +311,12 @@ func (t *Task) request(tc *task.Context, typ, key string, value map[string]any) 
 	if err := t.proc.write(t.buf); err != nil {
 		return err
 	}
+	return t.await(tc, typ, id)
+}
+
+// await handles what the task writes until the ack of request id (the
+// oldest in flight: a task answers in request order).
+func (t *Task) await(tc *task.Context, typ string, id int64) error {
 	when := func() string { return fmt.Sprintf("while handling %s %d", typ, id) }
 	for {
 		rec, err := t.proc.next(tc.Context(), t.spec.MessageTimeout, when)
@@ -289,6 +336,120 @@ func (t *Task) request(tc *task.Context, typ, key string, value map[string]any) 
 			return fmt.Errorf("%s: %w", when(), err)
 		}
 	}
+}
+
+// Ahead tells the task which messages its Message is called with next,
+// in this order, before any other of its methods (the host's promise).
+// With protocol 2 they are written to the co-process before the first is
+// acked (up to the window), so a burst costs a few pipe wake-ups, not two
+// per message; each is still answered within its own Message call, which
+// carries out its records (emits are the handling of that message).
+func (t *Task) Ahead(tc *task.Context, msgs []message.Message) {
+	if t.head == len(t.ahead) {
+		t.ahead, t.head = t.ahead[:0], 0
+	}
+	for _, m := range msgs {
+		t.ahead = append(t.ahead, pending{msg: m})
+	}
+}
+
+// window is how many message requests may be in flight now.
+func (t *Task) window() int {
+	if t.version < 2 || t.solo > 0 {
+		return 1
+	}
+	return t.spec.Window
+}
+
+// fill writes the next messages not yet written, in one write, while the
+// window and the pipe allow. It tops up only once the window is half
+// empty, so that a steady stream is written in bursts. A message that
+// cannot be written as JSON is answered at once (it never reaches the
+// task).
+func (t *Task) fill() error {
+	w := t.window()
+	if t.inFlight > 0 && t.inFlight > w/2 {
+		return nil
+	}
+	budget := t.proc.pipeBudget()
+	buf := t.buf[:0]
+	for i := t.head; i < len(t.ahead) && t.inFlight < w; i++ {
+		e := &t.ahead[i]
+		if e.id != 0 || e.done {
+			continue
+		}
+		mark := len(buf)
+		var err error
+		if buf, err = appendRequest(buf, TypeMessage, t.nextID+1, "message", e.msg); err != nil {
+			buf = buf[:mark]
+			e.done, e.err = true, err
+			continue
+		}
+		size := len(buf) - mark
+		if t.inFlight > 0 && t.inBytes+size > budget {
+			buf = buf[:mark]
+			break
+		}
+		t.nextID++
+		e.id, e.size = t.nextID, size
+		t.inFlight++
+		t.inBytes += size
+	}
+	t.buf = buf
+	t.maxInFlight = max(t.maxInFlight, t.inFlight)
+	if len(buf) == 0 {
+		return nil
+	}
+	return t.proc.write(buf)
+}
+
+// answer waits for the ack of e, the oldest message in flight.
+func (t *Task) answer(tc *task.Context, e *pending) error {
+	err := t.await(tc, TypeMessage, e.id)
+	var rej *rejected
+	if err == nil || errors.As(err, &rej) {
+		t.inFlight--
+		t.inBytes -= e.size
+	}
+	return err
+}
+
+// settle answers every message in flight (a barrier before any other
+// request): their records are carried out now, and their Message calls
+// return the result. A crash is returned (the caller reports it); the
+// messages go back to unwritten.
+func (t *Task) settle(tc *task.Context) error {
+	for i := t.head; t.inFlight > 0 && i < len(t.ahead); i++ {
+		e := &t.ahead[i]
+		if e.id == 0 || e.done {
+			continue
+		}
+		err := t.answer(tc, e)
+		var rej *rejected
+		if err != nil && !errors.As(err, &rej) {
+			return err
+		}
+		e.done, e.err = true, err
+	}
+	return nil
+}
+
+// unsend forgets what was written to a co-process that is gone: the
+// messages not answered go to the next one, one at a time until they are
+// done (so that one that kills the co-process is found and blamed, not
+// the others in its window).
+func (t *Task) unsend() {
+	n := 0
+	for i := t.head; i < len(t.ahead); i++ {
+		if e := &t.ahead[i]; e.id != 0 && !e.done {
+			e.id, e.size = 0, 0
+			n++
+		}
+	}
+	if n > 1 {
+		t.solo = max(t.solo, n)
+	}
+	t.inFlight, t.inBytes = 0, 0
 }
 
 // apply carries out one record the task wrote.
@@ -366,21 +527,17 @@ func (t *Task) SetConfig(tc *task.Context, config map[string]any) error {
 
 // Message hands msg to the co-process and waits for its ack. If the
 // co-process dies before acking, the message is tried again on a restarted
-// one, up to MaxAttempts in all.
+// one, up to MaxAttempts in all. With protocol 2 the messages announced
+// with Ahead are written ahead of their Message calls (see fill).
 func (t *Task) Message(tc *task.Context, msg message.Message) error {
+	e := t.take(tc, msg)
+	defer t.pop()
+	if e.done {
+		return e.err
+	}
 	var last error
 	for attempt := 1; attempt <= MaxAttempts; attempt++ {
-		if err := t.ensure(tc); err != nil {
-			last = err
-			if tc.Context().Err() != nil {
-				break
-			}
-			continue
-		}
-		err := t.sync(tc)
-		if err == nil {
-			err = t.request(tc, TypeMessage, "message", msg)
-		}
+		err := t.handleHead(tc, e)
 		var rej *rejected
 		switch {
 		case err == nil:
@@ -391,12 +548,76 @@ func (t *Task) Message(tc *task.Context, msg message.Message) error {
 			return err
 		}
 		last = err
-		t.crashed(tc, err)
+		if t.proc != nil {
+			t.crashed(tc, err)
+		}
 		if tc.Context().Err() != nil {
 			break
 		}
 	}
 	return fmt.Errorf("exec task %s: message not handled after %d attempts: %w", t.spec.Name, MaxAttempts, last)
+}
+
+// take finds msg at the head of the announced messages, or (not
+// announced) queues it there. A message other than the one announced
+// next breaks the host's promise: what is in flight is answered, the
+// announcement is dropped (with a warning), and msg goes alone.
+func (t *Task) take(tc *task.Context, msg message.Message) *pending {
+	if t.head < len(t.ahead) {
+		if e := &t.ahead[t.head]; sameMessage(e.msg, msg) {
+			return e
+		}
+		if err := t.settle(tc); err != nil {
+			t.crashed(tc, err)
+		}
+		t.spec.Logger.Warn(fmt.Sprintf("exec task %s: a message other than the one announced was handed over; %d announced messages dropped", t.spec.Name, len(t.ahead)-t.head))
+		t.inFlight, t.inBytes = 0, 0
+	}
+	t.ahead, t.head = append(t.ahead[:0], pending{msg: msg}), 0
+	return &t.ahead[0]
+}
+
+// pop drops the head, whose Message call returns.
+func (t *Task) pop() {
+	t.ahead[t.head] = pending{}
+	t.head++
+	if t.head == len(t.ahead) {
+		t.ahead, t.head = t.ahead[:0], 0
+	}
+	if t.solo > 0 {
+		t.solo--
+	}
+}
+
+// handleHead is one attempt at the head message e: the co-process is
+// (re)started if need be, e is written (with what follows it, as far as
+// the window allows) unless it already was, and answered.
+func (t *Task) handleHead(tc *task.Context, e *pending) error {
+	if e.id == 0 {
+		if err := t.ensure(tc); err != nil {
+			return err
+		}
+		// Nothing is in flight when the head is not: the state can go
+		// first if it changed behind the task's back.
+		if err := t.sync(tc); err != nil {
+			return err
+		}
+	}
+	if err := t.fill(); err != nil {
+		return err
+	}
+	if e.done { // not JSON-compatible: never written
+		return e.err
+	}
+	return t.answer(tc, e)
+}
+
+// sameMessage reports whether a and b are the same map (not equal ones).
+func sameMessage(a, b message.Message) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // tick runs a recurring request the task asked for. A dead co-process is
@@ -427,6 +648,11 @@ func (t *Task) tick(tc *task.Context, name string) {
 func (t *Task) Close(tc *task.Context) error {
 	if t.proc == nil {
 		return nil
+	}
+	// The host finishes every message it announced before it closes a
+	// task; should one still be in flight, it is answered first.
+	if err := t.settle(tc); err != nil {
+		tc.Error(fmt.Sprintf("exec task %s: while closing, the co-process failed with messages in flight: %v", t.spec.Name, err))
 	}
 	t.cleanup.Stop()
 	t.proc.stop(t.spec.StopGrace)

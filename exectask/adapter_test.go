@@ -249,7 +249,7 @@ func TestMinimalEnvironment(t *testing.T) {
 		}
 	}
 	dir, _ := filepath.Abs(examples)
-	want := map[string]string{exectask.EnvTask: "ShellEcho", exectask.EnvMode: exectask.ModeRun, exectask.EnvProtocol: "1",
+	want := map[string]string{exectask.EnvTask: "ShellEcho", exectask.EnvMode: exectask.ModeRun, exectask.EnvProtocol: "2", exectask.EnvProtocols: "1,2",
 		exectask.EnvProcess: "main", exectask.EnvTaskDir: dir, "PATH": os.Getenv("PATH")}
 	for k, v := range want {
 		if env[k] != v {

@@ -75,6 +75,7 @@ type coproc struct {
 	stdout  *os.File
 	out     *bufio.Reader
 	long    []byte        // a line longer than the reader's buffer, being assembled
+	pipeCap int           // bytes the stdin pipe holds
 	exited  chan struct{} // closed once the process was reaped
 	waitErr error         // valid after exited
 
@@ -136,6 +137,7 @@ func startProc(spec procSpec) (*coproc, error) {
 		stdout:  outR,
 		out:     bufio.NewReaderSize(outR, 64<<10),
 		exited:  make(chan struct{}),
+		pipeCap: pipeCapacity(inW),
 	}
 	log := spec.log
 	if log == nil {
@@ -307,6 +309,28 @@ func (p *coproc) write(b []byte) error {
 	return nil
 }
 
+// pipeCapacity is how many bytes the pipe of f holds (64 KiB unless the
+// system gave less, as it does to a user past its pipe-buffer quota).
+func pipeCapacity(f *os.File) int {
+	n := 4096 // the least a pipe holds
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return n
+	}
+	_ = rc.Control(func(fd uintptr) {
+		const fGetPipeSz = 1032 // F_GETPIPE_SZ
+		if r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, fGetPipeSz, 0); errno == 0 && int(r) > n {
+			n = int(r)
+		}
+	})
+	return n
+}
+
+// pipeBudget bounds the bytes of requests in flight: while they fit in
+// the stdin pipe, a write never waits for the co-process (which may itself
+// be waiting for the host to read its answers: a deadlock).
+func (p *coproc) pipeBudget() int { return p.pipeCap / 2 }
+
 // stop ends the process: its stdin is closed (the protocol's "stop"),
 // then after grace the whole process group is killed. It waits until the
 // process is reaped. Safe to call more than once.
@@ -336,7 +360,7 @@ func (p *coproc) kill() { p.stop(0) }
 // negotiated version. In describe mode the hello is all that is wanted:
 // the task may exit right after it (the helpers do), so a welcome that
 // can no longer be written is not an error.
-func (p *coproc) handshake(timeout time.Duration, task, process string, describe bool) (Record, int64, error) {
+func (p *coproc) handshake(timeout time.Duration, task, process string, window int, describe bool) (Record, int64, error) {
 	rec, err := p.next(context.Background(), timeout, func() string { return "during the handshake" })
 	if err != nil {
 		return Record{}, 0, err
@@ -357,6 +381,10 @@ func (p *coproc) handshake(timeout time.Duration, task, process string, describe
 	b = appendJSONString(b, process)
 	b = append(b, `,"stateful":`...)
 	b = strconv.AppendBool(b, rec.Stateful)
+	if v >= 2 {
+		b = append(b, `,"window":`...)
+		b = strconv.AppendInt(b, int64(window), 10)
+	}
 	b = append(b, "}\n"...)
 	if err := p.write(b); err != nil && !describe {
 		return Record{}, 0, err

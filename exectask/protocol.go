@@ -13,10 +13,13 @@ import (
 
 // ProtocolVersion is the newest protocol version this host speaks.
 // SupportedVersions lists every version it speaks, oldest first.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
-// SupportedVersions are the protocol versions this host speaks.
-var SupportedVersions = []int64{1}
+// SupportedVersions are the protocol versions this host speaks. Version 2
+// is version 1 with pipelined message requests: the host may write the
+// next messages before the first is acked (up to its window), and the
+// task answers each, in order.
+var SupportedVersions = []int64{1, 2}
 
 // MaxLine bounds one line from a task (16 MiB); a longer line is a
 // protocol error.

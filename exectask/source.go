@@ -280,7 +280,7 @@ func Describe(spec Spec) (Record, error) {
 		return Record{}, fmt.Errorf("describe %s: %w", spec.Path, err)
 	}
 	defer p.stop(200 * time.Millisecond)
-	hello, _, err := p.handshake(spec.HandshakeTimeout, spec.Name, spec.Process, true)
+	hello, _, err := p.handshake(spec.HandshakeTimeout, spec.Name, spec.Process, DefaultWindow, true)
 	if err != nil {
 		return Record{}, fmt.Errorf("describe %s (pid %d): %w", spec.Path, p.pid, err)
 	}

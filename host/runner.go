@@ -297,7 +297,12 @@ func (r *runner) takeLocal() (took, open bool) {
 	}
 	start := time.Now()
 	var passed uint64
+	at, _ := r.t.(aheadTaker)
+	next := 0 // the first message not announced to at
 	for i, m := range r.batch[:n] {
+		if at != nil && i >= next {
+			next = r.announce(at, i, n)
+		}
 		r.batch[i] = nil
 		if m != nil && r.handle(m) {
 			passed++
@@ -305,6 +310,39 @@ func (r *runner) takeLocal() (took, open bool) {
 	}
 	r.account(uint64(n), passed, start)
 	return true, open
+}
+
+// aheadTaker is a task that wants to know which messages its Message is
+// called with next: the exec adapter writes them to its co-process ahead
+// (protocol 2, pipelined), and still answers each in its own Message call.
+// The runner promises that these are the task's next calls, in order.
+type aheadTaker interface {
+	Ahead(tc *task.Context, msgs []message.Message)
+}
+
+// announce tells at about the run of batch messages from i that its
+// handler gets (up to a state transform, which handle applies itself),
+// when there are several, and returns the index after the run.
+func (r *runner) announce(at aheadTaker, i, n int) int {
+	j := i
+	for j < n && r.batch[j] != nil && !isTransform(r.batch[j]) {
+		j++
+	}
+	if j-i > 1 {
+		at.Ahead(r.tc, r.batch[i:j])
+	}
+	return max(j, i+1)
+}
+
+// isTransform reports whether m is a state transform for the task
+// (applied by the host, not given to the handler).
+func isTransform(m message.Message) bool {
+	ctl, ok := m[".multimodule"].(map[string]any)
+	if !ok {
+		return false
+	}
+	_, ok = ctl["transform"].(map[string]any)
+	return ok
 }
 
 func (r *runner) takeBus(d *transit.Delivery, ok bool) {

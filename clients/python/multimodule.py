@@ -25,7 +25,9 @@ does the protocol; you write the task:
     multimodule.run(Counter())
 
 Everything the task writes (emits, logs, state) is sent with the
-acknowledgement of the request being handled, in one write. The state of a
+acknowledgement of the request being handled, in one write (with protocol
+2 the host may send several requests at once: they are all handled, in
+order, and their answers sent together). The state of a
 stateful task (self.state, a dict) is sent back whenever a request changed
 it. An exception in a handler fails that request only (the host reports it);
 print() output would break the protocol, so it is sent to stderr, which the
@@ -35,9 +37,14 @@ host copies to its log channel.
 import json
 import os
 import sys
+import time
 import traceback
 
-PROTOCOLS = [1]
+PROTOCOLS = [1, 2]
+
+#: During a burst of requests, answers are written at least this often
+#: (seconds), so that the host sees each ack well within its timeout.
+FLUSH_EVERY = 0.05
 
 __all__ = ["Task", "run", "PROTOCOLS"]
 
@@ -118,7 +125,7 @@ class Task:
 def run(task):
     """Speak the protocol on stdin/stdout until stdin ends."""
     out = sys.stdout.buffer
-    inp = sys.stdin.buffer
+    infd = sys.stdin.fileno()
     # Stray print()s must not corrupt the protocol stream.
     sys.stdout = sys.stderr
     hello = {"type": "hello", "name": task.name, "protocol": PROTOCOLS, "stateful": bool(task.stateful)}
@@ -126,52 +133,96 @@ def run(task):
     out.flush()
     if os.environ.get("MULTIMODULE_MODE") == "describe":
         return
-    synced = None
-    for line in inp:
-        try:
-            req = json.loads(line)
-        except ValueError as e:
-            sys.stderr.write("multimodule.py: unreadable line from the host: %s\n" % e)
+    pending = task._pending
+    synced = [None]
+    parts = []  # the start of a line not complete yet
+
+    def flush():
+        out.write(("\n".join(pending) + "\n").encode())
+        out.flush()
+        pending.clear()
+
+    while True:
+        # Everything the host has written so far is read at once and
+        # handled, and the answers go back in one write before the next
+        # wait (protocol 2 lets the host have several requests in flight);
+        # during a long burst, at least every FLUSH_EVERY seconds.
+        chunk = os.read(infd, 1 << 16)
+        if not chunk:
+            rest = b"".join(parts)
+            if rest.strip():
+                _handle(task, rest, synced)
+            break
+        if b"\n" not in chunk:
+            parts.append(chunk)
             continue
-        typ = req.get("type")
-        rid = req.get("id")
-        if typ == "welcome":
-            task.protocol = req.get("protocol")
-            continue
-        if typ == "error":
-            sys.stderr.write("multimodule.py: the host refused us: %s\n" % req.get("text"))
-            sys.exit(1)
-        err = None
-        try:
-            if typ == "state":
-                task.state = req.get("state") or {}
-                synced = json.dumps(task.state, sort_keys=True)
-            elif typ == "config":
-                cfg = req.get("config") or {}
-                task.set_config(cfg)
-                task.config = cfg
-            elif typ == "message":
-                task.message(req.get("message") or {})
-            elif typ == "tick":
-                fn = task._recurs.get(req.get("name"))
-                if fn is not None:
-                    fn()
-            else:
-                err = "multimodule.py does not know request type %r" % (typ,)
-        except Exception as e:  # a handler failure fails this request only
-            err = "%s: %s" % (type(e).__name__, e)
-            sys.stderr.write(traceback.format_exc())
-        if task.stateful and typ != "state":
-            now = json.dumps(task.state, sort_keys=True)
-            if now != synced:
-                synced = now
-                task.save_state()
-        if rid is None:
-            continue
+        if parts:
+            parts.append(chunk)
+            chunk = b"".join(parts)
+            parts = []
+        lines = chunk.split(b"\n")
+        if lines[-1]:
+            parts.append(lines[-1])
+        del lines[-1]
+        flushed = time.monotonic()
+        for line in lines:
+            if line.strip():
+                _handle(task, line, synced)
+            if pending and time.monotonic() - flushed > FLUSH_EVERY:
+                flush()
+                flushed = time.monotonic()
+        if pending:
+            flush()
+    if pending:
+        flush()
+
+
+def _handle(task, line, synced):
+    """Handle one request line; its records and ack go to task._pending."""
+    try:
+        req = json.loads(line)
+    except ValueError as e:
+        sys.stderr.write("multimodule.py: unreadable line from the host: %s\n" % e)
+        return
+    typ = req.get("type")
+    rid = req.get("id")
+    if typ == "welcome":
+        task.protocol = req.get("protocol")
+        return
+    if typ == "error":
+        sys.stderr.write("multimodule.py: the host refused us: %s\n" % req.get("text"))
+        sys.exit(1)
+    err = None
+    try:
+        if typ == "message":
+            task.message(req.get("message") or {})
+        elif typ == "state":
+            task.state = req.get("state") or {}
+            synced[0] = json.dumps(task.state, sort_keys=True)
+        elif typ == "config":
+            cfg = req.get("config") or {}
+            task.set_config(cfg)
+            task.config = cfg
+        elif typ == "tick":
+            fn = task._recurs.get(req.get("name"))
+            if fn is not None:
+                fn()
+        else:
+            err = "multimodule.py does not know request type %r" % (typ,)
+    except Exception as e:  # a handler failure fails this request only
+        err = "%s: %s" % (type(e).__name__, e)
+        sys.stderr.write(traceback.format_exc())
+    if task.stateful and typ != "state":
+        now = json.dumps(task.state, sort_keys=True)
+        if now != synced[0]:
+            synced[0] = now
+            task.save_state()
+    if rid is None:
+        return
+    if err is None and type(rid) is int:
+        task._pending.append('{"type":"ack","id":%d}' % rid)
+    else:
         ack = {"type": "ack", "id": rid}
         if err is not None:
             ack["error"] = err
         task._pending.append(json.dumps(ack, separators=(",", ":")))
-        out.write(("\n".join(task._pending) + "\n").encode())
-        out.flush()
-        task._pending.clear()
