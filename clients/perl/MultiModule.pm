@@ -30,14 +30,19 @@ package MultiModule;
 # fails that request only (the host reports it). Anything printed to
 # STDOUT by the handlers would break the protocol, so STDOUT is pointed at
 # STDERR while they run; STDERR goes to the host's log channel.
+#
+# Everything a handler writes is sent with the acknowledgement of its
+# request; with protocol 2 the host may send several requests at once: they
+# are all handled, in order, and their answers sent in one write.
 
 use strict;
 use warnings;
 use JSON::PP ();
 use IO::Handle;
+use Time::HiRes ();
 
-our $VERSION = '1';
-our @PROTOCOLS = (1);
+our $VERSION = '2';
+our @PROTOCOLS = (1, 2);
 
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 
@@ -94,6 +99,10 @@ sub del_recurs {
 
 sub save_state { my ($self) = @_; $self->_write({ type => 'state', state => $self->{state} }); }
 
+# During a burst of requests, answers are written at least this often
+# (seconds), so that the host sees each ack well within its timeout.
+our $FLUSH_EVERY = 0.05;
+
 # run(%handlers): message => sub, set_config => sub (optional), stateful => 0|1.
 sub run {
     my $self = MultiModule->new(@_);
@@ -105,55 +114,87 @@ sub run {
         stateful => $self->{stateful} ? JSON::PP::true : JSON::PP::false }));
     return if ($ENV{MULTIMODULE_MODE} || '') eq 'describe';
     binmode STDIN;
+    my $flush = sub { $put->(@{ $self->{pending} }); $self->{pending} = []; };
     my $synced;
-    while (my $line = <STDIN>) {
-        my $req = eval { $JSON->decode($line) };
-        if (!$req || ref $req ne 'HASH') {
-            print STDERR "MultiModule.pm: unreadable line from the host: $line";
-            next;
+    my $buf = '';
+    # Everything the host has written so far is read at once and handled,
+    # and the answers go back in one write before the next wait (protocol
+    # 2 lets the host have several requests in flight).
+    while (1) {
+        my $had = length $buf;
+        my $n = sysread(STDIN, $buf, 1 << 16, $had);
+        if (!defined $n) {
+            next if $!{EINTR};
+            die "MultiModule: read: $!";
         }
-        my $type = $req->{type} // '';
-        my $id = $req->{id};
-        if ($type eq 'welcome') { $self->{protocol} = $req->{protocol}; next; }
-        if ($type eq 'error') { print STDERR "MultiModule.pm: the host refused us: $req->{text}\n"; exit 1; }
-        my $err;
-        my $ok = eval {
-            if ($type eq 'state') {
-                $self->{state} = $req->{state} || {};
-                $synced = $JSON->encode($self->{state});
-            } elsif ($type eq 'config') {
-                my $cfg = $req->{config} || {};
-                $self->{handlers}{set_config}->($self, $cfg) if $self->{handlers}{set_config};
-                $self->{config} = $cfg;
-            } elsif ($type eq 'message') {
-                $self->{handlers}{message}->($self, $req->{message} || {}) if $self->{handlers}{message};
-            } elsif ($type eq 'tick') {
-                my $code = $self->{recurs}{ $req->{name} // '' };
-                $code->($self) if $code;
-            } else {
-                $err = "MultiModule.pm does not know request type '$type'";
-            }
-            1;
-        };
-        if (!$ok) {
-            $err = "$@" || 'died';
-            $err =~ s/\s+\z//;
-            print STDERR "MultiModule.pm: $type handler failed: $err\n";
+        if ($n == 0) {
+            $self->_handle($buf, \$synced) if $buf =~ /\S/;
+            last;
         }
-        if ($self->{stateful} && $type ne 'state') {
-            my $now = $JSON->encode($self->{state});
-            if (!defined $synced || $now ne $synced) {
-                $synced = $now;
-                $self->save_state;
+        next if index($buf, "\n", $had) < 0;
+        my $lines = substr($buf, 0, rindex($buf, "\n") + 1, '');
+        my $flushed = Time::HiRes::time();
+        for my $line (split /\n/, $lines) {
+            $self->_handle($line, \$synced) if $line =~ /\S/;
+            if (@{ $self->{pending} } && Time::HiRes::time() - $flushed > $FLUSH_EVERY) {
+                $flush->();
+                $flushed = Time::HiRes::time();
             }
         }
-        next unless defined $id;
-        my $ack = { type => 'ack', id => $id };
-        $ack->{error} = $err if defined $err;
-        $self->_write($ack);
-        $put->(@{ $self->{pending} });
-        $self->{pending} = [];
+        $flush->() if @{ $self->{pending} };
     }
+    $flush->() if @{ $self->{pending} };
+    return;
+}
+
+# _handle($line, \$synced): one request line; its records and ack go to
+# $self->{pending}.
+sub _handle {
+    my ($self, $line, $synced) = @_;
+    my $req = eval { $JSON->decode($line) };
+    if (!$req || ref $req ne 'HASH') {
+        print STDERR "MultiModule.pm: unreadable line from the host: $line\n";
+        return;
+    }
+    my $type = $req->{type} // '';
+    my $id = $req->{id};
+    if ($type eq 'welcome') { $self->{protocol} = $req->{protocol}; return; }
+    if ($type eq 'error') { print STDERR "MultiModule.pm: the host refused us: $req->{text}\n"; exit 1; }
+    my $err;
+    my $ok = eval {
+        if ($type eq 'message') {
+            $self->{handlers}{message}->($self, $req->{message} || {}) if $self->{handlers}{message};
+        } elsif ($type eq 'state') {
+            $self->{state} = $req->{state} || {};
+            $$synced = $JSON->encode($self->{state});
+        } elsif ($type eq 'config') {
+            my $cfg = $req->{config} || {};
+            $self->{handlers}{set_config}->($self, $cfg) if $self->{handlers}{set_config};
+            $self->{config} = $cfg;
+        } elsif ($type eq 'tick') {
+            my $code = $self->{recurs}{ $req->{name} // '' };
+            $code->($self) if $code;
+        } else {
+            $err = "MultiModule.pm does not know request type '$type'";
+        }
+        1;
+    };
+    if (!$ok) {
+        $err = "$@" || 'died';
+        $err =~ s/\s+\z//;
+        print STDERR "MultiModule.pm: $type handler failed: $err\n";
+    }
+    if ($self->{stateful} && $type ne 'state') {
+        my $now = $JSON->encode($self->{state});
+        if (!defined $$synced || $now ne $$synced) {
+            $$synced = $now;
+            $self->save_state;
+        }
+    }
+    return unless defined $id;
+    my $ack = { type => 'ack', id => $id };
+    $ack->{error} = $err if defined $err;
+    $self->_write($ack);
     return;
 }
 

@@ -35,8 +35,14 @@ import (
 	"github.com/multimodule/multimodule/message"
 )
 
-// Protocols are the protocol versions this package speaks.
-var Protocols = []int64{1}
+// Protocols are the protocol versions this package speaks. With 2 the
+// host may write several requests before the first is acked; Serve
+// handles what has arrived, in order, and writes the answers together.
+var Protocols = []int64{1, 2}
+
+// flushEvery: during a burst of requests, answers are written at least
+// this often, so that the host sees each ack well within its timeout.
+const flushEvery = 50 * time.Millisecond
 
 // Task is what a Go exec task does. Message is required.
 type Task struct {
@@ -165,11 +171,24 @@ func Serve(r io.Reader, w io.Writer, name string, t Task) error {
 		recurs: map[string]func(*Conn) error{}, w: bufio.NewWriterSize(w, 64<<10)}
 	var synced []byte
 	in := bufio.NewReaderSize(r, 64<<10)
+	var burst time.Time // when the requests being handled were read
 	for {
+		// Answers wait in c.w while more requests are already here (a
+		// burst of protocol 2), and are written before the next wait.
+		wait := !lineBuffered(in)
+		if c.w.Buffered() > 0 && (wait || time.Since(burst) > flushEvery) {
+			if err := c.w.Flush(); err != nil {
+				return fmt.Errorf("client: write: %w", err)
+			}
+			burst = time.Now()
+		}
 		line, err := in.ReadBytes('\n')
+		if wait {
+			burst = time.Now()
+		}
 		if len(bytes.TrimSpace(line)) == 0 {
 			if err == io.EOF {
-				return nil
+				return c.w.Flush()
 			}
 			if err != nil {
 				return fmt.Errorf("client: read: %w", err)
@@ -234,10 +253,13 @@ func Serve(r io.Reader, w io.Writer, name string, t Task) error {
 			// The plain ack, in the exact form the host reads fastest.
 			fmt.Fprintf(c.w, "{\"type\":\"ack\",\"id\":%d}\n", id)
 		}
-		if err := c.w.Flush(); err != nil {
-			return fmt.Errorf("client: write: %w", err)
-		}
 	}
+}
+
+// lineBuffered reports whether a whole line is already read into in.
+func lineBuffered(in *bufio.Reader) bool {
+	b, _ := in.Peek(in.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
 }
 
 // safe runs a handler, turning a panic into an error.

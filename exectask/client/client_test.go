@@ -129,4 +129,27 @@ func TestGoTaskThroughTheAdapter(t *testing.T) {
 	if len(s.outs) == 0 || s.outs[0] != "log: counted" {
 		t.Errorf("got out-of-band %v, want log: counted", s.outs)
 	}
+
+	// Protocol 2: a burst announced by the host is in flight at once and
+	// answered in order, each message's emit within its own Message call.
+	if xt.Protocol() != 2 {
+		t.Fatalf("negotiated protocol %d, want 2", xt.Protocol())
+	}
+	burst := make([]message.Message, 50)
+	for i := range burst {
+		burst[i] = message.Message{"i": int64(i)}
+	}
+	xt.Ahead(tc, burst)
+	for i, m := range burst {
+		s.emits = nil
+		if err := xt.Message(tc, m); err != nil {
+			t.Fatalf("burst message %d: %v", i, err)
+		}
+		if len(s.emits) != 1 || s.emits[0]["i"] != int64(i) {
+			t.Fatalf("burst message %d: got emits %v, want its own", i, s.emits)
+		}
+		if got, _ := message.Int(s.emits[0]["ct"]); got != int64(14+i) {
+			t.Fatalf("burst message %d: got ct %d, want %d", i, got, 14+i)
+		}
+	}
 }
