@@ -318,11 +318,18 @@ func TestPipelineThroughTheHost(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// Loaded and handling (from now on sends go to its mailbox).
+	// Loaded and handling, and caught up with its bus queue: from now on
+	// sends go to its mailbox (the bus gives a task one message at a time).
 	send(message.Message{"n": int64(-1)})
 	if m := env.Recv("out_Probe", wait); intOf(t, m, "n") != -1 {
 		t.Fatalf("got %v, want n=-1", m)
 	}
+	eventually(t, wait, func() error {
+		if !h.Settled("Probe") {
+			return fmt.Errorf("Probe has not caught up with its bus queue")
+		}
+		return nil
+	})
 	// The task holds on to its first message while 200 more wait.
 	release := filepath.Join(t.TempDir(), "release")
 	send(message.Message{"n": int64(0), "hold": release})
