@@ -571,8 +571,14 @@ func (t *Task) take(tc *task.Context, msg message.Message) *pending {
 			t.crashed(tc, err)
 		}
 		t.spec.Logger.Warn(fmt.Sprintf("exec task %s: a message other than the one announced was handed over; %d announced messages dropped", t.spec.Name, len(t.ahead)-t.head))
+		for _, e := range t.ahead[t.head:] {
+			if e.done && e.err != nil {
+				tc.Error(fmt.Sprintf("exec task %s: message handler failed: %v", t.spec.Name, e.err))
+			}
+		}
 		t.inFlight, t.inBytes = 0, 0
 	}
+	clear(t.ahead)
 	t.ahead, t.head = append(t.ahead[:0], pending{msg: msg}), 0
 	return &t.ahead[0]
 }
