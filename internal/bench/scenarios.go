@@ -16,6 +16,7 @@ import (
 
 	benchtasks "github.com/multimodule/multimodule/internal/bench/tasks"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // route returns a Router route: messages matching match go to each queue.
@@ -223,14 +224,70 @@ var ErrExecUnavailable = errors.New("bench exec: the PyEcho exec task is not ava
 // runExec: producer → Router → PyEcho (a Python co-process of the daemon,
 // over the exec-task protocol) → Router → consumer.
 func runExec(ctx context.Context, e *env) (Result, error) {
-	return e.pipeline(ctx, map[string]any{
+	probeRoute := route(map[string]any{"bench_probe": true}, execProbeQueue)
+	probeRoute[".router_control"] = map[string]any{"short_circuit": true}
+	if err := e.configure(ctx, map[string]any{
 		"Router": map[string]any{"routes": []any{
+			probeRoute,
 			route(map[string]any{"source": "Producer"}, "PyEcho"),
 			route(map[string]any{"source": "PyEcho"}, "Consumer"),
 		}},
 		"PyEcho":   map[string]any{},
 		"Consumer": map[string]any{},
-	})
+	}); err != nil {
+		return Result{}, err
+	}
+	if err := e.waitReady(ctx, []string{"Consumer"}, false); err != nil {
+		return Result{}, err
+	}
+	if err := e.execWarm(ctx); err != nil {
+		return Result{}, err
+	}
+	return e.flow(ctx, []string{"Consumer"})
+}
+
+// execProbeQueue receives PyEcho's answers to the warm-up probes.
+const execProbeQueue = "bench_exec_probe"
+
+// execWarm waits until PyEcho is loaded, answers, and has nothing left in
+// its bus queue, before the producer starts. An exec task loads on its
+// own (its co-process' start and handshake take a while): until it is
+// loaded, and then until its bus queue is drained, what the Router sends
+// it goes through the bus — and a closed-loop producer, which only
+// slows down for full mailboxes, would keep that queue full for the whole
+// run (the host then never switches the task to its in-memory mailbox,
+// and the run measures the bus, one message at a time).
+func (e *env) execWarm(ctx context.Context) error {
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	cons, err := e.tr.Consume(cctx, execProbeQueue)
+	if err != nil {
+		return err
+	}
+	defer cons.Stop()
+	deadline := time.After(60 * time.Second)
+	for n := int64(0); ; n++ {
+		if err := e.tr.Send(ctx, "PyEcho", message.Message{"bench_probe": true, "n": n}, transit.SendOptions{}); err != nil {
+			return err
+		}
+		select {
+		case d, ok := <-cons.C():
+			if !ok {
+				return errors.New("bench exec: the probe consumer stopped")
+			}
+			_ = d.Ack()
+		case <-deadline:
+			return errors.New("bench exec: PyEcho did not answer within 60 s")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		st, err := e.tr.Stat(ctx, "PyEcho")
+		if err == nil && st.Msgs == 0 {
+			// The host moves the task to its mailbox a moment after its
+			// bus queue is empty (it checks every few ms).
+			return sleep(ctx, 50*time.Millisecond)
+		}
+	}
 }
 
 // runConfig times config changes (sent on the control queue, stamped with
