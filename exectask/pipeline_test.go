@@ -350,4 +350,30 @@ func TestPipelineThroughTheHost(t *testing.T) {
 	if burst < 2 {
 		t.Errorf("the co-process read at most %d request per read: want the host to pipeline a waiting burst", burst)
 	}
+
+	// A state transform in the middle of a burst (the host applies it
+	// between two messages): the messages before it count on from the old
+	// state, those after it from the new one.
+	release2 := filepath.Join(t.TempDir(), "release")
+	send(message.Message{"n": int64(0), "hold": release2})
+	for i := 1; i <= 30; i++ {
+		send(message.Message{"n": int64(i)})
+	}
+	send(message.Message{".multimodule": map[string]any{"transform": map[string]any{"count": 1000}}})
+	for i := 31; i <= 60; i++ {
+		send(message.Message{"n": int64(i)})
+	}
+	if err := os.WriteFile(release2, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i <= 60; i++ {
+		m := env.Recv("out_Probe", wait)
+		want := int64(203 + i) // 202 counted so far
+		if i > 30 {
+			want = int64(1000 + i - 30)
+		}
+		if n, c := intOf(t, m, "n"), intOf(t, m, "count"); n != int64(i) || c != want {
+			t.Fatalf("got message %d with count %d, want message %d with count %d", n, c, i, want)
+		}
+	}
 }
