@@ -377,3 +377,37 @@ func TestPipelineThroughTheHost(t *testing.T) {
 		}
 	}
 }
+
+// TestBigMessagesInAWindow: the requests in flight are kept within what
+// the co-process' stdin pipe holds, so that the host's write never waits
+// for a task that is itself waiting for the host to read its answers (a
+// deadlock with big messages: the task answers each with an emit as big).
+// A message bigger than the pipe goes alone.
+func TestBigMessagesInAWindow(t *testing.T) {
+	r := newRig(t)
+	xt, tc := startTask(t, r, taskPath(t, testdata, "Probe"), map[string]any{}, nil)
+	msgs := numbered(40)
+	for i, m := range msgs {
+		size := 20 << 10
+		if i == 17 {
+			size = 300 << 10
+		}
+		m["pad"] = strings.Repeat("x", size)
+	}
+	done := make(chan []handled, 1)
+	go func() { done <- feed(r, xt, tc, msgs, 40) }()
+	select {
+	case got := <-done:
+		checkOwnEmits(t, got, nil)
+		for i, h := range got {
+			if len(h.emits) == 1 && h.emits[0]["pad"] != msgs[i]["pad"] {
+				t.Fatalf("message %d: its pad came back changed", i)
+			}
+		}
+	case <-time.After(wait):
+		t.Fatalf("40 big messages not handled within %v: deadlocked?", wait)
+	}
+	if xt.MaxInFlight() < 1 || xt.MaxInFlight() > 2 {
+		t.Errorf("%d requests of 20 KiB in flight, want 1 or 2 (half a 64 KiB pipe)", xt.MaxInFlight())
+	}
+}
