@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ type benchOptions struct {
 	json       bool
 	cpuprofile string
 	memprofile string
+	trace      string
 }
 
 func newBenchCommand(g *Globals) *cobra.Command {
@@ -65,6 +67,7 @@ Scenarios:
 	f.Float64Var(&o.opts.Rate, "rate", 0, "fixed producer rate in msgs/s (open loop); 0: as fast as possible (closed loop)")
 	f.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of this process (the daemon and the harness) to this file")
 	f.StringVar(&o.memprofile, "memprofile", "", "write a heap profile of this process to this file at the end")
+	f.StringVar(&o.trace, "trace", "", "write a runtime execution trace of this process to this file (large: keep --duration short; read it with go tool trace)")
 	f.IntVar(&o.opts.Tasks, "tasks", 1000, "scale: internal tasks (at most 1000)")
 	f.IntVar(&o.opts.Externals, "externals", 50, "scale: external tasks (at most 50)")
 	f.IntVar(&o.opts.Kills, "kills", 0, "restart: kill -9s (default 10); migrate: round trips (default 3)")
@@ -81,16 +84,26 @@ func runBench(cmd *cobra.Command, name string, o *benchOptions) (err error) {
 		o.opts.Progress = stderr
 	}
 	o.opts.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if o.cpuprofile != "" {
-		f, err := os.Create(o.cpuprofile)
+	for _, p := range []struct {
+		flag, path string
+		start      func(io.Writer) error
+		stop       func()
+	}{
+		{"cpuprofile", o.cpuprofile, pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{"trace", o.trace, trace.Start, trace.Stop},
+	} {
+		if p.path == "" {
+			continue
+		}
+		f, err := os.Create(p.path)
 		if err != nil {
-			return fmt.Errorf("bench: --cpuprofile: %w", err)
+			return fmt.Errorf("bench: --%s: %w", p.flag, err)
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		if err := p.start(f); err != nil {
+			return fmt.Errorf("bench: --%s: %w", p.flag, err)
 		}
-		defer pprof.StopCPUProfile()
+		defer p.stop()
 	}
 	res, err := bench.Run(cmd.Context(), name, o.opts)
 	if err != nil {
