@@ -39,6 +39,9 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: canonical})
 	}
 	if r := (*h.hosted.Load())[qname]; r != nil {
+		if err := h.waitCatchUp(ctx, r, from); err != nil {
+			return err
+		}
 		r.gate.RLock()
 		if !r.unhosted {
 			if r.inline.Load() {
@@ -69,6 +72,9 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 		r, _ = h.ensureLoaded(qname, false, noWait)
 		if r != nil {
 			done()
+			if err := h.waitCatchUp(ctx, r, from); err != nil {
+				return err
+			}
 			r.gate.RLock()
 			defer r.gate.RUnlock()
 			if !r.unhosted {
@@ -77,6 +83,9 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 		}
 	} else {
 		done()
+		if err := h.waitCatchUp(ctx, r, from); err != nil {
+			return err
+		}
 		r.gate.RLock()
 		defer r.gate.RUnlock()
 		if !r.unhosted {
@@ -102,19 +111,64 @@ func (h *Host) outsideCounter(qname string) *atomic.Int64 {
 // sendHosted delivers to a task hosted here: into its mailbox, or — while
 // it catches up with its bus backlog — through the bus. r.gate is held.
 func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, from *runner, l *lease, canonical bool) error {
-	if r.catchingUp.Load() {
+	fenced := r.catchingUp.Load()
+	if fenced {
 		fence(msg, r.name)
 		h.asyncPending.Store(true)
+		r.fenced.Add(1)
 	} else if l != nil && msg.LocalityFor(r.name) != message.LocalityNonLocal {
 		h.attach(msg, l) // into the mailbox: the lease goes with it
 	}
 	err := h.sendInto(ctx, r, msg, from, transit.SendOptions{Canonical: canonical})
+	if err != nil && fenced {
+		r.fenced.Add(-1)
+	}
 	if err != nil && l != nil {
 		if dl := h.detach(msg); dl != nil {
 			dl.done()
 		}
 	}
 	return err
+}
+
+// waitCatchUp holds a sender to task r back while r catches up with its
+// bus queue (sends to it go through the bus, behind its backlog) and
+// either a mailbox's worth of this process' messages are on their way
+// to r that way — the backpressure a full mailbox gives — or r asked
+// senders to pause so that its backlog can run out (runner.pauseSenders).
+// Without it a sender faster than r would keep r catching up for good.
+// Like a wait for room in a full mailbox, it ends when r, directly or
+// through the tasks it waits on, waits for from (a cycle), or when r
+// stops.
+func (h *Host) waitCatchUp(ctx context.Context, r, from *runner) error {
+	held := func() bool {
+		return r.catchingUp.Load() &&
+			(r.fenced.Load() >= int64(h.opts.MailboxSize) || time.Now().UnixNano() < r.pauseUntil.Load())
+	}
+	if from == r || !held() {
+		return nil
+	}
+	if from != nil {
+		prev := from.waitingOn.Swap(r)
+		defer from.waitingOn.Store(prev)
+	}
+	t := time.NewTimer(cycleCheckEvery)
+	defer t.Stop()
+	for {
+		wake := r.caught.wait()
+		if !held() || (from != nil && waitsFor(r, from)) {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-t.C:
+			t.Reset(cycleCheckEvery)
+		case <-r.done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("send to %s: waiting for it to catch up with its bus queue: %w", r.name, ctx.Err())
+		}
+	}
 }
 
 // cycleCheckEvery is how often a task waiting for room in another task's

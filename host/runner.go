@@ -58,6 +58,14 @@ type runner struct {
 	// through the bus too, so they cannot overtake its own earlier sends
 	// waiting there (SPEC 6: per-sender order across migrations).
 	catchingUp atomic.Bool
+	// Catch-up backpressure (Host.waitCatchUp): fenced counts messages
+	// this process sent through the bus to the task while it caught up
+	// and it has not taken yet; pauseUntil (unix ns) holds senders back
+	// for a moment so that a short backlog can run out (tryFlip); caught
+	// wakes the senders waiting on either.
+	fenced     atomic.Int64
+	pauseUntil atomic.Int64
+	caught     wakeGate
 	// coPID is the pid of the task's co-process (exec tasks), for the
 	// monitor; 0 when it has none.
 	coPID atomic.Int64
@@ -80,6 +88,7 @@ type runner struct {
 	batch      [localBatch]message.Message // taken from the mailbox, being handled
 	cost       time.Duration               // moving average of the time taken per message (see inlineCostMax)
 	inlineRun  int                         // messages this turn handed to other tasks inline (inlinePerTurn)
+	nextPause  int64                       // unix ns: pauseSenders may hold senders back again from then
 	pending    []pendingAck                // handled, waiting for the ack (in delivery order)
 	canonical  bool                        // the task is a canonicalSender
 	cur        *lease                      // the lease of the message being handled
@@ -355,7 +364,12 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 		r.cons = nil
 		return
 	}
-	unfence(d.Msg, r.name)
+	if unfence(d.Msg, r.name) {
+		if n := r.fenced.Add(-1); n < 0 {
+			r.fenced.CompareAndSwap(n, 0) // sent by an earlier load of the task
+		}
+		r.caught.wake()
+	}
 	l := newLease()
 	r.cur = l
 	start := time.Now()
@@ -430,11 +444,39 @@ func (r *runner) tryFlip() bool {
 		return false
 	}
 	st, err := r.h.tr.Stat(ctx, r.name)
-	if err != nil || st.Msgs > 0 || len(r.busC) > 0 {
+	if err != nil {
+		return false
+	}
+	if backlog := st.Msgs + int64(len(r.busC)); backlog > 0 {
+		r.pauseSenders(backlog)
 		return false
 	}
 	r.catchingUp.Store(false)
+	r.pauseUntil.Store(0)
+	r.caught.wake()
 	return true
+}
+
+// flipPause is how long senders in this process hold back (see
+// Host.waitCatchUp) so that a task's short bus backlog can run out and
+// the catch-up end; at most once per flipPauseEvery, since other
+// processes may keep the backlog from ever running out.
+const (
+	flipPause      = 100 * time.Millisecond
+	flipPauseEvery = time.Second
+)
+
+// pauseSenders holds this process' senders back for flipPause when the
+// backlog is short (a mailbox's worth at most) and some of it is theirs:
+// senders as fast as the task would otherwise keep it on the bus path
+// for good, each of their messages taking the place of the one handled.
+func (r *runner) pauseSenders(backlog int64) {
+	now := time.Now().UnixNano()
+	if backlog > int64(r.h.opts.MailboxSize) || r.fenced.Load() == 0 || now < r.nextPause {
+		return
+	}
+	r.pauseUntil.Store(now + int64(flipPause))
+	r.nextPause = now + int64(flipPauseEvery)
 }
 
 // fenceKey marks (in .ipc_transit_meta) a message this process sent
@@ -458,11 +500,12 @@ func fence(msg message.Message, qname string) {
 	meta[fenceKey] = qname
 }
 
-// unfence removes what fence added, so the task sees the message as sent.
-func unfence(msg message.Message, qname string) {
+// unfence removes what fence added, so the task sees the message as
+// sent, and reports whether msg was fenced for qname.
+func unfence(msg message.Message, qname string) bool {
 	meta := msg.Meta()
 	if meta == nil || meta[fenceKey] != qname {
-		return
+		return false
 	}
 	delete(meta, fenceKey)
 	ov, _ := meta["overrides"].(map[string]any)
@@ -475,6 +518,7 @@ func unfence(msg message.Message, qname string) {
 	if ov != nil && len(ov) == 0 {
 		delete(meta, "overrides")
 	}
+	return true
 }
 
 // account counts n messages taken since start, passed of which went to
@@ -738,3 +782,30 @@ func (r *runner) stopRecurs() {
 }
 
 var _ task.Runtime = (*runner)(nil)
+
+// wakeGate lets goroutines wait for a change made by another: a waiter
+// takes the channel (wait), then looks at what it waits for, then waits
+// on the channel; wake closes it. A change made between the look and the
+// wait is not missed.
+type wakeGate struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (g *wakeGate) wait() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch == nil {
+		g.ch = make(chan struct{})
+	}
+	return g.ch
+}
+
+func (g *wakeGate) wake() {
+	g.mu.Lock()
+	if g.ch != nil {
+		close(g.ch)
+		g.ch = nil
+	}
+	g.mu.Unlock()
+}
