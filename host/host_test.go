@@ -97,6 +97,11 @@ func (p *probe) Message(tc *task.Context, msg message.Message) error {
 	return nil
 }
 
+// inlineProbe is a probe that is a task.Inliner.
+type inlineProbe struct{ probe }
+
+func (*inlineProbe) HandlesInline() bool { return true }
+
 func registry(rec *recorder) *task.Registry {
 	reg := task.NewRegistry()
 	for _, name := range []string{"Probe", "Sink"} {
@@ -105,6 +110,9 @@ func registry(rec *recorder) *task.Registry {
 	for _, name := range []string{"Emitter1", "Emitter2"} {
 		reg.MustRegister(task.Definition{Namespace: "T", Name: name, New: func() (task.Task, error) { return &emitter{rec: rec, name: name}, nil }})
 	}
+	reg.MustRegister(task.Definition{Namespace: "T", Name: "InlineSink", New: func() (task.Task, error) {
+		return &inlineProbe{probe{rec: rec, name: "InlineSink"}}, nil
+	}})
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Keeper", Stateful: true, New: func() (task.Task, error) { return &probe{rec: rec, name: "Keeper"}, nil }})
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Broken", New: func() (task.Task, error) { return nil, errors.New("cannot build") }})
 	return reg

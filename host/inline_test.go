@@ -46,18 +46,23 @@ func routeTo(source, qname string) map[string]any {
 	return map[string]any{"match": map[string]any{"source": source}, "forwards": []any{map[string]any{"qname": qname}}}
 }
 
-// inlineFixture: Emitter1 and Emitter2 → Router → Sink, with the Router
-// allowed to route inline however long its messages take.
-func inlineFixture(t *testing.T) (*fixture, *recorder) {
+// inlineFixture: Emitter1 and Emitter2 → Router → sink (Sink when
+// empty), with the Router (and the sink, if it is an Inliner) allowed to
+// handle inline however long its messages take.
+func inlineFixture(t *testing.T, sink ...string) (*fixture, *recorder) {
 	t.Helper()
 	t.Cleanup(host.SetInlineCostMax(time.Hour))
 	rec := newRecorder()
 	f := newFixture(t, rec, nil)
+	to := "Sink"
+	if len(sink) > 0 {
+		to = sink[0]
+	}
 	if err := f.h.ConfigureAll(map[string]any{
 		"Emitter1": map[string]any{},
 		"Emitter2": map[string]any{},
-		"Sink":     map[string]any{},
-		"Router":   map[string]any{"routes": []any{routeTo("Emitter1", "Sink"), routeTo("Emitter2", "Sink")}},
+		to:         map[string]any{},
+		"Router":   map[string]any{"routes": []any{routeTo("Emitter1", to), routeTo("Emitter2", to)}},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +71,18 @@ func inlineFixture(t *testing.T) (*fixture, *recorder) {
 
 // TestInlineRoutingKeepsOrderPerSender: two tasks emit at the same time,
 // so the Router's messages are routed partly inline on the emitters'
-// goroutines and partly from its mailbox; every message reaches Sink
-// once, in order per sender.
+// goroutines and partly from its mailbox (an emitter that finds messages
+// waiting there handles them first); every message reaches the sink once,
+// in order per sender. With a sink that is a task.Inliner the whole chain
+// runs on the emitters' goroutines when it can.
 func TestInlineRoutingKeepsOrderPerSender(t *testing.T) {
-	f, _ := inlineFixture(t)
+	for _, sink := range []string{"Sink", "InlineSink"} {
+		t.Run(sink, func(t *testing.T) { testInlineOrder(t, sink) })
+	}
+}
+
+func testInlineOrder(t *testing.T, sink string) {
+	f, _ := inlineFixture(t, sink)
 	ctx := context.Background()
 	const runs, burst = 4, 1000
 	for run := range runs {
@@ -80,12 +93,12 @@ func TestInlineRoutingKeepsOrderPerSender(t *testing.T) {
 		}
 		if run == 0 {
 			// A lone burst as well: the Router idle, the mailbox empty.
-			f.waitMsgs(t, "Sink", 2*burst)
+			f.waitMsgs(t, sink, 2*burst)
 		}
 	}
-	got := f.waitMsgs(t, "Sink", 2*runs*burst)
+	got := f.waitMsgs(t, sink, 2*runs*burst)
 	if len(got) != 2*runs*burst {
-		t.Fatalf("Sink got %d messages, want %d", len(got), 2*runs*burst)
+		t.Fatalf("%s got %d messages, want %d", sink, len(got), 2*runs*burst)
 	}
 	type pos struct{ run, seq int64 }
 	next := map[string]pos{}
@@ -106,10 +119,19 @@ func TestInlineRoutingKeepsOrderPerSender(t *testing.T) {
 		}
 		next[src] = want
 	}
-	if n := f.h.Inlined(host.RouterName); n == 0 {
-		t.Errorf("no message was routed inline")
-	} else {
-		t.Logf("%d of %d messages routed inline", n, 2*runs*burst)
+	inlined := []string{host.RouterName}
+	if sink == "InlineSink" {
+		inlined = append(inlined, sink)
+	}
+	for _, name := range inlined {
+		if n := f.h.Inlined(name); n == 0 {
+			t.Errorf("no message to %s was handled inline", name)
+		} else {
+			t.Logf("%d of %d messages to %s handled inline", n, 2*runs*burst, name)
+		}
+	}
+	if n := f.h.Inlined("Sink"); n != 0 {
+		t.Errorf("%d messages to Sink, not an Inliner, were handled inline", n)
 	}
 }
 

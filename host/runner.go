@@ -38,7 +38,7 @@ type runner struct {
 	// emitter handling a message inline (Host.tryInline). Fields below
 	// "task goroutine only" are touched only under it.
 	exec sync.Mutex
-	// inline: the task allows tryInline (an inlineHandler); set once
+	// inline: the task allows tryInline (a task.Inliner); set once
 	// configured.
 	inline  atomic.Bool
 	inlined atomic.Uint64 // messages handled inline (for tests)
@@ -231,23 +231,27 @@ func (r *runner) loop() {
 var inlineCostMax = 2 * time.Microsecond
 
 // inlinePerTurn bounds how many messages a task's one turn of work (a
-// handler call, a recurring run) hands to other tasks inline: a task that
-// emits a long run of messages at once is better served by the Router's
-// own goroutine working in parallel on the rest (on another core) than by
-// doing all the routing itself.
-const inlinePerTurn = localBatch
+// handler call, a recurring run) hands to other tasks inline. Below it,
+// a burst of emits is routed and handled on the emitter's goroutine with
+// no hand-over at all (at a moderate rate that is the lowest latency:
+// every hand-over is a goroutine waking up and waiting for a core); above
+// it the rest goes through the mailboxes, so that a task emitting a long
+// run at once has the Router's and the consumers' goroutines working in
+// parallel on it (on other cores). task.Inliner documents the figure.
+const inlinePerTurn = 16 * localBatch
 
 // tryInline handles msg, sent to r by another goroutine, on that goroutine,
-// if r allows it (the Router: see inlineHandler) and is idle: its goroutine
-// waits for work, its mailbox and bus buffer are empty, it is configured,
+// if r allows it (a task.Inliner, such as the Router) and is idle: its
+// goroutine waits for work, its bus buffer is empty, it is configured,
 // not catching up, not paused. It saves a hand-over to another goroutine
 // (and waiting for a core) per message. While the message is handled the
 // sender holds r.exec, so r's own goroutine does not run and nothing else
-// handles a message of r: one message at a time, in the order taken (the
-// mailbox being empty, nothing of this sender is older). r.gate is held
-// (shared) by the caller and is let go here when the message was handled
-// inline (done true), so that the handler's own sends (perhaps to r) do
-// not take it again. err is the send's error (the message was refused).
+// handles a message of r: one message at a time, in queue order — what
+// waits in r's mailbox (sent before r's goroutine woke up for it) is
+// older and is handled first, here. r.gate is held (shared) by the caller
+// and is let go here when the message was handled inline (done true), so
+// that the handler's own sends (perhaps to r) do not take it again. err
+// is the send's error (the message was refused).
 func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease, canonical bool) (done bool, err error) {
 	if from != nil && from.inlineRun >= inlinePerTurn {
 		return false, nil
@@ -256,7 +260,7 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 		return false, nil
 	}
 	if !r.configured || r.closed || r.cost >= inlineCostMax || r.paused.Load() || r.catchingUp.Load() ||
-		r.ctx.Err() != nil || (r.busC != nil && len(r.busC) > 0) || r.local.Len() > 0 {
+		r.ctx.Err() != nil || (r.busC != nil && len(r.busC) > 0) {
 		r.exec.Unlock()
 		return false, nil
 	}
@@ -270,10 +274,6 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 		return false, nil
 	}
 	r.gate.RUnlock()
-	prev := r.cur
-	r.cur = l // what the handler sends carries the sender's lease
-	start := time.Now()
-	var passed uint64
 	if from != nil {
 		// The emitter's goroutine runs r's handler: while r waits for room
 		// somewhere, so does the emitter (Host.sendInto's cycle check; r
@@ -282,9 +282,26 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 		prevWait := from.waitingOn.Swap(r)
 		defer from.waitingOn.Store(prevWait)
 	}
+	// This message is r's turn: what r hands on inline counts from zero.
+	prevRun := r.inlineRun
+	r.inlineRun = 0
+	// What waits in r's mailbox is older (some of it may be this sender's):
+	// it goes first, handled here rather than after r's goroutine has been
+	// woken for it and found a core. Messages others put in meanwhile are
+	// not this sender's, and may stay.
+	for older := r.local.Len(); older > 0; older -= localBatch {
+		if took, _ := r.takeLocal(); !took {
+			break
+		}
+	}
+	prev := r.cur
+	r.cur = l // what the handler sends carries the sender's lease
+	start := time.Now()
+	var passed uint64
 	if r.handle(m) {
 		passed = 1
 	}
+	r.inlineRun = prevRun
 	r.account(1, passed, start)
 	r.inlined.Add(1)
 	if from != nil {
@@ -623,7 +640,7 @@ func (r *runner) applyConfig(cfg map[string]any) {
 	if !r.configured {
 		cs, ok := r.t.(canonicalSender)
 		r.canonical = ok && cs.SendsCanonical()
-		ih, ok := r.t.(inlineHandler)
+		ih, ok := r.t.(task.Inliner)
 		r.inline.Store(ok && ih.HandlesInline())
 	}
 	r.configured = true
@@ -710,15 +727,6 @@ func (r *runner) Send(qname, destination string, msg message.Message) error {
 // transforms, whose values are canonical.
 type canonicalSender interface {
 	SendsCanonical() bool
-}
-
-// inlineHandler is a task whose messages may be handled on the sending
-// task's goroutine when it is idle (Host.tryInline): it keeps no state
-// that depends on which goroutine runs it, and handling a message is
-// short. The built-in Router does: routing a message inline saves a
-// hand-over between goroutines on every emit.
-type inlineHandler interface {
-	HandlesInline() bool
 }
 
 func (r *runner) Out(channel, text string, details map[string]any) {

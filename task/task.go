@@ -8,6 +8,7 @@
 //	Configurer SetConfig(tc, config) — first configuration and every change
 //	Stateful   Stateful() bool — the task keeps state across restarts
 //	Closer     Close(tc) — clean-up when the task is unloaded
+//	Inliner    HandlesInline() bool — Message is short and never blocks
 //
 // # Lifecycle
 //
@@ -23,7 +24,9 @@
 //     loaded only because messages wait for it is configured with an empty
 //     map.
 //  4. Message is called for each message, in queue order. Recurring work
-//     scheduled with Context.NamedRecur runs between messages.
+//     scheduled with Context.NamedRecur runs between messages. (An
+//     Inliner's Message may run on its sender's goroutine instead; still
+//     one call at a time, in queue order.)
 //  5. On unload or exit, Close is called and the state of a stateful task
 //     is saved.
 //
@@ -70,6 +73,25 @@ type Stateful interface {
 // are unloaded.
 type Closer interface {
 	Close(tc *Context) error
+}
+
+// Inliner is implemented by tasks whose Message is short (a few
+// microseconds) and never blocks: counting, filtering, recording,
+// forwarding. When such a task is idle — its goroutine waits for work —
+// the host may run Message for a message sent to it
+// in the same process on the sender's goroutine, instead of handing the
+// message over to the task's goroutine, which has to wake up and find a
+// free core (tens to hundreds of microseconds on a busy machine). The
+// task sees no difference: its calls still come one at a time, in queue
+// order, never alongside its recurring work; Context.Emit still sends as
+// the task. The host stops doing it while the task's recent messages took
+// more than 2 µs each (the sender would otherwise do the task's work
+// instead of its own), and a sender hands at most 1,024 messages per turn
+// of its own work to tasks this way. The built-in Router is an Inliner. A
+// task whose Message may block (disk, network, a lock held elsewhere, a
+// long computation) must not claim it: it would hold up its senders.
+type Inliner interface {
+	HandlesInline() bool
 }
 
 var (

@@ -379,5 +379,12 @@ func (t *Idle) Message(tc *task.Context, msg message.Message) error {
 var (
 	_ task.Configurer = (*Producer)(nil)
 	_ task.Configurer = (*Consumer)(nil)
+	_ task.Inliner    = (*Consumer)(nil)
 	_ task.Configurer = (*Idle)(nil)
 )
+
+// HandlesInline makes the consumer a task.Inliner: recording a latency is
+// short and never blocks (a report every 200 ms is a bus publish, which
+// does not wait). Set MM_BENCH_NO_INLINE=1 in the environment of `bench`
+// to measure a consumer that is not one.
+func (c *Consumer) HandlesInline() bool { return os.Getenv("MM_BENCH_NO_INLINE") == "" }
