@@ -60,6 +60,8 @@ type Store struct {
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex // per file path: orders saves, loads and moves of one file
 
+	fsView failsafeView // see KeepFailsafeView
+
 	// writeData writes the contents of a temporary file; tests replace it
 	// to simulate a full disk. nil means f.Write.
 	writeData func(f *os.File, data []byte) error
