@@ -89,6 +89,9 @@ func (s *Store) SaveConfigs(cfgs map[string]map[string]any) error {
 	}
 	close(next)
 	wg.Wait()
+	if s.commitStep != nil {
+		s.commitStep("written")
+	}
 	installed := false
 	for _, j := range jobs {
 		if j.tmp == "" && j.err == nil {
@@ -102,6 +105,9 @@ func (s *Store) SaveConfigs(cfgs map[string]map[string]any) error {
 			continue
 		}
 		installed = true
+		if s.commitStep != nil {
+			s.commitStep("renamed " + j.task)
+		}
 	}
 	if installed {
 		if err := syncDir(s.dir); err != nil {

@@ -62,6 +62,12 @@ type Store struct {
 
 	fsView failsafeView // see KeepFailsafeView
 
+	// commitStep, when set, is called by SaveConfigs after each step of
+	// its commit ("written": every temporary file synced; "renamed
+	// <task>": one file in place); tests look at the directory there,
+	// as a crash at that moment would leave it.
+	commitStep func(step string)
+
 	// writeData writes the contents of a temporary file; tests replace it
 	// to simulate a full disk. nil means f.Write.
 	writeData func(f *os.File, data []byte) error
