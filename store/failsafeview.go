@@ -74,14 +74,20 @@ func (s *Store) refreshView(now time.Time) {
 	if v.names != nil && v.settled && fi.ModTime().Equal(v.mtime) {
 		return
 	}
-	entries, err := os.ReadDir(s.dir)
+	f, err := os.Open(s.dir)
+	if err != nil {
+		v.names = nil
+		return
+	}
+	entries, err := f.Readdirnames(-1) // unsorted, no stat: thousands of files
+	f.Close()
 	if err != nil {
 		v.names = nil
 		return
 	}
 	names := map[string]bool{}
 	for _, e := range entries {
-		if task, ok := strings.CutSuffix(e.Name(), failsafeExt); ok && checkName(task) == nil {
+		if task, ok := strings.CutSuffix(e, failsafeExt); ok && checkName(task) == nil {
 			names[task] = true
 		}
 	}
