@@ -279,9 +279,13 @@ func (t *monitorTask) recordCounters(m *monitor.Monitor, now time.Time, counters
 	}
 	for name, cs := range counters {
 		prev := t.last[name]
-		if until, ok := t.settled[name]; ok && !t.everyTask && prev != nil && now.After(until) && sameCounts(cs, prev) {
-			// Nothing moved and nothing is being recorded: the loop
-			// below would do nothing for this task.
+		if until, ok := t.settled[name]; ok && !t.everyTask && prev != nil && sameCounts(cs, prev) {
+			// Nothing moved: record what the loop below would, the
+			// runs still within the cutoff age — nothing at all once
+			// the task has settled.
+			if !now.After(until) {
+				t.recordStill(m, name, now)
+			}
 			continue
 		}
 		if prev == nil {
@@ -316,6 +320,27 @@ func (t *monitorTask) recordCounters(m *monitor.Monitor, now time.Time, counters
 			prev[metric] = v
 		}
 		t.settled[name] = t.settledAfter(name)
+	}
+}
+
+// recordStill records one round of a task none of whose counters moved
+// since the previous round, exactly as the general loop of
+// recordCounters would: the same total again for a run of totals within
+// the cutoff age of its beginning (see record), and no events (0) for an
+// admin metric within the cutoff age of its last event. t.mu held.
+func (t *monitorTask) recordStill(m *monitor.Monitor, name string, now time.Time) {
+	if qs := t.quiet[name]; qs != nil {
+		for idx, metric := range [...]string{quietPassed: host.MetricPassedMessages, quietEmitted: host.MetricEmitMessages} {
+			if q := &qs[idx]; !q.since.IsZero() && now.Sub(q.since) <= t.cutoff {
+				m.Record(name, metric, now, q.v)
+				q.recorded = now
+			}
+		}
+	}
+	for metric, seen := range t.lastEvent[name] {
+		if now.Sub(seen) <= t.cutoff {
+			m.Record(name, metric, now, 0)
+		}
 	}
 }
 
