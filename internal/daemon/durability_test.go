@@ -101,3 +101,56 @@ func TestConfigsWholeAfterKill(t *testing.T) {
 		t.Fatalf("LoadAllConfigs after SIGKILL: %d configs, want at least %d", len(all), n)
 	}
 }
+
+// TestFailsafeFileByHand: an operator who creates <Task>.failsafe by hand
+// stops an internal task (its messages wait in its queue), and deleting
+// the file brings it back to drain them in order — the daemon notices
+// both from the state directory (store.KeepFailsafeView and the
+// supervisor's check), not from a control message.
+func TestFailsafeFileByHand(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest")
+	env.Configure(otherModuleConfig(1))
+	probe(t, env, 0)
+	st := env.Store()
+	// The status written at load (after the burst of loads) first: the
+	// unload writes it again, which is how the test sees the unload.
+	var loaded float64
+	env.Eventually(wait, func() error {
+		s, err := st.LoadStatus("OtherModule")
+		if s == nil {
+			return fmt.Errorf("no status of OtherModule yet (%v)", err)
+		}
+		loaded = s.SaveTS
+		return nil
+	})
+	path := filepath.Join(env.StateDir, "OtherModule.failsafe")
+	if err := os.WriteFile(path, []byte(`{"summary": "stopped by hand"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env.Eventually(wait, func() error {
+		if s, _ := st.LoadStatus("OtherModule"); s == nil || s.SaveTS <= loaded {
+			return errors.New("OtherModule not unloaded yet")
+		}
+		return nil
+	})
+	for i := range 3 {
+		env.Send("OtherModule", message.Message{"ct": 10 + i})
+	}
+	env.Eventually(wait, func() error {
+		line := statusOf(t, env, "OtherModule")
+		if line["failsafed"] != true || line["queue_depth"] != float64(3) {
+			return fmt.Errorf("status %v: want failsafed with 3 messages waiting", line)
+		}
+		return nil
+	})
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		out := env.Recv("test_out", wait)
+		if ct, _ := message.Int(out["ct"]); ct != int64(10+i) {
+			t.Fatalf("after the failsafe file was removed: ct %v, want %d (the waiting messages, in order)", out["ct"], 10+i)
+		}
+	}
+}
