@@ -23,8 +23,10 @@ func (h *Host) Configure(name string, cfg map[string]any) error {
 // named keep their config. Every config is recorded before any task is
 // (re)loaded, so that tasks configured together see each other's config
 // from their first message (a producer never runs before the Router it
-// feeds is configured). Errors are joined; the good tasks are configured
-// anyway. A load is waited for a second at most (then it goes on in the
+// feeds is configured). It returns once every changed config is saved
+// durably in the state directory (unless ReadOnlyConfig); the tasks load
+// meanwhile. Errors are joined; the good tasks are configured anyway. A
+// load is waited for a second at most (then it goes on in the
 // background), and its failure is not returned: a task that fails to
 // load is reported on the error channel and retried.
 func (h *Host) ConfigureAll(all map[string]any) error {
@@ -65,13 +67,36 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		changed = append(changed, name)
 	}
 	h.mu.Unlock()
-	if !h.opts.ReadOnlyConfig {
-		parallel(0, len(changed), func(i int) {
-			name := changed[i]
-			if err := h.opts.Store.SaveConfig(name, saves[name]); err != nil {
-				h.out("error", name, "save config: "+err.Error(), nil)
+	// The configs are saved (one group commit, durable when it ends:
+	// store.SaveConfigs) while the tasks load: the loads wait mostly for
+	// the bus, the save for the disk. Whoever follows config changes
+	// (the external supervisor, whose processes read the saved file) is
+	// told only once the save is done.
+	saved := make(chan struct{})
+	if !h.opts.ReadOnlyConfig && len(saves) > 0 {
+		go func() {
+			defer close(saved)
+			if err := h.opts.Store.SaveConfigs(saves); err != nil {
+				h.out("error", h.opts.Process, "save configs: "+err.Error(), nil)
 			}
-		})
+		}()
+	} else {
+		close(saved)
+	}
+	var tellMu sync.Mutex
+	var later []string // changes to tell once saved
+	tell := func(name string) {
+		if h.opts.OnConfigChanged == nil {
+			return
+		}
+		select {
+		case <-saved:
+			h.opts.OnConfigChanged(name, saves[name])
+		default:
+			tellMu.Lock()
+			later = append(later, name)
+			tellMu.Unlock()
+		}
 	}
 	// The Router first: everything else emits into it.
 	slices.SortStableFunc(changed, func(a, b string) int {
@@ -92,9 +117,7 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 	apply := func(i int) {
 		name := changed[i]
 		results[i] = h.reconcile(name, loadWait)
-		if h.opts.OnConfigChanged != nil {
-			h.opts.OnConfigChanged(name, saves[name])
-		}
+		tell(name)
 	}
 	// The Router on its own, first; then the others a few at a time: a
 	// load mostly waits (for the bus to create the queue's consumer, for
@@ -106,6 +129,10 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		rest = 1
 	}
 	parallel(rest, len(changed), apply)
+	<-saved
+	for _, name := range later {
+		h.opts.OnConfigChanged(name, saves[name])
+	}
 	for _, err := range results {
 		if err != nil {
 			errs = append(errs, err)

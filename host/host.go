@@ -111,8 +111,11 @@ type Host struct {
 	saveCh chan saveJob
 	// statusSem bounds the status files written at load at once.
 	statusSem chan struct{}
-	wg        sync.WaitGroup
-	loads     sync.WaitGroup // loads running (see ensureLoaded)
+	// lastLoad is when the last load began (unix nanoseconds): status
+	// files wait for a burst of loads to end (waitLoadsQuiet).
+	lastLoad atomic.Int64
+	wg       sync.WaitGroup
+	loads    sync.WaitGroup // loads running (see ensureLoaded)
 }
 
 type loadFailure struct {

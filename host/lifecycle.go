@@ -354,6 +354,7 @@ func (h *Host) ensureLoaded(name string, force bool, wait time.Duration) (*runne
 	}
 	job := &loadJob{done: make(chan struct{}), cfg: h.configs[name]}
 	h.loading[name] = job
+	h.lastLoad.Store(time.Now().UnixNano())
 	h.loads.Add(1)
 	h.mu.Unlock()
 	// A local copy (HostLocalOnly) is always waited for: through the bus,
@@ -454,14 +455,19 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 	r.post(func() { r.applyConfig(cfg) })
 	h.counters.Add(name, MetricStartRequestInternal, 1)
 	if pl == HostAndConsume {
-		// Off the load's path, two at a time: it waits for the disk,
-		// and creating files in the state directory costs CPU that a
-		// thousand loads at once need. The unload's status write waits
-		// for it (finish), and Shutdown through h.loads.
+		// Off the load's path, after a burst of loads, two at a time:
+		// creating a file in the state directory costs CPU (up to a
+		// millisecond on some file systems) that a thousand loads at
+		// once need, and the status only describes. The unload's status
+		// write waits for it (finish), and Shutdown through h.loads;
+		// either one ends the wait, and then the unload writes it.
 		h.loads.Add(1)
 		go func() {
 			defer h.loads.Done()
 			defer close(r.statusDone)
+			if !h.waitLoadsQuiet(r.ctx) {
+				return
+			}
 			h.statusSem <- struct{}{}
 			defer func() { <-h.statusSem }()
 			h.writeStatus(name)
@@ -557,6 +563,32 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 func (h *Host) publishHosted() {
 	m := maps.Clone(h.runners)
 	h.hosted.Store(&m)
+}
+
+// A task's status file written at load waits until no load has begun
+// for statusQuiet, or statusMaxDelay after the load at the latest.
+const (
+	statusQuiet    = 250 * time.Millisecond
+	statusMaxDelay = 5 * time.Second
+)
+
+// waitLoadsQuiet waits until the loads in progress have paused (see
+// statusQuiet); false when ctx ended first.
+func (h *Host) waitLoadsQuiet(ctx context.Context) bool {
+	deadline := time.Now().Add(statusMaxDelay)
+	for {
+		wait := min(time.Until(time.Unix(0, h.lastLoad.Load()).Add(statusQuiet)), time.Until(deadline))
+		if wait <= 0 {
+			return true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 func (h *Host) writeStatus(name string) {

@@ -14,6 +14,7 @@ func (s *Store) WriteFailsafe(task string, alert map[string]any) error {
 	if err != nil {
 		return err
 	}
+	s.noteFailsafe(task, true) // before the file exists: ReadFailsafe reads it from then on
 	return s.saveMap(path, "failsafe", task, alert)
 }
 
@@ -29,6 +30,9 @@ func (s *Store) ReadFailsafe(task string) (map[string]any, error) {
 	path, err := s.path(task, failsafeExt)
 	if err != nil {
 		return nil, err
+	}
+	if !s.mayBeFailsafed(task) {
+		return nil, nil
 	}
 	unlock := s.lockFile(path)
 	defer unlock()
@@ -62,10 +66,12 @@ func (s *Store) ClearFailsafe(task string) error {
 	defer unlock()
 	if err := os.Remove(path); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
+			s.noteFailsafe(task, false)
 			return nil
 		}
 		return fmt.Errorf("store: clear failsafe of task %q: %w", task, err)
 	}
+	s.noteFailsafe(task, false)
 	if err := syncDir(s.dir); err != nil {
 		return fmt.Errorf("store: clear failsafe of task %q: sync %s: %w", task, s.dir, err)
 	}

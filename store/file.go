@@ -94,20 +94,53 @@ func (s *Store) saveMap(path, what, task string, m map[string]any) error {
 	return nil
 }
 
-// writeAtomic replaces path with data: temporary file in the same
-// directory, write, fsync, rename, fsync the directory. On failure before
-// the rename the old file is untouched and the temporary file removed.
-// The caller holds the file's lock.
+// writeAtomic replaces path with data, durably: temporary file in the
+// same directory, write, fsync, rename, fsync the directory. On failure
+// before the rename the old file is untouched and the temporary file
+// removed. The caller holds the file's lock.
 func (s *Store) writeAtomic(path string, data []byte) error {
+	tmp, err := s.writeTemp(path, data, true)
+	if err != nil {
+		return err
+	}
+	if err := s.install(tmp, path); err != nil {
+		return err
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("write %s: sync directory: %w", path, err)
+	}
+	return nil
+}
+
+// writeVolatile replaces path with data atomically but without syncing
+// anything: readers (in any process) see the old file or the new one,
+// never a mix, and so does anyone after the writing process dies (the
+// kernel keeps what it wrote); after an operating-system crash the file
+// may be old, missing or empty (then it is moved aside when loaded). For
+// files that describe running processes only (status): none of them
+// survives an operating-system crash either. The caller holds the file's
+// lock.
+func (s *Store) writeVolatile(path string, data []byte) error {
+	tmp, err := s.writeTemp(path, data, false)
+	if err != nil {
+		return err
+	}
+	return s.install(tmp, path)
+}
+
+// writeTemp writes data to a new temporary file next to path, synced
+// when sync is set, and returns its name. On failure nothing is left
+// behind.
+func (s *Store) writeTemp(path string, data []byte, sync bool) (string, error) {
 	f, err := os.CreateTemp(s.dir, "."+filepath.Base(path)+tempInfix+"*")
 	if err != nil {
-		return fmt.Errorf("write %s: create temporary file: %w", path, err)
+		return "", fmt.Errorf("write %s: create temporary file: %w", path, err)
 	}
 	tmp := f.Name()
-	fail := func(step string, err error) error {
+	fail := func(step string, err error) (string, error) {
 		f.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("write %s: %s: %w", path, step, err)
+		return "", fmt.Errorf("write %s: %s: %w", path, step, err)
 	}
 	write := s.writeData
 	if write == nil {
@@ -116,17 +149,23 @@ func (s *Store) writeAtomic(path string, data []byte) error {
 	if err := write(f, data); err != nil {
 		return fail("write", err)
 	}
-	if err := f.Sync(); err != nil {
-		return fail("sync", err)
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fail("sync", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fail("close", err)
 	}
+	return tmp, nil
+}
+
+// install renames the temporary file tmp over path; on failure it
+// removes tmp.
+func (s *Store) install(tmp, path string) error {
 	if err := os.Rename(tmp, path); err != nil {
-		return fail("rename into place", err)
-	}
-	if err := syncDir(s.dir); err != nil {
-		return fmt.Errorf("write %s: sync directory: %w", path, err)
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: rename into place: %w", path, err)
 	}
 	return nil
 }

@@ -13,7 +13,10 @@ const LevelsFile = "monitor-levels.json"
 // "<metric>/<window>" → level; only levels other than "ok" are kept.
 type Levels map[string]map[string]string
 
-// SaveLevels writes the monitor's current levels.
+// SaveLevels writes the monitor's current levels, unless the file holds
+// them already (the daemon saves them every few seconds, and they seldom
+// change). Like a status, the file only describes (the monitor rebuilds
+// the levels after a restart): it is replaced atomically but not synced.
 func (s *Store) SaveLevels(l Levels) error {
 	if l == nil {
 		l = Levels{}
@@ -25,7 +28,13 @@ func (s *Store) SaveLevels(l Levels) error {
 	path := filepath.Join(s.dir, LevelsFile)
 	unlock := s.lockFile(path)
 	defer unlock()
-	return s.writeAtomic(path, data)
+	if s.holds(path, data) {
+		return nil
+	}
+	if err := s.writeVolatile(path, data); err != nil {
+		return fmt.Errorf("store: save levels: %w", err)
+	}
+	return nil
 }
 
 // LoadLevels reads the monitor's levels (empty when none were saved).

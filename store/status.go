@@ -47,7 +47,10 @@ func (st Status) Running() bool { return st.Identity().Alive() }
 func (st Status) Saved() time.Time { return fromUnixSeconds(st.SaveTS) }
 
 // SaveStatus saves st to <Task>.status, setting st.Task to task and
-// st.SaveTS to the current time.
+// st.SaveTS to the current time. The write is atomic but not synced to
+// disk (see the package doc): a status describes running processes, and
+// none of them survives an operating-system crash, the only thing that
+// can lose an unsynced write.
 func (s *Store) SaveStatus(task string, st Status) error {
 	path, err := s.path(task, statusExt)
 	if err != nil {
@@ -64,7 +67,7 @@ func (s *Store) SaveStatus(task string, st Status) error {
 	}
 	unlock := s.lockFile(path)
 	defer unlock()
-	if err := s.writeAtomic(path, data); err != nil {
+	if err := s.writeVolatile(path, data); err != nil {
 		return fmt.Errorf("store: save status of task %q: %w", task, err)
 	}
 	return nil

@@ -7,11 +7,22 @@
 //
 // Every file is indented JSON that an operator can read with jq; integers
 // round-trip exactly. Every write is atomic: the data goes to a temporary
-// file in the same directory, is synced, renamed over the old file, and the
-// directory is synced; a failed write leaves the old file as it was. A
-// torn, truncated or otherwise corrupt file is never fatal: the Load
-// methods move it aside to <file>.corrupt and return an error wrapping
-// ErrCorrupt, and the caller starts from empty.
+// file in the same directory and is renamed over the old file, so readers,
+// and anyone after a crash, see the old file or the new one, never a mix;
+// a failed write leaves the old file as it was. A torn, truncated or
+// otherwise corrupt file is never fatal: the Load methods move it aside to
+// <file>.corrupt and return an error wrapping ErrCorrupt, and the caller
+// starts from empty.
+//
+// Durability. Configs, states and failsafe marks (written and cleared)
+// are durable when the call returns: the temporary file is synced before
+// the rename and the directory after it, so an operating-system crash or
+// a power loss leaves the last version written. SaveConfigs does this for
+// many configs as one group commit (each file atomic, the group not).
+// Status files and the monitor's levels only describe running processes
+// and are rebuilt: they are renamed into place without any sync, which an
+// operating-system crash may undo (older file, none, or an empty one,
+// moved aside when read); a process crash, even SIGKILL, loses nothing.
 //
 // A Store is safe for concurrent use by many goroutines, and several
 // processes (the daemon and its external tasks) may use one directory at
@@ -59,6 +70,14 @@ type Store struct {
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex // per file path: orders saves, loads and moves of one file
+
+	fsView failsafeView // see KeepFailsafeView
+
+	// commitStep, when set, is called by SaveConfigs after each step of
+	// its commit ("written": every temporary file synced; "renamed
+	// <task>": one file in place); tests look at the directory there,
+	// as a crash at that moment would leave it.
+	commitStep func(step string)
 
 	// writeData writes the contents of a temporary file; tests replace it
 	// to simulate a full disk. nil means f.Write.

@@ -132,6 +132,9 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 		defer release()
+		// The supervisor's safety pass and every load ask whether each
+		// task is failsafed: from memory (store.KeepFailsafeView).
+		st.KeepFailsafeView(time.Second)
 		d.ext = newExternals(d)
 		d.mon = &monitorTask{d: d}
 	} else {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -19,12 +20,16 @@ const StopGrace = 10 * time.Second
 // 10): it starts, adopts, restarts and stops external task processes so
 // that what runs matches what the config wants. It reacts to events — a
 // config change, a process exit (wait for our children, pidfd for adopted
-// ones), a back-off timer — and runs a slow safety pass as well.
+// ones), a back-off timer, a failsafe file created or removed by hand —
+// and runs a slow safety pass over every task as well.
 type externals struct {
 	d    *Daemon
-	kick chan string
+	kick chan struct{} // something was added to pending
 
 	mu       sync.Mutex
+	pending  map[string]bool               // tasks to reconcile soon (request)
+	failsafe map[string]bool               // failsafed tasks, as of the last check
+	checks   int                           // failsafe checks since the last full pass
 	procs    map[string]*supervise.Process // running externals, started or adopted
 	stopping map[string]bool               // asked to exit (moving back inside)
 	backoff  map[string]*supervise.Backoff
@@ -35,7 +40,8 @@ type externals struct {
 func newExternals(d *Daemon) *externals {
 	return &externals{
 		d:        d,
-		kick:     make(chan string, 256),
+		kick:     make(chan struct{}, 1),
+		pending:  map[string]bool{},
 		procs:    map[string]*supervise.Process{},
 		stopping: map[string]bool{},
 		backoff:  map[string]*supervise.Backoff{},
@@ -62,12 +68,25 @@ func (x *externals) alive(name string) bool {
 	}
 }
 
-// request asks for name to be reconciled soon.
+// request asks for name to be reconciled soon. It never blocks and
+// never drops a request (a thousand tasks configured at once each ask).
 func (x *externals) request(name string) {
+	x.mu.Lock()
+	x.pending[name] = true
+	x.mu.Unlock()
 	select {
-	case x.kick <- name:
-	default: // the safety pass will get it
+	case x.kick <- struct{}{}:
+	default: // already signalled
 	}
+}
+
+// takePending returns, sorted, the tasks requested since the last call.
+func (x *externals) takePending() []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	names := slices.Sorted(maps.Keys(x.pending))
+	clear(x.pending)
+	return names
 }
 
 // adoptAll takes over the externals of a previous daemon life that are
@@ -112,9 +131,17 @@ func (x *externals) watch(name string, p *supervise.Process) {
 	x.exited <- name
 }
 
+// How often the supervisor looks for failsafes made or cleared by hand
+// (each costs a stat of the state directory, and a listing when it
+// changed), and every how many of those it reconciles every task.
+const (
+	failsafeCheckEvery = 2 * time.Second
+	fullPassEvery      = 15 // × failsafeCheckEvery: 30 s
+)
+
 // run is the reconciliation loop; it returns when ctx is done.
 func (x *externals) run(ctx context.Context) {
-	safety := time.NewTicker(2 * time.Second)
+	safety := time.NewTicker(failsafeCheckEvery)
 	defer safety.Stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -123,12 +150,14 @@ func (x *externals) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case name := <-x.kick:
-			x.reconcile(name)
+		case <-x.kick:
+			for _, name := range x.takePending() {
+				x.reconcile(name)
+			}
 		case name := <-x.exited:
 			x.onExit(name)
 		case <-safety.C:
-			x.reconcileAll()
+			x.safetyPass()
 		case <-timer.C:
 			x.reconcileAll()
 		}
@@ -152,7 +181,56 @@ func (x *externals) nextDue() (time.Duration, bool) {
 	return best, found
 }
 
+// safetyPass runs every failsafeCheckEvery. An idle task costs it
+// nothing: it reconciles the tasks whose failsafe file appeared or went
+// away since the last pass (by hand: the daemon's own failsafes are acted
+// on at once), and every fullPassEvery passes every task.
+func (x *externals) safetyPass() {
+	x.mu.Lock()
+	x.checks++
+	full := x.checks >= fullPassEvery
+	if full {
+		x.checks = 0
+	}
+	x.mu.Unlock()
+	if full {
+		x.reconcileAll()
+		return
+	}
+	now, err := x.d.store.FailsafedNow()
+	if err != nil {
+		x.d.log.Error("externals: list failsafed tasks", "error", err)
+		x.reconcileAll()
+		return
+	}
+	x.mu.Lock()
+	before := x.failsafe
+	x.failsafe = now
+	x.mu.Unlock()
+	var changed []string
+	for name := range now {
+		if !before[name] {
+			changed = append(changed, name)
+		}
+	}
+	for name := range before {
+		if !now[name] {
+			changed = append(changed, name)
+		}
+	}
+	slices.Sort(changed)
+	for _, name := range changed {
+		x.reconcile(name)
+	}
+}
+
+// reconcileAll reconciles every task configured or running.
 func (x *externals) reconcileAll() {
+	if fs, err := x.d.store.FailsafedNow(); err == nil {
+		x.mu.Lock()
+		x.failsafe = fs
+		x.mu.Unlock()
+	}
 	names := map[string]bool{}
 	for name := range x.d.host.Configs() {
 		names[name] = true

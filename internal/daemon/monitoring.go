@@ -113,6 +113,11 @@ type monitorTask struct {
 	// repeats, and the times of the recent rounds of samples.
 	quiet map[string]*[quietMetrics]quietRun
 	times []time.Time
+	// settled: per task, the time after which a round in which none of
+	// its counters moved records nothing for it, so it is skipped
+	// (under mu; see settledAfter).
+	settled   map[string]time.Time
+	everyTask bool // never skip a settled task (tests compare both ways)
 }
 
 // The buckets whose quiet samples are skipped, per task or queue.
@@ -153,7 +158,7 @@ func (t *monitorTask) SetConfig(tc *task.Context, cfg map[string]any) error {
 			Logger: t.d.log,
 		})
 		t.shape = shape
-		t.quiet, t.times = nil, nil // the history starts anew
+		t.quiet, t.times, t.settled = nil, nil, nil // the history starts anew
 		t.cutoff = 300 * time.Second
 		for _, w := range mc.windows {
 			t.cutoff = max(t.cutoff, w.Width)
@@ -194,6 +199,7 @@ func (t *monitorTask) clearTask(name string) {
 	delete(t.last, name)
 	delete(t.lastEvent, name)
 	delete(t.quiet, name)
+	delete(t.settled, name)
 	t.mu.Unlock()
 }
 
@@ -258,6 +264,125 @@ func (t *monitorTask) record(m *monitor.Monitor, name, metric string, idx int, n
 	q.v, q.since, q.recorded = v, now, now
 }
 
+// recordCounters records one round of every task's counters (task →
+// metric → running total). A task none of whose counters moved since the
+// previous round, and that records nothing while they stay still (past
+// settledAfter), is skipped: a thousand idle tasks cost a comparison
+// each. t.mu held; now is this round's time (t.round done).
+func (t *monitorTask) recordCounters(m *monitor.Monitor, now time.Time, counters map[string]map[string]uint64) {
+	if t.last == nil {
+		t.last = map[string]map[string]uint64{}
+		t.lastEvent = map[string]map[string]time.Time{}
+	}
+	if t.settled == nil {
+		t.settled = map[string]time.Time{}
+	}
+	for name, cs := range counters {
+		prev := t.last[name]
+		if until, ok := t.settled[name]; ok && !t.everyTask && prev != nil && sameCounts(cs, prev) {
+			// Nothing moved: record what the loop below would, the
+			// runs still within the cutoff age — nothing at all once
+			// the task has settled.
+			if !now.After(until) {
+				t.recordStill(m, name, now)
+			}
+			continue
+		}
+		if prev == nil {
+			prev = map[string]uint64{}
+			t.last[name] = prev
+		}
+		if n := cs[host.MetricHandlerNanos]; n > prev[host.MetricHandlerNanos] {
+			if dp := cs[host.MetricPassedMessages] - prev[host.MetricPassedMessages]; dp > 0 {
+				m.Record(name, MetricHandlerSeconds, now, float64(n-prev[host.MetricHandlerNanos])/1e9/float64(dp))
+			}
+		}
+		for metric, v := range cs {
+			switch metric {
+			case host.MetricHandlerNanos:
+			case host.MetricPassedMessages:
+				t.record(m, name, metric, quietPassed, now, float64(v), true) // running totals (counter buckets)
+			case host.MetricEmitMessages:
+				t.record(m, name, metric, quietEmitted, now, float64(v), true)
+			default:
+				le := t.lastEvent[name]
+				if le == nil {
+					le = map[string]time.Time{}
+					t.lastEvent[name] = le
+				}
+				if v > prev[metric] {
+					le[metric] = now
+				}
+				if seen, ok := le[metric]; ok && now.Sub(seen) <= t.cutoff {
+					m.Record(name, metric, now, float64(v-min(v, prev[metric]))) // events since the last sample (sum buckets)
+				}
+			}
+			prev[metric] = v
+		}
+		t.settled[name] = t.settledAfter(name)
+	}
+}
+
+// recordStill records one round of a task none of whose counters moved
+// since the previous round, exactly as the general loop of
+// recordCounters would: the same total again for a run of totals within
+// the cutoff age of its beginning (see record), and no events (0) for an
+// admin metric within the cutoff age of its last event. t.mu held.
+func (t *monitorTask) recordStill(m *monitor.Monitor, name string, now time.Time) {
+	if qs := t.quiet[name]; qs != nil {
+		for idx, metric := range [...]string{quietPassed: host.MetricPassedMessages, quietEmitted: host.MetricEmitMessages} {
+			if q := &qs[idx]; !q.since.IsZero() && now.Sub(q.since) <= t.cutoff {
+				m.Record(name, metric, now, q.v)
+				q.recorded = now
+			}
+		}
+	}
+	for metric, seen := range t.lastEvent[name] {
+		if now.Sub(seen) <= t.cutoff {
+			m.Record(name, metric, now, 0)
+		}
+	}
+}
+
+// settledAfter returns when the task's counters stop being recorded if
+// they do not move: the end of the cutoff age after its last quiet run
+// of totals began, or after its last admin event. t.mu held.
+func (t *monitorTask) settledAfter(name string) time.Time {
+	var until time.Time
+	if qs := t.quiet[name]; qs != nil {
+		for _, i := range []int{quietPassed, quietEmitted} {
+			if q := qs[i]; !q.since.IsZero() {
+				until = later(until, q.since.Add(t.cutoff))
+			}
+		}
+	}
+	for _, seen := range t.lastEvent[name] {
+		until = later(until, seen.Add(t.cutoff))
+	}
+	return until
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// sameCounts reports whether a task's counters hold the values of the
+// previous round (the same metrics, none moved).
+func sameCounts(cs, prev map[string]uint64) bool {
+	if len(cs) != len(prev) {
+		return false
+	}
+	for k, v := range cs {
+		if p, ok := prev[k]; !ok || p != v {
+			return false
+		}
+	}
+	return true
+}
+
 // sample records one round of samples (SPEC 11, every second).
 func (t *monitorTask) sample(tc *task.Context) {
 	m := t.monitor()
@@ -307,44 +432,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.round(now)
-	if t.last == nil {
-		t.last = map[string]map[string]uint64{}
-		t.lastEvent = map[string]map[string]time.Time{}
-	}
-	for name, cs := range counters {
-		prev := t.last[name]
-		if prev == nil {
-			prev = map[string]uint64{}
-			t.last[name] = prev
-		}
-		if n := cs[host.MetricHandlerNanos]; n > prev[host.MetricHandlerNanos] {
-			if dp := cs[host.MetricPassedMessages] - prev[host.MetricPassedMessages]; dp > 0 {
-				m.Record(name, MetricHandlerSeconds, now, float64(n-prev[host.MetricHandlerNanos])/1e9/float64(dp))
-			}
-		}
-		for metric, v := range cs {
-			switch metric {
-			case host.MetricHandlerNanos:
-			case host.MetricPassedMessages:
-				t.record(m, name, metric, quietPassed, now, float64(v), true) // running totals (counter buckets)
-			case host.MetricEmitMessages:
-				t.record(m, name, metric, quietEmitted, now, float64(v), true)
-			default:
-				le := t.lastEvent[name]
-				if le == nil {
-					le = map[string]time.Time{}
-					t.lastEvent[name] = le
-				}
-				if v > prev[metric] {
-					le[metric] = now
-				}
-				if seen, ok := le[metric]; ok && now.Sub(seen) <= t.cutoff {
-					m.Record(name, metric, now, float64(v-min(v, prev[metric]))) // events since the last sample (sum buckets)
-				}
-			}
-			prev[metric] = v
-		}
-	}
+	t.recordCounters(m, now, counters)
 	for _, ti := range d.host.Tasks() {
 		t.record(m, ti.Name, MetricMailboxDepth, quietMailbox, now, float64(ti.Mailbox), false)
 		if ti.CoPID > 0 {

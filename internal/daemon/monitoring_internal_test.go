@@ -100,3 +100,84 @@ func sameLevels(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// Skipping settled tasks (recordCounters: none of the task's counters
+// moved, none being recorded) changes no level and no alert either: two
+// monitors fed the same counters, one processing every task every round,
+// reach the same levels at every evaluation and raise the same alerts —
+// with tasks idle from the start, bursts of messages and admin events
+// more than the cutoff apart, and a task whose counters appear late.
+func TestSettledTasksSkippedChangeNoAlert(t *testing.T) {
+	th, err := monitor.ParseThresholds(map[string]any{
+		host.MetricPassedMessages:     map[string]any{"levels": []any{"severe > 3000", "warn > 200"}},
+		host.MetricTaskMessageFailure: map[string]any{"levels": []any{"severe > 0.5", "warn > 0.01"}},
+		MetricHandlerSeconds:          map[string]any{"levels": []any{"warn > 0.5"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alerts [2][]string
+	var mons [2]*monitor.Monitor
+	var tasks [2]*monitorTask
+	for i := range 2 {
+		mons[i] = monitor.New(monitor.Options{Thresholds: th, OnAlert: func(a monitor.Alert) {
+			alerts[i] = append(alerts[i], fmt.Sprintf("%v %s %s %s %.6g", a.Time.Unix(), a.Bucket, a.Window, a.Level, a.Value))
+		}})
+		tasks[i] = &monitorTask{cutoff: 300 * time.Second, everyTask: i == 0}
+	}
+	base := time.Unix(1_800_000_000, 0)
+	var passed, failed, nanos uint64
+	skipped := 0
+	for s := 0; s < 2400; s++ {
+		now := base.Add(time.Duration(s) * time.Second)
+		switch {
+		case s >= 400 && s < 420:
+			passed += 100
+			nanos += 100 * uint64(time.Millisecond)
+		case s >= 1200 && s < 1210:
+			passed += 50
+			nanos += 50 * uint64(time.Second)
+			failed++
+		case s == 1700:
+			failed += 3
+		}
+		counters := func() map[string]map[string]uint64 {
+			c := map[string]map[string]uint64{
+				"A": {
+					host.MetricPassedMessages:     passed,
+					host.MetricEmitMessages:       passed / 2,
+					host.MetricHandlerNanos:       nanos,
+					host.MetricTaskMessageFailure: failed,
+				},
+				"Idle": {host.MetricPassedMessages: 0, host.MetricEmitMessages: 0, host.MetricHandlerNanos: 0},
+			}
+			if s >= 900 {
+				c["Late"] = map[string]uint64{host.MetricPassedMessages: uint64(s-900) / 100, host.MetricTaskMessageFailure: uint64(s-900) / 400}
+			}
+			return c
+		}
+		for i := range 2 {
+			tasks[i].round(now)
+			tasks[i].recordCounters(mons[i], now, counters())
+		}
+		if u, ok := tasks[1].settled["A"]; ok && now.After(u) {
+			skipped++
+		}
+		if s%5 == 0 {
+			for i := range 2 {
+				mons[i].Evaluate(now)
+			}
+			for _, name := range []string{"A", "Idle", "Late"} {
+				if f, k := mons[0].Levels(name), mons[1].Levels(name); !sameLevels(f, k) {
+					t.Fatalf("second %d, %s: levels %v processing every task, %v skipping settled ones", s, name, f, k)
+				}
+			}
+		}
+	}
+	if !slices.Equal(alerts[0], alerts[1]) {
+		t.Fatalf("alerts differ:\nevery task: %q\nskipping:   %q", alerts[0], alerts[1])
+	}
+	if len(alerts[0]) < 6 || skipped < 1000 {
+		t.Fatalf("the series raised only %q and skipped A in %d rounds: it tests too little", alerts[0], skipped)
+	}
+}
