@@ -242,8 +242,9 @@ const inlinePerTurn = 16 * localBatch
 
 // tryInline handles msg, sent to r by another goroutine, on that goroutine,
 // if r allows it (a task.Inliner, such as the Router) and is idle: its
-// goroutine waits for work, its bus buffer is empty, it is configured,
-// not catching up, not paused. It saves a hand-over to another goroutine
+// goroutine waits for work, no control work (a config, a recurring run)
+// waits for it, its bus buffer is empty, it is configured, not catching
+// up, not paused. It saves a hand-over to another goroutine
 // (and waiting for a core) per message. While the message is handled the
 // sender holds r.exec, so r's own goroutine does not run and nothing else
 // handles a message of r: one message at a time, in queue order — what
@@ -260,7 +261,7 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 		return false, nil
 	}
 	if !r.configured || r.closed || r.cost >= inlineCostMax || r.paused.Load() || r.catchingUp.Load() ||
-		r.ctx.Err() != nil || (r.busC != nil && len(r.busC) > 0) {
+		r.ctx.Err() != nil || (r.busC != nil && len(r.busC) > 0) || len(r.ctrl) > 0 {
 		r.exec.Unlock()
 		return false, nil
 	}
