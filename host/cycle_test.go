@@ -99,7 +99,7 @@ func testSendCycle(t *testing.T, peers map[string]string, extra map[string]any) 
 	// longer catching up with its bus queue, where sends do not wait).
 	mmtest.Eventually(t, 20*time.Second, func() error {
 		for name := range cfg {
-			if !h.Delivering(name) {
+			if !h.Settled(name) {
 				return fmt.Errorf("%s does not take messages in its mailbox yet", name)
 			}
 		}

@@ -18,11 +18,3 @@ func SetInlineCostMax(d time.Duration) (restore func()) {
 	inlineCostMax = d
 	return func() { inlineCostMax = old }
 }
-
-// Delivering reports whether task name is loaded and takes messages sent
-// in this process in its mailbox (it is not catching up with its bus
-// queue).
-func (h *Host) Delivering(name string) bool {
-	r := (*h.hosted.Load())[name]
-	return r != nil && !r.catchingUp.Load()
-}
