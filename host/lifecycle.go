@@ -774,13 +774,13 @@ func (h *Host) finish(r *runner) {
 func (h *Host) scan() {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
-	stats, err := h.tr.WaitingStats(ctx)
+	stats, err := h.tr.BusWaiting(ctx)
 	if err != nil {
 		h.log.Debug("scan queues", "error", err)
 		return
 	}
 	for _, st := range stats {
-		if st.Msgs == 0 || st.Local {
+		if st.Msgs == 0 {
 			continue
 		}
 		h.mu.Lock()

@@ -450,6 +450,18 @@ func (t *Transit) WaitingStats(ctx context.Context) ([]QueueStat, error) {
 	return t.stats(ctx, false)
 }
 
+// BusWaiting lists the queues of this host scope holding messages on the
+// bus, whether or not they are hosted here too, in no particular order.
+// It is WaitingStats without this process' own queues, for a caller that
+// looks for work waiting on the bus only (one bus request, nothing per
+// local queue).
+func (t *Transit) BusWaiting(ctx context.Context) ([]QueueStat, error) {
+	if t.closed.Load() {
+		return nil, fmt.Errorf("transit: bus waiting: %w", ErrClosed)
+	}
+	return t.bus.list(ctx, t.host, false)
+}
+
 func (t *Transit) stats(ctx context.Context, all bool) ([]QueueStat, error) {
 	if t.closed.Load() {
 		return nil, fmt.Errorf("transit: stats: %w", ErrClosed)

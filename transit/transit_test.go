@@ -283,6 +283,28 @@ func TestLocalQueue(t *testing.T) {
 	if err != nil || !st.Local || st.Msgs != 2 || st.Capacity.Msgs != 2 {
 		t.Errorf("Stat: got %+v, %v; want local, 2 msgs, capacity 2", st, err)
 	}
+	// BusWaiting names the bus queues holding messages, not what waits in
+	// this process' mailboxes.
+	if err := tr.Send(ctx, "Elsewhere", message.Message{"i": 1}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waiting, err := tr.BusWaiting(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]int64{}
+	for _, q := range waiting {
+		found[q.Name] = q.Msgs
+	}
+	if found["Elsewhere"] != 1 {
+		t.Errorf("BusWaiting: got %v, want Elsewhere with 1 message", waiting)
+	}
+	if _, ok := found["Loc"]; ok {
+		t.Errorf("BusWaiting: got %v, want no Loc (its messages wait in memory)", waiting)
+	}
+	if _, err := tr.TryReceive(ctx, "Elsewhere"); err != nil {
+		t.Fatal(err)
+	}
 	rest := tr.UnhostLocal("Loc")
 	var got []int64
 	for _, m := range rest {

@@ -449,10 +449,11 @@ func (t *monitorTask) sample(tc *task.Context) {
 	ctx, cancel := context.WithTimeout(tc.Context(), 2*time.Second)
 	defer cancel()
 	listAll := now.Sub(t.queuesAt) >= queueListEvery
-	stats, err := d.tr.WaitingStats(ctx)
+	statsOf := d.tr.WaitingStats
 	if listAll {
-		stats, err = d.tr.Stats(ctx)
+		statsOf = d.tr.Stats
 	}
+	stats, err := statsOf(ctx)
 	if err == nil {
 		if t.queues == nil || listAll {
 			t.queues = make(map[string]int64, len(stats)) // name → sample it was last seen in
