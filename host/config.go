@@ -240,17 +240,38 @@ func checkFrameworkKeys(cfg map[string]any) error {
 // with no resend. Corrupt files are reported and skipped.
 func (h *Host) RestoreConfigs() error {
 	all, err := h.opts.Store.LoadAllConfigs()
-	if err != nil {
-		h.out("error", h.opts.Process, "restore configs: "+err.Error(), nil)
+	return h.restore(all, err)
+}
+
+// RestoreConfigsOf is RestoreConfigs for the named tasks only (those
+// whose config files changed): a name without a saved config is skipped.
+func (h *Host) RestoreConfigsOf(names []string) error {
+	some := make(map[string]map[string]any, len(names))
+	var errs []error
+	for _, name := range names {
+		cfg, err := h.opts.Store.LoadConfig(name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if cfg != nil {
+			some[name] = cfg
+		}
 	}
-	m := make(map[string]any, len(all))
-	for k, v := range all {
+	return h.restore(some, errors.Join(errs...))
+}
+
+// restore applies configs read from the state directory; loadErr, what
+// reading them went wrong with, is reported and returned too.
+func (h *Host) restore(configs map[string]map[string]any, loadErr error) error {
+	if loadErr != nil {
+		h.out("error", h.opts.Process, "restore configs: "+loadErr.Error(), nil)
+	}
+	m := make(map[string]any, len(configs))
+	for k, v := range configs {
 		m[k] = v
 	}
-	if err2 := h.ConfigureAll(m); err2 != nil {
-		err = errors.Join(err, err2)
-	}
-	return err
+	return errors.Join(loadErr, h.ConfigureAll(m))
 }
 
 // Config returns a copy of the desired config of task name, and whether it

@@ -496,3 +496,35 @@ func TestRejectedConfigKeepsPrevious(t *testing.T) {
 		return fmt.Errorf("no error record about the rejected config: %v", f.outputs())
 	})
 }
+
+// RestoreConfigsOf applies the saved configs of the named tasks only (an
+// external process follows the daemon's config changes this way): a task
+// not named keeps the config it has, a name without a saved config is
+// skipped.
+func TestRestoreConfigsOf(t *testing.T) {
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	if err := f.h.ConfigureAll(map[string]any{
+		"Probe": map[string]any{"v": "old"},
+		"Sink":  map[string]any{"v": "old"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"Probe", "Sink"} {
+		if err := f.st.SaveConfig(name, map[string]any{"v": "new"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.h.RestoreConfigsOf([]string{"Probe", "Nobody"}); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"Probe": "new", "Sink": "old"} {
+		cfg, ok := f.h.Config(name)
+		if !ok || cfg["v"] != want {
+			t.Errorf("%s: config %v, want v=%s", name, cfg, want)
+		}
+	}
+	if _, ok := f.h.Config("Nobody"); ok {
+		t.Error("Nobody, without a saved config, got one")
+	}
+}

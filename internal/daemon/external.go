@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,9 +32,12 @@ func (d *Daemon) externalLoop(ctx context.Context) {
 	status := time.NewTicker(2 * time.Second)
 	defer status.Stop()
 	// A config the daemon saved between this process's start-up restore
-	// and the watch above would never reach the task: reload once, now
-	// that the watch is in place.
+	// and the watch above would never reach the task: reload all once,
+	// now that the watch is in place. After that only the configs whose
+	// files changed are read again (the daemon may keep a thousand).
 	reload := time.NewTimer(time.Millisecond)
+	all := true
+	changed := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -42,11 +47,20 @@ func (d *Daemon) externalLoop(ctx context.Context) {
 				events = nil
 				continue
 			}
-			if strings.HasSuffix(filepath.Base(ev.Name), ".conf") && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+			if name, ok := strings.CutSuffix(filepath.Base(ev.Name), ".conf"); ok && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+				changed[name] = true
 				reload.Reset(20 * time.Millisecond)
 			}
 		case <-reload.C:
-			if err := d.host.RestoreConfigs(); err != nil {
+			var err error
+			if all {
+				err = d.host.RestoreConfigs()
+			} else {
+				err = d.host.RestoreConfigsOf(slices.Collect(maps.Keys(changed)))
+			}
+			all = false
+			clear(changed)
+			if err != nil {
 				d.log.Error("external: reloading configs", "error", err)
 			}
 		case <-status.C:
