@@ -279,15 +279,7 @@ func TestStderrGoesToLog(t *testing.T) {
 func TestRecurTicks(t *testing.T) {
 	r := newRig(t)
 	xt, tc := startTask(t, r, taskPath(t, testdata, "Probe"), map[string]any{}, nil)
-	if err := xt.Message(tc, message.Message{"recur": 0.5}); err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	work := r.recurs["probe_tick"]
-	r.mu.Unlock()
-	if work == nil {
-		t.Fatalf("got recurs %v, want probe_tick scheduled", r.recurs)
-	}
+	work := probeTick(t, r, xt, tc, 0.5)
 	work(tc)
 	work(tc)
 	emits := r.takeEmits()

@@ -211,15 +211,7 @@ func TestCrashIsBlamedOnItsMessage(t *testing.T) {
 func TestBarriers(t *testing.T) {
 	r := newRig(t)
 	xt, tc := startTask(t, r, taskPath(t, testdata, "Probe"), map[string]any{}, nil)
-	if err := xt.Message(tc, message.Message{"recur": 30}); err != nil {
-		t.Fatal(err)
-	}
-	r.mu.Lock()
-	tick := r.recurs["probe_tick"]
-	r.mu.Unlock()
-	if tick == nil {
-		t.Fatal("probe_tick not scheduled")
-	}
+	tick := probeTick(t, r, xt, tc, 30)
 	barriers := []struct {
 		name string
 		do   func()

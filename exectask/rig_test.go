@@ -167,3 +167,19 @@ func intOf(t testing.TB, m message.Message, key string) int64 {
 	}
 	return n
 }
+
+// probeTick asks the Probe task xt to schedule its probe_tick every
+// seconds, and returns the scheduled work (failing the test if none is).
+func probeTick(t *testing.T, r *rig, xt *exectask.Task, tc *task.Context, every float64) func(*task.Context) {
+	t.Helper()
+	if err := xt.Message(tc, message.Message{"recur": every}); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	work := r.recurs["probe_tick"]
+	if work == nil {
+		t.Fatalf("got recurs %v, want probe_tick scheduled", r.recurs)
+	}
+	return work
+}
