@@ -116,6 +116,15 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 	results := make([]error, len(changed))
 	apply := func(i int) {
 		name := changed[i]
+		// A running task acts on a new config only once it is saved, so
+		// that what it did under a config is never ahead of the state
+		// directory; a task loading for the first time loads meanwhile.
+		h.mu.Lock()
+		_, running := h.runners[name]
+		h.mu.Unlock()
+		if running {
+			<-saved
+		}
 		results[i] = h.reconcile(name, loadWait)
 		tell(name)
 	}
