@@ -509,7 +509,11 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 	if err != nil {
 		return nil, err
 	}
-	local, err := h.tr.HostLocal(name, h.opts.MailboxSize)
+	hostLocal := h.tr.HostLocal
+	if pl == HostAndConsume {
+		hostLocal = h.tr.HostLocalBehindBus // catching up, see below
+	}
+	local, err := hostLocal(name, h.opts.MailboxSize)
 	if err != nil {
 		return nil, fmt.Errorf("task %s: mailbox: %w", name, err)
 	}

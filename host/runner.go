@@ -456,17 +456,25 @@ func (r *runner) tryFlip() bool {
 		}
 		time.Sleep(50 * time.Microsecond)
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
-	defer cancel()
-	if err := r.h.tr.Flush(ctx); err != nil {
-		return false
-	}
-	st, err := r.h.tr.Stat(ctx, r.name)
-	if err != nil {
-		return false
-	}
-	if backlog := st.Msgs + int64(len(r.busC)); backlog > 0 {
-		r.pauseSenders(backlog)
+	// The mailbox takes sends again (also direct Transit sends, which do
+	// not pass the gate) only once they are all flushed to the bus too.
+	caught := r.local.EndBehindBus(func() bool {
+		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+		defer cancel()
+		if err := r.h.tr.Flush(ctx); err != nil {
+			return false
+		}
+		st, err := r.h.tr.Stat(ctx, r.name)
+		if err != nil {
+			return false
+		}
+		if backlog := st.Msgs + int64(len(r.busC)); backlog > 0 {
+			r.pauseSenders(backlog)
+			return false
+		}
+		return true
+	})
+	if !caught {
 		return false
 	}
 	r.catchingUp.Store(false)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/multimodule/multimodule/message"
 )
@@ -34,6 +35,13 @@ type Local struct {
 
 	ready chan struct{} // 1 slot; closed by unhost
 	done  chan struct{} // closed by unhost; wakes senders waiting for room
+
+	// behindBus: sends go through the bus (HostLocalBehindBus). A send
+	// that saw it holds busMu shared until its publish is on its way, so
+	// that EndBehindBus (exclusive) sees every such publish in the
+	// backlog it checks.
+	behindBus atomic.Bool
+	busMu     sync.RWMutex
 }
 
 func newLocal(name string, capacity int) *Local {
@@ -49,6 +57,41 @@ func newLocal(name string, capacity int) *Local {
 
 // Name returns the queue name.
 func (l *Local) Name() string { return l.name }
+
+// holdBehindBus reports whether sends still go through the bus; if so,
+// busMu is held shared, and the caller lets go of it once its publish is
+// on its way.
+func (l *Local) holdBehindBus() bool {
+	l.busMu.RLock()
+	if l.behindBus.Load() {
+		return true
+	}
+	l.busMu.RUnlock()
+	return false
+}
+
+// EndBehindBus ends the bus-first sending of a queue hosted with
+// HostLocalBehindBus if caught reports true. caught runs while no send to
+// the queue is between seeing it behind the bus and having its publish
+// on its way: it is where the owner flushes this process' publishes and
+// checks that the bus backlog is gone. It reports false, without calling
+// caught, while such a send is in progress (one waiting for room in a
+// full bus queue can take long; the owner tries again later). Once it
+// returned true, sends go into the Local.
+func (l *Local) EndBehindBus(caught func() bool) bool {
+	if !l.behindBus.Load() {
+		return true
+	}
+	if !l.busMu.TryLock() {
+		return false
+	}
+	defer l.busMu.Unlock()
+	if !caught() {
+		return false
+	}
+	l.behindBus.Store(false)
+	return true
+}
 
 // Ready returns a channel that receives a value when messages may be
 // waiting after a [Local.Drain] found none, and is closed once the queue

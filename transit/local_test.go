@@ -303,3 +303,99 @@ func TestLocalWaitingSenderGoesToBusOnUnhost(t *testing.T) {
 		t.Errorf("Len after unhost: %d", l.Len())
 	}
 }
+
+// TestLocalBehindBus: a queue hosted with HostLocalBehindBus takes no send
+// into memory until EndBehindBus succeeds, and after that no send reaches
+// the bus: every message the owner finds on the bus when it ends the
+// bus-first sending is older than everything in the Local.
+func TestLocalBehindBus(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{})
+	ctx := ctxT(t, 60*time.Second)
+	l, err := tr.HostLocalBehindBus("behind", 1<<16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(s, i int) {
+		if err := tr.Send(ctx, "behind", message.Message{"s": s, "i": i}, transit.SendOptions{}); err != nil {
+			t.Error(err)
+		}
+	}
+	send(0, 0)
+	if l.Len() != 0 {
+		t.Fatalf("a send behind the bus went into the Local (%d waiting)", l.Len())
+	}
+	if l.EndBehindBus(func() bool { return false }) {
+		t.Fatal("EndBehindBus succeeded although caught reported false")
+	}
+	send(0, 1)
+	if l.Len() != 0 {
+		t.Fatalf("a send after a failed EndBehindBus went into the Local (%d waiting)", l.Len())
+	}
+
+	// Senders keep sending while the bus-first sending ends.
+	const senders, each = 4, 300
+	var wg sync.WaitGroup
+	started := make(chan struct{}, senders)
+	for s := 1; s <= senders; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if i == 10 {
+					started <- struct{}{}
+				}
+				send(s, i)
+			}
+		}()
+	}
+	for range senders {
+		<-started
+	}
+	var onBus int64
+	for !l.EndBehindBus(func() bool {
+		if err := tr.Flush(ctx); err != nil {
+			t.Error(err)
+			return false
+		}
+		st, err := tr.Stat(ctx, "behind")
+		if err != nil {
+			t.Error(err)
+			return false
+		}
+		onBus = st.Msgs
+		return true
+	}) {
+		if ctx.Err() != nil {
+			t.Fatal("EndBehindBus never succeeded")
+		}
+	}
+	wg.Wait()
+	st, err := tr.Stat(ctx, "behind") // the Local's messages and the bus'
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := st.Msgs - int64(l.Len())
+	if bus != onBus {
+		t.Fatalf("%d messages reached the bus after EndBehindBus succeeded", bus-onBus)
+	}
+	if st.Msgs != 2+senders*each {
+		t.Fatalf("%d messages in the Local and on the bus, want %d", st.Msgs, 2+senders*each)
+	}
+	// Per sender, what is in the Local follows what is on the bus.
+	last := map[int64]int64{}
+	for range bus {
+		m, err := tr.TryReceive(ctx, "behind")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, i := seqOf(t, m)
+		last[s] = i
+	}
+	for l.Len() > 0 {
+		s, i := seqOf(t, recvLocal(t, l, time.Second))
+		if prev, ok := last[s]; ok && i != prev+1 {
+			t.Fatalf("sender %d: message %d in the Local after %d on the bus", s, i, prev)
+		}
+		last[s] = i
+	}
+}

@@ -201,6 +201,18 @@ func (t *Transit) HostName() string { return t.host }
 // capacity messages (at least 1). Sends from this process to qname then go
 // to the returned Local. It fails if qname is already hosted here.
 func (t *Transit) HostLocal(qname string, capacity int) (*Local, error) {
+	return t.hostLocal(qname, capacity, false)
+}
+
+// HostLocalBehindBus is HostLocal for an owner that first takes the
+// queue's bus backlog: until [Local.EndBehindBus] succeeds, sends from
+// this process to qname go on through the bus, behind that backlog, so
+// that none overtakes an older message of the queue.
+func (t *Transit) HostLocalBehindBus(qname string, capacity int) (*Local, error) {
+	return t.hostLocal(qname, capacity, true)
+}
+
+func (t *Transit) hostLocal(qname string, capacity int, behindBus bool) (*Local, error) {
 	if err := ValidateQueueName(qname); err != nil {
 		return nil, err
 	}
@@ -217,6 +229,7 @@ func (t *Transit) HostLocal(qname string, capacity int) (*Local, error) {
 		return nil, fmt.Errorf("transit: host local queue %q: already hosted in this process", qname)
 	}
 	l := newLocal(qname, capacity)
+	l.behindBus.Store(behindBus)
 	next := maps.Clone(cur)
 	next[qname] = l
 	t.locals.Store(&next)
@@ -311,6 +324,13 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	var l *Local
 	if scope == t.host && !opts.BusOnly {
 		l = t.local(qname)
+	}
+	if l != nil && l.behindBus.Load() {
+		if l.holdBehindBus() {
+			// Published before EndBehindBus can look at the backlog.
+			defer l.busMu.RUnlock()
+			l = nil
+		}
 	}
 	if l == nil {
 		// A hosted queue's name was validated by HostLocal.
