@@ -228,3 +228,73 @@ func BenchmarkUsageOf(b *testing.B) {
 		}
 	}
 }
+
+// TestUsageOfMatchesProcfs: UsageOf parses /proc itself; for a process
+// that does not change (a sleeping child, once its resident pages show),
+// it must give exactly what procfs gives.
+func TestUsageOfMatchesProcfs(t *testing.T) {
+	child := startSleep(t)
+	pid := child.Process.Pid
+	var u Usage
+	waitFor(t, "a resident-memory figure", func() bool {
+		var err error
+		u, err = UsageOf(pid)
+		if err != nil {
+			t.Fatalf("UsageOf(%d): %v", pid, err)
+		}
+		return u.RSSBytes > 0
+	})
+	p, err := proc(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := p.FileDescriptorsLen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Usage{FDs: fds, Threads: st.NumThreads, RSSBytes: uint64(st.ResidentMemory()), CPUSeconds: st.CPUTime()}
+	if pio, err := p.IO(); err == nil {
+		want.ReadBytes, want.WriteBytes = pio.ReadBytes, pio.WriteBytes
+	}
+	if u != want {
+		t.Errorf("UsageOf(%d) = %+v, procfs gives %+v", pid, u, want)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	tests := []struct {
+		name    string
+		data    string
+		want    procStat
+		wantErr bool
+	}{
+		{
+			name: "plain",
+			data: "42 (sleep) S 1 42 42 0 -1 4194304 93 0 0 0 7 3 0 0 20 0 1 0 123456 8228864 130 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n",
+			want: procStat{utime: 7, stime: 3, threads: 1, rssPages: 130},
+		},
+		{
+			name: "command name with spaces and parentheses",
+			data: "42 (a) b (c) R 1 42 42 0 -1 4194304 93 0 0 0 250 125 0 0 20 0 9 0 123456 8228864 4096 18446744073709551615\n",
+			want: procStat{utime: 250, stime: 125, threads: 9, rssPages: 4096},
+		},
+		{name: "truncated", data: "42 (sleep) S 1 42 42 0 -1 4194304 93 0 0 0 7 3", wantErr: true},
+		{name: "no command name", data: "42 sleep S 1", wantErr: true},
+		{name: "not a number", data: "42 (sleep) S 1 42 42 0 -1 4194304 93 0 0 0 x 3 0 0 20 0 1 0 123456 8228864 130 1\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStat([]byte(tt.data))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseStat: error %v, want error %v", err, tt.wantErr)
+			}
+			if err == nil && got != tt.want {
+				t.Errorf("parseStat = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
