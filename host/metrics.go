@@ -26,14 +26,23 @@ const (
 // Counters is a set of monotonically increasing counters keyed by task and
 // metric, safe for concurrent use. The monitor samples it.
 type Counters struct {
-	mu sync.RWMutex
-	m  map[counterKey]*atomic.Uint64
+	mu    sync.RWMutex
+	m     map[counterKey]*atomic.Uint64
+	tasks map[string]*taskCounters // the same counters, by task
 }
 
 type counterKey struct{ task, metric string }
 
+// taskCounters are one task's counters, in the order they were created.
+type taskCounters struct {
+	metrics []string
+	vals    []*atomic.Uint64
+}
+
 // NewCounters returns an empty set.
-func NewCounters() *Counters { return &Counters{m: map[counterKey]*atomic.Uint64{}} }
+func NewCounters() *Counters {
+	return &Counters{m: map[counterKey]*atomic.Uint64{}, tasks: map[string]*taskCounters{}}
+}
 
 // Counter returns the counter for task and metric, creating it at zero.
 // Hot paths keep the pointer instead of looking it up per message.
@@ -50,6 +59,13 @@ func (c *Counters) Counter(task, metric string) *atomic.Uint64 {
 	if v = c.m[k]; v == nil {
 		v = new(atomic.Uint64)
 		c.m[k] = v
+		tc := c.tasks[task]
+		if tc == nil {
+			tc = &taskCounters{}
+			c.tasks[task] = tc
+		}
+		tc.metrics = append(tc.metrics, metric)
+		tc.vals = append(tc.vals, v)
 	}
 	return v
 }
@@ -71,12 +87,64 @@ func (c *Counters) Get(task, metric string) uint64 {
 func (c *Counters) Snapshot() map[string]map[string]uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	out := map[string]map[string]uint64{}
-	for k, v := range c.m {
-		if out[k.task] == nil {
-			out[k.task] = map[string]uint64{}
+	out := make(map[string]map[string]uint64, len(c.tasks))
+	for task, tc := range c.tasks {
+		out[task] = tc.values()
+	}
+	return out
+}
+
+// Task returns metric → value of one task's counters (empty if it never
+// counted).
+func (c *Counters) Task(task string) map[string]uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if tc := c.tasks[task]; tc != nil {
+		return tc.values()
+	}
+	return map[string]uint64{}
+}
+
+func (tc *taskCounters) values() map[string]uint64 {
+	out := make(map[string]uint64, len(tc.metrics))
+	for i, metric := range tc.metrics {
+		out[metric] = tc.vals[i].Load()
+	}
+	return out
+}
+
+// CounterMark is where one task's counters stood when Moved last looked.
+type CounterMark struct {
+	of  *taskCounters // which counters (Clear starts new ones)
+	n   int           // how many the task had
+	sum uint64        // their sum
+}
+
+// Moved returns task → metric → value for the tasks whose counters moved
+// since marks (task → mark) was last updated by Moved — a counter counted
+// or a new one appeared — and updates marks. The other tasks are left
+// out, so watching a thousand idle tasks costs a sum each and allocates
+// nothing: counters only grow, so the same number of counters with the
+// same sum are the same values. A task forgotten by Clear counts as moved
+// once it counts again; its mark stays in marks until the caller deletes
+// it.
+func (c *Counters) Moved(marks map[string]CounterMark) map[string]map[string]uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out map[string]map[string]uint64
+	for task, tc := range c.tasks {
+		mark := CounterMark{of: tc, n: len(tc.vals)}
+		for _, v := range tc.vals {
+			mark.sum += v.Load()
 		}
-		out[k.task][k.metric] = v.Load()
+		if prev, ok := marks[task]; ok && prev == mark {
+			continue
+		}
+		marks[task] = mark
+		if out == nil {
+			out = map[string]map[string]uint64{}
+		}
+		out[task] = tc.values()
 	}
 	return out
 }
@@ -87,4 +155,5 @@ func (c *Counters) Clear(task string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	maps.DeleteFunc(c.m, func(k counterKey, _ *atomic.Uint64) bool { return k.task == task })
+	delete(c.tasks, task)
 }

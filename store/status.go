@@ -2,7 +2,11 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/multimodule/multimodule/internal/procid"
@@ -90,6 +94,43 @@ func (s *Store) LoadStatus(task string) (*Status, error) {
 		return nil, err
 	}
 	return &st, nil
+}
+
+// StatusStamp identifies the version of a status file that
+// LoadStatusIfChanged read; the zero StatusStamp is none.
+type StatusStamp struct {
+	ino   uint64
+	size  int64
+	mtime time.Time
+}
+
+// LoadStatusIfChanged is LoadStatus for a caller that reads the same
+// status again and again (the daemon's monitor reads every external's
+// once a second; they rewrite it every 2 s): when the file is still the
+// one stamp names — the same inode, size and modification time; a status
+// file is replaced whole, by a rename — it reads nothing and returns
+// changed false. Otherwise it returns what LoadStatus returns (nil when
+// there is no file), the new stamp, and changed true.
+func (s *Store) LoadStatusIfChanged(task string, stamp StatusStamp) (st *Status, now StatusStamp, changed bool, err error) {
+	path, err := s.path(task, statusExt)
+	if err != nil {
+		return nil, StatusStamp{}, true, err
+	}
+	fi, err := os.Stat(path)
+	if err == nil {
+		now = StatusStamp{size: fi.Size(), mtime: fi.ModTime()}
+		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+			now.ino = sys.Ino
+		}
+		if now == stamp && stamp != (StatusStamp{}) {
+			return nil, stamp, false, nil
+		}
+	} else if errors.Is(err, fs.ErrNotExist) && stamp == (StatusStamp{}) {
+		return nil, stamp, false, nil
+	}
+	// Read even when the stat failed: LoadStatus reports the error.
+	st, err = s.LoadStatus(task)
+	return st, now, true, err
 }
 
 // decodeStatus decodes exactly one JSON object into st. It checks the

@@ -583,3 +583,45 @@ func TestSymlinkedConfig(t *testing.T) {
 		t.Errorf("link target: got %v, want it untouched", err)
 	}
 }
+
+// TestLoadStatusIfChanged: a status is read again only when its file was
+// replaced; an absent file reads as nil, and its removal as a change.
+func TestLoadStatusIfChanged(t *testing.T) {
+	s := openStore(t)
+	load := func(stamp StatusStamp) (*Status, StatusStamp, bool) {
+		t.Helper()
+		st, now, changed, err := s.LoadStatusIfChanged("Ext", stamp)
+		if err != nil {
+			t.Fatalf("LoadStatusIfChanged: %v", err)
+		}
+		return st, now, changed
+	}
+	st, stamp, changed := load(StatusStamp{})
+	if st != nil || changed {
+		t.Fatalf("no file: got %v, changed %v; want nil, unchanged", st, changed)
+	}
+	if err := s.SaveStatus("Ext", Status{PID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	st, stamp, changed = load(stamp)
+	if !changed || st == nil || st.PID != 1 {
+		t.Fatalf("after a save: got %+v, changed %v; want pid 1, changed", st, changed)
+	}
+	if st, _, changed := load(stamp); changed || st != nil {
+		t.Fatalf("same file: got %+v, changed %v; want nothing read", st, changed)
+	}
+	// The same size, written again (a new file renamed over the old one).
+	if err := s.SaveStatus("Ext", Status{PID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	st, stamp, changed = load(stamp)
+	if !changed || st == nil || st.PID != 2 {
+		t.Fatalf("after a second save: got %+v, changed %v; want pid 2, changed", st, changed)
+	}
+	if err := os.Remove(filepath.Join(s.Dir(), "Ext.status")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, changed := load(stamp); !changed || st != nil {
+		t.Fatalf("removed: got %+v, changed %v; want nil, changed", st, changed)
+	}
+}

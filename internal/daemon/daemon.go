@@ -133,8 +133,9 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		defer release()
 		// The supervisor's safety pass and every load ask whether each
-		// task is failsafed: from memory (store.KeepFailsafeView).
-		st.KeepFailsafeView(time.Second)
+		// task is failsafed: from memory (store.KeepFailsafeView), the
+		// directory looked at as often as the supervisor checks.
+		st.KeepFailsafeView(failsafeCheckEvery)
 		d.ext = newExternals(d)
 		d.mon = &monitorTask{d: d}
 	} else {
@@ -410,7 +411,7 @@ func (d *Daemon) writeMainStatus() error {
 		External:   d.opts.Task != "",
 	}
 	if d.opts.Task != "" && d.host != nil {
-		st.Counters = d.host.Counters().Snapshot()[d.opts.Task]
+		st.Counters = d.host.Counters().Task(d.opts.Task)
 		if def, ok := d.host.Lookup(d.opts.Task); ok {
 			st.Stateful = def.Stateful
 		}

@@ -98,6 +98,7 @@ type monitorTask struct {
 	shape   string // windows+buckets the monitor was built with
 	sampler *monitor.Sampler
 	last    map[string]map[string]uint64 // previous counter values per task (under mu)
+	marks   map[string]host.CounterMark  // where each task's counters stood (host.Counters.Moved; under mu)
 	// lastEvent is when an admin event of task/metric was last counted:
 	// until it is older than the cutoff, every sample records the events
 	// since the previous one, zeros included, so that sum buckets have
@@ -118,6 +119,9 @@ type monitorTask struct {
 	// (under mu; see settledAfter).
 	settled   map[string]time.Time
 	everyTask bool // never skip a settled task (tests compare both ways)
+	// statuses: the externals' saved statuses (monitor goroutine only;
+	// see status).
+	statuses map[string]cachedStatus
 }
 
 // The buckets whose quiet samples are skipped, per task or queue.
@@ -197,6 +201,7 @@ func (t *monitorTask) clearTask(name string) {
 	}
 	t.mu.Lock()
 	delete(t.last, name)
+	delete(t.marks, name)
 	delete(t.lastEvent, name)
 	delete(t.quiet, name)
 	delete(t.settled, name)
@@ -276,6 +281,13 @@ func (t *monitorTask) recordCounters(m *monitor.Monitor, now time.Time, counters
 	}
 	if t.settled == nil {
 		t.settled = map[string]time.Time{}
+	}
+	// The tasks left out of counters did not move (host.Counters.Moved):
+	// they record what the loop below would for a task that did not move.
+	for name, until := range t.settled {
+		if _, ok := counters[name]; !ok && t.last[name] != nil && !now.After(until) {
+			t.recordStill(m, name, now)
+		}
 	}
 	for name, cs := range counters {
 		prev := t.last[name]
@@ -383,6 +395,29 @@ func sameCounts(cs, prev map[string]uint64) bool {
 	return true
 }
 
+// status returns the saved status of an external task, read again only
+// when its file changed (store.LoadStatusIfChanged). Monitor goroutine
+// only.
+func (t *monitorTask) status(name string) *store.Status {
+	if t.statuses == nil {
+		t.statuses = map[string]cachedStatus{}
+	}
+	c := t.statuses[name]
+	st, stamp, changed, _ := t.d.store.LoadStatusIfChanged(name, c.stamp)
+	if changed {
+		c = cachedStatus{st: st, stamp: stamp}
+		t.statuses[name] = c
+	}
+	return c.st
+}
+
+// cachedStatus is the status of an external task as the monitor last
+// read it.
+type cachedStatus struct {
+	st    *store.Status
+	stamp store.StatusStamp
+}
+
 // sample records one round of samples (SPEC 11, every second).
 func (t *monitorTask) sample(tc *task.Context) {
 	m := t.monitor()
@@ -395,12 +430,24 @@ func (t *monitorTask) sample(tc *task.Context) {
 	if s, rates, err := t.sampler.Sample(d.self.PID, now); err == nil {
 		m.RecordProcess(monitor.DaemonTask, now, s, rates)
 	}
-	counters := d.host.Counters().Snapshot()
+	// Only the tasks whose counters moved, and the externals (whose own
+	// process counts their messages): a thousand idle tasks cost a sum
+	// each (host.Counters.Moved); recordCounters records the others as
+	// still.
+	t.mu.Lock()
+	if t.marks == nil || t.everyTask {
+		t.marks = map[string]host.CounterMark{}
+	}
+	counters := d.host.Counters().Moved(t.marks)
+	t.mu.Unlock()
+	if counters == nil {
+		counters = map[string]map[string]uint64{}
+	}
 	for name, p := range d.ext.running() {
 		if fs, _ := d.store.ReadFailsafe(name); fs != nil {
 			continue
 		}
-		st, _ := d.store.LoadStatus(name)
+		st := t.status(name)
 		if st != nil && st.PID != p {
 			st = nil
 		}
@@ -420,7 +467,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 			// what happens to the process (starts, stops).
 			c := counters[name]
 			if c == nil {
-				c = map[string]uint64{}
+				c = d.host.Counters().Task(name)
 				counters[name] = c
 			}
 			for k, v := range st.Counters {

@@ -106,7 +106,9 @@ func sameLevels(a, b map[string]string) bool {
 // monitors fed the same counters, one processing every task every round,
 // reach the same levels at every evaluation and raise the same alerts —
 // with tasks idle from the start, bursts of messages and admin events
-// more than the cutoff apart, and a task whose counters appear late.
+// more than the cutoff apart, and a task whose counters appear late. The
+// skipping monitor is fed as sample feeds it: only the tasks whose
+// counters moved (host.Counters.Moved).
 func TestSettledTasksSkippedChangeNoAlert(t *testing.T) {
 	th, err := monitor.ParseThresholds(map[string]any{
 		host.MetricPassedMessages:     map[string]any{"levels": []any{"severe > 3000", "warn > 200"}},
@@ -125,6 +127,8 @@ func TestSettledTasksSkippedChangeNoAlert(t *testing.T) {
 		}})
 		tasks[i] = &monitorTask{cutoff: 300 * time.Second, everyTask: i == 0}
 	}
+	hc := host.NewCounters()
+	tasks[1].marks = map[string]host.CounterMark{}
 	base := time.Unix(1_800_000_000, 0)
 	var passed, failed, nanos uint64
 	skipped := 0
@@ -156,10 +160,19 @@ func TestSettledTasksSkippedChangeNoAlert(t *testing.T) {
 			}
 			return c
 		}
-		for i := range 2 {
-			tasks[i].round(now)
-			tasks[i].recordCounters(mons[i], now, counters())
+		for task, cs := range counters() {
+			for metric, v := range cs {
+				hc.Add(task, metric, v-hc.Get(task, metric))
+			}
 		}
+		moved := hc.Moved(tasks[1].marks)
+		if moved == nil {
+			moved = map[string]map[string]uint64{}
+		}
+		tasks[0].round(now)
+		tasks[0].recordCounters(mons[0], now, counters())
+		tasks[1].round(now)
+		tasks[1].recordCounters(mons[1], now, moved)
 		if u, ok := tasks[1].settled["A"]; ok && now.After(u) {
 			skipped++
 		}
