@@ -463,9 +463,10 @@ func (t *Transit) Stats(ctx context.Context) ([]QueueStat, error) {
 	return t.stats(ctx, true)
 }
 
-// WaitingStats is Stats without the empty bus queues: every local queue
-// of this process and the bus queues holding messages. It costs the bus
-// one request, where Stats lists every queue's consumer too.
+// WaitingStats is Stats without the empty queues: the queues holding
+// messages, in this process' memory or on the bus. It costs the bus one
+// request, where Stats lists every queue's consumer too, and nothing per
+// empty local queue (a daemon may host a thousand).
 func (t *Transit) WaitingStats(ctx context.Context) ([]QueueStat, error) {
 	return t.stats(ctx, false)
 }
@@ -496,7 +497,11 @@ func (t *Transit) stats(ctx context.Context, all bool) ([]QueueStat, error) {
 	}
 	for name, l := range *t.locals.Load() {
 		s := localStat(l)
-		if b, ok := byName[name]; ok {
+		b, onBus := byName[name]
+		if !all && s.Msgs == 0 && !onBus {
+			continue
+		}
+		if onBus {
 			s.Msgs += b.Msgs
 			s.Bytes += b.Bytes
 		}

@@ -302,6 +302,29 @@ func TestLocalQueue(t *testing.T) {
 	if _, ok := found["Loc"]; ok {
 		t.Errorf("BusWaiting: got %v, want no Loc (its messages wait in memory)", waiting)
 	}
+	// WaitingStats names every queue holding messages, in memory or on
+	// the bus, and no empty one; Stats names the empty local queue too.
+	if _, err := tr.HostLocal("Idle", 4); err != nil {
+		t.Fatal(err)
+	}
+	defer tr.UnhostLocal("Idle")
+	names := func(stats []transit.QueueStat, err error) map[string]int64 {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int64{}
+		for _, q := range stats {
+			out[q.Name] = q.Msgs
+		}
+		return out
+	}
+	if got := names(tr.WaitingStats(ctx)); got["Loc"] != 2 || got["Elsewhere"] != 1 || len(got) != 2 {
+		t.Errorf("WaitingStats: got %v, want Loc with 2 and Elsewhere with 1 message", got)
+	}
+	if got, ok := names(tr.Stats(ctx))["Idle"]; !ok || got != 0 {
+		t.Errorf("Stats: got Idle %d (listed %v), want it listed empty", got, ok)
+	}
 	if _, err := tr.TryReceive(ctx, "Elsewhere"); err != nil {
 		t.Fatal(err)
 	}
