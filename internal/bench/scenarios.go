@@ -541,7 +541,8 @@ func runMigrate(ctx context.Context, e *env) (Result, error) {
 }
 
 // runScale configures Tasks internal and Externals external tasks at
-// once, times their start, measures the idle daemon, then sends every
+// once, times their start, measures the idle daemon (for --duration,
+// after 2 s of settling), then sends every
 // task messages and times until all are handled.
 func runScale(ctx context.Context, e *env) (Result, error) {
 	nInt, nExt := min(e.opts.Tasks, benchtasks.MaxIdle), min(e.opts.Externals, benchtasks.MaxExternals)
@@ -594,7 +595,7 @@ func runScale(ctx context.Context, e *env) (Result, error) {
 	if err := sleep(ctx, 2*time.Second); err != nil {
 		return Result{}, err
 	}
-	idle := min(5*time.Second, e.opts.Duration)
+	idle := e.opts.Duration // the idle window: --duration
 	stopProfile = phaseProfile("idle")
 	e.procs.start()
 	if err := sleep(ctx, idle); err != nil {
