@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/multimodule/multimodule/exectask"
@@ -69,6 +70,10 @@ type Daemon struct {
 	mon    *monitorTask // the MultiModule task (nil in externals)
 	self   procid.Identity
 	exitCh chan exitRequest
+	// statusMu guards the last status written (writeMainStatus).
+	statusMu    sync.Mutex
+	statusKey   string
+	statusSaved time.Time
 	// execDirs are the -p directories of exec tasks, watched until exit.
 	execDirs []*exectask.Dir
 }
@@ -391,8 +396,16 @@ func (d *Daemon) placement(name string, def task.Definition, cfg map[string]any)
 }
 
 // writeMainStatus records this process in <state>/main.status (or the
-// task's status for an external), which tests and `status` read.
+// task's status for an external), which tests and `status` read. An
+// external calls it every 2 s; it writes only when what the daemon's
+// monitor reads there changed (the task's counters, its co-process) or
+// the last write is statusRefresh old (the usage figures): each write
+// creates a file and deletes the one it replaces, and on ext4 without a
+// journal every recent deletion in the directory makes the next file
+// creations there slower (fifty idle externals rewrote 25 files a second).
 func (d *Daemon) writeMainStatus() error {
+	d.statusMu.Lock()
+	defer d.statusMu.Unlock()
 	self, err := procid.Self()
 	if err != nil {
 		return err
@@ -421,8 +434,21 @@ func (d *Daemon) writeMainStatus() error {
 			}
 		}
 	}
-	return d.store.SaveStatus(name, st)
+	key := fmt.Sprint(self.PID, st.Stateful, st.CoPID, st.Counters) // maps print sorted
+	now := time.Now()
+	if key == d.statusKey && now.Sub(d.statusSaved) < statusRefresh {
+		return nil
+	}
+	if err := d.store.SaveStatus(name, st); err != nil {
+		return err
+	}
+	d.statusKey, d.statusSaved = key, now
+	return nil
 }
+
+// statusRefresh is how old an external's status may grow while nothing
+// the monitor reads in it changes (writeMainStatus).
+const statusRefresh = 30 * time.Second
 
 // control consumes the control queue (SPEC 8, 14).
 func (d *Daemon) control(ctx context.Context) {
