@@ -61,7 +61,10 @@ type Options struct {
 	// a task's intervals.save_state overrides it).
 	SaveInterval time.Duration
 	// ScanInterval is how often bus queues are checked for messages
-	// waiting for tasks that are not loaded (default 1 s).
+	// waiting for tasks that are not loaded (default 1 s). Negative: never,
+	// for a process that hosts only the tasks it is configured with and
+	// local copies it loads when it sends to them (an external process);
+	// each check is a request the bus answers by counting every queue.
 	ScanInterval time.Duration
 	// Counters collects the admin metrics; nil makes a new set.
 	Counters *Counters
@@ -152,7 +155,7 @@ func New(opts Options) (*Host, error) {
 	if opts.SaveInterval <= 0 {
 		opts.SaveInterval = time.Second
 	}
-	if opts.ScanInterval <= 0 {
+	if opts.ScanInterval == 0 {
 		opts.ScanInterval = time.Second
 	}
 	if opts.Counters == nil {
@@ -226,11 +229,18 @@ func (h *Host) Run(ctx context.Context) error {
 	tuneGC(h.opts.HeapFloor)
 	h.wg.Add(1)
 	go h.saver()
-	scan := time.NewTicker(h.opts.ScanInterval)
+	scanBus := h.opts.ScanInterval > 0
+	every := h.opts.ScanInterval
+	if !scanBus {
+		every = time.Second // failed loads are retried all the same
+	}
+	scan := time.NewTicker(every)
 	defer scan.Stop()
 	flush := time.NewTicker(50 * time.Millisecond)
 	defer flush.Stop()
-	h.scan()
+	if scanBus {
+		h.scan()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -238,7 +248,9 @@ func (h *Host) Run(ctx context.Context) error {
 		case <-h.ctx.Done():
 			return nil
 		case <-scan.C:
-			h.scan()
+			if scanBus {
+				h.scan()
+			}
 			h.retryFailed()
 		case <-flush.C:
 			h.flushAsync(ctx)

@@ -131,6 +131,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, rec *recorder, env *mmtest.Env) *fixture {
 	t.Helper()
+	return newFixtureScanning(t, rec, env, 20*time.Millisecond)
+}
+
+// newFixtureScanning is newFixture with the given host.Options.ScanInterval.
+func newFixtureScanning(t *testing.T, rec *recorder, env *mmtest.Env, scan time.Duration) *fixture {
+	t.Helper()
 	if env == nil {
 		env = mmtest.NewEnv(t)
 	}
@@ -141,7 +147,7 @@ func newFixture(t *testing.T, rec *recorder, env *mmtest.Env) *fixture {
 		Store:        f.st,
 		Sources:      task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
 		SaveInterval: 20 * time.Millisecond,
-		ScanInterval: 20 * time.Millisecond,
+		ScanInterval: scan,
 		Out: func(ch, tk, text string, d map[string]any) {
 			f.outMu.Lock()
 			line := ch + " " + tk + " " + text
@@ -355,6 +361,35 @@ func TestLazyLoadOnSendAndRouting(t *testing.T) {
 		if m["payload"] != int64(i) || m["source"] != "Probe" {
 			t.Fatalf("message %d: got %v, want payload %d from Probe (in order)", i, m, i)
 		}
+	}
+}
+
+// TestNoBusScan: a host whose ScanInterval is negative (an external
+// process) does not load a task because messages wait for it on the bus,
+// and still retries a configured task whose load failed; the same
+// messages get a scanning host to load the task.
+func TestNoBusScan(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.Send("Sink", message.Message{"n": 1})
+	rec := newRecorder()
+	f := newFixtureScanning(t, rec, env, -1)
+	if err := f.h.Configure("Broken", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	// A retry comes from the same once-a-second tick that scans.
+	mmtest.Eventually(t, 20*time.Second, func() error {
+		if n := f.h.Counters().Get("Broken", host.MetricTaskCompileFailureInternal); n < 2 {
+			return fmt.Errorf("load attempts of Broken: %d, want a retry", n)
+		}
+		return nil
+	})
+	if f.h.Hosts("Sink") {
+		t.Fatal("Sink was loaded by a host that does not scan the bus")
+	}
+	f.shutdown()
+	g := newFixtureScanning(t, rec, env, 20*time.Millisecond)
+	if got := g.waitMsgs(t, "Sink", 1); got[0]["n"] != int64(1) {
+		t.Fatalf("Sink got %v, want the waiting message", got)
 	}
 }
 

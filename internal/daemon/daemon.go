@@ -183,6 +183,11 @@ func Run(ctx context.Context, opts Options) error {
 		// Externals apply the configs the daemon saved; only the daemon
 		// writes them.
 		ReadOnlyConfig: opts.Task != "",
+		// An external hosts its task (loaded from its config, retried
+		// when that fails) and local copies loaded on send: nothing on
+		// the bus is for it to discover (fifty idle externals asked the
+		// bus to count every queue fifty times a second).
+		ScanInterval: scanIntervalFor(opts.Task),
 		OnConfigChanged: func(name string, _ map[string]any) {
 			if d.ext != nil {
 				d.ext.request(name)
@@ -444,6 +449,15 @@ func (d *Daemon) writeMainStatus() error {
 	}
 	d.statusKey, d.statusSaved = key, now
 	return nil
+}
+
+// scanIntervalFor is the host's ScanInterval: the default for the daemon,
+// none for an external (task != "").
+func scanIntervalFor(task string) time.Duration {
+	if task != "" {
+		return -1
+	}
+	return 0
 }
 
 // statusRefresh is how old an external's status may grow while nothing
