@@ -247,7 +247,11 @@ func (h *Host) Run(ctx context.Context) error {
 			h.scan()
 			h.retryFailed()
 		case <-flush.C:
-			h.flushAsync(ctx)
+			if len(h.flushSem) == 0 {
+				// Not while a runner's flush is in progress: this loop
+				// would wait for it, and the runner reports its failures.
+				h.flushAsync(ctx)
+			}
 		}
 	}
 }
