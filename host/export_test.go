@@ -1,6 +1,9 @@
 package host
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Inlined returns how many messages to task name were handled inline on
 // their sender's goroutine (tryInline), or 0 when it is not loaded.
@@ -18,3 +21,10 @@ func SetInlineCostMax(d time.Duration) (restore func()) {
 	inlineCostMax = d
 	return func() { inlineCostMax = old }
 }
+
+// FlushAsync is flushAsync: it waits until everything this host sent
+// with SendAsync before the call is stored by the bus.
+func (h *Host) FlushAsync(ctx context.Context) error { return h.flushAsync(ctx) }
+
+// Flushing reports whether a flushAsync call is waiting for the bus.
+func (h *Host) Flushing() bool { return len(h.flushSem) > 0 }

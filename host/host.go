@@ -105,11 +105,16 @@ type Host struct {
 	loading  map[string]*loadJob       // tasks being loaded (outside the lock)
 	closing  bool
 
-	asyncPending atomic.Bool  // SendAsync used since the last Flush
+	// Bus sends (SendAsync) and what Flush covered, counted so that a
+	// flush knows whether the sends made before it are stored (see
+	// flushAsync): asyncSent counts the sends returned, asyncFlushed the
+	// ones a successful Flush covered. flushSem: one Flush at a time.
+	asyncSent    atomic.Uint64
+	asyncFlushed atomic.Uint64
+	flushSem     chan struct{}
 	outside      sync.Map     // qname → *atomic.Int64: slow-path sends in progress
 	leases       sync.Map     // message map pointer → *lease, for messages in local mailboxes
 	leased       atomic.Int64 // entries in leases
-	flushMu      sync.Mutex
 
 	saveCh chan saveJob
 	// statusSem bounds the status files written at load at once.
@@ -187,6 +192,7 @@ func New(opts Options) (*Host, error) {
 		loading:   map[string]*loadJob{},
 		saveCh:    make(chan saveJob, 64),
 		statusSem: make(chan struct{}, 2),
+		flushSem:  make(chan struct{}, 1),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	empty := map[string]*runner{}
@@ -253,7 +259,11 @@ func (h *Host) Run(ctx context.Context) error {
 			}
 			h.retryFailed()
 		case <-flush.C:
-			h.flushAsync(ctx)
+			if len(h.flushSem) == 0 {
+				// Not while a runner's flush is in progress: this loop
+				// would wait for it, and the runner reports its failures.
+				h.flushAsync(ctx)
+			}
 		}
 	}
 }
@@ -283,23 +293,44 @@ func (h *Host) Out(channel, taskName, text string, details map[string]any) {
 	h.out(channel, taskName, text, details)
 }
 
-// flushAsync waits for bus publishes made with SendAsync to be
-// acknowledged, reporting failures.
+// sentAsync counts a bus send (SendAsync) once it returned: the Transit
+// has it then, and a Flush that starts after this covers it.
+func (h *Host) sentAsync() { h.asyncSent.Add(1) }
+
+// flushAsync waits until every bus publish this host made with SendAsync
+// before the call is acknowledged by the bus, reporting failures. If
+// another flush is in progress, it waits for that one and then flushes
+// itself unless that one covered its sends: returning at once (as when a
+// "pending" flag was taken by the flush in progress) would let a runner
+// acknowledge bus messages whose results were not stored yet, lost if
+// the process died then.
 func (h *Host) flushAsync(ctx context.Context) error {
-	if !h.asyncPending.Swap(false) {
+	sent := h.asyncSent.Load()
+	if h.asyncFlushed.Load() >= sent {
 		return nil
 	}
-	h.flushMu.Lock()
-	defer h.flushMu.Unlock()
+	select {
+	case h.flushSem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("host: flush: waiting for the flush in progress: %w", ctx.Err())
+	}
+	defer func() { <-h.flushSem }()
+	if h.asyncFlushed.Load() >= sent {
+		return nil // covered by the flush that was in progress
+	}
+	// Every send counted now was accepted by the Transit: the Flush
+	// below covers them.
+	upto := h.asyncSent.Load()
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := h.tr.Flush(fctx); err != nil {
-		h.asyncPending.Store(true) // still pending: the next flush waits for them
+		// Not covered: the next flush waits for them again.
 		if ctx.Err() == nil {
 			h.out("error", h.opts.Process, "bus publish failed: "+err.Error(), nil)
 		}
 		return err
 	}
+	h.asyncFlushed.Store(upto) // under flushSem: only grows
 	return nil
 }
 

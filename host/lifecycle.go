@@ -35,7 +35,7 @@ func (h *Host) deliver(ctx context.Context, qname, destination string, msg messa
 // holds only canonical values (transit.SendOptions.Canonical).
 func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, from *runner, l *lease, canonical bool) error {
 	if destination != "" && destination != h.tr.HostName() {
-		h.asyncPending.Store(true)
+		defer h.sentAsync()
 		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: canonical})
 	}
 	if r := (*h.hosted.Load())[qname]; r != nil {
@@ -94,7 +94,7 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 	}
 	// Not hosted here, or being loaded: through the bus even if the task's
 	// mailbox exists already, so this cannot overtake its bus backlog.
-	h.asyncPending.Store(true)
+	defer h.sentAsync()
 	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{BusOnly: true, Canonical: canonical})
 }
 
@@ -114,7 +114,7 @@ func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, f
 	fenced := r.catchingUp.Load()
 	if fenced {
 		fence(msg, r.name)
-		h.asyncPending.Store(true)
+		defer h.sentAsync() // through the bus
 		r.fenced.Add(1)
 	} else if l != nil && msg.LocalityFor(r.name) != message.LocalityNonLocal {
 		h.attach(msg, l) // into the mailbox: the lease goes with it

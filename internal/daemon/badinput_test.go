@@ -1,12 +1,14 @@
 package daemon_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
@@ -235,6 +237,7 @@ func TestCorruptFilesAtStart(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	d := env.StartDaemon("-p", "MultiModuleTest")
 	env.Configure(otherModuleConfig(1))
+	waitRouting(t, env)
 	for i := range 5 {
 		probe(t, env, i)
 	}
@@ -256,8 +259,11 @@ func TestCorruptFilesAtStart(t *testing.T) {
 		}
 	}
 	d = env.StartDaemon("-p", "MultiModuleTest")
-	// The Router's config was lost with its file: send it again.
+	// The Router's config was lost with its file: send it again, and
+	// wait until it is in force. (A message OtherModule emits before that
+	// loads the Router configured empty, which routes nothing.)
 	env.Configure(otherModuleConfig(1))
+	waitRouting(t, env)
 	if got := probe(t, env, 1); got != 2 {
 		t.Fatalf("my_ct %d, want 2", got)
 	}
@@ -276,4 +282,40 @@ func TestCorruptFilesAtStart(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// waitRouting waits until the Router routes OtherModule's messages to
+// test_out. A config sent to the control queue is applied after Configure
+// returned, and a Router loaded before that (because a message waits for
+// it) is configured with an empty map and routes nothing: a probe's
+// output would be dropped. The messages it sends to the Router directly
+// are all read from test_out before it returns.
+func waitRouting(t *testing.T, env *mmtest.Env) {
+	t.Helper()
+	sent, got := int64(0), int64(-1)
+	env.Eventually(wait, func() error {
+		env.Send("Router", message.Message{"source": "OtherModule", "routing_probe": sent})
+		sent++
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		m, err := env.Client().Receive(ctx, "test_out")
+		if err != nil {
+			return fmt.Errorf("the Router does not route to test_out yet: %w", err)
+		}
+		n, ok := message.Int(m["routing_probe"])
+		if !ok {
+			t.Fatalf("test_out: got %v, want the Router's routing probes only", m)
+		}
+		got = n
+		return nil
+	})
+	// From the first one routed on, every later one comes out, in order.
+	for got != sent-1 {
+		m := env.Recv("test_out", wait)
+		n, ok := message.Int(m["routing_probe"])
+		if !ok {
+			t.Fatalf("test_out: got %v, want the Router's routing probes only", m)
+		}
+		got = n
+	}
 }

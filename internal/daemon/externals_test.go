@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -59,10 +60,16 @@ func tail(s string, n int) string {
 // crash), in order, my_ct = ct + inc. It returns the module_pid of each.
 func stream(t *testing.T, env *mmtest.Env, q string, n int, inc int64) (pids []int64, dups int) {
 	t.Helper()
+	return streamFrom(t, func() message.Message { return env.Recv(q, wait) }, n, inc)
+}
+
+// streamFrom is stream for the outputs recv returns one by one.
+func streamFrom(t *testing.T, recv func() message.Message, n int, inc int64) (pids []int64, dups int) {
+	t.Helper()
 	next := int64(0)
 	seen := map[int64]bool{}
 	for next < int64(n) {
-		out := env.Recv(q, wait)
+		out := recv()
 		ct, _ := message.Int(out["ct"])
 		my, _ := message.Int(out["my_ct"])
 		if my != ct+inc {
@@ -141,6 +148,137 @@ func sender(t *testing.T, env *mmtest.Env, q string, n int, every time.Duration)
 	return wg.Wait
 }
 
+// senderUntil sends ct = 0, 1, … to queue q at a steady pace from its own
+// goroutine; stop() ends the stream once at least n are sent and returns
+// how many were.
+func senderUntil(t *testing.T, env *mmtest.Env, q string, n int, every time.Duration) (stop func() int) {
+	var (
+		wg   sync.WaitGroup
+		sent int
+	)
+	quit := make(chan struct{})
+	wg.Go(func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for ; ; sent++ {
+			if sent >= n {
+				select {
+				case <-quit:
+					return
+				default:
+				}
+			}
+			<-tick.C
+			env.Send(q, message.Message{"ct": sent})
+		}
+	})
+	return func() int {
+		close(quit)
+		wg.Wait()
+		return sent
+	}
+}
+
+// outputs collects what comes out of a queue, from its own goroutine,
+// until the test ends: waitFor looks at everything collected so far,
+// next takes the messages one by one, in order.
+type outputs struct {
+	mu    sync.Mutex
+	msgs  []message.Message
+	more  chan struct{} // closed when a message is added
+	taken int
+}
+
+func collect(t *testing.T, env *mmtest.Env, q string) *outputs {
+	o := &outputs{more: make(chan struct{})}
+	tr := env.Client()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			m, err := tr.Receive(ctx, q)
+			if err != nil {
+				if ctx.Err() == nil {
+					time.Sleep(10 * time.Millisecond) // retry pacing
+				}
+				continue
+			}
+			o.mu.Lock()
+			o.msgs = append(o.msgs, m)
+			close(o.more)
+			o.more = make(chan struct{})
+			o.mu.Unlock()
+		}
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return o
+}
+
+// mark returns how many messages were collected so far.
+func (o *outputs) mark() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.msgs)
+}
+
+// waitFor waits until at least k messages collected after the first from
+// satisfy f.
+func (o *outputs) waitFor(t *testing.T, from, k int, what string, f func(message.Message) bool) {
+	t.Helper()
+	deadline := time.After(wait)
+	for {
+		o.mu.Lock()
+		n := 0
+		for _, m := range o.msgs[from:] {
+			if f(m) {
+				n++
+			}
+		}
+		more := o.more
+		o.mu.Unlock()
+		if n >= k {
+			return
+		}
+		select {
+		case <-more:
+		case <-deadline:
+			t.Fatalf("no %d %s within %v (%d)", k, what, wait, n)
+		}
+	}
+}
+
+// next returns the next collected message, waiting for it.
+func (o *outputs) next(t *testing.T) message.Message {
+	t.Helper()
+	m, ok := o.nextWithin(wait)
+	if !ok {
+		t.Fatalf("no output after the %d-th within %v", o.taken, wait)
+	}
+	return m
+}
+
+// nextWithin returns the next collected message, or false if none came
+// within d.
+func (o *outputs) nextWithin(d time.Duration) (message.Message, bool) {
+	deadline := time.After(d)
+	for {
+		o.mu.Lock()
+		if o.taken < len(o.msgs) {
+			m := o.msgs[o.taken]
+			o.taken++
+			o.mu.Unlock()
+			return m, true
+		}
+		more := o.more
+		o.mu.Unlock()
+		select {
+		case <-more:
+		case <-deadline:
+			return nil, false
+		}
+	}
+}
+
 func TestMigrationUnderLoadLosesNothing(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	d := env.StartDaemon("-p", "MultiModuleTest")
@@ -151,17 +289,29 @@ func TestMigrationUnderLoadLosesNothing(t *testing.T) {
 	env.Configure(cfg(true))
 	ext1 := externalPID(t, env, "OtherModule", 0)
 
-	n := 600
+	atLeast := 600
 	if v := os.Getenv("MIGRATION_N"); v != "" {
-		fmt.Sscan(v, &n)
+		fmt.Sscan(v, &atLeast)
 	}
-	done := sender(t, env, "OtherModule", n, 3*time.Millisecond)
-	time.Sleep(500 * time.Millisecond) // let part of the stream pass before each move (pacing, not synchronisation)
-	env.Configure(cfg(false))          // external → internal
-	time.Sleep(500 * time.Millisecond)
+	out := collect(t, env, "test_out")
+	done := senderUntil(t, env, "OtherModule", atLeast, 3*time.Millisecond)
+	// Part of the stream passes at each place before the next move: the
+	// moves take their time (much more under the race detector), and a
+	// place that handled nothing would not show in the sequence.
+	handledBy := func(place string, at func(pid int64) bool) {
+		t.Helper()
+		out.waitFor(t, 0, 10, "messages handled by "+place, func(m message.Message) bool {
+			pid, _ := message.Int(m["module_pid"])
+			return at(pid)
+		})
+	}
+	handledBy("the first external", func(pid int64) bool { return pid == int64(ext1) })
+	env.Configure(cfg(false)) // external → internal
+	handledBy("the daemon", func(pid int64) bool { return pid == int64(d.PID()) })
 	env.Configure(cfg(true)) // internal → external
-	done()
-	pids, dups := stream(t, env, "test_out", n, 3)
+	handledBy("a new external", func(pid int64) bool { return pid != int64(d.PID()) && pid != int64(ext1) })
+	n := done()
+	pids, dups := streamFrom(t, func() message.Message { return out.next(t) }, n, 3)
 	if dups != 0 {
 		t.Fatalf("%d duplicated outputs without any crash", dups)
 	}
@@ -308,22 +458,39 @@ func TestMigrationOfAProducersConsumer(t *testing.T) {
 		map[string]any{"match": map[string]any{"source": "OtherModule"}, "forwards": []any{map[string]any{"qname": "test_out"}}},
 	}}})
 	env.Configure(consumer(false))
+	collected := collect(t, env, "test_out")
 	env.Configure(map[string]any{"StatelessProducer": map[string]any{"emit_rate": 1500}})
+	// Part of the stream passes at each place before the next move: the
+	// moves take their time (much more under the race detector), and a
+	// place that handled nothing would not show.
+	inside := func(pid int64) bool { return pid == int64(d.PID()) }
+	outside := func(pid int64) bool { return pid != int64(d.PID()) }
+	const perPlace = 250 // 5 places: at least 1,250 messages (checked below)
+	from := 0
 	for _, ext := range []bool{true, false, true, false} {
-		time.Sleep(400 * time.Millisecond) // let the stream run at each place (pacing, not synchronisation)
+		at, place := inside, "the daemon"
+		if !ext {
+			at, place = outside, "an external"
+		}
+		collected.waitFor(t, from, perPlace, "messages handled by "+place, func(m message.Message) bool {
+			pid, _ := message.Int(m["module_pid"])
+			return at(pid)
+		})
+		from = collected.mark()
 		env.Configure(consumer(ext))
 	}
-	time.Sleep(400 * time.Millisecond)
+	collected.waitFor(t, from, perPlace, "messages handled by the daemon", func(m message.Message) bool {
+		pid, _ := message.Int(m["module_pid"])
+		return inside(pid)
+	})
 	env.Configure(map[string]any{"StatelessProducer": map[string]any{"emit_rate": 0}})
 	// Read until the stream has been quiet for a while.
 	next, dups := int64(1), 0
 	places := map[int64]bool{}
 	var history []string
 	for {
-		ctx, cancel := contextWithTimeout(t, 3*time.Second)
-		out, err := env.Client().Receive(ctx, "test_out")
-		cancel()
-		if err != nil {
+		out, ok := collected.nextWithin(3 * time.Second)
+		if !ok {
 			break
 		}
 		ct, _ := message.Int(out["ct"])

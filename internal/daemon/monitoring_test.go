@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -37,9 +38,18 @@ func fastMonitor(thresholds map[string]any) map[string]any {
 func waitAlert(t *testing.T, env *mmtest.Env, q string, f func(details map[string]any) bool) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(wait)
-	var seen []string
+	var (
+		seen []string
+		err  error
+	)
 	for time.Now().Before(deadline) {
-		rec := env.Recv(q, time.Until(deadline))
+		ctx, cancel := context.WithDeadline(t.Context(), deadline)
+		var rec map[string]any
+		rec, err = env.Client().Receive(ctx, q)
+		cancel()
+		if err != nil {
+			break // reported below, with what came
+		}
 		d, _ := rec["details"].(map[string]any)
 		if d == nil {
 			continue
@@ -49,7 +59,7 @@ func waitAlert(t *testing.T, env *mmtest.Env, q string, f func(details map[strin
 			return d
 		}
 	}
-	t.Fatalf("no matching alert within %v; saw: %v", wait, seen)
+	t.Fatalf("no matching alert within %v (%v); saw: %v", wait, err, seen)
 	return nil
 }
 
@@ -86,12 +96,9 @@ func TestFailsafeOnMemoryLeakAndUnfailsafe(t *testing.T) {
 	if err != nil || st == nil {
 		t.Fatal(err)
 	}
-	// Levels relative to this box's memory: 80, 160 and 240 MB.
-	box := float64(boxMemory(t))
+	// No memory levels until a leak's cost in this build is known.
 	env.Configure(map[string]any{
-		"MultiModule": fastMonitor(map[string]any{mem: map[string]any{"levels": []any{
-			map[string]any{"failsafe": 240e6 / box}, map[string]any{"severe": 160e6 / box}, map[string]any{"warn": 80e6 / box},
-		}}}),
+		"MultiModule":         fastMonitor(map[string]any{mem: map[string]any{"levels": []any{}}}),
 		"OtherExternalModule": map[string]any{"is_external": true},
 		"Router":              routeTo(map[string]string{"OtherExternalModule": "test_out"}),
 	})
@@ -100,11 +107,42 @@ func TestFailsafeOnMemoryLeakAndUnfailsafe(t *testing.T) {
 		env.Send("OtherExternalModule", message.Message{"leak_memory": mb << 20, "ct": 0})
 		env.Recv("test_out", wait)
 	}
-	leak(100)
+	// Levels relative to what a leak of unitMB costs the process, as the
+	// monitor measures it (resident memory ÷ the box's): about unitMB,
+	// but several times that under the race detector (its shadow memory).
+	const unitMB = 40
+	sampler, err := monitor.NewSampler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	memOf := func() float64 {
+		t.Helper()
+		s, _, err := sampler.Sample(pid, time.Now())
+		if err != nil {
+			t.Fatalf("sample the external process: %v", err)
+		}
+		return s.MemFractionOfBox
+	}
+	base := memOf()
+	leak(unitMB)
+	unit := memOf() - base
+	if unit <= 0 {
+		t.Fatalf("a leak of %d MB did not grow the process (%v of the box before, %v after)", unitMB, base, base+unit)
+	}
+	// From here on the process holds base+1 unit: warn at 1.5 units more
+	// than base, severe at 3.5, failsafe at 5.5; it goes to 2, 4, 6.
+	env.Configure(map[string]any{
+		"MultiModule": fastMonitor(map[string]any{mem: map[string]any{"levels": []any{
+			map[string]any{"failsafe": base + 5.5*unit}, map[string]any{"severe": base + 3.5*unit}, map[string]any{"warn": base + 1.5*unit},
+		}}}),
+		"OtherExternalModule": map[string]any{"is_external": true},
+		"Router":              routeTo(map[string]string{"OtherExternalModule": "test_out"}),
+	})
+	leak(unitMB)
 	waitAlert(t, env, "alerts_q", level("OtherExternalModule", mem, "warn"))
-	leak(80)
+	leak(2 * unitMB)
 	waitAlert(t, env, "alerts_q", level("OtherExternalModule", mem, "severe"))
-	leak(100)
+	leak(2 * unitMB)
 	waitAlert(t, env, "alerts_q", level("OtherExternalModule", mem, "failsafe"))
 	env.Eventually(wait, func() error {
 		fs, err := env.Store().ReadFailsafe("OtherExternalModule")
