@@ -40,7 +40,9 @@ func newBenchCommand(g *Globals) *cobra.Command {
 		Long: `bench runs one standard performance scenario against a fresh temporary state
 directory with its own embedded bus and daemon (hosted in this process, so
 --cpuprofile covers it), with real external and CLI processes where the
-scenario has them, then cleans everything up. -s and -T are not used.
+scenario has them, then cleans everything up. -s and -T are not used. The
+temporary directory is made under $TMPDIR (default /tmp): scale creates
+thousands of files there, so put it on the file system you mean to measure.
 
 Latency is from the producer's emit (a timestamp in the message) to the
 consumer's handler. Without --rate the producer is closed-loop (as fast
