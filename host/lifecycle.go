@@ -112,11 +112,14 @@ func (h *Host) outsideCounter(qname string) *atomic.Int64 {
 // it catches up with its bus backlog — through the bus. r.gate is held.
 func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, from *runner, l *lease, canonical bool) error {
 	fenced := r.catchingUp.Load()
-	if fenced {
+	switch {
+	case fenced:
 		fence(msg, r.name)
 		defer h.sentAsync() // through the bus
 		r.fenced.Add(1)
-	} else if l != nil && msg.LocalityFor(r.name) != message.LocalityNonLocal {
+	case msg.LocalityFor(r.name) == message.LocalityNonLocal:
+		defer h.sentAsync() // forced through the bus by its overrides
+	case l != nil:
 		h.attach(msg, l) // into the mailbox: the lease goes with it
 	}
 	err := h.sendInto(ctx, r, msg, from, transit.SendOptions{Canonical: canonical})
