@@ -16,7 +16,7 @@ import (
 
 const wait = 30 * time.Second
 
-func absDir(t *testing.T, dir string) string {
+func absDir(t testing.TB, dir string) string {
 	t.Helper()
 	p, err := filepath.Abs(dir)
 	if err != nil {
@@ -77,6 +77,7 @@ func sendCts(env *mmtest.Env, name string, from, n int) {
 // TestPythonAndPerlTasks: routed messages in, emits out, state kept across
 // a kill -9 of the co-process and across a daemon restart.
 func TestPythonAndPerlTasks(t *testing.T) {
+	needExamples(t, "PyCounter", "PerlCounter")
 	env := mmtest.NewEnv(t)
 	dir := absDir(t, examples)
 	d := env.StartDaemon("-p", dir)
@@ -154,6 +155,7 @@ func externalPID(t *testing.T, env *mmtest.Env, d *mmtest.Proc, name string) int
 func TestMigration(t *testing.T) {
 	for _, name := range []string{"PyCounter", "PerlCounter"} {
 		t.Run(name, func(t *testing.T) {
+			needExamples(t, name)
 			env := mmtest.NewEnv(t)
 			d := env.StartDaemon("-p", absDir(t, examples))
 			cfg := func(external bool) map[string]any {
@@ -197,6 +199,7 @@ func TestMigration(t *testing.T) {
 // one that never answers its handshake are each reported clearly and
 // retried with back-off; the daemon and a good task go on.
 func TestBrokenTasks(t *testing.T) {
+	needExamples(t, "PyEcho")
 	env := mmtest.NewEnv(t)
 	d := env.StartDaemon("-p", absDir(t, broken)+","+absDir(t, examples))
 	env.Configure(map[string]any{
@@ -234,6 +237,7 @@ func TestBrokenTasks(t *testing.T) {
 // TestNewExecutableWithoutRestart: a task configured before its executable
 // exists starts when the file appears, and gets the message that waited.
 func TestNewExecutableWithoutRestart(t *testing.T) {
+	needExamples(t, "PyEcho")
 	env := mmtest.NewEnv(t)
 	dir := t.TempDir()
 	env.StartDaemon("-p", dir)

@@ -293,6 +293,7 @@ func TestBarriers(t *testing.T) {
 // reaches its co-process pipelined (several requests per read), and comes
 // out in order, each message once.
 func TestPipelineThroughTheHost(t *testing.T) {
+	mmtest.NeedInterpreter(t, absDir(t, filepath.Join(testdata, "Probe")))
 	env := mmtest.NewEnv(t)
 	h, _ := hostOn(t, env, absDir(t, testdata), 5*time.Second)
 	send := func(m message.Message) {

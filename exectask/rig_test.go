@@ -126,14 +126,22 @@ func (l *logSink) text() string {
 	return strings.Join(l.lines, "\n")
 }
 
-// taskPath is the path of a test task.
+// taskPath is the absolute path of a test task; it skips t (fails it
+// under CI) when the task's interpreter is not installed.
 func taskPath(t testing.TB, dir, name string) string {
 	t.Helper()
-	p, err := filepath.Abs(filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := absDir(t, filepath.Join(dir, name))
+	mmtest.NeedInterpreter(t, p)
 	return p
+}
+
+// needExamples skips t (fails it under CI) when the interpreter of one of
+// the named examples/exec tasks is not installed.
+func needExamples(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		mmtest.NeedInterpreter(t, absDir(t, filepath.Join(examples, n)))
+	}
 }
 
 // startTask starts the exec task at path on r and configures it.

@@ -46,6 +46,9 @@ func TestScenarios(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.opts.ExecDir != "" {
+				mmtest.NeedInterpreter(t, filepath.Join(tc.opts.ExecDir, "PyEcho"))
+			}
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 			defer cancel()
 			res, err := bench.Run(ctx, tc.name, tc.opts)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/monitor"
@@ -185,17 +186,58 @@ func statusAlive(env *mmtest.Env, task string, pid int) bool {
 	return st != nil && st.PID == pid && st.Running()
 }
 
+// TestCPUSpinAlerts: an external burning CPU raises the CPU alert. The
+// threshold follows the CPU the spinner really gets on this machine (a
+// loaded machine gives it less than a core): the test measures the
+// spinner's own CPU rate from /proc, then sets the warn level to a quarter
+// of it. An idle external uses next to none, so a monitor that did not see
+// the spin would not alert.
 func TestCPUSpinAlerts(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	env.StartDaemon("-p", "MultiModuleTest", "-o", "alert:alerts_q")
 	const cpu = "local.cpu.one_core"
+	monitorAt := func(warn float64) map[string]any {
+		return fastMonitor(map[string]any{cpu: map[string]any{"levels": []any{map[string]any{"warn": warn}}, "can_failsafe": false}})
+	}
 	env.Configure(map[string]any{
-		"MultiModule":         fastMonitor(map[string]any{cpu: map[string]any{"levels": []any{map[string]any{"warn": 0.3}}, "can_failsafe": false}}),
+		"MultiModule":         monitorAt(1e6),
 		"OtherExternalModule": map[string]any{"is_external": true},
 	})
-	externalPID(t, env, "OtherExternalModule", 0)
-	env.Send("OtherExternalModule", message.Message{"spin_cpu": 3})
+	pid := externalPID(t, env, "OtherExternalModule", 0)
+	// Back-to-back spins of 2 s each: the handler returns between them, so
+	// stopping the daemon at the end waits for one at most.
+	for range 15 {
+		env.Send("OtherExternalModule", message.Message{"spin_cpu": 2})
+	}
+	rate := spinRate(t, env, pid)
+	env.Configure(map[string]any{"MultiModule": monitorAt(rate / 4)})
 	waitAlert(t, env, "alerts_q", level("OtherExternalModule", cpu, "warn"))
+}
+
+// spinRate waits until process pid has used 0.3 s of CPU more than now and
+// returns the rate (cores) at which it did.
+func spinRate(t *testing.T, env *mmtest.Env, pid int) float64 {
+	t.Helper()
+	start, err := procid.UsageOf(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	var rate float64
+	env.Eventually(wait, func() error {
+		u, err := procid.UsageOf(pid)
+		if err != nil {
+			return err
+		}
+		used := u.CPUSeconds - start.CPUSeconds
+		if used < 0.3 {
+			return fmt.Errorf("the spinner (pid %d) used %.2f s of CPU, want 0.3 s", pid, used)
+		}
+		rate = used / time.Since(t0).Seconds()
+		return nil
+	})
+	t.Logf("the spinner gets %.2f cores on this machine", rate)
+	return rate
 }
 
 func TestQueueFullnessAlertsAndRecovers(t *testing.T) {

@@ -138,6 +138,7 @@ func TestExecTaskEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mmtest.NeedInterpreter(t, filepath.Join(dir, "PyCounter"))
 	t.Setenv("MULTIMODULE_TEST_SECRET", "hunter2") // inherited by the daemon the harness starts
 	env := mmtest.NewEnv(t)
 	env.StartDaemon("-p", dir)

@@ -27,7 +27,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -439,15 +438,13 @@ func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos run skipped in -short mode")
 	}
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skipf("the exec stage (examples/exec/PyCounter) needs python3: %v", err)
-	}
 	s := settingsFromEnv(t)
 	rng := rand.New(rand.NewPCG(s.seed, s.seed>>1|1))
 	execDir, err := filepath.Abs("../../examples/exec")
 	if err != nil {
 		t.Fatal(err)
 	}
+	mmtest.NeedInterpreter(t, filepath.Join(execDir, "PyCounter"))
 	r := &run{
 		t: t, env: mmtest.NewEnv(t), execDir: execDir,
 		cfgPath: filepath.Join(t.TempDir(), "chaos.yaml"),
