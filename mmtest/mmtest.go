@@ -66,6 +66,9 @@ func fuzzWorker() bool {
 type Env struct {
 	T        testing.TB
 	StateDir string
+	// Exe is the multimodule binary the Env runs; empty means this test
+	// binary (which runs the multimodule command line under Main).
+	Exe string
 
 	mu      sync.Mutex
 	procs   []*Proc
@@ -86,16 +89,24 @@ func NewEnv(t testing.TB) *Env {
 	return e
 }
 
-// Command returns a command running multimodule (this test binary) with
-// -s StateDir and args.
+// Command returns a command running multimodule (Exe, or this test binary)
+// with -s StateDir and args.
 func (e *Env) Command(args ...string) *exec.Cmd {
+	cmd := exec.Command(e.exe(), append([]string{"-s", e.StateDir}, args...)...)
+	cmd.Env = append(os.Environ(), EnvMain+"=1")
+	return cmd
+}
+
+// exe is the multimodule binary: Exe, or this test binary.
+func (e *Env) exe() string {
+	if e.Exe != "" {
+		return e.Exe
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		e.T.Fatalf("mmtest: os.Executable: %v", err)
 	}
-	cmd := exec.Command(exe, append([]string{"-s", e.StateDir}, args...)...)
-	cmd.Env = append(os.Environ(), EnvMain+"=1")
-	return cmd
+	return exe
 }
 
 // Run runs multimodule with args to completion and returns its stdout,
@@ -235,12 +246,11 @@ func (e *Env) Client() *transit.Transit {
 	if e.client != nil {
 		return e.client
 	}
-	exe, _ := os.Executable()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	tr, err := transit.Open(ctx, transit.Options{
 		StateDir:   e.StateDir,
-		BusCommand: []string{exe, "bus", "-T", filepath.Join(e.StateDir, "transit")},
+		BusCommand: []string{e.exe(), "bus", "-T", filepath.Join(e.StateDir, "transit")},
 	})
 	if err != nil {
 		e.T.Fatalf("mmtest: open transit: %v", err)
