@@ -15,7 +15,8 @@
 //  3. Every 5 seconds: Monitor.Evaluate. Each bucket is evaluated over each
 //     window (one_minute, five_minutes); a level change calls OnAlert; a
 //     "failsafe" level on a metric that can failsafe calls OnFailsafe once,
-//     and the task's buckets are cleared.
+//     after every other alert of the round, and the task's buckets are
+//     cleared.
 //  4. When the MultiModule task's config changes: ParseThresholds on its
 //     `thresholds`, then Monitor.SetThresholds.
 //  5. When a task is unfailsafed: Monitor.ClearTask, so it starts afresh.
@@ -297,9 +298,12 @@ type event struct {
 // that empties while at a level other than "ok" gives its "ok" alert (with
 // value 0) as it goes. When a task reaches the level named "failsafe" on a
 // metric whose Threshold can failsafe (and MayFailsafe allows it), OnFailsafe
-// is called once for that task, the rest of its buckets are skipped, and
-// all of them are cleared. A window that gives no value yet (too few
-// points, too short a span) keeps its last level.
+// is called once for that task and all of its buckets are cleared. Every
+// other level change found in the same round, of that task too, is
+// alerted first: the failsafe comes last, so the alert that names the
+// cause (a burst of load failures behind a crash loop, say) is never lost
+// to the failsafe that clears its bucket. A window that gives no value
+// yet (too few points, too short a span) keeps its last level.
 //
 // Evaluate calls are serialized; callbacks run in order, after the
 // Monitor's lock is released. Production calls it every 5 seconds.
@@ -323,12 +327,9 @@ func (m *Monitor) evaluateLocked(now time.Time) []event {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sortLocked()
-	var events []event
+	var events, failsafes []event
 	var failsafed map[string]bool
 	for _, e := range m.order {
-		if failsafed[e.task] {
-			continue
-		}
 		th, hasTh := m.thresholds[e.metric]
 		hasTh = hasTh && len(th.Levels) > 0
 		if e.b.Prune(now) {
@@ -376,18 +377,20 @@ func (m *Monitor) evaluateLocked(now time.Time) []event {
 				continue
 			}
 			a := m.alert(e, w, now, v, level, thr, prev)
-			if level == LevelFailsafe && th.CanFailsafe && m.mayFailsafe(e.task) {
+			if level == LevelFailsafe && th.CanFailsafe && !failsafed[e.task] && m.mayFailsafe(e.task) {
+				// Reported after every other change of this round.
 				a.Failsafed = true
-				events = append(events, event{alert: a, failsafe: true})
+				failsafes = append(failsafes, event{alert: a, failsafe: true})
 				if failsafed == nil {
 					failsafed = map[string]bool{}
 				}
 				failsafed[e.task] = true
-				break
+				continue
 			}
 			events = append(events, event{alert: a})
 		}
 	}
+	events = append(events, failsafes...)
 	for task := range failsafed {
 		m.log.Warn("monitor: failsafing task", "task", task)
 		delete(m.tasks, task)
