@@ -557,6 +557,7 @@ func (t *monitorTask) evaluate(tc *task.Context) {
 	if err := t.d.store.SaveLevels(levels); err != nil {
 		t.d.log.Error("monitor: save levels", "error", err)
 	}
+	t.d.saveReasons()
 }
 
 // cutBucket splits a bucket name "<task or queue>:<metric>".
@@ -587,6 +588,14 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 	}
 	if err := task.ValidateName(name); err != nil {
 		return err
+	}
+	if why := d.reservedName(name); why != "" {
+		return fmt.Errorf("%s is a reserved name (%s): there is no task to failsafe", name, why)
+	}
+	if _, configured := d.host.Config(name); !configured {
+		if _, known := d.host.Lookup(name); !known {
+			return fmt.Errorf("failsafe %s: %w, and it is not configured", name, d.notFound(name))
+		}
 	}
 	if alert == nil {
 		alert = map[string]any{}
