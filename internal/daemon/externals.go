@@ -162,10 +162,26 @@ func (x *externals) run(ctx context.Context) {
 		case <-safety.C:
 			x.safetyPass()
 		case <-timer.C:
+			now := time.Now()
 			x.reconcileAll()
+			x.forgetBackoffs(now)
 		}
 		if d, ok := x.nextDue(); ok {
 			timer.Reset(d)
+		}
+	}
+}
+
+// forgetBackoffs drops the crash back-offs that ended by now, once the
+// pass that acted on them is done: one left behind would be due at once
+// for ever, and the loop would reconcile every task every millisecond.
+func (x *externals) forgetBackoffs(now time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for name, t := range x.notUntil {
+		if !t.After(now) {
+			delete(x.notUntil, name)
+			delete(x.lastExit, name)
 		}
 	}
 }

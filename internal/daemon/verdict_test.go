@@ -182,3 +182,4 @@ func TestSavedReservedExternalNotStarted(t *testing.T) {
 		}
 	}
 }
+
