@@ -182,4 +182,3 @@ func TestSavedReservedExternalNotStarted(t *testing.T) {
 		}
 	}
 }
-
