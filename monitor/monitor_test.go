@@ -234,6 +234,27 @@ func TestFailsafeKeepsTheCauseAlert(t *testing.T) {
 	}
 }
 
+// TestFailsafeEvaluatesTheYoungCause: the load failures began a few
+// seconds after the starts, so their bucket gives no value yet in the
+// round the starts failsafe the task; it is evaluated anyway (over the
+// narrowest window) before it is cleared, and its alert comes first.
+func TestFailsafeEvaluatesTheYoungCause(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.run(0, 30, func(s float64) {
+		if int(s)%2 == 0 {
+			h.m.Count("DoesNotCompile", MetricStartExternal)
+			if s >= 4 {
+				h.m.Count("DoesNotCompile", MetricCompileFailureExternal)
+			}
+		}
+	})
+	h.expectCalls(t,
+		"alert DoesNotCompile:local.admin.task_compile_failure.external one_minute ok->severe @30",
+		"failsafe DoesNotCompile @30",
+		"alert DoesNotCompile:local.admin.start.external one_minute ok->failsafe @30",
+	)
+}
+
 // TestSumBucketRecoversAndGoes: a burst of load failures raises severe and
 // warn, then ok in each window; the bucket disappears once its points age
 // out, closing the five-minute level with an ok of value 0.
