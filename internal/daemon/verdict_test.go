@@ -182,3 +182,30 @@ func TestSavedReservedExternalNotStarted(t *testing.T) {
 		}
 	}
 }
+
+// TestCrashLoopFailsafeKeepsTheLoadFailureAlert: an external that cannot
+// load its task (DoesNotCompile with is_external) crash-loops until the
+// start.external failsafe stops it; the task_compile_failure.external
+// alert that says why comes too, before the failsafe.
+func TestCrashLoopFailsafeKeepsTheLoadFailureAlert(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest", "-o", "alert:alerts_q")
+	mon := fastMonitor(map[string]any{"local.admin.start.external": map[string]any{"levels": []any{
+		map[string]any{"failsafe": 0.6}, map[string]any{"warn": 0.01},
+	}}})
+	mon["windows"] = map[string]any{"one_minute": 4, "five_minutes": 8}
+	env.Configure(map[string]any{"MultiModule": mon, "DoesNotCompile": map[string]any{"is_external": true}})
+	var cause bool
+	waitAlert(t, env, "alerts_q", func(d map[string]any) bool {
+		if d["task_name"] != "DoesNotCompile" {
+			return false
+		}
+		if d["bucket_metric"] == "local.admin.task_compile_failure.external" && d["level"] != "ok" {
+			cause = true
+		}
+		return d["failsafe"] == true
+	})
+	if !cause {
+		t.Errorf("DoesNotCompile was failsafed with no task_compile_failure.external alert before it")
+	}
+}
