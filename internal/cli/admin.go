@@ -74,8 +74,7 @@ func askDaemon(ctx context.Context, g *Globals, queue string, body map[string]an
 		m, err := tr.Receive(sctx, replyTo)
 		if err != nil {
 			if ctx.Err() == nil && sctx.Err() != nil {
-				return daemon.Verdict{}, &ExitError{Code: ExitNoDaemon, Err: fmt.Errorf(
-					"no daemon is consuming the control queue %s: no verdict within %v (the message waits in the queue and is applied when a daemon starts)", queue, wait)}
+				return daemon.Verdict{}, &ExitError{Code: ExitNoDaemon, Err: noVerdict(ctx, tr, queue, wait)}
 			}
 			return daemon.Verdict{}, fmt.Errorf("waiting for the daemon's verdict: %w", err)
 		}
@@ -84,6 +83,18 @@ func askDaemon(ctx context.Context, g *Globals, queue string, body map[string]an
 			return v, nil
 		}
 	}
+}
+
+// noVerdict says why no verdict came: the message still waits in the
+// control queue (no daemon consumes it), or a daemon took it and is still
+// applying it (a large config).
+func noVerdict(ctx context.Context, tr *transit.Transit, queue string, wait time.Duration) error {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if st, err := tr.Stat(sctx, queue); err == nil && st.Msgs == 0 {
+		return fmt.Errorf("no verdict within %v: the daemon took the message from the control queue %s but has not answered (still applying it? see its error channel, or try a longer --wait)", wait, queue)
+	}
+	return fmt.Errorf("no daemon is consuming the control queue %s: no verdict within %v (the message waits in the queue and is applied when a daemon starts)", queue, wait)
 }
 
 // report prints a verdict; a refusal or a task that could not be loaded
