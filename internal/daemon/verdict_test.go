@@ -122,19 +122,23 @@ func TestReservedAndUnknownExternalRefused(t *testing.T) {
 		{"MultiModule_control", map[string]any{}, "MultiModule_control: refused (config not applied): task MultiModule_control: MultiModule_control is a reserved name (the control queue)"},
 		{"NoSuchTask", map[string]any{"is_external": 1}, "NoSuchTask: refused (config not applied): task NoSuchTask: is_external refused: no task NoSuchTask in builtin"},
 		{"Example1", map[string]any{"is_external": 1}, "Example1: refused (config not applied): task Example1: is_external refused: no task Example1 in builtin; did you forget -p MultiModuleTest?"},
+		{"MultiModule", map[string]any{"is_external": 1}, "MultiModule: refused (config not applied): host: task MultiModule is stateless"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, stderr, code := env.Run("config", "apply", writeConfig(t, map[string]any{tc.name: tc.cfg}))
 			if code != 1 || !strings.Contains(out, tc.want) {
 				t.Errorf("config apply: exit %d, want 1 and %q\nstdout: %s\nstderr: %s", code, tc.want, out, stderr)
 			}
-			if cfg, _ := env.Store().LoadConfig(tc.name); cfg != nil {
+			// MultiModule keeps the config it had (the daemon's {}).
+			if cfg, _ := env.Store().LoadConfig(tc.name); cfg != nil && (len(tc.cfg) == 0 || cfg["is_external"] != nil) {
 				t.Errorf("refused config saved: %v", cfg)
 			}
 		})
 	}
 	for _, tc := range []struct{ name, want string }{
 		{"main", "the daemon itself is never failsafed"},
+		{"MultiModule", "the daemon itself is never failsafed"},
+		{"OutOfBand", "OutOfBand is never failsafed"},
 		{"MultiModule_control", "reserved name (the control queue)"},
 		{"NoSuchTask", "no task NoSuchTask in builtin, and it is not configured"},
 	} {
