@@ -182,9 +182,9 @@ func Run(ctx context.Context, opts Options) error {
 		Sources:   sources,
 		Logger:    d.log,
 		Placement: d.placement,
-		// An unknown task is refused is_external and reserved names
-		// any config; the error for an unknown task names the sources
-		// searched.
+		// Reserved names and is_external for a task no source has are
+		// refused; an unknown task's error names the sources searched
+		// and the -p that has it.
 		CheckConfig: d.checkConfig,
 		NotFound:    d.notFound,
 		Out:         d.out,
