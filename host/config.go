@@ -41,8 +41,11 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		if err == nil {
 			err = h.checkExternal(name, cfg)
 		}
+		if err == nil && h.opts.CheckConfig != nil {
+			err = h.opts.CheckConfig(name, cfg)
+		}
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, &ConfigError{Task: name, Err: err})
 			continue
 		}
 		valid[name] = cfg
@@ -142,13 +145,26 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 	for _, name := range later {
 		h.opts.OnConfigChanged(name, saves[name])
 	}
-	for _, err := range results {
+	for i, err := range results {
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, &ConfigError{Task: changed[i], Err: err, Kept: true})
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// ConfigError is what ConfigureAll returns for one task (joined with the
+// others'): its config was refused (Kept false: the task keeps its
+// previous config), or recorded and saved but the task could not be
+// loaded with it (Kept true; an unknown task wraps ErrUnknownTask).
+type ConfigError struct {
+	Task string
+	Err  error
+	Kept bool
+}
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 // configureParallel bounds the tasks ConfigureAll saves or loads at once.
 const configureParallel = 32

@@ -71,6 +71,15 @@ type Options struct {
 	// ReadOnlyConfig keeps configs out of the state directory (external
 	// processes read configs the daemon saved; they never write them).
 	ReadOnlyConfig bool
+	// CheckConfig, when set, may refuse a task's new config (reserved
+	// names, is_external for a task no source has): a refused config is
+	// neither recorded nor saved, and ConfigureAll returns the error as a
+	// *ConfigError. It is called outside any lock.
+	CheckConfig func(name string, config map[string]any) error
+	// NotFound, when set, gives the error for a configured task that no
+	// source has (the daemon adds the namespaces that have it and were
+	// not given); nil: Sources.NotFound.
+	NotFound func(name string) error
 	// OnConfigChanged is called (outside any lock) after a task's config
 	// changed and its hosting here was reconciled; the daemon's external
 	// supervisor hooks in here.
@@ -129,6 +138,16 @@ type Host struct {
 type loadFailure struct {
 	count int
 	next  time.Time
+	err   error
+}
+
+// LoadFailure describes a task whose last load failed: how many loads
+// failed in a row, the next try (not before), and the last error. An
+// unknown task's error wraps ErrUnknownTask.
+type LoadFailure struct {
+	Count int
+	Next  time.Time
+	Err   error
 }
 
 type saveJob struct {

@@ -245,10 +245,10 @@ func (h *Host) Send(ctx context.Context, qname string, msg message.Message) erro
 // taking the lock: a source may need time to answer (an exec task's
 // describe run).
 func (h *Host) placement(name string, def task.Definition, ok bool) (task.Definition, Placement, map[string]any, bool) {
-	if !ok {
-		return task.Definition{}, NotHere, nil, false
-	}
 	cfg := h.configs[name]
+	if !ok {
+		return task.Definition{}, NotHere, cfg, false
+	}
 	if failsafed, _ := h.opts.Store.ReadFailsafe(name); failsafed != nil {
 		return def, NotHere, cfg, true
 	}
@@ -291,7 +291,7 @@ func (h *Host) reconcile(name string, wait time.Duration) error {
 		return nil
 	case !known:
 		if cfg != nil {
-			return fmt.Errorf("%w %q (not in any task source)", ErrUnknownTask, name)
+			return h.unknownTask(name, cfg)
 		}
 		return nil
 	case pl == NotHere:
@@ -346,7 +346,12 @@ func (h *Host) ensureLoaded(name string, force bool, wait time.Duration) (*runne
 		h.mu.Unlock()
 		return job.await(wait)
 	}
-	def, pl, _, known := h.placement(name, def0, ok)
+	def, pl, cfg, known := h.placement(name, def0, ok)
+	if !known && cfg != nil {
+		// Configured, and no source has it: a load failure.
+		h.mu.Unlock()
+		return nil, h.unknownTask(name, cfg)
+	}
 	if !known || pl == NotHere {
 		h.mu.Unlock()
 		return nil, nil
@@ -415,7 +420,8 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 			h.failures[name] = f
 		}
 		f.count++
-		f.next = time.Now().Add(min(time.Second<<min(f.count-1, 5), 30*time.Second))
+		f.next = time.Now().Add(loadBackoff(f.count))
+		f.err = err
 		h.mu.Unlock()
 		h.counters.Add(name, MetricTaskCompileFailureInternal, 1)
 		h.out("error", name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, f.count, err), nil)
@@ -490,6 +496,73 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 			}
 		}()
 	}
+}
+
+// loadBackoff is how long after its count-th failed load in a row a task
+// is tried again: 1 s, doubling, at most 30 s.
+func loadBackoff(count int) time.Duration {
+	return min(time.Second<<min(count-1, 5), 30*time.Second)
+}
+
+// unknownTask handles configured task name (config cfg) that no source
+// has: a load failure like any other (SPEC: counted and explained) —
+// counted as task_compile_failure.internal (.external when cfg says
+// is_external), reported on the error channel with the sources searched,
+// and tried again after the load back-off (a task may appear later: an
+// exec task's executable). Within the back-off it only returns the
+// error. The error wraps ErrUnknownTask.
+func (h *Host) unknownTask(name string, cfg map[string]any) error {
+	var why error = h.opts.Sources.NotFound(name)
+	if h.opts.NotFound != nil {
+		why = h.opts.NotFound(name)
+	}
+	err := fmt.Errorf("%w: %w", ErrUnknownTask, why)
+	h.mu.Lock()
+	f := h.failures[name]
+	if f != nil && time.Now().Before(f.next) {
+		h.mu.Unlock()
+		return err
+	}
+	if f == nil {
+		f = &loadFailure{}
+		h.failures[name] = f
+	}
+	f.count++
+	f.next = time.Now().Add(loadBackoff(f.count))
+	f.err = err
+	count := f.count
+	h.mu.Unlock()
+	metric := MetricTaskCompileFailureInternal
+	if IsExternal(cfg) {
+		metric = MetricTaskCompileFailureExternal
+	}
+	h.counters.Add(name, metric, 1)
+	h.out("error", name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, count, why), nil)
+	return err
+}
+
+// LoadFailures returns every task whose last load failed (not loaded
+// since), by name.
+func (h *Host) LoadFailures() map[string]LoadFailure {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]LoadFailure, len(h.failures))
+	for name, f := range h.failures {
+		out[name] = LoadFailure{Count: f.count, Next: f.next, Err: f.err}
+	}
+	return out
+}
+
+// LoadFailureOf returns the load failure of task name, if its last load
+// failed.
+func (h *Host) LoadFailureOf(name string) (LoadFailure, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f := h.failures[name]
+	if f == nil {
+		return LoadFailure{}, false
+	}
+	return LoadFailure{Count: f.count, Next: f.next, Err: f.err}, true
 }
 
 // abandon undoes a load that finished after shutdown began.

@@ -156,15 +156,21 @@ func (b *Bucket) prune(now int64) (empty bool) {
 // (now − oldest point's time) / window is below MinBucketSpan, or when
 // window is not positive. Eval does not drop old points; Prune does.
 func (b *Bucket) Eval(now time.Time, window time.Duration) (value float64, ok bool) {
+	return b.eval(now, window, false)
+}
+
+// eval is Eval; anyway ignores MinPoints and MinBucketSpan (the last
+// evaluation of a bucket about to be cleared).
+func (b *Bucket) eval(now time.Time, window time.Duration, anyway bool) (value float64, ok bool) {
 	live := b.pts[b.start:]
 	if window <= 0 || len(live) == 0 {
 		return 0, false
 	}
-	if b.opts.MinPoints > 0 && len(live) < b.opts.MinPoints {
+	if !anyway && b.opts.MinPoints > 0 && len(live) < b.opts.MinPoints {
 		return 0, false
 	}
 	nowN := now.UnixNano()
-	if b.opts.MinBucketSpan > 0 && float64(nowN-live[0].t)/float64(window) < b.opts.MinBucketSpan {
+	if !anyway && b.opts.MinBucketSpan > 0 && float64(nowN-live[0].t)/float64(window) < b.opts.MinBucketSpan {
 		return 0, false
 	}
 	from := nowN - int64(window)

@@ -15,7 +15,8 @@
 //  3. Every 5 seconds: Monitor.Evaluate. Each bucket is evaluated over each
 //     window (one_minute, five_minutes); a level change calls OnAlert; a
 //     "failsafe" level on a metric that can failsafe calls OnFailsafe once,
-//     and the task's buckets are cleared.
+//     after every other alert of the round, and the task's buckets are
+//     cleared.
 //  4. When the MultiModule task's config changes: ParseThresholds on its
 //     `thresholds`, then Monitor.SetThresholds.
 //  5. When a task is unfailsafed: Monitor.ClearTask, so it starts afresh.
@@ -28,6 +29,7 @@ package monitor
 
 import (
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -297,9 +299,14 @@ type event struct {
 // that empties while at a level other than "ok" gives its "ok" alert (with
 // value 0) as it goes. When a task reaches the level named "failsafe" on a
 // metric whose Threshold can failsafe (and MayFailsafe allows it), OnFailsafe
-// is called once for that task, the rest of its buckets are skipped, and
-// all of them are cleared. A window that gives no value yet (too few
-// points, too short a span) keeps its last level.
+// is called once for that task and all of its buckets are cleared. Every
+// other level change found in the same round, of that task too, is
+// alerted first: the failsafe comes last, so the alert that names the
+// cause (a burst of load failures behind a crash loop, say) is never lost
+// to the failsafe that clears its bucket; a bucket of that task that gives
+// no value yet in any window is evaluated anyway, this last time, over the
+// narrowest. Otherwise a window that gives no value yet (too few points,
+// too short a span) keeps its last level.
 //
 // Evaluate calls are serialized; callbacks run in order, after the
 // Monitor's lock is released. Production calls it every 5 seconds.
@@ -323,12 +330,9 @@ func (m *Monitor) evaluateLocked(now time.Time) []event {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sortLocked()
-	var events []event
+	var events, failsafes []event
 	var failsafed map[string]bool
 	for _, e := range m.order {
-		if failsafed[e.task] {
-			continue
-		}
 		th, hasTh := m.thresholds[e.metric]
 		hasTh = hasTh && len(th.Levels) > 0
 		if e.b.Prune(now) {
@@ -358,42 +362,93 @@ func (m *Monitor) evaluateLocked(now time.Time) []event {
 			if !ok {
 				continue
 			}
-			v *= e.info.Scale
-			prev := e.levels[i]
-			if prev == "" {
-				prev = LevelOK
-			}
-			level, thr := LevelOK, 0.0
-			if hasTh {
-				level, thr = th.LevelOf(v)
-			}
-			if !hasTh && prev == LevelOK {
-				e.levels[i] = "" // never alerted, and nothing to show
+			a, changed := m.levelChange(e, i, th, hasTh, now, v)
+			if !changed {
 				continue
 			}
-			e.levels[i] = level
-			if level == prev {
-				continue
-			}
-			a := m.alert(e, w, now, v, level, thr, prev)
-			if level == LevelFailsafe && th.CanFailsafe && m.mayFailsafe(e.task) {
+			level := a.Level
+			if level == LevelFailsafe && th.CanFailsafe && !failsafed[e.task] && m.mayFailsafe(e.task) {
+				// Reported after every other change of this round.
 				a.Failsafed = true
-				events = append(events, event{alert: a, failsafe: true})
+				failsafes = append(failsafes, event{alert: a, failsafe: true})
 				if failsafed == nil {
 					failsafed = map[string]bool{}
 				}
 				failsafed[e.task] = true
-				break
+				continue
 			}
 			events = append(events, event{alert: a})
 		}
 	}
+	// The buckets of a task being failsafed are cleared. One too young
+	// to give a value in any window is evaluated anyway over the
+	// narrowest, this last time, so that a cause that began a moment
+	// after the failsafe's (the load failure after the start it
+	// followed) is still alerted. A Sum's value is over the whole
+	// window, never inflated by a short span.
+	if len(failsafed) > 0 {
+		narrowest := 0
+		for i, w := range m.windows {
+			if w.Width < m.windows[narrowest].Width {
+				narrowest = i
+			}
+		}
+		for _, task := range slices.Sorted(maps.Keys(failsafed)) {
+			for _, metric := range slices.Sorted(maps.Keys(m.tasks[task])) {
+				e := m.tasks[task][metric]
+				if !e.young(now, m.windows) {
+					continue
+				}
+				th, hasTh := m.thresholds[metric]
+				hasTh = hasTh && len(th.Levels) > 0
+				if v, ok := e.b.eval(now, m.windows[narrowest].Width, true); ok {
+					if a, changed := m.levelChange(e, narrowest, th, hasTh, now, v); changed {
+						events = append(events, event{alert: a})
+					}
+				}
+			}
+		}
+	}
+	events = append(events, failsafes...)
 	for task := range failsafed {
 		m.log.Warn("monitor: failsafing task", "task", task)
 		delete(m.tasks, task)
 		m.dirty = true
 	}
 	return events
+}
+
+// young reports whether e gives no value yet over any of windows.
+func (e *entry) young(now time.Time, windows []Window) bool {
+	for _, w := range windows {
+		if _, ok := e.b.Eval(now, w.Width); ok {
+			return false
+		}
+	}
+	return true
+}
+
+// levelChange records the level of entry e over window i for the value
+// v (before scaling) and returns the alert when the level changed.
+func (m *Monitor) levelChange(e *entry, i int, th Threshold, hasTh bool, now time.Time, v float64) (Alert, bool) {
+	v *= e.info.Scale
+	prev := e.levels[i]
+	if prev == "" {
+		prev = LevelOK
+	}
+	level, thr := LevelOK, 0.0
+	if hasTh {
+		level, thr = th.LevelOf(v)
+	}
+	if !hasTh && prev == LevelOK {
+		e.levels[i] = "" // never alerted, and nothing to show
+		return Alert{}, false
+	}
+	e.levels[i] = level
+	if level == prev {
+		return Alert{}, false
+	}
+	return m.alert(e, m.windows[i], now, v, level, thr, prev), true
 }
 
 // alert builds the Alert for entry e over window w.

@@ -133,14 +133,17 @@ func TestFailsafe(t *testing.T) {
 		h.m.Record("main", MetricMemory, at(s), 0.5)  // the daemon: alert only
 		h.m.Record("q1", MetricQueueFullness, at(s), 0.99)
 	})
+	// Every change of the round is alerted, Leaky's memory too; the
+	// failsafe (on the first bucket that called for it) comes last.
 	h.expectCalls(t,
-		"failsafe Leaky @30",
-		"alert Leaky:local.cpu.one_core one_minute ok->failsafe @30",
+		"alert Leaky:local.memory.vss_of_box_physical one_minute ok->failsafe @30",
 		"alert main:local.memory.vss_of_box_physical one_minute ok->failsafe @30",
 		"alert q1:local.queue.bytes_of_max one_minute ok->failsafe @30",
+		"failsafe Leaky @30",
+		"alert Leaky:local.cpu.one_core one_minute ok->failsafe @30",
 	)
-	if !h.last[0].Failsafed || h.last[1].Failsafed || h.last[2].Failsafed {
-		t.Errorf("Failsafed flags: got %v %v %v, want true false false", h.last[0].Failsafed, h.last[1].Failsafed, h.last[2].Failsafed)
+	if h.last[0].Failsafed || h.last[1].Failsafed || h.last[2].Failsafed || !h.last[3].Failsafed {
+		t.Errorf("Failsafed flags: got %v %v %v %v, want false false false true", h.last[0].Failsafed, h.last[1].Failsafed, h.last[2].Failsafed, h.last[3].Failsafed)
 	}
 	// Leaky's buckets were cleared at 30 s; its samples since then (31..40)
 	// are too young to give a value, so nothing fires again.
@@ -203,6 +206,53 @@ func TestCrashLoopFailsafes(t *testing.T) {
 	if a := h.last[0]; a.Check != CheckAdmin || !near(a.Value, 16.0/60) || a.Threshold != 0.2 {
 		t.Errorf("alert: got check %q value %v threshold %v, want admin 0.2667 0.2", a.Check, a.Value, a.Threshold)
 	}
+}
+
+// TestFailsafeKeepsTheCauseAlert: an external that cannot load its task
+// restarts every 2 s and fails to load each time. The start.external
+// bucket (sorted first) failsafes the task; the load failures that say
+// why are alerted in the same round, before the failsafe, not cleared
+// unseen with the task's buckets.
+func TestFailsafeKeepsTheCauseAlert(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.run(0, 30, func(s float64) {
+		if int(s)%2 == 0 {
+			h.m.Count("DoesNotCompile", MetricStartExternal)
+			h.m.Count("DoesNotCompile", MetricCompileFailureExternal)
+		}
+	})
+	h.expectCalls(t,
+		"alert DoesNotCompile:local.admin.task_compile_failure.external one_minute ok->severe @30",
+		"failsafe DoesNotCompile @30",
+		"alert DoesNotCompile:local.admin.start.external one_minute ok->failsafe @30",
+	)
+	if len(h.last) != 2 || h.last[0].Failsafed || !h.last[1].Failsafed {
+		t.Errorf("alerts: got %+v, want the load failures' (not failsafed) then the failsafe", h.last)
+	}
+	if got := h.m.Buckets(); len(got) != 0 {
+		t.Errorf("buckets after the failsafe: got %v, want none", got)
+	}
+}
+
+// TestFailsafeEvaluatesTheYoungCause: the load failures began a few
+// seconds after the starts, so their bucket gives no value yet in the
+// round the starts failsafe the task; it is evaluated anyway (over the
+// narrowest window) before it is cleared, and its alert comes first.
+func TestFailsafeEvaluatesTheYoungCause(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.run(0, 30, func(s float64) {
+		if int(s)%2 == 0 {
+			h.m.Count("DoesNotCompile", MetricStartExternal)
+			if s >= 4 {
+				h.m.Count("DoesNotCompile", MetricCompileFailureExternal)
+			}
+		}
+	})
+	h.expectCalls(t,
+		"alert DoesNotCompile:local.admin.task_compile_failure.external one_minute ok->severe @30",
+		"failsafe DoesNotCompile @30",
+		"alert DoesNotCompile:local.admin.start.external one_minute ok->failsafe @30",
+	)
 }
 
 // TestSumBucketRecoversAndGoes: a burst of load failures raises severe and

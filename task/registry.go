@@ -141,9 +141,82 @@ func (s namespaceSource) List() []Definition {
 	return out
 }
 
+// NamespacesOf lists, sorted, the namespaces of r that have a task called
+// name (to tell a user which -p they may have forgotten).
+func (r *Registry) NamespacesOf(name string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for ns, defs := range r.defs {
+		if _, ok := defs[name]; ok {
+			out = append(out, ns)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Describe names the namespace, for errors that list what was searched.
+func (s namespaceSource) Describe() string { return s.ns }
+
+// Describer is an optional ability of a Source: a short name for it in
+// errors ("builtin", "MultiModuleTest", a directory).
+type Describer interface {
+	Describe() string
+}
+
 // Sources is an ordered list of task sources; the first that has a name
 // wins.
 type Sources []Source
+
+// Names describes every source, in search order, without repeats: its
+// Describe, else its Path (a directory of exec tasks), else its type.
+func (ss Sources) Names() []string {
+	var out []string
+	for _, s := range ss {
+		var n string
+		switch d := s.(type) {
+		case Describer:
+			n = d.Describe()
+		case interface{ Path() string }:
+			n = d.Path()
+		default:
+			n = fmt.Sprintf("%T", s)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// ErrNotFound is wrapped by NotFoundError.
+var ErrNotFound = errors.New("task: not found")
+
+// NotFoundError says that no source has a task of that name: which
+// sources were searched and, when known, the namespaces not searched that
+// have it.
+type NotFoundError struct {
+	Name      string
+	Searched  []string // Sources.Names
+	Elsewhere []string // namespaces that have it but were not given (-p)
+}
+
+func (e *NotFoundError) Error() string {
+	msg := fmt.Sprintf("no task %s in %s", e.Name, strings.Join(e.Searched, ", "))
+	if len(e.Elsewhere) > 0 {
+		msg += "; did you forget -p " + strings.Join(e.Elsewhere, " or -p ") + "?"
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrNotFound) true.
+func (e *NotFoundError) Is(target error) bool { return target == ErrNotFound }
+
+// NotFound returns the error for a task name none of ss has.
+func (ss Sources) NotFound(name string) *NotFoundError {
+	return &NotFoundError{Name: name, Searched: ss.Names()}
+}
 
 // Lookup searches the sources in order.
 func (ss Sources) Lookup(name string) (Definition, bool) {

@@ -2,6 +2,7 @@ package task_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -173,5 +174,26 @@ func TestValidateName(t *testing.T) {
 		if err := task.ValidateName(bad); err == nil {
 			t.Errorf("%q: got nil, want an error", bad)
 		}
+	}
+}
+
+func TestNotFoundNamesTheSourcesAndTheForgottenNamespace(t *testing.T) {
+	r := task.NewRegistry()
+	r.MustRegister(task.Definition{Namespace: "builtin", Name: "Router", New: func() (task.Task, error) { return nil, nil }})
+	r.MustRegister(task.Definition{Namespace: "MultiModuleTest", Name: "Example1", New: func() (task.Task, error) { return nil, nil }})
+	ss := task.Sources{r.Namespace("builtin"), r.Namespace("builtin::")}
+	if _, ok := ss.Lookup("Example1"); ok {
+		t.Fatal("Example1 found in builtin")
+	}
+	err := ss.NotFound("Example1")
+	err.Elsewhere = r.NamespacesOf("Example1")
+	if got, want := err.Error(), "no task Example1 in builtin; did you forget -p MultiModuleTest?"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if !errors.Is(err, task.ErrNotFound) {
+		t.Errorf("errors.Is(%v, ErrNotFound) = false", err)
+	}
+	if got := r.NamespacesOf("Nothing"); len(got) != 0 {
+		t.Errorf("NamespacesOf(Nothing): got %v, want none", got)
 	}
 }

@@ -2,7 +2,10 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -14,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/multimodule/multimodule/internal/configfile"
+	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
@@ -26,65 +30,175 @@ func init() {
 	register(newConfigCommand)
 }
 
-// sendControl puts one control message on the daemon's control queue.
-func sendControl(ctx context.Context, g *Globals, queue string, body map[string]any) error {
+// Exit codes of the commands that wait for the daemon's verdict.
+const (
+	ExitRefused  = 1 // the daemon refused something, or a task could not be loaded
+	ExitNoDaemon = 2 // no verdict in time: no daemon consumes the control queue
+)
+
+// askDaemon puts one control message on the daemon's control queue and
+// waits up to wait for the daemon's verdict: the message names a reply
+// queue of its own (reply_to), an id, and until when it waits
+// (reply_by); the daemon answers there once the message is applied. The
+// reply queue is deleted afterwards.
+func askDaemon(ctx context.Context, g *Globals, queue string, body map[string]any, wait time.Duration) (daemon.Verdict, error) {
+	if err := transit.ValidateQueueName(queue); err != nil {
+		return daemon.Verdict{}, fmt.Errorf("-q: %w", err)
+	}
 	tr, err := openTransit(ctx, g)
 	if err != nil {
-		return err
+		return daemon.Verdict{}, err
 	}
 	defer tr.Close()
-	return tr.Send(ctx, queue, message.Message{".multimodule": body}, transit.SendOptions{})
+	var raw [12]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return daemon.Verdict{}, fmt.Errorf("reply id: %w", err)
+	}
+	id := hex.EncodeToString(raw[:])
+	replyTo := daemon.ReplyQueuePrefix + id
+	deadline := time.Now().Add(wait)
+	body["reply_to"] = replyTo
+	body["id"] = id
+	body["reply_by"] = float64(deadline.UnixNano()) / 1e9
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = tr.DeleteQueue(dctx, replyTo)
+	}()
+	sctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if err := tr.Send(sctx, queue, message.Message{".multimodule": body}, transit.SendOptions{}); err != nil {
+		return daemon.Verdict{}, err
+	}
+	for {
+		m, err := tr.Receive(sctx, replyTo)
+		if err != nil {
+			if ctx.Err() == nil && sctx.Err() != nil {
+				return daemon.Verdict{}, &ExitError{Code: ExitNoDaemon, Err: noVerdict(ctx, tr, queue, wait)}
+			}
+			return daemon.Verdict{}, fmt.Errorf("waiting for the daemon's verdict: %w", err)
+		}
+		v, err := daemon.ParseVerdict(m)
+		if err == nil && v.ID == id {
+			return v, nil
+		}
+	}
 }
 
-func controlQueueFlag(cmd *cobra.Command, q *string) {
-	cmd.Flags().StringVarP(q, "control-queue", "q", "MultiModule_control", "the daemon's control queue")
+// noVerdict says why no verdict came: the message still waits in the
+// control queue (no daemon consumes it), or a daemon took it and is still
+// applying it (a large config).
+func noVerdict(ctx context.Context, tr *transit.Transit, queue string, wait time.Duration) error {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if st, err := tr.Stat(sctx, queue); err == nil && st.Msgs == 0 {
+		return fmt.Errorf("no verdict within %v: the daemon took the message from the control queue %s but has not answered (still applying it? see its error channel, or try a longer --wait)", wait, queue)
+	}
+	return fmt.Errorf("no daemon is consuming the control queue %s: no verdict within %v (the message waits in the queue and is applied when a daemon starts)", queue, wait)
 }
+
+// report prints a verdict; a refusal or a task that could not be loaded
+// is an ExitError.
+func report(w io.Writer, v daemon.Verdict) error {
+	for _, name := range slices.Sorted(maps.Keys(v.Tasks)) {
+		tv := v.Tasks[name]
+		switch tv.Verdict {
+		case daemon.VerdictAccepted:
+			fmt.Fprintf(w, "%s: accepted\n", name)
+		case daemon.VerdictNotLoaded:
+			fmt.Fprintf(w, "%s: config saved, but the task is not loaded: %s\n", name, tv.Reason)
+		default:
+			fmt.Fprintf(w, "%s: refused (config not applied): %s\n", name, tv.Reason)
+		}
+	}
+	if v.OK {
+		return nil
+	}
+	msg := "the daemon refused it"
+	if len(v.Errors) > 0 {
+		msg += ": " + strings.Join(v.Errors, "; ")
+	} else {
+		msg = "the daemon did not accept every task (see above)"
+	}
+	return &ExitError{Code: ExitRefused, Err: errors.New(msg)}
+}
+
+func controlQueueFlag(cmd *cobra.Command, q *string, wait *time.Duration) {
+	cmd.Flags().StringVarP(q, "control-queue", "q", daemon.DefaultControlQueue, "the daemon's control queue")
+	cmd.Flags().DurationVar(wait, "wait", 30*time.Second, "how long to wait for the daemon's verdict")
+}
+
+// verdictHelp ends the help of the commands that wait for a verdict.
+const verdictHelp = `
+
+It waits (--wait) for the daemon's verdict and prints it. The exit status
+is 0 when the daemon accepted everything, 1 when it refused something
+(or a task could not be loaded), 2 when no verdict came in time: no
+daemon consumes the control queue (the message stays there and is
+applied when a daemon starts).`
 
 func newFailsafeCommand(g *Globals) *cobra.Command {
 	var q, reason string
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "failsafe TASK",
 		Short: "Stop a task by hand until it is unfailsafed",
 		Long: `failsafe asks the daemon to failsafe TASK, as the monitor does when a
 task misbehaves: <state>/TASK.failsafe is written with the reason, the
 task's process is killed (an internal task is unloaded), and its messages
-wait in its queue until "multimodule unfailsafe TASK".`,
+wait in its queue until "multimodule unfailsafe TASK". The daemon refuses
+reserved names (main, its queues) and names that are neither configured
+nor known.` + verdictHelp,
 		Example: `  multimodule failsafe Example1 --reason "maintenance"`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			return sendControl(ctx, g, q, map[string]any{"control": []any{map[string]any{"type": "failsafe", "task": args[0], "reason": reason}}})
+			v, err := askDaemon(cmd.Context(), g, q, map[string]any{"control": []any{map[string]any{"type": "failsafe", "task": args[0], "reason": reason}}}, wait)
+			if err != nil {
+				return err
+			}
+			if err := report(cmd.OutOrStdout(), v); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: failsafed\n", args[0])
+			return nil
 		},
 	}
-	controlQueueFlag(cmd, &q)
+	controlQueueFlag(cmd, &q, &wait)
 	cmd.Flags().StringVar(&reason, "reason", "by hand", "why (kept in the failsafe file)")
 	return cmd
 }
 
 func newUnfailsafeCommand(g *Globals) *cobra.Command {
 	var q string
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "unfailsafe TASK",
 		Short: "Bring a failsafed task back; it drains its queue",
 		Long: `unfailsafe asks the daemon to clear the failsafe of TASK: the failsafe
 file is removed, the task's monitoring history starts over, and the task
 is started again (inside the daemon or as its own process, as its config
-says) and handles the messages that waited for it.`,
+says) and handles the messages that waited for it.` + verdictHelp,
 		Example: `  multimodule unfailsafe Example1`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			return sendControl(ctx, g, q, map[string]any{"control": []any{map[string]any{"type": "unfailsafe", "task": args[0]}}})
+			v, err := askDaemon(cmd.Context(), g, q, map[string]any{"control": []any{map[string]any{"type": "unfailsafe", "task": args[0]}}}, wait)
+			if err != nil {
+				return err
+			}
+			if err := report(cmd.OutOrStdout(), v); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: unfailsafed\n", args[0])
+			return nil
 		},
 	}
-	controlQueueFlag(cmd, &q)
+	controlQueueFlag(cmd, &q, &wait)
 	return cmd
 }
 
 func newConfigCommand(g *Globals) *cobra.Command {
 	var q string
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "config",
 		Short: "Work with the daemon's config",
@@ -96,7 +210,12 @@ func newConfigCommand(g *Globals) *cobra.Command {
 {".multimodule": {"config": ...}}) and, if it is valid, sends it to the
 daemon's control queue. The tasks it names get the new config; the
 others keep theirs. A file that does not parse is refused with the line
-and column, and nothing is sent.`,
+and column, and nothing is sent.
+
+The verdict is one line per task: accepted; refused (the task keeps its
+previous config: a reserved name, is_external for a task that no -p
+source has, a bad framework key); or config saved but the task not
+loaded (an unknown task, a load error), with the reason.` + verdictHelp,
 		Example: `  multimodule config apply examples/tutorial.yaml`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -104,16 +223,14 @@ and column, and nothing is sent.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			if err := sendControl(ctx, g, q, map[string]any{"config": cfg}); err != nil {
+			v, err := askDaemon(cmd.Context(), g, q, map[string]any{"config": cfg}, wait)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "sent the config of %d task(s): %s\n", len(cfg), strings.Join(slices.Sorted(maps.Keys(cfg)), ", "))
-			return nil
+			return report(cmd.OutOrStdout(), v)
 		},
 	}
-	controlQueueFlag(apply, &q)
+	controlQueueFlag(apply, &q, &wait)
 	cmd.AddCommand(apply)
 	return cmd
 }
@@ -129,6 +246,12 @@ type TaskStatus struct {
 	StateAge  *float64          `json:"state_age_seconds,omitempty"`
 	Queue     int64             `json:"queue_depth"`
 	Alerts    map[string]string `json:"alerts,omitempty"`
+	// Why the task does not run, when the daemon knows: "failsafe",
+	// "unknown task", "load error" or "back-off"; the detail, and when it
+	// is tried again (unix seconds).
+	Reason       string   `json:"reason,omitempty"`
+	ReasonDetail string   `json:"reason_detail,omitempty"`
+	RetryAt      *float64 `json:"retry_at,omitempty"`
 }
 
 func newStatusCommand(g *Globals) *cobra.Command {
@@ -183,6 +306,11 @@ func collectStatus(ctx context.Context, g *Globals) ([]TaskStatus, error) {
 		tr.Close()
 	}
 	levels, _ := st.LoadLevels()
+	// The daemon's reasons hold while it runs.
+	reasons := store.Reasons{}
+	if m, _ := st.LoadStatus("main"); m != nil && m.Running() {
+		reasons, _ = st.LoadReasons()
+	}
 	var out []TaskStatus
 	for _, name := range names {
 		if name == "main" {
@@ -201,10 +329,18 @@ func collectStatus(ctx context.Context, g *Globals) ([]TaskStatus, error) {
 				ts.Where = "external"
 			}
 		}
+		if r, ok := reasons[name]; ok && !ts.Running {
+			ts.Reason, ts.ReasonDetail = r.Reason, r.Detail
+			if r.Until > 0 {
+				at := r.Until
+				ts.RetryAt = &at
+			}
+		}
 		if fs, _ := st.ReadFailsafe(name); fs != nil {
 			ts.Failsafed = true
 			ts.Why, _ = fs["summary"].(string)
 			ts.Running = false
+			ts.Reason, ts.ReasonDetail, ts.RetryAt = "failsafe", ts.Why, nil
 		}
 		if state, _ := st.LoadState(name); state != nil {
 			if t, ok := store.SaveTS(state); ok {
@@ -219,7 +355,7 @@ func collectStatus(ctx context.Context, g *Globals) ([]TaskStatus, error) {
 
 func printStatus(w io.Writer, lines []TaskStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TASK\tWHERE\tPID\tRUNNING\tFAILSAFE\tSTATE AGE\tQUEUE\tALERTS")
+	fmt.Fprintln(tw, "TASK\tWHERE\tPID\tRUNNING\tFAILSAFE\tSTATE AGE\tQUEUE\tALERTS\tREASON")
 	for _, l := range lines {
 		pid, age, fs := "-", "-", "-"
 		if l.PID > 0 {
@@ -239,7 +375,30 @@ func printStatus(w io.Writer, lines []TaskStatus) {
 		if a == "" {
 			a = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%d\t%s\n", l.Task, l.Where, pid, l.Running, fs, age, l.Queue, a)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", l.Task, l.Where, pid, l.Running, fs, age, l.Queue, a, reasonText(l))
 	}
 	tw.Flush()
+}
+
+// reasonText is the REASON column: why the task does not run.
+func reasonText(l TaskStatus) string {
+	switch {
+	case l.Reason == "":
+		return "-"
+	case l.Reason == "failsafe":
+		return "failsafe" // the FAILSAFE column says why
+	}
+	text := l.Reason
+	if l.RetryAt != nil {
+		at := time.Unix(0, int64(*l.RetryAt*1e9))
+		if l.Reason == "back-off" {
+			text += " until " + at.Format(time.TimeOnly)
+		} else {
+			text += " (retry at " + at.Format(time.TimeOnly) + ")"
+		}
+	}
+	if l.ReasonDetail != "" {
+		text += ": " + l.ReasonDetail
+	}
+	return text
 }

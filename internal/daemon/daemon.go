@@ -76,6 +76,8 @@ type Daemon struct {
 	statusSaved time.Time
 	// execDirs are the -p directories of exec tasks, watched until exit.
 	execDirs []*exectask.Dir
+	// srcs are the task sources, in search order (for notFound).
+	srcs task.Sources
 }
 
 // Run runs the daemon until ctx is cancelled or a cleanly_exit control
@@ -172,6 +174,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	d.srcs = sources
 	h, err := host.New(host.Options{
 		Process:   process,
 		Transit:   tr,
@@ -179,7 +182,12 @@ func Run(ctx context.Context, opts Options) error {
 		Sources:   sources,
 		Logger:    d.log,
 		Placement: d.placement,
-		Out:       d.out,
+		// Reserved names and is_external for a task no source has are
+		// refused; an unknown task's error names the sources searched
+		// and the -p that has it.
+		CheckConfig: d.checkConfig,
+		NotFound:    d.notFound,
+		Out:         d.out,
 		// Externals apply the configs the daemon saved; only the daemon
 		// writes them.
 		ReadOnlyConfig: opts.Task != "",
@@ -467,10 +475,13 @@ const statusRefresh = 30 * time.Second
 // control consumes the control queue (SPEC 8, 14).
 func (d *Daemon) control(ctx context.Context) {
 	err := d.tr.Serve(ctx, d.opts.ControlQueue, func(m message.Message) {
-		if err := d.handleControl(m); err != nil {
+		err := d.handleControl(m)
+		if err != nil {
 			text, _ := message.Marshal(m)
 			d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"message": string(text)})
 		}
+		d.saveReasons()
+		d.reply(m, err)
 	})
 	if err != nil {
 		d.log.Error("control queue: cannot consume", "queue", d.opts.ControlQueue, "error", err)

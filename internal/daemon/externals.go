@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/supervise"
 )
 
@@ -33,7 +34,8 @@ type externals struct {
 	procs    map[string]*supervise.Process // running externals, started or adopted
 	stopping map[string]bool               // asked to exit (moving back inside)
 	backoff  map[string]*supervise.Backoff
-	notUntil map[string]time.Time // crash back-off: no start before
+	notUntil map[string]time.Time    // crash back-off: no start before
+	lastExit map[string]store.Reason // why the last process of a task ended (for status)
 	exited   chan string
 }
 
@@ -46,6 +48,7 @@ func newExternals(d *Daemon) *externals {
 		stopping: map[string]bool{},
 		backoff:  map[string]*supervise.Backoff{},
 		notUntil: map[string]time.Time{},
+		lastExit: map[string]store.Reason{},
 		exited:   make(chan string, 64),
 	}
 }
@@ -159,10 +162,26 @@ func (x *externals) run(ctx context.Context) {
 		case <-safety.C:
 			x.safetyPass()
 		case <-timer.C:
+			now := time.Now()
 			x.reconcileAll()
+			x.forgetBackoffs(now)
 		}
 		if d, ok := x.nextDue(); ok {
 			timer.Reset(d)
+		}
+	}
+}
+
+// forgetBackoffs drops the crash back-offs that ended by now, once the
+// pass that acted on them is done: one left behind would be due at once
+// for ever, and the loop would reconcile every task every millisecond.
+func (x *externals) forgetBackoffs(now time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for name, t := range x.notUntil {
+		if !t.After(now) {
+			delete(x.notUntil, name)
+			delete(x.lastExit, name)
 		}
 	}
 }
@@ -321,6 +340,9 @@ func (x *externals) start(name string) {
 		counters.Add(name, host.MetricTaskCompileFailureExternal, 1)
 		x.d.host.Out("error", name, fmt.Sprintf("cannot start the external process of %s: %v", name, err), nil)
 		x.scheduleRetry(name, 0)
+		x.mu.Lock()
+		x.lastExit[name] = store.Reason{Reason: ReasonLoadError, Detail: "cannot start its process: " + err.Error(), Until: unixSeconds(x.notUntil[name])}
+		x.mu.Unlock()
 		return
 	}
 	counters.Add(name, host.MetricStartExternal, 1)
@@ -380,15 +402,18 @@ func (x *externals) onExit(name string) {
 		how = fmt.Sprintf("exited with status %d", code)
 	}
 	ran := p.RanFor()
+	reason := ReasonBackOff
 	if known && !signaled && code == ExitTaskLoad {
 		x.d.host.Counters().Add(name, host.MetricTaskCompileFailureExternal, 1)
 		how = "could not load the task (see its log " + filepath.Join(x.d.store.Dir(), name+".log") + ")"
+		reason = ReasonLoadError
 	}
 	if x.wantsExternal(name) {
 		x.d.host.Out("error", name, fmt.Sprintf("the external process of %s (pid %d) %s after %v; restarting", name, p.Identity().PID, how, ran.Round(time.Millisecond)), nil)
 		x.scheduleRetry(name, ran)
 		x.mu.Lock()
 		until := x.notUntil[name]
+		x.lastExit[name] = store.Reason{Reason: reason, Detail: "its process " + how, Until: unixSeconds(until)}
 		x.mu.Unlock()
 		if time.Until(until) <= 0 {
 			x.reconcile(name)
@@ -420,6 +445,37 @@ func (x *externals) stopAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// reasons returns why external tasks that should run do not: those
+// waiting for a restart after their process ended (a crash, or a load
+// failure), until the restart. A task whose process runs has none.
+func (x *externals) reasons() store.Reasons {
+	now := time.Now()
+	x.mu.Lock()
+	out := store.Reasons{}
+	for name, r := range x.lastExit {
+		p := x.procs[name]
+		running := false
+		if p != nil {
+			select {
+			case <-p.Done():
+			default:
+				running = true
+			}
+		}
+		if running || now.After(x.notUntil[name]) {
+			continue
+		}
+		out[name] = r
+	}
+	x.mu.Unlock()
+	for name := range out {
+		if !x.wantsExternal(name) {
+			delete(out, name)
+		}
+	}
+	return out
 }
 
 // running returns the pid of every live external process, by task.

@@ -157,7 +157,7 @@ func (t *monitorTask) SetConfig(tc *task.Context, cfg map[string]any) error {
 			OnAlert:    t.d.onAlert,
 			OnFailsafe: func(name string, a monitor.Alert) { go t.d.failsafe(name, a.Message(), "monitor") },
 			MayFailsafe: func(name string) bool {
-				return name != monitor.DaemonTask && name != MonitorName
+				return name != monitor.DaemonTask && name != MonitorName && name != OutOfBandName
 			},
 			Logger: t.d.log,
 		})
@@ -557,6 +557,7 @@ func (t *monitorTask) evaluate(tc *task.Context) {
 	if err := t.d.store.SaveLevels(levels); err != nil {
 		t.d.log.Error("monitor: save levels", "error", err)
 	}
+	t.d.saveReasons()
 }
 
 // cutBucket splits a bucket name "<task or queue>:<metric>".
@@ -587,6 +588,19 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 	}
 	if err := task.ValidateName(name); err != nil {
 		return err
+	}
+	if name == OutOfBandName {
+		// The records of every external process (their errors, the
+		// reasons for what they do) come through it.
+		return fmt.Errorf("%s is never failsafed: the records of the external processes go through it", name)
+	}
+	if why := d.reservedName(name); why != "" {
+		return fmt.Errorf("%s is a reserved name (%s): there is no task to failsafe", name, why)
+	}
+	if _, configured := d.host.Config(name); !configured {
+		if _, known := d.host.Lookup(name); !known {
+			return fmt.Errorf("failsafe %s: %w, and it is not configured", name, d.notFound(name))
+		}
 	}
 	if alert == nil {
 		alert = map[string]any{}

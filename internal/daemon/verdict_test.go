@@ -1,0 +1,215 @@
+package daemon_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/multimodule/multimodule/mmtest"
+)
+
+// writeConfig writes cfg as a JSON config file and returns its path.
+func writeConfig(t *testing.T, cfg map[string]any) string {
+	t.Helper()
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitRecord reads records from queue q until one's text contains want.
+func waitRecord(t *testing.T, env *mmtest.Env, q, want string) {
+	t.Helper()
+	var seen []string
+	env.Eventually(wait, func() error {
+		rec := env.Recv(q, wait)
+		text := fmt.Sprint(rec["text"])
+		seen = append(seen, text)
+		if !strings.Contains(text, want) {
+			return fmt.Errorf("no record containing %q on %s yet; saw %q", want, q, seen)
+		}
+		return nil
+	})
+}
+
+// TestUnknownTaskIsAnExplainedLoadFailure: a task no -p source has (a
+// forgotten -p, a typo) is a load failure: config apply says so and
+// exits 1, an error record names the sources searched (and the -p that
+// has it), status gives the reason, and the failure is counted.
+func TestUnknownTaskIsAnExplainedLoadFailure(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-o", "alert:alerts_q,error:errors_q")
+	env.Configure(map[string]any{"MultiModule": fastMonitor(nil)})
+	file := writeConfig(t, map[string]any{
+		"Example1":   map[string]any{"emit_rate": 1},
+		"NoSuchTask": map[string]any{"foo": 1},
+	})
+	out, stderr, code := env.Run("config", "apply", file)
+	if code != 1 {
+		t.Fatalf("config apply of unknown tasks: exit %d, want 1\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+	for _, want := range []string{
+		"Example1: config saved, but the task is not loaded: unknown task: no task Example1 in builtin; did you forget -p MultiModuleTest?",
+		"NoSuchTask: config saved, but the task is not loaded: unknown task: no task NoSuchTask in builtin\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config apply printed:\n%s\nwant a line %q", out, want)
+		}
+	}
+	waitRecord(t, env, "errors_q", "no task Example1 in builtin; did you forget -p MultiModuleTest?")
+	st := statusOf(t, env, "Example1")
+	if st["running"] != false || st["reason"] != "unknown task" || !strings.Contains(fmt.Sprint(st["reason_detail"]), "did you forget -p MultiModuleTest?") {
+		t.Errorf("status of Example1: got %v, want not running, reason unknown task with the -p hint", st)
+	}
+	text, _, _ := env.Run("status")
+	if !strings.Contains(text, "REASON") || !strings.Contains(text, "unknown task (retry at ") {
+		t.Errorf("status:\n%s\nwant a REASON column saying unknown task", text)
+	}
+	waitAlert(t, env, "alerts_q", func(d map[string]any) bool {
+		return d["task_name"] == "NoSuchTask" && d["bucket_metric"] == "local.admin.task_compile_failure.internal" && d["level"] != "ok"
+	})
+}
+
+// TestConfigApplyVerdict: config apply waits for the daemon's verdict:
+// accepted (exit 0), or no daemon (exit 2 after --wait).
+func TestConfigApplyVerdict(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	file := writeConfig(t, map[string]any{"Example1": map[string]any{"emit_rate": 1}})
+	out, stderr, code := env.Run("config", "apply", "--wait", "2s", file)
+	if code != 2 || !strings.Contains(stderr, "no daemon is consuming the control queue MultiModule_control") {
+		t.Fatalf("config apply without a daemon: exit %d, want 2 saying no daemon\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+	env.StartDaemon("-p", "MultiModuleTest")
+	// The message sent without a daemon waits in the control queue: the
+	// daemon applies it (the verdict's sender is gone; no reply).
+	out, stderr, code = env.Run("config", "apply", file)
+	if code != 0 || !strings.Contains(out, "Example1: accepted") {
+		t.Fatalf("config apply: exit %d, want 0 and Example1 accepted\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+	if st := statusOf(t, env, "Example1"); st["reason"] != nil {
+		t.Errorf("status of a running task: got reason %v, want none", st["reason"])
+	}
+	// No reply queue is left on the bus.
+	env.Eventually(wait, func() error {
+		qs, _, _ := env.Run("queues")
+		if strings.Contains(qs, "MultiModule_reply.") {
+			return fmt.Errorf("reply queues left on the bus:\n%s", qs)
+		}
+		return nil
+	})
+}
+
+// TestReservedAndUnknownExternalRefused: a reserved name, or is_external
+// for a task no source has, is refused (exit 1), not saved, and starts
+// no process; failsafing main or a reserved name is refused with exit 1.
+func TestReservedAndUnknownExternalRefused(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon()
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]any
+		want string
+	}{
+		{"main", map[string]any{"is_external": true}, "main: refused (config not applied): task main: main is a reserved name (the daemon itself)"},
+		{"MultiModule_control", map[string]any{}, "MultiModule_control: refused (config not applied): task MultiModule_control: MultiModule_control is a reserved name (the control queue)"},
+		{"NoSuchTask", map[string]any{"is_external": 1}, "NoSuchTask: refused (config not applied): task NoSuchTask: is_external refused: no task NoSuchTask in builtin"},
+		{"Example1", map[string]any{"is_external": 1}, "Example1: refused (config not applied): task Example1: is_external refused: no task Example1 in builtin; did you forget -p MultiModuleTest?"},
+		{"MultiModule", map[string]any{"is_external": 1}, "MultiModule: refused (config not applied): host: task MultiModule is stateless"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, code := env.Run("config", "apply", writeConfig(t, map[string]any{tc.name: tc.cfg}))
+			if code != 1 || !strings.Contains(out, tc.want) {
+				t.Errorf("config apply: exit %d, want 1 and %q\nstdout: %s\nstderr: %s", code, tc.want, out, stderr)
+			}
+			// MultiModule keeps the config it had (the daemon's {}).
+			if cfg, _ := env.Store().LoadConfig(tc.name); cfg != nil && (len(tc.cfg) == 0 || cfg["is_external"] != nil) {
+				t.Errorf("refused config saved: %v", cfg)
+			}
+		})
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"main", "the daemon itself is never failsafed"},
+		{"MultiModule", "the daemon itself is never failsafed"},
+		{"OutOfBand", "OutOfBand is never failsafed"},
+		{"MultiModule_control", "reserved name (the control queue)"},
+		{"NoSuchTask", "no task NoSuchTask in builtin, and it is not configured"},
+	} {
+		out, stderr, code := env.Run("failsafe", tc.name)
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("failsafe %s: exit %d, want 1 and %q\nstdout: %s\nstderr: %s", tc.name, code, tc.want, out, stderr)
+		}
+	}
+	for pid, cmdline := range env.Processes() {
+		if strings.Contains(cmdline+" ", " -m ") {
+			t.Errorf("process %d runs %q: a refused config started a process", pid, cmdline)
+		}
+	}
+}
+
+// TestSavedReservedExternalNotStarted: a config saved by a daemon that
+// did not refuse it ({"main": {"is_external": true}}) is refused when the
+// daemon restores it: no `-m main` process is started.
+func TestSavedReservedExternalNotStarted(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	if err := env.Store().SaveConfig("main", map[string]any{"is_external": true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Store().SaveConfig("NoSuchTask", map[string]any{"is_external": true}); err != nil {
+		t.Fatal(err)
+	}
+	d := env.StartDaemon()
+	env.Eventually(wait, func() error {
+		if !strings.Contains(d.Stderr.String(), "main is a reserved name (the daemon itself)") {
+			return fmt.Errorf("no error record for the saved config of main on stderr:\n%s", d.Stderr)
+		}
+		return nil
+	})
+	// The supervisor's first pass runs at start; a process it started
+	// would show within its back-off. The failsafe of a task that is not
+	// configured is refused, so this round trip also shows the refused
+	// configs were not applied.
+	_, stderr, code := env.Run("failsafe", "NoSuchTask")
+	if code != 1 || !strings.Contains(stderr, "not configured") {
+		t.Errorf("failsafe NoSuchTask: exit %d, want 1 (not configured); stderr: %s", code, stderr)
+	}
+	for pid, cmdline := range env.Processes() {
+		if strings.Contains(cmdline+" ", " -m ") {
+			t.Errorf("process %d runs %q; daemon output:\n%s%s", pid, cmdline, d.Stdout, d.Stderr)
+		}
+	}
+}
+
+// TestCrashLoopFailsafeKeepsTheLoadFailureAlert: an external that cannot
+// load its task (DoesNotCompile with is_external) crash-loops until the
+// start.external failsafe stops it; the task_compile_failure.external
+// alert that says why comes too, before the failsafe.
+func TestCrashLoopFailsafeKeepsTheLoadFailureAlert(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest", "-o", "alert:alerts_q")
+	mon := fastMonitor(map[string]any{"local.admin.start.external": map[string]any{"levels": []any{
+		map[string]any{"failsafe": 0.6}, map[string]any{"warn": 0.01},
+	}}})
+	mon["windows"] = map[string]any{"one_minute": 4, "five_minutes": 8}
+	env.Configure(map[string]any{"MultiModule": mon, "DoesNotCompile": map[string]any{"is_external": true}})
+	var cause bool
+	waitAlert(t, env, "alerts_q", func(d map[string]any) bool {
+		if d["task_name"] != "DoesNotCompile" {
+			return false
+		}
+		if d["bucket_metric"] == "local.admin.task_compile_failure.external" && d["level"] != "ok" {
+			cause = true
+		}
+		return d["failsafe"] == true
+	})
+	if !cause {
+		t.Errorf("DoesNotCompile was failsafed with no task_compile_failure.external alert before it")
+	}
+}
