@@ -51,6 +51,15 @@ type Options struct {
 	// MaxDeliver is the number of deliveries that never completed after
 	// which a message moves to DeadLetterQueue; default 5.
 	MaxDeliver int
+	// FullWait bounds how long an asynchronous send (SendAsync, and so
+	// every task's send through a host) waits for room in a full bus
+	// queue: its bus message is published again until the queue takes it,
+	// for at most FullWait from when this process found the queue full;
+	// then it, and every later send that finds the queue still full, moves
+	// to DeadLetterQueue with the target queue and the reason, until a
+	// send to the queue is stored again. Flush waits for either outcome.
+	// Default 5s.
+	FullWait time.Duration
 	// Logger receives the package's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -154,6 +163,9 @@ func Open(ctx context.Context, opts Options) (*Transit, error) {
 	}
 	if opts.MaxDeliver <= 0 {
 		opts.MaxDeliver = 5
+	}
+	if opts.FullWait <= 0 {
+		opts.FullWait = 5 * time.Second
 	}
 	if opts.NATSURL == "" && opts.TransportDir == "" {
 		if opts.StateDir == "" {
