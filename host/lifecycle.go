@@ -131,7 +131,13 @@ func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, f
 		r.fenced.Add(-1)
 	}
 	if tag != nil && !local {
-		l.done() // refused, or on the bus after all: nothing here carries it
+		// Refused, or on the bus after all (counted, so that the flush
+		// before the lease's acknowledgement covers it): nothing here
+		// carries the lease.
+		if err == nil {
+			h.sentAsync()
+		}
+		l.done()
 	}
 	return err
 }
