@@ -121,9 +121,7 @@ type Host struct {
 	asyncSent    atomic.Uint64
 	asyncFlushed atomic.Uint64
 	flushSem     chan struct{}
-	outside      sync.Map     // qname → *atomic.Int64: slow-path sends in progress
-	leases       sync.Map     // message map pointer → *lease, for messages in local mailboxes
-	leased       atomic.Int64 // entries in leases
+	outside      sync.Map // qname → *atomic.Int64: slow-path sends in progress
 
 	saveCh chan saveJob
 	// statusSem bounds the status files written at load at once.

@@ -1,8 +1,8 @@
 package host
 
 import (
-	"reflect"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/multimodule/multimodule/message"
 )
@@ -14,6 +14,13 @@ import (
 // crash of this process between "handled" and "its results left the
 // process" makes the bus deliver the message again instead of losing its
 // results (at least once, SPEC 6).
+//
+// A message that goes into a local mailbox carries its lease in the
+// mailbox slot beside it (transit.Transit.SendAsyncTagged), not in a table
+// keyed by the message: the send may put a copy in the mailbox (a message
+// with values that are not canonical, such as a Go int, is normalised into
+// a new map), and a table keyed by the map's address would never find the
+// lease again.
 type lease struct{ n atomic.Int64 }
 
 func newLease() *lease {
@@ -25,31 +32,18 @@ func newLease() *lease {
 func (l *lease) done()      { l.n.Add(-1) }
 func (l *lease) free() bool { return l.n.Load() <= 0 }
 func (l *lease) hold()      { l.n.Add(1) }
-func msgKey(m message.Message) uintptr {
-	return uintptr(reflect.ValueOf(map[string]any(m)).UnsafePointer())
+
+// leaseOf returns the lease a mailbox tag holds (nil: none).
+func leaseOf(tag any) *lease {
+	l, _ := tag.(*lease)
+	return l
 }
 
-// attach records that msg, about to go into a local mailbox, carries l.
-func (h *Host) attach(msg message.Message, l *lease) {
-	if l == nil {
-		return
-	}
-	l.hold()
-	h.leased.Add(1)
-	h.leases.Store(msgKey(msg), l)
-}
-
-// detach takes the lease msg carries, if any (when it is handled, moved
-// to the bus, or could not be delivered).
-func (h *Host) detach(msg message.Message) *lease {
-	if h.leased.Load() == 0 {
-		return nil // the common case (no bus message in flight here): free
-	}
-	if v, ok := h.leases.LoadAndDelete(msgKey(msg)); ok {
-		h.leased.Add(-1)
-		return v.(*lease)
-	}
-	return nil
+// sameMap reports whether a and b are the same map (not maps with equal
+// contents). A map value is a pointer to the runtime's map: comparing
+// those needs neither reflection nor a walk.
+func sameMap(a, b message.Message) bool {
+	return *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }
 
 type pendingAck struct {

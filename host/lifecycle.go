@@ -112,6 +112,7 @@ func (h *Host) outsideCounter(qname string) *atomic.Int64 {
 // it catches up with its bus backlog — through the bus. r.gate is held.
 func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, from *runner, l *lease, canonical bool) error {
 	fenced := r.catchingUp.Load()
+	var tag any
 	switch {
 	case fenced:
 		fence(msg, r.name)
@@ -120,16 +121,23 @@ func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, f
 	case msg.LocalityFor(r.name) == message.LocalityNonLocal:
 		defer h.sentAsync() // forced through the bus by its overrides
 	case l != nil:
-		h.attach(msg, l) // into the mailbox: the lease goes with it
+		// Into the mailbox: the lease goes with it, in its slot. Held
+		// before the send, since r may handle it before the send returns.
+		l.hold()
+		tag = l
 	}
-	err := h.sendInto(ctx, r, msg, from, transit.SendOptions{Canonical: canonical})
+	local, err := h.sendInto(ctx, r, msg, from, tag, transit.SendOptions{Canonical: canonical})
 	if err != nil && fenced {
 		r.fenced.Add(-1)
 	}
-	if err != nil && l != nil {
-		if dl := h.detach(msg); dl != nil {
-			dl.done()
+	if tag != nil && !local {
+		// Refused, or on the bus after all (counted, so that the flush
+		// before the lease's acknowledgement covers it): nothing here
+		// carries the lease.
+		if err == nil {
+			h.sentAsync()
 		}
+		l.done()
 	}
 	return err
 }
@@ -187,15 +195,17 @@ const cycleCheckEvery = 10 * time.Millisecond
 // beyond r's capacity (transit.SendOptions.Overflow), a warning says so
 // (at most every 10 s per task), and the cycle moves on; order is kept (it
 // is the same mailbox). A chain without a cycle keeps its backpressure.
-func (h *Host) sendInto(ctx context.Context, r *runner, msg message.Message, from *runner, opts transit.SendOptions) error {
+// tag goes into the mailbox with the message (transit.SendAsyncTagged);
+// local reports that it did.
+func (h *Host) sendInto(ctx context.Context, r *runner, msg message.Message, from *runner, tag any, opts transit.SendOptions) (local bool, err error) {
 	if from == nil {
-		return h.tr.SendAsync(ctx, r.name, msg, opts)
+		return h.tr.SendAsyncTagged(ctx, r.name, msg, tag, opts)
 	}
 	try := opts
 	try.NonBlocking = true
-	err := h.tr.SendAsync(ctx, r.name, msg, try)
+	local, err = h.tr.SendAsyncTagged(ctx, r.name, msg, tag, try)
 	if !errors.Is(err, transit.ErrFull) {
-		return err
+		return local, err
 	}
 	from.waitingOn.Store(r)
 	defer from.waitingOn.Store(nil)
@@ -208,13 +218,13 @@ func (h *Host) sendInto(ctx context.Context, r *runner, msg message.Message, fro
 			}
 			over := opts
 			over.Overflow = true
-			return h.tr.SendAsync(ctx, r.name, msg, over)
+			return h.tr.SendAsyncTagged(ctx, r.name, msg, tag, over)
 		}
 		wctx, cancel := context.WithTimeout(ctx, cycleCheckEvery)
-		err := h.tr.SendAsync(wctx, r.name, msg, opts)
+		local, err = h.tr.SendAsyncTagged(wctx, r.name, msg, tag, opts)
 		cancel()
 		if err == nil || !errors.Is(err, transit.ErrFull) || ctx.Err() != nil {
-			return err
+			return local, err
 		}
 	}
 }
@@ -573,8 +583,15 @@ func (r *runner) abandon() {
 	if r.cons != nil {
 		r.cons.Stop()
 	}
-	for _, m := range r.h.tr.UnhostLocal(r.name) {
+	msgs, tags := r.h.tr.UnhostLocalTagged(r.name)
+	for i, m := range msgs {
 		_ = r.h.tr.SendAsync(context.Background(), r.name, m, transit.SendOptions{})
+		r.h.sentAsync()
+		if i < len(tags) {
+			if l := leaseOf(tags[i]); l != nil {
+				l.done() // the message is the bus' now; its sender's flush covers it
+			}
+		}
 	}
 	r.stop()
 }
@@ -799,11 +816,11 @@ func (h *Host) unhost(ctx context.Context, r *runner) error {
 	case r.ctrl <- func() {}:
 	default:
 	}
-	leftovers := h.tr.UnhostLocal(r.name)
+	leftovers, tags := h.tr.UnhostLocalTagged(r.name)
 	var errs []error
 	var moved []*lease
-	for _, m := range leftovers {
-		if l := h.detach(m); l != nil {
+	for _, tag := range tags {
+		if l := leaseOf(tag); l != nil {
 			moved = append(moved, l) // free once the move is flushed
 		}
 	}

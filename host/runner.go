@@ -86,6 +86,7 @@ type runner struct {
 	cons       *transit.Consumer
 	busC       <-chan *transit.Delivery
 	batch      [localBatch]message.Message // taken from the mailbox, being handled
+	batchTags  [localBatch]any             // their leases (mailbox tags), nil for none
 	cost       time.Duration               // moving average of the time taken per message (see inlineCostMax)
 	inlineRun  int                         // messages this turn handed to other tasks inline (inlinePerTurn)
 	nextPause  int64                       // unix ns: pauseSenders may hold senders back again from then
@@ -299,7 +300,7 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 	r.cur = l // what the handler sends carries the sender's lease
 	start := time.Now()
 	var passed uint64
-	if r.handle(m) {
+	if r.handle(m, nil) {
 		passed = 1
 	}
 	r.inlineRun = prevRun
@@ -318,7 +319,7 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 // mailbox is still hosted. The batch is timed and counted as a whole: two
 // clock reads and three counter updates per batch, not per message.
 func (r *runner) takeLocal() (took, open bool) {
-	n, open := r.local.Drain(r.batch[:])
+	n, open := r.local.DrainTagged(r.batch[:], r.batchTags[:])
 	if n == 0 {
 		return false, open
 	}
@@ -330,8 +331,9 @@ func (r *runner) takeLocal() (took, open bool) {
 		if at != nil && i >= next {
 			next = r.announce(at, i, n)
 		}
-		r.batch[i] = nil
-		if m != nil && r.handle(m) {
+		l := leaseOf(r.batchTags[i])
+		r.batch[i], r.batchTags[i] = nil, nil
+		if m != nil && r.handle(m, l) {
 			passed++
 		}
 	}
@@ -392,7 +394,7 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 	r.cur = l
 	start := time.Now()
 	var passed uint64
-	if r.handle(d.Msg) {
+	if r.handle(d.Msg, nil) {
 		passed = 1
 	}
 	r.account(1, passed, start)
@@ -580,16 +582,16 @@ func nextCost(cost, per time.Duration) time.Duration {
 }
 
 // handle delivers one message to the task, or applies a state transform;
-// it reports whether the task's handler got it. The caller accounts for
-// it (account).
-func (r *runner) handle(m message.Message) bool {
-	if r.cur == nil {
-		if l := r.h.detach(m); l != nil {
-			// A local message caused by a bus message: what this handling
-			// sends carries the same lease.
-			r.cur = l
-			defer func() { r.cur = nil; l.done() }()
-		}
+// it reports whether the task's handler got it. l is the lease the
+// message carried in the mailbox (nil: none); it is let go once the
+// message is handled. The caller accounts for it (account).
+func (r *runner) handle(m message.Message, l *lease) bool {
+	if l != nil {
+		// A local message caused by a bus message: what this handling
+		// sends carries the same lease.
+		prev := r.cur
+		r.cur = l
+		defer func() { r.cur = prev; l.done() }()
 	}
 	if ctl, ok := m[".multimodule"].(map[string]any); ok {
 		if t, ok := ctl["transform"].(map[string]any); ok {
@@ -617,7 +619,7 @@ func (r *runner) handle(m message.Message) bool {
 // sent notes that the handler sent msg on: if it is the message being
 // handled, its new owner may be changing it from now on.
 func (r *runner) sent(msg message.Message) {
-	if r.in != nil && !r.gaveAway && msgKey(msg) == msgKey(r.in) {
+	if r.in != nil && !r.gaveAway && sameMap(msg, r.in) {
 		r.gaveAway = true
 	}
 }

@@ -491,15 +491,18 @@ func (h *sendingHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 // A failed asynchronous send is logged, and the log handler may send
-// through the same Transit without deadlocking it.
+// through the same Transit without deadlocking it. (A send to a full
+// queue fails for good when the dead-letter queue is full too.)
 func TestFailedSendLoggedThroughTransit(t *testing.T) {
 	dir := busDir(t)
 	h := &sendingHandler{queue: "logs", sent: make(chan string, 100)}
-	tr := open(t, dir, transit.Options{Capacity: transit.Capacity{Msgs: 1}, Logger: slog.New(h)})
+	tr := open(t, dir, transit.Options{Capacity: transit.Capacity{Msgs: 1}, FullWait: 100 * time.Millisecond, Logger: slog.New(h)})
 	h.tr = tr
 	ctx := ctxT(t, 10*time.Second)
-	if err := tr.Send(ctx, "full", message.Message{"i": 0}, transit.SendOptions{}); err != nil {
-		t.Fatal(err)
+	for _, q := range []string{"full", transit.DeadLetterQueue} {
+		if err := tr.Send(ctx, q, message.Message{"i": 0}, transit.SendOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := tr.SendAsync(ctx, "full", message.Message{"i": 1}, transit.SendOptions{}); err != nil {
 		t.Fatal(err)

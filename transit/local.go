@@ -27,6 +27,7 @@ type Local struct {
 	mu      sync.Mutex
 	limit   int               // capacity: senders wait above it (unless Overflow)
 	ring    []message.Message // len(ring) >= limit; grows only for Overflow sends
+	tags    []any             // tags[i]: ring[i]'s tag (SendAsyncTagged); made at the first tagged send
 	head    int               // index of the oldest message
 	n       int               // messages waiting
 	closed  bool              // unhosted: senders go to the bus
@@ -104,8 +105,20 @@ func (l *Local) Ready() <-chan struct{} { return l.ready }
 // returns how many. ok is false when the queue has been unhosted (its
 // waiting messages went to the caller of [Transit.UnhostLocal]); then n
 // is 0. Only one goroutine may receive from a Local (Drain is not safe
-// for concurrent use with itself).
+// for concurrent use with itself, nor with DrainTagged). The tags of
+// tagged messages are dropped (see DrainTagged).
 func (l *Local) Drain(buf []message.Message) (n int, ok bool) {
+	return l.drain(buf, nil)
+}
+
+// DrainTagged is Drain that also moves the tag of each message
+// ([Transit.SendAsyncTagged]) into tags, which must be at least as long
+// as buf: tags[i] belongs to buf[i], nil for a message sent without one.
+func (l *Local) DrainTagged(buf []message.Message, tags []any) (n int, ok bool) {
+	return l.drain(buf, tags[:len(buf)])
+}
+
+func (l *Local) drain(buf []message.Message, tags []any) (n int, ok bool) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -122,6 +135,17 @@ func (l *Local) Drain(buf []message.Message) (n int, ok bool) {
 	if first < n {
 		copy(buf[first:n], l.ring[:n-first])
 		clear(l.ring[:n-first])
+	}
+	switch {
+	case l.tags != nil:
+		if tags != nil {
+			copy(tags[:first], l.tags[l.head:l.head+first])
+			copy(tags[first:n], l.tags[:n-first])
+		}
+		clear(l.tags[l.head : l.head+first])
+		clear(l.tags[:n-first])
+	case tags != nil:
+		clear(tags[:n])
 	}
 	l.head += n
 	if l.head >= len(l.ring) {
@@ -147,10 +171,11 @@ func (l *Local) Len() int {
 // Cap returns the queue's capacity in messages.
 func (l *Local) Cap() int { return l.limit }
 
-// push delivers msg. It returns handled=false when the queue was unhosted
-// before the message went in (the caller then uses the bus). With
-// overflow it never waits: a full queue takes msg beyond its capacity.
-func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking, overflow bool) (handled bool, err error) {
+// push delivers msg, with tag (nil: none). It returns handled=false when
+// the queue was unhosted before the message went in (the caller then uses
+// the bus). With overflow it never waits: a full queue takes msg beyond
+// its capacity.
+func (l *Local) push(ctx context.Context, msg message.Message, tag any, nonBlocking, overflow bool) (handled bool, err error) {
 	for {
 		l.mu.Lock()
 		if l.closed {
@@ -166,6 +191,12 @@ func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking, over
 				i -= len(l.ring)
 			}
 			l.ring[i] = msg
+			if tag != nil && l.tags == nil {
+				l.tags = make([]any, len(l.ring))
+			}
+			if l.tags != nil {
+				l.tags[i] = tag
+			}
 			l.n++
 			woke := false
 			if l.waiting {
@@ -206,35 +237,49 @@ func (l *Local) push(ctx context.Context, msg message.Message, nonBlocking, over
 // grow doubles the ring, keeping the waiting messages in order; l.mu held.
 func (l *Local) grow() {
 	ring := make([]message.Message, 2*max(len(l.ring), 1))
-	for i := range l.n {
-		ring[i] = l.ring[(l.head+i)%len(l.ring)]
+	var tags []any
+	if l.tags != nil {
+		tags = make([]any, len(ring))
 	}
-	l.ring, l.head = ring, 0
+	for i := range l.n {
+		j := (l.head + i) % len(l.ring)
+		ring[i] = l.ring[j]
+		if tags != nil {
+			tags[i] = l.tags[j]
+		}
+	}
+	l.ring, l.tags, l.head = ring, tags, 0
 }
 
-// unhost stops local delivery and returns the waiting messages in order.
-// Senders that come later, or were waiting for room, get handled=false
-// from push (they go to the bus); a receiver sleeping on Ready wakes up
-// and its next Drain reports the end.
-func (l *Local) unhost() []message.Message {
+// unhost stops local delivery and returns the waiting messages in order,
+// and their tags (nil when none of them has one). Senders that come
+// later, or were waiting for room, get handled=false from push (they go
+// to the bus); a receiver sleeping on Ready wakes up and its next Drain
+// reports the end.
+func (l *Local) unhost() (out []message.Message, tags []any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return nil
+		return nil, nil
 	}
 	l.closed = true
-	var out []message.Message
 	if l.n > 0 {
 		out = make([]message.Message, l.n)
+		if l.tags != nil {
+			tags = make([]any, l.n)
+		}
 		for i := range out {
 			j := (l.head + i) % len(l.ring)
 			out[i], l.ring[j] = l.ring[j], nil
+			if tags != nil {
+				tags[i], l.tags[j] = l.tags[j], nil
+			}
 		}
 	}
 	l.n, l.head = 0, 0
 	close(l.done)
 	close(l.ready)
-	return out
+	return out, tags
 }
 
 // nudge moves a goroutine just woken by this one (it sits in the

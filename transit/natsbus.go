@@ -254,7 +254,7 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 	}
 	subj := b.subject(scope, qname)
 	if !wait {
-		return b.pub.enqueue(ctx, subj, qname, data)
+		return b.pub.enqueue(ctx, scope, subj, qname, data)
 	}
 	// A sync send goes out after what this process sent to the queue
 	// asynchronously before (FIFO per sender), alone and with a message

@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/multimodule/multimodule/message"
 )
 
 // Tuning of the asynchronous publisher.
@@ -43,6 +45,17 @@ var asyncMaxMsgs = 32768
 // reporting a failure that the caller could only answer by hoping for a
 // redelivery. At least once: a message stored just before the connection
 // dropped is stored twice.
+//
+// A bus message the bus refused because its queue is full is published
+// again too, while the queue has been full for less than Options.FullWait
+// (counted per lane from the first refusal; a stored message of the lane
+// ends the count): the lane's later messages wait behind it, and so does
+// Flush, which a host calls before it acknowledges the messages whose
+// handling sent them — the backpressure. After FullWait its queue
+// messages move to the dead-letter queue of this process' host scope,
+// each with the target queue and the reason (deadLetter); Flush reports
+// an error only if that fails too. A send is never acknowledged and
+// dropped.
 type publisher struct {
 	b        *natsBus
 	maxBatch int // payload bytes of a batch
@@ -69,7 +82,9 @@ type publisher struct {
 // queue messages accepted by the lane so far.
 type lane struct {
 	subj, qname string
-	pend        [][]byte // accepted, not published yet, in order
+	scope       string    // the host scope of the queue
+	fullSince   time.Time // the bus first refused a message of the lane as full; zero: not full
+	pend        [][]byte  // accepted, not published yet, in order
 	pendBytes   int
 	next        uint64    // position of the next accepted message
 	flights     []*flight // published, not acknowledged yet, in publish order
@@ -111,18 +126,19 @@ func (l *lane) completed() uint64 {
 // idle reports whether the lane has nothing accepted and not stored.
 func (l *lane) idle() bool { return len(l.flights) == 0 && len(l.pend) == 0 && len(l.retry) == 0 }
 
-func (p *publisher) lane(subj, qname string) *lane {
+func (p *publisher) lane(scope, subj, qname string) *lane {
 	l := p.lanes[subj]
 	if l == nil {
-		l = &lane{subj: subj, qname: qname}
+		l = &lane{subj: subj, qname: qname, scope: scope}
 		p.lanes[subj] = l
 	}
 	return l
 }
 
-// enqueue accepts data for queue qname (subject subj) and publishes it as
-// soon as the lane allows. It waits while the publisher is full.
-func (p *publisher) enqueue(ctx context.Context, subj, qname string, data []byte) error {
+// enqueue accepts data for queue qname of host scope scope (subject subj)
+// and publishes it as soon as the lane allows. It waits while the
+// publisher is full.
+func (p *publisher) enqueue(ctx context.Context, scope, subj, qname string, data []byte) error {
 	p.mu.Lock()
 	for p.msgs > 0 && (p.msgs >= p.maxMsgs || p.bytes+len(data) > asyncMaxBytes) {
 		if p.room == nil {
@@ -139,7 +155,7 @@ func (p *publisher) enqueue(ctx context.Context, subj, qname string, data []byte
 		}
 		p.mu.Lock()
 	}
-	l := p.lane(subj, qname)
+	l := p.lane(scope, subj, qname)
 	l.pend = append(l.pend, data)
 	l.pendBytes += len(data)
 	l.next++
@@ -194,11 +210,22 @@ func retriable(err error) bool {
 }
 
 // again schedules flight f of lane l, which failed with err, to be
-// published again if the failure may pass; p.mu held, f removed from
-// l.flights. It returns false if f failed for good.
+// published again if the failure may pass (a full queue: within
+// FullWait); p.mu held, f removed from l.flights. It returns false if f
+// failed for good.
 func (p *publisher) again(l *lane, f *flight, err error) bool {
-	if !retriable(err) || p.b.nc.IsClosed() {
+	full := errors.Is(classify(err, l.qname), ErrFull)
+	if p.b.nc.IsClosed() || (!full && !retriable(err)) {
 		return false
+	}
+	if full {
+		now := time.Now()
+		if l.fullSince.IsZero() {
+			l.fullSince = now
+		}
+		if now.Sub(l.fullSince) >= p.b.opts.FullWait {
+			return false
+		}
 	}
 	p.inflight--
 	f.attempts++
@@ -210,7 +237,10 @@ func (p *publisher) again(l *lane, f *flight, err error) bool {
 	copy(l.retry[i+1:], l.retry[i:])
 	l.retry[i] = f
 	delay := time.Duration(0) // a dropped connection: into the reconnect buffer at once
-	if !errors.Is(err, nats.ErrDisconnected) {
+	switch {
+	case full: // a refusal costs the bus little: look for room often
+		delay = min(5*time.Millisecond<<min(f.attempts, 6), 250*time.Millisecond)
+	case !errors.Is(err, nats.ErrDisconnected):
 		delay = min(50*time.Millisecond<<min(f.attempts, 6), 2*time.Second)
 	}
 	p.goTracked(func() {
@@ -371,6 +401,7 @@ func (p *publisher) acked(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAc
 		p.mu.Unlock()
 		return
 	}
+	l.fullSince = time.Time{} // the queue had room
 	p.finish(l, f, nil)
 	p.pumpLocked(l)
 	p.pumpStarved()
@@ -395,6 +426,14 @@ func (p *publisher) failed(_ jetstream.JetStream, m *nats.Msg, err error) {
 		p.mu.Unlock()
 		return
 	}
+	if errors.Is(classify(err, l.qname), ErrFull) && !p.b.nc.IsClosed() {
+		// Still in flight for Flush (and ahead of the lane's later
+		// messages) until its messages are in the dead-letter queue.
+		l.flights = append(l.flights, f)
+		p.mu.Unlock()
+		p.goTracked(func() { p.deadLetter(l, f, err) })
+		return
+	}
 	p.finish(l, f, err)
 	p.mu.Unlock()
 	p.goTracked(func() {
@@ -402,6 +441,101 @@ func (p *publisher) failed(_ jetstream.JetStream, m *nats.Msg, err error) {
 		p.pumpLocked(l)
 		p.pumpStarved()
 	})
+}
+
+// deadLetter moves the queue messages of flight f of lane l, which the
+// bus refused because the lane's queue stayed full for FullWait (err),
+// to the dead-letter queue of this process' host scope, each with
+// .ipc_transit_meta.dead_letter {reason, queue, host, time}, and then
+// completes f: without error if every message is there. f stays in
+// l.flights meanwhile. Not under p.mu.
+func (p *publisher) deadLetter(l *lane, f *flight, err error) {
+	opts := p.b.opts
+	why := err.Error()
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		why = apiErr.Description // "maximum messages per subject exceeded", "maximum bytes exceeded"
+	}
+	reason := fmt.Sprintf("queue %s (host %s) stayed full for %v, the send could not be stored there (%s)",
+		l.qname, l.scope, opts.FullWait, why)
+	members := [][]byte{f.msg.Data}
+	if f.n > 1 {
+		var serr error
+		if members, serr = splitBatch(f.msg.Data, f.n); serr != nil {
+			members = nil // built by encodeBatch: cannot happen
+			reason += "; its batch could not be split: " + serr.Error()
+		}
+	}
+	// Bounded as the wait for room: a dead-letter queue that stays full
+	// fails the send (Flush reports it) instead of holding every flush of
+	// this process. Not bound to the bus' context: Close flushes, and
+	// this is part of it.
+	ctx, cancel := context.WithTimeout(context.Background(), max(opts.FullWait, time.Second))
+	defer cancel()
+	moved := 0
+	var lastErr error
+	if l.qname == DeadLetterQueue && l.scope == opts.Host {
+		members, lastErr = nil, errors.New("it is the dead-letter queue")
+	}
+	for _, data := range members {
+		if lastErr = p.deadLetterOne(ctx, l, data, reason); lastErr != nil {
+			break
+		}
+		moved++
+	}
+	var ferr error
+	if moved < f.n {
+		ferr = fmt.Errorf("%s; moving it to %s failed too (%d of %d messages moved): %w",
+			reason, DeadLetterQueue, moved, f.n, lastErr)
+	} else {
+		p.b.log.Warn("a send to a full queue moved to the dead-letter queue", "queue", l.qname, "host", l.scope,
+			"messages", f.n, "reason", reason)
+	}
+	p.mu.Lock()
+	if l.remove(f.msg) == nil {
+		p.mu.Unlock()
+		return
+	}
+	p.finish(l, f, ferr)
+	p.pumpLocked(l)
+	p.pumpStarved()
+}
+
+// deadLetterOne stores one queue message (its JSON, data) of lane l in the
+// dead-letter queue with the reason, retrying until it is stored or ctx
+// ends.
+func (p *publisher) deadLetterOne(ctx context.Context, l *lane, data []byte, reason string) error {
+	info := map[string]any{
+		"reason": reason,
+		"queue":  l.qname,
+		"host":   l.scope,
+		"time":   float64(time.Now().UnixNano()) / 1e9,
+	}
+	m, err := unmarshal(data)
+	if err != nil {
+		// Not a JSON object (cannot happen: it was marshalled by send): the
+		// reason alone, with the bytes.
+		info["data"] = string(data)
+		m = message.Message{}
+	}
+	m.EnsureMeta()["dead_letter"] = info
+	out, err := marshal(m)
+	if err != nil || len(out) > MaxMessageBytes {
+		out, _ = marshal(message.Message{message.MetaKey: map[string]any{"dead_letter": info}})
+	}
+	delay := 10 * time.Millisecond
+	for {
+		err := p.b.publish(ctx, p.b.opts.Host, DeadLetterQueue, out, true)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
 }
 
 // pumpStarved gives free bus slots to the lanes waiting for one, oldest

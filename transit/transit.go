@@ -51,6 +51,15 @@ type Options struct {
 	// MaxDeliver is the number of deliveries that never completed after
 	// which a message moves to DeadLetterQueue; default 5.
 	MaxDeliver int
+	// FullWait bounds how long an asynchronous send (SendAsync, and so
+	// every task's send through a host) waits for room in a full bus
+	// queue: its bus message is published again until the queue takes it,
+	// for at most FullWait from when this process found the queue full;
+	// then it, and every later send that finds the queue still full, moves
+	// to DeadLetterQueue with the target queue and the reason, until a
+	// send to the queue is stored again. Flush waits for either outcome.
+	// Default 5s.
+	FullWait time.Duration
 	// Logger receives the package's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -155,6 +164,9 @@ func Open(ctx context.Context, opts Options) (*Transit, error) {
 	if opts.MaxDeliver <= 0 {
 		opts.MaxDeliver = 5
 	}
+	if opts.FullWait <= 0 {
+		opts.FullWait = 5 * time.Second
+	}
 	if opts.NATSURL == "" && opts.TransportDir == "" {
 		if opts.StateDir == "" {
 			return nil, errors.New("transit: open: no NATS URL and no state or transport directory to find the embedded bus in")
@@ -187,7 +199,8 @@ func (t *Transit) Close() error {
 	t.locals.Store(&map[string]*Local{})
 	t.mu.Unlock()
 	for _, l := range locals {
-		if n := len(l.unhost()); n > 0 {
+		if msgs, _ := l.unhost(); len(msgs) > 0 {
+			n := len(msgs)
 			t.log.Warn("closing with messages in a local queue", "queue", l.name, "dropped", n)
 		}
 	}
@@ -242,6 +255,14 @@ func (t *Transit) hostLocal(qname string, capacity int, behindBus bool) (*Local,
 // next owner). A sender that was waiting for room goes to the bus. It
 // returns nil if qname is not hosted here.
 func (t *Transit) UnhostLocal(qname string) []message.Message {
+	msgs, _ := t.UnhostLocalTagged(qname)
+	return msgs
+}
+
+// UnhostLocalTagged is UnhostLocal that also returns the tags of the
+// waiting messages ([Transit.SendAsyncTagged]): tags[i] belongs to
+// msgs[i]; tags is nil when none of them has one.
+func (t *Transit) UnhostLocalTagged(qname string) (msgs []message.Message, tags []any) {
 	t.mu.Lock()
 	cur := *t.locals.Load()
 	l := cur[qname]
@@ -252,7 +273,7 @@ func (t *Transit) UnhostLocal(qname string) []message.Message {
 	}
 	t.mu.Unlock()
 	if l == nil {
-		return nil
+		return nil, nil
 	}
 	return l.unhost()
 }
@@ -269,7 +290,8 @@ func (t *Transit) local(qname string) *Local {
 // returns once the bus stored it. A full queue makes Send wait for room
 // until ctx ends, or fail at once with ErrFull when opts.NonBlocking.
 func (t *Transit) Send(ctx context.Context, qname string, msg message.Message, opts SendOptions) error {
-	return t.send(ctx, qname, msg, opts, true)
+	_, err := t.send(ctx, qname, msg, nil, opts, true)
+	return err
 }
 
 // SendAsync is Send, except that a bus publish returns before the bus
@@ -282,7 +304,20 @@ func (t *Transit) Send(ctx context.Context, qname string, msg message.Message, o
 // NonBlocking, which is about the queue's capacity). The local path is
 // the same as Send's.
 func (t *Transit) SendAsync(ctx context.Context, qname string, msg message.Message, opts SendOptions) error {
-	return t.send(ctx, qname, msg, opts, false)
+	_, err := t.send(ctx, qname, msg, nil, opts, false)
+	return err
+}
+
+// SendAsyncTagged is SendAsync for a message that carries tag, a value of
+// the caller's (nil: none). When the message goes into a queue hosted in
+// this process, tag goes with it, in the same slot of the queue, and the
+// queue's receiver gets it beside the message ([Local.DrainTagged],
+// [Transit.UnhostLocalTagged]), whatever the send did to the message (a
+// copy in canonical types, see SendOptions.Canonical); local reports
+// that. A message that goes to the bus, or is refused, leaves tag with
+// the caller (local false).
+func (t *Transit) SendAsyncTagged(ctx context.Context, qname string, msg message.Message, tag any, opts SendOptions) (local bool, err error) {
+	return t.send(ctx, qname, msg, tag, opts, false)
 }
 
 // Flush waits until every SendAsync so far has been stored by the bus and
@@ -316,7 +351,7 @@ func (t *Transit) PrepareLocal(qname string, msg message.Message, canonical bool
 	return m, !overrides || m.LocalityFor(qname) != message.LocalityNonLocal, nil
 }
 
-func (t *Transit) send(ctx context.Context, qname string, msg message.Message, opts SendOptions, wait bool) error {
+func (t *Transit) send(ctx context.Context, qname string, msg message.Message, tag any, opts SendOptions, wait bool) (local bool, err error) {
 	scope := t.host
 	if opts.Destination != "" {
 		scope = SanitizeHost(opts.Destination)
@@ -335,55 +370,52 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, o
 	if l == nil {
 		// A hosted queue's name was validated by HostLocal.
 		if err := ValidateQueueName(qname); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if t.closed.Load() {
-		return fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
+		return false, fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
 	}
 	ts := sendTS(t.clock.unixNano())
 	m, overrides := msg, false
 	if opts.Canonical && m != nil {
 		overrides = stamp(m, ts)
-	} else {
-		var err error
-		if m, overrides, err = normalize(msg, ts); err != nil {
-			return fmt.Errorf("transit: send to %q: %w", qname, err)
-		}
+	} else if m, overrides, err = normalize(msg, ts); err != nil {
+		return false, fmt.Errorf("transit: send to %q: %w", qname, err)
 	}
 	if l != nil && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
-		handled, err := l.push(ctx, m, opts.NonBlocking, opts.Overflow)
+		handled, err := l.push(ctx, m, tag, opts.NonBlocking, opts.Overflow)
 		if handled {
-			return err
+			return err == nil, err
 		}
 	}
 	if l != nil {
 		// Unhosted meanwhile, or forced onto the bus: the name was not
 		// checked yet.
 		if err := ValidateQueueName(qname); err != nil {
-			return err
+			return false, err
 		}
 	}
 	data, err := marshal(m)
 	if err != nil {
-		return fmt.Errorf("transit: send to %q: %w", qname, err)
+		return false, fmt.Errorf("transit: send to %q: %w", qname, err)
 	}
 	if len(data) > MaxMessageBytes {
-		return fmt.Errorf("transit: send to %q: %d bytes encoded, at most %d allowed: %w", qname, len(data), MaxMessageBytes, ErrTooLarge)
+		return false, fmt.Errorf("transit: send to %q: %d bytes encoded, at most %d allowed: %w", qname, len(data), MaxMessageBytes, ErrTooLarge)
 	}
 	if !wait || opts.NonBlocking {
-		return t.bus.publish(ctx, scope, qname, data, wait)
+		return false, t.bus.publish(ctx, scope, qname, data, wait)
 	}
 	// Wait for room in a full bus queue, polling with a growing delay.
 	delay := 5 * time.Millisecond
 	for {
 		err := t.bus.publish(ctx, scope, qname, data, true)
 		if !errors.Is(err, ErrFull) {
-			return err
+			return false, err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (%w)", err, ctx.Err())
+			return false, fmt.Errorf("%w (%w)", err, ctx.Err())
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 250*time.Millisecond)
