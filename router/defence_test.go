@@ -247,3 +247,33 @@ func TestTransformOverLimitsRefused(t *testing.T) {
 		}
 	})
 }
+
+// One hop of a message's itinerary gets one copy of the message per
+// forward: a hop of thousands of forwards in a large message would make
+// gigabytes of copies. More than MaxStaticEntries is refused.
+func TestStaticHopSizeLimited(t *testing.T) {
+	hop := func(n int) message.Message {
+		entries := make([]any, n)
+		for i := range entries {
+			entries[i] = map[string]any{"forward": map[string]any{"qname": "q"}}
+		}
+		return message.Message{"big": strings.Repeat("x", 1000), "static_forwards": []any{entries}}
+	}
+	r := mustCompile(t, map[string]any{"routes": []any{}})
+	var rec recorder
+	if err := r.Route(t.Context(), hop(router.MaxStaticEntries), &rec); err != nil || len(rec.deliveries()) != router.MaxStaticEntries {
+		t.Fatalf("a hop of %d forwards: got %v and %d deliveries", router.MaxStaticEntries, err, len(rec.deliveries()))
+	}
+	var none recorder
+	msg := hop(router.MaxStaticEntries + 1)
+	err := r.RouteOwned(t.Context(), msg, &none)
+	if !errors.Is(err, router.ErrRefused) || !errors.Is(err, router.ErrLimit) || !strings.Contains(err.Error(), "at most 64") {
+		t.Fatalf("a hop of %d forwards: got %v, want it refused", router.MaxStaticEntries+1, err)
+	}
+	if len(none.deliveries()) != 0 {
+		t.Errorf("delivered %d copies, want none", len(none.deliveries()))
+	}
+	if _, ok := msg["static_forwards"]; !ok {
+		t.Errorf("the refused message lost its itinerary")
+	}
+}

@@ -9,6 +9,12 @@ import (
 	"github.com/multimodule/multimodule/transform"
 )
 
+// MaxStaticEntries is the largest number of forwards one hop of a
+// message's static_forwards may have: each gets its own copy of the
+// message, so a hop of thousands of forwards in a large message would
+// make gigabytes of copies.
+const MaxStaticEntries = 64
+
 // Keys of the static-forward itinerary a message may carry (SPEC 5).
 const (
 	StaticForwardsKey = "static_forwards"
@@ -206,6 +212,10 @@ func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []an
 	if !ok {
 		r.dropHop(msg, hops)
 		return fmt.Errorf("router: %s[0] must be a list of forwards, got %s", StaticForwardsKey, describe(hop))
+	}
+	if len(entries) > MaxStaticEntries {
+		return refuse(ErrLimit, "%s[0] has %d forwards, at most %d are allowed in one hop (each gets its own copy of the message)",
+			StaticForwardsKey, len(entries), MaxStaticEntries)
 	}
 	var errs []error
 	checked := make([]staticEntry, 0, len(entries))

@@ -149,6 +149,10 @@ var (
 	// queue, or carrying a .multimodule key — and the config does not
 	// allow it (a Refusal).
 	ErrControl = errors.New("control data refused")
+	// ErrLimit: a static hop has more than MaxStaticEntries forwards (a
+	// Refusal). A transform over its limits is refused with the
+	// transform's own error (transform.ErrLimit).
+	ErrLimit = errors.New("static forwards over their limit")
 )
 
 // Refusal is the error of a message refused as a whole. Reason says why,
