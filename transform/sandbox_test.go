@@ -175,6 +175,11 @@ func TestGuardedFunctionsStillWork(t *testing.T) {
 		{`let x = message.s + "!"; x + x`, "xy!xy!"},
 		{`message.n > 2 ? "big" : "small"`, "big"},
 		{`message.missing ?? "default"`, "default"},
+		{`filter(["xa", "b"], # matches "a$")`, []any{"xa"}},
+		{`message.s not matches "^q" && message.s matches message.s`, true},
+		{`message.s contains "y" && message.s not contains "q" && message.missing not contains "q"`, true},
+		{`indexOf(message.s, "y") + lastIndexOf("abca", "a")`, int64(4)},
+		{`trim("  a ") + trim("xax", "x")`, "aa"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
