@@ -33,6 +33,14 @@ const (
 // a malformed static forward. Each names the route (or static hop entry)
 // and queue. When ctx is done, Route stops before the next delivery and
 // the returned error includes ctx.Err().
+//
+// A message refused as a whole stops Route at once, with a *Refusal
+// among the errors (errors.Is ErrRefused): one carrying control data
+// (ErrControl), a static hop to the control queue or whose transform sets
+// a "." key (ErrControl) or with more than MaxStaticEntries forwards
+// (ErrLimit), a transform that broke its limits (transform.ErrLimit; it
+// set nothing). Deliveries made before stand; the caller should
+// dead-letter the message.
 func (r *Router) Route(ctx context.Context, msg message.Message, f Forwarder) error {
 	return r.route(ctx, msg, f, false)
 }
@@ -204,8 +212,9 @@ type staticEntry struct {
 // before anything is delivered, so a hop the Router refuses — control
 // data, a transform over its limits — delivers nothing. An entry whose
 // forward is malformed is reported and skipped; one whose transform is
-// malformed is reported and gets the message untransformed. A transform that breaks its limits
-// while applied stops the hop: msg gets its hop back, for the dead letter.
+// malformed is reported and gets the message untransformed. A transform
+// that breaks its limits while applied stops the hop: msg gets its hop
+// back, for the dead letter.
 func (r *Router) routeStatic(ctx context.Context, msg message.Message, hops []any, f Forwarder, owned bool) error {
 	hop := hops[0]
 	entries, ok := hop.([]any)
