@@ -29,9 +29,14 @@
 //
 // Expressions are sandboxed: they see only message and captures, have no
 // functions that touch files, the environment, the network or processes,
-// and run under limits: a size limit (MaxNodes), expr's element budget
-// (MemoryBudget), a byte budget checked before strings and lists are built
-// (MaxEvalBytes) and a time limit on loops (MaxEvalTime). See
+// and run under limits: a size limit (MaxNodes), at most MaxSpecials
+// expressions per transform, patterns of at most MaxRegexInsts
+// instructions, expr's element budget (MemoryBudget), and per application
+// of a transform (all its keys together) a byte budget checked before
+// strings and lists are built and charged for every value set
+// (MaxEvalBytes), a cost budget charged before strings are scanned
+// (MaxEvalCost) and a time limit (MaxEvalTime). A broken limit is an
+// ErrLimit, and the application then sets nothing. See
 // docs/expressions.md for the language as users see it.
 package transform
 
