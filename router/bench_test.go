@@ -85,3 +85,35 @@ func BenchmarkRouteOwnedFanout(b *testing.B) {
 		b.Fatalf("%d deliveries of %d messages, want 4 each", n, b.N)
 	}
 }
+
+// BenchmarkCountPassRouteOwnedFanout is BenchmarkRouteOwnedFanout with the
+// pass count the Router task takes before routing (CountPass). The count
+// is reset each time, as each message arrives once.
+func BenchmarkCountPassRouteOwnedFanout(b *testing.B) {
+	r, err := router.Compile(map[string]any{"routes": benchtasks.FanoutRoutes()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	meta := map[string]any{"send_ts": 1795734695.0186417}
+	msg := message.Message{
+		"seq": int64(12345), "bench_ts": int64(1795734695018641700), "source": "Producer",
+		"pad":           strings.Repeat("x", 110),
+		message.MetaKey: meta,
+	}
+	var n int
+	f := router.ForwarderFunc(func(context.Context, router.Forward, message.Message) error { n++; return nil })
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		delete(meta, router.PassesKey)
+		if err := r.CountPass(msg); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.RouteOwned(ctx, msg, f); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n != 4*b.N {
+		b.Fatalf("%d deliveries of %d messages, want 4 each", n, b.N)
+	}
+}

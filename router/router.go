@@ -30,6 +30,17 @@
 // transform, so Route does no parsing and no reflection per message. A
 // Router is safe for concurrent use; its counters (Stats) may be read while
 // Route runs.
+//
+// Defences (options of the same config map):
+//
+//	max_passes: 32          # CountPass refuses a message after this many passes
+//	allow_control: false    # true: deliveries may go to the control queue and carry .multimodule
+//	control_queue: MultiModule_control
+//	static_forwards: true   # false: messages' static_forwards are ignored (the routes apply)
+//
+// A message the Router refuses as a whole — a routing loop, control data,
+// a transform that broke its limits — gets an error that Is ErrRefused (a
+// *Refusal, with the reason): the caller should dead-letter it.
 package router
 
 import (
@@ -93,6 +104,11 @@ type Router struct {
 	routes []route
 	queues map[string]*counters // the configured forwards' counters; fixed at Compile
 
+	maxPasses    int64  // max_passes
+	allowControl bool   // allow_control
+	controlQueue string // control_queue
+	static       bool   // static_forwards
+
 	mu      sync.Mutex           // guards dynamic
 	dynamic map[string]*counters // counters of queues reached only by static forwards
 }
@@ -102,6 +118,7 @@ type route struct {
 	name         string // its list index or map key, for errors
 	pattern      *match.Pattern
 	transform    *transform.Transform // nil: none
+	setsMeta     bool                 // the transform sets .ipc_transit_meta
 	forwards     []forward
 	shortCircuit bool
 }
@@ -121,6 +138,50 @@ var (
 	ErrNilMessage   = errors.New("router: nil message")
 	ErrNilForwarder = errors.New("router: nil forwarder")
 	ErrNilRouter    = errors.New("router: nil router")
+
+	// ErrRefused is wrapped by the error of a message the Router refused
+	// as a whole (a *Refusal): it should be dead-lettered.
+	ErrRefused = errors.New("router: message refused")
+	// ErrRoutingLoop: the message passed through the Router max_passes
+	// times (a Refusal).
+	ErrRoutingLoop = errors.New("routing loop")
+	// ErrControl: the message would deliver control data — to the control
+	// queue, or carrying a .multimodule key — and the config does not
+	// allow it (a Refusal).
+	ErrControl = errors.New("control data refused")
+	// ErrLimit: a static hop has more than MaxStaticEntries forwards (a
+	// Refusal). A transform over its limits is refused with the
+	// transform's own error (transform.ErrLimit).
+	ErrLimit = errors.New("static forwards over their limit")
+)
+
+// Refusal is the error of a message refused as a whole. Reason says why,
+// for the dead letter; it Is ErrRefused and wraps its cause (ErrRoutingLoop,
+// ErrControl, or a transform's transform.ErrLimit error).
+type Refusal struct {
+	Reason string
+	Err    error
+}
+
+func (e *Refusal) Error() string        { return "router: " + e.Reason }
+func (e *Refusal) Unwrap() error        { return e.Err }
+func (e *Refusal) Is(target error) bool { return target == ErrRefused }
+func refuse(cause error, format string, args ...any) *Refusal {
+	return &Refusal{Reason: fmt.Sprintf(format, args...), Err: cause}
+}
+
+// Keys and defaults of the Router's own options.
+const (
+	// ControlKey is the top-level key of control data: the daemon's
+	// control queue reads .multimodule.config and .multimodule.control,
+	// every task's queue .multimodule.transform (a state patch).
+	ControlKey = ".multimodule"
+	// PassesKey is the key, in the message's .ipc_transit_meta, that
+	// counts its passes through the Router.
+	PassesKey = "router_passes"
+
+	DefaultMaxPasses    = 32
+	DefaultControlQueue = "MultiModule_control"
 )
 
 // Compile validates config (SPEC 5) and compiles it. Keys other than
@@ -180,9 +241,15 @@ func Compile(config map[string]any) (*Router, error) {
 	}
 
 	r := &Router{
-		routes:  make([]route, 0, len(list)),
-		queues:  map[string]*counters{},
-		dynamic: map[string]*counters{},
+		routes:       make([]route, 0, len(list)),
+		queues:       map[string]*counters{},
+		dynamic:      map[string]*counters{},
+		maxPasses:    DefaultMaxPasses,
+		controlQueue: DefaultControlQueue,
+		static:       true,
+	}
+	if err := r.options(config); err != nil {
+		return nil, err
 	}
 	for _, n := range list {
 		rt, err := r.compileRoute(n.name, n.v)
@@ -192,6 +259,42 @@ func Compile(config map[string]any) (*Router, error) {
 		r.routes = append(r.routes, rt)
 	}
 	return r, nil
+}
+
+// options reads the Router's own options (see the package doc).
+func (r *Router) options(config map[string]any) error {
+	if v, ok := config["max_passes"]; ok && v != nil {
+		n, ok := message.Float(v)
+		if !ok || n < 1 || n != math.Trunc(n) || n > math.MaxInt32 {
+			return fmt.Errorf("router: max_passes must be a whole number of at least 1, got %s", describeValue(v))
+		}
+		r.maxPasses = int64(n)
+	}
+	for key, dst := range map[string]*bool{"allow_control": &r.allowControl, "static_forwards": &r.static} {
+		if v, ok := config[key]; ok && v != nil {
+			b, ok := v.(bool)
+			if !ok {
+				return fmt.Errorf("router: %s must be true or false, got %s", key, describeValue(v))
+			}
+			*dst = b
+		}
+	}
+	if v, ok := config["control_queue"]; ok && v != nil {
+		q, ok := v.(string)
+		if !ok || q == "" {
+			return fmt.Errorf("router: control_queue must be a queue name, got %s", describeValue(v))
+		}
+		r.controlQueue = q
+	}
+	return nil
+}
+
+// describeValue is describe with the value, for option errors.
+func describeValue(v any) string {
+	if t, ok := message.ScalarText(v); ok {
+		return fmt.Sprintf("%s (%s)", describe(v), t)
+	}
+	return describe(v)
 }
 
 func (r *Router) compileRoute(name string, v any) (route, error) {
@@ -221,11 +324,15 @@ func (r *Router) compileRoute(name string, v any) (route, error) {
 			return rt, fmt.Errorf("transform must be a map, got %s", describe(tv))
 		}
 		if len(tm) > 0 {
+			if _, ok := tm[ControlKey]; ok && !r.allowControl {
+				return rt, fmt.Errorf("transform: sets %s (control data), which needs allow_control: true", ControlKey)
+			}
 			t, err := transform.Compile(tm)
 			if err != nil {
 				return rt, err
 			}
 			rt.transform = t
+			_, rt.setsMeta = tm[message.MetaKey]
 		}
 	}
 
@@ -239,6 +346,9 @@ func (r *Router) compileRoute(name string, v any) (route, error) {
 			fwd, err := parseForward(e)
 			if err != nil {
 				return rt, fmt.Errorf("forwards[%d]: %w", i, err)
+			}
+			if fwd.QName == r.controlQueue && !r.allowControl {
+				return rt, fmt.Errorf("forwards[%d]: %q is the control queue, which needs allow_control: true", i, fwd.QName)
 			}
 			rt.forwards = append(rt.forwards, forward{fwd: fwd, stats: r.configuredCounters(fwd)})
 		}

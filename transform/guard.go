@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
+	"regexp/syntax"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -27,35 +29,66 @@ import (
 //   - every loop body (the predicate of map, filter, reduce, all, count, …)
 //     passes through tick, which fails the evaluation after MaxEvalTime;
 //   - + and the functions that can build large values go through guarded
-//     versions that charge the size of what they are about to build to a
-//     per-evaluation byte budget (MaxEvalBytes) before building it, then
-//     call expr's own implementation.
+//     versions that charge the size of what they are about to build to the
+//     application's byte budget (MaxEvalBytes) before building it, then
+//     call expr's own implementation;
+//   - matches, contains and the functions that scan strings go through
+//     guarded versions that charge the work they are about to do (the
+//     bytes scanned, times the size of the compiled regular expression
+//     for matches) to the application's cost budget (MaxEvalCost) before
+//     doing it. One call of a built-in cannot be interrupted, so it must
+//     be refused before it starts: `message.s matches "[a-q][^u-z]{1000}x"`
+//     on a 1 MiB string would scan for half a minute.
+//
+// The budgets belong to one application of a transform (Transform.Apply):
+// every expression of the transform draws on them, and so do the results
+// and the literal values the application sets.
 //
 // The guards use names users cannot write (they start with "$mm_"), so an
 // expression cannot reach or forge them.
 
-// ErrTimeLimit is wrapped by the error of an evaluation whose loops ran
-// longer than MaxEvalTime.
-var ErrTimeLimit = errors.New("time limit exceeded")
+// ErrLimit is wrapped by every error about a transform that broke one of
+// its limits: too large or too many expressions (Compile), a budget or
+// the time limit (Apply). The Router dead-letters a message whose
+// transform fails with it, instead of routing it on.
+var ErrLimit = errors.New("transform limit exceeded")
 
-// ErrByteBudget is wrapped by the error of an evaluation that tried to
-// build more than MaxEvalBytes.
-var ErrByteBudget = errors.New("byte budget exceeded")
+// limitError is an error that is also ErrLimit.
+type limitError struct{ text string }
+
+func (e *limitError) Error() string        { return e.text }
+func (e *limitError) Is(target error) bool { return target == ErrLimit }
+
+// ErrTimeLimit is wrapped by the error of an application whose loops or
+// expensive built-ins ran longer than MaxEvalTime. It is an ErrLimit.
+var ErrTimeLimit error = &limitError{"time limit exceeded"}
+
+// ErrByteBudget is wrapped by the error of an application that tried to
+// build more than MaxEvalBytes. It is an ErrLimit.
+var ErrByteBudget error = &limitError{"byte budget exceeded"}
+
+// ErrCostBudget is wrapped by the error of an application whose string
+// scans and regular expression matches would do more than MaxEvalCost
+// units of work. It is an ErrLimit.
+var ErrCostBudget error = &limitError{"cost budget exceeded"}
 
 const (
 	varBudget   = "$mm_budget" // the *budget of the running evaluation
 	fnTick      = "$mm_tick"
 	fnAdd       = "$mm_add"
+	fnMatches   = "$mm_matches"
+	fnContains  = "$mm_contains"
 	guardPrefix = "$mm_"
 )
 
-// budget is what one evaluation has used. It has no exported methods, so
-// an expression that gets hold of it (through $env) can do nothing with
-// it.
+// budget is what one application of a transform has used. It has no
+// exported methods, so an expression that gets hold of it (through $env)
+// can do nothing with it.
 type budget struct {
 	bytes    int
+	cost     int
 	ticks    uint
-	deadline time.Time // zero until the first loop iteration
+	deadline time.Time // zero until the first loop iteration or expensive call
 }
 
 func (b *budget) reset() { *b = budget{} }
@@ -68,6 +101,23 @@ func (b *budget) charge(n int) error {
 	return nil
 }
 
+// clockCost is the cost from which one call reads the clock: cheaper
+// calls are checked by the cost budget alone.
+const clockCost = 1 << 16
+
+// chargeCost charges n units of work (about one byte scanned by a
+// one-instruction program each) before they are done.
+func (b *budget) chargeCost(n int) error {
+	if n < 0 || n > MaxEvalCost-b.cost {
+		return fmt.Errorf("%w: would scan more than %d units (bytes scanned times the size of the pattern)", ErrCostBudget, MaxEvalCost)
+	}
+	b.cost += n
+	if n >= clockCost {
+		return b.checkClock()
+	}
+	return nil
+}
+
 // evalTimeLimit is MaxEvalTime; tests of the other budgets raise it so
 // that a slow machine cannot trip the clock before the budget under test.
 var evalTimeLimit = func() *atomic.Int64 {
@@ -76,12 +126,19 @@ var evalTimeLimit = func() *atomic.Int64 {
 	return &v
 }()
 
-// tick counts one loop iteration; it reads the clock only every 16th.
+// tick counts one loop iteration. It reads the clock at each of the first
+// 16 iterations (the first starts the clock), then at every 16th.
 func (b *budget) tick() error {
 	b.ticks++
-	if b.ticks&15 != 1 {
+	if b.ticks > 16 && b.ticks&15 != 1 {
 		return nil
 	}
+	return b.checkClock()
+}
+
+// checkClock starts the clock at its first call and fails once
+// MaxEvalTime has passed since.
+func (b *budget) checkClock() error {
 	now := time.Now()
 	limit := time.Duration(evalTimeLimit.Load())
 	if b.deadline.IsZero() {
@@ -89,7 +146,7 @@ func (b *budget) tick() error {
 		return nil
 	}
 	if now.After(b.deadline) {
-		return fmt.Errorf("%w: loops ran longer than %s", ErrTimeLimit, limit)
+		return fmt.Errorf("%w: ran longer than %s", ErrTimeLimit, limit)
 	}
 	return nil
 }
@@ -129,7 +186,26 @@ var guarded = map[string]estimator{
 	"take":       shallowAll,
 }
 
-// guardOptions compile the program that actually runs.
+// scanned lists the builtins that scan their string argument, with the
+// cost each charges (one unit per byte scanned).
+var scanned = map[string]estimator{
+	"indexOf":     scanFirst,
+	"lastIndexOf": scanFirst,
+	"trim":        scanFirst,
+	"upper":       scanFirst,
+	"lower":       scanFirst,
+	"split":       scanFirst,
+	"splitAfter":  scanFirst,
+	"replace":     scanFirst,
+	"toBase64":    scanFirst,
+	"fromBase64":  scanFirst,
+	"fromJSON":    scanFirst,
+}
+
+func scanFirst(a []any) int { return strLen(a, 0) + 1 }
+
+// guardOptions compile the program that actually runs, together with a
+// fresh guard patch (compileSpecial adds it).
 var guardOptions = func() []expr.Option {
 	opts := []expr.Option{
 		expr.Env(map[string]any{
@@ -140,18 +216,28 @@ var guardOptions = func() []expr.Option {
 		expr.MaxNodes(MaxNodes),
 		expr.Function(fnTick, guardTick),
 		expr.Function(fnAdd, guardAdd),
-		expr.Patch(guard{}),
+		expr.Function(fnMatches, guardMatches),
+		expr.Function(fnContains, guardContains),
 	}
-	for name, est := range guarded {
-		opts = append(opts, expr.Function(guardPrefix+name, guardBuiltin(name, est)))
+	names := map[string]bool{}
+	for name := range guarded {
+		names[name] = true
+	}
+	for name := range scanned {
+		names[name] = true
+	}
+	for name := range names {
+		opts = append(opts, expr.Function(guardPrefix+name, guardBuiltin(name, guarded[name], scanned[name])))
 	}
 	return opts
 }()
 
-// guard is the syntax-tree patch described at the top of this file.
-type guard struct{}
+// guard is the syntax-tree patch described at the top of this file. It
+// records the first expression it refuses (a regular expression too large
+// to run) in err.
+type guard struct{ err error }
 
-func (guard) Visit(node *ast.Node) {
+func (g *guard) Visit(node *ast.Node) {
 	switch n := (*node).(type) {
 	case *ast.PredicateNode:
 		body := n.Node
@@ -159,15 +245,42 @@ func (guard) Visit(node *ast.Node) {
 		call.SetLocation(body.Location())
 		n.Node = call
 	case *ast.BinaryNode:
-		if n.Operator != "+" || isNumber(n.Left) && isNumber(n.Right) || isConstString(n.Left) && isConstString(n.Right) {
-			return
+		switch n.Operator {
+		case "+":
+			if isNumber(n.Left) && isNumber(n.Right) || isConstString(n.Left) && isConstString(n.Right) {
+				return
+			}
+			ast.Patch(node, &ast.CallNode{
+				Callee:    &ast.IdentifierNode{Value: fnAdd},
+				Arguments: []ast.Node{budgetNode(), n.Left, n.Right},
+			})
+		case "matches":
+			pattern := n.Right
+			if s, ok := n.Right.(*ast.StringNode); ok {
+				// Compiled once, here; the size limit is a compile error.
+				re, err := compileRegex(s.Value)
+				if err != nil {
+					if g.err == nil {
+						g.err = err
+					}
+					return
+				}
+				pattern = &ast.ConstantNode{Value: re}
+			}
+			ast.Patch(node, &ast.CallNode{
+				Callee:    &ast.IdentifierNode{Value: fnMatches},
+				Arguments: []ast.Node{budgetNode(), n.Left, pattern},
+			})
+		case "contains":
+			ast.Patch(node, &ast.CallNode{
+				Callee:    &ast.IdentifierNode{Value: fnContains},
+				Arguments: []ast.Node{budgetNode(), n.Left, n.Right},
+			})
 		}
-		ast.Patch(node, &ast.CallNode{
-			Callee:    &ast.IdentifierNode{Value: fnAdd},
-			Arguments: []ast.Node{budgetNode(), n.Left, n.Right},
-		})
 	case *ast.BuiltinNode:
-		if _, ok := guarded[n.Name]; !ok {
+		_, g1 := guarded[n.Name]
+		_, g2 := scanned[n.Name]
+		if !g1 && !g2 {
 			return
 		}
 		ast.Patch(node, &ast.CallNode{
@@ -235,17 +348,113 @@ func guardAdd(args ...any) (any, error) {
 	return runtime.Add(x, y), nil // panics on bad operands, as expr's own + does
 }
 
-// guardBuiltin returns the guarded version of builtin name: charge, then
-// call expr's implementation.
-func guardBuiltin(name string, est estimator) func(args ...any) (any, error) {
+// regex is a compiled regular expression with its size.
+type regex struct {
+	re    *regexp.Regexp
+	insts int // instructions of its program
+}
+
+// compileRegex compiles a pattern of matches, refusing one whose program
+// has more than MaxRegexInsts instructions. Its error is an ErrLimit for
+// a pattern too large, and as regexp's for a bad one.
+func compileRegex(pattern string) (*regex, error) {
+	parsed, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return nil, err
+	}
+	prog, err := syntax.Compile(parsed.Simplify())
+	if err != nil {
+		return nil, err
+	}
+	if len(prog.Inst) > MaxRegexInsts {
+		return nil, fmt.Errorf("%w: regular expression %.40q compiles to %d instructions, at most %d are allowed",
+			ErrLimit, pattern, len(prog.Inst), MaxRegexInsts)
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, err
+	}
+	return &regex{re: re, insts: len(prog.Inst)}, nil
+}
+
+// guardMatches is `s matches pattern`: it charges len(s) times the size of
+// the pattern's program, then matches. A pattern that is not a constant
+// is compiled per call (its compilation charged by its length).
+func guardMatches(args ...any) (any, error) {
+	b, rest, err := budgetArg(args)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != 2 || rest[0] == nil || rest[1] == nil {
+		return false, nil // expr: nil never matches
+	}
+	s, ok := rest[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("matches: want a string on the left, got %T", rest[0])
+	}
+	var re *regex
+	switch p := rest[1].(type) {
+	case *regex:
+		re = p
+	case string:
+		if err := b.chargeCost(len(p) + 1); err != nil {
+			return nil, fmt.Errorf("matches: %w", err)
+		}
+		if re, err = compileRegex(p); err != nil {
+			return nil, fmt.Errorf("matches: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("matches: want a string pattern, got %T", rest[1])
+	}
+	if len(s)+1 > MaxEvalCost/re.insts {
+		return nil, fmt.Errorf("matches: %w: would scan more than %d units (%d bytes times a pattern of %d instructions)",
+			ErrCostBudget, MaxEvalCost, len(s), re.insts)
+	}
+	if err := b.chargeCost((len(s) + 1) * re.insts); err != nil {
+		return nil, fmt.Errorf("matches: %w", err)
+	}
+	return re.re.MatchString(s), nil
+}
+
+// guardContains is `a contains b`.
+func guardContains(args ...any) (any, error) {
+	b, rest, err := budgetArg(args)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != 2 || rest[0] == nil || rest[1] == nil {
+		return false, nil // as expr: nil contains nothing
+	}
+	x, ok1 := rest[0].(string)
+	y, ok2 := rest[1].(string)
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("contains: want strings, got %T and %T", rest[0], rest[1])
+	}
+	if err := b.chargeCost(len(x) + len(y) + 1); err != nil {
+		return nil, fmt.Errorf("contains: %w", err)
+	}
+	return strings.Contains(x, y), nil
+}
+
+// guardBuiltin returns the guarded version of builtin name: charge the
+// bytes it builds (est) and the work it does (cost), then call expr's
+// implementation.
+func guardBuiltin(name string, est, cost estimator) func(args ...any) (any, error) {
 	fn := builtin.Builtins[builtin.Index[name]]
 	return func(args ...any) (any, error) {
 		b, rest, err := budgetArg(args)
 		if err != nil {
 			return nil, err
 		}
-		if err := b.charge(est(rest)); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+		if est != nil {
+			if err := b.charge(est(rest)); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		if cost != nil {
+			if err := b.chargeCost(cost(rest)); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
 		}
 		switch {
 		case fn.Fast != nil:

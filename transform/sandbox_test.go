@@ -117,11 +117,15 @@ func TestRunTimeLimits(t *testing.T) {
 			if tt.wantMsg != "" && !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("Apply(%s): got %q, want it to contain %q", tt.expr, err, tt.wantMsg)
 			}
+			if !errors.Is(err, transform.ErrLimit) {
+				t.Errorf("Apply(%s): got %v, want errors.Is ErrLimit", tt.expr, err)
+			}
+			// A transform that breaks a limit sets no key at all.
 			if _, ok := m["x"]; ok {
 				t.Errorf("key x: got %.40v, want it unset", m["x"])
 			}
-			if m["y"] != "kept" {
-				t.Errorf("key y: got %v, want kept", m["y"])
+			if _, ok := m["y"]; ok {
+				t.Errorf("key y: got %v, want it unset", m["y"])
 			}
 		})
 	}
@@ -171,6 +175,11 @@ func TestGuardedFunctionsStillWork(t *testing.T) {
 		{`let x = message.s + "!"; x + x`, "xy!xy!"},
 		{`message.n > 2 ? "big" : "small"`, "big"},
 		{`message.missing ?? "default"`, "default"},
+		{`filter(["xa", "b"], # matches "a$")`, []any{"xa"}},
+		{`message.s not matches "^q" && message.s matches message.s`, true},
+		{`message.s contains "y" && message.s not contains "q" && message.missing not contains "q"`, true},
+		{`indexOf(message.s, "y") + lastIndexOf("abca", "a")`, int64(4)},
+		{`trim("  a ") + trim("xax", "x")`, "aa"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {

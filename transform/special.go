@@ -29,16 +29,35 @@ const (
 	// `1..1000000000` fails at once.
 	MemoryBudget = 1_000_000
 
-	// MaxEvalBytes bounds the bytes one evaluation may build with string
-	// and list functions (+ on strings, repeat, replace, join, toJSON,
-	// string, upper, lower, split, flatten, keys, …) and the size of its
-	// result, measured as JSON. Exceeding it fails with "byte budget
-	// exceeded".
+	// MaxEvalBytes bounds the bytes one application of a transform may
+	// build: what its expressions build with string and list functions (+
+	// on strings, repeat, replace, join, toJSON, string, upper, lower,
+	// split, flatten, keys, …), plus the size of every value it sets —
+	// results of expressions and literals, nested values included —
+	// measured as JSON. Exceeding it fails with "byte budget exceeded".
 	MaxEvalBytes = 32 << 20
 
-	// MaxEvalTime bounds how long the loops of one evaluation (map,
-	// filter, reduce, all, count, …) may run; a loop still running after
-	// it fails with "time limit exceeded".
+	// MaxEvalCost bounds the work one application of a transform may do
+	// scanning strings: matches charges the length of the string times
+	// the number of instructions of the pattern's program, contains,
+	// indexOf, split, replace, upper, … the length of the string. The
+	// charge is made before the call, so a call that would exceed it is
+	// refused ("cost budget exceeded") instead of run.
+	MaxEvalCost = 16 << 20
+
+	// MaxRegexInsts bounds the size of a regular expression of matches, in
+	// instructions of its compiled program (a{1000} is about 1000). A
+	// larger constant pattern does not compile; a larger pattern computed
+	// at run time fails the application.
+	MaxRegexInsts = 1000
+
+	// MaxSpecials is the largest number of expressions one transform may
+	// have; a transform with more does not compile.
+	MaxSpecials = 32
+
+	// MaxEvalTime bounds how long the expressions of one application may
+	// run: loops (map, filter, reduce, all, count, …) and expensive calls
+	// read the clock, and fail with "time limit exceeded" after it.
 	MaxEvalTime = 100 * time.Millisecond
 )
 
@@ -77,7 +96,11 @@ func compileSpecial(src string) (prog *vm.Program, err error) {
 	if _, err := expr.Compile(src, checkOptions...); err != nil {
 		return nil, exprErr(err)
 	}
-	prog, err = expr.Compile(src, guardOptions...)
+	g := &guard{}
+	prog, err = expr.Compile(src, append(guardOptions[:len(guardOptions):len(guardOptions)], expr.Patch(g))...)
+	if g.err != nil {
+		return nil, g.err
+	}
 	if err != nil {
 		// The expression checked fine; a failure here is ours.
 		return nil, fmt.Errorf("internal error guarding the expression: %w", exprErr(err))
@@ -112,6 +135,7 @@ func getEvaluator(m message.Message, captures map[string]string) *evaluator {
 	ev.env[varMessage] = map[string]any(m)
 	ev.env[varCaptures] = captures
 	ev.vm.MemoryBudget = MemoryBudget
+	ev.budget.reset()
 	return ev
 }
 
@@ -126,21 +150,33 @@ func putEvaluator(ev *evaluator) {
 
 // eval runs one expression and returns its result as an owned canonical
 // value: normalized (expr's int becomes int64, []int becomes []any, …) and
-// deep-copied, so it never shares a map or list with the message.
+// deep-copied, so it never shares a map or list with the message. The
+// result's size is charged to the application's byte budget.
 func (ev *evaluator) eval(s *special) (any, error) {
-	ev.budget.reset()
 	out, err := ev.vm.Run(s.prog, ev.env)
 	if err != nil {
-		return nil, exprErr(err)
+		err = exprErr(err)
+		if strings.Contains(err.Error(), "memory budget exceeded") {
+			// expr's own element budget (a panic inside expr).
+			err = &limitError{err.Error()}
+		}
+		return nil, err
 	}
-	switch out.(type) {
-	case nil, bool, string, int, int64, float64:
+	var size int
+	switch t := out.(type) {
+	case nil, bool, int, int64, float64:
+	case string:
+		size = len(t)
 	default:
 		// Containers may share parts (a list holding the same list twice,
 		// nested) and be far larger than they look: measure before walking.
-		if measure(out, 0, MaxEvalBytes) > MaxEvalBytes {
-			return nil, fmt.Errorf("result is larger than %d bytes as JSON", MaxEvalBytes)
+		left := MaxEvalBytes - ev.budget.bytes
+		if size = measure(out, 0, left); size > left {
+			return nil, fmt.Errorf("%w: the results are larger than %d bytes as JSON", ErrByteBudget, MaxEvalBytes)
 		}
+	}
+	if err := ev.budget.charge(size); err != nil {
+		return nil, fmt.Errorf("result: %w", err)
 	}
 	owned, err := ownCopy(out, "")
 	if err != nil {

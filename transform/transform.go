@@ -29,9 +29,14 @@
 //
 // Expressions are sandboxed: they see only message and captures, have no
 // functions that touch files, the environment, the network or processes,
-// and run under limits: a size limit (MaxNodes), expr's element budget
-// (MemoryBudget), a byte budget checked before strings and lists are built
-// (MaxEvalBytes) and a time limit on loops (MaxEvalTime). See
+// and run under limits: a size limit (MaxNodes), at most MaxSpecials
+// expressions per transform, patterns of at most MaxRegexInsts
+// instructions, expr's element budget (MemoryBudget), and per application
+// of a transform (all its keys together) a byte budget checked before
+// strings and lists are built and charged for every value set
+// (MaxEvalBytes), a cost budget charged before strings are scanned
+// (MaxEvalCost) and a time limit (MaxEvalTime). A broken limit is an
+// ErrLimit, and the application then sets nothing. See
 // docs/expressions.md for the language as users see it.
 package transform
 
@@ -60,6 +65,7 @@ var ErrNilMessage = errors.New("transform: nil message")
 type Transform struct {
 	entries  []entry // sorted by key, so errors come in a stable order
 	specials int     // how many entries are expressions
+	literals int     // the size of the literal values, as measure counts it
 }
 
 // entry is one key of a transform.
@@ -101,13 +107,33 @@ func Compile(t map[string]any) (*Transform, error) {
 		}
 		if e.special != nil {
 			out.specials++
+		} else {
+			out.literals += literalSize(e.value)
 		}
 		out.entries = append(out.entries, e)
+	}
+	if out.specials > MaxSpecials {
+		errs = append(errs, fmt.Errorf("transform: %w: %d expressions, at most %d are allowed in one transform", ErrLimit, out.specials, MaxSpecials))
+	}
+	if out.literals > MaxEvalBytes {
+		errs = append(errs, fmt.Errorf("transform: %w: its literal values are larger than %d bytes as JSON", ErrByteBudget, MaxEvalBytes))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return out, nil
+}
+
+// literalSize is a literal's share of the byte budget: as measure counts
+// it, capped just above MaxEvalBytes.
+func literalSize(v any) int {
+	switch t := v.(type) {
+	case string:
+		return len(t)
+	case map[string]any, []any:
+		return measure(t, 0, MaxEvalBytes)
+	}
+	return 0
 }
 
 func compileEntry(key string, v any) (entry, error) {
@@ -160,8 +186,10 @@ const maxStackSpecials = 8
 // Apply transforms m in place. captures are the named regex captures of
 // the route that matched (nil means none). Every key whose value could be
 // computed is set; the error, if any, names each key whose expression
-// failed (joined with errors.Join). A nil or empty Transform leaves m
-// untouched; a nil m is ErrNilMessage.
+// failed (joined with errors.Join). An application that breaks a limit
+// (the error is an ErrLimit) sets no key at all: it stops at the first
+// expression that broke it. A nil or empty Transform leaves m untouched;
+// a nil m is ErrNilMessage.
 func (t *Transform) Apply(m message.Message, captures map[string]string) error {
 	if t == nil || len(t.entries) == 0 {
 		return nil
@@ -183,6 +211,8 @@ func (t *Transform) Apply(m message.Message, captures map[string]string) error {
 			results = make([]result, 0, t.specials)
 		}
 		ev := getEvaluator(m, captures)
+		// The literals this application sets draw on its byte budget too.
+		ev.budget.bytes = t.literals
 		for i := range t.entries {
 			e := &t.entries[i]
 			if e.special == nil {
@@ -190,7 +220,12 @@ func (t *Transform) Apply(m message.Message, captures map[string]string) error {
 			}
 			v, err := ev.eval(e.special)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("transform: key %q: special %q: %w", e.key, e.special.src, err))
+				err = fmt.Errorf("transform: key %q: special %q: %w", e.key, e.special.src, err)
+				if errors.Is(err, ErrLimit) {
+					putEvaluator(ev)
+					return err
+				}
+				errs = append(errs, err)
 			}
 			results = append(results, result{value: v, ok: err == nil})
 		}

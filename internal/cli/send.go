@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
 
+	"github.com/multimodule/multimodule/internal/configfile"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -146,7 +146,10 @@ func parseMessage(text []byte) (message.Message, error) {
 		return nil, fmt.Errorf("a message must be a map (JSON object): %w", jerr)
 	}
 	var v any
-	if yerr := yaml.Unmarshal(trimmed, &v); yerr != nil {
+	if yerr := configfile.UnmarshalYAML(trimmed, &v); yerr != nil {
+		if errors.Is(yerr, configfile.ErrTooLarge) {
+			return nil, yerr // an alias bomb, or nesting too deep
+		}
 		if trimmed[0] == '{' || trimmed[0] == '[' {
 			return nil, fmt.Errorf("not valid JSON: %w", jerr)
 		}

@@ -1,12 +1,15 @@
 // Package configfile reads the daemon's config file (-c) and control
 // messages' config: a map of task name → that task's config, in YAML or
 // JSON, either bare or wrapped as {".multimodule": {"config": {...}}}.
+// Documents are checked against MaxBytes, MaxDepth and MaxValues (YAML
+// aliases expanded) before they are decoded.
 package configfile
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -19,11 +22,20 @@ import (
 // ErrSyntax is wrapped by every parse error.
 var ErrSyntax = errors.New("config: syntax error")
 
-// Load reads and parses the config file at path.
+// Load reads and parses the config file at path. A file larger than
+// MaxBytes is refused without being read.
 func Load(path string) (map[string]any, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(data) > MaxBytes {
+		return nil, fmt.Errorf("config %s: %w: more than %d bytes", path, ErrTooLarge, MaxBytes)
 	}
 	return Parse(path, data)
 }
@@ -35,6 +47,9 @@ func Load(path string) (map[string]any, error) {
 func Parse(name string, data []byte) (map[string]any, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return map[string]any{}, nil
+	}
+	if err := checkLimits(data); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	var raw any
 	if err := yaml.UnmarshalWithOptions(data, &raw, yaml.UseOrderedMap()); err != nil {
