@@ -38,7 +38,7 @@ func (s *Store) ReadFailsafe(task string) (map[string]any, error) {
 	defer unlock()
 	data, fi, err := readFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("store: read %s: %w", path, err)
+		return nil, fmt.Errorf("store: read failsafe of task %q: %w", task, err)
 	}
 	if fi == nil {
 		return nil, nil
