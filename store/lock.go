@@ -57,10 +57,18 @@ func (s *Store) LockDaemon() (release func() error, err error) {
 // one task never run at once (a daemon and a restarted daemon racing to
 // start it, say).
 func (s *Store) LockExternal(task string) (release func() error, err error) {
-	if err := checkName(task); err != nil {
+	path, err := s.ExternalLockPath(task)
+	if err != nil {
 		return nil, err
 	}
-	return s.flockFile(filepath.Join(s.dir, task+".lock"))
+	return s.flockFile(path)
+}
+
+// ExternalLockPath is the file LockExternal locks for task: the process
+// holding it is the task's external process of this state directory
+// (what adopting a process named in a status file checks).
+func (s *Store) ExternalLockPath(task string) (string, error) {
+	return s.path(task, ".lock")
 }
 
 func (s *Store) flockFile(path string) (release func() error, err error) {

@@ -113,7 +113,14 @@ func (x *externals) adopt(name string) bool {
 	if !id.Alive() {
 		return false
 	}
-	p, err := supervise.Adopt(id)
+	lock, err := x.d.store.ExternalLockPath(name)
+	if err != nil {
+		return false
+	}
+	// Only our own external of this state dir: running as us, started as
+	// `-m <task>`, holding the task's lock here. A status naming anything
+	// else is not believed (that process is never signalled).
+	p, err := supervise.Adopt(id, supervise.Expect{ArgvSuffix: []string{"-m", name}, LockPath: lock})
 	if err != nil {
 		x.d.log.Warn("externals: cannot adopt", "task", name, "pid", id.PID, "error", err)
 		return false
