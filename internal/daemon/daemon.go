@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -468,13 +469,71 @@ const statusRefresh = 30 * time.Second
 func (d *Daemon) control(ctx context.Context) {
 	err := d.tr.Serve(ctx, d.opts.ControlQueue, func(m message.Message) {
 		if err := d.handleControl(m); err != nil {
-			text, _ := message.Marshal(m)
-			d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"message": string(text)})
+			// Named by its fields, never by its values: a control
+			// message carries configs, and configs carry secrets.
+			d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"fields": fieldPaths(m)})
 		}
 	})
 	if err != nil {
 		d.log.Error("control queue: cannot consume", "queue", d.opts.ControlQueue, "error", err)
 	}
+}
+
+// Bounds of fieldPaths: how deep it names keys, and how many.
+const (
+	fieldPathDepth = 4
+	fieldPathMax   = 64
+)
+
+// fieldPaths names the fields of a message without their values, for an
+// error record about it: the key paths (".multimodule.config.Task.key",
+// list items as "[i]"), sorted, down to fieldPathDepth levels, at most
+// fieldPathMax of them (then "…").
+func fieldPaths(m message.Message) []string {
+	var out []string
+	var walk func(prefix string, v any, depth int)
+	walk = func(prefix string, v any, depth int) {
+		if depth > fieldPathDepth {
+			return
+		}
+		switch v := v.(type) {
+		case map[string]any:
+			for _, k := range slices.Sorted(maps.Keys(v)) {
+				p := prefix + "." + k
+				if strings.HasPrefix(k, ".") && prefix == "" {
+					p = k
+				}
+				out = append(out, p)
+				walk(p, v[k], depth+1)
+			}
+		case []any:
+			for i, e := range v {
+				if _, ok := e.(map[string]any); ok {
+					walk(fmt.Sprintf("%s[%d]", prefix, i), e, depth+1)
+				}
+			}
+		}
+	}
+	walk("", map[string]any(m), 0)
+	if len(out) > fieldPathMax {
+		out = append(out[:fieldPathMax], "…")
+	}
+	return out
+}
+
+// knownName reports whether s looks like a name (a control type, say)
+// rather than data: short, letters, digits and "_" only. Only such
+// strings are quoted back in errors.
+func knownName(s string) bool {
+	if s == "" || len(s) > 40 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // HandleControl applies one control message.
@@ -525,7 +584,11 @@ func (d *Daemon) handleControl(m message.Message) error {
 				default:
 				}
 			default:
-				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %v (known: cleanly_exit, failsafe, unfailsafe)", i, ctl["type"]))
+				typ, _ := ctl["type"].(string)
+				if !knownName(typ) {
+					typ = fmt.Sprintf("(a %T that is not a type name)", ctl["type"])
+				}
+				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %s (known: cleanly_exit, failsafe, unfailsafe)", i, typ))
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -121,6 +122,10 @@ func (x *externals) adopt(name string) bool {
 	// `-m <task>`, holding the task's lock here. A status naming anything
 	// else is not believed (that process is never signalled).
 	p, err := supervise.Adopt(id, supervise.Expect{ArgvSuffix: []string{"-m", name}, LockPath: lock})
+	if errors.Is(err, supervise.ErrNotOurs) {
+		x.d.host.Out("error", name, fmt.Sprintf("the status of %s names a process that is not its external process: not adopted, left alone: %v", name, err), nil)
+		return false
+	}
 	if err != nil {
 		x.d.log.Warn("externals: cannot adopt", "task", name, "pid", id.PID, "error", err)
 		return false
