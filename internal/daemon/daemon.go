@@ -318,6 +318,17 @@ func (d *Daemon) sources() (task.Sources, error) {
 			if p == "" {
 				continue
 			}
+			ns := task.NormalizeNamespace(p)
+			if !strings.Contains(p, "/") && contains(d.opts.Registry.Namespaces(), ns) {
+				// A compiled-in namespace is never shadowed by a directory
+				// of the same name in the working directory: whoever can
+				// write there would choose the code that runs.
+				if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+					d.log.Warn(fmt.Sprintf("-p %s: using the compiled-in task namespace %s; the directory ./%s is not used (write -p ./%s to use it)", p, ns, p, p))
+				}
+				ss = append(ss, d.opts.Registry.Namespace(ns))
+				continue
+			}
 			if isTaskDir(p) {
 				process := "main"
 				if d.opts.Task != "" {
@@ -331,18 +342,15 @@ func (d *Daemon) sources() (task.Sources, error) {
 				ss = append(ss, dir)
 				continue
 			}
-			ns := task.NormalizeNamespace(p)
-			if !contains(d.opts.Registry.Namespaces(), ns) {
-				return nil, fmt.Errorf("-p %s: no such task namespace (known: %s)", p, strings.Join(d.opts.Registry.Namespaces(), ", "))
-			}
-			ss = append(ss, d.opts.Registry.Namespace(ns))
+			return nil, fmt.Errorf("-p %s: no such task namespace (known: %s) and no such directory", p, strings.Join(d.opts.Registry.Namespaces(), ", "))
 		}
 	}
 	return ss, nil
 }
 
-// isTaskDir: a -p entry containing "/" or naming an existing directory is
-// a directory of exec tasks.
+// isTaskDir: a -p entry that is not a compiled-in namespace is a
+// directory of exec tasks when it contains "/" or names an existing
+// directory.
 func isTaskDir(p string) bool {
 	if strings.Contains(p, "/") {
 		return true

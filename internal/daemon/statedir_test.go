@@ -114,3 +114,49 @@ func TestRejectedControlMessageNamesFieldsOnly(t *testing.T) {
 	}
 	stderrHas(t, env, d, ".multimodule.config.OtherModule.password")
 }
+
+// TestTaskDirDoesNotShadowNamespace: an executable
+// ./MultiModuleTest/Example1 in the working directory (which whoever can
+// write there may have put) does not replace the compiled-in
+// MultiModuleTest Example1 named by `-p MultiModuleTest`: the compiled-in
+// task runs, the file is never run, and the daemon says the directory is
+// not used. `-p ./MultiModuleTest` is how to ask for the directory.
+func TestTaskDirDoesNotShadowNamespace(t *testing.T) {
+	cwd := t.TempDir()
+	marker := filepath.Join(t.TempDir(), "ran")
+	if err := os.Mkdir(filepath.Join(cwd, "MultiModuleTest"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("#!/bin/sh\ntouch %q\nexit 1\n", marker)
+	if err := os.WriteFile(filepath.Join(cwd, "MultiModuleTest", "Example1"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(cwd)
+
+	env := mmtest.NewEnv(t)
+	d := env.StartDaemon("-p", "MultiModuleTest")
+	env.Configure(map[string]any{
+		"Example1": map[string]any{"outstr": "compiled-in"},
+		"Router":   routeTo(map[string]string{"Example1": "test_out"}),
+	})
+	if out := env.Recv("test_out", wait); out["outstr"] != "compiled-in" {
+		t.Errorf("Example1 emitted %v, want the compiled-in task's output", out)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("./MultiModuleTest/Example1 was run, want it ignored")
+	}
+	mmtest.Eventually(t, wait, func() error {
+		if s := d.Stdout.String() + d.Stderr.String(); !strings.Contains(s, "the directory ./MultiModuleTest is not used (write -p ./MultiModuleTest to use it)") {
+			return fmt.Errorf("no warning yet; output:\n%s", s)
+		}
+		return nil
+	})
+
+	env2 := mmtest.NewEnv(t)
+	env2.StartDaemon("-p", "./MultiModuleTest")
+	env2.Configure(map[string]any{"Example1": map[string]any{}})
+	mmtest.Eventually(t, wait, func() error {
+		_, err := os.Stat(marker)
+		return err
+	})
+}
