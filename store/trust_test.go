@@ -136,8 +136,11 @@ func TestFilesReadWithoutFollowingLinks(t *testing.T) {
 	check("LoadState", err)
 	_, err = s.LoadStatus("Example1")
 	check("LoadStatus", err)
-	_, err = s.ReadFailsafe("Example1")
+	alert, err := s.ReadFailsafe("Example1")
 	check("ReadFailsafe", err)
+	if alert == nil {
+		t.Error("ReadFailsafe: got no alert, want a stand-in: the task stays failsafed")
+	}
 	for _, ext := range []string{confExt, stateExt, statusExt, failsafeExt} {
 		if fi, err := os.Lstat(filepath.Join(s.Dir(), "Example1"+ext)); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 			t.Errorf("Example1%s: got %v, want the link left where it is", ext, err)

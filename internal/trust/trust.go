@@ -56,8 +56,7 @@ func (e *Error) Error() string {
 // Unwrap returns ErrUntrusted.
 func (e *Error) Unwrap() error { return ErrUntrusted }
 
-// uid is the running user; a variable so tests can play another user's
-// part without changing credentials.
+// uid is the running user, whose files are trusted.
 var uid = os.Geteuid()
 
 // UID returns the uid whose files are trusted: the effective uid.
