@@ -59,9 +59,6 @@ func (e *Error) Unwrap() error { return ErrUntrusted }
 // uid is the running user, whose files are trusted.
 var uid = os.Geteuid()
 
-// UID returns the uid whose files are trusted: the effective uid.
-func UID() int { return uid }
-
 // Dir checks that path (named in errors as what, e.g. "state dir") is a
 // trusted directory, as are the directories above it. path may be
 // relative and may go through symbolic links: the directories on the way
@@ -231,9 +228,6 @@ func ownerOf(fi fs.FileInfo) int {
 	}
 	return -1
 }
-
-// Owner returns the uid owning fi (-1 when unknown).
-func Owner(fi fs.FileInfo) int { return ownerOf(fi) }
 
 // userName names a user for a command line: its name, or its uid when
 // it has none.
