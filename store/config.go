@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/multimodule/multimodule/internal/trust"
 	"github.com/multimodule/multimodule/message"
 )
 
@@ -125,7 +126,7 @@ func (s *Store) holds(path string, data []byte) bool {
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() != int64(len(data)) {
 		return false
 	}
-	old, err := os.ReadFile(path)
+	old, err := trust.ReadFile("state file", path)
 	return err == nil && bytes.Equal(old, data)
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/multimodule/multimodule/internal/trust"
 )
 
 // WriteFailsafe marks task as failsafed by writing <Task>.failsafe holding
@@ -25,7 +27,10 @@ func (s *Store) WriteFailsafe(task string, alert map[string]any) error {
 // presence is what keeps a crash-looping task stopped, so a damaged one
 // must not silently release it. For a corrupt file it returns a stand-in
 // alert (with "summary" and "corrupt" keys) together with an error
-// wrapping ErrCorrupt; the task stays failsafed until ClearFailsafe.
+// wrapping ErrCorrupt; the task stays failsafed until ClearFailsafe. A
+// failsafe file that is a symbolic link is not read (see readFile): it
+// gives the same kind of stand-in, with an error wrapping
+// trust.ErrUntrusted.
 func (s *Store) ReadFailsafe(task string) (map[string]any, error) {
 	path, err := s.path(task, failsafeExt)
 	if err != nil {
@@ -37,8 +42,17 @@ func (s *Store) ReadFailsafe(task string) (map[string]any, error) {
 	unlock := s.lockFile(path)
 	defer unlock()
 	data, fi, err := readFile(path)
+	if errors.Is(err, trust.ErrUntrusted) {
+		// A link (or a file of someone else's) is not read, but its
+		// presence still keeps the task stopped, like a damaged file.
+		stand := map[string]any{
+			"summary": fmt.Sprintf("task %s is failsafed; its failsafe file is refused: %v", task, err),
+			"corrupt": true,
+		}
+		return stand, fmt.Errorf("store: read failsafe of task %q: %w", task, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("store: read %s: %w", path, err)
+		return nil, fmt.Errorf("store: read failsafe of task %q: %w", task, err)
 	}
 	if fi == nil {
 		return nil, nil

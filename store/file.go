@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/multimodule/multimodule/internal/trust"
 	"github.com/multimodule/multimodule/message"
 )
 
@@ -193,6 +194,10 @@ func (s *Store) loadFile(path string, decode func([]byte) error) (found bool, er
 	for attempt := 0; ; attempt++ {
 		data, fi, err := readFile(path)
 		if err != nil {
+			var te *trust.Error
+			if errors.As(err, &te) {
+				return false, fmt.Errorf("store: %w", err) // names the file already
+			}
 			return false, fmt.Errorf("store: read %s: %w", path, err)
 		}
 		if fi == nil {
@@ -212,9 +217,12 @@ func (s *Store) loadFile(path string, decode func([]byte) error) (found bool, er
 }
 
 // readFile returns the contents of path and the FileInfo of what was
-// read; both nil, and no error, when it does not exist.
+// read; both nil, and no error, when it does not exist. It never reads
+// through a symbolic link, and refuses a file another user owns or could
+// write (an error wrapping trust.ErrUntrusted): such a file was not
+// written by MultiModule.
 func readFile(path string) ([]byte, os.FileInfo, error) {
-	f, err := os.Open(path)
+	f, fi, err := trust.Open("state file", path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, nil
 	}
@@ -222,13 +230,6 @@ func readFile(path string) ([]byte, os.FileInfo, error) {
 		return nil, nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	if fi.IsDir() {
-		return nil, nil, fmt.Errorf("%s is a directory", path)
-	}
 	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, nil, err
@@ -251,7 +252,7 @@ func describe(data []byte, err error) error {
 // path.corrupt, first renaming an older path.corrupt to
 // path.corrupt.<its mtime>, so path.corrupt is always the newest.
 func (s *Store) moveAside(path string, fi os.FileInfo) (string, error) {
-	cur, err := os.Stat(path) // follows a symlink, as the read did
+	cur, err := os.Lstat(path) // readFile never follows a link
 	if err != nil {
 		return "", err
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/multimodule/multimodule/internal/trust"
 )
 
 // LockFileName is the file in the state directory whose lock marks the
@@ -55,16 +57,24 @@ func (s *Store) LockDaemon() (release func() error, err error) {
 // one task never run at once (a daemon and a restarted daemon racing to
 // start it, say).
 func (s *Store) LockExternal(task string) (release func() error, err error) {
-	if err := checkName(task); err != nil {
+	path, err := s.ExternalLockPath(task)
+	if err != nil {
 		return nil, err
 	}
-	return s.flockFile(filepath.Join(s.dir, task+".lock"))
+	return s.flockFile(path)
+}
+
+// ExternalLockPath is the file LockExternal locks for task: the process
+// holding it is the task's external process of this state directory
+// (what adopting a process named in a status file checks).
+func (s *Store) ExternalLockPath(task string) (string, error) {
+	return s.path(task, ".lock")
 }
 
 func (s *Store) flockFile(path string) (release func() error, err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, _, err := trust.OpenFile("lock file", path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("store: open daemon lock: %w", err)
+		return nil, fmt.Errorf("store: open lock: %w", err)
 	}
 	if err := flock(f, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
@@ -130,7 +140,7 @@ func writePID(f *os.File) error {
 func holderPID(path string) int {
 	deadline := time.Now().Add(holderWait)
 	for {
-		data, err := os.ReadFile(path)
+		data, err := trust.ReadFile("lock file", path)
 		if err == nil {
 			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
 				return pid

@@ -116,7 +116,7 @@ func (s *Store) LoadStatusIfChanged(task string, stamp StatusStamp) (st *Status,
 	if err != nil {
 		return nil, StatusStamp{}, true, err
 	}
-	fi, err := os.Stat(path)
+	fi, err := os.Lstat(path) // never through a link: LoadStatus refuses one
 	if err == nil {
 		now = StatusStamp{size: fi.Size(), mtime: fi.ModTime()}
 		if sys, ok := fi.Sys().(*syscall.Stat_t); ok {

@@ -40,6 +40,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/multimodule/multimodule/internal/trust"
 )
 
 // File name suffixes, one per kind of file a task has.
@@ -86,7 +88,10 @@ type Store struct {
 
 // Open opens the state directory dir, creating it (mode 0700, with its
 // parents) when missing. It fails with an error naming dir when dir is not
-// a directory or is not writable. Temporary files left behind by a crash
+// a directory or is not writable, and with an error wrapping
+// trust.ErrUntrusted when another user could have written in it: dir is
+// not owned by the running user or is writable by its group or others
+// (trust.Dir), or a file in it is (checkEntries). Temporary files left behind by a crash
 // in the middle of a write are removed once they are old enough not to
 // belong to a write still in progress.
 func Open(dir string) (*Store, error) {
@@ -107,6 +112,12 @@ func Open(dir string) (*Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("store: state directory %q is not a directory", abs)
 	}
+	if err := trust.Dir("state dir", dir); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if err := checkEntries(dir, abs); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	probe, err := os.CreateTemp(abs, ".probe-*")
 	if err != nil {
 		return nil, fmt.Errorf("store: state directory %q is not writable: %w", abs, err)
@@ -118,6 +129,48 @@ func Open(dir string) (*Store, error) {
 	s := &Store{dir: abs, locks: make(map[string]*sync.Mutex)}
 	s.removeStaleTemps(time.Now().Add(-staleTempAge))
 	return s, nil
+}
+
+// maxReported bounds the untrusted files one error lists.
+const maxReported = 5
+
+// checkEntries refuses a state directory holding a file that another
+// user owns or could write (or a link another user made): it was not
+// written by MultiModule and must not be believed (a status naming a
+// process to adopt and kill, a failsafe, a log that is a link, …). Our
+// own symbolic links may stay: nothing reads or writes through one.
+// Subdirectories (the transport dir) are checked by their owners.
+func checkEntries(dir, abs string) error {
+	entries, err := os.ReadDir(abs)
+	if err != nil {
+		return fmt.Errorf("list state dir %s: %w", dir, err)
+	}
+	var bad []string
+	n := 0
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed since the listing
+		}
+		if err := trust.Entry("file", filepath.Join(dir, e.Name()), fi); err != nil {
+			n++
+			if len(bad) < maxReported {
+				bad = append(bad, err.Error())
+			}
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	more := ""
+	if n > len(bad) {
+		more = fmt.Sprintf("; and %d more", n-len(bad))
+	}
+	return &trust.Error{What: "state dir", Path: dir,
+		Problem: fmt.Sprintf("holds %d file(s) that MultiModule did not write or that others could change: %s%s", n, strings.Join(bad, "; "), more)}
 }
 
 // Dir returns the absolute path of the state directory.

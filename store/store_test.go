@@ -547,43 +547,6 @@ func TestStaleTempsRemovedOnOpen(t *testing.T) {
 	deepEqual(t, "files after Open", got, []string{".T.state.tmp-222", "T.state"})
 }
 
-// TestSymlinkedConfig: an operator may keep a task's config elsewhere and
-// link it in; it loads, counts as the task's file, and when it turns out
-// corrupt, the link (not its target) is moved aside.
-func TestSymlinkedConfig(t *testing.T) {
-	s := openStore(t)
-	target := filepath.Join(t.TempDir(), "shared.json")
-	if err := os.WriteFile(target, []byte(`{"outstr": "howdy"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(s.Dir(), "Example1.conf")
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-	all, err := s.LoadAllConfigs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	deepEqual(t, "LoadAllConfigs", all, map[string]map[string]any{"Example1": {"outstr": "howdy"}})
-	tasks, err := s.Tasks()
-	if err != nil {
-		t.Fatal(err)
-	}
-	deepEqual(t, "Tasks", tasks, []string{"Example1"})
-
-	if err := os.WriteFile(target, []byte(`{"outstr": `), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.LoadConfig("Example1")
-	var ce *CorruptError
-	if !errors.As(err, &ce) || ce.MovedTo != link+".corrupt" {
-		t.Fatalf("LoadConfig(corrupt target): got %v, want it moved aside to %s.corrupt", err, link)
-	}
-	if _, err := os.Stat(target); err != nil {
-		t.Errorf("link target: got %v, want it untouched", err)
-	}
-}
-
 // TestLoadStatusIfChanged: a status is read again only when its file was
 // replaced; an absent file reads as nil, and its removal as a change.
 func TestLoadStatusIfChanged(t *testing.T) {

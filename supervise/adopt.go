@@ -40,16 +40,75 @@ func pidfdUnsupported(err error) bool {
 	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM)
 }
 
+// ErrNotOurs is wrapped by the errors of Adopt about a live process that
+// is not the one expected: it runs as another user, has another command
+// line, or does not hold the expected lock.
+var ErrNotOurs = errors.New("supervise: not our process")
+
+// Expect is what a process must be for Adopt to take it on, besides
+// running as this user: a status file only names a process, and a
+// process it names is signalled (up to SIGKILL) once adopted.
+type Expect struct {
+	// ArgvSuffix, when set, must end the process' command line
+	// (["-m", task] for an external task).
+	ArgvSuffix []string
+	// LockPath, when set, is a file the process must hold a flock(2)
+	// on (an external holds <state>/<task>.lock for its whole life):
+	// that proves it is the process of that state directory, which
+	// nothing else can pretend to be.
+	LockPath string
+}
+
 // Adopt takes on a running process that is not our child, typically an
 // external task left running by a previous life of the daemon, by the
 // identity saved in its status. It refuses, with an error wrapping ErrGone,
 // an identity that is not alive: the process exited, or its pid now names
-// another process (different start time or command line). Exit is noticed
-// through a pidfd; see the package doc for the fallback without pidfds.
-func Adopt(id procid.Identity) (*Process, error) { return adopt(id, true) }
+// another process (different start time or command line). It refuses,
+// with an error wrapping ErrNotOurs, a live process whose real or
+// effective user is not ours (the effective uid), or that is not what
+// want says. Exit is noticed through a pidfd; see the package doc for the
+// fallback without pidfds.
+func Adopt(id procid.Identity, want Expect) (*Process, error) {
+	if !id.Alive() {
+		return nil, fmt.Errorf("%w: adopt %v: no live process has this identity (it exited, or the pid now names another process)", ErrGone, id)
+	}
+	if err := checkOurs(id, want); err != nil {
+		return nil, err
+	}
+	return adopt(id, true)
+}
 
-// adopt is Adopt; verify=false skips the identity checks, which only tests
-// do, to build a handle whose identity does not match its pid.
+// checkOurs checks the live process id is ours and what want says.
+func checkOurs(id procid.Identity, want Expect) error {
+	real, eff, err := procid.UIDs(id.PID)
+	if err != nil {
+		return fmt.Errorf("%w: adopt %v: %v", ErrGone, id, err)
+	}
+	if me := os.Geteuid(); real != me || eff != me {
+		return fmt.Errorf("%w: adopt %v: it runs as uid %d (effective %d), not as uid %d", ErrNotOurs, id, real, eff, me)
+	}
+	now, err := procid.Of(id.PID)
+	if err != nil {
+		return fmt.Errorf("%w: adopt %v: %v", ErrGone, id, err)
+	}
+	if n := len(want.ArgvSuffix); n > 0 && (len(now.Cmdline) < n || !slices.Equal(now.Cmdline[len(now.Cmdline)-n:], want.ArgvSuffix)) {
+		return fmt.Errorf("%w: adopt %v: its command line %q does not end with %q", ErrNotOurs, id, now.Cmdline, want.ArgvSuffix)
+	}
+	if want.LockPath != "" {
+		held, err := procid.HoldsFlock(id.PID, want.LockPath)
+		if err != nil {
+			return fmt.Errorf("%w: adopt %v: %v", ErrNotOurs, id, err)
+		}
+		if !held {
+			return fmt.Errorf("%w: adopt %v: it does not hold the lock %s", ErrNotOurs, id, want.LockPath)
+		}
+	}
+	return nil
+}
+
+// adopt is Adopt without the checks of Expect and the user; verify=false
+// skips the identity checks too, which only tests do, to build a handle
+// whose identity does not match its pid.
 func adopt(id procid.Identity, verify bool) (*Process, error) {
 	if verify && !id.Alive() {
 		return nil, fmt.Errorf("%w: adopt %v: no live process has this identity (it exited, or the pid now names another process)", ErrGone, id)

@@ -41,7 +41,7 @@ func TestAdoptOrphanAfterParentExits(t *testing.T) {
 			if sid, err := unix.Getsid(id.PID); err != nil || sid != id.PID {
 				t.Errorf("getsid(orphan): got %d (%v), want %d (its own session)", sid, err, id.PID)
 			}
-			p, err := Adopt(id)
+			p, err := Adopt(id, Expect{})
 			if err != nil {
 				t.Fatalf("Adopt(%v): %v", id, err)
 			}
@@ -92,7 +92,7 @@ func TestAdoptRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Adopt(tt.id)
+			p, err := Adopt(tt.id, Expect{})
 			if !errors.Is(err, ErrGone) {
 				if p != nil {
 					t.Cleanup(func() { kill(t, p) })
@@ -137,7 +137,7 @@ func TestSignalRefuses(t *testing.T) {
 		}},
 		{"adopted, exited", func(t *testing.T) (*Process, procid.Identity) {
 			cmd, id := child(t)
-			p, err := Adopt(id)
+			p, err := Adopt(id, Expect{})
 			if err != nil {
 				t.Fatalf("Adopt(%v): %v", id, err)
 			}

@@ -39,7 +39,7 @@ func BenchmarkKillToDone(b *testing.B) {
 			if err != nil {
 				b.Fatalf("identity: %v", err)
 			}
-			p, err := Adopt(id)
+			p, err := Adopt(id, Expect{})
 			if err != nil {
 				b.Fatalf("Adopt: %v", err)
 			}

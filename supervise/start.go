@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/internal/trust"
 )
 
 // Spec says how to start a process.
@@ -16,7 +17,7 @@ type Spec struct {
 	Argv    []string // argv[0] names the executable (looked up in PATH when it has no slash)
 	Env     []string // the environment, "KEY=value"; nil inherits ours
 	Dir     string   // working directory; "" is ours
-	LogPath string   // stdout and stderr are appended here (created 0600); "" discards them
+	LogPath string   // stdout and stderr are appended here (created 0600; never through a link, and only to a file of ours); "" discards them
 }
 
 // cmdlineWait bounds how long Start waits for a fresh child's command line
@@ -41,7 +42,10 @@ func Start(spec Spec) (*Process, error) {
 	// outlive us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if spec.LogPath != "" {
-		log, err := os.OpenFile(spec.LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		// Never through a link, and only a file of ours: the log is in
+		// the state directory, and appending a process' output to a
+		// file someone else chose would write wherever we can.
+		log, _, err := trust.OpenFile("log file", spec.LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("supervise: start %q: open log: %w", name, err)
 		}

@@ -49,7 +49,7 @@ func TestStop(t *testing.T) {
 		}, syscall.SIGUSR1},
 		{"adopted", func(t *testing.T) *Process {
 			id := orphan(t)
-			p, err := Adopt(id)
+			p, err := Adopt(id, Expect{})
 			if err != nil {
 				t.Fatalf("Adopt(%v): %v", id, err)
 			}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/internal/trust"
 )
 
 // Files of the embedded bus in the transport directory.
@@ -41,10 +42,13 @@ type BusInfo struct {
 	StartTime uint64 `json:"start_time"` // field 22 of /proc/<pid>/stat (clock ticks since boot)
 }
 
-// ReadBusInfo reads dir/bus.json.
+// ReadBusInfo reads dir/bus.json. It never reads through a symbolic
+// link, and refuses (an error wrapping trust.ErrUntrusted) a file another
+// user owns or could write: a client would send its messages to the bus
+// that file names.
 func ReadBusInfo(dir string) (BusInfo, error) {
 	var bi BusInfo
-	b, err := os.ReadFile(filepath.Join(dir, BusInfoFile))
+	b, err := trust.ReadFile("bus file", filepath.Join(dir, BusInfoFile))
 	if err != nil {
 		return bi, err
 	}
@@ -78,9 +82,9 @@ func ProcessStartTime(pid int) (uint64, error) {
 	return id.StartTime, nil
 }
 
-// readToken reads dir/token.
+// readToken reads dir/token, with the checks of ReadBusInfo.
 func readToken(dir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, BusTokenFile))
+	b, err := trust.ReadFile("bus token", filepath.Join(dir, BusTokenFile))
 	if err != nil {
 		return "", err
 	}
@@ -88,22 +92,29 @@ func readToken(dir string) (string, error) {
 }
 
 // liveBus returns the bus info if a bus is running for dir and accepts
-// TCP connections.
-func liveBus(dir string) (BusInfo, bool) {
+// TCP connections. The error is for a bus.json or token that must not be
+// believed (trust.ErrUntrusted): then no bus may be used or started.
+func liveBus(dir string) (BusInfo, bool, error) {
 	bi, err := ReadBusInfo(dir)
+	if errors.Is(err, trust.ErrUntrusted) {
+		return bi, false, err
+	}
 	if err != nil || !bi.Alive() {
-		return bi, false
+		return bi, false, nil
+	}
+	if _, err := readToken(dir); errors.Is(err, trust.ErrUntrusted) {
+		return bi, false, err
 	}
 	u, err := url.Parse(bi.URL)
 	if err != nil {
-		return bi, false
+		return bi, false, nil
 	}
 	c, err := net.DialTimeout("tcp", u.Host, time.Second)
 	if err != nil {
-		return bi, false
+		return bi, false, nil
 	}
 	c.Close()
-	return bi, true
+	return bi, true, nil
 }
 
 // busStarter finds or starts the embedded bus of one transport directory.
@@ -116,9 +127,20 @@ type busStarter struct {
 // ensure returns a live bus for s.dir, starting one if needed. Concurrent
 // callers (in any process) start exactly one: the start lock is taken and
 // the bus checked again before starting.
+//
+// The transport dir must be trusted (trust.Dir: ours, writable by nobody
+// else, in directories nobody else can write), and so must bus.json and
+// the token: another local user who could write them would run a bus of
+// their own and receive what our clients send.
 func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
-	if bi, ok := liveBus(s.dir); ok {
-		return bi, nil
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return BusInfo{}, fmt.Errorf("transit: embedded bus: %w", err)
+	}
+	if err := trust.Dir("transport dir", s.dir); err != nil {
+		return BusInfo{}, fmt.Errorf("transit: embedded bus: %w", err)
+	}
+	if bi, ok, err := liveBus(s.dir); ok || err != nil {
+		return bi, wrapUntrusted(err)
 	}
 	if os.Getenv(BusChildEnv) != "" {
 		// This process was started as a bus command but wants a bus: the
@@ -126,16 +148,13 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 		// TestMain, say). Starting another would recurse.
 		return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: not started: this process was itself started as the bus command (%s is set), so BusCommand does not run `multimodule bus`; set Options.BusCommand or NATSURL", s.dir, BusChildEnv)
 	}
-	if err := os.MkdirAll(s.dir, 0o700); err != nil {
-		return BusInfo{}, fmt.Errorf("transit: embedded bus: %w", err)
-	}
 	unlock, err := lockFile(ctx, filepath.Join(s.dir, busStartLock))
 	if err != nil {
 		return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: start lock: %w", s.dir, err)
 	}
 	defer unlock()
-	if bi, ok := liveBus(s.dir); ok {
-		return bi, nil
+	if bi, ok, err := liveBus(s.dir); ok || err != nil {
+		return bi, wrapUntrusted(err)
 	}
 	old, _ := ReadBusInfo(s.dir)
 	if err := s.start(); err != nil {
@@ -144,7 +163,9 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 	// Wait for a new bus.json naming a live, listening bus.
 	delay := 10 * time.Millisecond
 	for {
-		if bi, ok := liveBus(s.dir); ok && bi != old {
+		if bi, ok, err := liveBus(s.dir); err != nil {
+			return BusInfo{}, wrapUntrusted(err)
+		} else if ok && bi != old {
 			return bi, nil
 		}
 		select {
@@ -155,6 +176,14 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 		}
 		delay = min(2*delay, 100*time.Millisecond)
 	}
+}
+
+// wrapUntrusted gives a trust error the package's prefix (nil stays nil).
+func wrapUntrusted(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("transit: embedded bus: %w", err)
 }
 
 // start runs the bus command detached (own session), output to bus.log.
@@ -168,7 +197,7 @@ func (s *busStarter) start() error {
 		}
 		argv = []string{exe, "bus", "-T", s.dir}
 	}
-	logf, err := os.OpenFile(filepath.Join(s.dir, BusLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logf, _, err := trust.OpenFile("bus log", filepath.Join(s.dir, BusLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("transit: embedded bus: %w", err)
 	}
@@ -213,7 +242,7 @@ func SelfPath() (string, error) {
 
 // lockFile takes an exclusive flock on path, waiting (bounded by ctx).
 func lockFile(ctx context.Context, path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, _, err := trust.OpenFile("lock file", path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}

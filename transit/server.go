@@ -14,12 +14,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/multimodule/multimodule/internal/trust"
 )
 
 // RunBus runs the embedded bus for transport directory dir in the
 // foreground until ctx ends (`multimodule bus -T dir`): a nats-server with
 // JetStream storing under dir/jetstream, listening on 127.0.0.1 on a
-// random port, requiring a fresh random token. Once the server is ready it
+// random port, requiring a fresh random token. dir must be trusted
+// (trust.Dir). Once the server is ready it
 // writes dir/token (0600) and then dir/bus.json; on exit it removes
 // bus.json. It refuses to run when another bus holds dir's lock, so two
 // servers never share a store. log nil means slog.Default().
@@ -30,10 +33,15 @@ func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("transit: bus: %w", err)
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
+	// A directory others can write is refused, not made private: what
+	// they may have put in it stays.
+	if err := trust.Dir("transport dir", dir); err != nil {
 		return fmt.Errorf("transit: bus: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, busRunLock), os.O_CREATE|os.O_RDWR, 0o600)
+	if err := os.Chmod(dir, 0o700); err != nil { // nobody else reads it either
+		return fmt.Errorf("transit: bus: %w", err)
+	}
+	lock, _, err := trust.OpenFile("lock file", filepath.Join(dir, busRunLock), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("transit: bus: %w", err)
 	}

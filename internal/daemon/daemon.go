@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -325,6 +326,17 @@ func (d *Daemon) sources() (task.Sources, error) {
 			if p == "" {
 				continue
 			}
+			ns := task.NormalizeNamespace(p)
+			if !strings.Contains(p, "/") && contains(d.opts.Registry.Namespaces(), ns) {
+				// A compiled-in namespace is never shadowed by a directory
+				// of the same name in the working directory: whoever can
+				// write there would choose the code that runs.
+				if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+					d.log.Warn(fmt.Sprintf("-p %s: using the compiled-in task namespace %s; the directory ./%s is not used (write -p ./%s to use it)", p, ns, p, p))
+				}
+				ss = append(ss, d.opts.Registry.Namespace(ns))
+				continue
+			}
 			if isTaskDir(p) {
 				process := "main"
 				if d.opts.Task != "" {
@@ -338,18 +350,15 @@ func (d *Daemon) sources() (task.Sources, error) {
 				ss = append(ss, dir)
 				continue
 			}
-			ns := task.NormalizeNamespace(p)
-			if !contains(d.opts.Registry.Namespaces(), ns) {
-				return nil, fmt.Errorf("-p %s: no such task namespace (known: %s)", p, strings.Join(d.opts.Registry.Namespaces(), ", "))
-			}
-			ss = append(ss, d.opts.Registry.Namespace(ns))
+			return nil, fmt.Errorf("-p %s: no such task namespace (known: %s) and no such directory", p, strings.Join(d.opts.Registry.Namespaces(), ", "))
 		}
 	}
 	return ss, nil
 }
 
-// isTaskDir: a -p entry containing "/" or naming an existing directory is
-// a directory of exec tasks.
+// isTaskDir: a -p entry that is not a compiled-in namespace is a
+// directory of exec tasks when it contains "/" or names an existing
+// directory.
 func isTaskDir(p string) bool {
 	if strings.Contains(p, "/") {
 		return true
@@ -477,8 +486,9 @@ func (d *Daemon) control(ctx context.Context) {
 	err := d.tr.Serve(ctx, d.opts.ControlQueue, func(m message.Message) {
 		err := d.handleControl(m)
 		if err != nil {
-			text, _ := message.Marshal(m)
-			d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"message": string(text)})
+			// Named by its fields, never by its values: a control
+			// message carries configs, and configs carry secrets.
+			d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"fields": fieldPaths(m)})
 		}
 		d.saveReasons()
 		d.reply(m, err)
@@ -486,6 +496,63 @@ func (d *Daemon) control(ctx context.Context) {
 	if err != nil {
 		d.log.Error("control queue: cannot consume", "queue", d.opts.ControlQueue, "error", err)
 	}
+}
+
+// Bounds of fieldPaths: how deep it names keys, and how many.
+const (
+	fieldPathDepth = 4
+	fieldPathMax   = 64
+)
+
+// fieldPaths names the fields of a message without their values, for an
+// error record about it: the key paths (".multimodule.config.Task.key",
+// list items as "[i]"), sorted, down to fieldPathDepth levels, at most
+// fieldPathMax of them (then "…").
+func fieldPaths(m message.Message) []string {
+	var out []string
+	var walk func(prefix string, v any, depth int)
+	walk = func(prefix string, v any, depth int) {
+		if depth > fieldPathDepth {
+			return
+		}
+		switch v := v.(type) {
+		case map[string]any:
+			for _, k := range slices.Sorted(maps.Keys(v)) {
+				p := prefix + "." + k
+				if strings.HasPrefix(k, ".") && prefix == "" {
+					p = k
+				}
+				out = append(out, p)
+				walk(p, v[k], depth+1)
+			}
+		case []any:
+			for i, e := range v {
+				if _, ok := e.(map[string]any); ok {
+					walk(fmt.Sprintf("%s[%d]", prefix, i), e, depth+1)
+				}
+			}
+		}
+	}
+	walk("", map[string]any(m), 0)
+	if len(out) > fieldPathMax {
+		out = append(out[:fieldPathMax], "…")
+	}
+	return out
+}
+
+// knownName reports whether s looks like a name (a control type, say)
+// rather than data: short, letters, digits and "_" only. Only such
+// strings are quoted back in errors.
+func knownName(s string) bool {
+	if s == "" || len(s) > 40 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // HandleControl applies one control message.
@@ -536,7 +603,11 @@ func (d *Daemon) handleControl(m message.Message) error {
 				default:
 				}
 			default:
-				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %v (known: cleanly_exit, failsafe, unfailsafe)", i, ctl["type"]))
+				typ, _ := ctl["type"].(string)
+				if !knownName(typ) {
+					typ = fmt.Sprintf("(a %T that is not a type name)", ctl["type"])
+				}
+				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %s (known: cleanly_exit, failsafe, unfailsafe)", i, typ))
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -116,7 +117,18 @@ func (x *externals) adopt(name string) bool {
 	if !id.Alive() {
 		return false
 	}
-	p, err := supervise.Adopt(id)
+	lock, err := x.d.store.ExternalLockPath(name)
+	if err != nil {
+		return false
+	}
+	// Only our own external of this state dir: running as us, started as
+	// `-m <task>`, holding the task's lock here. A status naming anything
+	// else is not believed (that process is never signalled).
+	p, err := supervise.Adopt(id, supervise.Expect{ArgvSuffix: []string{"-m", name}, LockPath: lock})
+	if errors.Is(err, supervise.ErrNotOurs) {
+		x.d.host.Out("error", name, fmt.Sprintf("the status of %s names a process that is not its external process: not adopted, left alone: %v", name, err), nil)
+		return false
+	}
 	if err != nil {
 		x.d.log.Warn("externals: cannot adopt", "task", name, "pid", id.PID, "error", err)
 		return false

@@ -323,3 +323,60 @@ func countFDs(dir string) (int, error) {
 	names, err := f.Readdirnames(-1)
 	return len(names), err
 }
+
+// UIDs returns the real and effective user ids of process pid. When there
+// is no such process the error wraps ErrNoProcess.
+func UIDs(pid int) (real, effective int, err error) {
+	p, err := proc(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0, 0, wrap(pid, "read status", err)
+	}
+	return int(st.UIDs[0]), int(st.UIDs[1]), nil
+}
+
+// HoldsFlock reports whether process pid holds a flock(2) lock on the
+// file at path, as /proc/locks lists it: a FLOCK line with that pid and
+// the file's device and inode. (For a lock inherited across fork the
+// kernel lists the process that took it.)
+func HoldsFlock(pid int, path string) (bool, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false, fmt.Errorf("procid: lock holders of %s: %w", path, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false, fmt.Errorf("procid: lock holders of %s: no inode", path)
+	}
+	data, err := os.ReadFile(procRoot + "/locks")
+	if err != nil {
+		return false, fmt.Errorf("procid: %w", err)
+	}
+	return flockHeld(data, pid, uint64(st.Dev), st.Ino), nil
+}
+
+// flockHeld looks in the contents of /proc/locks for a FLOCK lock of pid
+// on the file dev/ino. Lines read "1: FLOCK  ADVISORY  WRITE 42
+// fe:00:9977953 0 EOF" (device major:minor in hex, inode in decimal);
+// blocked waiters ("1: -> FLOCK …") are not holders.
+func flockHeld(data []byte, pid int, dev, ino uint64) bool {
+	want := fmt.Sprintf("%02x:%02x:%d", unixMajor(dev), unixMinor(dev), ino)
+	spid := strconv.Itoa(pid)
+	for line := range bytes.Lines(data) {
+		f := bytes.Fields(line)
+		if len(f) < 6 || string(f[1]) != "FLOCK" {
+			continue
+		}
+		if string(f[4]) == spid && string(f[5]) == want {
+			return true
+		}
+	}
+	return false
+}
+
+// unixMajor and unixMinor split a Linux dev_t (glibc's encoding).
+func unixMajor(dev uint64) uint64 { return (dev>>8)&0xfff | (dev>>32)&^0xfff }
+func unixMinor(dev uint64) uint64 { return dev&0xff | (dev>>12)&^0xff }

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -296,5 +298,54 @@ func TestParseStat(t *testing.T) {
 				t.Errorf("parseStat = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestHoldsFlock: the holder of a flock is found in /proc/locks by the
+// file's device and inode; another file, or another process, is not.
+func TestHoldsFlock(t *testing.T) {
+	dir := t.TempDir()
+	locked, other := filepath.Join(dir, "a.lock"), filepath.Join(dir, "b.lock")
+	f, err := os.OpenFile(locked, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		pid  int
+		path string
+		want bool
+	}{
+		{os.Getpid(), locked, true},
+		{os.Getpid(), other, false},
+		{1, locked, false},
+	} {
+		got, err := HoldsFlock(tt.pid, tt.path)
+		if err != nil || got != tt.want {
+			t.Errorf("HoldsFlock(%d, %s): got %v, %v, want %v", tt.pid, tt.path, got, err, tt.want)
+		}
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := HoldsFlock(os.Getpid(), locked); err != nil || got {
+		t.Errorf("HoldsFlock after unlock: got %v, %v, want false", got, err)
+	}
+}
+
+// TestUIDs: our own real and effective uids.
+func TestUIDs(t *testing.T) {
+	r, e, err := UIDs(os.Getpid())
+	if err != nil || r != os.Getuid() || e != os.Geteuid() {
+		t.Errorf("UIDs(self): got %d, %d, %v, want %d, %d", r, e, err, os.Getuid(), os.Geteuid())
+	}
+	if _, _, err := UIDs(-1); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("UIDs(-1): got %v, want ErrNoProcess", err)
 	}
 }
