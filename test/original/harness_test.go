@@ -557,6 +557,9 @@ func num(v any) float64 {
 // other process whose command line names this world's unique state
 // directory (an external caught mid-start).
 func (w *world) cleanup() {
+	if w.t.Failed() {
+		w.diagnose()
+	}
 	for _, d := range w.daemons {
 		if !d.exited() {
 			_ = d.cmd.Process.Signal(syscall.SIGKILL)
@@ -784,4 +787,20 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// diagnose logs what a failed scenario's daemons said, and the status and
+// queues of its world.
+func (w *world) diagnose() {
+	for _, d := range w.daemons {
+		e := d.errb.String()
+		if len(e) > 6000 {
+			e = "…" + e[len(e)-6000:]
+		}
+		w.t.Logf("daemon %d stderr:\n%s", d.pid(), e)
+	}
+	for _, args := range [][]string{{"status"}, {"queues"}, {"recv", "--nonblock", "-n", "20", "MultiModule_dead_letter"}} {
+		out, errs, _ := w.run(args...)
+		w.t.Logf("multimodule %s:\n%s%s", strings.Join(args, " "), out, errs)
+	}
 }
