@@ -33,19 +33,26 @@ func init() {
 	reg("Example1", true, func() (task.Task, error) { return &Example1{}, nil })
 	reg("Example2", false, func() (task.Task, error) { return task.Func(example2), nil })
 	reg("OtherModule", true, func() (task.Task, error) { return &OtherModule{}, nil })
-	reg("OtherExternalModule", true, func() (task.Task, error) { return &OtherModule{hooks: true}, nil })
+	reg("OtherExternalModule", true, func() (task.Task, error) { return &OtherModule{external: true}, nil })
+	reg("YetAnotherExternalModule", true, func() (task.Task, error) { return &OtherModule{yetAnother: true}, nil })
 	reg("Incrementer", false, func() (task.Task, error) { return task.Func(incrementer), nil })
 	reg("StatelessProducer", false, func() (task.Task, error) { return &StatelessProducer{}, nil })
-	// Stateful so that it can be configured external too: it fails to load
-	// inside the daemon and in its own process alike.
-	reg("DoesNotCompile", true, func() (task.Task, error) {
-		return nil, errors.New("DoesNotCompile never loads (test fixture)")
-	})
+	// Stateful so that they can be configured external too: they fail to
+	// load inside the daemon and in their own process alike.
+	// TaskDoesNotCompile is the original's name; DoesNotCompile the
+	// shorter one.
+	for _, name := range []string{"TaskDoesNotCompile", "DoesNotCompile"} {
+		msg := name + " never loads (test fixture)"
+		reg(name, true, func() (task.Task, error) { return nil, errors.New(msg) })
+	}
 }
 
-// Example1 is the tutorial's stateful counter (SPEC 16): on config it
-// starts (once) a 1-second job emitting {ct: state.ct++, outstr:
-// config.outstr}; a message with new_ct sets state.ct.
+// Example1 is the tutorial's stateful counter: on config it starts (once)
+// a 1-second job emitting {ct: state.ct++, outstr: config.outstr}; a
+// message with new_ct sets state.ct. With config.static_forwards true,
+// each message also carries the original's itinerary: static_forwards to
+// Example2 with the transform {some: transform}, so it reaches Example2
+// whatever the Router's routes say.
 type Example1 struct{}
 
 // SetConfig starts the recurring emit; calling it again does not add a
@@ -55,7 +62,14 @@ func (e *Example1) SetConfig(tc *task.Context, config map[string]any) error {
 		st := tc.State()
 		ct, _ := message.Int(st["ct"])
 		st["ct"] = ct + 1
-		if err := tc.Emit(message.Message{"ct": ct, "outstr": tc.Config()["outstr"]}); err != nil {
+		msg := message.Message{"ct": ct, "outstr": tc.Config()["outstr"]}
+		if message.Truthy(tc.Config()["static_forwards"]) {
+			msg["static_forwards"] = []any{[]any{map[string]any{
+				"transform": map[string]any{"some": "transform"},
+				"forward":   map[string]any{"qname": "Example2"},
+			}}}
+		}
+		if err := tc.Emit(msg); err != nil {
 			tc.Error(err.Error())
 		}
 	})
@@ -88,18 +102,31 @@ func example2(tc *task.Context, msg message.Message) error {
 	return err
 }
 
-// OtherModule (and OtherExternalModule, with hooks) adds
-// config.increment_by to the message's ct into my_ct, records module_pid,
-// applies config.transform, counts messages in its state, and emits.
+// OtherModule, OtherExternalModule and YetAnotherExternalModule are the
+// original's stateful counters. Each sets my_ct = ct + config.increment_by
+// and module_pid (the pid of the process hosting it), keeps the last my_ct
+// in state.most_recent and a count of messages in state.message_ct, and
+// emits the message. They differ as the originals did:
+//
+//   - OtherModule applies config.transform after computing my_ct;
+//   - OtherExternalModule runs the test hooks first (see hook), applies
+//     config.transform before computing my_ct, and keeps a running sum of
+//     increment_by in state.sum_increment_by, which it also puts in the
+//     message;
+//   - YetAnotherExternalModule has no transform and no hooks.
 type OtherModule struct {
-	hooks bool
-	tr    *transform.Transform
-	leak  [][]byte
+	external   bool // OtherExternalModule
+	yetAnother bool // YetAnotherExternalModule
+	tr         *transform.Transform
+	leak       [][]byte
 }
 
 // SetConfig compiles config.transform.
 func (o *OtherModule) SetConfig(tc *task.Context, config map[string]any) error {
 	o.tr = nil
+	if o.yetAnother {
+		return nil
+	}
 	if t, ok := config["transform"].(map[string]any); ok {
 		tr, err := transform.Compile(t)
 		if err != nil {
@@ -112,31 +139,52 @@ func (o *OtherModule) SetConfig(tc *task.Context, config map[string]any) error {
 
 // Message handles one message (see the type's doc).
 func (o *OtherModule) Message(tc *task.Context, msg message.Message) error {
-	if o.hooks {
-		if err := o.hook(tc, msg); err != nil {
+	if o.external {
+		done, err := o.hook(tc, msg)
+		if done || err != nil {
 			return err
 		}
+		o.applyTransform(tc, msg)
 	}
 	ct, _ := message.Int(msg["ct"])
 	inc, _ := message.Int(tc.Config()["increment_by"])
-	msg["my_ct"] = ct + inc
-	msg["module_pid"] = int64(os.Getpid())
+	myCt := ct + inc
+	msg["my_ct"] = myCt
 	st := tc.State()
+	if o.external {
+		sum, _ := message.Int(st["sum_increment_by"])
+		sum += inc
+		st["sum_increment_by"] = sum
+		msg["sum_increment_by"] = sum
+	}
+	msg["module_pid"] = int64(os.Getpid())
+	st["most_recent"] = myCt
 	n, _ := message.Int(st["message_ct"])
 	st["message_ct"] = n + 1
+	if !o.external {
+		o.applyTransform(tc, msg)
+	}
+	return tc.Emit(msg)
+}
+
+func (o *OtherModule) applyTransform(tc *task.Context, msg message.Message) {
 	if o.tr != nil {
 		if err := o.tr.Apply(msg, nil); err != nil {
 			tc.Error(err.Error())
 		}
 	}
-	return tc.Emit(msg)
 }
 
-// hook runs the test hooks of OtherExternalModule that do not need an
-// external process; process-level ones are in hooks.go.
-func (o *OtherModule) hook(tc *task.Context, msg message.Message) error {
+// hook runs the test hooks of OtherExternalModule, in the original's
+// order: crash_me, uncaught_exception, leak_memory, spin_cpu, fill_queue,
+// oob_testing. done reports that the message is fully handled (oob_testing
+// writes its record and emits nothing, as in the original).
+func (o *OtherModule) hook(tc *task.Context, msg message.Message) (done bool, err error) {
+	if err := processHooks(tc, msg); err != nil {
+		return true, err
+	}
 	if message.Truthy(msg["uncaught_exception"]) {
-		return errors.New("uncaught_exception requested by the message")
+		return true, errors.New("uncaught_exception requested by the message")
 	}
 	if n, ok := message.Int(msg["leak_memory"]); ok && n > 0 {
 		b := make([]byte, n)
@@ -154,22 +202,39 @@ func (o *OtherModule) hook(tc *task.Context, msg message.Message) error {
 		_ = x
 	}
 	if q, ok := msg["fill_queue"].(string); ok && q != "" {
-		total, _ := message.Int(msg["fill_queue_bytes"])
+		total, ok := message.Int(msg["fill_queue_bytes"])
+		if !ok || total <= 0 {
+			total = 1024
+		}
 		junk := string(make([]byte, 1024))
 		for sent := int64(0); sent < total; sent += 1024 {
 			if err := tc.Send(q, message.Message{"junk": junk}); err != nil {
-				return err
+				return true, err
 			}
 		}
 	}
-	if ch, ok := msg["oob_testing"].(string); ok && ch != "" {
+	if ch := oobChannel(msg["oob_testing"]); ch != "" {
 		text := "oob_testing from " + tc.Name()
 		if t, ok := msg["oob_text"].(string); ok {
 			text = t
 		}
-		tc.Out(ch, text, "pid", int64(os.Getpid()))
+		tc.Out(ch, text, "pid", int64(os.Getpid()), "message", map[string]any(msg))
+		return true, nil
 	}
-	return processHooks(tc, msg)
+	return false, nil
+}
+
+// oobChannel reads oob_testing: a channel name, or the original's form
+// {type: channel}.
+func oobChannel(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case map[string]any:
+		s, _ := v["type"].(string)
+		return s
+	}
+	return ""
 }
 
 func incrementer(tc *task.Context, msg message.Message) error {
@@ -178,16 +243,39 @@ func incrementer(tc *task.Context, msg message.Message) error {
 	return tc.Emit(msg)
 }
 
-// StatelessProducer emits config.emit_rate messages per second, each with
-// a running emit_ct.
+// StatelessProducer emits config.emit_rate messages per second (1 when
+// emit_rate is absent; 0 stops it), each {sending_pid, emit_ct, emit_rate,
+// from: StatelessProducer, i: emit_ct} with emit_ct counting from 1 for the
+// life of the process, and config.other_stuff applied as a transform.
+// Incrementer adds one to i, so a message through both has
+// i == emit_ct + 1.
 type StatelessProducer struct {
 	ct     int64
 	credit float64
+	other  *transform.Transform
+}
+
+// producerRate is config.emit_rate, 1 when absent.
+func producerRate(config map[string]any) float64 {
+	v, ok := config["emit_rate"]
+	if !ok || v == nil {
+		return 1
+	}
+	r, _ := message.Float(v)
+	return r
 }
 
 // SetConfig (re)starts the producing schedule.
 func (p *StatelessProducer) SetConfig(tc *task.Context, config map[string]any) error {
-	rate, _ := message.Float(config["emit_rate"])
+	p.other = nil
+	if t, ok := config["other_stuff"].(map[string]any); ok {
+		tr, err := transform.Compile(t)
+		if err != nil {
+			return fmt.Errorf("other_stuff: %w", err)
+		}
+		p.other = tr
+	}
+	rate := producerRate(config)
 	if rate <= 0 {
 		tc.DelRecurs(tc.Name())
 		return nil
@@ -197,11 +285,26 @@ func (p *StatelessProducer) SetConfig(tc *task.Context, config map[string]any) e
 		tick = time.Duration(float64(time.Second) / rate)
 	}
 	tc.NamedRecur("produce", tick, func(tc *task.Context) {
-		r, _ := message.Float(tc.Config()["emit_rate"])
+		r := producerRate(tc.Config())
 		p.credit += r * tick.Seconds()
 		for ; p.credit >= 1; p.credit-- {
 			p.ct++
-			if err := tc.Emit(message.Message{"emit_ct": p.ct}); err != nil {
+			msg := message.Message{
+				"sending_pid": int64(os.Getpid()),
+				"emit_ct":     p.ct,
+				"emit_rate":   tc.Config()["emit_rate"],
+				"from":        "StatelessProducer",
+				"i":           p.ct,
+			}
+			if msg["emit_rate"] == nil {
+				msg["emit_rate"] = int64(1)
+			}
+			if p.other != nil {
+				if err := p.other.Apply(msg, nil); err != nil {
+					tc.Error(err.Error())
+				}
+			}
+			if err := tc.Emit(msg); err != nil {
 				tc.Error(err.Error())
 				return
 			}
