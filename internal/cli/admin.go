@@ -202,6 +202,11 @@ func newConfigCommand(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",
 		Short: "Work with the daemon's config",
+		Example: `  # send a whole config file to the running daemon and wait for its verdict
+  multimodule -s ./state config apply my-config.yaml
+
+  # change one task's config without a file
+  multimodule -s ./state send MultiModule_control '{".multimodule":{"config":{"Example1":{"outstr":"hi"}}}}'`,
 	}
 	apply := &cobra.Command{
 		Use:   "apply FILE",
@@ -216,7 +221,13 @@ The verdict is one line per task: accepted; refused (the task keeps its
 previous config: a reserved name, is_external for a task that no -p
 source has, a bad framework key); or config saved but the task not
 loaded (an unknown task, a load error), with the reason.` + verdictHelp,
-		Example: `  multimodule config apply examples/tutorial.yaml`,
+		Example: `  multimodule config apply examples/tutorial.yaml
+
+  # JSON works too, bare or wrapped in {".multimodule": {"config": ...}}
+  multimodule -s ./state config apply config.json
+
+  # wait longer for a busy daemon's verdict
+  multimodule -s ./state config apply big.yaml --wait 2m`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := configfile.Load(args[0])

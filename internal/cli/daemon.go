@@ -18,7 +18,7 @@ func setupDaemon(root *cobra.Command, g *Globals) {
 	var o daemon.Options
 	f := root.Flags()
 	f.StringVarP(&o.ControlQueue, "control-queue", "q", daemon.DefaultControlQueue, "control queue name")
-	f.StringSliceVarP(&o.Sources, "tasks", "p", nil, "task sources searched after builtin, in order: namespaces (MultiModuleTest) or, later, directories of exec tasks; repeat or comma-separate")
+	f.StringSliceVarP(&o.Sources, "tasks", "p", nil, "task sources searched after builtin, in order: compiled-in namespaces (MultiModuleTest) or directories of exec tasks (./tasks, /opt/tasks); repeat or comma-separate")
 	f.StringVarP(&o.ConfigFile, "config", "c", "", "config file (YAML or JSON), watched and re-applied on change")
 	f.IntVarP(&o.DebugLevel, "debug", "d", 0, "debug level (0: no debug output)")
 	f.StringVarP(&o.Task, "module", "m", "", "run as the external process of this task (set by the daemon itself)")
