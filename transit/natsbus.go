@@ -2,6 +2,7 @@ package transit
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -369,9 +370,66 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 
 // deadLetter moves d to the dead-letter queue of scope, then, if d is
 // the last queue message of its bus message, acknowledges the bus
-// message. Every earlier delivery must be handled already (AckAll). It
-// retries until it succeeds or ctx ends.
-func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delivery) error {
+// message. Every earlier delivery must be handled already (AckAll).
+//
+// It retries until it succeeds, ctx ends, or giveUp is closed (checked
+// between attempts, so a stopping owner is not held up by a dead-letter
+// queue that has no room). Meanwhile keep, if not nil, is called every
+// AckWait/3 to keep the bus message (and whatever else the caller holds)
+// in progress: the bus must not hand it out again while it is being
+// dead-lettered. When the dead-letter queue is full, its oldest dead
+// letters make room (see dropOldestDeadLetters).
+func (b *natsBus) deadLetter(ctx context.Context, giveUp <-chan struct{}, scope, qname string, d *Delivery, keep func()) error {
+	data := deadLetterData(scope, qname, d)
+	b.log.Warn("moving a message to the dead-letter queue", "queue", qname, "seq", d.Seq, "reason", d.dead)
+	if keep != nil {
+		k := keepDoing(max(b.opts.AckWait/3, 10*time.Millisecond), keep)
+		defer k.stop()
+	}
+	delay := 50 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, apiTimeout)
+		err := b.publish(actx, scope, DeadLetterQueue, data, true)
+		cancel()
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrFull) {
+			dropped, derr := b.dropOldestDeadLetters(ctx, scope)
+			if derr == nil && dropped > 0 {
+				continue
+			}
+			if derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}
+		b.log.Error("dead-letter publish failed; retrying", "queue", qname, "seq", d.Seq, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("transit: dead-letter message %d of %q: %w", d.Seq, qname, err)
+		case <-giveUp:
+			return fmt.Errorf("transit: dead-letter message %d of %q: stopped while retrying: %w", d.Seq, qname, err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+	if !d.isLast() {
+		return nil // the bus message is acknowledged with its last queue message
+	}
+	actx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
+		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
+	}
+	return nil
+}
+
+// deadLetterData is the JSON of d's dead letter: its message (for bytes
+// that were not one, rawMessage) with the reason in
+// .ipc_transit_meta.dead_letter. When that is larger than the bus
+// carries, the dead letter keeps the reason and, for raw bytes, as many
+// of them as fit (base64, raw_truncated true, raw_bytes their number).
+func deadLetterData(scope, qname string, d *Delivery) []byte {
 	msg := d.Msg
 	meta := msg.EnsureMeta()
 	info := map[string]any{
@@ -389,33 +447,51 @@ func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delive
 	}
 	meta["dead_letter"] = info
 	data, err := message.Marshal(msg)
-	if err != nil || len(data) > MaxMessageBytes {
-		data, _ = message.Marshal(message.Message{message.MetaKey: map[string]any{"dead_letter": meta["dead_letter"]}})
+	if err == nil && len(data) <= MaxMessageBytes {
+		return data
 	}
-	b.log.Warn("moving a message to the dead-letter queue", "queue", qname, "seq", d.Seq, "reason", d.dead)
-	delay := 50 * time.Millisecond
-	for {
-		err := b.publish(ctx, scope, DeadLetterQueue, data, true)
-		if err == nil {
-			break
-		}
-		b.log.Error("dead-letter publish failed; retrying", "queue", qname, "seq", d.Seq, "err", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("transit: dead-letter message %d of %q: %w", d.Seq, qname, err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 5*time.Second)
+	small := message.Message{message.MetaKey: map[string]any{"dead_letter": info}}
+	if d.raw != nil {
+		n := min(len(d.raw), (MaxMessageBytes-64<<10)/4*3)
+		small["raw"] = base64.StdEncoding.EncodeToString(d.raw[:n])
+		small["raw_encoding"] = "base64"
+		small["raw_truncated"] = n < len(d.raw)
+		small["raw_bytes"] = int64(len(d.raw))
 	}
-	if !d.isLast() {
-		return nil // the bus message is acknowledged with its last queue message
+	data, _ = message.Marshal(small)
+	return data
+}
+
+// dropOldestDeadLetters makes room in the dead-letter queue of scope,
+// which refused a dead letter (full: at its message limit, or the host
+// scope's stream at its byte limit): it drops the oldest 1% of its dead
+// letters (at least one) and raises an alert. It returns how many it
+// dropped: 0 when the queue is empty (the stream is full of other
+// queues' messages; the dead letter waits for room like any send).
+func (b *natsBus) dropOldestDeadLetters(ctx context.Context, scope string) (int, error) {
+	s, err := b.stream(ctx, scope)
+	if err != nil {
+		return 0, err
 	}
-	actx, cancel := context.WithTimeout(ctx, apiTimeout)
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
-		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
+	subj := b.subject(scope, DeadLetterQueue)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return 0, fmt.Errorf("transit: dead-letter queue of scope %q: %w", scope, err)
 	}
-	return nil
+	n := info.State.Subjects[subj]
+	if n == 0 {
+		return 0, nil
+	}
+	drop := max(1, n/100)
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeKeep(n-drop)); err != nil {
+		return 0, fmt.Errorf("transit: drop the oldest dead letters of scope %q: %w", scope, err)
+	}
+	b.log.Error("the dead-letter queue is full: dropped its oldest dead letters to make room for new ones",
+		"channel", "alert", "scope", scope, "queue", DeadLetterQueue, "dropped", drop, "kept", n-drop,
+		"limit_msgs", info.Config.MaxMsgsPerSubject, "limit_bytes", info.Config.MaxBytes)
+	return int(drop), nil
 }
 
 func (b *natsBus) stat(ctx context.Context, scope, qname string) (QueueStat, error) {

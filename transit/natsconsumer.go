@@ -228,8 +228,12 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 			head = queue[0]
 			if head.dead != "" {
 				if c.onlyUnacked(head) {
-					if err := c.b.deadLetter(c.b.ctx, c.scope, c.qname, head); err != nil {
-						log.Error("dead-lettering failed", "err", err)
+					// The keep-alive timer waits for this loop: while the
+					// dead letter is published (which waits when the
+					// dead-letter queue has no room), the deliveries are
+					// kept in progress from here.
+					if err := c.b.deadLetter(c.b.ctx, c.stopCtx.Done(), c.scope, c.qname, head, c.keepAlive); err != nil {
+						log.Error("dead-lettering failed; the next owner of the queue takes it again", "err", err)
 						return
 					}
 					c.drop(head)
