@@ -12,6 +12,10 @@ var (
 	ErrEmpty = errors.New("transit: queue empty")
 	// ErrClosed: the Transit (or the local queue) is closed.
 	ErrClosed = errors.New("transit: closed")
+	// ErrUnknownHost: a send's Destination names a host whose host
+	// scope does not exist on the bus (no process of that host opened
+	// it).
+	ErrUnknownHost = errors.New("transit: unknown host")
 	// ErrTooLarge: the encoded message exceeds MaxMessageBytes.
 	ErrTooLarge = errors.New("transit: message too large")
 )

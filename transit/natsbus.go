@@ -135,9 +135,10 @@ func (b *natsBus) subject(scope, qname string) string {
 
 func consumerName(qname string) string { return "q_" + encodeQueue(qname) }
 
-// stream returns the stream of host scope scope, creating it with this
-// Transit's capacity if it does not exist yet (an existing stream keeps
-// its configuration).
+// stream returns the stream of host scope scope. This Transit's own
+// scope's stream is created, with its capacity, if it does not exist yet
+// (an existing stream keeps its configuration); another scope's stream
+// must exist (ErrUnknownHost): only a process of that host creates it.
 func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, error) {
 	b.mu.Lock()
 	s := b.streams[scope]
@@ -149,6 +150,9 @@ func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, e
 	defer cancel()
 	name := b.streamName(scope)
 	s, err := b.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && scope != b.opts.Host {
+		return nil, fmt.Errorf("transit: host scope %q has no queues on the bus (no stream %s): a host's scope is created when a daemon (or command) of that host opens the bus; check the destination or start that daemon: %w", scope, name, ErrUnknownHost)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = b.js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:                 name,

@@ -32,8 +32,11 @@ type Options struct {
 	// NATSOptions are extra connection options (credentials, TLS, …)
 	// for NATSURL.
 	NATSOptions []nats.Option
-	// Host is this box's host scope; default os.Hostname(), sanitized
-	// with SanitizeHost.
+	// Host is this box's host name (see ValidateHost; Open refuses an
+	// invalid one); its host scope is the name with '.' replaced by '_'.
+	// Default: os.Hostname(), made valid with SanitizeHost. Open creates
+	// the host scope's stream if it does not exist: a host's queues
+	// exist once a process of that host opened the bus.
 	Host string
 	// SubjectPrefix is the first subject token of every queue subject;
 	// default "mm".
@@ -86,9 +89,11 @@ type QueueStat struct {
 
 // SendOptions modify one send.
 type SendOptions struct {
-	// Destination delivers to queue qname on that host scope ("" or this
-	// box's own scope means here). A send with a foreign Destination
-	// always goes through the bus.
+	// Destination delivers to queue qname of that host ("" or this box's
+	// own host means here). It must be a valid host name (ValidateHost)
+	// whose host scope exists on the bus (ErrUnknownHost otherwise): a
+	// send never creates another host's scope. A send with a foreign
+	// Destination always goes through the bus.
 	Destination string
 	// NonBlocking makes a send to a full queue fail at once with ErrFull
 	// instead of waiting for room (bounded by the context).
@@ -138,7 +143,10 @@ func Open(ctx context.Context, opts Options) (*Transit, error) {
 	if opts.Host == "" {
 		opts.Host = defaultHost()
 	} else {
-		opts.Host = SanitizeHost(opts.Host)
+		if err := ValidateHost(opts.Host); err != nil {
+			return nil, fmt.Errorf("transit: open: this box's host: %w", err)
+		}
+		opts.Host = hostScope(opts.Host)
 	}
 	if opts.SubjectPrefix == "" {
 		opts.SubjectPrefix = "mm"
@@ -318,8 +326,11 @@ func (t *Transit) PrepareLocal(qname string, msg message.Message, canonical bool
 
 func (t *Transit) send(ctx context.Context, qname string, msg message.Message, opts SendOptions, wait bool) error {
 	scope := t.host
-	if opts.Destination != "" {
-		scope = SanitizeHost(opts.Destination)
+	if opts.Destination != "" && opts.Destination != t.host {
+		if err := ValidateHost(opts.Destination); err != nil {
+			return fmt.Errorf("transit: send to %q: destination: %w", qname, err)
+		}
+		scope = hostScope(opts.Destination)
 	}
 	var l *Local
 	if scope == t.host && !opts.BusOnly {
