@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -154,20 +155,7 @@ func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, e
 		return nil, fmt.Errorf("transit: host scope %q has no queues on the bus (no stream %s): a host's scope is created when a daemon (or command) of that host opens the bus; check the destination or start that daemon: %w", scope, name, ErrUnknownHost)
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = b.js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:                 name,
-			Description:          "MultiModule queues of host scope " + scope,
-			Subjects:             []string{b.opts.SubjectPrefix + "." + scope + ".q.>"},
-			Retention:            jetstream.InterestPolicy,
-			Storage:              jetstream.FileStorage,
-			Discard:              jetstream.DiscardNew,
-			DiscardNewPerSubject: true,
-			MaxMsgsPerSubject:    b.opts.Capacity.Msgs,
-			MaxBytes:             b.opts.Capacity.Bytes,
-			MaxMsgSize:           MaxMessageBytes,
-			MaxConsumers:         -1, // one per queue, however many tasks
-			Replicas:             1,
-		})
+		s, err = b.createStream(ctx, scope, name)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = b.js.Stream(ctx, name)
 		}
@@ -179,6 +167,110 @@ func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, e
 	b.streams[scope] = s
 	b.mu.Unlock()
 	return s, nil
+}
+
+// MinStreamBytes is the least storage a host scope's stream is sized
+// to when its size comes from the free space (Capacity.Bytes zero).
+const MinStreamBytes = 64 << 20
+
+// jsInsufficientStorage is the JetStream error code of a stream whose
+// MaxBytes the server cannot reserve ("insufficient storage resources
+// available").
+const jsInsufficientStorage jetstream.ErrorCode = 10047
+
+// streamBytes is the MaxBytes for a new stream, and whether it was
+// chosen here (auto) rather than given by Options.Capacity.Bytes. Chosen
+// here: DefaultCapacity.Bytes, and for the embedded bus at most half of
+// the space free on the transport directory's file system (free, or -1
+// when that is not known).
+func (b *natsBus) streamBytes() (size int64, auto bool, free int64) {
+	free = -1
+	if b.opts.NATSURL == "" {
+		free = freeBytes(b.opts.TransportDir)
+	}
+	if b.opts.Capacity.Bytes > 0 {
+		return b.opts.Capacity.Bytes, false, free
+	}
+	size = DefaultCapacity.Bytes
+	if free >= 0 {
+		size = min(size, free/2&^(1<<20-1))
+	}
+	return size, true, free
+}
+
+// freeBytes is the space an unprivileged user may still write on the
+// file system of dir, or -1 when it cannot be told.
+func freeBytes(dir string) int64 {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return -1
+	}
+	return int64(fs.Bavail) * fs.Bsize
+}
+
+// createStream creates the stream of this Transit's own host scope,
+// sized by streamBytes. A size chosen here that the bus cannot reserve
+// is halved, down to MinStreamBytes; a size it still cannot reserve, or
+// a size given by the caller it cannot reserve, is an error that says
+// what to do.
+func (b *natsBus) createStream(ctx context.Context, scope, name string) (jetstream.Stream, error) {
+	size, auto, free := b.streamBytes()
+	if auto && free >= 0 && size < MinStreamBytes {
+		return nil, fmt.Errorf("transit: bus stream %s for host scope %q: the transport file system (%s) has only %s free; the bus keeps the host scope's queues in half of the free space there and needs at least %s: free space there, or put the transport directory (-T) on a larger file system, or set the size with --bus-max-bytes (see \"Bus storage\" in docs/operations.md)",
+			name, scope, b.opts.TransportDir, mib(free), mib(2*MinStreamBytes))
+	}
+	for {
+		s, err := b.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:                 name,
+			Description:          "MultiModule queues of host scope " + scope,
+			Subjects:             []string{b.opts.SubjectPrefix + "." + scope + ".q.>"},
+			Retention:            jetstream.InterestPolicy,
+			Storage:              jetstream.FileStorage,
+			Discard:              jetstream.DiscardNew,
+			DiscardNewPerSubject: true,
+			MaxMsgsPerSubject:    b.opts.Capacity.Msgs,
+			MaxBytes:             size,
+			MaxMsgSize:           int32(min(MaxMessageBytes, size)),
+			MaxConsumers:         -1, // one per queue, however many tasks
+			Replicas:             1,
+		})
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jsInsufficientStorage {
+			if err == nil && auto {
+				b.log.Info("bus storage of the host scope sized", "stream", name, "max_bytes", size, "free_bytes", free)
+			}
+			return s, err
+		}
+		if auto && size/2 >= MinStreamBytes {
+			b.log.Warn("the bus cannot reserve the storage for the host scope; trying half", "stream", name, "max_bytes", size, "free_bytes", free)
+			size /= 2
+			continue
+		}
+		return nil, b.storageError(name, scope, size, free, err)
+	}
+}
+
+// storageError explains a stream the bus could not reserve size bytes
+// for, and what to do.
+func (b *natsBus) storageError(name, scope string, size, free int64, err error) error {
+	if b.opts.NATSURL != "" {
+		return fmt.Errorf("transit: bus stream %s for host scope %q: the NATS server cannot reserve %s for it (%w): give the server's JetStream more storage (max_file_store), or set a smaller size with --bus-max-bytes (see \"Bus storage\" in docs/operations.md)",
+			name, scope, mib(size), err)
+	}
+	pid := "the `multimodule bus` process"
+	if bi, rerr := ReadBusInfo(b.opts.TransportDir); rerr == nil {
+		pid = fmt.Sprintf("the `multimodule bus` process, pid %d,", bi.PID)
+	}
+	return fmt.Errorf("transit: bus stream %s for host scope %q: the embedded bus cannot reserve %s for it (%w). It may reserve 3/4 of the space that was free on the transport file system (%s, %s free now) when it started: free space there or put the transport directory (-T) on a larger file system, then stop %s so that the next start sizes it anew; or set a smaller size with --bus-max-bytes (see \"Bus storage\" in docs/operations.md)",
+		name, scope, mib(size), err, b.opts.TransportDir, mib(free), pid)
+}
+
+// mib formats n bytes in MiB.
+func mib(n int64) string {
+	if n < 0 {
+		return "an unknown amount"
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 func (b *natsBus) forgetStream(scope string) {

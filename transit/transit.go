@@ -61,14 +61,19 @@ type Options struct {
 // Capacity bounds a queue. On the bus, Msgs is enforced per queue by the
 // server (a send to a full queue fails, or waits for room); Bytes bounds
 // the whole host scope's stream (JetStream has no per-subject byte limit)
-// and is reported per queue for the fullness metric. Zero fields take the
-// defaults DefaultCapacity.
+// and is reported per queue for the fullness metric. Both apply when the
+// host scope's stream is created; an existing stream keeps its limits.
+// Msgs zero means DefaultCapacity.Msgs. Bytes zero means: sized here,
+// DefaultCapacity.Bytes but at most half of the space free on the
+// transport directory's file system (embedded bus), halved while the bus
+// cannot reserve it, down to MinStreamBytes.
 type Capacity struct {
 	Msgs  int64
 	Bytes int64
 }
 
-// DefaultCapacity is the per-queue capacity when Options.Capacity is zero.
+// DefaultCapacity is the per-queue capacity when Options.Capacity is
+// zero (Bytes: at most, see Capacity).
 var DefaultCapacity = Capacity{Msgs: 1_000_000, Bytes: 8 << 30}
 
 // QueueStat describes a queue. Msgs counts messages waiting (on the bus:
@@ -153,9 +158,6 @@ func Open(ctx context.Context, opts Options) (*Transit, error) {
 	}
 	if opts.Capacity.Msgs <= 0 {
 		opts.Capacity.Msgs = DefaultCapacity.Msgs
-	}
-	if opts.Capacity.Bytes <= 0 {
-		opts.Capacity.Bytes = DefaultCapacity.Bytes
 	}
 	if opts.AckWait <= 0 {
 		opts.AckWait = 5 * time.Second
