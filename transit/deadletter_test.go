@@ -373,7 +373,7 @@ func TestDeadLetterKeptInProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.NumRedelivered != 0 {
-		t.Errorf("while waiting to be dead-lettered, the bad message was redelivered (%d redelivered)", info.NumRedelivered)
+		t.Errorf("while waiting to be dead-lettered, the bad message was redelivered (%d redelivered; delivered %+v, ack floor %+v, pending %d)", info.NumRedelivered, info.Delivered, info.AckFloor, info.NumAckPending)
 	}
 	for range filled {
 		if _, err := tr.Receive(ctx, "filler"); err != nil {
