@@ -133,3 +133,26 @@ func TestBusMaxBytesFlag(t *testing.T) {
 		t.Errorf("send --bus-max-bytes lots: no error")
 	}
 }
+
+// TestDaemonTooLittleStorage: the daemon on a transport file system with
+// too little free space exits at once with an error that says what to
+// do (it used to need 8 GiB free and fail with a bare error 10047).
+func TestDaemonTooLittleStorage(t *testing.T) {
+	dir := smallFS(t, 96<<20)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 60*time.Second)
+	cmd := exec.CommandContext(ctx, exe, "-s", t.TempDir(), "-T", dir, "--host", "testhost")
+	cmd.Env = append(os.Environ(), roleEnv+"=main")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("the daemon ran on a 96 MiB transport file system: %s", out)
+	}
+	for _, want := range []string{"has only", "MiB free", "-T", "--bus-max-bytes"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("daemon output %q: want it to mention %q", out, want)
+		}
+	}
+}
