@@ -3,10 +3,12 @@ package transit
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,13 +62,20 @@ func batchSize(members, total int) int {
 }
 
 // splitBatch returns the members of a batch payload that must hold count
-// of them. The members are sub-slices of data.
+// of them (1 to batchMaxMembers, the most a sender puts in one bus
+// message). The members are sub-slices of data.
 func splitBatch(data []byte, count int) ([][]byte, error) {
-	if count < 1 || count > len(data) {
+	if count < 1 || count > batchMaxMembers {
+		return nil, fmt.Errorf("member count %d, a batch holds 1 to %d", count, batchMaxMembers)
+	}
+	if count > len(data) {
 		return nil, fmt.Errorf("member count %d does not fit %d bytes", count, len(data))
 	}
 	out := make([][]byte, 0, count)
 	for len(data) > 0 {
+		if len(out) == count {
+			return nil, fmt.Errorf("%d bytes after the %d members the header announces", len(data), count)
+		}
 		nl := bytes.IndexByte(data, '\n')
 		if nl < 1 || nl > 10 {
 			return nil, fmt.Errorf("member %d: no length line", len(out))
@@ -205,14 +214,18 @@ func (b *natsBus) deliveries(ctx context.Context, cons jetstream.Consumer, m jet
 
 	data := m.Data()
 	members := [][]byte{data}
-	var batchErr error
-	if h := m.Headers(); h != nil && h.Get(BatchHeader) != "" {
-		n, err := strconv.Atoi(h.Get(BatchHeader))
+	var bad string // the whole bus message is one dead letter, for this reason
+	hv := ""
+	if h := m.Headers(); h != nil {
+		hv = h.Get(BatchHeader)
+	}
+	if hv != "" {
+		n, err := strconv.Atoi(hv)
 		if err == nil {
 			members, err = splitBatch(data, n)
 		}
 		if err != nil {
-			batchErr = fmt.Errorf("not a valid batch (%s: %q): %w", BatchHeader, h.Get(BatchHeader), err)
+			bad = fmt.Sprintf("not a valid batch (%s: %.20q): %v", BatchHeader, hv, err)
 			members = [][]byte{data}
 		}
 	}
@@ -221,23 +234,43 @@ func (b *natsBus) deliveries(ctx context.Context, cons jetstream.Consumer, m jet
 		// the last member again so that it is acknowledged.
 		skipped = len(members) - 1
 	}
-	ds = make([]*Delivery, 0, len(members)-skipped)
-	for i := skipped; i < len(members); i++ {
-		d := &Delivery{ref: m, Seq: seq, Deliveries: deliveries, member: i, members: len(members), dead: dead}
-		msg, err := unmarshal(members[i])
-		if batchErr != nil {
-			err = batchErr
-		}
-		if err != nil {
-			if d.dead == "" {
-				d.dead = "not a JSON object: " + err.Error()
+	if bad == "" {
+		ds = make([]*Delivery, 0, len(members)-skipped)
+		for i, mb := range members {
+			msg, err := decodeExact(mb)
+			if err != nil {
+				// A lone message: itself. A batch member: senders write
+				// only messages they encoded, so the batch is forged or
+				// damaged, and none of it is to be trusted.
+				bad = "not a JSON object: " + err.Error()
+				if hv != "" {
+					bad = fmt.Sprintf("not a valid batch (%s: %.20q): member %d of %d is not a JSON object: %v", BatchHeader, hv, i+1, len(members), err)
+				}
+				break
 			}
-			msg = message.Message{"raw": string(members[i])}
+			if i >= skipped { // the others were handled by an earlier owner
+				ds = append(ds, &Delivery{ref: m, Seq: seq, Deliveries: deliveries, member: i, members: len(members), dead: dead, Msg: msg})
+			}
 		}
-		d.Msg = msg
-		ds = append(ds, d)
+	}
+	if bad != "" {
+		// One dead letter holding the bus message's exact bytes; a
+		// record of how far an earlier owner got in it is meaningless.
+		d := &Delivery{ref: m, Seq: seq, Deliveries: deliveries, members: 1, dead: bad, raw: data, Msg: rawMessage(data)}
+		return []*Delivery{d}, 0
 	}
 	return ds, skipped
+}
+
+// rawMessage is the body of the dead letter of bytes that are not a
+// message: raw holds them exactly, as text when they are UTF-8
+// (raw_encoding "utf-8"), else in standard base64 (raw_encoding
+// "base64").
+func rawMessage(data []byte) message.Message {
+	if utf8.Valid(data) {
+		return message.Message{"raw": string(data), "raw_encoding": "utf-8"}
+	}
+	return message.Message{"raw": base64.StdEncoding.EncodeToString(data), "raw_encoding": "base64"}
 }
 
 // recordDone keeps, in the consumer's metadata, that the first n queue

@@ -45,6 +45,7 @@ type Delivery struct {
 	inProgress func(*Delivery) error
 	ref        any    // the backend's handle (a jetstream.Msg)
 	dead       string // non-empty: move to the dead-letter queue for this reason
+	raw        []byte // for a dead letter of bytes that are not a message: those bytes
 	member     int    // its place in its bus message (0-based)
 	members    int    // the number of queue messages in its bus message (1: not a batch)
 }

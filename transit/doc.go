@@ -9,7 +9,9 @@
 // auth token, mode 0600), bus.log and the JetStream store. With a URL,
 // everything uses that server or cluster and nothing is started.
 //
-// Layout on the bus: one stream per host scope, named MM_<scope>, with
+// Layout on the bus: one stream per host scope, named MM_<scope> (created
+// only by a process whose own host scope it is, when it opens the bus;
+// sized from the free space, see Capacity), with
 // interest retention (a message stays until its queue's consumer
 // acknowledged it; JetStream refuses AckAll on work-queue streams), file
 // storage and subjects
@@ -37,7 +39,9 @@
 // message that was in flight each time MaxDeliver owners died (or that the
 // server redelivered more than MaxDeliver times) is moved to
 // [DeadLetterQueue] with the reason in .ipc_transit_meta.dead_letter (for
-// a batch: every message of it not done yet).
+// a batch: every message of it not done yet; a bus message that is not a
+// valid batch, or not a message, is one dead letter with its exact
+// bytes).
 //
 // The lifecycle of a [Transit]:
 //

@@ -12,6 +12,10 @@ var (
 	ErrEmpty = errors.New("transit: queue empty")
 	// ErrClosed: the Transit (or the local queue) is closed.
 	ErrClosed = errors.New("transit: closed")
+	// ErrUnknownHost: a send's Destination names a host whose host
+	// scope does not exist on the bus (no process of that host opened
+	// it).
+	ErrUnknownHost = errors.New("transit: unknown host")
 	// ErrTooLarge: the encoded message exceeds MaxMessageBytes.
 	ErrTooLarge = errors.New("transit: message too large")
 )
@@ -22,7 +26,12 @@ const MaxMessageBytes = 8 << 20
 
 // DeadLetterQueue is the queue, in each host scope, that receives messages
 // which could not be delivered: after MaxDeliver deliveries that never
-// completed, or when their bytes are not a JSON object. The reason is in
-// .ipc_transit_meta.dead_letter: {reason, queue, deliveries, seq, host,
-// time}. Read it like any queue: `multimodule recv MultiModule_dead_letter`.
+// completed, or when their bytes are not a message (not a JSON object in
+// exact UTF-8, or a batch that is not valid: one dead letter for the
+// whole bus message). The reason is in .ipc_transit_meta.dead_letter:
+// {reason, queue, deliveries, seq, host, time}; bytes that were not a
+// message are kept exactly in raw, with raw_encoding "utf-8" or
+// "base64". When it is full, its oldest dead letters are dropped to make
+// room, with an alert. Read it like any queue:
+// `multimodule recv MultiModule_dead_letter`.
 const DeadLetterQueue = "MultiModule_dead_letter"

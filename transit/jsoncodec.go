@@ -2,6 +2,7 @@ package transit
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -221,12 +222,91 @@ func unmarshal(data []byte) (message.Message, error) {
 	return message.Unmarshal(data)
 }
 
+// decodeExact is unmarshal for bytes from the bus: it refuses what
+// unmarshal would change on the way in, invalid UTF-8 and escaped
+// unpaired surrogates (which unmarshal, like encoding/json, turns into
+// U+FFFD), naming the first one and its byte offset. It costs the usual
+// message nothing more: the decoder notices them as it goes.
+func decodeExact(data []byte) (message.Message, error) {
+	d := decoder{data: data, lossy: -1}
+	d.skipSpace()
+	if d.i < len(d.data) && d.data[d.i] == '{' {
+		if m, ok := d.object(0); ok {
+			d.skipSpace()
+			if d.i == len(d.data) {
+				if d.lossy >= 0 {
+					return nil, lossyError(data, d.lossy)
+				}
+				return message.Message(m), nil
+			}
+		}
+	}
+	// Input the decoder leaves to the message package: look for the
+	// same faults first (a slow path, for unusual input only).
+	if at := lossyAt(data); at >= 0 {
+		return nil, lossyError(data, at)
+	}
+	return message.Unmarshal(data)
+}
+
+// lossyError describes the fault at byte at of data (see lossyAt).
+func lossyError(data []byte, at int) error {
+	if data[at] == '\\' {
+		return fmt.Errorf("escaped unpaired surrogate %s at byte %d: it has no UTF-8 form (JSON text on the bus must be UTF-8)", data[at:at+6], at)
+	}
+	end := min(at+4, len(data))
+	return fmt.Errorf("invalid UTF-8 at byte %d (% x): JSON text on the bus must be UTF-8", at, data[at:end])
+}
+
+// lossyAt returns the offset of the first invalid UTF-8 byte or escaped
+// unpaired surrogate (\uD800 to \uDFFF without its partner) in data, or
+// -1. Backslashes outside strings are not JSON anyway.
+func lossyAt(data []byte) int {
+	for i := 0; i < len(data); {
+		c := data[i]
+		switch {
+		case c == '\\':
+			if i+1 < len(data) && data[i+1] == 'u' {
+				r, ok := hex4(data, i+2)
+				if ok && utf16.IsSurrogate(r) {
+					r2, ok2 := rune(-1), false
+					if i+7 < len(data) && data[i+6] == '\\' && data[i+7] == 'u' {
+						r2, ok2 = hex4(data, i+8)
+					}
+					if !ok2 || utf16.DecodeRune(r, r2) == utf8.RuneError {
+						return i
+					}
+					i += 12
+					continue
+				}
+				i += 6
+				continue
+			}
+			i += 2
+		case c < utf8.RuneSelf:
+			i++
+		default:
+			r, size := utf8.DecodeRune(data[i:])
+			if r == utf8.RuneError && size == 1 {
+				return i
+			}
+			i += size
+		}
+	}
+	return -1
+}
+
 // decoder reads JSON into canonical values. Any input it does not
 // accept (invalid, or merely unusual) makes it give up: ok false.
 type decoder struct {
 	data []byte
 	i    int
 	buf  []byte // unescaping scratch
+	// lossy is the offset of the first invalid UTF-8 byte or escaped
+	// unpaired surrogate read, which became U+FFFD; -1 when none (and
+	// when the caller does not care: it starts at 0 in unmarshal, so it
+	// may be any offset there).
+	lossy int
 }
 
 // maxDecodeDepth stays well under the message package's nesting limit:
@@ -504,6 +584,9 @@ func (d *decoder) slowStr(start int) (string, bool) {
 						i += 6
 					} else {
 						r = utf8.RuneError
+						if d.lossy < 0 {
+							d.lossy = i - 6
+						}
 					}
 				}
 				b = utf8.AppendRune(b, r)
@@ -517,6 +600,9 @@ func (d *decoder) slowStr(start int) (string, bool) {
 			r, size := utf8.DecodeRune(d.data[i:])
 			if r == utf8.RuneError && size == 1 {
 				b = utf8.AppendRune(b, utf8.RuneError)
+				if d.lossy < 0 {
+					d.lossy = i
+				}
 			} else {
 				b = append(b, d.data[i:i+size]...)
 			}

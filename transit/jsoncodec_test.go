@@ -68,6 +68,15 @@ func checkCodec(t *testing.T, data []byte) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("unmarshal(%q): got %#v, want %#v", data, got, want)
 	}
+	// decodeExact reads the same, except what unmarshal would change.
+	exact, exactErr := decodeExact(data)
+	if at := lossyAt(data); at >= 0 {
+		if exactErr == nil {
+			t.Fatalf("decodeExact(%q): no error, want one about byte %d", data, at)
+		}
+	} else if (exactErr == nil) != (wantErr == nil) || !reflect.DeepEqual(exact, want) {
+		t.Fatalf("decodeExact(%q): got %#v, %v; want %#v, %v", data, exact, exactErr, want, wantErr)
+	}
 	if wantErr != nil {
 		return
 	}

@@ -39,10 +39,48 @@ func encodeQueue(qname string) string { return strings.ReplaceAll(qname, ".", "~
 // decodeQueue reverses encodeQueue.
 func decodeQueue(tok string) string { return strings.ReplaceAll(tok, "~", ".") }
 
-// SanitizeHost turns a host name into a host scope usable in subjects and
-// stream names: every character other than letters, digits, '_' and '-'
-// becomes '_' ("box2.example.com" → "box2_example_com"). An empty name
-// gives "localhost".
+// MaxHostNameLen is the longest valid host name (a host scope).
+const MaxHostNameLen = 64
+
+// ValidateHost reports whether name is a valid host name, as given to
+// Options.Host or SendOptions.Destination: 1 to 64 characters of
+// letters, digits, '_', '-' and '.', where a '.' stands between two
+// non-empty labels ("box2.example.com", not ".box", "box." or "a..b").
+// The error names the host and the first bad character.
+func ValidateHost(name string) error {
+	const allowed = "letters, digits, '_', '-', and '.' between labels"
+	if name == "" {
+		return fmt.Errorf("transit: invalid host name: empty (want 1-%d characters: %s)", MaxHostNameLen, allowed)
+	}
+	if len(name) > MaxHostNameLen {
+		return fmt.Errorf("transit: invalid host name %.40q…: %d characters, at most %d allowed", name, len(name), MaxHostNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c == '.' {
+			if i == 0 || i == len(name)-1 || name[i-1] == '.' {
+				return fmt.Errorf("transit: invalid host name %q: empty label at byte %d (allowed: %s)", name, i, allowed)
+			}
+			continue
+		}
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			r := []rune(name[i:])[0]
+			return fmt.Errorf("transit: invalid host name %q: character %q at byte %d (allowed: %s)", name, r, i, allowed)
+		}
+	}
+	return nil
+}
+
+// hostScope is the host scope of a valid host name, usable in subjects
+// and stream names: every '.' becomes '_' ("box2.example.com" →
+// "box2_example_com"). A name without '.' is its own scope (no copy).
+func hostScope(name string) string { return strings.ReplaceAll(name, ".", "_") }
+
+// SanitizeHost turns any host name into a host scope: every character
+// other than letters, digits, '_' and '-' becomes '_', and it is cut to
+// 64 characters; an empty name gives "localhost". Only the system's host
+// name (the default of Options.Host) goes through it: a host name given
+// to Open or Send is checked with ValidateHost and refused when invalid.
 func SanitizeHost(h string) string {
 	if h == "" {
 		return "localhost"
@@ -53,8 +91,8 @@ func SanitizeHost(h string) string {
 			b[i] = '_'
 		}
 	}
-	if len(b) > 64 {
-		b = b[:64]
+	if len(b) > MaxHostNameLen {
+		b = b[:MaxHostNameLen]
 	}
 	return string(b)
 }

@@ -2,6 +2,7 @@ package transit
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -134,9 +136,10 @@ func (b *natsBus) subject(scope, qname string) string {
 
 func consumerName(qname string) string { return "q_" + encodeQueue(qname) }
 
-// stream returns the stream of host scope scope, creating it with this
-// Transit's capacity if it does not exist yet (an existing stream keeps
-// its configuration).
+// stream returns the stream of host scope scope. This Transit's own
+// scope's stream is created, with its capacity, if it does not exist yet
+// (an existing stream keeps its configuration); another scope's stream
+// must exist (ErrUnknownHost): only a process of that host creates it.
 func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, error) {
 	b.mu.Lock()
 	s := b.streams[scope]
@@ -148,21 +151,11 @@ func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, e
 	defer cancel()
 	name := b.streamName(scope)
 	s, err := b.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && scope != b.opts.Host {
+		return nil, fmt.Errorf("transit: host scope %q has no queues on the bus (no stream %s): a host's scope is created when a daemon (or command) of that host opens the bus; check the destination or start that daemon: %w", scope, name, ErrUnknownHost)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = b.js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:                 name,
-			Description:          "MultiModule queues of host scope " + scope,
-			Subjects:             []string{b.opts.SubjectPrefix + "." + scope + ".q.>"},
-			Retention:            jetstream.InterestPolicy,
-			Storage:              jetstream.FileStorage,
-			Discard:              jetstream.DiscardNew,
-			DiscardNewPerSubject: true,
-			MaxMsgsPerSubject:    b.opts.Capacity.Msgs,
-			MaxBytes:             b.opts.Capacity.Bytes,
-			MaxMsgSize:           MaxMessageBytes,
-			MaxConsumers:         -1, // one per queue, however many tasks
-			Replicas:             1,
-		})
+		s, err = b.createStream(ctx, scope, name)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = b.js.Stream(ctx, name)
 		}
@@ -174,6 +167,110 @@ func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, e
 	b.streams[scope] = s
 	b.mu.Unlock()
 	return s, nil
+}
+
+// MinStreamBytes is the least storage a host scope's stream is sized
+// to when its size comes from the free space (Capacity.Bytes zero).
+const MinStreamBytes = 64 << 20
+
+// jsInsufficientStorage is the JetStream error code of a stream whose
+// MaxBytes the server cannot reserve ("insufficient storage resources
+// available").
+const jsInsufficientStorage jetstream.ErrorCode = 10047
+
+// streamBytes is the MaxBytes for a new stream, and whether it was
+// chosen here (auto) rather than given by Options.Capacity.Bytes. Chosen
+// here: DefaultCapacity.Bytes, and for the embedded bus at most half of
+// the space free on the transport directory's file system (free, or -1
+// when that is not known).
+func (b *natsBus) streamBytes() (size int64, auto bool, free int64) {
+	free = -1
+	if b.opts.NATSURL == "" {
+		free = freeBytes(b.opts.TransportDir)
+	}
+	if b.opts.Capacity.Bytes > 0 {
+		return b.opts.Capacity.Bytes, false, free
+	}
+	size = DefaultCapacity.Bytes
+	if free >= 0 {
+		size = min(size, free/2&^(1<<20-1))
+	}
+	return size, true, free
+}
+
+// freeBytes is the space an unprivileged user may still write on the
+// file system of dir, or -1 when it cannot be told.
+func freeBytes(dir string) int64 {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return -1
+	}
+	return int64(fs.Bavail) * fs.Bsize
+}
+
+// createStream creates the stream of this Transit's own host scope,
+// sized by streamBytes. A size chosen here that the bus cannot reserve
+// is halved, down to MinStreamBytes; a size it still cannot reserve, or
+// a size given by the caller it cannot reserve, is an error that says
+// what to do.
+func (b *natsBus) createStream(ctx context.Context, scope, name string) (jetstream.Stream, error) {
+	size, auto, free := b.streamBytes()
+	if auto && free >= 0 && size < MinStreamBytes {
+		return nil, fmt.Errorf("transit: bus stream %s for host scope %q: the transport file system (%s) has only %s free; the bus keeps the host scope's queues in half of the free space there and needs at least %s: free space there, or put the transport directory (-T) on a larger file system, or set the size with --bus-max-bytes (see \"Bus storage\" in docs/operations.md)",
+			name, scope, b.opts.TransportDir, mib(free), mib(2*MinStreamBytes))
+	}
+	for {
+		s, err := b.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:                 name,
+			Description:          "MultiModule queues of host scope " + scope,
+			Subjects:             []string{b.opts.SubjectPrefix + "." + scope + ".q.>"},
+			Retention:            jetstream.InterestPolicy,
+			Storage:              jetstream.FileStorage,
+			Discard:              jetstream.DiscardNew,
+			DiscardNewPerSubject: true,
+			MaxMsgsPerSubject:    b.opts.Capacity.Msgs,
+			MaxBytes:             size,
+			MaxMsgSize:           int32(min(MaxMessageBytes, size)),
+			MaxConsumers:         -1, // one per queue, however many tasks
+			Replicas:             1,
+		})
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jsInsufficientStorage {
+			if err == nil && auto {
+				b.log.Info("bus storage of the host scope sized", "stream", name, "max_bytes", size, "free_bytes", free)
+			}
+			return s, err
+		}
+		if auto && size/2 >= MinStreamBytes {
+			b.log.Warn("the bus cannot reserve the storage for the host scope; trying half", "stream", name, "max_bytes", size, "free_bytes", free)
+			size /= 2
+			continue
+		}
+		return nil, b.storageError(name, scope, size, free, err)
+	}
+}
+
+// storageError explains a stream the bus could not reserve size bytes
+// for, and what to do.
+func (b *natsBus) storageError(name, scope string, size, free int64, err error) error {
+	if b.opts.NATSURL != "" {
+		return fmt.Errorf("transit: bus stream %s for host scope %q: the NATS server cannot reserve %s for it (%w): give the server's JetStream more storage (max_file_store), or set a smaller size with --bus-max-bytes (see \"Bus storage\" in docs/operations.md)",
+			name, scope, mib(size), err)
+	}
+	pid := "the `multimodule bus` process"
+	if bi, rerr := ReadBusInfo(b.opts.TransportDir); rerr == nil {
+		pid = fmt.Sprintf("the `multimodule bus` process, pid %d,", bi.PID)
+	}
+	return fmt.Errorf("transit: bus stream %s for host scope %q: the embedded bus cannot reserve %s for it (%w). It may reserve 3/4 of the space that was free on the transport file system (%s, %s free now) when it started: free space there or put the transport directory (-T) on a larger file system, then stop %s so that the next start sizes it anew; or set a smaller size with --bus-max-bytes (see \"Bus storage\" in docs/operations.md)",
+		name, scope, mib(size), err, b.opts.TransportDir, mib(free), pid)
+}
+
+// mib formats n bytes in MiB.
+func mib(n int64) string {
+	if n < 0 {
+		return "an unknown amount"
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 func (b *natsBus) forgetStream(scope string) {
@@ -369,9 +466,66 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 
 // deadLetter moves d to the dead-letter queue of scope, then, if d is
 // the last queue message of its bus message, acknowledges the bus
-// message. Every earlier delivery must be handled already (AckAll). It
-// retries until it succeeds or ctx ends.
-func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delivery) error {
+// message. Every earlier delivery must be handled already (AckAll).
+//
+// It retries until it succeeds, ctx ends, or giveUp is closed (checked
+// between attempts, so a stopping owner is not held up by a dead-letter
+// queue that has no room). Meanwhile keep, if not nil, is called every
+// AckWait/3 to keep the bus message (and whatever else the caller holds)
+// in progress: the bus must not hand it out again while it is being
+// dead-lettered. When the dead-letter queue is full, its oldest dead
+// letters make room (see dropOldestDeadLetters).
+func (b *natsBus) deadLetter(ctx context.Context, giveUp <-chan struct{}, scope, qname string, d *Delivery, keep func()) error {
+	data := deadLetterData(scope, qname, d)
+	b.log.Warn("moving a message to the dead-letter queue", "queue", qname, "seq", d.Seq, "reason", d.dead)
+	if keep != nil {
+		k := keepDoing(max(b.opts.AckWait/3, 10*time.Millisecond), keep)
+		defer k.stop()
+	}
+	delay := 50 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, apiTimeout)
+		err := b.publish(actx, scope, DeadLetterQueue, data, true)
+		cancel()
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrFull) {
+			dropped, derr := b.dropOldestDeadLetters(ctx, scope)
+			if derr == nil && dropped > 0 {
+				continue
+			}
+			if derr != nil {
+				err = errors.Join(err, derr)
+			}
+		}
+		b.log.Error("dead-letter publish failed; retrying", "queue", qname, "seq", d.Seq, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("transit: dead-letter message %d of %q: %w", d.Seq, qname, err)
+		case <-giveUp:
+			return fmt.Errorf("transit: dead-letter message %d of %q: stopped while retrying: %w", d.Seq, qname, err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+	if !d.isLast() {
+		return nil // the bus message is acknowledged with its last queue message
+	}
+	actx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
+		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
+	}
+	return nil
+}
+
+// deadLetterData is the JSON of d's dead letter: its message (for bytes
+// that were not one, rawMessage) with the reason in
+// .ipc_transit_meta.dead_letter. When that is larger than the bus
+// carries, the dead letter keeps the reason and, for raw bytes, as many
+// of them as fit (base64, raw_truncated true, raw_bytes their number).
+func deadLetterData(scope, qname string, d *Delivery) []byte {
 	msg := d.Msg
 	meta := msg.EnsureMeta()
 	info := map[string]any{
@@ -389,33 +543,51 @@ func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delive
 	}
 	meta["dead_letter"] = info
 	data, err := message.Marshal(msg)
-	if err != nil || len(data) > MaxMessageBytes {
-		data, _ = message.Marshal(message.Message{message.MetaKey: map[string]any{"dead_letter": meta["dead_letter"]}})
+	if err == nil && len(data) <= MaxMessageBytes {
+		return data
 	}
-	b.log.Warn("moving a message to the dead-letter queue", "queue", qname, "seq", d.Seq, "reason", d.dead)
-	delay := 50 * time.Millisecond
-	for {
-		err := b.publish(ctx, scope, DeadLetterQueue, data, true)
-		if err == nil {
-			break
-		}
-		b.log.Error("dead-letter publish failed; retrying", "queue", qname, "seq", d.Seq, "err", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("transit: dead-letter message %d of %q: %w", d.Seq, qname, err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 5*time.Second)
+	small := message.Message{message.MetaKey: map[string]any{"dead_letter": info}}
+	if d.raw != nil {
+		n := min(len(d.raw), (MaxMessageBytes-64<<10)/4*3)
+		small["raw"] = base64.StdEncoding.EncodeToString(d.raw[:n])
+		small["raw_encoding"] = "base64"
+		small["raw_truncated"] = n < len(d.raw)
+		small["raw_bytes"] = int64(len(d.raw))
 	}
-	if !d.isLast() {
-		return nil // the bus message is acknowledged with its last queue message
+	data, _ = message.Marshal(small)
+	return data
+}
+
+// dropOldestDeadLetters makes room in the dead-letter queue of scope,
+// which refused a dead letter (full: at its message limit, or the host
+// scope's stream at its byte limit): it drops the oldest 1% of its dead
+// letters (at least one) and raises an alert. It returns how many it
+// dropped: 0 when the queue is empty (the stream is full of other
+// queues' messages; the dead letter waits for room like any send).
+func (b *natsBus) dropOldestDeadLetters(ctx context.Context, scope string) (int, error) {
+	s, err := b.stream(ctx, scope)
+	if err != nil {
+		return 0, err
 	}
-	actx, cancel := context.WithTimeout(ctx, apiTimeout)
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
-		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
+	subj := b.subject(scope, DeadLetterQueue)
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return 0, fmt.Errorf("transit: dead-letter queue of scope %q: %w", scope, err)
 	}
-	return nil
+	n := info.State.Subjects[subj]
+	if n == 0 {
+		return 0, nil
+	}
+	drop := max(1, n/100)
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeKeep(n-drop)); err != nil {
+		return 0, fmt.Errorf("transit: drop the oldest dead letters of scope %q: %w", scope, err)
+	}
+	b.log.Error("the dead-letter queue is full: dropped its oldest dead letters to make room for new ones",
+		"channel", "alert", "scope", scope, "queue", DeadLetterQueue, "dropped", drop, "kept", n-drop,
+		"limit_msgs", info.Config.MaxMsgsPerSubject, "limit_bytes", info.Config.MaxBytes)
+	return int(drop), nil
 }
 
 func (b *natsBus) stat(ctx context.Context, scope, qname string) (QueueStat, error) {

@@ -123,6 +123,7 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 		active bool // the current request is alive
 		left   int  // messages it may still bring
 		retry  <-chan time.Time
+		dlDone chan error // head is being dead-lettered: its outcome
 		reconn = *c.b.reconnected.Load()
 		body   = pullRequest(fetchBatch, wait)
 	)
@@ -227,15 +228,17 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 		if len(queue) > 0 {
 			head = queue[0]
 			if head.dead != "" {
-				if c.onlyUnacked(head) {
-					if err := c.b.deadLetter(c.b.ctx, c.scope, c.qname, head); err != nil {
-						log.Error("dead-lettering failed", "err", err)
-						return
-					}
-					c.drop(head)
-					queue = queue[1:]
-					c.queued.Store(int64(len(queue)))
-					continue
+				if dlDone == nil && c.onlyUnacked(head) {
+					// Dead-lettered on the side (it waits when the
+					// dead-letter queue has no room), while this loop
+					// goes on taking deliveries in and keeping them, and
+					// head, in progress.
+					dlDone = make(chan error, 1)
+					c.b.consumers.Add(1)
+					go func(d *Delivery, done chan<- error) {
+						defer c.b.consumers.Done()
+						done <- c.b.deadLetter(c.b.ctx, c.stopCtx.Done(), c.scope, c.qname, d, nil)
+					}(head, dlDone)
 				}
 			} else {
 				outc = c.out
@@ -276,6 +279,15 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 			if keeping = c.hasPending(); keeping {
 				keep.Reset(keepEvery)
 			}
+		case err := <-dlDone:
+			dlDone = nil
+			if err != nil {
+				log.Error("dead-lettering failed; the next owner of the queue takes it again", "err", err)
+				return
+			}
+			c.drop(head)
+			queue = queue[1:]
+			c.queued.Store(int64(len(queue)))
 		case <-c.acked:
 		case <-stopped:
 		case <-c.b.ctx.Done():

@@ -60,7 +60,12 @@ func (b *natsBus) receive(ctx context.Context, scope, qname string, wait bool) (
 			q.rest = q.rest[1:]
 			q.taken++
 			if d.dead != "" {
-				if err := b.deadLetter(ctx, scope, qname, d); err != nil {
+				var keep func()
+				if q.keep == nil { // a lone message: kept in progress while it is dead-lettered
+					m := q.msg
+					keep = func() { _ = m.InProgress() }
+				}
+				if err := b.deadLetter(ctx, ctx.Done(), scope, qname, d, keep); err != nil {
 					q.taken--
 					q.rest = append([]*Delivery{d}, q.rest...)
 					return nil, err
@@ -177,11 +182,16 @@ type keeper struct {
 }
 
 func keepInProgress(m jetstream.Msg, every time.Duration) *keeper {
+	return keepDoing(every, func() { _ = m.InProgress() })
+}
+
+// keepDoing calls f every period until stopped.
+func keepDoing(every time.Duration, f func()) *keeper {
 	k := &keeper{}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.t = time.AfterFunc(every, func() {
-		_ = m.InProgress()
+		f()
 		k.mu.Lock()
 		defer k.mu.Unlock()
 		if !k.stopped {

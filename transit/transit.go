@@ -32,8 +32,11 @@ type Options struct {
 	// NATSOptions are extra connection options (credentials, TLS, …)
 	// for NATSURL.
 	NATSOptions []nats.Option
-	// Host is this box's host scope; default os.Hostname(), sanitized
-	// with SanitizeHost.
+	// Host is this box's host name (see ValidateHost; Open refuses an
+	// invalid one); its host scope is the name with '.' replaced by '_'.
+	// Default: os.Hostname(), made valid with SanitizeHost. Open creates
+	// the host scope's stream if it does not exist: a host's queues
+	// exist once a process of that host opened the bus.
 	Host string
 	// SubjectPrefix is the first subject token of every queue subject;
 	// default "mm".
@@ -67,14 +70,19 @@ type Options struct {
 // Capacity bounds a queue. On the bus, Msgs is enforced per queue by the
 // server (a send to a full queue fails, or waits for room); Bytes bounds
 // the whole host scope's stream (JetStream has no per-subject byte limit)
-// and is reported per queue for the fullness metric. Zero fields take the
-// defaults DefaultCapacity.
+// and is reported per queue for the fullness metric. Both apply when the
+// host scope's stream is created; an existing stream keeps its limits.
+// Msgs zero means DefaultCapacity.Msgs. Bytes zero means: sized here,
+// DefaultCapacity.Bytes but at most half of the space free on the
+// transport directory's file system (embedded bus), halved while the bus
+// cannot reserve it, down to MinStreamBytes.
 type Capacity struct {
 	Msgs  int64
 	Bytes int64
 }
 
-// DefaultCapacity is the per-queue capacity when Options.Capacity is zero.
+// DefaultCapacity is the per-queue capacity when Options.Capacity is
+// zero (Bytes: at most, see Capacity).
 var DefaultCapacity = Capacity{Msgs: 1_000_000, Bytes: 8 << 30}
 
 // QueueStat describes a queue. Msgs counts messages waiting (on the bus:
@@ -95,9 +103,11 @@ type QueueStat struct {
 
 // SendOptions modify one send.
 type SendOptions struct {
-	// Destination delivers to queue qname on that host scope ("" or this
-	// box's own scope means here). A send with a foreign Destination
-	// always goes through the bus.
+	// Destination delivers to queue qname of that host ("" or this box's
+	// own host means here). It must be a valid host name (ValidateHost)
+	// whose host scope exists on the bus (ErrUnknownHost otherwise): a
+	// send never creates another host's scope. A send with a foreign
+	// Destination always goes through the bus.
 	Destination string
 	// NonBlocking makes a send to a full queue fail at once with ErrFull
 	// instead of waiting for room (bounded by the context).
@@ -147,16 +157,16 @@ func Open(ctx context.Context, opts Options) (*Transit, error) {
 	if opts.Host == "" {
 		opts.Host = defaultHost()
 	} else {
-		opts.Host = SanitizeHost(opts.Host)
+		if err := ValidateHost(opts.Host); err != nil {
+			return nil, fmt.Errorf("transit: open: this box's host: %w", err)
+		}
+		opts.Host = hostScope(opts.Host)
 	}
 	if opts.SubjectPrefix == "" {
 		opts.SubjectPrefix = "mm"
 	}
 	if opts.Capacity.Msgs <= 0 {
 		opts.Capacity.Msgs = DefaultCapacity.Msgs
-	}
-	if opts.Capacity.Bytes <= 0 {
-		opts.Capacity.Bytes = DefaultCapacity.Bytes
 	}
 	if opts.AckWait <= 0 {
 		opts.AckWait = 5 * time.Second
@@ -353,8 +363,11 @@ func (t *Transit) PrepareLocal(qname string, msg message.Message, canonical bool
 
 func (t *Transit) send(ctx context.Context, qname string, msg message.Message, tag any, opts SendOptions, wait bool) (local bool, err error) {
 	scope := t.host
-	if opts.Destination != "" {
-		scope = SanitizeHost(opts.Destination)
+	if opts.Destination != "" && opts.Destination != t.host {
+		if err := ValidateHost(opts.Destination); err != nil {
+			return false, fmt.Errorf("transit: send to %q: destination: %w", qname, err)
+		}
+		scope = hostScope(opts.Destination)
 	}
 	var l *Local
 	if scope == t.host && !opts.BusOnly {

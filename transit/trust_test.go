@@ -43,9 +43,9 @@ func fakeBus(t *testing.T) (addr string, conns *atomic.Int64) {
 	return ln.Addr().String(), conns
 }
 
-// openErr opens a Transit as a client command does and returns the error
+// openRefused opens a Transit as a client command does and returns the error
 // (closing the Transit if it opened).
-func openErr(t *testing.T, opts transit.Options) error {
+func openRefused(t *testing.T, opts transit.Options) error {
 	t.Helper()
 	opts.Host = "testhost"
 	opts.Logger = slog.New(slog.NewTextHandler(&testWriter{t: t, prefix: "transit: "}, nil))
@@ -87,7 +87,7 @@ func TestBusHijackRefused(t *testing.T) {
 		printf '{"url":"nats://%s","pid":%s,"start_time":%s}\n' "$1" "$2" "$3" > bus.json && echo stolen > token`,
 		st, addr, fmt.Sprint(theirs.Process.Pid), fmt.Sprint(stime))
 
-	err = openErr(t, transit.Options{StateDir: st})
+	err = openRefused(t, transit.Options{StateDir: st})
 	want := "transport dir " + filepath.Join(st, "transit") + " is owned by nobody"
 	if !errors.Is(err, trust.ErrUntrusted) || !strings.Contains(err.Error(), want) {
 		t.Errorf("Open: got %v, want a refusal saying %q", err, want)
@@ -152,7 +152,7 @@ func TestBusFilesTrusted(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := setup(t)
 			tt.attack(t, dir)
-			err := openErr(t, transit.Options{TransportDir: dir})
+			err := openRefused(t, transit.Options{TransportDir: dir})
 			want := fmt.Sprintf(tt.want, dir)
 			if !errors.Is(err, trust.ErrUntrusted) || !strings.Contains(err.Error(), want) {
 				t.Errorf("Open: got %v, want a refusal saying %q", err, want)

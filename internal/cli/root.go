@@ -25,6 +25,7 @@ type Globals struct {
 	NATSCert     string // --nats-cert: client certificate for TLS to NATS
 	NATSKey      string // --nats-key: client key for TLS to NATS
 	Host         string // --host: this box's host scope on the bus
+	BusMaxBytes  string // --bus-max-bytes: storage of a host scope's queues created by this process
 }
 
 // DefaultStateDir is the state directory when -s is not given.
@@ -62,6 +63,7 @@ daemon.`,
 	pf.StringVar(&g.NATSCert, "nats-cert", "", "client certificate for TLS to NATS (with --nats)")
 	pf.StringVar(&g.NATSKey, "nats-key", "", "client key for TLS to NATS (with --nats)")
 	pf.StringVar(&g.Host, "host", "", "this box's host scope on the bus (default: the hostname)")
+	pf.StringVar(&g.BusMaxBytes, "bus-max-bytes", "", "storage for this host's queues on the bus, e.g. 512MiB or 4GiB, used when it is created (default: 8GiB, at most half the free space of the transport file system)")
 	if daemonCommand != nil {
 		daemonCommand(root, g)
 	} else {

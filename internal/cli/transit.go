@@ -3,9 +3,13 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -55,13 +59,38 @@ func transitOptions(g *Globals) (transit.Options, error) {
 	if err != nil {
 		return transit.Options{}, err
 	}
+	var capacity transit.Capacity
+	if g.BusMaxBytes != "" {
+		if capacity.Bytes, err = parseBytes(g.BusMaxBytes); err != nil {
+			return transit.Options{}, fmt.Errorf("--bus-max-bytes: %w", err)
+		}
+		if capacity.Bytes < transit.MinStreamBytes {
+			return transit.Options{}, fmt.Errorf("--bus-max-bytes %s: at least %d MiB", g.BusMaxBytes, transit.MinStreamBytes>>20)
+		}
+	}
 	return transit.Options{
 		StateDir:     g.StateDir,
 		TransportDir: transportDir(g),
 		NATSURL:      g.NATSURL,
 		NATSOptions:  nopts,
 		Host:         g.Host,
+		Capacity:     capacity,
 	}, nil
+}
+
+// parseBytes reads a size: a number of bytes, or a number with a binary
+// unit (K, M, G, T, optionally followed by "iB" or "B": 512M, 4GiB).
+func parseBytes(s string) (int64, error) {
+	num := strings.TrimRightFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToUpper(s[len(num):])
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+	sh, ok := shift[unit]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if !ok || err != nil || n <= 0 || n > math.MaxInt64>>sh {
+		return 0, fmt.Errorf("invalid size %q (want a number of bytes, or with a unit: 512MiB, 4GiB)", s)
+	}
+	return n << sh, nil
 }
 
 // openTransit opens the queues the way every companion command does: the
