@@ -25,7 +25,7 @@ func smallFS(t *testing.T, size int64) string {
 		t.Skip("mounting a small file system needs root")
 	}
 	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(size, 10), "tmpfs", dir).CombinedOutput()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "mode=0700,size="+strconv.FormatInt(size, 10), "tmpfs", dir).CombinedOutput()
 	if err != nil {
 		t.Skipf("mount a tmpfs: %v: %s", err, out)
 	}
