@@ -103,6 +103,7 @@ type Host struct {
 	confKeys map[string]string         // canonical JSON of configs, to detect changes
 	failures map[string]*loadFailure   // backoff of tasks that failed to load
 	loading  map[string]*loadJob       // tasks being loaded (outside the lock)
+	commits  map[string]*configCommit  // config changes awaiting their task's verdict (ConfigureAllContext)
 	closing  bool
 
 	// Bus sends (SendAsync) and what Flush covered, counted so that a
@@ -190,6 +191,7 @@ func New(opts Options) (*Host, error) {
 		confKeys:  map[string]string{},
 		failures:  map[string]*loadFailure{},
 		loading:   map[string]*loadJob{},
+		commits:   map[string]*configCommit{},
 		saveCh:    make(chan saveJob, 64),
 		statusSem: make(chan struct{}, 2),
 		flushSem:  make(chan struct{}, 1),

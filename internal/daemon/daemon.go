@@ -464,21 +464,45 @@ func scanIntervalFor(task string) time.Duration {
 // the monitor reads in it changes (writeMainStatus).
 const statusRefresh = 30 * time.Second
 
-// control consumes the control queue (SPEC 8, 14).
+// control consumes the control queue (SPEC 8, 14). A message is
+// acknowledged once handled: its configs saved durably (or rejected by
+// their tasks), its controls done, its errors reported. One whose
+// accepted configs could not be saved before the daemon began to exit
+// (the state directory full, say) is not: it comes again at the next
+// start, and the messages behind it with it.
 func (d *Daemon) control(ctx context.Context) {
-	err := d.tr.Serve(ctx, d.opts.ControlQueue, func(m message.Message) {
-		if err := d.handleControl(m); err != nil {
-			text, _ := message.Marshal(m)
-			d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"message": string(text)})
-		}
-	})
+	cons, err := d.tr.Consume(ctx, d.opts.ControlQueue)
 	if err != nil {
 		d.log.Error("control queue: cannot consume", "queue", d.opts.ControlQueue, "error", err)
+		return
+	}
+	defer cons.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case dl, ok := <-cons.C():
+			if !ok {
+				return
+			}
+			err := d.handleControl(ctx, dl.Msg)
+			if err != nil {
+				text, _ := message.Marshal(dl.Msg)
+				d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"message": string(text)})
+			}
+			if errors.Is(err, host.ErrNotSaved) {
+				d.host.Out("alert", "main", "control message left unacknowledged (its configs are not saved): it is applied again at the next start", nil)
+				return
+			}
+			if err := dl.Ack(); err != nil {
+				d.log.Warn("control queue: ack failed; the message may be applied again", "error", err)
+			}
+		}
 	}
 }
 
 // HandleControl applies one control message.
-func (d *Daemon) handleControl(m message.Message) error {
+func (d *Daemon) handleControl(ctx context.Context, m message.Message) error {
 	mm, ok := m[".multimodule"].(map[string]any)
 	if !ok {
 		return errors.New(`a control message must have a ".multimodule" map`)
@@ -490,7 +514,7 @@ func (d *Daemon) handleControl(m message.Message) error {
 		cfg, ok := c.(map[string]any)
 		if !ok {
 			errs = append(errs, fmt.Errorf(".multimodule.config must be a map, got %T", c))
-		} else if err := d.host.ConfigureAll(cfg); err != nil {
+		} else if err := d.host.ConfigureAllContext(ctx, cfg); err != nil {
 			errs = append(errs, err)
 		}
 	}
