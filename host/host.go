@@ -123,8 +123,12 @@ type Host struct {
 	// lastLoad is when the last load began (unix nanoseconds): status
 	// files wait for a burst of loads to end (waitLoadsQuiet).
 	lastLoad atomic.Int64
-	wg       sync.WaitGroup
-	loads    sync.WaitGroup // loads running (see ensureLoaded)
+	// The process's usage last sampled for a status file (usage).
+	usageMu   sync.Mutex
+	usageAt   time.Time
+	usageLast procid.Usage
+	wg        sync.WaitGroup
+	loads     sync.WaitGroup // loads running (see ensureLoaded)
 }
 
 type loadFailure struct {
