@@ -233,13 +233,18 @@ func Run(ctx context.Context, opts Options) error {
 			}
 		}
 	}
+	// Every goroutine started here ends before Run returns: nothing acts
+	// on the host after its shutdown.
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
+	watchDone := make(chan struct{})
 	if opts.ConfigFile != "" {
-		if err := d.loadConfigFile(); err != nil {
+		if err := d.loadConfigFile(runCtx); err != nil {
 			d.log.Error("config file", "error", err)
 		}
-		go d.watchConfigFile(runCtx)
+		go func() { defer close(watchDone); d.watchConfigFile(runCtx) }()
+	} else {
+		close(watchDone)
 	}
 	hostDone := make(chan struct{})
 	go func() { defer close(hostDone); _ = h.Run(runCtx) }()
@@ -278,9 +283,16 @@ func Run(ctx context.Context, opts Options) error {
 	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
 	defer cancel()
 	stopRun()
+	<-watchDone
 	<-extDone
-	if req.exitExternals && d.ext != nil {
-		d.ext.stopAll(sctx)
+	for _, dir := range d.execDirs {
+		_ = dir.Close() // waits for its change callbacks (watchTaskDirs)
+	}
+	if d.ext != nil {
+		if req.exitExternals {
+			d.ext.stopAll(sctx)
+		}
+		d.ext.close()
 	}
 	err = h.Shutdown(sctx)
 	<-hostDone

@@ -35,10 +35,16 @@ type externals struct {
 	backoff  map[string]*supervise.Backoff
 	notUntil map[string]time.Time // crash back-off: no start before
 	exited   chan string
+	// quit is closed when the daemon exits: the goroutines below (wg) end
+	// then, and Run waits for them.
+	quit     <-chan struct{} // quitCtx.Done()
+	quitCtx  context.Context
+	quitFunc context.CancelFunc
+	wg       sync.WaitGroup // watch and stop goroutines
 }
 
 func newExternals(d *Daemon) *externals {
-	return &externals{
+	x := &externals{
 		d:        d,
 		kick:     make(chan struct{}, 1),
 		pending:  map[string]bool{},
@@ -48,6 +54,24 @@ func newExternals(d *Daemon) *externals {
 		notUntil: map[string]time.Time{},
 		exited:   make(chan string, 64),
 	}
+	x.quitCtx, x.quitFunc = context.WithCancel(context.Background())
+	x.quit = x.quitCtx.Done()
+	return x
+}
+
+// close ends the goroutines of x (watching externals, stopping them) and
+// waits for them. It is called once run has returned (and after stopAll):
+// the externals still running keep running, and the next daemon adopts
+// them.
+func (x *externals) close() {
+	x.quitFunc()
+	x.wg.Wait()
+}
+
+// goWatch watches the process p of name until it exits (or the daemon
+// does).
+func (x *externals) goWatch(name string, p *supervise.Process) {
+	x.wg.Go(func() { x.watch(name, p) })
 }
 
 // alive reports whether an external process of name runs (so the daemon
@@ -121,14 +145,21 @@ func (x *externals) adopt(name string) bool {
 	x.mu.Lock()
 	x.procs[name] = p
 	x.mu.Unlock()
-	go x.watch(name, p)
+	x.goWatch(name, p)
 	x.d.host.Out("log", name, fmt.Sprintf("adopted the running external process of %s (pid %d)", name, id.PID), nil)
 	return true
 }
 
 func (x *externals) watch(name string, p *supervise.Process) {
-	<-p.Done()
-	x.exited <- name
+	select {
+	case <-p.Done():
+	case <-x.quit:
+		return
+	}
+	select {
+	case x.exited <- name:
+	case <-x.quit:
+	}
 }
 
 // How often the supervisor looks for failsafes made or cleared by hand
@@ -290,13 +321,15 @@ func (x *externals) reconcile(name string) {
 		x.stopping[name] = true
 		x.mu.Unlock()
 		counters.Add(name, host.MetricStopRequestExternal, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), StopGrace+10*time.Second)
+		x.wg.Go(func() {
+			// The daemon exiting ends the wait (the process may stay:
+			// the next daemon adopts it).
+			ctx, cancel := context.WithTimeout(x.quitCtx, StopGrace+10*time.Second)
 			defer cancel()
-			if err := p.Stop(ctx, StopGrace); err != nil {
+			if err := p.Stop(ctx, StopGrace); err != nil && x.quitCtx.Err() == nil {
 				x.d.host.Out("error", name, fmt.Sprintf("stopping the external process of %s: %v", name, err), nil)
 			}
-		}()
+		})
 	case p == nil:
 		// Internal (or nothing): let the host load it if it should.
 		if _, ok := x.d.host.Config(name); ok {
@@ -327,7 +360,7 @@ func (x *externals) start(name string) {
 	x.mu.Lock()
 	x.procs[name] = p
 	x.mu.Unlock()
-	go x.watch(name, p)
+	x.goWatch(name, p)
 	x.d.host.Out("debug", name, fmt.Sprintf("started the external process of %s (pid %d)", name, p.Identity().PID), nil)
 }
 
