@@ -113,24 +113,38 @@ func (h *Host) ConfigureAllContext(ctx context.Context, all map[string]any) erro
 	})
 	// Each task is brought to its config (loaded, reconfigured, moved)
 	// and its verdict awaited: accepted (save it), rejected (do not),
-	// superseded by a newer config (that one's caller saves it), or
-	// untried (no runner here: save it as it is).
+	// superseded by a newer config (that one's caller saves it), untried
+	// (no runner here: save it as it is), or pending: a task that takes
+	// longer (an exec task in its handshake) holds up neither the caller
+	// (the daemon's control queue) nor the other tasks; its config is
+	// saved as it is, and put back as it was if the task rejects it
+	// (configReport).
 	saves := map[string]map[string]any{}
 	var savesMu sync.Mutex
 	results := make([]error, len(changed))
 	apply := func(i int) {
 		name := changed[i]
-		err := h.reconcile(name, fullWait)
-		if err != nil && !errors.Is(err, ErrUnknownTask) {
-			err = nil // a failed load reports itself and is retried
-		}
-		results[i] = err
+		results[i] = h.reconcile(name, loadWait)
 		c := commits[name]
 		if c == nil {
 			return
 		}
-		switch h.verdict(ctx, name, c) {
-		case accepted, untried:
+		v := h.verdict(ctx, name, c)
+		if v == pending {
+			prev, err := h.opts.Store.LoadConfig(name)
+			h.mu.Lock()
+			c.detached, c.prev = err == nil, prev
+			h.mu.Unlock()
+			select {
+			case v = <-c.verdict: // came meanwhile
+				h.mu.Lock()
+				c.detached = false
+				h.mu.Unlock()
+			default:
+			}
+		}
+		switch v {
+		case accepted, untried, pending:
 			savesMu.Lock()
 			saves[name] = valid[name]
 			savesMu.Unlock()
@@ -151,7 +165,7 @@ func (h *Host) ConfigureAllContext(ctx context.Context, all map[string]any) erro
 	saveErr := h.saveConfigs(ctx, saves)
 	h.mu.Lock()
 	for name, c := range commits {
-		if h.commits[name] == c {
+		if h.commits[name] == c && !c.detached {
 			delete(h.commits, name)
 		}
 	}
@@ -186,7 +200,12 @@ const (
 	rejected                        // its task refused it
 	superseded                      // a newer config replaced it first
 	abandoned                       // the caller stopped waiting for the verdict
+	pending                         // its task has not said yet (still loading)
 )
+
+// verdictWait is how long ConfigureAllContext waits for a task's verdict
+// on its config, once it waited for its load as long as reconcile does.
+const verdictWait = time.Second
 
 // configCommit is a config change waiting for its task's verdict, and
 // then for its save. The runner reports (configReport) when it applies
@@ -196,6 +215,11 @@ type configCommit struct {
 	verdict chan configVerdict // buffered: the first report only
 	once    sync.Once
 	saved   chan struct{} // closed once ConfigureAll is done saving
+	// detached (guarded by Host.mu): ConfigureAll saved the config
+	// before its task's verdict (pending); prev is what the file held
+	// before (nil: no file), put back if the task rejects the config.
+	detached bool
+	prev     map[string]any
 }
 
 func newConfigCommit(key string) *configCommit {
@@ -208,37 +232,55 @@ func (c *configCommit) report(v configVerdict) {
 
 // configReport is called by the runner of name after it applied (ok) or
 // refused the config with key. It returns what to wait for before the
-// runner goes on (nil: nothing).
-func (h *Host) configReport(name, key string, ok bool) <-chan struct{} {
+// runner goes on (nil: nothing) and, for a refused config that was saved
+// before the task's verdict, the config the file held before (nil: none).
+func (h *Host) configReport(name, key string, ok bool) (<-chan struct{}, map[string]any) {
 	h.mu.Lock()
 	c := h.commits[name]
-	h.mu.Unlock()
 	if c == nil || c.key != key {
-		return nil
+		h.mu.Unlock()
+		return nil, nil
 	}
+	detached, prev := c.detached, c.prev
+	if detached {
+		delete(h.commits, name) // this was its verdict
+	}
+	h.mu.Unlock()
 	if !ok {
 		c.report(rejected)
-		return nil
+		if detached {
+			<-c.saved // then put back what was there
+			return nil, prev
+		}
+		return nil, nil
 	}
 	c.report(accepted)
-	return c.saved
+	return c.saved, nil
 }
 
 // verdict waits for what the task name makes of the config of c: the
-// report of its runner, or untried when no runner here has it (not hosted
-// here, failed to load) or the runner stopped before applying it.
+// report of its runner; untried when no runner here has it (not hosted
+// here, failed to load) or the runner stopped before applying it;
+// pending when the task is still loading, or has not said within
+// verdictWait.
 func (h *Host) verdict(ctx context.Context, name string, c *configCommit) configVerdict {
 	h.mu.Lock()
 	r := h.runners[name]
+	_, loading := h.loading[name]
 	h.mu.Unlock()
 	if r == nil {
 		select {
 		case v := <-c.verdict: // a runner came and went meanwhile
 			return v
 		default:
-			return untried
 		}
+		if loading {
+			return pending
+		}
+		return untried
 	}
+	t := time.NewTimer(verdictWait)
+	defer t.Stop()
 	select {
 	case v := <-c.verdict:
 		return v
@@ -249,6 +291,8 @@ func (h *Host) verdict(ctx context.Context, name string, c *configCommit) config
 		default:
 			return untried
 		}
+	case <-t.C:
+		return pending
 	case <-ctx.Done():
 		return abandoned
 	}

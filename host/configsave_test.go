@@ -2,13 +2,17 @@ package host_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
+	"github.com/multimodule/multimodule/task"
 )
 
 // Only a config its task accepted is saved: a rejected one leaves the
@@ -84,4 +88,81 @@ func (f *fixture) hasOutput(prefix, text string) bool {
 		}
 	}
 	return false
+}
+
+// gatedTask is built only once its gate is open (a slow load, like an
+// exec task in its handshake) and rejects {"reject": true}.
+type gatedTask struct{}
+
+func (gatedTask) SetConfig(_ *task.Context, cfg map[string]any) error {
+	if message.Truthy(cfg["reject"]) {
+		return errors.New("rejected by test")
+	}
+	return nil
+}
+
+func (gatedTask) Message(*task.Context, message.Message) error { return nil }
+
+// A task still loading holds up no ConfigureAll: its config is saved
+// before the task could say whether it takes it, and if the task then
+// rejects it, the file gets back what it held before.
+func TestConfigRejectedAfterSlowLoadPutBack(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	st := env.Store()
+	if err := st.SaveConfig("Gated", map[string]any{"v": int64(1)}); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	reg := task.NewRegistry()
+	reg.MustRegister(task.Definition{Namespace: "T", Name: "Gated", New: func() (task.Task, error) {
+		<-gate
+		return gatedTask{}, nil
+	}})
+	var outMu sync.Mutex
+	var outs []string
+	h, _ := runHost(t, host.Options{
+		Transit: env.Client(),
+		Store:   st,
+		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
+		Out: func(ch, tk, text string, d map[string]any) {
+			outMu.Lock()
+			outs = append(outs, ch+" "+tk+" "+text)
+			outMu.Unlock()
+		},
+	})
+	defer func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { done <- h.Configure("Gated", map[string]any{"v": int64(2), "reject": true}) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Configure waits for a task that is still loading")
+	}
+	close(gate)
+	mmtest.Eventually(t, 10*time.Second, func() error {
+		cfg, err := st.LoadConfig("Gated")
+		if err != nil {
+			return err
+		}
+		if v, _ := message.Int(cfg["v"]); v != 1 || cfg["reject"] != nil {
+			return fmt.Errorf("saved config %v, want the one it held before ({v: 1})", cfg)
+		}
+		outMu.Lock()
+		defer outMu.Unlock()
+		for _, o := range outs {
+			if strings.HasPrefix(o, "alert Gated") && strings.Contains(o, "config rejected") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no alert about the rejected config: %v", outs)
+	})
 }

@@ -650,7 +650,7 @@ func (r *runner) safeCall(what string, f func() error) (err error) {
 func (r *runner) applyConfig(cfg map[string]any) {
 	key := configKey(cfg)
 	if r.configured && key == r.configKey {
-		if saved := r.h.configReport(r.name, key, true); saved != nil {
+		if saved, _ := r.h.configReport(r.name, key, true); saved != nil {
 			<-saved
 		}
 		return
@@ -666,7 +666,7 @@ func (r *runner) applyConfig(cfg map[string]any) {
 		}
 	}
 	defer func() {
-		if saved := r.h.configReport(r.name, key, true); saved != nil {
+		if saved, _ := r.h.configReport(r.name, key, true); saved != nil {
 			<-saved
 		}
 	}()
@@ -685,21 +685,26 @@ func (r *runner) applyConfig(cfg map[string]any) {
 
 // rejected reports a config the task refused. A task that runs with an
 // accepted config keeps it, and its saved config file is made to hold it
-// again: a config no process could try before saving it (one sent while
-// the task ran elsewhere) may be there. A task that has none stays
-// unconfigured, its messages waiting, and says so on the alert channel:
-// it waits for a config it accepts.
+// again: a config its task could not try before it was saved (one sent
+// while the task ran elsewhere, or was still loading) may be there. A
+// task that has none stays unconfigured, its messages waiting, and says
+// so on the alert channel: it waits for a config it accepts; its file
+// gets back the config it held before, if the rejected one was saved
+// before the task could try it.
 func (r *runner) rejected(key string, err error) {
-	r.h.configReport(r.name, key, false)
-	if !r.configured {
+	_, prev := r.h.configReport(r.name, key, false)
+	var back map[string]any
+	if r.configured {
+		r.h.out("error", r.name, fmt.Sprintf("task %s: set config rejected, keeping the previous one: %v", r.name, err), nil)
+		back = r.config
+	} else {
 		r.h.out("alert", r.name, fmt.Sprintf("task %s: config rejected; the task has no config it accepts and waits, its messages waiting, for a new one: %v", r.name, err), nil)
-		return
+		back = prev
 	}
-	r.h.out("error", r.name, fmt.Sprintf("task %s: set config rejected, keeping the previous one: %v", r.name, err), nil)
-	if r.placement != HostAndConsume {
-		return // a local copy: its config is its own process's
+	if back == nil || r.placement != HostAndConsume {
+		return // a local copy's config is its own process's
 	}
-	if err := r.h.opts.Store.SaveConfigs(map[string]map[string]any{r.name: r.config}); err != nil {
+	if err := r.h.opts.Store.SaveConfigs(map[string]map[string]any{r.name: back}); err != nil {
 		r.h.out("error", r.name, fmt.Sprintf("task %s: putting back the saved config it runs with: %v", r.name, err), nil)
 	}
 }

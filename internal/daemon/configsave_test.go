@@ -164,3 +164,48 @@ func TestConfigSavedDespiteFullDisk(t *testing.T) {
 		}
 	})
 }
+
+// TestExternalRejectedConfigNotKept: an external task's process applies
+// its config itself, from the file the daemon saves: a config it rejects
+// is replaced in that file by the one it runs with, so a restart does not
+// bring the rejected one back.
+func TestExternalRejectedConfigNotKept(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	d := env.StartDaemon("-p", "MultiModuleTest")
+	good := map[string]any{"increment_by": 2, "is_external": true}
+	env.Configure(map[string]any{
+		"OtherExternalModule": good,
+		"Router":              routeTo(map[string]string{"OtherExternalModule": "out_ext"}),
+	})
+	externalPID(t, env, "OtherExternalModule", 0)
+	myCt := func(ct int) int64 {
+		t.Helper()
+		env.Send("OtherExternalModule", message.Message{"ct": ct})
+		n, _ := message.Int(env.Recv("out_ext", wait)["my_ct"])
+		return n
+	}
+	if n := myCt(1); n != 3 {
+		t.Fatalf("my_ct %d, want 3", n)
+	}
+	env.Configure(map[string]any{"OtherExternalModule": map[string]any{
+		"increment_by": 5, "is_external": true,
+		"transform": map[string]any{"a": " specials/(("}, // does not compile: rejected
+	}})
+	mmtest.Eventually(t, wait, func() error {
+		log, _ := os.ReadFile(filepath.Join(env.StateDir, "OtherExternalModule.log"))
+		if !strings.Contains(string(log), "keeping the previous one") && !strings.Contains(d.Stderr.String(), "keeping the previous one") {
+			return fmt.Errorf("the rejection is not reported yet")
+		}
+		cfg, err := env.Store().LoadConfig("OtherExternalModule")
+		if err != nil {
+			return err
+		}
+		if inc, _ := message.Int(cfg["increment_by"]); inc != 2 || cfg["transform"] != nil {
+			return fmt.Errorf("saved config %v, want the one the task runs with (increment_by 2)", cfg)
+		}
+		return nil
+	})
+	if n := myCt(2); n != 4 {
+		t.Fatalf("my_ct %d, want 4 (the previous config kept)", n)
+	}
+}
