@@ -37,10 +37,8 @@ type externals struct {
 	exited   chan string
 	// quit is closed when the daemon exits: the goroutines below (wg) end
 	// then, and Run waits for them.
-	quit     <-chan struct{} // quitCtx.Done()
-	quitCtx  context.Context
-	quitFunc context.CancelFunc
-	wg       sync.WaitGroup // watch and stop goroutines
+	quit chan struct{}
+	wg   sync.WaitGroup // watch and stop goroutines
 }
 
 func newExternals(d *Daemon) *externals {
@@ -53,9 +51,8 @@ func newExternals(d *Daemon) *externals {
 		backoff:  map[string]*supervise.Backoff{},
 		notUntil: map[string]time.Time{},
 		exited:   make(chan string, 64),
+		quit:     make(chan struct{}),
 	}
-	x.quitCtx, x.quitFunc = context.WithCancel(context.Background())
-	x.quit = x.quitCtx.Done()
 	return x
 }
 
@@ -64,8 +61,18 @@ func newExternals(d *Daemon) *externals {
 // the externals still running keep running, and the next daemon adopts
 // them.
 func (x *externals) close() {
-	x.quitFunc()
+	close(x.quit)
 	x.wg.Wait()
+}
+
+// quitting reports whether the daemon is exiting (close was called).
+func (x *externals) quitting() bool {
+	select {
+	case <-x.quit:
+		return true
+	default:
+		return false
+	}
 }
 
 // goWatch watches the process p of name until it exits (or the daemon
@@ -322,11 +329,20 @@ func (x *externals) reconcile(name string) {
 		x.mu.Unlock()
 		counters.Add(name, host.MetricStopRequestExternal, 1)
 		x.wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), StopGrace+10*time.Second)
+			defer cancel()
 			// The daemon exiting ends the wait (the process may stay:
 			// the next daemon adopts it).
-			ctx, cancel := context.WithTimeout(x.quitCtx, StopGrace+10*time.Second)
-			defer cancel()
-			if err := p.Stop(ctx, StopGrace); err != nil && x.quitCtx.Err() == nil {
+			stopped := make(chan struct{})
+			defer close(stopped)
+			x.wg.Go(func() {
+				select {
+				case <-x.quit:
+					cancel()
+				case <-stopped:
+				}
+			})
+			if err := p.Stop(ctx, StopGrace); err != nil && !x.quitting() {
 				x.d.host.Out("error", name, fmt.Sprintf("stopping the external process of %s: %v", name, err), nil)
 			}
 		})
