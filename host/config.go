@@ -42,13 +42,16 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 var ErrNotSaved = errors.New("host: config not saved")
 
 // ConfigureAllContext is ConfigureAll. Every changed config goes to its
-// task first: a task hosted here is loaded (waiting for its load) and
-// given the config, and only a config the task accepts is saved to the
-// state directory; a rejected one is reported and not saved, and the task
-// keeps the config it runs with (or, without one, stays unconfigured, its
-// messages waiting). A config that no task here can try (an external's,
-// a failsafed task's, one whose task failed to load) is saved as it is:
-// its task's own process tries it (see Options.ReadOnlyConfig).
+// task first: a task hosted here is loaded and given the config, and only
+// a config the task accepts is saved to the state directory; a rejected
+// one is reported and not saved, and the task keeps the config it runs
+// with (or, without one, stays unconfigured, its messages waiting). A
+// config that no task here can try (an external's, a failsafed task's,
+// one whose task failed to load) is saved as it is: its task's own
+// process tries it (see Options.ReadOnlyConfig). So is one whose task has
+// not answered after a second (loading, or busy): the caller is not held
+// up, and if the task rejects the config, the file gets back what the
+// task runs with, or what it held before.
 //
 // It returns once every config to save is durable (one group commit,
 // store.SaveConfigs). A failing save is retried, with an alert each

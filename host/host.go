@@ -69,7 +69,9 @@ type Options struct {
 	// Counters collects the admin metrics; nil makes a new set.
 	Counters *Counters
 	// ReadOnlyConfig keeps configs out of the state directory (external
-	// processes read configs the daemon saved; they never write them).
+	// processes read configs the daemon saved) except for one: when the
+	// task this process hosts rejects the config in its file, the config
+	// it runs with is written back (only accepted configs stay saved).
 	ReadOnlyConfig bool
 	// OnConfigChanged is called (outside any lock) after a task's config
 	// changed and its hosting here was reconciled; the daemon's external
