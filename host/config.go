@@ -159,25 +159,20 @@ func (h *Host) ConfigureAllContext(ctx context.Context, all map[string]any) erro
 	// load mostly waits (for the bus to create the queue's consumer, for
 	// the disk to sync the task's status file), so a thousand tasks
 	// configured at once load in parallel.
+	// The Router's config is saved on its own too: every message goes
+	// through the Router, which handles none while its config is not
+	// saved.
 	rest := 0
 	if len(changed) > 0 && changed[0] == RouterName {
 		apply(0)
 		rest = 1
-	}
-	parallel(rest, len(changed), apply)
-	saveErr := h.saveConfigs(ctx, saves)
-	h.mu.Lock()
-	for name, c := range commits {
-		if h.commits[name] == c && !c.detached {
-			delete(h.commits, name)
+		if err := h.commit(ctx, saves, commits, RouterName); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	h.mu.Unlock()
-	for _, c := range commits {
-		close(c.saved) // the tasks that accepted their config go on
-	}
-	if saveErr != nil {
-		errs = append(errs, saveErr)
+	parallel(rest, len(changed), apply)
+	if err := h.commit(ctx, saves, commits, slices.Collect(maps.Keys(commits))...); err != nil {
+		errs = append(errs, err)
 	}
 	// Whoever follows config changes (the external supervisor, whose
 	// processes read the saved file) is told once the save is done.
@@ -192,6 +187,32 @@ func (h *Host) ConfigureAllContext(ctx context.Context, all map[string]any) erro
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// commit saves the configs of names among saves (saveConfigs) and lets
+// their tasks go on: their commits are done.
+func (h *Host) commit(ctx context.Context, saves map[string]map[string]any, commits map[string]*configCommit, names ...string) error {
+	some := make(map[string]map[string]any, len(names))
+	for _, name := range names {
+		if cfg, ok := saves[name]; ok {
+			some[name] = cfg
+		}
+	}
+	err := h.saveConfigs(ctx, some)
+	h.mu.Lock()
+	for _, name := range names {
+		if c := commits[name]; c != nil && h.commits[name] == c && !c.detached {
+			delete(h.commits, name)
+		}
+	}
+	h.mu.Unlock()
+	for _, name := range names {
+		if c := commits[name]; c != nil {
+			close(c.saved) // the task, if it accepted the config, goes on
+			delete(commits, name)
+		}
+	}
+	return err
 }
 
 // configVerdict is what became of a config change (configCommit).

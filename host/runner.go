@@ -692,14 +692,17 @@ func (r *runner) applyConfig(cfg map[string]any) {
 // gets back the config it held before, if the rejected one was saved
 // before the task could try it.
 func (r *runner) rejected(key string, err error) {
-	_, prev := r.h.configReport(r.name, key, false)
-	var back map[string]any
+	// Reported before the verdict: whoever waits for it (a control
+	// message's acknowledgement) comes after the report.
 	if r.configured {
 		r.h.out("error", r.name, fmt.Sprintf("task %s: set config rejected, keeping the previous one: %v", r.name, err), nil)
-		back = r.config
 	} else {
 		r.h.out("alert", r.name, fmt.Sprintf("task %s: config rejected; the task has no config it accepts and waits, its messages waiting, for a new one: %v", r.name, err), nil)
-		back = prev
+	}
+	_, prev := r.h.configReport(r.name, key, false)
+	back := prev
+	if r.configured {
+		back = r.config
 	}
 	if back == nil || r.placement != HostAndConsume {
 		return // a local copy's config is its own process's
