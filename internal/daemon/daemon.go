@@ -500,11 +500,12 @@ func (d *Daemon) control(ctx context.Context) {
 			err := d.handleControl(ctx, dl.Msg)
 			if err != nil {
 				text, _ := message.Marshal(dl.Msg)
-				d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"message": string(text)})
-			}
-			if errors.Is(err, host.ErrNotSaved) {
-				d.host.Out("alert", "main", "control message left unacknowledged (its configs are not saved): it is applied again at the next start", nil)
-				return
+				details := map[string]any{"message": string(text)}
+				if errors.Is(err, host.ErrNotSaved) {
+					d.host.Out("alert", "main", fmt.Sprintf("control message not acknowledged, to be applied again at the next start: %v", err), details)
+					return
+				}
+				d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), details)
 			}
 			if err := dl.Ack(); err != nil {
 				d.log.Warn("control queue: ack failed; the message may be applied again", "error", err)
