@@ -576,7 +576,7 @@ type diskChecker struct {
 }
 
 func (c *diskChecker) SetConfig(tc *task.Context, cfg map[string]any) error {
-	tc.Recur(time.Millisecond, func(tc *task.Context) { c.check(tc, "recurring work") })
+	tc.NamedRecur("check", time.Millisecond, func(tc *task.Context) { c.check(tc, "recurring work") })
 	return nil
 }
 
