@@ -213,7 +213,12 @@ func (t *Task) spawn(restart bool) error {
 
 // ensure makes sure a co-process runs and has the state and config,
 // restarting it (after the back-off) if it died.
-func (t *Task) ensure(tc *task.Context) error {
+func (t *Task) ensure(tc *task.Context) error { return t.ensureConfig(tc, false) }
+
+// ensureConfig is ensure; with first (SetConfig giving a config the
+// co-process has not had), a config the co-process refuses is returned
+// (a *rejected) instead of reported.
+func (t *Task) ensureConfig(tc *task.Context, first bool) error {
 	if t.proc != nil && t.proc.dead() {
 		t.crashed(tc, t.proc.exitError("while idle"))
 	}
@@ -249,6 +254,10 @@ func (t *Task) ensure(tc *task.Context) error {
 			var rej *rejected
 			if !errors.As(err, &rej) {
 				t.crashed(tc, err)
+				return err
+			}
+			t.initialised = true
+			if first {
 				return err
 			}
 			tc.Error(fmt.Sprintf("exec task %s: the restarted co-process rejected its config: %v", t.spec.Name, err))
@@ -504,7 +513,14 @@ func (t *Task) SetConfig(tc *task.Context, config map[string]any) error {
 	prev, had := t.config, t.haveConfig
 	t.config, t.haveConfig = config, true
 	if t.proc == nil || !t.initialised || t.proc.dead() {
-		_ = t.ensure(tc) // sends the config; failures are reported there
+		// Sends the config; other failures are reported there, and the
+		// config is kept for the co-process a restart brings.
+		err := t.ensureConfig(tc, true)
+		var rej *rejected
+		if errors.As(err, &rej) {
+			t.config, t.haveConfig = prev, had
+			return err
+		}
 		return nil
 	}
 	err := t.sync(tc)

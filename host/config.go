@@ -1,14 +1,18 @@
 package host
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
 )
 
@@ -23,13 +27,39 @@ func (h *Host) Configure(name string, cfg map[string]any) error {
 // named keep their config. Every config is recorded before any task is
 // (re)loaded, so that tasks configured together see each other's config
 // from their first message (a producer never runs before the Router it
-// feeds is configured). It returns once every changed config is saved
-// durably in the state directory (unless ReadOnlyConfig); the tasks load
-// meanwhile. Errors are joined; the good tasks are configured anyway. A
-// load is waited for a second at most (then it goes on in the
-// background), and its failure is not returned: a task that fails to
-// load is reported on the error channel and retried.
+// feeds is configured). Errors are joined; the good tasks are configured
+// anyway. It waits until the host's shutdown begins at most.
+//
+// Only a config its task accepted is saved (see ConfigureAllContext).
 func (h *Host) ConfigureAll(all map[string]any) error {
+	return h.ConfigureAllContext(h.ctx, all)
+}
+
+// ErrNotSaved is wrapped by the error of ConfigureAllContext when a config
+// its task accepted could not be made durable before ctx ended (or the
+// host shut down): the caller must not treat the change as done (the
+// daemon leaves such a control message unacknowledged, so it comes again).
+var ErrNotSaved = errors.New("host: config not saved")
+
+// ConfigureAllContext is ConfigureAll. Every changed config goes to its
+// task first: a task hosted here is loaded and given the config, and only
+// a config the task accepts is saved to the state directory; a rejected
+// one is reported and not saved, and the task keeps the config it runs
+// with (or, without one, stays unconfigured, its messages waiting). A
+// config that no task here can try (an external's, a failsafed task's,
+// one whose task failed to load) is saved as it is: its task's own
+// process tries it (see Options.ReadOnlyConfig). So is one whose task has
+// not answered after a second (loading, or busy): the caller is not held
+// up, and if the task rejects the config, the file gets back what the
+// task runs with, or what it held before.
+//
+// It returns once every config to save is durable (one group commit,
+// store.SaveConfigs). A failing save is retried, with an alert each
+// time, until it succeeds or ctx ends (then the error wraps ErrNotSaved).
+// A task that accepted a config handles nothing more until the config is
+// saved, so that what it did under a config is never ahead of the state
+// directory.
+func (h *Host) ConfigureAllContext(ctx context.Context, all map[string]any) error {
 	var errs []error
 	// Checked before taking the lock: checkExternal asks the sources,
 	// which may take time and log (an exec task's describe run), and a
@@ -51,12 +81,12 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		valid[name] = cfg
 	}
 	var changed []string
+	commits := map[string]*configCommit{}
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
 		return ErrClosed
 	}
-	saves := map[string]map[string]any{}
 	for _, name := range slices.Sorted(maps.Keys(valid)) {
 		cfg := valid[name]
 		key := configKey(cfg)
@@ -66,41 +96,17 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		h.configs[name] = cfg
 		h.confKeys[name] = key
 		delete(h.failures, name) // a new config deserves a new try
-		saves[name] = cfg
 		changed = append(changed, name)
+		if !h.opts.ReadOnlyConfig {
+			c := newConfigCommit(key)
+			if old := h.commits[name]; old != nil {
+				old.report(superseded)
+			}
+			h.commits[name] = c
+			commits[name] = c
+		}
 	}
 	h.mu.Unlock()
-	// The configs are saved (one group commit, durable when it ends:
-	// store.SaveConfigs) while the tasks load: the loads wait mostly for
-	// the bus, the save for the disk. Whoever follows config changes
-	// (the external supervisor, whose processes read the saved file) is
-	// told only once the save is done.
-	saved := make(chan struct{})
-	if !h.opts.ReadOnlyConfig && len(saves) > 0 {
-		go func() {
-			defer close(saved)
-			if err := h.opts.Store.SaveConfigs(saves); err != nil {
-				h.out("error", h.opts.Process, "save configs: "+err.Error(), nil)
-			}
-		}()
-	} else {
-		close(saved)
-	}
-	var tellMu sync.Mutex
-	var later []string // changes to tell once saved
-	tell := func(name string) {
-		if h.opts.OnConfigChanged == nil {
-			return
-		}
-		select {
-		case <-saved:
-			h.opts.OnConfigChanged(name, saves[name])
-		default:
-			tellMu.Lock()
-			later = append(later, name)
-			tellMu.Unlock()
-		}
-	}
 	// The Router first: everything else emits into it.
 	slices.SortStableFunc(changed, func(a, b string) int {
 		switch {
@@ -111,43 +117,85 @@ func (h *Host) ConfigureAll(all map[string]any) error {
 		}
 		return 0
 	})
-	// Each load is waited for loadWait at most: a task that takes longer
-	// to build (an exec task in its handshake) goes on loading in the
-	// background and holds up neither the caller (the daemon's control
-	// queue) nor the other tasks. Its failure is reported (and retried) by
-	// the load.
+	// Each task is brought to its config (loaded, reconfigured, moved)
+	// and its verdict awaited: accepted (save it), rejected (do not),
+	// superseded by a newer config (that one's caller saves it), untried
+	// (no runner here: save it as it is), or pending: a task that takes
+	// longer (an exec task in its handshake) holds up neither the caller
+	// (the daemon's control queue) nor the other tasks; its config is
+	// saved as it is, and put back as it was if the task rejects it
+	// (configReport).
+	saves := map[string]map[string]any{}
+	var savesMu sync.Mutex
 	results := make([]error, len(changed))
+	verdicts := make([]configVerdict, len(changed))
 	apply := func(i int) {
 		name := changed[i]
-		// A running task acts on a new config only once it is saved, so
-		// that what it did under a config is never ahead of the state
-		// directory; a task loading for the first time loads meanwhile.
-		h.mu.Lock()
-		_, running := h.runners[name]
-		h.mu.Unlock()
-		if running {
-			<-saved
-		}
 		results[i] = h.reconcile(name, loadWait)
-		tell(name)
+		c := commits[name]
+		if c == nil {
+			return
+		}
+		v := h.verdict(ctx, name, c)
+		if v == pending {
+			prev, err := h.opts.Store.LoadConfig(name)
+			h.mu.Lock()
+			c.detached, c.prev = err == nil, prev
+			h.mu.Unlock()
+			select {
+			case v = <-c.verdict: // came meanwhile
+				h.mu.Lock()
+				c.detached = false
+				h.mu.Unlock()
+			default:
+			}
+		}
+		verdicts[i] = v
+		switch v {
+		case rejected:
+			if results[i] == nil {
+				results[i] = fmt.Errorf("task %s rejected its config", name)
+			}
+		case accepted, untried, pending:
+			savesMu.Lock()
+			saves[name] = valid[name]
+			savesMu.Unlock()
+		case abandoned:
+			results[i] = errors.Join(results[i], fmt.Errorf("%w: task %s: gave up waiting for it to take the config: %v", ErrNotSaved, name, context.Cause(ctx)))
+		}
 	}
 	// The Router on its own, first; then the others a few at a time: a
 	// load mostly waits (for the bus to create the queue's consumer, for
 	// the disk to sync the task's status file), so a thousand tasks
 	// configured at once load in parallel.
+	// The Router's config is saved on its own too: every message goes
+	// through the Router, which handles none while its config is not
+	// saved.
 	rest := 0
 	if len(changed) > 0 && changed[0] == RouterName {
 		apply(0)
 		rest = 1
+		if err := h.commit(ctx, saves, commits, RouterName); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	parallel(rest, len(changed), apply)
-	<-saved
-	for _, name := range later {
-		h.opts.OnConfigChanged(name, saves[name])
+	if err := h.commit(ctx, saves, commits, slices.Collect(maps.Keys(commits))...); err != nil {
+		errs = append(errs, err)
+	}
+	// Whoever follows config changes (the external supervisor, whose
+	// processes read the saved file) is told once the save is done.
+	if h.opts.OnConfigChanged != nil {
+		for _, name := range changed {
+			h.opts.OnConfigChanged(name, valid[name])
+		}
 	}
 	for i, err := range results {
 		if err != nil {
-			errs = append(errs, &ConfigError{Task: changed[i], Err: err, Kept: true})
+			// A config its task rejected is not saved: the task keeps
+			// what it runs with. Any other failure (a load error, an
+			// unknown task) leaves the config recorded and saved.
+			errs = append(errs, &ConfigError{Task: changed[i], Err: err, Kept: verdicts[i] != rejected})
 		}
 	}
 	return errors.Join(errs...)
@@ -165,6 +213,197 @@ type ConfigError struct {
 
 func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
+
+// commit saves the configs of names among saves (saveConfigs) and lets
+// their tasks go on: their commits are done.
+func (h *Host) commit(ctx context.Context, saves map[string]map[string]any, commits map[string]*configCommit, names ...string) error {
+	some := make(map[string]map[string]any, len(names))
+	for _, name := range names {
+		if cfg, ok := saves[name]; ok {
+			some[name] = cfg
+		}
+	}
+	err := h.saveConfigs(ctx, some)
+	h.mu.Lock()
+	for _, name := range names {
+		if c := commits[name]; c != nil && h.commits[name] == c && !c.detached {
+			delete(h.commits, name)
+		}
+	}
+	h.mu.Unlock()
+	for _, name := range names {
+		if c := commits[name]; c != nil {
+			close(c.saved) // the task, if it accepted the config, goes on
+			delete(commits, name)
+		}
+	}
+	return err
+}
+
+// configVerdict is what became of a config change (configCommit).
+type configVerdict int
+
+const (
+	untried    configVerdict = iota // no runner here tried it
+	accepted                        // its task runs with it
+	rejected                        // its task refused it
+	superseded                      // a newer config replaced it first
+	abandoned                       // the caller stopped waiting for the verdict
+	pending                         // its task has not said yet (still loading)
+)
+
+// verdictWait is how long ConfigureAllContext waits for a task's verdict
+// on its config, once it waited for its load as long as reconcile does.
+const verdictWait = time.Second
+
+// configCommit is a config change waiting for its task's verdict, and
+// then for its save. The runner reports (configReport) when it applies
+// the config; one that accepted it waits for saved before it goes on.
+type configCommit struct {
+	key     string
+	verdict chan configVerdict // buffered: the first report only
+	once    sync.Once
+	saved   chan struct{} // closed once ConfigureAll is done saving
+	// detached (guarded by Host.mu): ConfigureAll saved the config
+	// before its task's verdict (pending); prev is what the file held
+	// before (nil: no file), put back if the task rejects the config.
+	detached bool
+	prev     map[string]any
+}
+
+func newConfigCommit(key string) *configCommit {
+	return &configCommit{key: key, verdict: make(chan configVerdict, 1), saved: make(chan struct{})}
+}
+
+func (c *configCommit) report(v configVerdict) {
+	c.once.Do(func() { c.verdict <- v })
+}
+
+// configReport is called by the runner of name after it applied (ok) or
+// refused the config with key. It returns what to wait for before the
+// runner goes on (nil: nothing) and, for a refused config that was saved
+// before the task's verdict, the config the file held before (nil: none).
+func (h *Host) configReport(name, key string, ok bool) (<-chan struct{}, map[string]any) {
+	h.mu.Lock()
+	c := h.commits[name]
+	if c == nil || c.key != key {
+		h.mu.Unlock()
+		return nil, nil
+	}
+	detached, prev := c.detached, c.prev
+	if detached {
+		delete(h.commits, name) // this was its verdict
+	}
+	h.mu.Unlock()
+	if !ok {
+		c.report(rejected)
+		if detached {
+			<-c.saved // then put back what was there
+			return nil, prev
+		}
+		return nil, nil
+	}
+	c.report(accepted)
+	return c.saved, nil
+}
+
+// verdict waits for what the task name makes of the config of c: the
+// report of its runner; untried when no runner here has it (not hosted
+// here, failed to load) or the runner stopped before applying it;
+// pending when the task is still loading, or has not said within
+// verdictWait.
+func (h *Host) verdict(ctx context.Context, name string, c *configCommit) configVerdict {
+	h.mu.Lock()
+	r := h.runners[name]
+	_, loading := h.loading[name]
+	h.mu.Unlock()
+	if r == nil {
+		select {
+		case v := <-c.verdict: // a runner came and went meanwhile
+			return v
+		default:
+		}
+		if loading {
+			return pending
+		}
+		return untried
+	}
+	t := time.NewTimer(verdictWait)
+	defer t.Stop()
+	select {
+	case v := <-c.verdict:
+		return v
+	case <-r.done:
+		select {
+		case v := <-c.verdict:
+			return v
+		default:
+			return untried
+		}
+	case <-t.C:
+		return pending
+	case <-ctx.Done():
+		return abandoned
+	}
+}
+
+// saveConfigs makes cfgs durable (store.SaveConfigs), retrying a failed
+// save — a full or read-only file system — with an alert each time, until
+// it succeeds or ctx ends or the host shuts down.
+func (h *Host) saveConfigs(ctx context.Context, cfgs map[string]map[string]any) error {
+	if len(cfgs) == 0 || h.opts.ReadOnlyConfig {
+		return nil
+	}
+	backoff := configSaveRetryMin
+	for attempt := 1; ; attempt++ {
+		err := h.opts.Store.SaveConfigs(cfgs)
+		if err == nil {
+			if attempt > 1 {
+				h.out("log", h.opts.Process, fmt.Sprintf("configs of %s saved (attempt %d)", strings.Join(slices.Sorted(maps.Keys(cfgs)), ", "), attempt), nil)
+			}
+			return nil
+		}
+		// Only the tasks whose file is not saved yet are tried again: the
+		// others are durable.
+		failed := store.FailedConfigs(err)
+		if len(failed) == 0 {
+			return err // not the file system's doing: another try fails the same way
+		}
+		for name := range cfgs {
+			if !failed[name] {
+				delete(cfgs, name)
+			}
+		}
+		h.out("alert", h.opts.Process, fmt.Sprintf("configs not saved (attempt %d), retrying in %v; the tasks that accepted them wait: %v", attempt, backoff, err), nil)
+		// The host's shutdown is looked for every configSaveRetryMin: it
+		// waits for the tasks that wait for this save.
+		for until := time.Now().Add(backoff); time.Now().Before(until); {
+			t := time.NewTimer(min(time.Until(until), configSaveRetryMin))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("%w: %v", ErrNotSaved, err)
+			}
+			if h.isClosing() {
+				return fmt.Errorf("%w (shutting down): %v", ErrNotSaved, err)
+			}
+		}
+		backoff = min(2*backoff, configSaveRetryMax)
+	}
+}
+
+// How often a failed config save is tried again.
+const (
+	configSaveRetryMin = 250 * time.Millisecond
+	configSaveRetryMax = 10 * time.Second
+)
+
+func (h *Host) isClosing() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closing
+}
 
 // configureParallel bounds the tasks ConfigureAll saves or loads at once.
 const configureParallel = 32

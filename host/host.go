@@ -69,7 +69,9 @@ type Options struct {
 	// Counters collects the admin metrics; nil makes a new set.
 	Counters *Counters
 	// ReadOnlyConfig keeps configs out of the state directory (external
-	// processes read configs the daemon saved; they never write them).
+	// processes read configs the daemon saved) except for one: when the
+	// task this process hosts rejects the config in its file, the config
+	// it runs with is written back (only accepted configs stay saved).
 	ReadOnlyConfig bool
 	// CheckConfig, when set, may refuse a task's new config (reserved
 	// names, is_external for a task no source has): a refused config is
@@ -112,6 +114,7 @@ type Host struct {
 	confKeys map[string]string         // canonical JSON of configs, to detect changes
 	failures map[string]*loadFailure   // backoff of tasks that failed to load
 	loading  map[string]*loadJob       // tasks being loaded (outside the lock)
+	commits  map[string]*configCommit  // config changes awaiting their task's verdict (ConfigureAllContext)
 	closing  bool
 
 	// Bus sends (SendAsync) and what Flush covered, counted so that a
@@ -129,8 +132,12 @@ type Host struct {
 	// lastLoad is when the last load began (unix nanoseconds): status
 	// files wait for a burst of loads to end (waitLoadsQuiet).
 	lastLoad atomic.Int64
-	wg       sync.WaitGroup
-	loads    sync.WaitGroup // loads running (see ensureLoaded)
+	// The process's usage last sampled for a status file (usage).
+	usageMu   sync.Mutex
+	usageAt   time.Time
+	usageLast procid.Usage
+	wg        sync.WaitGroup
+	loads     sync.WaitGroup // loads running (see ensureLoaded)
 }
 
 type loadFailure struct {
@@ -207,6 +214,7 @@ func New(opts Options) (*Host, error) {
 		confKeys:  map[string]string{},
 		failures:  map[string]*loadFailure{},
 		loading:   map[string]*loadJob{},
+		commits:   map[string]*configCommit{},
 		saveCh:    make(chan saveJob, 64),
 		statusSem: make(chan struct{}, 2),
 		flushSem:  make(chan struct{}, 1),

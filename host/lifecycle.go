@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
@@ -489,7 +490,7 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 			}
 			h.statusSem <- struct{}{}
 			defer func() { <-h.statusSem }()
-			h.writeStatus(name)
+			h.writeStatus(r)
 		}()
 	}
 	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
@@ -688,18 +689,45 @@ func (h *Host) waitLoadsQuiet(ctx context.Context) bool {
 	}
 }
 
-func (h *Host) writeStatus(name string) {
+// writeStatus writes the status of the task of r: the hosting process,
+// its usage (the whole process's: shared with every task it hosts, unless
+// it is the task's own external process), and the task's kind.
+func (h *Host) writeStatus(r *runner) {
+	u := h.usage()
 	st := store.Status{
-		PID:       h.self.PID,
-		StartTime: h.self.StartTime,
-		Cmdline:   h.self.Cmdline,
-		SaveTS:    float64(time.Now().UnixNano()) / 1e9,
-		External:  h.opts.Process != "main",
+		PID:        h.self.PID,
+		StartTime:  h.self.StartTime,
+		Cmdline:    h.self.Cmdline,
+		SaveTS:     float64(time.Now().UnixNano()) / 1e9,
+		External:   h.opts.Process != "main",
+		Shared:     h.opts.Process == "main",
+		Stateful:   r.def.Stateful,
+		FDs:        u.FDs,
+		Threads:    u.Threads,
+		RSSBytes:   u.RSSBytes,
+		CPUSeconds: u.CPUSeconds,
+		CoPID:      int(r.coPID.Load()),
 	}
-	if err := h.opts.Store.SaveStatus(name, st); err != nil {
-		h.out("error", name, "save status: "+err.Error(), nil)
+	if err := h.opts.Store.SaveStatus(r.name, st); err != nil {
+		h.out("error", r.name, "save status: "+err.Error(), nil)
 	}
 }
+
+// usage samples this process's usage for the status files, at most
+// every usageEvery: a burst of loads writes a status per task.
+func (h *Host) usage() procid.Usage {
+	h.usageMu.Lock()
+	defer h.usageMu.Unlock()
+	if now := time.Now(); now.Sub(h.usageAt) >= usageEvery {
+		if u, err := procid.UsageOf(h.self.PID); err == nil {
+			h.usageLast, h.usageAt = u, now
+		}
+	}
+	return h.usageLast
+}
+
+// usageEvery is how old the usage in a status file may be (usage).
+const usageEvery = time.Second
 
 // Unload stops hosting task name without losing a message: it stops taking
 // from the bus, finishes what was fetched, moves what still waits in its
@@ -863,7 +891,7 @@ func (h *Host) finish(r *runner) {
 	<-r.done
 	if r.placement == HostAndConsume {
 		<-r.statusDone // the load's, written first
-		h.writeStatus(r.name)
+		h.writeStatus(r)
 	}
 }
 

@@ -645,10 +645,16 @@ func (r *runner) safeCall(what string, f func() error) (err error) {
 	return f()
 }
 
-// applyConfig calls SetConfig when the config changed by content.
+// applyConfig calls SetConfig when the config changed by content. Its
+// verdict goes to the ConfigureAll that waits for it (configReport); once
+// the task accepted a config, it handles nothing more until the config is
+// saved.
 func (r *runner) applyConfig(cfg map[string]any) {
 	key := configKey(cfg)
 	if r.configured && key == r.configKey {
+		if saved, _ := r.h.configReport(r.name, key, true); saved != nil {
+			<-saved
+		}
 		return
 	}
 	prev, prevKey := r.config, r.configKey
@@ -656,11 +662,16 @@ func (r *runner) applyConfig(cfg map[string]any) {
 	if c, ok := r.t.(task.Configurer); ok {
 		err := r.safeCall("set_config", func() error { return c.SetConfig(r.tc, task.CopyConfig(cfg)) })
 		if err != nil {
-			r.h.out("error", r.name, fmt.Sprintf("task %s: set config rejected, keeping the previous one: %v", r.name, err), nil)
 			r.config, r.configKey = prev, prevKey
+			r.rejected(key, err)
 			return
 		}
 	}
+	defer func() {
+		if saved, _ := r.h.configReport(r.name, key, true); saved != nil {
+			<-saved
+		}
+	}()
 	if !r.configured {
 		cs, ok := r.t.(canonicalSender)
 		r.canonical = ok && cs.SendsCanonical()
@@ -672,6 +683,35 @@ func (r *runner) applyConfig(cfg map[string]any) {
 		r.coPID.Store(int64(r.pider.PID()))
 	}
 	r.touched()
+}
+
+// rejected reports a config the task refused. A task that runs with an
+// accepted config keeps it, and its saved config file is made to hold it
+// again: a config its task could not try before it was saved (one sent
+// while the task ran elsewhere, or was still loading) may be there. A
+// task that has none stays unconfigured, its messages waiting, and says
+// so on the alert channel: it waits for a config it accepts; its file
+// gets back the config it held before, if the rejected one was saved
+// before the task could try it.
+func (r *runner) rejected(key string, err error) {
+	// Reported before the verdict: whoever waits for it (a control
+	// message's acknowledgement) comes after the report.
+	if r.configured {
+		r.h.out("error", r.name, fmt.Sprintf("task %s: set config rejected, keeping the previous one: %v", r.name, err), nil)
+	} else {
+		r.h.out("alert", r.name, fmt.Sprintf("task %s: config rejected; the task has no config it accepts and waits, its messages waiting, for a new one: %v", r.name, err), nil)
+	}
+	_, prev := r.h.configReport(r.name, key, false)
+	back := prev
+	if r.configured {
+		back = r.config
+	}
+	if back == nil || r.placement != HostAndConsume {
+		return // a local copy's config is its own process's
+	}
+	if err := r.h.opts.Store.SaveConfigs(map[string]map[string]any{r.name: back}); err != nil {
+		r.h.out("error", r.name, fmt.Sprintf("task %s: putting back the saved config it runs with: %v", r.name, err), nil)
+	}
 }
 
 func (r *runner) saveInterval() time.Duration {

@@ -102,7 +102,7 @@ func (s *Store) SaveConfigs(cfgs map[string]map[string]any) error {
 			j.err = s.install(j.tmp, j.path)
 		}
 		if j.err != nil {
-			errs = append(errs, fmt.Errorf("store: save config of task %q: %w", j.task, j.err))
+			errs = append(errs, &ConfigSaveError{Task: j.task, Err: j.err})
 			continue
 		}
 		installed = true
@@ -112,10 +112,51 @@ func (s *Store) SaveConfigs(cfgs map[string]map[string]any) error {
 	}
 	if installed {
 		if err := syncDir(s.dir); err != nil {
-			errs = append(errs, fmt.Errorf("store: save configs: sync directory %s: %w", s.dir, err))
+			// Every file renamed into place may be lost: none is durable.
+			for _, j := range jobs {
+				if j.tmp != "" && j.err == nil {
+					errs = append(errs, &ConfigSaveError{Task: j.task, Err: fmt.Errorf("sync directory %s: %w", s.dir, err)})
+				}
+			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ConfigSaveError is how SaveConfigs reports a task whose config file it
+// could not write, or not make durable: a failure of the file system
+// (full, read-only, no permission), which a later try may not meet.
+type ConfigSaveError struct {
+	Task string
+	Err  error
+}
+
+func (e *ConfigSaveError) Error() string {
+	return fmt.Sprintf("store: save config of task %q: %v", e.Task, e.Err)
+}
+
+func (e *ConfigSaveError) Unwrap() error { return e.Err }
+
+// FailedConfigs returns the tasks that err (from SaveConfigs) reports a
+// ConfigSaveError for.
+func FailedConfigs(err error) map[string]bool {
+	failed := map[string]bool{}
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+		case *ConfigSaveError:
+			failed[e.Task] = true
+		case interface{ Unwrap() []error }:
+			for _, x := range e.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		}
+	}
+	walk(err)
+	return failed
 }
 
 // holds reports whether the file path is a regular file holding exactly

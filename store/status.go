@@ -24,6 +24,7 @@ type Status struct {
 	FDs        int      `json:"fh_count"`              // open file handles of the process
 	Threads    int      `json:"thread_count"`          // threads of the process
 	External   bool     `json:"is_external"`           // hosted in its own process (not the daemon)
+	Shared     bool     `json:"shared,omitempty"`      // the process hosts other tasks too (the daemon): its usage is theirs as well
 	Stateful   bool     `json:"is_stateful"`           // the task keeps state
 	RSSBytes   uint64   `json:"rss_bytes,omitempty"`   // resident memory of the process
 	CPUSeconds float64  `json:"cpu_seconds,omitempty"` // CPU time the process used so far

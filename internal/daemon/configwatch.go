@@ -12,13 +12,13 @@ import (
 
 // loadConfigFile reads -c and applies it. A file that fails to parse is
 // reported (with file and line) and the running config stays.
-func (d *Daemon) loadConfigFile() error {
+func (d *Daemon) loadConfigFile(ctx context.Context) error {
 	cfg, err := configfile.Load(d.opts.ConfigFile)
 	if err != nil {
 		d.host.Out("error", "main", "config file not applied, keeping the running config: "+err.Error(), nil)
 		return err
 	}
-	if err := d.host.ConfigureAll(cfg); err != nil {
+	if err := d.host.ConfigureAllContext(ctx, cfg); err != nil {
 		d.host.Out("error", "main", "config file: "+err.Error(), nil)
 		return err
 	}
@@ -65,7 +65,7 @@ func (d *Daemon) watchConfigFile(ctx context.Context) {
 			}
 			d.host.Out("error", "main", "config file watch: "+err.Error(), nil)
 		case <-timer.C:
-			_ = d.loadConfigFile()
+			_ = d.loadConfigFile(ctx)
 		}
 	}
 }

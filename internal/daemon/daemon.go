@@ -242,13 +242,18 @@ func Run(ctx context.Context, opts Options) error {
 			}
 		}
 	}
+	// Every goroutine started here ends before Run returns: nothing acts
+	// on the host after its shutdown.
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
+	watchDone := make(chan struct{})
 	if opts.ConfigFile != "" {
-		if err := d.loadConfigFile(); err != nil {
+		if err := d.loadConfigFile(runCtx); err != nil {
 			d.log.Error("config file", "error", err)
 		}
-		go d.watchConfigFile(runCtx)
+		go func() { defer close(watchDone); d.watchConfigFile(runCtx) }()
+	} else {
+		close(watchDone)
 	}
 	hostDone := make(chan struct{})
 	go func() { defer close(hostDone); _ = h.Run(runCtx) }()
@@ -287,9 +292,16 @@ func Run(ctx context.Context, opts Options) error {
 	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
 	defer cancel()
 	stopRun()
+	<-watchDone
 	<-extDone
-	if req.exitExternals && d.ext != nil {
-		d.ext.stopAll(sctx)
+	for _, dir := range d.execDirs {
+		_ = dir.Close() // waits for its change callbacks (watchTaskDirs)
+	}
+	if d.ext != nil {
+		if req.exitExternals {
+			d.ext.stopAll(sctx)
+		}
+		d.ext.close()
 	}
 	err = h.Shutdown(sctx)
 	<-hostDone
@@ -481,20 +493,45 @@ func scanIntervalFor(task string) time.Duration {
 // the monitor reads in it changes (writeMainStatus).
 const statusRefresh = 30 * time.Second
 
-// control consumes the control queue (SPEC 8, 14).
+// control consumes the control queue (SPEC 8, 14). A message is
+// acknowledged once handled: its configs saved durably (or rejected by
+// their tasks), its controls done, its errors reported. One whose
+// accepted configs could not be saved before the daemon began to exit
+// (the state directory full, say) is not: it comes again at the next
+// start, and the messages behind it with it.
 func (d *Daemon) control(ctx context.Context) {
-	err := d.tr.Serve(ctx, d.opts.ControlQueue, func(m message.Message) {
-		err := d.handleControl(m)
-		if err != nil {
-			// Named by its fields, never by its values: a control
-			// message carries configs, and configs carry secrets.
-			d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), map[string]any{"fields": fieldPaths(m)})
-		}
-		d.saveReasons()
-		d.reply(m, err)
-	})
+	cons, err := d.tr.Consume(ctx, d.opts.ControlQueue)
 	if err != nil {
 		d.log.Error("control queue: cannot consume", "queue", d.opts.ControlQueue, "error", err)
+		return
+	}
+	defer cons.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case dl, ok := <-cons.C():
+			if !ok {
+				return
+			}
+			err := d.handleControl(ctx, dl.Msg)
+			if err != nil {
+				// Named by its fields, never by its values: a control
+				// message carries configs, and configs carry secrets.
+				details := map[string]any{"fields": fieldPaths(dl.Msg)}
+				if errors.Is(err, host.ErrNotSaved) {
+					// No verdict either: the message is not done.
+					d.host.Out("alert", "main", fmt.Sprintf("control message not acknowledged, to be applied again at the next start: %v", err), details)
+					return
+				}
+				d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), details)
+			}
+			d.saveReasons()
+			d.reply(dl.Msg, err)
+			if err := dl.Ack(); err != nil {
+				d.log.Warn("control queue: ack failed; the message may be applied again", "error", err)
+			}
+		}
 	}
 }
 
@@ -556,7 +593,7 @@ func knownName(s string) bool {
 }
 
 // HandleControl applies one control message.
-func (d *Daemon) handleControl(m message.Message) error {
+func (d *Daemon) handleControl(ctx context.Context, m message.Message) error {
 	mm, ok := m[".multimodule"].(map[string]any)
 	if !ok {
 		return errors.New(`a control message must have a ".multimodule" map`)
@@ -568,7 +605,7 @@ func (d *Daemon) handleControl(m message.Message) error {
 		cfg, ok := c.(map[string]any)
 		if !ok {
 			errs = append(errs, fmt.Errorf(".multimodule.config must be a map, got %T", c))
-		} else if err := d.host.ConfigureAll(cfg); err != nil {
+		} else if err := d.host.ConfigureAllContext(ctx, cfg); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -38,10 +38,14 @@ type externals struct {
 	notUntil map[string]time.Time    // crash back-off: no start before
 	lastExit map[string]store.Reason // why the last process of a task ended (for status)
 	exited   chan string
+	// quit is closed when the daemon exits: the goroutines below (wg) end
+	// then, and Run waits for them.
+	quit chan struct{}
+	wg   sync.WaitGroup // watch and stop goroutines
 }
 
 func newExternals(d *Daemon) *externals {
-	return &externals{
+	x := &externals{
 		d:        d,
 		kick:     make(chan struct{}, 1),
 		pending:  map[string]bool{},
@@ -51,7 +55,34 @@ func newExternals(d *Daemon) *externals {
 		notUntil: map[string]time.Time{},
 		lastExit: map[string]store.Reason{},
 		exited:   make(chan string, 64),
+		quit:     make(chan struct{}),
 	}
+	return x
+}
+
+// close ends the goroutines of x (watching externals, stopping them) and
+// waits for them. It is called once run has returned (and after stopAll):
+// the externals still running keep running, and the next daemon adopts
+// them.
+func (x *externals) close() {
+	close(x.quit)
+	x.wg.Wait()
+}
+
+// quitting reports whether the daemon is exiting (close was called).
+func (x *externals) quitting() bool {
+	select {
+	case <-x.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// goWatch watches the process p of name until it exits (or the daemon
+// does).
+func (x *externals) goWatch(name string, p *supervise.Process) {
+	x.wg.Go(func() { x.watch(name, p) })
 }
 
 // alive reports whether an external process of name runs (so the daemon
@@ -136,14 +167,21 @@ func (x *externals) adopt(name string) bool {
 	x.mu.Lock()
 	x.procs[name] = p
 	x.mu.Unlock()
-	go x.watch(name, p)
+	x.goWatch(name, p)
 	x.d.host.Out("log", name, fmt.Sprintf("adopted the running external process of %s (pid %d)", name, id.PID), nil)
 	return true
 }
 
 func (x *externals) watch(name string, p *supervise.Process) {
-	<-p.Done()
-	x.exited <- name
+	select {
+	case <-p.Done():
+	case <-x.quit:
+		return
+	}
+	select {
+	case x.exited <- name:
+	case <-x.quit:
+	}
 }
 
 // How often the supervisor looks for failsafes made or cleared by hand
@@ -321,13 +359,24 @@ func (x *externals) reconcile(name string) {
 		x.stopping[name] = true
 		x.mu.Unlock()
 		counters.Add(name, host.MetricStopRequestExternal, 1)
-		go func() {
+		x.wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), StopGrace+10*time.Second)
 			defer cancel()
-			if err := p.Stop(ctx, StopGrace); err != nil {
+			// The daemon exiting ends the wait (the process may stay:
+			// the next daemon adopts it).
+			stopped := make(chan struct{})
+			defer close(stopped)
+			x.wg.Go(func() {
+				select {
+				case <-x.quit:
+					cancel()
+				case <-stopped:
+				}
+			})
+			if err := p.Stop(ctx, StopGrace); err != nil && !x.quitting() {
 				x.d.host.Out("error", name, fmt.Sprintf("stopping the external process of %s: %v", name, err), nil)
 			}
-		}()
+		})
 	case p == nil:
 		// Internal (or nothing): let the host load it if it should.
 		if _, ok := x.d.host.Config(name); ok {
@@ -361,7 +410,7 @@ func (x *externals) start(name string) {
 	x.mu.Lock()
 	x.procs[name] = p
 	x.mu.Unlock()
-	go x.watch(name, p)
+	x.goWatch(name, p)
 	x.d.host.Out("debug", name, fmt.Sprintf("started the external process of %s (pid %d)", name, p.Identity().PID), nil)
 }
 
