@@ -154,7 +154,7 @@ func (h *Host) ConfigureAllContext(ctx context.Context, all map[string]any) erro
 		switch v {
 		case rejected:
 			if results[i] == nil {
-				results[i] = fmt.Errorf("task %s rejected its config", name)
+				results[i] = fmt.Errorf("task %s rejected its config and keeps the previous one (its reason is on the error channel)", name)
 			}
 		case accepted, untried, pending:
 			savesMu.Lock()

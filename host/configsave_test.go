@@ -23,9 +23,7 @@ func TestRejectedConfigNotSaved(t *testing.T) {
 	if err := f.h.Configure("Probe", map[string]any{"v": 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.h.Configure("Probe", map[string]any{"v": 2, "reject": true}); err != nil {
-		t.Fatal(err)
-	}
+	wantRejected(t, f.h.Configure("Probe", map[string]any{"v": 2, "reject": true}))
 	saved, err := f.st.LoadConfig("Probe")
 	if err != nil {
 		t.Fatal(err)
@@ -49,9 +47,7 @@ func TestSavedConfigRejectedAtStartWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFixture(t, rec, env)
-	if err := f.h.RestoreConfigs(); err != nil {
-		t.Fatal(err)
-	}
+	wantRejected(t, f.h.RestoreConfigs())
 	for i := range 3 {
 		if err := f.h.Send(context.Background(), "Probe", message.Message{"i": i}); err != nil {
 			t.Fatal(err)
@@ -165,4 +161,14 @@ func TestConfigRejectedAfterSlowLoadPutBack(t *testing.T) {
 		}
 		return fmt.Errorf("no alert about the rejected config: %v", outs)
 	})
+}
+
+// wantRejected fails t unless err says that a task rejected its config
+// (a ConfigError whose config was not kept).
+func wantRejected(t *testing.T, err error) {
+	t.Helper()
+	var ce *host.ConfigError
+	if !errors.As(err, &ce) || ce.Kept {
+		t.Fatalf("got error %v, want a ConfigError for a rejected config (not kept)", err)
+	}
 }

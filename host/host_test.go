@@ -515,9 +515,7 @@ func TestRejectedConfigKeepsPrevious(t *testing.T) {
 	if err := f.h.Configure("Probe", map[string]any{"v": 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.h.Configure("Probe", map[string]any{"reject": true}); err != nil {
-		t.Fatal(err)
-	}
+	wantRejected(t, f.h.Configure("Probe", map[string]any{"reject": true}))
 	_ = f.h.Send(context.Background(), "Probe", message.Message{"x": 1})
 	f.waitMsgs(t, "Probe", 1)
 	// The config is applied on the task's goroutine, after Configure

@@ -107,6 +107,30 @@ func TestConfigApplyVerdict(t *testing.T) {
 	})
 }
 
+// TestConfigRejectedByTaskRefused: a config its task rejects (here
+// OtherModule's transform does not compile) is refused in config apply's
+// verdict (exit 1), and the task keeps the config it runs with, saved.
+func TestConfigRejectedByTaskRefused(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest")
+	good := writeConfig(t, map[string]any{"OtherModule": map[string]any{"increment_by": 2}})
+	if out, stderr, code := env.Run("config", "apply", good); code != 0 {
+		t.Fatalf("config apply of a good config: exit %d\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+	bad := writeConfig(t, map[string]any{"OtherModule": map[string]any{"increment_by": 3, "transform": map[string]any{"x": " specials/((("}}})
+	out, stderr, code := env.Run("config", "apply", bad)
+	if code != 1 || !strings.Contains(out, "OtherModule: refused") {
+		t.Fatalf("config apply of a config the task rejects: exit %d, want 1 and OtherModule refused\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+	saved, err := env.Store().LoadConfig("OtherModule")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(saved["increment_by"]) != "2" || saved["transform"] != nil {
+		t.Fatalf("saved config after the rejection: %v, want the accepted {increment_by: 2}", saved)
+	}
+}
+
 // TestReservedAndUnknownExternalRefused: a reserved name, or is_external
 // for a task no source has, is refused (exit 1), not saved, and starts
 // no process; failsafing main or a reserved name is refused with exit 1.
