@@ -272,7 +272,7 @@ func (c *natsConsumer) unpack(m jetstream.Msg, tk *takeover) []*Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, d := range ds {
-		d.ack, d.inProgress = c.ack, c.inProgress
+		d.ack, d.inProgress, d.deadLetter = c.ack, c.inProgress, c.deadLetterOwned
 	}
 	c.pend = append(c.pend, ds...)
 	if skipped > 0 && len(ds) > 0 {

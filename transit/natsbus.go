@@ -372,10 +372,34 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 // message. Every earlier delivery must be handled already (AckAll). It
 // retries until it succeeds or ctx ends.
 func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delivery) error {
+	if err := b.publishDead(ctx, scope, qname, d, d.dead, nil); err != nil {
+		return err
+	}
+	if !d.isLast() {
+		return nil // the bus message is acknowledged with its last queue message
+	}
+	actx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
+		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
+	}
+	return nil
+}
+
+// deadLetterOwned is Delivery.DeadLetter: the owner moves d to the
+// dead-letter queue and acknowledges it itself.
+func (c *natsConsumer) deadLetterOwned(ctx context.Context, d *Delivery, reason string, details map[string]any) error {
+	return c.b.publishDead(ctx, c.scope, c.qname, d, reason, details)
+}
+
+// publishDead stores d in the dead-letter queue of scope with reason and
+// details in its dead_letter record, retrying until it succeeds or ctx
+// ends.
+func (b *natsBus) publishDead(ctx context.Context, scope, qname string, d *Delivery, reason string, details map[string]any) error {
 	msg := d.Msg
 	meta := msg.EnsureMeta()
 	info := map[string]any{
-		"reason":     d.dead,
+		"reason":     reason,
 		"queue":      qname,
 		"deliveries": int64(d.Deliveries),
 		"seq":        int64(d.Seq),
@@ -387,12 +411,15 @@ func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delive
 		info["member"] = int64(d.member + 1)
 		info["members"] = int64(d.members)
 	}
+	for k, v := range details {
+		info[k] = v
+	}
 	meta["dead_letter"] = info
 	data, err := message.Marshal(msg)
 	if err != nil || len(data) > MaxMessageBytes {
 		data, _ = message.Marshal(message.Message{message.MetaKey: map[string]any{"dead_letter": meta["dead_letter"]}})
 	}
-	b.log.Warn("moving a message to the dead-letter queue", "queue", qname, "seq", d.Seq, "reason", d.dead)
+	b.log.Warn("moving a message to the dead-letter queue", "queue", qname, "seq", d.Seq, "reason", reason)
 	delay := 50 * time.Millisecond
 	for {
 		err := b.publish(ctx, scope, DeadLetterQueue, data, true)
@@ -406,14 +433,6 @@ func (b *natsBus) deadLetter(ctx context.Context, scope, qname string, d *Delive
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 5*time.Second)
-	}
-	if !d.isLast() {
-		return nil // the bus message is acknowledged with its last queue message
-	}
-	actx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
-		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
 	}
 	return nil
 }

@@ -35,6 +35,10 @@ type externals struct {
 	backoff  map[string]*supervise.Backoff
 	notUntil map[string]time.Time // crash back-off: no start before
 	exited   chan string
+	// Poison messages (poison.go): how the next start of a task after a
+	// crash is counted, and the restarts not counted yet.
+	nextStart map[string]startNext
+	held      map[string]*heldStarts
 }
 
 func newExternals(d *Daemon) *externals {
@@ -47,6 +51,9 @@ func newExternals(d *Daemon) *externals {
 		backoff:  map[string]*supervise.Backoff{},
 		notUntil: map[string]time.Time{},
 		exited:   make(chan string, 64),
+
+		nextStart: map[string]startNext{},
+		held:      map[string]*heldStarts{},
 	}
 }
 
@@ -193,6 +200,7 @@ func (x *externals) safetyPass() {
 		x.checks = 0
 	}
 	x.mu.Unlock()
+	x.releasePassed()
 	if full {
 		x.reconcileAll()
 		return
@@ -323,8 +331,8 @@ func (x *externals) start(name string) {
 		x.scheduleRetry(name, 0)
 		return
 	}
-	counters.Add(name, host.MetricStartExternal, 1)
 	x.mu.Lock()
+	x.countStartLocked(name)
 	x.procs[name] = p
 	x.mu.Unlock()
 	go x.watch(name, p)
@@ -361,7 +369,14 @@ func (x *externals) onExit(name string) {
 		return
 	}
 	if stopping {
-		// It left because it should run inside now (or not at all).
+		// It left because it should run inside now (or not at all). A
+		// message it was handling when it was killed (a failsafe, a stop
+		// past its grace) was not what ended it.
+		x.forgetInFlight(name)
+		x.mu.Lock()
+		x.releaseLocked(name)
+		delete(x.nextStart, name)
+		x.mu.Unlock()
 		x.d.host.Out("debug", name, fmt.Sprintf("the external process of %s has exited as asked", name), nil)
 		if err := x.d.host.Reconcile(name); err != nil {
 			x.d.host.Out("error", name, fmt.Sprintf("loading %s inside the daemon: %v", name, err), nil)
@@ -384,6 +399,16 @@ func (x *externals) onExit(name string) {
 		x.d.host.Counters().Add(name, host.MetricTaskCompileFailureExternal, 1)
 		how = "could not load the task (see its log " + filepath.Join(x.d.store.Dir(), name+".log") + ")"
 	}
+	rec := x.recordCrash(name, exitStatus(p), p.Identity().PID)
+	x.mu.Lock()
+	x.planRestartLocked(name, rec)
+	x.mu.Unlock()
+	switch {
+	case rec != nil && rec.deadLetter:
+		how += fmt.Sprintf(" while handling the message at bus sequence %d (member %d), at %d crashes in a row with it in flight: the next process moves it to the dead-letter queue", rec.pos.seq, rec.pos.member+1, rec.crashes)
+	case rec != nil:
+		how += fmt.Sprintf(" while handling the message at bus sequence %d (member %d), at %d crash(es) in a row with it in flight: it is handed to the task again", rec.pos.seq, rec.pos.member+1, rec.crashes)
+	}
 	if x.wantsExternal(name) {
 		x.d.host.Out("error", name, fmt.Sprintf("the external process of %s (pid %d) %s after %v; restarting", name, p.Identity().PID, how, ran.Round(time.Millisecond)), nil)
 		x.scheduleRetry(name, ran)
@@ -395,6 +420,10 @@ func (x *externals) onExit(name string) {
 		}
 		return
 	}
+	x.mu.Lock()
+	x.releaseLocked(name)
+	delete(x.nextStart, name)
+	x.mu.Unlock()
 	x.reconcile(name)
 }
 
