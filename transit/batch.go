@@ -158,7 +158,7 @@ func (b *natsBus) deliveries(ctx context.Context, cons jetstream.Consumer, m jet
 		if tk.prevSeq == seq {
 			count = tk.prevCount
 		}
-		if !doneHere {
+		if !doneHere && !b.opts.OwnerCountsCrashes {
 			// Its previous owner stopped while handling it, without a
 			// record of how far it got: count it as a death.
 			count++

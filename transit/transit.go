@@ -51,6 +51,13 @@ type Options struct {
 	// MaxDeliver is the number of deliveries that never completed after
 	// which a message moves to DeadLetterQueue; default 5.
 	MaxDeliver int
+	// OwnerCountsCrashes: the owners of queues in this process find the
+	// message that was being handled when an owner died themselves (an
+	// external process: see Delivery.DeadLetter), so a take-over does not
+	// count the previous owner's death against the first message it
+	// delivers again (which may be an innocent one whose acknowledgement
+	// had not gone out yet), and never dead-letters it for that.
+	OwnerCountsCrashes bool
 	// Logger receives the package's logs; nil means slog.Default().
 	Logger *slog.Logger
 }

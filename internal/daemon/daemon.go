@@ -165,6 +165,8 @@ func Run(ctx context.Context, opts Options) error {
 
 	topts := opts.Transit
 	topts.StateDir = opts.StateDir
+	// An external finds a poison message itself (poison.go).
+	topts.OwnerCountsCrashes = opts.Task != ""
 	if topts.Logger == nil {
 		topts.Logger = d.log
 	}

@@ -29,13 +29,18 @@ func poisonMonitor() map[string]any {
 
 // sendPoisonStream sends ct = 0..n-1 to OtherExternalModule with a
 // crash_me message after each ct in poisonAfter, all without waiting for
-// the bus in between (so that they travel in batches), then flushes.
-func sendPoisonStream(t *testing.T, env *mmtest.Env, n int, poisonAfter ...int) {
+// the bus in between (so that they travel in batches), then flushes; with
+// apart, each waits for the bus (a bus message of its own).
+func sendPoisonStream(t *testing.T, env *mmtest.Env, n int, apart bool, poisonAfter ...int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), wait)
 	defer cancel()
 	c := env.Client()
 	send := func(m message.Message) {
+		if apart {
+			env.Send("OtherExternalModule", m)
+			return
+		}
 		if err := c.SendAsync(ctx, "OtherExternalModule", m, transit.SendOptions{}); err != nil {
 			t.Fatalf("send %v: %v", m, err)
 		}
@@ -68,11 +73,15 @@ func TestPoisonMessageDeadLetteredWithoutFailsafe(t *testing.T) {
 		name    string
 		max     any // max_crash_redeliveries; nil: the default (1)
 		poison  []int
-		crashes int // per poison message
+		crashes int  // per poison message
+		apart   bool // each message a bus message of its own (else batches)
 	}{
-		{"one poison message", nil, []int{20}, 2},
-		{"two poison messages", nil, []int{10, 30}, 2},
-		{"max_crash_redeliveries 0", 0, []int{10, 30}, 1},
+		{"one poison message", nil, []int{20}, 2, false},
+		{"two poison messages", nil, []int{10, 30}, 2, false},
+		{"three poison messages", nil, []int{5, 15, 25}, 2, false},
+		{"three poison messages apart", nil, []int{5, 15, 25}, 2, true},
+		{"max_crash_redeliveries 0", 0, []int{10, 30}, 1, false},
+		{"max_crash_redeliveries 3", 3, []int{10}, 4, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := mmtest.NewEnv(t)
@@ -88,7 +97,7 @@ func TestPoisonMessageDeadLetteredWithoutFailsafe(t *testing.T) {
 			})
 			externalPID(t, env, "OtherExternalModule", 0)
 			const n = 40
-			sendPoisonStream(t, env, n, tc.poison...)
+			sendPoisonStream(t, env, n, tc.apart, tc.poison...)
 
 			// Every other message comes out, in order.
 			_, dups := stream(t, env, "test_out", n, 1)
