@@ -319,6 +319,7 @@ func (x *externals) reconcile(name string) {
 // options plus -m <task>, detached, output to <state>/<task>.log.
 func (x *externals) start(name string) {
 	argv := append(slices.Clone(x.d.opts.ExternalArgv), "-m", name)
+	x.recordUnwatchedCrash(name)
 	counters := x.d.host.Counters()
 	counters.Add(name, host.MetricStartRequestExternal, 1)
 	p, err := supervise.Start(supervise.Spec{

@@ -201,6 +201,25 @@ func (x *externals) recordCrash(name, how string, pid int) *crashVerdict {
 	return verdict
 }
 
+// recordUnwatchedCrash records the crash of an external process that
+// died while no daemon watched it (its marker still says it was handling
+// a message, and no process holds its lock), before a new one starts.
+func (x *externals) recordUnwatchedCrash(name string) {
+	mark, err := supervise.ReadInFlight(inFlightPath(x.d.store.Dir(), name))
+	if err != nil || !mark.Handling() {
+		return
+	}
+	release, err := x.d.store.LockExternal(name)
+	if err != nil {
+		return // a process of the task runs (or the lock cannot be had): nothing to record
+	}
+	_ = release()
+	rec := x.recordCrash(name, "exit status unknown (it died while no daemon watched it)", 0)
+	x.mu.Lock()
+	x.planRestartLocked(name, rec)
+	x.mu.Unlock()
+}
+
 // forgetInFlight marks a message in flight at an exit the daemon asked
 // for (a stop, a failsafe) as recorded without counting it: such a death
 // is no crash.
