@@ -20,10 +20,14 @@ import (
 //
 // The word packs a message position (a bus sequence below 2^48 and its
 // member index in a batch below 2^14) and a state; it is stored with one
-// atomic 64-bit store, so a reader never sees half of it.
+// atomic 64-bit store, so a reader never sees half of it. A second word
+// counts the messages handled (End), over every process that used the
+// file, so that the supervisor can tell whether a process that crashed
+// had got anything done since the crash before.
 type InFlight struct {
-	mem  []byte
-	word *atomic.Uint64
+	mem     []byte
+	word    *atomic.Uint64
+	handled *atomic.Uint64
 }
 
 // InFlightState says what the marker word records.
@@ -39,7 +43,7 @@ const (
 
 const (
 	inFlightMagic      = "MMINFLT1"
-	inFlightSize       = 16 // magic, word
+	inFlightSize       = 24 // magic, word, handled
 	inFlightSeqBits    = 48
 	inFlightMemberBits = 14
 )
@@ -58,7 +62,7 @@ func OpenInFlight(path string) (*InFlight, error) {
 		return nil, fmt.Errorf("supervise: in-flight marker %s: %w", path, err)
 	}
 	if st.Size() != inFlightSize {
-		if err := writeInFlight(f, 0); err != nil {
+		if err := writeInFlight(f, 0, 0); err != nil {
 			return nil, fmt.Errorf("supervise: in-flight marker %s: %w", path, err)
 		}
 	}
@@ -68,10 +72,14 @@ func OpenInFlight(path string) (*InFlight, error) {
 	}
 	if string(mem[:8]) != inFlightMagic {
 		copy(mem[:8], inFlightMagic)
-		binary.LittleEndian.PutUint64(mem[8:], 0)
+		clear(mem[8:])
 	}
-	// The word is 8-byte aligned: mappings start on a page.
-	return &InFlight{mem: mem, word: (*atomic.Uint64)(unsafe.Pointer(&mem[8]))}, nil
+	// The words are 8-byte aligned: mappings start on a page.
+	return &InFlight{
+		mem:     mem,
+		word:    (*atomic.Uint64)(unsafe.Pointer(&mem[8])),
+		handled: (*atomic.Uint64)(unsafe.Pointer(&mem[16])),
+	}, nil
 }
 
 // Begin records that the message at bus sequence seq, member member of
@@ -85,6 +93,14 @@ func (m *InFlight) Begin(seq uint64, member int) {
 func (m *InFlight) End() {
 	w := m.word.Load()
 	m.word.Store(w&^3 | uint64(InFlightDone))
+	m.handled.Store(m.handled.Load() + 1) // one writer: no atomic add needed
+}
+
+// Pass records that the message at seq, member was dealt with without
+// handling it (it was dead-lettered or skipped): the position moves on,
+// the count of handled messages does not.
+func (m *InFlight) Pass(seq uint64, member int) {
+	m.word.Store(packInFlight(seq, member, InFlightDone))
 }
 
 // Close unmaps the marker; what it records stays in the file.
@@ -93,7 +109,7 @@ func (m *InFlight) Close() error {
 		return nil
 	}
 	err := syscall.Munmap(m.mem)
-	m.mem, m.word = nil, nil
+	m.mem, m.word, m.handled = nil, nil, nil
 	return err
 }
 
@@ -102,6 +118,9 @@ type InFlightMark struct {
 	State  InFlightState
 	Seq    uint64 // the bus sequence of the message (0: none)
 	Member int    // its index in its bus message
+	// Handled counts the messages handled (End) by every process that
+	// used the marker file.
+	Handled uint64
 }
 
 // Handling reports whether the mark says a message was being handled.
@@ -120,7 +139,9 @@ func ReadInFlight(path string) (InFlightMark, error) {
 	if len(b) != inFlightSize || string(b[:8]) != inFlightMagic {
 		return InFlightMark{}, fmt.Errorf("supervise: %s is not an in-flight marker (%d bytes)", path, len(b))
 	}
-	return unpackInFlight(binary.LittleEndian.Uint64(b[8:])), nil
+	k := unpackInFlight(binary.LittleEndian.Uint64(b[8:]))
+	k.Handled = binary.LittleEndian.Uint64(b[16:])
+	return k, nil
 }
 
 // MarkInFlightRecorded sets the state of the marker file at path to
@@ -135,7 +156,7 @@ func MarkInFlightRecorded(path string) error {
 	if err != nil {
 		return fmt.Errorf("supervise: in-flight marker: %w", err)
 	}
-	err = writeInFlight(f, packInFlight(k.Seq, k.Member, InFlightRecorded))
+	err = writeInFlight(f, packInFlight(k.Seq, k.Member, InFlightRecorded), k.Handled)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -145,10 +166,11 @@ func MarkInFlightRecorded(path string) error {
 	return nil
 }
 
-func writeInFlight(f *os.File, word uint64) error {
+func writeInFlight(f *os.File, word, handled uint64) error {
 	var b [inFlightSize]byte
 	copy(b[:8], inFlightMagic)
 	binary.LittleEndian.PutUint64(b[8:], word)
+	binary.LittleEndian.PutUint64(b[16:], handled)
 	if _, err := f.WriteAt(b[:], 0); err != nil {
 		return err
 	}

@@ -49,13 +49,13 @@ func TestInFlightSurvivesKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !k.Handling() || k.Seq != 123456790 || k.Member != 3 {
-		t.Fatalf("mark %+v, want message 123456790 member 3 being handled", k)
+	if !k.Handling() || k.Seq != 123456790 || k.Member != 3 || k.Handled != 1 {
+		t.Fatalf("mark %+v, want message 123456790 member 3 being handled, one handled before", k)
 	}
 	if err := MarkInFlightRecorded(path); err != nil {
 		t.Fatal(err)
 	}
-	if k, err = ReadInFlight(path); err != nil || k.Handling() || k.State != InFlightRecorded || k.Seq != 123456790 || k.Member != 3 {
+	if k, err = ReadInFlight(path); err != nil || k.Handling() || k.State != InFlightRecorded || k.Seq != 123456790 || k.Member != 3 || k.Handled != 1 {
 		t.Fatalf("after MarkInFlightRecorded: %+v, %v", k, err)
 	}
 	// The next process keeps writing into the same file.
@@ -73,6 +73,10 @@ func TestInFlightSurvivesKill(t *testing.T) {
 		t.Fatalf("a position that does not fit reads as handling: %+v", k)
 	}
 	m.End()
+	m.Pass(5, 1)
+	if k, _ := ReadInFlight(path); k.Handling() || k.State != InFlightDone || k.Seq != 5 || k.Member != 1 || k.Handled != 2 {
+		t.Fatalf("after End and Pass: %+v, want message 5 member 1 done, 2 handled in all", k)
+	}
 }
 
 func TestReadInFlightErrors(t *testing.T) {

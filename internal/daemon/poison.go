@@ -28,12 +28,15 @@ import (
 // wait) are not crashes of the external and count nothing.
 //
 // The restarts such a message causes do not count toward the start-rate
-// failsafe (local.admin.start.external) when the message is dead-lettered:
-// a restart after a crash with a message in flight is held back; it is
-// counted once the task got past that message (the marker shows a later
-// one, or the process dies without it in flight), and not at all (counted
-// as local.admin.start.external.poison instead) when the message turns out
-// to be dead-lettered.
+// failsafe (local.admin.start.external) when the message is dead-lettered
+// and the task had handled some message between the crash before and the
+// message's first crash: a restart after a crash with a message in flight
+// is held back; it is counted once the task got past that message (the
+// marker shows a later one, or the process dies without it in flight),
+// and not at all (counted as local.admin.start.external.poison instead)
+// when the message turns out to be dead-lettered. A task that crashes on
+// every message gets nothing done in between: its restarts count, and
+// the monitor failsafes it as any crash loop.
 
 // MetricStartPoison counts the external starts that followed a crash
 // caused by a message that was then dead-lettered: they are not counted
@@ -51,6 +54,14 @@ type crashRecord struct {
 	ExitStatus string  `json:"exit_status"` // of the latest crash
 	PID        int     `json:"pid"`
 	Time       float64 `json:"time"`
+	// Progress: the task had handled a message since the crash before the
+	// suspect's first one (else it is crash-looping, not poisoned, and
+	// its restarts count toward the failsafe even if the suspect is
+	// dead-lettered).
+	Progress bool `json:"progress"`
+	// Handled is the marker's count of handled messages at the latest
+	// crash.
+	Handled uint64 `json:"handled"`
 	// Dead: the messages to dead-letter when they come again, the
 	// latest last (at most maxDeadVerdicts).
 	Dead []deadVerdict `json:"dead,omitempty"`
@@ -81,6 +92,7 @@ type crashVerdict struct {
 	pos        msgPos
 	crashes    int
 	deadLetter bool
+	forgive    bool // deadLetter, and its restarts are not counted
 }
 
 // msgPos names a queue message: the bus message's sequence and its
@@ -167,17 +179,22 @@ func (x *externals) recordCrash(name, how string, pid int) *crashVerdict {
 		}
 	}
 	var verdict *crashVerdict
+	progress := mark.Handled > rec.Handled
+	if mark.Handled != rec.Handled {
+		rec.Handled, changed = mark.Handled, true
+	}
 	if mark.Handling() {
-		if rec.pos() == at {
+		if rec.pos() == at && rec.Crashes > 0 {
 			rec.Crashes++
 		} else {
-			rec.Seq, rec.Member, rec.Crashes = at.seq, at.member, 1
+			rec.Seq, rec.Member, rec.Crashes, rec.Progress = at.seq, at.member, 1, progress
 		}
 		rec.ExitStatus, rec.PID = how, pid
 		rec.Time = float64(time.Now().UnixNano()) / 1e9
 		cfg, _ := x.d.host.Config(name)
 		limit := host.MaxCrashRedeliveries(cfg)
 		verdict = &crashVerdict{pos: at, crashes: rec.Crashes, deadLetter: rec.Crashes > limit}
+		verdict.forgive = verdict.deadLetter && rec.Progress
 		if verdict.deadLetter {
 			rec.Dead = append(rec.Dead, deadVerdict{Seq: at.seq, Member: at.member, Crashes: rec.Crashes, ExitStatus: how, MaxCrashRedeliveries: limit})
 			if n := len(rec.Dead); n > maxDeadVerdicts {
@@ -255,6 +272,11 @@ func (x *externals) planRestartLocked(name string, rec *crashVerdict) {
 	switch {
 	case rec == nil:
 		// Nothing in flight: whatever was held was passed.
+		x.releaseLocked(name)
+		x.nextStart[name] = startNext{kind: startCounted}
+	case rec.deadLetter && !rec.forgive:
+		// Dead-lettered, but the task got nothing done before it:
+		// a crash loop, counted.
 		x.releaseLocked(name)
 		x.nextStart[name] = startNext{kind: startCounted}
 	case rec.deadLetter:
@@ -368,8 +390,7 @@ func (f *externalInFlight) Begin(d *transit.Delivery) host.Verdict {
 		if d.Seq > f.maxSeq {
 			f.dead = nil
 		} else if v, ok := f.dead[msgPos{d.Seq, d.Member()}]; ok {
-			f.mark.Begin(d.Seq, d.Member())
-			f.mark.End()
+			f.mark.Pass(d.Seq, d.Member())
 			if v.Done {
 				return host.Verdict{Skip: true}
 			}

@@ -157,3 +157,31 @@ func TestPoisonMessageDeadLetteredWithoutFailsafe(t *testing.T) {
 		})
 	}
 }
+
+// A task that crashes on every message is not healthy: its messages are
+// dead-lettered one after the other, but its restarts count, and the
+// monitor failsafes it.
+func TestCrashingOnEveryMessageFailsafes(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest", "-o", "alert:alerts_q")
+	env.Configure(map[string]any{
+		"MultiModule":         poisonMonitor(),
+		"OtherExternalModule": map[string]any{"is_external": true},
+	})
+	externalPID(t, env, "OtherExternalModule", 0)
+	for k := range 6 {
+		env.Send("OtherExternalModule", message.Message{"crash_me": 1, "poison": k + 1})
+	}
+	waitAlert(t, env, "alerts_q", level("OtherExternalModule", "local.admin.start.external", "failsafe"))
+	env.Eventually(wait, func() error {
+		if fs, _ := env.Store().ReadFailsafe("OtherExternalModule"); fs == nil {
+			return fmt.Errorf("not failsafed yet")
+		}
+		return nil
+	})
+	// What it got to is in the dead-letter queue, from the first on.
+	dl := env.Recv(transit.DeadLetterQueue, wait)
+	if p, _ := message.Int(dl["poison"]); p != 1 {
+		t.Fatalf("first dead letter %v, want poison message 1", dl)
+	}
+}
