@@ -37,7 +37,10 @@
 // message that was in flight each time MaxDeliver owners died (or that the
 // server redelivered more than MaxDeliver times) is moved to
 // [DeadLetterQueue] with the reason in .ipc_transit_meta.dead_letter (for
-// a batch: every message of it not done yet).
+// a batch: every message of it not done yet). An owner that knows which
+// message killed its predecessor (an external task's process, with
+// [Options].OwnerCountsCrashes: take-overs then count no deaths) moves
+// that message alone with [Delivery.DeadLetter].
 //
 // The lifecycle of a [Transit]:
 //
