@@ -3,13 +3,16 @@ package daemon_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
+	"github.com/multimodule/multimodule/supervise"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -183,5 +186,61 @@ func TestCrashingOnEveryMessageFailsafes(t *testing.T) {
 	dl := env.Recv(transit.DeadLetterQueue, wait)
 	if p, _ := message.Int(dl["poison"]); p != 1 {
 		t.Fatalf("first dead letter %v, want poison message 1", dl)
+	}
+}
+
+// A message in flight at one crash of its external (a kill -9 from
+// outside) is handed to the task again and handled, not dead-lettered
+// (max_crash_redeliveries is 1); once the task got past it, the restart
+// counts toward the start rate like any other.
+func TestMessageInFlightAtOneCrashIsRetried(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest", "-o", "alert:alerts_q")
+	env.Configure(map[string]any{
+		"MultiModule": map[string]any{
+			"intervals": map[string]any{"sample": 0.05, "evaluate": 0.1},
+			"windows":   map[string]any{"one_minute": 30, "five_minutes": 60},
+			// severe from a second start within 30 s
+			"thresholds": map[string]any{"local.admin.start.external": map[string]any{"levels": []any{
+				map[string]any{"severe": 0.05}, map[string]any{"warn": 0.02},
+			}}},
+		},
+		"Router":              routeTo(map[string]string{"OtherExternalModule": "test_out"}),
+		"OtherExternalModule": map[string]any{"increment_by": 1, "is_external": true},
+	})
+	pid := externalPID(t, env, "OtherExternalModule", 0)
+	env.Send("OtherExternalModule", message.Message{"ct": 0})
+	env.Recv("test_out", wait)
+	env.Send("OtherExternalModule", message.Message{"ct": 1, "spin_cpu": 1.0})
+	// Killed while it handles ct 1 (by identity: pid and start time).
+	marker := filepath.Join(env.StateDir, "OtherExternalModule.inflight")
+	env.Eventually(wait, func() error {
+		if k, err := supervise.ReadInFlight(marker); err != nil || !k.Handling() {
+			return fmt.Errorf("no message in flight yet (%+v, %v)", k, err)
+		}
+		return nil
+	})
+	st, err := env.Store().LoadStatus("OtherExternalModule")
+	if err != nil || st == nil || st.PID != pid {
+		t.Fatalf("status %+v (%v), want pid %d", st, err, pid)
+	}
+	p, err := supervise.Adopt(st.Identity())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	externalPID(t, env, "OtherExternalModule", pid)
+	out := env.Recv("test_out", wait)
+	if ct, _ := message.Int(out["ct"]); ct != 1 {
+		t.Fatalf("got %v, want ct 1 handled on the restarted process", out)
+	}
+	waitAlert(t, env, "alerts_q", level("OtherExternalModule", "local.admin.start.external", "severe"))
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if m, err := env.Client().Receive(ctx, transit.DeadLetterQueue); err == nil {
+		t.Fatalf("dead-lettered: %v", m)
 	}
 }
