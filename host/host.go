@@ -97,9 +97,10 @@ type InFlight interface {
 	// Begin is called before the task handles d, and says whether it
 	// may (the zero Verdict).
 	Begin(d *transit.Delivery) Verdict
-	// End is called once the task has handled the delivery of the last
-	// Begin that allowed it.
-	End()
+	// End is called once the delivery of the last Begin is dealt with:
+	// handled by the task (handled true), or, as its Verdict said,
+	// skipped or stored in the dead-letter queue (handled false).
+	End(handled bool)
 }
 
 // Verdict is what an InFlight says of a bus delivery.

@@ -393,6 +393,7 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 	if r.inflight != nil {
 		if v := r.inflight.Begin(d); v.Skip || v.DeadLetter != "" {
 			if v.Skip || r.deadLetter(d, v.DeadLetter, v.Details) {
+				r.inflight.End(false)
 				l.done()
 				r.pending = append(r.pending, pendingAck{d: d, l: l})
 			}
@@ -408,7 +409,7 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 	r.account(1, passed, start)
 	r.cur = nil
 	if r.inflight != nil {
-		r.inflight.End()
+		r.inflight.End(true)
 	}
 	l.done()
 	r.pending = append(r.pending, pendingAck{d: d, l: l})

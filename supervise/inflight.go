@@ -96,11 +96,12 @@ func (m *InFlight) End() {
 	m.handled.Store(m.handled.Load() + 1) // one writer: no atomic add needed
 }
 
-// Pass records that the message at seq, member was dealt with without
-// handling it (it was dead-lettered or skipped): the position moves on,
-// the count of handled messages does not.
-func (m *InFlight) Pass(seq uint64, member int) {
-	m.word.Store(packInFlight(seq, member, InFlightDone))
+// Pass records that the message of the last Begin was dealt with without
+// handling it (it was dead-lettered, or skipped): it is done, but the
+// count of handled messages stays.
+func (m *InFlight) Pass() {
+	w := m.word.Load()
+	m.word.Store(w&^3 | uint64(InFlightDone))
 }
 
 // Close unmaps the marker; what it records stays in the file.

@@ -73,7 +73,8 @@ func TestInFlightSurvivesKill(t *testing.T) {
 		t.Fatalf("a position that does not fit reads as handling: %+v", k)
 	}
 	m.End()
-	m.Pass(5, 1)
+	m.Begin(5, 1)
+	m.Pass()
 	if k, _ := ReadInFlight(path); k.Handling() || k.State != InFlightDone || k.Seq != 5 || k.Member != 1 || k.Handled != 2 {
 		t.Fatalf("after End and Pass: %+v, want message 5 member 1 done, 2 handled in all", k)
 	}

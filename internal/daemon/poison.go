@@ -390,7 +390,9 @@ func (f *externalInFlight) Begin(d *transit.Delivery) host.Verdict {
 		if d.Seq > f.maxSeq {
 			f.dead = nil
 		} else if v, ok := f.dead[msgPos{d.Seq, d.Member()}]; ok {
-			f.mark.Pass(d.Seq, d.Member())
+			// Marked as being handled until it is in the dead-letter
+			// queue: a crash on the way counts as one more at it.
+			f.mark.Begin(d.Seq, d.Member())
 			if v.Done {
 				return host.Verdict{Skip: true}
 			}
@@ -410,4 +412,10 @@ func (f *externalInFlight) Begin(d *transit.Delivery) host.Verdict {
 	return host.Verdict{}
 }
 
-func (f *externalInFlight) End() { f.mark.End() }
+func (f *externalInFlight) End(handled bool) {
+	if handled {
+		f.mark.End()
+	} else {
+		f.mark.Pass()
+	}
+}
