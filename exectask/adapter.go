@@ -12,6 +12,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/supervise"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // Defaults for Options.
@@ -25,12 +26,26 @@ const (
 	DefaultWindow = 64
 )
 
-// MaxAttempts is how many co-processes a message is tried on: when the
-// co-process dies (or breaks the protocol, or times out) before its ack,
-// the message is given to the restarted co-process; after MaxAttempts
-// failures it is reported as failed (with its text, on the error channel)
-// and the task goes on with the next message.
-const MaxAttempts = 3
+// DefaultMaxCrashRedeliveries is how many times a message whose
+// co-process died while it alone was in flight is given to a restarted
+// co-process, when the task's config has no max_crash_redeliveries (the
+// framework key the host checks, host.MaxCrashRedeliveries, with the same
+// default).
+const DefaultMaxCrashRedeliveries = 1
+
+// MaxAttempts is how many co-processes a message is tried on with the
+// default max_crash_redeliveries: when the co-process dies (or breaks the
+// protocol, or times out) while handling it alone, the message is given to
+// the restarted co-process, up to 1 + max_crash_redeliveries times in all;
+// then it is moved to the dead-letter queue (with the crash's exit status
+// in its dead_letter record), reported as failed (with its text, on the
+// error channel), and the task goes on with the next message.
+const MaxAttempts = 1 + DefaultMaxCrashRedeliveries
+
+// spareAttempts bounds the attempts at a message whose failures were not
+// crashes with it alone in flight (a restart that failed; a crash while
+// later messages were in flight, after which it goes alone).
+const spareAttempts = 2
 
 // Spec says how to run one exec task.
 type Spec struct {
@@ -115,6 +130,17 @@ type Task struct {
 	inBytes     int // their request lines' bytes
 	solo        int // after a crash: this many messages go one at a time
 	maxInFlight int // the most ever in flight (for tests)
+
+	// Poison messages: a message that keeps killing the co-process is
+	// dead-lettered; the restarts it caused are not counted (restarts)
+	// when the co-process had answered a message since the crash before
+	// (else it is crash-looping, and they count).
+	answered     uint64 // messages the co-process answered
+	answeredAt   uint64 // answered, at the latest crash
+	lastExit     string // the exit status of the latest crash
+	holdRestarts bool   // restarts now retry a message: held until its fate is known
+	heldRestarts uint64
+	forgiveNext  bool // the next restart follows the last crash on a dead-lettered message
 }
 
 // pending is a message the host handed over (Ahead or Message) and whose
@@ -183,7 +209,14 @@ func (t *Task) spawn(restart bool) error {
 		return err
 	}
 	if restart && t.restarts != nil {
-		t.restarts.Add(1)
+		switch {
+		case t.holdRestarts:
+			t.heldRestarts++
+		case t.forgiveNext:
+			t.forgiveNext = false
+		default:
+			t.restarts.Add(1)
+		}
 	}
 	hello, v, err := p.handshake(t.spec.HandshakeTimeout, t.spec.Name, t.spec.Process, t.spec.Window, false)
 	if err != nil {
@@ -279,6 +312,7 @@ func (t *Task) crashed(tc *task.Context, err error) {
 	p.kill()
 	t.unsend()
 	ranFor := time.Since(p.started)
+	t.lastExit, t.answeredAt = p.exitStatus(), t.answered
 	detail := []any{"pid", p.pid}
 	if tail := p.tail(); tail != "" {
 		detail = append(detail, "stderr", tail)
@@ -542,36 +576,111 @@ func (t *Task) SetConfig(tc *task.Context, config map[string]any) error {
 }
 
 // Message hands msg to the co-process and waits for its ack. If the
-// co-process dies before acking, the message is tried again on a restarted
-// one, up to MaxAttempts in all. With protocol 2 the messages announced
-// with Ahead are written ahead of their Message calls (see fill).
+// co-process dies while handling it alone, the message is tried again on a
+// restarted one, up to 1 + max_crash_redeliveries times in all; then it
+// goes to the dead-letter queue (see poison). With protocol 2 the messages
+// announced with Ahead are written ahead of their Message calls (see
+// fill).
 func (t *Task) Message(tc *task.Context, msg message.Message) error {
 	e := t.take(tc, msg)
 	defer t.pop()
 	if e.done {
+		t.answered++
 		return e.err
 	}
+	limit := maxCrashRedeliveries(t.config)
+	progress := false // answers since the crash before this message's first
+	defer func() { t.holdRestarts = false }()
+	crashes := 0
 	var last error
-	for attempt := 1; attempt <= MaxAttempts; attempt++ {
+	for try := 1; ; try++ {
+		t.holdRestarts = try > 1
 		err := t.handleHead(tc, e)
 		var rej *rejected
 		switch {
 		case err == nil:
+			t.answered++
+			t.releaseHeld()
 			return nil
 		case errors.As(err, &rej):
+			t.answered++
+			t.releaseHeld()
 			return err
 		case errors.Is(err, errNoMarshal):
+			t.releaseHeld()
 			return err
 		}
 		last = err
 		if t.proc != nil {
+			alone := e.id != 0 && t.inFlight == 1
+			if alone && crashes == 0 {
+				progress = t.answered > t.answeredAt
+			}
 			t.crashed(tc, err)
+			if alone {
+				crashes++
+			}
 		}
-		if tc.Context().Err() != nil {
-			break
+		switch {
+		case tc.Context().Err() != nil:
+		case crashes > limit:
+			return t.poison(tc, msg, crashes, limit, progress, last)
+		case try < limit+1+spareAttempts:
+			continue
 		}
+		t.releaseHeld()
+		return fmt.Errorf("exec task %s: message not handled after %d attempts: %w", t.spec.Name, try, last)
 	}
-	return fmt.Errorf("exec task %s: message not handled after %d attempts: %w", t.spec.Name, MaxAttempts, last)
+}
+
+// releaseHeld counts the restarts held while a message was retried: it
+// was not dead-lettered.
+func (t *Task) releaseHeld() {
+	if t.heldRestarts > 0 && t.restarts != nil {
+		t.restarts.Add(t.heldRestarts)
+	}
+	t.heldRestarts = 0
+}
+
+// poison moves msg, which killed the co-process crashes times while it
+// alone was in flight, to the dead-letter queue with the reason and the
+// last crash's exit status. When the co-process had answered a message
+// since the crash before the first of these, the restarts it caused are
+// not counted (they would failsafe a task that is otherwise healthy);
+// else the task is crash-looping and they count.
+func (t *Task) poison(tc *task.Context, msg message.Message, crashes, limit int, progress bool, last error) error {
+	if progress {
+		t.heldRestarts, t.forgiveNext = 0, true
+	} else {
+		t.releaseHeld()
+	}
+	reason := fmt.Sprintf("the co-process of exec task %s died %d times while handling it, the last time %s (max_crash_redeliveries %d)",
+		t.spec.Name, crashes, t.lastExit, limit)
+	dl := msg.Copy()
+	dl.EnsureMeta()["dead_letter"] = map[string]any{
+		"reason":                 reason,
+		"queue":                  t.spec.Name,
+		"task":                   t.spec.Name,
+		"crashes":                int64(crashes),
+		"exit_status":            t.lastExit,
+		"max_crash_redeliveries": int64(limit),
+		"error":                  last.Error(),
+		"time":                   float64(time.Now().UnixNano()) / 1e9,
+	}
+	if err := tc.Send(transit.DeadLetterQueue, dl); err != nil {
+		return fmt.Errorf("exec task %s: message not handled after %d attempts, and it could not be moved to the dead-letter queue (%v): %w", t.spec.Name, crashes, err, last)
+	}
+	return fmt.Errorf("exec task %s: message not handled after %d attempts (the co-process died each time, the last time %s), moved to the dead-letter queue: %w", t.spec.Name, crashes, t.lastExit, last)
+}
+
+// maxCrashRedeliveries reads the framework key max_crash_redeliveries of
+// a task's config as host.MaxCrashRedeliveries does (the host refuses a
+// config whose value is not a whole number ≥ 0).
+func maxCrashRedeliveries(cfg map[string]any) int {
+	if f, ok := message.Float(cfg["max_crash_redeliveries"]); ok && f >= 0 && f <= 1e6 {
+		return int(f)
+	}
+	return DefaultMaxCrashRedeliveries
 }
 
 // take finds msg at the head of the announced messages, or (not

@@ -211,6 +211,23 @@ func (p *coproc) exitText() string {
 	return p.waitErr.Error()
 }
 
+// exitStatus says how the process ended in the words of dead-letter
+// records ("exit status 2", "killed by signal 9").
+func (p *coproc) exitStatus() string {
+	<-p.exited
+	if p.waitErr == nil {
+		return "exit status 0"
+	}
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return fmt.Sprintf("killed by signal %d", int(ws.Signal()))
+		}
+		return fmt.Sprintf("exit status %d", ee.ExitCode())
+	}
+	return p.waitErr.Error()
+}
+
 // errExited is wrapped when the co-process went away.
 var errExited = errors.New("the co-process exited")
 

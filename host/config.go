@@ -475,12 +475,19 @@ func normalizeConfig(name string, v any) (map[string]any, error) {
 
 // checkFrameworkKeys refuses wrong types in the keys the framework reads
 // in every task's config (SPEC 8), which would otherwise be ignored
-// without a word: is_external must be a scalar (Perl truth), intervals a
-// map of name to a finite number of seconds ≥ 0.
+// without a word: is_external must be a scalar (Perl truth),
+// max_crash_redeliveries a whole number ≥ 0, intervals a map of name to a
+// finite number of seconds ≥ 0.
 func checkFrameworkKeys(cfg map[string]any) error {
 	switch v := cfg["is_external"].(type) {
 	case map[string]any, []any:
 		return fmt.Errorf("is_external must be true or false, got %T", v)
+	}
+	if v, ok := cfg["max_crash_redeliveries"]; ok && v != nil {
+		f, isNum := message.Float(v)
+		if !isNum || f < 0 || f != math.Trunc(f) || f > 1e6 {
+			return fmt.Errorf("max_crash_redeliveries must be a whole number ≥ 0, got %v", v)
+		}
 	}
 	iv, ok := cfg["intervals"]
 	if !ok || iv == nil {

@@ -93,6 +93,38 @@ type Options struct {
 	// collector alone, as does a GOGC environment variable. It is
 	// process-wide; the first Host to Run sets it.
 	HeapFloor int64
+	// InFlight, in an external process, is told of every bus delivery of
+	// the task it hosts (the task named by Process), so that its
+	// supervisor learns which message was being handled when the process
+	// died, and so that a message that killed it too often is
+	// dead-lettered instead of handled again.
+	InFlight InFlight
+}
+
+// InFlight watches the bus deliveries of one task (Options.InFlight). Its
+// methods run on the task's goroutine, once per message: they must be
+// cheap.
+type InFlight interface {
+	// Begin is called before the task handles d, and says whether it
+	// may (the zero Verdict).
+	Begin(d *transit.Delivery) Verdict
+	// End is called once the delivery of the last Begin is dealt with:
+	// handled by the task (handled true), or, as its Verdict said,
+	// skipped or stored in the dead-letter queue (handled false).
+	End(handled bool)
+}
+
+// Verdict is what an InFlight says of a bus delivery.
+type Verdict struct {
+	// Skip: an earlier process of the task dealt with it already (it
+	// went to the dead-letter queue); it is acknowledged, not handled.
+	Skip bool
+	// DeadLetter, when not empty: it must not be handled; it is moved to
+	// the dead-letter queue with this reason and Details (and
+	// acknowledged), counted as a failed message and reported on the
+	// error channel.
+	DeadLetter string
+	Details    map[string]any
 }
 
 // Host runs tasks in this process. Create it with New, start it with Run.
@@ -238,6 +270,22 @@ func DefaultPlacement(name string, def task.Definition, config map[string]any) P
 // own process (is_external, Perl truth).
 func IsExternal(config map[string]any) bool {
 	return config != nil && message.Truthy(config["is_external"])
+}
+
+// DefaultMaxCrashRedeliveries is how many times a message in flight when
+// its task's process died is handed to the task again, when the task's
+// config has no max_crash_redeliveries.
+const DefaultMaxCrashRedeliveries = 1
+
+// MaxCrashRedeliveries returns a task config's max_crash_redeliveries:
+// how many times a message that was being handled when the task's
+// process died is handed to the task again before it is dead-lettered
+// (checkFrameworkKeys refuses anything but a whole number ≥ 0).
+func MaxCrashRedeliveries(config map[string]any) int {
+	if f, ok := message.Float(config["max_crash_redeliveries"]); ok && f >= 0 && f <= 1e6 {
+		return int(f)
+	}
+	return DefaultMaxCrashRedeliveries
 }
 
 // Counters returns the admin metrics of this host.

@@ -654,6 +654,9 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 			return nil, fmt.Errorf("task %s: consume its bus queue: %w", name, err)
 		}
 		r.cons, r.busC = cons, cons.C()
+		if name == h.opts.Process {
+			r.inflight = h.opts.InFlight
+		}
 	}
 	return r, nil
 }

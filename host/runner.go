@@ -85,6 +85,7 @@ type runner struct {
 	configured bool
 	cons       *transit.Consumer
 	busC       <-chan *transit.Delivery
+	inflight   InFlight                    // Options.InFlight for the task of an external process; nil otherwise
 	batch      [localBatch]message.Message // taken from the mailbox, being handled
 	batchTags  [localBatch]any             // their leases (mailbox tags), nil for none
 	cost       time.Duration               // moving average of the time taken per message (see inlineCostMax)
@@ -391,6 +392,16 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 		r.caught.wake()
 	}
 	l := newLease()
+	if r.inflight != nil {
+		if v := r.inflight.Begin(d); v.Skip || v.DeadLetter != "" {
+			if v.Skip || r.deadLetter(d, v.DeadLetter, v.Details) {
+				r.inflight.End(false)
+				l.done()
+				r.pending = append(r.pending, pendingAck{d: d, l: l})
+			}
+			return
+		}
+	}
 	r.cur = l
 	start := time.Now()
 	var passed uint64
@@ -399,8 +410,30 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 	}
 	r.account(1, passed, start)
 	r.cur = nil
+	if r.inflight != nil {
+		r.inflight.End(true)
+	}
 	l.done()
 	r.pending = append(r.pending, pendingAck{d: d, l: l})
+}
+
+// deadLetter moves d to the dead-letter queue instead of handling it (its
+// InFlight said so): it is counted as a failed message and reported. It
+// reports whether d went there. The dead-letter queue is retried until
+// the task stops; then d is not acknowledged and the task takes nothing
+// more, so no later acknowledgement covers d: it comes again to the next
+// owner (nothing is lost).
+func (r *runner) deadLetter(d *transit.Delivery, reason string, details map[string]any) bool {
+	text, _ := message.Marshal(d.Msg)
+	if err := d.DeadLetter(r.ctx, reason, details); err != nil {
+		r.h.out("error", r.name, fmt.Sprintf("task %s: dead-lettering a message failed, it stays on the bus: %v", r.name, err), nil)
+		r.paused.Store(true)
+		return false
+	}
+	r.failed.Add(1)
+	r.h.out("error", r.name, fmt.Sprintf("task %s: message moved to the dead-letter queue without handling it: %s", r.name, reason),
+		map[string]any{"message": string(text)})
+	return true
 }
 
 func (r *runner) ackPending() {

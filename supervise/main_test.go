@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 	case "":
 	case helperStartAndExit:
 		os.Exit(startAndExit())
+	case helperInFlightKill:
+		os.Exit(inFlightKill())
 	default:
 		fmt.Fprintf(os.Stderr, "supervise test helper: unknown %s=%q\n", helperEnv, h)
 		os.Exit(2)

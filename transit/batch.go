@@ -167,7 +167,7 @@ func (b *natsBus) deliveries(ctx context.Context, cons jetstream.Consumer, m jet
 		if tk.prevSeq == seq {
 			count = tk.prevCount
 		}
-		if !doneHere {
+		if !doneHere && !b.opts.OwnerCountsCrashes {
 			// Its previous owner stopped while handling it, without a
 			// record of how far it got: count it as a death.
 			count++
@@ -305,7 +305,7 @@ func (c *natsConsumer) unpack(m jetstream.Msg, tk *takeover) []*Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, d := range ds {
-		d.ack, d.inProgress = c.ack, c.inProgress
+		d.ack, d.inProgress, d.deadLetter = c.ack, c.inProgress, c.deadLetterOwned
 	}
 	c.pend = append(c.pend, ds...)
 	if skipped > 0 && len(ds) > 0 {

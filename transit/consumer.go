@@ -2,6 +2,7 @@ package transit
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/multimodule/multimodule/message"
@@ -43,6 +44,7 @@ type Delivery struct {
 
 	ack        func(*Delivery) error
 	inProgress func(*Delivery) error
+	deadLetter func(context.Context, *Delivery, string, map[string]any) error
 	ref        any    // the backend's handle (a jetstream.Msg)
 	dead       string // non-empty: move to the dead-letter queue for this reason
 	raw        []byte // for a dead letter of bytes that are not a message: those bytes
@@ -65,6 +67,22 @@ func (d *Delivery) InProgress() error {
 		return nil
 	}
 	return d.inProgress(d)
+}
+
+// Member is the delivery's place in its bus message (0 for the first or
+// only one): with Seq it names the queue message.
+func (d *Delivery) Member() int { return d.member }
+
+// DeadLetter moves the message to DeadLetterQueue with reason (and
+// details, merged into .ipc_transit_meta.dead_letter) instead of handing
+// it to the handler: the owner decided it must not be handled (it killed
+// its handler's process). It returns once the dead-letter queue has it
+// stored; the owner then acknowledges the delivery as usual.
+func (d *Delivery) DeadLetter(ctx context.Context, reason string, details map[string]any) error {
+	if d.deadLetter == nil {
+		return errors.New("transit: dead-letter: not a bus delivery")
+	}
+	return d.deadLetter(ctx, d, reason, details)
 }
 
 // Serve consumes queue qname until ctx is done or the Transit closes,

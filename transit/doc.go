@@ -41,7 +41,10 @@
 // [DeadLetterQueue] with the reason in .ipc_transit_meta.dead_letter (for
 // a batch: every message of it not done yet; a bus message that is not a
 // valid batch, or not a message, is one dead letter with its exact
-// bytes).
+// bytes). An owner that knows which message killed its predecessor (an
+// external task's process, with [Options].OwnerCountsCrashes: take-overs
+// then count no deaths) moves that message alone with
+// [Delivery.DeadLetter].
 //
 // The lifecycle of a [Transit]:
 //

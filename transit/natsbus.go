@@ -464,20 +464,44 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 	return tk, nil
 }
 
-// deadLetter moves d to the dead-letter queue of scope, then, if d is
-// the last queue message of its bus message, acknowledges the bus
-// message. Every earlier delivery must be handled already (AckAll).
+// deadLetter moves d to the dead-letter queue of scope (publishDead, with
+// d's own reason), then, if d is the last queue message of its bus
+// message, acknowledges the bus message. Every earlier delivery must be
+// handled already (AckAll).
+func (b *natsBus) deadLetter(ctx context.Context, giveUp <-chan struct{}, scope, qname string, d *Delivery, keep func()) error {
+	if err := b.publishDead(ctx, giveUp, scope, qname, d, d.dead, nil, keep); err != nil {
+		return err
+	}
+	if !d.isLast() {
+		return nil // the bus message is acknowledged with its last queue message
+	}
+	actx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
+		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
+	}
+	return nil
+}
+
+// deadLetterOwned is Delivery.DeadLetter: the owner moves d to the
+// dead-letter queue and acknowledges it itself.
+func (c *natsConsumer) deadLetterOwned(ctx context.Context, d *Delivery, reason string, details map[string]any) error {
+	return c.b.publishDead(ctx, nil, c.scope, c.qname, d, reason, details, nil)
+}
+
+// publishDead stores d in the dead-letter queue of scope with reason and
+// details in its dead_letter record.
 //
 // It retries until it succeeds, ctx ends, or giveUp is closed (checked
 // between attempts, so a stopping owner is not held up by a dead-letter
-// queue that has no room). Meanwhile keep, if not nil, is called every
-// AckWait/3 to keep the bus message (and whatever else the caller holds)
-// in progress: the bus must not hand it out again while it is being
-// dead-lettered. When the dead-letter queue is full, its oldest dead
-// letters make room (see dropOldestDeadLetters).
-func (b *natsBus) deadLetter(ctx context.Context, giveUp <-chan struct{}, scope, qname string, d *Delivery, keep func()) error {
-	data := deadLetterData(scope, qname, d)
-	b.log.Warn("moving a message to the dead-letter queue", "queue", qname, "seq", d.Seq, "reason", d.dead)
+// queue that has no room; nil: never). Meanwhile keep, if not nil, is
+// called every AckWait/3 to keep the bus message (and whatever else the
+// caller holds) in progress: the bus must not hand it out again while it
+// is being dead-lettered. When the dead-letter queue is full, its oldest
+// dead letters make room (see dropOldestDeadLetters).
+func (b *natsBus) publishDead(ctx context.Context, giveUp <-chan struct{}, scope, qname string, d *Delivery, reason string, details map[string]any, keep func()) error {
+	data := deadLetterData(scope, qname, d, reason, details)
+	b.log.Warn("moving a message to the dead-letter queue", "queue", qname, "seq", d.Seq, "reason", reason)
 	if keep != nil {
 		k := keepDoing(max(b.opts.AckWait/3, 10*time.Millisecond), keep)
 		defer k.stop()
@@ -488,7 +512,7 @@ func (b *natsBus) deadLetter(ctx context.Context, giveUp <-chan struct{}, scope,
 		err := b.publish(actx, scope, DeadLetterQueue, data, true)
 		cancel()
 		if err == nil {
-			break
+			return nil
 		}
 		if errors.Is(err, ErrFull) {
 			dropped, derr := b.dropOldestDeadLetters(ctx, scope)
@@ -509,27 +533,18 @@ func (b *natsBus) deadLetter(ctx context.Context, giveUp <-chan struct{}, scope,
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
-	if !d.isLast() {
-		return nil // the bus message is acknowledged with its last queue message
-	}
-	actx, cancel := context.WithTimeout(ctx, apiTimeout)
-	defer cancel()
-	if err := d.ref.(jetstream.Msg).DoubleAck(actx); err != nil {
-		return fmt.Errorf("transit: acknowledge dead-lettered message %d of %q: %w", d.Seq, qname, err)
-	}
-	return nil
 }
 
 // deadLetterData is the JSON of d's dead letter: its message (for bytes
-// that were not one, rawMessage) with the reason in
+// that were not one, rawMessage) with reason and details in
 // .ipc_transit_meta.dead_letter. When that is larger than the bus
-// carries, the dead letter keeps the reason and, for raw bytes, as many
+// carries, the dead letter keeps the record and, for raw bytes, as many
 // of them as fit (base64, raw_truncated true, raw_bytes their number).
-func deadLetterData(scope, qname string, d *Delivery) []byte {
+func deadLetterData(scope, qname string, d *Delivery, reason string, details map[string]any) []byte {
 	msg := d.Msg
 	meta := msg.EnsureMeta()
 	info := map[string]any{
-		"reason":     d.dead,
+		"reason":     reason,
 		"queue":      qname,
 		"deliveries": int64(d.Deliveries),
 		"seq":        int64(d.Seq),
@@ -540,6 +555,9 @@ func deadLetterData(scope, qname string, d *Delivery) []byte {
 		// One of several queue messages that travelled in bus message seq.
 		info["member"] = int64(d.member + 1)
 		info["members"] = int64(d.members)
+	}
+	for k, v := range details {
+		info[k] = v
 	}
 	meta["dead_letter"] = info
 	data, err := message.Marshal(msg)

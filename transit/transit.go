@@ -63,6 +63,14 @@ type Options struct {
 	// send to the queue is stored again. Flush waits for either outcome.
 	// Default 5s.
 	FullWait time.Duration
+
+	// OwnerCountsCrashes: the owners of queues in this process find the
+	// message that was being handled when an owner died themselves (an
+	// external process: see Delivery.DeadLetter), so a take-over does not
+	// count the previous owner's death against the first message it
+	// delivers again (which may be an innocent one whose acknowledgement
+	// had not gone out yet), and never dead-letters it for that.
+	OwnerCountsCrashes bool
 	// Logger receives the package's logs; nil means slog.Default().
 	Logger *slog.Logger
 }

@@ -228,7 +228,7 @@ loaded (an unknown task, a load error), with the reason.` + verdictHelp,
 
   # wait longer for a busy daemon's verdict
   multimodule -s ./state config apply big.yaml --wait 2m`,
-		Args:    cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := configfile.Load(args[0])
 			if err != nil {

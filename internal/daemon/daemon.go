@@ -134,6 +134,7 @@ func Run(ctx context.Context, opts Options) error {
 	if d.self, err = procid.Self(); err != nil {
 		return fmt.Errorf("identify this process: %w", err)
 	}
+	var inflight host.InFlight
 	if opts.Task == "" {
 		release, err := st.LockDaemon()
 		if err != nil {
@@ -152,10 +153,23 @@ func Run(ctx context.Context, opts Options) error {
 			return fmt.Errorf("external process of %s: %w", opts.Task, err)
 		}
 		defer release()
+		// Which message is being handled, for the daemon to read when
+		// this process dies (poison.go).
+		f, err := openExternalInFlight(st.Dir(), opts.Task)
+		if f != nil {
+			// Mapped for the life of the process: the task's goroutine
+			// may mark a message until the very end.
+			inflight = f
+		}
+		if err != nil {
+			d.log.Error("external: poison-message records", "error", err)
+		}
 	}
 
 	topts := opts.Transit
 	topts.StateDir = opts.StateDir
+	// An external finds a poison message itself (poison.go).
+	topts.OwnerCountsCrashes = opts.Task != ""
 	if topts.Logger == nil {
 		topts.Logger = d.log
 	}
@@ -177,6 +191,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.srcs = sources
 	h, err := host.New(host.Options{
+		InFlight:  inflight,
 		Process:   process,
 		Transit:   tr,
 		Store:     st,

@@ -42,20 +42,27 @@ type externals struct {
 	// then, and Run waits for them.
 	quit chan struct{}
 	wg   sync.WaitGroup // watch and stop goroutines
+
+	// Poison messages (poison.go): how the next start of a task after a
+	// crash is counted, and the restarts not counted yet.
+	nextStart map[string]startNext
+	held      map[string]*heldStarts
 }
 
 func newExternals(d *Daemon) *externals {
 	x := &externals{
-		d:        d,
-		kick:     make(chan struct{}, 1),
-		pending:  map[string]bool{},
-		procs:    map[string]*supervise.Process{},
-		stopping: map[string]bool{},
-		backoff:  map[string]*supervise.Backoff{},
-		notUntil: map[string]time.Time{},
-		lastExit: map[string]store.Reason{},
-		exited:   make(chan string, 64),
-		quit:     make(chan struct{}),
+		d:         d,
+		kick:      make(chan struct{}, 1),
+		pending:   map[string]bool{},
+		procs:     map[string]*supervise.Process{},
+		stopping:  map[string]bool{},
+		backoff:   map[string]*supervise.Backoff{},
+		notUntil:  map[string]time.Time{},
+		lastExit:  map[string]store.Reason{},
+		exited:    make(chan string, 64),
+		quit:      make(chan struct{}),
+		nextStart: map[string]startNext{},
+		held:      map[string]*heldStarts{},
 	}
 	return x
 }
@@ -262,6 +269,7 @@ func (x *externals) safetyPass() {
 		x.checks = 0
 	}
 	x.mu.Unlock()
+	x.releasePassed()
 	if full {
 		x.reconcileAll()
 		return
@@ -391,6 +399,7 @@ func (x *externals) reconcile(name string) {
 // options plus -m <task>, detached, output to <state>/<task>.log.
 func (x *externals) start(name string) {
 	argv := append(slices.Clone(x.d.opts.ExternalArgv), "-m", name)
+	x.recordUnwatchedCrash(name)
 	counters := x.d.host.Counters()
 	counters.Add(name, host.MetricStartRequestExternal, 1)
 	p, err := supervise.Start(supervise.Spec{
@@ -406,8 +415,8 @@ func (x *externals) start(name string) {
 		x.mu.Unlock()
 		return
 	}
-	counters.Add(name, host.MetricStartExternal, 1)
 	x.mu.Lock()
+	x.countStartLocked(name)
 	x.procs[name] = p
 	x.mu.Unlock()
 	x.goWatch(name, p)
@@ -444,7 +453,14 @@ func (x *externals) onExit(name string) {
 		return
 	}
 	if stopping {
-		// It left because it should run inside now (or not at all).
+		// It left because it should run inside now (or not at all). A
+		// message it was handling when it was killed (a failsafe, a stop
+		// past its grace) was not what ended it.
+		x.forgetInFlight(name)
+		x.mu.Lock()
+		x.releaseLocked(name)
+		delete(x.nextStart, name)
+		x.mu.Unlock()
 		x.d.host.Out("debug", name, fmt.Sprintf("the external process of %s has exited as asked", name), nil)
 		if err := x.d.host.Reconcile(name); err != nil {
 			x.d.host.Out("error", name, fmt.Sprintf("loading %s inside the daemon: %v", name, err), nil)
@@ -469,6 +485,16 @@ func (x *externals) onExit(name string) {
 		how = "could not load the task (see its log " + filepath.Join(x.d.store.Dir(), name+".log") + ")"
 		reason = ReasonLoadError
 	}
+	rec := x.recordCrash(name, exitStatus(p), p.Identity().PID)
+	x.mu.Lock()
+	x.planRestartLocked(name, rec)
+	x.mu.Unlock()
+	switch {
+	case rec != nil && rec.deadLetter:
+		how += fmt.Sprintf(" while handling the message at bus sequence %d (member %d), at %d crashes in a row with it in flight: the next process moves it to the dead-letter queue", rec.pos.seq, rec.pos.member+1, rec.crashes)
+	case rec != nil:
+		how += fmt.Sprintf(" while handling the message at bus sequence %d (member %d), at %d crash(es) in a row with it in flight: it is handed to the task again", rec.pos.seq, rec.pos.member+1, rec.crashes)
+	}
 	if x.wantsExternal(name) {
 		x.d.host.Out("error", name, fmt.Sprintf("the external process of %s (pid %d) %s after %v; restarting", name, p.Identity().PID, how, ran.Round(time.Millisecond)), nil)
 		x.scheduleRetry(name, ran)
@@ -481,6 +507,10 @@ func (x *externals) onExit(name string) {
 		}
 		return
 	}
+	x.mu.Lock()
+	x.releaseLocked(name)
+	delete(x.nextStart, name)
+	x.mu.Unlock()
 	x.reconcile(name)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/monitor"
+	"github.com/multimodule/multimodule/supervise"
 )
 
 // fastMonitor shortens the monitor's clocks so a test sees levels within
@@ -313,11 +315,31 @@ func TestCrashLoopFailsafes(t *testing.T) {
 		"OtherExternalModule": map[string]any{"is_external": true},
 	})
 	externalPID(t, env, "OtherExternalModule", 0)
-	// Every start takes the next crash_me and dies: a crash loop.
-	for range 30 {
-		env.Send("OtherExternalModule", message.Message{"crash_me": 1})
-	}
+	// Every start dies at once, with no message in flight: a crash loop
+	// (the restarts a poison message causes are not counted, see
+	// TestPoisonMessageDeadLetteredWithoutFailsafe). Each process is
+	// killed once, by its identity (pid and start time).
+	looped := make(chan struct{})
+	go func() {
+		defer close(looped)
+		killed := map[int]bool{}
+		end := time.Now().Add(wait)
+		for time.Now().Before(end) {
+			if fs, _ := env.Store().ReadFailsafe("OtherExternalModule"); fs != nil {
+				return
+			}
+			if st, _ := env.Store().LoadStatus("OtherExternalModule"); st != nil && !killed[st.PID] {
+				if p, err := supervise.Adopt(st.Identity(), supervise.Expect{}); err == nil {
+					killed[st.PID] = true
+					_ = p.Signal(syscall.SIGKILL)
+					<-p.Done()
+				}
+			}
+			time.Sleep(5 * time.Millisecond) // polling for the next process
+		}
+	}()
 	waitAlert(t, env, "alerts_q", level("OtherExternalModule", "local.admin.start.external", "failsafe"))
+	<-looped
 	env.Eventually(wait, func() error {
 		if fs, _ := env.Store().ReadFailsafe("OtherExternalModule"); fs == nil {
 			return fmt.Errorf("not failsafed yet")
