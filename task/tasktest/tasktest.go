@@ -315,7 +315,9 @@ func (r *Recorder) close() error {
 // Restart stops the running task as Close does (if it is not closed yet)
 // and starts t in its place, as the host does after a restart of a
 // stateful task: t gets a fresh Context holding the saved state and the
-// current config. The records so far stay. For a stateless task, which
+// current config. The records so far stay. When the old task's state
+// cannot be saved (it is not JSON-compatible) or its Close fails, that
+// error is returned and t is not started. For a stateless task, which
 // starts again with empty state, use a new Recorder.
 func (r *Recorder) Restart(t task.Task) error {
 	if t == nil {
