@@ -10,7 +10,8 @@ import (
 )
 
 // Runtime is what a host provides to the tasks it runs. Task authors do
-// not implement it, except to unit-test a task without a daemon.
+// not implement it: to unit-test a task without a daemon, use package
+// task/tasktest, whose Recorder hosts the task and records what it does.
 type Runtime interface {
 	// Context is cancelled when the task is unloaded or the host stops.
 	Context() context.Context
@@ -47,7 +48,7 @@ type Context struct {
 }
 
 // NewContext returns the Context of task name on runtime rt. Hosts call
-// it; task authors may call it in unit tests with their own Runtime.
+// it (so does package task/tasktest, for unit tests).
 func NewContext(name string, rt Runtime) *Context {
 	return &Context{name: name, src: name, rt: rt, state: map[string]any{}}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/tasktest"
 )
 
 // Counter is a stateful task: it counts the messages it sees, and every
@@ -43,14 +44,14 @@ func Example() {
 	t, err := task.Build(def)
 	fmt.Println(def.Name, def.Stateful, err)
 
-	// Unit-test it with a Runtime of your own (here: the one of this file).
-	rt := newFake(map[string]any{"intervals": map[string]any{"report": 1}})
-	tc := task.NewContext("Counter", rt)
-	_ = t.(task.Configurer).SetConfig(tc, rt.config)
-	_ = t.Message(tc, message.Message{"x": 1})
-	_ = t.Message(tc, message.Message{"x": 2})
-	fmt.Println(tc.State()["count"], rt.recurs["report"])
+	// Unit-test it with package tasktest, the task's host in a test.
+	rec := tasktest.New("Counter", map[string]any{"intervals": map[string]any{"report": 1}})
+	_ = rec.Start(t)
+	_ = rec.Message(message.Message{"x": 1})
+	_ = rec.Message(message.Message{"x": 2})
+	_ = rec.RunRecur("report")
+	fmt.Println(rec.Recurs(), rec.Emitted())
 	// Output:
 	// Counter true <nil>
-	// 2 1s
+	// map[report:1s] [map[count:2 source:Counter]]
 }
