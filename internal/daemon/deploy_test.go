@@ -164,10 +164,16 @@ func TestBackupStateDir(t *testing.T) {
 	for i := range 5 {
 		apply("send", "Backlog", fmt.Sprintf(`{"ct":%d}`, i))
 	}
+	apply("send", "OtherExternalModule", `{"ct":0}`)
+	mmtest.Eventually(t, wait, func() error {
+		_, err := os.Stat(filepath.Join(env.StateDir, "OtherExternalModule.state"))
+		return err
+	})
 
 	dir := t.TempDir()
 	live := filepath.Join(dir, "live.tar.gz")
-	tar(t, "-C", env.StateDir, "--exclude=./transit", "--exclude=./multimodule.lock", "--exclude=./*.status", "-czf", live, ".")
+	tar(t, "-C", env.StateDir, "--exclude=./transit", "--exclude=./multimodule.lock", "--exclude=./*.status",
+		"--exclude=./*.log", "--exclude=./debug.out", "--exclude=./.*.tmp-*", "-czf", live, ".")
 
 	// Offline: SIGINT stops the daemon and its externals in order, then
 	// the bus is stopped with SIGTERM; then everything is copied.
@@ -202,8 +208,13 @@ func TestBackupStateDir(t *testing.T) {
 
 	// The live backup: configs, no queued messages.
 	envLive := restore(t, live)
-	if _, err := os.Stat(filepath.Join(envLive.StateDir, "transit")); !os.IsNotExist(err) {
-		t.Fatalf("the live backup holds transit/ (%v)", err)
+	for _, name := range []string{"transit", "OtherExternalModule.log", "OtherExternalModule.status"} {
+		if _, err := os.Stat(filepath.Join(envLive.StateDir, name)); !os.IsNotExist(err) {
+			t.Fatalf("the live backup holds %s (%v)", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(envLive.StateDir, "OtherExternalModule.state")); err != nil {
+		t.Fatalf("the live backup lacks the task's state: %v", err)
 	}
 	cfg, err := envLive.Store().LoadConfig("OtherExternalModule")
 	if err != nil || cfg == nil || cfg["is_external"] != true {
