@@ -57,9 +57,13 @@ func TestReleaseBuild(t *testing.T) {
 	root := moduleRoot(t)
 	rev := strings.TrimSpace(run(t, root, nil, "git", "rev-parse", "HEAD"))
 	exe := filepath.Join(t.TempDir(), "multimodule")
-	run(t, root, nil, "go", "build", "-trimpath",
-		"-ldflags", "-X "+versionPkg+".Version=v1.2.0 -X "+versionPkg+".Revision="+rev,
-		"-o", exe, "./cmd/multimodule")
+	build := docCommand(t, filepath.Join(root, "docs/deploy.md"), "go build -trimpath")
+	for _, want := range []string{"-X " + versionPkg + ".Version=v1.2.0", "-X " + versionPkg + ".Revision=$(git rev-parse HEAD)", " -o multimodule ./cmd/multimodule"} {
+		if !strings.Contains(build, want) {
+			t.Fatalf("docs/deploy.md's build command %q lacks %q", build, want)
+		}
+	}
+	run(t, root, nil, "sh", "-c", strings.Replace(build, " -o multimodule ", " -o "+exe+" ", 1))
 
 	out := run(t, root, nil, exe, "--version")
 	for _, want := range []string{
@@ -119,13 +123,16 @@ func TestInstallFromClone(t *testing.T) {
 		t.Skip("builds the binary; skipped in -short mode")
 	}
 	needGit(t)
+	root := moduleRoot(t)
+	docs := filepath.Join(root, "docs/deploy.md")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "multimodule")
-	run(t, dir, nil, "git", "clone", "--quiet", moduleRoot(t), src)
+	clone := docCommand(t, docs, "git clone <repository> multimodule")
+	run(t, dir, nil, "sh", "-c", strings.Replace(clone, "<repository>", root, 1))
 	rev := strings.TrimSpace(run(t, src, nil, "git", "rev-parse", "HEAD"))
 	bin := filepath.Join(dir, "bin")
 	// The default -buildvcs, whatever this machine's go env says.
-	run(t, src, []string{"GOBIN=" + bin, "GOFLAGS=-buildvcs=auto"}, "go", "install", "./cmd/multimodule")
+	run(t, src, []string{"GOBIN=" + bin, "GOFLAGS=-buildvcs=auto"}, "sh", "-c", docCommand(t, docs, "go install ./cmd/multimodule"))
 
 	out := run(t, dir, nil, filepath.Join(bin, "multimodule"), "--version")
 	first, _, _ := strings.Cut(out, "\n")

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -60,6 +61,9 @@ func copyExe(t *testing.T, dir, name string) string {
 // binary's daemon adopts them (same process, still the old program), and
 // an external sent SIGTERM is started again from the new binary.
 func TestUpgradeAdoptsExternals(t *testing.T) {
+	if _, err := exec.LookPath("jq"); err != nil {
+		t.Skip("jq is not installed")
+	}
 	env := mmtest.NewEnv(t)
 	oldExe, err := os.Executable()
 	if err != nil {
@@ -104,9 +108,7 @@ func TestUpgradeAdoptsExternals(t *testing.T) {
 
 	// Move the external to the new binary: SIGTERM, and the daemon starts
 	// it again from its own program.
-	if err := syscall.Kill(ext, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	docRun(t, ".", env.StateDir, "Task.status)", "Task.status", "OtherExternalModule.status")
 	ext2 := externalPID(t, env, "OtherExternalModule", ext)
 	if got := exeOf(t, ext2); got != newExe {
 		t.Fatalf("the restarted external runs %s, want the new %s", got, newExe)
@@ -122,22 +124,32 @@ func TestUpgradeAdoptsExternals(t *testing.T) {
 	}
 }
 
-// tar runs tar with args.
-func tar(t *testing.T, args ...string) {
+const deployDocs = "../../docs/deploy.md"
+
+// docRun runs the command of docs/deploy.md that contains substr with
+// sh in dir, the documented state directory replaced by stateDir.
+func docRun(t *testing.T, dir, stateDir, substr string, replace ...string) string {
 	t.Helper()
-	if out, err := exec.Command("tar", args...).CombinedOutput(); err != nil {
-		t.Fatalf("tar %v: %v\n%s", args, err, out)
+	c := strings.ReplaceAll(docCommand(t, deployDocs, substr), "/var/lib/multimodule", stateDir)
+	c = strings.NewReplacer(replace...).Replace(c)
+	cmd := exec.Command("sh", "-c", c)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", c, err, out)
 	}
+	return string(out)
 }
 
-// restore unpacks archive into a new Env's state directory.
-func restore(t *testing.T, archive string) *mmtest.Env {
+// restore unpacks archive (in dir) into a new Env's state directory as
+// docs/deploy.md says.
+func restore(t *testing.T, dir, archive string) *mmtest.Env {
 	t.Helper()
 	env := mmtest.NewEnv(t)
 	if err := os.MkdirAll(env.StateDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	tar(t, "-C", env.StateDir, "-xzf", archive)
+	docRun(t, dir, env.StateDir, "-xzf multimodule-full.tar.gz", "multimodule-full.tar.gz", archive)
 	return env
 }
 
@@ -146,8 +158,10 @@ func restore(t *testing.T, archive string) *mmtest.Env {
 // SIGINT so the externals stop, then the bus) also restores the messages
 // waiting in the queues, which live in transit/.
 func TestBackupStateDir(t *testing.T) {
-	if _, err := exec.LookPath("tar"); err != nil {
-		t.Skip("tar is not installed")
+	for _, tool := range []string{"tar", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
 	}
 	env := mmtest.NewEnv(t)
 	d := env.StartDaemon("-p", "MultiModuleTest")
@@ -170,10 +184,20 @@ func TestBackupStateDir(t *testing.T) {
 		return err
 	})
 
+	// The companion commands, as the service's user runs them.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := docRun(t, ".", env.StateDir, "multimodule -s /var/lib/multimodule status", "multimodule -s", self+" -s"); !strings.Contains(out, "OtherExternalModule") {
+		t.Fatalf("status does not show the external:\n%s", out)
+	}
+	if out := docRun(t, ".", env.StateDir, "multimodule -s /var/lib/multimodule queues", "multimodule -s", self+" -s"); !strings.Contains(out, "Backlog") {
+		t.Fatalf("queues does not show Backlog:\n%s", out)
+	}
+
 	dir := t.TempDir()
-	live := filepath.Join(dir, "live.tar.gz")
-	tar(t, "-C", env.StateDir, "--exclude=./transit", "--exclude=./multimodule.lock", "--exclude=./*.status",
-		"--exclude=./*.log", "--exclude=./debug.out", "--exclude=./.*.tmp-*", "-czf", live, ".")
+	docRun(t, dir, env.StateDir, "--exclude=./transit")
 
 	// Offline: SIGINT stops the daemon and its externals in order, then
 	// the bus is stopped with SIGTERM; then everything is copied.
@@ -189,25 +213,21 @@ func TestBackupStateDir(t *testing.T) {
 		}
 		return nil
 	})
-	transitDir := filepath.Join(env.StateDir, "transit")
-	bi, err := transit.ReadBusInfo(transitDir)
+	bi, err := transit.ReadBusInfo(filepath.Join(env.StateDir, "transit"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(bi.PID, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	docRun(t, dir, env.StateDir, "transit/bus.json)")
 	mmtest.Eventually(t, wait, func() error {
 		if bi.Alive() {
 			return fmt.Errorf("the bus %d still runs", bi.PID)
 		}
 		return nil
 	})
-	offline := filepath.Join(dir, "offline.tar.gz")
-	tar(t, "-C", env.StateDir, "-czf", offline, ".")
+	docRun(t, dir, env.StateDir, "-czf multimodule-full.tar.gz")
 
 	// The live backup: configs, no queued messages.
-	envLive := restore(t, live)
+	envLive := restore(t, dir, "multimodule-state.tar.gz")
 	for _, name := range []string{"transit", "OtherExternalModule.log", "OtherExternalModule.status"} {
 		if _, err := os.Stat(filepath.Join(envLive.StateDir, name)); !os.IsNotExist(err) {
 			t.Fatalf("the live backup holds %s (%v)", name, err)
@@ -222,7 +242,7 @@ func TestBackupStateDir(t *testing.T) {
 	}
 
 	// The offline backup: configs and the queued messages.
-	envOff := restore(t, offline)
+	envOff := restore(t, dir, "multimodule-full.tar.gz")
 	envOff.StartDaemon("-p", "MultiModuleTest")
 	externalPID(t, envOff, "OtherExternalModule", 0)
 	for i := range 5 {
