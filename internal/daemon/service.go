@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,12 +20,16 @@ import (
 // file, STOPPING=1 when the orderly exit begins. Without NOTIFY_SOCKET it
 // only handles SIGHUP. External processes have none (nil).
 type service struct {
+	log    *slog.Logger
 	n      *sdnotify.Notifier
 	hup    chan os.Signal
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the reload loop
 	dog    sync.WaitGroup // the watchdog
 	stopDg context.CancelFunc
+	// alive is what a watchdog ping checks first: nothing until the
+	// daemon is ready, then that its host answers.
+	alive atomic.Pointer[func()]
 }
 
 // newService takes the service manager's variables out of the
@@ -39,13 +45,20 @@ func (d *Daemon) newService() *service {
 	if err != nil {
 		d.log.Error("service manager notification", "error", err)
 	}
-	s := &service{n: n, hup: make(chan os.Signal, 1)}
+	s := &service{log: d.log, n: n, hup: make(chan os.Signal, 1)}
 	signal.Notify(s.hup, syscall.SIGHUP)
+	// The watchdog may be armed from the start: ping while starting too.
+	if p := n.Watchdog(); p > 0 {
+		ctx, stop := context.WithCancel(context.Background())
+		s.stopDg = stop
+		s.dog.Go(func() { s.watchdog(ctx, p/2) })
+	}
 	return s
 }
 
-// serviceReady tells the service manager the daemon serves and starts
-// the watchdog pings and the SIGHUP reloads, until serviceStopping.
+// serviceReady tells the service manager the daemon serves, starts the
+// SIGHUP reloads (until serviceStopping) and makes the watchdog pings
+// check the host.
 func (d *Daemon) serviceReady() {
 	s := d.svc
 	if s == nil {
@@ -54,12 +67,10 @@ func (d *Daemon) serviceReady() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Go(func() { d.reloadLoop(ctx) })
-	if p := s.n.Watchdog(); p > 0 {
-		dctx, stop := context.WithCancel(context.Background())
-		s.stopDg = stop
-		s.dog.Go(func() { d.watchdog(dctx, p/2) })
-	}
-	d.notify("READY=1", "STATUS=serving; control queue "+d.opts.ControlQueue)
+	h := d.host
+	check := func() { _ = h.Loaded() }
+	s.alive.Store(&check)
+	s.notify("READY=1", "STATUS=serving; control queue "+d.opts.ControlQueue)
 }
 
 // serviceStopping tells the service manager the orderly exit begins and
@@ -70,7 +81,7 @@ func (d *Daemon) serviceStopping(reason string) {
 	if s == nil {
 		return
 	}
-	d.notify("STOPPING=1", "STATUS=stopping: "+reason)
+	s.notify("STOPPING=1", "STATUS=stopping: "+reason)
 	signal.Stop(s.hup)
 	if s.cancel != nil {
 		s.cancel()
@@ -97,9 +108,9 @@ func (d *Daemon) serviceClose() {
 
 // notify sends state lines, logging (not returning) a failure: the
 // daemon runs on without its service manager's notice.
-func (d *Daemon) notify(lines ...string) {
-	if err := d.svc.n.Notify(lines...); err != nil {
-		d.log.Error("service manager notification", "error", err)
+func (s *service) notify(lines ...string) {
+	if err := s.n.Notify(lines...); err != nil {
+		s.log.Error("service manager notification", "error", err)
 	}
 }
 
@@ -119,7 +130,7 @@ func (d *Daemon) reloadLoop(ctx context.Context) {
 // running config (loadConfigFile reports the error on the error channel)
 // and the status says so; the daemon serves on either way.
 func (d *Daemon) reload() {
-	d.notify("RELOADING=1", sdnotify.MonotonicUSec(), "STATUS=reloading the config file")
+	d.svc.notify("RELOADING=1", sdnotify.MonotonicUSec(), "STATUS=reloading the config file")
 	status := "STATUS=serving; control queue " + d.opts.ControlQueue
 	switch {
 	case d.opts.ConfigFile == "":
@@ -131,19 +142,22 @@ func (d *Daemon) reload() {
 			d.log.Info("reload (SIGHUP): config file applied", "file", d.opts.ConfigFile)
 		}
 	}
-	d.notify("READY=1", status)
+	d.svc.notify("READY=1", status)
 }
 
-// watchdog pings every period while the host answers (takes and releases
-// its lock): a daemon whose host is stuck stops pinging, and the service
+// watchdog pings every period, from the start; once the daemon is ready,
+// each ping first makes sure the host answers (takes and releases its
+// lock): a daemon whose host is stuck stops pinging, and the service
 // manager kills it (SIGABRT: the Go runtime writes every goroutine's
 // stack to stderr, the journal) and restarts it.
-func (d *Daemon) watchdog(ctx context.Context, period time.Duration) {
+func (s *service) watchdog(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		_ = d.host.Loaded()
-		d.notify("WATCHDOG=1")
+		if check := s.alive.Load(); check != nil {
+			(*check)()
+		}
+		s.notify("WATCHDOG=1")
 		select {
 		case <-ctx.Done():
 			return
