@@ -75,21 +75,22 @@ func (d *Daemon) serviceReady() {
 
 // serviceStopping tells the service manager the orderly exit begins and
 // stops reloading (a reload under way ends first: the host is still up).
-// The watchdog keeps pinging until serviceClose.
+// SIGHUP stays caught, and ignored, so that it cannot kill the orderly
+// exit; the watchdog keeps pinging. Both end in serviceClose.
 func (d *Daemon) serviceStopping(reason string) {
 	s := d.svc
 	if s == nil {
 		return
 	}
 	s.notify("STOPPING=1", "STATUS=stopping: "+reason)
-	signal.Stop(s.hup)
 	if s.cancel != nil {
 		s.cancel()
 	}
 	s.wg.Wait()
 }
 
-// serviceClose ends the watchdog pings; Run defers it.
+// serviceClose ends the watchdog pings and the catching of SIGHUP; Run
+// defers it.
 func (d *Daemon) serviceClose() {
 	s := d.svc
 	if s == nil {

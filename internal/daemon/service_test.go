@@ -157,6 +157,8 @@ func TestServiceNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	stub.expect(t, d, "STOPPING=1")
+	// A SIGHUP during the orderly exit neither reloads nor kills it.
+	_ = d.Signal(syscall.SIGHUP) // an error: it has already exited
 	if code := d.Wait(t, wait); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0; stderr:\n%s", code, tail(d.Stderr.String(), 3000))
 	}
