@@ -57,6 +57,12 @@ type Options struct {
 	// character device. Asked once per writer, in New.
 	Terminal func(w io.Writer) bool
 
+	// Journal reports whether a writer is the systemd journal's stream:
+	// journal lines (a syslog priority prefix, no time) are written there,
+	// whatever Terminal says. nil means IsJournal (JOURNAL_STREAM). Asked
+	// once per writer, in New.
+	Journal func(w io.Writer) bool
+
 	// Timeout bounds how long one Handle waits for a sink that is busy
 	// (a write that does not return) and how long a queue or router send
 	// may take. 0 means DefaultTimeout.
@@ -111,6 +117,10 @@ func New(opts Options) *Dispatcher {
 	if terminal == nil {
 		terminal = isTerminal
 	}
+	journal := opts.Journal
+	if journal == nil {
+		journal = IsJournal
+	}
 	rotate := opts.RotateCheck
 	switch {
 	case rotate == 0:
@@ -123,7 +133,7 @@ func New(opts Options) *Dispatcher {
 	if !sameWriter(stdout, stderr) {
 		outGate = newGate()
 	}
-	d.stderr = &writerSink{name: "stderr", w: stderr, human: terminal(stderr), gate: errGate}
+	d.stderr = &writerSink{name: "stderr", w: stderr, human: terminal(stderr), journal: journal(stderr), gate: errGate}
 	byKey := map[string]sink{}
 	sinkFor := func(how string) sink {
 		kind := classify(how)
@@ -141,7 +151,7 @@ func New(opts Options) *Dispatcher {
 		var s sink
 		switch kind {
 		case kindStdout:
-			s = &writerSink{name: "stdout", w: stdout, human: terminal(stdout), gate: outGate}
+			s = &writerSink{name: "stdout", w: stdout, human: terminal(stdout), journal: journal(stdout), gate: outGate}
 		case kindStderr:
 			s = d.stderr
 		case kindFile:

@@ -9,7 +9,8 @@
 // A Dispatcher decides where each channel goes, from a Handling ("-o
 // log:1,error:2,alert:QUEUE,debug:./debug.out"):
 //
-//	1        standard output (human lines on a terminal, JSON lines otherwise)
+//	1        standard output (human lines on a terminal, journal lines on the
+//	         systemd journal's stream, JSON lines otherwise)
 //	2        standard error  (likewise)
 //	a/path   any value containing "/": appended to that file as JSON lines;
 //	         re-opened when the file is rotated away

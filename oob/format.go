@@ -26,6 +26,12 @@ const humanTimeLayout = "2006-01-02T15:04:05.000Z07:00"
 func appendHuman(b []byte, r Record) []byte {
 	b = r.Time.UTC().AppendFormat(b, humanTimeLayout)
 	b = append(b, ' ')
+	return appendLine(b, r, "\n\t")
+}
+
+// appendLine appends the human line from the pid on; cont starts each
+// continuation line of a multi-line text.
+func appendLine(b []byte, r Record, cont string) []byte {
 	b = strconv.AppendInt(b, int64(r.PID), 10)
 	b = append(b, ' ')
 	b = append(b, upperChannel(r.Channel)...)
@@ -38,7 +44,7 @@ func appendHuman(b []byte, r Record) []byte {
 	for i := 0; ; i++ {
 		line, rest, more := strings.Cut(text, "\n")
 		if i > 0 {
-			b = append(b, "\n\t"...)
+			b = append(b, cont...)
 		}
 		b = append(b, line...)
 		if !more {

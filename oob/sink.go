@@ -108,7 +108,10 @@ type writerSink struct {
 	name  string
 	w     io.Writer
 	human bool
-	gate  gate // shared when stdout and stderr are one writer
+	// journal: the writer is the systemd journal's stream; lines carry a
+	// priority prefix and no time (journal.go). It wins over human.
+	journal bool
+	gate    gate // shared when stdout and stderr are one writer
 }
 
 func (s *writerSink) String() string { return s.name }
@@ -117,9 +120,12 @@ func (s *writerSink) close() error   { return nil }
 func (s *writerSink) deliver(_ context.Context, dv *delivery, wait time.Duration) error {
 	buf := getBuf()
 	defer putBuf(buf)
-	if s.human {
+	switch {
+	case s.journal:
+		buf.Write(appendJournal(buf.AvailableBuffer(), dv.r))
+	case s.human:
 		buf.Write(appendHuman(buf.AvailableBuffer(), dv.r))
-	} else {
+	default:
 		buf.Write(appendRecordJSON(buf.AvailableBuffer(), dv.r))
 	}
 	return s.write(buf.Bytes(), wait)

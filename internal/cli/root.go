@@ -13,6 +13,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/multimodule/multimodule/internal/version"
+	"github.com/multimodule/multimodule/oob"
 )
 
 // Globals are the options every command shares.
@@ -52,7 +55,10 @@ supervises external tasks. Its subcommands talk to queues and to a running
 daemon.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version: the release, commit and toolchain (internal/version).
+		Version: version.Get().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}")
 	root.Flags().SortFlags = false
 	pf := root.PersistentFlags()
 	pf.StringVarP(&g.StateDir, "state", "s", DefaultStateDir, "state directory")
@@ -121,7 +127,11 @@ func Run(ctx context.Context, args []string) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "multimodule: %v\n", err)
+	prio := "" // under systemd, the journal gives the line error priority
+	if oob.IsJournal(os.Stderr) {
+		prio = "<3>"
+	}
+	fmt.Fprintf(os.Stderr, "%smultimodule: %v\n", prio, err)
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		return ee.Code

@@ -79,6 +79,8 @@ type Daemon struct {
 	execDirs []*exectask.Dir
 	// srcs are the task sources, in search order (for notFound).
 	srcs task.Sources
+	// svc is the daemon's side of its service manager (service.go).
+	svc *service
 }
 
 // Run runs the daemon until ctx is cancelled or a cleanly_exit control
@@ -125,6 +127,8 @@ func Run(ctx context.Context, opts Options) error {
 	defer disp.Close()
 	d.oob = disp
 	d.log = slog.New(oob.NewSlogHandler(disp)).With("process", process)
+	d.svc = d.newService()
+	defer d.serviceClose()
 
 	st, err := store.Open(opts.StateDir)
 	if err != nil {
@@ -289,6 +293,7 @@ func Run(ctx context.Context, opts Options) error {
 		d.log.Error("write status", "error", err)
 	}
 	d.log.Info("multimodule ready", "state", opts.StateDir, "control_queue", opts.ControlQueue, "process", process)
+	d.serviceReady()
 
 	var req exitRequest
 	select {
@@ -302,6 +307,7 @@ func Run(ctx context.Context, opts Options) error {
 	case req = <-d.exitCh:
 	}
 	d.log.Info("exiting", "reason", req.reason, "exit_externals", req.exitExternals)
+	d.serviceStopping(req.reason)
 	stopControl()
 	<-controlDone
 	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
