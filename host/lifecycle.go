@@ -258,7 +258,11 @@ func (h *Host) Send(ctx context.Context, qname string, msg message.Message) erro
 func (h *Host) placement(name string, def task.Definition, ok bool) (task.Definition, Placement, map[string]any, bool) {
 	cfg := h.configs[name]
 	if !ok {
-		return task.Definition{}, NotHere, cfg, false
+		// Unknown: the process that would host and consume it (asked
+		// as for a stateless task of that name) reports it; elsewhere
+		// (an external process, which hosts one task) it is none of
+		// this process' business.
+		return task.Definition{}, h.opts.Placement(name, task.Definition{Name: name}, cfg), cfg, false
 	}
 	if failsafed, _ := h.opts.Store.ReadFailsafe(name); failsafed != nil {
 		return def, NotHere, cfg, true
@@ -283,9 +287,15 @@ func (h *Host) reconcile(name string, wait time.Duration) error {
 	}
 	h.mu.Unlock()
 	switch {
-	case r != nil && (pl == NotHere || pl != r.placement):
+	case r != nil && (!known || pl == NotHere || pl != r.placement):
 		if err := h.Unload(context.Background(), name); err != nil {
 			return err
+		}
+		if !known {
+			if cfg != nil && pl == HostAndConsume {
+				return h.unknownTask(name, cfg) // its source lost it
+			}
+			return nil
 		}
 		if pl == NotHere {
 			return nil
@@ -301,7 +311,7 @@ func (h *Host) reconcile(name string, wait time.Duration) error {
 		}
 		return nil
 	case !known:
-		if cfg != nil {
+		if cfg != nil && pl == HostAndConsume {
 			return h.unknownTask(name, cfg)
 		}
 		return nil
@@ -358,8 +368,9 @@ func (h *Host) ensureLoaded(name string, force bool, wait time.Duration) (*runne
 		return job.await(wait)
 	}
 	def, pl, cfg, known := h.placement(name, def0, ok)
-	if !known && cfg != nil {
-		// Configured, and no source has it: a load failure.
+	if !known && cfg != nil && pl == HostAndConsume {
+		// Configured, no source has it, and it would run here: a load
+		// failure.
 		h.mu.Unlock()
 		return nil, h.unknownTask(name, cfg)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 )
 
@@ -75,6 +76,44 @@ func TestUnknownTaskIsAnExplainedLoadFailure(t *testing.T) {
 	}
 	waitAlert(t, env, "alerts_q", func(d map[string]any) bool {
 		return d["task_name"] == "NoSuchTask" && d["bucket_metric"] == "local.admin.task_compile_failure.internal" && d["level"] != "ok"
+	})
+}
+
+// TestExternalDoesNotReportDaemonTasks: an external process hosts its own
+// task; the daemon's own tasks (MultiModule, OutOfBand) and the others
+// configured are none of its business. It must not report them as
+// unknown tasks (it did, once per load back-off, forever).
+func TestExternalDoesNotReportDaemonTasks(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest", "-o", "error:errors_q")
+	env.Configure(map[string]any{
+		"MultiModule":         fastMonitor(nil),
+		"NoSuchTask":          map[string]any{"foo": 1}, // the daemon reports this one
+		"OtherExternalModule": map[string]any{"is_external": true},
+		"Router": map[string]any{"routes": []any{map[string]any{
+			"match": map[string]any{"source": "OtherExternalModule"}, "forwards": []any{map[string]any{"qname": "out"}},
+		}}},
+	})
+	pid := externalPID(t, env, "OtherExternalModule", 0)
+	env.Send("OtherExternalModule", message.Message{"ct": 1})
+	if got := env.Recv("out", wait); fmt.Sprint(got["module_pid"]) != fmt.Sprint(pid) {
+		t.Fatalf("got %v, want it handled by the external (pid %d)", got, pid)
+	}
+	// The daemon retries NoSuchTask after 1 s, then 2 s more: by its
+	// third report the external has been up for seconds, and would have
+	// reported its own load failures twice.
+	var seen []string
+	env.Eventually(wait, func() error {
+		rec := env.Recv("errors_q", wait)
+		text := fmt.Sprint(rec["text"])
+		seen = append(seen, text)
+		if fmt.Sprint(rec["pid"]) == fmt.Sprint(pid) && strings.Contains(text, "failed to load") {
+			t.Fatalf("the external process reported a load failure: %v", rec)
+		}
+		if !strings.Contains(text, "task NoSuchTask failed to load (attempt 3") {
+			return fmt.Errorf("no third report of NoSuchTask yet; saw %q", seen)
+		}
+		return nil
 	})
 }
 
