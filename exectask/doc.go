@@ -1,6 +1,6 @@
 // Package exectask runs tasks written in any language: an executable in a
 // -p directory is a task, run as a co-process and spoken to over
-// newline-delimited JSON on its stdin and stdout (SPEC 13; the protocol is
+// newline-delimited JSON on its stdin and stdout (the protocol is
 // in docs/exec-protocol.md).
 //
 // Dir is the task.Source for such a directory; Task is the adapter, an

@@ -83,9 +83,9 @@ func TestDirSource(t *testing.T) {
 
 // TestDescribeOfATaskThatExitsAfterItsHello: in describe mode a task may
 // exit right after its hello (the helpers do), before the host has written
-// the welcome. That is a complete describe, not a failure (it used to be
-// one, now and then: the welcome met a broken pipe, the task was taken
-// for stateless, and the warning logged about it deadlocked an external
+// the welcome. That is a complete describe, not a failure (were it one,
+// the welcome meeting a broken pipe would make the task be taken for
+// stateless, and the warning logged about it could deadlock an external
 // process, see host.ConfigureAll). The task here closes its stdin before
 // its hello, so the welcome always meets a broken pipe. In run mode the
 // same early exit fails the start, reported as an exit.

@@ -16,7 +16,7 @@ import (
 	"github.com/multimodule/multimodule/task"
 )
 
-// Configure sets the config of one task (SPEC 8): it is saved in the state
+// Configure sets the config of one task: it is saved in the state
 // directory, and the task is loaded (or reconfigured, or moved) as its
 // placement says. An identical config does nothing.
 func (h *Host) Configure(name string, cfg map[string]any) error {
@@ -429,7 +429,7 @@ func parallel(from, to int, f func(i int)) {
 	wg.Wait()
 }
 
-// checkExternal refuses is_external for a stateless task (SPEC 10: only
+// checkExternal refuses is_external for a stateless task (only
 // stateful tasks may run external; stateless ones run everywhere).
 func (h *Host) checkExternal(name string, cfg map[string]any) error {
 	if !IsExternal(cfg) {
@@ -474,7 +474,7 @@ func normalizeConfig(name string, v any) (map[string]any, error) {
 }
 
 // checkFrameworkKeys refuses wrong types in the keys the framework reads
-// in every task's config (SPEC 8), which would otherwise be ignored
+// in every task's config, which would otherwise be ignored
 // without a word: is_external must be a scalar (Perl truth),
 // max_crash_redeliveries a whole number ≥ 0, intervals a map of name to a
 // finite number of seconds ≥ 0.

@@ -38,7 +38,7 @@ const (
 	HostLocalOnly                   // hosted here for local deliveries only (stateless copies in externals)
 )
 
-// OutFunc writes an out-of-band record (SPEC 12).
+// OutFunc writes an out-of-band record.
 type OutFunc func(channel, taskName, text string, details map[string]any)
 
 // Options configure a Host.

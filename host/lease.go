@@ -13,7 +13,7 @@ import (
 // descendant has been handled (and what they published, flushed). So a
 // crash of this process between "handled" and "its results left the
 // process" makes the bus deliver the message again instead of losing its
-// results (at least once, SPEC 6).
+// results (at least once).
 //
 // A message that goes into a local mailbox carries its lease in the
 // mailbox slot beside it (transit.Transit.SendAsyncTagged), not in a table

@@ -954,7 +954,7 @@ func (h *Host) Loaded() []string {
 	return slices.Sorted(maps.Keys(h.runners))
 }
 
-// Shutdown stops the host in order (SPEC 14): stop taking from the bus,
+// Shutdown stops the host in order: stop taking from the bus,
 // deliver everything already waiting in in-memory mailboxes, move what
 // cannot be delivered onto the bus, save the state and status of every
 // stateful task, and wait for every publish to be acknowledged.

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 )
 
-// Admin metric names (SPEC 7, 10, 11). Each is counted per task.
+// Admin metric names. Each is counted per task.
 const (
 	MetricTaskCompileFailureInternal = "local.admin.task_compile_failure.internal"
 	MetricTaskCompileFailureExternal = "local.admin.task_compile_failure.external"

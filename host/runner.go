@@ -56,7 +56,7 @@ type runner struct {
 	// catchingUp: the task was just loaded as the owner of its bus queue;
 	// until the queue's backlog is handled, this process' sends to it go
 	// through the bus too, so they cannot overtake its own earlier sends
-	// waiting there (SPEC 6: per-sender order across migrations).
+	// waiting there (per-sender order across migrations).
 	catchingUp atomic.Bool
 	// Catch-up backpressure (Host.waitCatchUp): fenced counts messages
 	// this process sent through the bus to the task while it caught up
@@ -544,7 +544,7 @@ func (r *runner) pauseSenders(backlog int64) {
 // through the bus only because its target was catching up.
 const fenceKey = "mm_fence"
 
-// fence makes msg go to qname through the bus (an override, SPEC 6).
+// fence makes msg go to qname through the bus (an override).
 func fence(msg message.Message, qname string) {
 	meta := msg.EnsureMeta()
 	ov, _ := meta["overrides"].(map[string]any)
@@ -658,7 +658,7 @@ func (r *runner) sent(msg message.Message) {
 }
 
 // transformState applies an operator's {".multimodule": {"transform": …}}
-// to the task's state (SPEC 8).
+// to the task's state.
 func (r *runner) transformState(t map[string]any) {
 	state := r.tc.State()
 	if err := transform.Apply(message.Message(state), t, nil); err != nil {

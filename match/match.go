@@ -1,5 +1,5 @@
 // Package match decides whether a message matches a pattern, with the
-// semantics of the original Perl Message::Match (SPEC section 3).
+// semantics of the original Perl Message::Match.
 //
 // A pattern is a map. A message matches when every key of the pattern
 // matches the same key of the message, recursively:

@@ -40,7 +40,7 @@ func (m Message) SendTS() (time.Time, bool) {
 	return time.Unix(sec, int64((f-float64(sec))*1e9)), true
 }
 
-// Locality is a per-message delivery override (SPEC 6).
+// Locality is a per-message delivery override.
 type Locality int
 
 // The values of Locality.

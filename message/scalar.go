@@ -6,7 +6,7 @@ import (
 )
 
 // ScalarText returns the canonical text of a scalar value, the form in
-// which scalars are compared (SPEC 3: `1` and `"1"` are equal). Numbers use
+// which scalars are compared (`1` and `"1"` are equal). Numbers use
 // Perl's formatting (at most 15 significant digits, so 3.0 is "3"); bools
 // and non-scalars report ok=false.
 func ScalarText(v any) (s string, ok bool) {

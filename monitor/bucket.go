@@ -6,8 +6,7 @@ import (
 	"time"
 )
 
-// Kind says how a bucket's points are turned into one value over a window
-// (SPEC 11).
+// Kind says how a bucket's points are turned into one value over a window.
 type Kind int
 
 // The bucket kinds.

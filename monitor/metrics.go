@@ -2,7 +2,7 @@ package monitor
 
 import "strings"
 
-// Metric names (SPEC 11). They are user-visible: thresholds are keyed by
+// Metric names. They are user-visible: thresholds are keyed by
 // them and alerts carry them, so they keep the original's spelling.
 const (
 	// Per process (the daemon as task "main", and every external task).
@@ -46,7 +46,7 @@ type MetricInfo struct {
 	Scale float64 // the evaluated value is multiplied by this before thresholds apply; 0 means 1
 }
 
-// DefaultMetrics returns how every SPEC 11 metric is kept. The message
+// DefaultMetrics returns how every metric is kept. The message
 // counts are counters of cumulative totals with Scale 60, so their value
 // is messages per minute — the unit the default thresholds (10000 and
 // 20000) are in.

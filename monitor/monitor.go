@@ -1,4 +1,4 @@
-// Package monitor is MultiModule's monitoring library (SPEC 11): it keeps
+// Package monitor is MultiModule's monitoring library: it keeps
 // samples in buckets, evaluates them over windows against thresholds,
 // raises deduplicated alerts on level changes, and decides when a task
 // must be failsafed. It also samples processes from /proc (Sampler).
@@ -38,7 +38,7 @@ import (
 )
 
 // DaemonTask is the name under which the daemon's own process is
-// monitored. By default it is never failsafed (SPEC 11: the daemon itself
+// monitored. By default it is never failsafed (the daemon itself
 // is never killed).
 const DaemonTask = "main"
 

@@ -12,7 +12,7 @@ import (
 )
 
 // ProcessSample is what one process uses at one moment, in the units of
-// the SPEC 11 process metrics.
+// the process metrics.
 type ProcessSample struct {
 	FDs              float64 // open file handles (MetricFDs)
 	Threads          float64 // threads (MetricThreads)

@@ -68,7 +68,7 @@ func levels2(s, w float64) []Level {
 	return []Level{{LevelSevere, s}, {LevelWarn, w}}
 }
 
-// DefaultThresholds returns the thresholds that ship for every SPEC 11
+// DefaultThresholds returns the thresholds that ship for every
 // metric, with the original's numbers. Only CPU, file handles, threads,
 // memory, external starts and co-process restarts (the same numbers) can
 // failsafe; the queue-fullness and disk

@@ -1,5 +1,5 @@
 // Package oob carries MultiModule's out-of-band channels: the records a
-// task or the framework writes beside its messages (SPEC 12).
+// task or the framework writes beside its messages.
 //
 // A channel is a name: the four standard ones are "log", "error", "alert"
 // and "debug", and a task may write to any other. Each record (Record)

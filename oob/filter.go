@@ -54,8 +54,8 @@ func (f *channelFilter) passes(m message.Message) bool {
 	return true
 }
 
-// frameworkKeys are keys the framework reads in every task's config
-// (SPEC 8); they may sit beside the channels in the OutOfBand task's config
+// frameworkKeys are keys the framework reads in every task's config;
+// they may sit beside the channels in the OutOfBand task's config
 // and are not channels.
 var frameworkKeys = map[string]bool{"is_external": true, "intervals": true}
 

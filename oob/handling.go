@@ -20,7 +20,7 @@ const (
 	HandlingRouter = "router"
 )
 
-// DefaultHandling returns the defaults of SPEC 12:
+// DefaultHandling returns the default handling of each channel:
 // log:1, error:2, alert:2, debug:./debug.out.
 func DefaultHandling() Handling {
 	return Handling{
@@ -154,7 +154,7 @@ func isDigits(s string) bool {
 	return s != ""
 }
 
-// checkQueueName applies SPEC 6: 1–200 characters of letters, digits and
+// checkQueueName applies the queue-name rule: 1–200 characters of letters, digits and
 // "_", "-", ".".
 func checkQueueName(q string) error {
 	if len(q) > 200 {

@@ -15,7 +15,7 @@ import (
 // make gigabytes of copies.
 const MaxStaticEntries = 64
 
-// Keys of the static-forward itinerary a message may carry (SPEC 5).
+// Keys of the static-forward itinerary a message may carry.
 const (
 	StaticForwardsKey = "static_forwards"
 	StaticLogKey      = ".static_forwards_log"

@@ -1,5 +1,5 @@
 // Package router routes messages by content, with the semantics of the
-// original Perl Message::Router and IPC::Transit::Router (SPEC section 5).
+// original Perl Message::Router and IPC::Transit::Router.
 //
 // A Router is compiled from a config map:
 //
@@ -184,7 +184,7 @@ const (
 	DefaultControlQueue = "MultiModule_control"
 )
 
-// Compile validates config (SPEC 5) and compiles it. Keys other than
+// Compile validates config and compiles it. Keys other than
 // "routes" are ignored (a task's config carries framework keys too). The
 // error names the offending route and field, for example
 //

@@ -163,7 +163,7 @@ func TestShortCircuitTruth(t *testing.T) {
 	}
 }
 
-// TestSpecExample is the route of SPEC 5's example config.
+// TestSpecExample is the route of the documented example config.
 func TestSpecExample(t *testing.T) {
 	r := mustCompile(t, map[string]any{"routes": []any{
 		map[string]any{

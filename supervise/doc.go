@@ -1,5 +1,5 @@
 // Package supervise starts, adopts, watches and stops the external task
-// processes of MultiModule (SPEC section 10, DESIGN "Processes"). It is the
+// processes of MultiModule. It is the
 // process-level library; deciding what should run is the daemon's business.
 //
 // # Detach

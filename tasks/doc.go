@@ -2,7 +2,7 @@
 // namespace. Import it (the multimodule binary does) to make them
 // available:
 //
-//   - Router: routes every emitted message by its config (SPEC 5).
+//   - Router: routes every emitted message by its config.
 //
 // Each built-in lives in its own subpackage; this package only imports
 // them for their registration.

@@ -1,5 +1,5 @@
 // Package transform applies Message::Transform-style transforms to
-// messages (SPEC section 4).
+// messages.
 //
 // A transform is a map. Applying it sets, for each of its keys, the
 // message's top-level key of the same name to the transform's value: a

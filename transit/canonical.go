@@ -7,8 +7,8 @@ import (
 )
 
 // normalize returns m checked and in canonical types, with send_ts set to
-// ts (unix seconds), and whether its meta holds per-message overrides
-// (SPEC 6). Messages built from canonical types (the usual case: decoded
+// ts (unix seconds), and whether its meta holds per-message overrides.
+// Messages built from canonical types (the usual case: decoded
 // or built by tasks with int64, float64, string, …) pass a cheap walk,
 // which stamps them on the way; anything else goes through
 // message.Normalize, which converts it or names the offending path. A

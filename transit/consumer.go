@@ -29,7 +29,7 @@ func (c *Consumer) C() <-chan *Delivery { return c.ch }
 func (c *Consumer) Stop() { c.once.Do(c.stop) }
 
 // Delivery is one message taken from a bus queue. The owner handles Msg
-// and then calls Ack (also when the handler failed: SPEC 7). A delivery
+// and then calls Ack (also when the handler failed: a failed message is not retried). A delivery
 // that is never acknowledged is delivered again to the next owner.
 type Delivery struct {
 	// Msg is the decoded message; the receiver owns it.
@@ -87,7 +87,7 @@ func (d *Delivery) DeadLetter(ctx context.Context, reason string, details map[st
 
 // Serve consumes queue qname until ctx is done or the Transit closes,
 // calling handle for each message on this goroutine and acknowledging it
-// afterwards (also when handle failed: SPEC 7). It returns nil when ctx
+// afterwards (also when handle failed: a failed message is not retried). It returns nil when ctx
 // ends, or the error that stopped it.
 func (t *Transit) Serve(ctx context.Context, qname string, handle func(message.Message)) error {
 	cons, err := t.Consume(ctx, qname)

@@ -1,5 +1,5 @@
 // Package transit carries messages between MultiModule tasks through named
-// queues (SPEC 6): in memory for a queue hosted in the sending process
+// queues: in memory for a queue hosted in the sending process
 // (a [Local] queue), and through a shared bus for everything else.
 //
 // The bus is NATS JetStream. With no NATS URL in [Options], the bus is an

@@ -8,7 +8,7 @@ import (
 )
 
 // FuzzValidateQueueName checks that ValidateQueueName accepts exactly the
-// names of SPEC 6 (1–200 bytes of [A-Za-z0-9_.-]), never panics, and that
+// names (1–200 bytes of [A-Za-z0-9_.-]), never panics, and that
 // every refusal says which name and what was wrong.
 func FuzzValidateQueueName(f *testing.F) {
 	for _, s := range []string{

@@ -136,7 +136,7 @@ func TestBusMaxBytesFlag(t *testing.T) {
 
 // TestDaemonTooLittleStorage: the daemon on a transport file system with
 // too little free space exits at once with an error that says what to
-// do (it used to need 8 GiB free and fail with a bare error 10047).
+// do (not a bare "insufficient storage resources available", error 10047).
 func TestDaemonTooLittleStorage(t *testing.T) {
 	dir := smallFS(t, 96<<20)
 	exe, err := os.Executable()

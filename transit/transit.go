@@ -303,7 +303,7 @@ func (t *Transit) local(qname string) *Local {
 // Send delivers msg to queue qname. It validates the name and the message
 // (a JSON-compatible map; at most MaxMessageBytes encoded for the bus),
 // records .ipc_transit_meta.send_ts, and applies the per-message overrides
-// of SPEC 6. A queue hosted in this process gets msg itself (the callee
+// of queue names. A queue hosted in this process gets msg itself (the callee
 // owns it after Send); otherwise msg is published to the bus and Send
 // returns once the bus stored it. A full queue makes Send wait for room
 // until ctx ends, or fail at once with ErrFull when opts.NonBlocking.

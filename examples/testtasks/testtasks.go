@@ -1,6 +1,6 @@
 // Package testtasks registers the MultiModuleTest namespace: the tutorial
-// tasks (Example1, Example2) and the fixtures the original suite used
-// (SPEC 17). Enable them in a daemon with -p MultiModuleTest.
+// tasks (Example1, Example2) and the fixtures the original suite used.
+// Enable them in a daemon with -p MultiModuleTest.
 package testtasks
 
 import (

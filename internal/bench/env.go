@@ -45,7 +45,7 @@ type env struct {
 }
 
 // exitWithExternals makes the in-process daemon exit as on Ctrl-C: its
-// externals are stopped too (SPEC 14).
+// externals are stopped too.
 type exitWithExternals struct{}
 
 func (exitWithExternals) Error() string          { return "bench scenario finished" }

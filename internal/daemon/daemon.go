@@ -86,7 +86,7 @@ type Daemon struct {
 // Run runs the daemon until ctx is cancelled or a cleanly_exit control
 // message arrives, then exits in order. The cause of ctx's cancellation
 // decides how: a cause with a SignalValue() method returning SIGINT also stops the
-// externals (SPEC 14).
+// externals.
 func Run(ctx context.Context, opts Options) error {
 	if opts.ControlQueue == "" {
 		opts.ControlQueue = DefaultControlQueue
@@ -401,7 +401,7 @@ func isTaskDir(p string) bool {
 }
 
 // watchTaskDirs makes a new or changed executable in a -p directory
-// reach a task configured before it existed (SPEC 7: usable without a
+// reach a task configured before it existed (usable without a
 // restart).
 func (d *Daemon) watchTaskDirs() {
 	for _, dir := range d.execDirs {
@@ -514,7 +514,7 @@ func scanIntervalFor(task string) time.Duration {
 // the monitor reads in it changes (writeMainStatus).
 const statusRefresh = 30 * time.Second
 
-// control consumes the control queue (SPEC 8, 14). A message is
+// control consumes the control queue. A message is
 // acknowledged once handled: its configs saved durably (or rejected by
 // their tasks), its controls done, its errors reported. One whose
 // accepted configs could not be saved before the daemon began to exit

@@ -42,7 +42,7 @@ func cts(out string) []int {
 	return got
 }
 
-// TestTutorial runs SPEC 16 exactly: a line per second; Ctrl-C and start
+// TestTutorial runs the tutorial exactly: a line per second; Ctrl-C and start
 // again: the count continues; {new_ct: 999} makes it jump.
 func TestTutorial(t *testing.T) {
 	env := mmtest.NewEnv(t)

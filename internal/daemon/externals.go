@@ -339,7 +339,7 @@ func (x *externals) wantsExternal(name string) bool {
 	return true
 }
 
-// reconcile applies the cases of SPEC 10 to one task.
+// reconcile applies the placement cases (internal, external, moving) to one task.
 func (x *externals) reconcile(name string) {
 	want := x.wantsExternal(name)
 	x.mu.Lock()

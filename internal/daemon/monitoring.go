@@ -14,7 +14,7 @@ import (
 	"github.com/multimodule/multimodule/task"
 )
 
-// MonitorName is the built-in task that monitors (SPEC 11): it samples the
+// MonitorName is the built-in task that monitors: it samples the
 // daemon, every external process, every queue and every task, evaluates
 // the buckets against thresholds, raises alerts and failsafes tasks.
 const MonitorName = "MultiModule"
@@ -418,7 +418,7 @@ type cachedStatus struct {
 	stamp store.StatusStamp
 }
 
-// sample records one round of samples (SPEC 11, every second).
+// sample records one round of samples (every second).
 func (t *monitorTask) sample(tc *task.Context) {
 	m := t.monitor()
 	if m == nil {
@@ -530,7 +530,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 // empty ones included (see sample).
 const queueListEvery = 30 * time.Second
 
-// evaluate evaluates every bucket (SPEC 11, every 5 seconds) and saves
+// evaluate evaluates every bucket (every 5 seconds) and saves
 // the current levels for `multimodule status`.
 func (t *monitorTask) evaluate(tc *task.Context) {
 	m := t.monitor()
@@ -570,7 +570,7 @@ func cutBucket(b string) (name, metric string, ok bool) {
 	return b, "", false
 }
 
-// onAlert writes an alert to the alert channel (SPEC 11), carrying the
+// onAlert writes an alert to the alert channel, carrying the
 // whole alert as details.
 func (d *Daemon) onAlert(a monitor.Alert) {
 	d.host.Out("alert", a.Task, a.Summary, a.Message())
@@ -579,7 +579,7 @@ func (d *Daemon) onAlert(a monitor.Alert) {
 // ErrMainFailsafe refuses to failsafe the daemon itself.
 var ErrMainFailsafe = errors.New("the daemon itself is never failsafed")
 
-// failsafe stops a task until a human clears it (SPEC 11): the failsafe
+// failsafe stops a task until a human clears it: the failsafe
 // file holds the alert (or the operator's reason); an external process is
 // killed, an internal task unloaded; its messages wait in its queue.
 func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
@@ -613,7 +613,7 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 	d.host.Out("alert", name, fmt.Sprintf("task %s failsafed (%s): it stays stopped, its messages wait, until `multimodule unfailsafe %s`", name, by, name), alert)
 	if p := d.ext.process(name); p != nil {
 		d.ext.markStopping(name)
-		_ = p.Signal(9) // SPEC 11: the task's process is killed
+		_ = p.Signal(9) // the task's process is killed
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
