@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -465,5 +464,3 @@ func configKey(cfg map[string]any) string {
 	return string(b)
 }
 
-// pid of this process, for status and records.
-var pid = os.Getpid()

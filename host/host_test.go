@@ -24,12 +24,11 @@ func TestMain(m *testing.M) { mmtest.Main(m) }
 
 // recorder collects what test tasks see, safely across goroutines.
 type recorder struct {
-	mu       sync.Mutex
-	msgs     map[string][]message.Message
-	configs  map[string]int
-	recurs   map[string]int
-	changed  chan struct{}
-	closeCnt int
+	mu      sync.Mutex
+	msgs    map[string][]message.Message
+	configs map[string]int
+	recurs  map[string]int
+	changed chan struct{}
 }
 
 func newRecorder() *recorder {

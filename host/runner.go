@@ -156,7 +156,7 @@ func (r *runner) loop() {
 		// Acknowledge handled bus messages once nothing more is buffered,
 		// after the messages they caused are safely on the bus.
 		var ackRetry <-chan time.Time
-		if len(r.pending) > 0 && (busC == nil || len(busC) == 0 || len(r.pending) >= 256) {
+		if len(r.pending) > 0 && (len(busC) == 0 || len(r.pending) >= 256) {
 			r.ackPending()
 			if len(r.pending) > 0 {
 				// Waiting for what they caused in other tasks here.
@@ -263,7 +263,7 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 		return false, nil
 	}
 	if !r.configured || r.closed || r.cost >= inlineCostMax || r.paused.Load() || r.catchingUp.Load() ||
-		r.ctx.Err() != nil || (r.busC != nil && len(r.busC) > 0) || len(r.ctrl) > 0 {
+		r.ctx.Err() != nil || len(r.busC) > 0 || len(r.ctrl) > 0 {
 		r.exec.Unlock()
 		return false, nil
 	}

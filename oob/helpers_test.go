@@ -36,12 +36,6 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func (b *lockedBuffer) setErr(err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.err = err
-}
-
 // lines returns the non-empty lines written so far.
 func (b *lockedBuffer) lines() []string {
 	var out []string

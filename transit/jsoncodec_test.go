@@ -3,6 +3,7 @@ package transit
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -92,7 +93,7 @@ func checkCodec(t *testing.T, data []byte) {
 
 func TestMarshalValues(t *testing.T) {
 	for _, m := range []message.Message{
-		{"f": 1e-7, "g": 123456789.0, "h": 1e21, "i": 1e20, "j": -0.0, "k": 5e-324, "l": 1.7976931348623157e308},
+		{"f": 1e-7, "g": 123456789.0, "h": 1e21, "i": 1e20, "j": math.Copysign(0, -1), "k": 5e-324, "l": 1.7976931348623157e308},
 		{"s": "\x00\x1f\"\\<>&\u2028\u2029\xff\xfe", "k\n": "key escaped"},
 		{"n": json.Number("123456789012345678901234567890"), "neg": json.Number("-1")},
 		{"m": map[string]any{"z": 1.5, "a": []any{nil, true, int64(-3), "x"}}},
@@ -183,7 +184,7 @@ func (g *gen) str() string {
 }
 
 func (g *gen) value(depth int) any {
-	floats := []float64{0, -0.0, 1, 1.5, -2.25, 1e-7, 1e-6, 1e20, 1e21, 123456789.125, 5e-324, 1.7976931348623157e308}
+	floats := []float64{0, math.Copysign(0, -1), 1, 1.5, -2.25, 1e-7, 1e-6, 1e20, 1e21, 123456789.125, 5e-324, 1.7976931348623157e308}
 	switch k := g.byte() % 11; {
 	case k == 0:
 		return nil

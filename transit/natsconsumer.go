@@ -305,11 +305,6 @@ func (c *natsConsumer) hasPending() bool {
 	return len(c.pend) > 0 || c.lastAck != nil
 }
 
-func isPullEnd(err error) bool {
-	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrConnectionClosed)
-}
-
 // onlyUnacked reports whether d is the first unacknowledged delivery.
 func (c *natsConsumer) onlyUnacked(d *Delivery) bool {
 	c.mu.Lock()

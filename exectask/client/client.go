@@ -64,7 +64,6 @@ type Conn struct {
 	state         map[string]any
 	recurs        map[string]func(*Conn) error
 	w             *bufio.Writer
-	err           error
 }
 
 // Name is the task's name.

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -176,7 +175,6 @@ type procSample struct {
 	t0       time.Time
 	cpu      float64 // percent over the window
 	rss      uint64
-	external bool
 }
 
 func newProcSet() *procSet { return &procSet{} }
@@ -282,4 +280,3 @@ func (e *env) progress(ctx context.Context, started time.Time, total time.Durati
 	return func() { cancel(); <-done }
 }
 
-var selfPID = os.Getpid()

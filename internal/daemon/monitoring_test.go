@@ -361,15 +361,6 @@ func TestCrashLoopFailsafes(t *testing.T) {
 	}
 }
 
-func boxMemory(t *testing.T) uint64 {
-	t.Helper()
-	s, err := monitor.NewSampler()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.MemTotal()
-}
-
 func TestFailsafeByHandInternalTask(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	env.StartDaemon("-p", "MultiModuleTest")

@@ -66,14 +66,6 @@ func (o *one) cfg(external bool) map[string]any {
 	return c
 }
 
-// exitControl is the cleanly_exit control message.
-func exitControl(exitExternals bool) map[string]any {
-	ctl := map[string]any{"type": "cleanly_exit"}
-	if exitExternals {
-		ctl["exit_externals"] = 1
-	}
-	return map[string]any{".multimodule": map[string]any{"control": []any{ctl}}}
-}
 
 // waitGone waits until pid has exited.
 func (w *world) waitGone(what string, pid int) {

@@ -422,20 +422,6 @@ func decode(t *testing.T, line string) map[string]any {
 	return m
 }
 
-// configure sends a config (task → config) to the daemon with
-// `multimodule config apply`.
-func (w *world) configure(cfg map[string]any) {
-	w.t.Helper()
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	f := filepath.Join(w.t.TempDir(), "config.json")
-	if err := os.WriteFile(f, b, 0o600); err != nil {
-		w.t.Fatal(err)
-	}
-	w.mm("config", "apply", "-q", ctlQ, f)
-}
 
 // cleanlyExit sends the original's cleanly_exit control message and waits
 // for d to exit with status 0.
