@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -111,6 +112,11 @@ type busStarter struct {
 	dir string
 	cmd []string
 	log *slog.Logger
+	// noStart: only find a running bus; never start one (ErrNoBus).
+	noStart bool
+	// started is the pid of the bus this starter started and saw ready
+	// (0: none); see Transit.StartedBus.
+	started atomic.Int64
 }
 
 // ensure returns a live bus for s.dir, starting one if needed. Concurrent
@@ -119,6 +125,9 @@ type busStarter struct {
 func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 	if bi, ok := liveBus(s.dir); ok {
 		return bi, nil
+	}
+	if s.noStart {
+		return BusInfo{}, fmt.Errorf("%w in %s", ErrNoBus, s.dir)
 	}
 	if os.Getenv(BusChildEnv) != "" {
 		// This process was started as a bus command but wants a bus: the
@@ -138,17 +147,27 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 		return bi, nil
 	}
 	old, _ := ReadBusInfo(s.dir)
-	if err := s.start(); err != nil {
+	cmd, err := s.start()
+	if err != nil {
 		return BusInfo{}, err
 	}
 	// Wait for a new bus.json naming a live, listening bus.
 	delay := 10 * time.Millisecond
 	for {
 		if bi, ok := liveBus(s.dir); ok && bi != old {
+			if bi.PID == cmd.Process.Pid {
+				s.started.Store(int64(bi.PID))
+			}
 			return bi, nil
 		}
 		select {
 		case <-ctx.Done():
+			// A bus that is not ready yet is nobody's: stop it rather
+			// than leave it running detached.
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: start interrupted: %w", s.dir, context.Cause(ctx))
+			}
 			return BusInfo{}, fmt.Errorf("transit: embedded bus in %s did not become ready (see %s): %w",
 				s.dir, filepath.Join(s.dir, BusLogFile), ctx.Err())
 		case <-time.After(delay):
@@ -159,18 +178,18 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 
 // start runs the bus command detached (own session), output to bus.log.
 // A goroutine reaps it when it exits.
-func (s *busStarter) start() error {
+func (s *busStarter) start() (*exec.Cmd, error) {
 	argv := s.cmd
 	if len(argv) == 0 {
 		exe, err := SelfPath()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		argv = []string{exe, "bus", "-T", s.dir}
 	}
 	logf, err := os.OpenFile(filepath.Join(s.dir, BusLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("transit: embedded bus: %w", err)
+		return nil, fmt.Errorf("transit: embedded bus: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -178,7 +197,7 @@ func (s *busStarter) start() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("transit: embedded bus: start %q: %w", argv, err)
+		return nil, fmt.Errorf("transit: embedded bus: start %q: %w", argv, err)
 	}
 	// Logged from another goroutine: start runs inside busDialer.Dial,
 	// under the NATS connection's lock, and a logger that publishes on
@@ -187,7 +206,7 @@ func (s *busStarter) start() error {
 	pid := cmd.Process.Pid
 	go s.log.Info("started the embedded bus", "pid", pid, "dir", s.dir)
 	go func() { _ = cmd.Wait() }() // reap; the bus outlives nothing of ours
-	return nil
+	return cmd, nil
 }
 
 // SelfPath returns the path that runs this program again: os.Executable(),

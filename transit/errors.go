@@ -12,6 +12,12 @@ var (
 	ErrEmpty = errors.New("transit: queue empty")
 	// ErrClosed: the Transit (or the local queue) is closed.
 	ErrClosed = errors.New("transit: closed")
+	// ErrNoBus: no embedded bus runs in the transport directory and the
+	// caller asked not to start one (Options.NoStartBus).
+	ErrNoBus = errors.New("transit: no embedded bus runs")
+	// ErrBusInUse: StopBus found other clients on the bus and left it
+	// running.
+	ErrBusInUse = errors.New("transit: the bus is in use")
 	// ErrTooLarge: the encoded message exceeds MaxMessageBytes.
 	ErrTooLarge = errors.New("transit: message too large")
 )

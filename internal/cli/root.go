@@ -119,6 +119,16 @@ func Run(ctx context.Context, args []string) int {
 	if err == nil {
 		return 0
 	}
+	// Interrupted (Ctrl-C, SIGTERM) while starting or waiting: say that,
+	// not what the interruption broke.
+	var sig *SignalError
+	if errors.As(context.Cause(ctx), &sig) && (errors.As(err, &sig) || errors.Is(err, context.Canceled)) {
+		fmt.Fprintf(os.Stderr, "multimodule: interrupted (%v)\n", sig.Signal)
+		if s, ok := sig.Signal.(syscall.Signal); ok {
+			return 128 + int(s)
+		}
+		return 130
+	}
 	fmt.Fprintf(os.Stderr, "multimodule: %v\n", err)
 	var ee *ExitError
 	if errors.As(err, &ee) {
