@@ -147,7 +147,7 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 		return bi, nil
 	}
 	old, _ := ReadBusInfo(s.dir)
-	cmd, err := s.start()
+	cmd, exited, err := s.start()
 	if err != nil {
 		return BusInfo{}, err
 	}
@@ -161,6 +161,12 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 			return bi, nil
 		}
 		select {
+		case <-exited:
+			if bi, ok := liveBus(s.dir); ok && bi != old {
+				return bi, nil // another starter's bus (ours found it running)
+			}
+			return BusInfo{}, fmt.Errorf("transit: embedded bus in %s exited before it was ready (see %s)",
+				s.dir, filepath.Join(s.dir, BusLogFile))
 		case <-ctx.Done():
 			// A bus that is not ready yet is nobody's: stop it rather
 			// than leave it running detached.
@@ -177,19 +183,19 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 }
 
 // start runs the bus command detached (own session), output to bus.log.
-// A goroutine reaps it when it exits.
-func (s *busStarter) start() (*exec.Cmd, error) {
+// A goroutine reaps it when it exits and then closes exited.
+func (s *busStarter) start() (*exec.Cmd, <-chan struct{}, error) {
 	argv := s.cmd
 	if len(argv) == 0 {
 		exe, err := SelfPath()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		argv = []string{exe, "bus", "-T", s.dir}
 	}
 	logf, err := os.OpenFile(filepath.Join(s.dir, BusLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("transit: embedded bus: %w", err)
+		return nil, nil, fmt.Errorf("transit: embedded bus: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -197,7 +203,7 @@ func (s *busStarter) start() (*exec.Cmd, error) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("transit: embedded bus: start %q: %w", argv, err)
+		return nil, nil, fmt.Errorf("transit: embedded bus: start %q: %w", argv, err)
 	}
 	// Logged from another goroutine: start runs inside busDialer.Dial,
 	// under the NATS connection's lock, and a logger that publishes on
@@ -205,8 +211,9 @@ func (s *busStarter) start() (*exec.Cmd, error) {
 	// would wait for the lock forever.
 	pid := cmd.Process.Pid
 	go s.log.Info("started the embedded bus", "pid", pid, "dir", s.dir)
-	go func() { _ = cmd.Wait() }() // reap; the bus outlives nothing of ours
-	return cmd, nil
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }() // reap; the bus outlives nothing of ours
+	return cmd, exited, nil
 }
 
 // SelfPath returns the path that runs this program again: os.Executable(),
