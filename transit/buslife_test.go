@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,6 +87,11 @@ func TestBusExitsWhenDirRemoved(t *testing.T) {
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if bi.Alive() {
+			syscall.Kill(bi.PID, syscall.SIGKILL)
+		}
+	})
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +166,11 @@ func TestBusStartInterrupted(t *testing.T) {
 			pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
 		}
 		return err
+	})
+	t.Cleanup(func() {
+		if _, err := transit.ProcessStartTime(pid); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	})
 	cancel(errors.New("test interrupt"))
 	err := <-errc
