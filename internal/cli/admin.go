@@ -291,8 +291,11 @@ line goes to standard error when the daemon does not run.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			st, ok := openExistingStore(g)
-			if !ok {
+			st, err := openExistingStore(g)
+			if err != nil {
+				return err
+			}
+			if st == nil {
 				return noBusError(g)
 			}
 			lines, hdr, err := collectStatus(ctx, g, st)

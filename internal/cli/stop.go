@@ -52,8 +52,11 @@ it is stopped); 2 when the state directory does not exist.`,
 }
 
 func runStop(ctx context.Context, g *Globals, out io.Writer) error {
-	st, ok := openExistingStore(g)
-	if !ok {
+	st, err := openExistingStore(g)
+	if err != nil {
+		return err
+	}
+	if st == nil {
 		if _, err := os.Stat(transportDir(g)); err != nil {
 			return noBusError(g)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -116,8 +117,8 @@ func noBusError(g *Globals) error {
 // runningDaemon returns the status of the daemon of the state directory,
 // if one runs. It never creates the state directory.
 func runningDaemon(g *Globals) (store.Status, bool) {
-	st, ok := openExistingStore(g)
-	if !ok {
+	st, err := openExistingStore(g)
+	if st == nil || err != nil {
 		return store.Status{}, false
 	}
 	m, err := st.LoadStatus("main")
@@ -128,13 +129,12 @@ func runningDaemon(g *Globals) (store.Status, bool) {
 }
 
 // openExistingStore opens the state directory if it exists (store.Open
-// would create it).
-func openExistingStore(g *Globals) (*store.Store, bool) {
-	if fi, err := os.Stat(stateDir(g)); err != nil || !fi.IsDir() {
-		return nil, false
+// would create it): nil, nil when it does not exist.
+func openExistingStore(g *Globals) (*store.Store, error) {
+	if _, err := os.Stat(stateDir(g)); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
-	st, err := store.Open(stateDir(g))
-	return st, err == nil
+	return store.Open(stateDir(g))
 }
 
 // checkDaemonBus refuses to use the embedded bus when the daemon of this
