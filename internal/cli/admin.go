@@ -355,7 +355,7 @@ func collectStatus(ctx context.Context, g *Globals, st *store.Store) ([]TaskStat
 	if m, _ := st.LoadStatus("main"); m != nil {
 		hdr.daemon, hdr.daemonUp = *m, m.Running()
 	}
-	hdr.nats = g.NATSURL
+	hdr.nats = daemon.RedactNATSURL(g.NATSURL)
 	if hdr.nats == "" && hdr.daemonUp {
 		hdr.nats = hdr.daemon.NATS
 	}

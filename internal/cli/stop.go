@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -61,7 +62,7 @@ func runStop(ctx context.Context, g *Globals, out io.Writer) error {
 			return noBusError(g)
 		}
 	}
-	usedNATS := g.NATSURL
+	usedNATS := daemon.RedactNATSURL(g.NATSURL)
 	if st != nil {
 		m, _ := st.LoadStatus("main")
 		switch {
