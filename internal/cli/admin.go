@@ -73,7 +73,9 @@ func askDaemon(ctx context.Context, g *Globals, queue string, body map[string]an
 	for {
 		m, err := tr.Receive(sctx, replyTo)
 		if err != nil {
-			if ctx.Err() == nil && sctx.Err() != nil {
+			// The receive may see the deadline pass before sctx's timer
+			// fires (sctx.Err() still nil): both mean no verdict in time.
+			if ctx.Err() == nil && (sctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) {
 				return daemon.Verdict{}, &ExitError{Code: ExitNoDaemon, Err: noVerdict(ctx, tr, queue, wait)}
 			}
 			return daemon.Verdict{}, fmt.Errorf("waiting for the daemon's verdict: %w", err)
