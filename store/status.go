@@ -36,6 +36,9 @@ type Status struct {
 	// CoPID is the pid of the task's co-process (an exec task hosted by
 	// this process), which the monitor samples too; 0 when none.
 	CoPID int `json:"co_pid,omitempty"`
+	// NATS is the NATS server or cluster the process uses (its URLs,
+	// without credentials); empty for the embedded bus.
+	NATS string `json:"nats,omitempty"`
 }
 
 // Identity returns the identity of the process the status names, for

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -122,6 +123,11 @@ type busStarter struct {
 	dir string
 	cmd []string
 	log *slog.Logger
+	// noStart: only find a running bus; never start one (ErrNoBus).
+	noStart bool
+	// started is the pid of the bus this starter started and saw ready
+	// (0: none); see Transit.StartedBus.
+	started atomic.Int64
 }
 
 // ensure returns a live bus for s.dir, starting one if needed. Concurrent
@@ -142,6 +148,9 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 	if bi, ok, err := liveBus(s.dir); ok || err != nil {
 		return bi, wrapUntrusted(err)
 	}
+	if s.noStart {
+		return BusInfo{}, fmt.Errorf("%w in %s", ErrNoBus, s.dir)
+	}
 	if os.Getenv(BusChildEnv) != "" {
 		// This process was started as a bus command but wants a bus: the
 		// command did not run `bus` (a test binary without the re-exec
@@ -157,7 +166,8 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 		return bi, wrapUntrusted(err)
 	}
 	old, _ := ReadBusInfo(s.dir)
-	if err := s.start(); err != nil {
+	cmd, exited, err := s.start()
+	if err != nil {
 		return BusInfo{}, err
 	}
 	// Wait for a new bus.json naming a live, listening bus.
@@ -166,10 +176,27 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 		if bi, ok, err := liveBus(s.dir); err != nil {
 			return BusInfo{}, wrapUntrusted(err)
 		} else if ok && bi != old {
+			if bi.PID == cmd.Process.Pid {
+				s.started.Store(int64(bi.PID))
+			}
 			return bi, nil
 		}
 		select {
+		case <-exited:
+			if bi, ok, err := liveBus(s.dir); err != nil {
+				return BusInfo{}, wrapUntrusted(err)
+			} else if ok && bi != old {
+				return bi, nil // another starter's bus (ours found it running)
+			}
+			return BusInfo{}, fmt.Errorf("transit: embedded bus in %s exited before it was ready (see %s)",
+				s.dir, filepath.Join(s.dir, BusLogFile))
 		case <-ctx.Done():
+			// A bus that is not ready yet is nobody's: stop it rather
+			// than leave it running detached.
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: start interrupted: %w", s.dir, context.Cause(ctx))
+			}
 			return BusInfo{}, fmt.Errorf("transit: embedded bus in %s did not become ready (see %s): %w",
 				s.dir, filepath.Join(s.dir, BusLogFile), ctx.Err())
 		case <-time.After(delay):
@@ -187,19 +214,19 @@ func wrapUntrusted(err error) error {
 }
 
 // start runs the bus command detached (own session), output to bus.log.
-// A goroutine reaps it when it exits.
-func (s *busStarter) start() error {
+// A goroutine reaps it when it exits and then closes exited.
+func (s *busStarter) start() (*exec.Cmd, <-chan struct{}, error) {
 	argv := s.cmd
 	if len(argv) == 0 {
 		exe, err := SelfPath()
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		argv = []string{exe, "bus", "-T", s.dir}
 	}
 	logf, _, err := trust.OpenFile("bus log", filepath.Join(s.dir, BusLogFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("transit: embedded bus: %w", err)
+		return nil, nil, fmt.Errorf("transit: embedded bus: %w", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -207,7 +234,7 @@ func (s *busStarter) start() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("transit: embedded bus: start %q: %w", argv, err)
+		return nil, nil, fmt.Errorf("transit: embedded bus: start %q: %w", argv, err)
 	}
 	// Logged from another goroutine: start runs inside busDialer.Dial,
 	// under the NATS connection's lock, and a logger that publishes on
@@ -215,8 +242,9 @@ func (s *busStarter) start() error {
 	// would wait for the lock forever.
 	pid := cmd.Process.Pid
 	go s.log.Info("started the embedded bus", "pid", pid, "dir", s.dir)
-	go func() { _ = cmd.Wait() }() // reap; the bus outlives nothing of ours
-	return nil
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }() // reap; the bus outlives nothing of ours
+	return cmd, exited, nil
 }
 
 // SelfPath returns the path that runs this program again: os.Executable(),

@@ -16,6 +16,12 @@ var (
 	// scope does not exist on the bus (no process of that host opened
 	// it).
 	ErrUnknownHost = errors.New("transit: unknown host")
+	// ErrNoBus: no embedded bus runs in the transport directory and the
+	// caller asked not to start one (Options.NoStartBus).
+	ErrNoBus = errors.New("transit: no embedded bus runs")
+	// ErrBusInUse: StopBus found other clients on the bus and left it
+	// running.
+	ErrBusInUse = errors.New("transit: the bus is in use")
 	// ErrTooLarge: the encoded message exceeds MaxMessageBytes.
 	ErrTooLarge = errors.New("transit: message too large")
 )

@@ -46,6 +46,9 @@ type natsBus struct {
 
 	pub *publisher
 
+	// starter finds (and starts) the embedded bus; nil with NATSURL.
+	starter *busStarter
+
 	mu        sync.Mutex
 	streams   map[string]jetstream.Stream   // ensured host scopes
 	queues    map[string]jetstream.Consumer // ensured queue consumers, by scope+"\x00"+qname
@@ -89,7 +92,8 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 			return nil, fmt.Errorf("transit: connect to NATS %s: %w", opts.NATSURL, err)
 		}
 	} else {
-		starter := &busStarter{dir: opts.TransportDir, cmd: opts.BusCommand, log: log}
+		starter := &busStarter{dir: opts.TransportDir, cmd: opts.BusCommand, log: log, noStart: opts.NoStartBus}
+		b.starter = starter
 		bi, err := starter.ensure(ctx)
 		if err != nil {
 			return nil, err

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -18,15 +17,36 @@ import (
 	"github.com/multimodule/multimodule/internal/trust"
 )
 
-// RunBus runs the embedded bus for transport directory dir in the
+// BusOptions tune [RunBusWith].
+type BusOptions struct {
+	// IdleExit: the bus exits by itself once, for this long, no client
+	// has been connected and it holds no message (every queue of every
+	// host scope empty, the dead-letter queue included). 0: never.
+	IdleExit time.Duration
+	// Logger receives the bus' logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// RunBus is RunBusWith without an idle exit.
+func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
+	return RunBusWith(ctx, dir, BusOptions{Logger: log})
+}
+
+// RunBusWith runs the embedded bus for transport directory dir in the
 // foreground until ctx ends (`multimodule bus -T dir`): a nats-server with
 // JetStream storing under dir/jetstream, listening on 127.0.0.1 on a
 // random port, requiring a fresh random token. dir must be trusted
 // (trust.Dir). Once the server is ready it
 // writes dir/token (0600) and then dir/bus.json; on exit it removes
 // bus.json. It refuses to run when another bus holds dir's lock, so two
-// servers never share a store. log nil means slog.Default().
-func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
+// servers never share a store (it waits for the lock while the holder is
+// stopping: bus.json gone, the lock still held).
+//
+// It also stops by itself: when dir (its lock file) is removed or
+// replaced, when StopBus asks it to, and after opts.IdleExit without
+// clients or messages.
+func RunBusWith(ctx context.Context, dir string, opts BusOptions) error {
+	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
@@ -46,9 +66,8 @@ func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
 		return fmt.Errorf("transit: bus: %w", err)
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		bi, _ := ReadBusInfo(dir)
-		return fmt.Errorf("transit: bus: another bus runs in %s (pid %d, %s): %w", dir, bi.PID, bi.URL, err)
+	if err := takeRunLock(ctx, dir, lock); err != nil {
+		return err
 	}
 
 	var raw [24]byte
@@ -56,7 +75,7 @@ func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
 		return fmt.Errorf("transit: bus: token: %w", err)
 	}
 	token := hex.EncodeToString(raw[:])
-	opts := &server.Options{
+	sopts := &server.Options{
 		ServerName:            "multimodule-bus",
 		Host:                  "127.0.0.1",
 		Port:                  server.RANDOM_PORT,
@@ -71,7 +90,7 @@ func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
 		// server's default 1,000 tasks per host scope must not be refused.
 		JetStreamLimits: server.JSLimitOpts{DefaultMaxConsumers: -1},
 	}
-	s, err := server.NewServer(opts)
+	s, err := server.NewServer(sopts)
 	if err != nil {
 		return fmt.Errorf("transit: bus: %w", err)
 	}
@@ -96,9 +115,20 @@ func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
 	if err := writeFileAtomic(filepath.Join(dir, BusInfoFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("transit: bus: %w", err)
 	}
-	log.Info("bus ready", "url", bi.URL, "pid", bi.PID, "dir", dir)
-	<-ctx.Done()
-	log.Info("bus stopping", "dir", dir)
+	log.Info("bus ready", "url", bi.URL, "pid", bi.PID, "dir", dir, "idle_exit", opts.IdleExit.String())
+	stop := make(chan string, 1)
+	ctl, err := serveStopRequests(s, token, stop)
+	if err != nil {
+		return fmt.Errorf("transit: bus: %w", err)
+	}
+	defer ctl.Close()
+	go watchBus(ctx, s, dir, lock, opts.IdleExit, stop)
+	select {
+	case <-ctx.Done():
+		log.Info("bus stopping", "dir", dir, "reason", context.Cause(ctx).Error())
+	case why := <-stop:
+		log.Info("bus stopping", "dir", dir, "reason", why)
+	}
 	if cur, err := ReadBusInfo(dir); err == nil && cur == bi {
 		os.Remove(filepath.Join(dir, BusInfoFile))
 	}

@@ -41,6 +41,11 @@ type Options struct {
 	// SubjectPrefix is the first subject token of every queue subject;
 	// default "mm".
 	SubjectPrefix string
+	// NoStartBus makes Open (and every reconnect) only find a running
+	// embedded bus, never start one: without one, Open fails with
+	// ErrNoBus and creates nothing. Commands that only look (status,
+	// queues, recv) set it.
+	NoStartBus bool
 	// BusCommand is the argv that starts the embedded bus; default
 	// {os.Executable(), "bus", "-T", <transport dir>}.
 	BusCommand []string
@@ -223,6 +228,16 @@ func (t *Transit) Close() error {
 		}
 	}
 	return t.bus.close()
+}
+
+// StartedBus returns the pid of the embedded bus this Transit started
+// (at Open or on a reconnect) and saw ready, or 0 when it started none
+// (the bus was already running, or NATSURL is set).
+func (t *Transit) StartedBus() int {
+	if nb, ok := t.bus.(*natsBus); ok && nb.starter != nil {
+		return int(nb.starter.started.Load())
+	}
+	return 0
 }
 
 // HostName returns this box's host scope.

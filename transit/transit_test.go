@@ -464,8 +464,8 @@ func TestConcurrentFirstUseStartsOneBus(t *testing.T) {
 			errs <- tr.Close()
 		})
 	}
-	// And a CLI process at the same time.
-	c := startChild(t, "main", []string{"queues", "-a", "-T", dir})
+	// And a CLI process that may start the bus (send) at the same time.
+	c := startChild(t, "main", []string{"send", "-T", dir, "--host", "testhost", "first", `{"a":1}`})
 	wg.Wait()
 	close(errs)
 	for err := range errs {

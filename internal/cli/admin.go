@@ -73,7 +73,9 @@ func askDaemon(ctx context.Context, g *Globals, queue string, body map[string]an
 	for {
 		m, err := tr.Receive(sctx, replyTo)
 		if err != nil {
-			if ctx.Err() == nil && sctx.Err() != nil {
+			// The receive may see the deadline pass before sctx's timer
+			// fires (sctx.Err() still nil): both mean no verdict in time.
+			if ctx.Err() == nil && (sctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) {
 				return daemon.Verdict{}, &ExitError{Code: ExitNoDaemon, Err: noVerdict(ctx, tr, queue, wait)}
 			}
 			return daemon.Verdict{}, fmt.Errorf("waiting for the daemon's verdict: %w", err)
@@ -265,32 +267,67 @@ type TaskStatus struct {
 	RetryAt      *float64 `json:"retry_at,omitempty"`
 }
 
+// statusHeader is what `status` says of the daemon and the bus before
+// the table.
+type statusHeader struct {
+	daemon   store.Status
+	daemonUp bool
+	busPID   int
+	busURL   string
+	nats     string // the NATS server in use instead of the embedded bus
+	busErr   error  // why queue depths are missing
+}
+
 func newStatusCommand(g *Globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "One line per task: where it runs, pid, failsafe, state age, queue depth, alerts",
-		Long: `status reads the state directory (and the bus, for queue depths) and
+		Short: "Whether the daemon runs, and one line per task: where, pid, failsafe, state age, queue depth, alerts",
+		Long: `status reads the state directory (and the bus, for queue depths). It
+first says whether the daemon runs (its pid) and where the bus is, then
 prints one line per task: internal or external, the pid of the process
 hosting it and whether that very process still runs, whether it is
 failsafed and why, how old its saved state is, how many messages wait in
-its queue, and its current alert levels (other than ok).`,
+its queue, and its current alert levels (other than ok).
+
+It only looks: it never creates the state directory and never starts the
+bus (with no bus running, queue depths show as "-"). Exit status: 0 when
+the daemon runs; 2 when it does not (the table is still printed, after
+"daemon: NOT RUNNING"), or when the state directory does not exist ("no
+daemon and no bus under ./state", nothing printed on standard output).
+With --json the table is a JSON array on standard output and the daemon
+line goes to standard error when the daemon does not run.`,
 		Example: `  multimodule status
+  multimodule status -s /var/lib/multimodule
   multimodule status --json | jq '.[] | select(.failsafed)'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			lines, err := collectStatus(ctx, g)
+			st, err := openExistingStore(g)
+			if err != nil {
+				return err
+			}
+			if st == nil {
+				return noBusError(g)
+			}
+			lines, hdr, err := collectStatus(ctx, g, st)
 			if err != nil {
 				return err
 			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(lines)
+				if err := enc.Encode(lines); err != nil {
+					return err
+				}
+			} else {
+				printHeader(cmd.OutOrStdout(), g, hdr)
+				printStatus(cmd.OutOrStdout(), lines)
 			}
-			printStatus(cmd.OutOrStdout(), lines)
+			if !hdr.daemonUp {
+				return &ExitError{Code: ExitNoDaemon, Err: fmt.Errorf("no daemon is running under %s (start it with multimodule -s %s …)", stateDir(g), stateDir(g))}
+			}
 			return nil
 		},
 	}
@@ -298,28 +335,67 @@ its queue, and its current alert levels (other than ok).`,
 	return cmd
 }
 
-func collectStatus(ctx context.Context, g *Globals) ([]TaskStatus, error) {
-	st, err := store.Open(g.StateDir)
-	if err != nil {
-		return nil, err
+// printHeader prints the daemon and bus lines of `status`.
+func printHeader(w io.Writer, g *Globals, h statusHeader) {
+	switch {
+	case h.daemonUp:
+		fmt.Fprintf(w, "daemon: running, pid %d\n", h.daemon.PID)
+	case h.daemon.PID > 0:
+		fmt.Fprintf(w, "daemon: NOT RUNNING (last pid %d; start it with multimodule -s %s …)\n", h.daemon.PID, stateDir(g))
+	default:
+		fmt.Fprintf(w, "daemon: NOT RUNNING (start it with multimodule -s %s …)\n", stateDir(g))
 	}
+	switch {
+	case h.nats != "":
+		fmt.Fprintf(w, "bus: NATS %s\n", h.nats)
+	case h.busPID > 0:
+		fmt.Fprintf(w, "bus: embedded, pid %d, %s\n", h.busPID, h.busURL)
+	default:
+		fmt.Fprintf(w, "bus: not running (queue depths unknown)\n")
+	}
+	if h.busErr != nil && (h.busPID > 0 || h.nats != "") {
+		fmt.Fprintf(w, "bus: %v\n", h.busErr)
+	}
+	fmt.Fprintln(w)
+}
+
+func collectStatus(ctx context.Context, g *Globals, st *store.Store) ([]TaskStatus, statusHeader, error) {
+	var hdr statusHeader
 	names, err := st.Tasks()
 	if err != nil {
-		return nil, err
+		return nil, hdr, err
+	}
+	if m, _ := st.LoadStatus("main"); m != nil {
+		hdr.daemon, hdr.daemonUp = *m, m.Running()
+	}
+	hdr.nats = daemon.RedactNATSURL(g.NATSURL)
+	if hdr.nats == "" && hdr.daemonUp {
+		hdr.nats = hdr.daemon.NATS
 	}
 	depth := map[string]int64{}
-	if tr, err := openTransit(ctx, g); err == nil {
+	known := false
+	if tr, err := openExistingTransit(ctx, g); err == nil {
 		if stats, err := tr.Stats(ctx); err == nil {
+			known = true
 			for _, q := range stats {
 				depth[q.Name] = q.Msgs
 			}
+		} else {
+			hdr.busErr = err
 		}
 		tr.Close()
+		if g.NATSURL == "" {
+			if bi, err := transit.ReadBusInfo(transportDir(g)); err == nil {
+				hdr.busPID, hdr.busURL = bi.PID, bi.URL
+			}
+		}
+	} else {
+		hdr.busErr = err
 	}
 	levels, _ := st.LoadLevels()
 	// The daemon's reasons hold while it runs.
 	reasons := store.Reasons{}
-	if m, _ := st.LoadStatus("main"); m != nil && m.Running() {
+	if hdr.daemonUp {
 		reasons, _ = st.LoadReasons()
 	}
 	var out []TaskStatus
@@ -328,6 +404,9 @@ func collectStatus(ctx context.Context, g *Globals) ([]TaskStatus, error) {
 			continue
 		}
 		ts := TaskStatus{Task: name, Where: "-", Queue: depth[name], Alerts: levels[name]}
+		if !known {
+			ts.Queue = -1
+		}
 		if cfg, _ := st.LoadConfig(name); cfg != nil && message.Truthy(cfg["is_external"]) {
 			ts.Where = "external"
 		} else if cfg != nil {
@@ -361,7 +440,7 @@ func collectStatus(ctx context.Context, g *Globals) ([]TaskStatus, error) {
 		}
 		out = append(out, ts)
 	}
-	return out, nil
+	return out, hdr, nil
 }
 
 func printStatus(w io.Writer, lines []TaskStatus) {
@@ -386,7 +465,11 @@ func printStatus(w io.Writer, lines []TaskStatus) {
 		if a == "" {
 			a = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", l.Task, l.Where, pid, l.Running, fs, age, l.Queue, a, reasonText(l))
+		queue := "-"
+		if l.Queue >= 0 {
+			queue = fmt.Sprint(l.Queue)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\n", l.Task, l.Where, pid, l.Running, fs, age, queue, a, reasonText(l))
 	}
 	tw.Flush()
 }

@@ -28,7 +28,10 @@ func newQueuesCommand(g *Globals) *cobra.Command {
 waiting messages (stored, not yet acknowledged), their bytes (an estimate:
 count times the scope's average stored message size), the capacity in
 messages and the percentage full (the larger of messages and bytes against
-their limits). Empty queues are hidden unless -a is given.`,
+their limits). Empty queues are hidden unless -a is given.
+
+It only looks: with no bus running it starts none, creates nothing, and
+exits with status 2 ("no daemon and no bus under ./state").`,
 		Example: `  multimodule queues
   multimodule queues -a
   multimodule queues --json | jq '.[] | select(.percent_full > 50)'`,
@@ -67,7 +70,7 @@ func percentFull(s transit.QueueStat) float64 {
 }
 
 func runQueues(ctx context.Context, g *Globals, o *queuesOptions, stdout io.Writer) error {
-	t, err := openTransit(ctx, g)
+	t, err := openExistingTransit(ctx, g)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,11 @@ taking until interrupted (or --timeout). --nonblock takes only what is
 waiting now. The exit status is 1 when fewer messages than asked for were
 received (none for --nonblock and --follow).
 
+recv never starts the bus and never creates the state directory: with
+no bus running there is no message to take, and it exits with status 2
+("no daemon and no bus under ./state"). Start the daemon (or send a
+message, which starts the bus) first.
+
 Read the dead-letter queue with: multimodule recv MultiModule_dead_letter`,
 		Example: `  multimodule recv Example2
   multimodule recv --nonblock --count 100 MyQueue
@@ -57,6 +62,19 @@ Read the dead-letter queue with: multimodule recv MultiModule_dead_letter`,
 	return cmd
 }
 
+// recvShort says that fewer messages than asked for came: "no message
+// within 5s", or, when interrupted, before what.
+func recvShort(o *recvOptions, got int, ctx context.Context) error {
+	when := "before " + context.Cause(ctx).Error()
+	if o.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		when = "within " + o.timeout.String()
+	}
+	if got == 0 {
+		return fmt.Errorf("recv: no message %s in queue %q", when, o.queue)
+	}
+	return fmt.Errorf("recv: only %d of %d messages %s in queue %q", got, o.count, when, o.queue)
+}
+
 func runRecv(ctx context.Context, g *Globals, o *recvOptions, stdout io.Writer) error {
 	if err := transit.ValidateQueueName(o.queue); err != nil {
 		return err
@@ -69,7 +87,7 @@ func runRecv(ctx context.Context, g *Globals, o *recvOptions, stdout io.Writer) 
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
-	t, err := openTransit(ctx, g)
+	t, err := openExistingTransit(ctx, g)
 	if err != nil {
 		return err
 	}
@@ -113,7 +131,7 @@ func runRecv(ctx context.Context, g *Globals, o *recvOptions, stdout io.Writer) 
 			return nil
 		}
 		if o.follow || got < o.count {
-			return &ExitError{Code: 1, Err: fmt.Errorf("recv: %q: received %d of %d before %v", o.queue, got, o.count, ctx.Err())}
+			return &ExitError{Code: 1, Err: recvShort(o, got, ctx)}
 		}
 		return nil
 	default:

@@ -131,6 +131,16 @@ func Run(ctx context.Context, args []string) int {
 	if oob.IsJournal(os.Stderr) {
 		prio = "<3>"
 	}
+	// Interrupted (Ctrl-C, SIGTERM) while starting or waiting: say that,
+	// not what the interruption broke.
+	var sig *SignalError
+	if errors.As(context.Cause(ctx), &sig) && (errors.As(err, &sig) || errors.Is(err, context.Canceled)) {
+		fmt.Fprintf(os.Stderr, "%smultimodule: interrupted (%v)\n", prio, sig.Signal)
+		if s, ok := sig.Signal.(syscall.Signal); ok {
+			return 128 + int(s)
+		}
+		return 130
+	}
 	fmt.Fprintf(os.Stderr, "%smultimodule: %v\n", prio, err)
 	var ee *ExitError
 	if errors.As(err, &ee) {

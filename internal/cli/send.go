@@ -47,7 +47,7 @@ A message must be a map at the top level; anything else is refused.
   echo '{"a":1}' | multimodule send -s ./state MyQueue -
   multimodule send --lines MyQueue - < messages.jsonl
   multimodule send --destination box2 MyQueue '{"x":"y"}'`,
-		Args: cobra.ExactArgs(2),
+		Args: sendArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.queue, o.text = args[0], args[1]
 			return runSend(cmd.Context(), g, o, cmd.InOrStdin())
@@ -59,6 +59,19 @@ A message must be a map at the top level; anything else is refused.
 	f.BoolVar(&o.nonBlock, "nonblock", false, "fail at once when the queue is full instead of waiting")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "give up after this long (waiting for the bus or for room)")
 	return cmd
+}
+
+// sendArgs says which of QUEUE and MESSAGE is missing.
+func sendArgs(cmd *cobra.Command, args []string) error {
+	switch len(args) {
+	case 0:
+		return errors.New(`send: no queue and no message: give both, as in multimodule send QUEUE '{"key":"value"}' (or - to read the message from standard input)`)
+	case 1:
+		return fmt.Errorf(`send: no message for queue %q: give it after the queue name, as in multimodule send %s '{"key":"value"}' (or - to read it from standard input)`, args[0], args[0])
+	case 2:
+		return nil
+	}
+	return fmt.Errorf("send: %d arguments, want QUEUE and MESSAGE (quote the message so that the shell passes it as one argument)", len(args))
 }
 
 func runSend(ctx context.Context, g *Globals, o *sendOptions, stdin io.Reader) error {

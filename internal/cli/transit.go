@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -96,6 +98,9 @@ func parseBytes(s string) (int64, error) {
 // openTransit opens the queues the way every companion command does: the
 // embedded bus under the transport dir (started when needed), or --nats.
 func openTransit(ctx context.Context, g *Globals) (*transit.Transit, error) {
+	if err := checkDaemonBus(g); err != nil {
+		return nil, err
+	}
 	opts, err := transitOptions(g)
 	if err != nil {
 		return nil, err
@@ -108,4 +113,95 @@ func openTransit(ctx context.Context, g *Globals) (*transit.Transit, error) {
 // stdout for their output.
 func cliLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// stateDir returns -s, or the default.
+func stateDir(g *Globals) string {
+	if g.StateDir == "" {
+		return DefaultStateDir
+	}
+	return g.StateDir
+}
+
+// ExitNoBus is the exit status of a command that found no daemon and no
+// bus to talk to (the same as ExitNoDaemon: nothing answers).
+const ExitNoBus = ExitNoDaemon
+
+// noBusError is what a command that must not start a bus says when none
+// runs.
+func noBusError(g *Globals) error {
+	s := stateDir(g)
+	where := "under " + s
+	if g.TransportDir != "" {
+		where = "under " + s + " (bus in " + g.TransportDir + ")"
+	}
+	msg := fmt.Sprintf("no daemon and no bus %s (start one with multimodule -s %s …)", where, s)
+	if d, ok := runningDaemon(g); ok {
+		msg = fmt.Sprintf("no bus %s; the daemon (pid %d) starts it again when it reconnects: try again", where, d.PID)
+	}
+	return &ExitError{Code: ExitNoBus, Err: errors.New(msg)}
+}
+
+// runningDaemon returns the status of the daemon of the state directory,
+// if one runs. It never creates the state directory.
+func runningDaemon(g *Globals) (store.Status, bool) {
+	st, err := openExistingStore(g)
+	if st == nil || err != nil {
+		return store.Status{}, false
+	}
+	m, err := st.LoadStatus("main")
+	if err != nil || m == nil || !m.Running() {
+		return store.Status{}, false
+	}
+	return *m, true
+}
+
+// openExistingStore opens the state directory if it exists (store.Open
+// would create it): nil, nil when it does not exist.
+func openExistingStore(g *Globals) (*store.Store, error) {
+	if _, err := os.Stat(stateDir(g)); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return store.Open(stateDir(g))
+}
+
+// checkDaemonBus refuses to use the embedded bus when the daemon of this
+// state directory uses a NATS server: a command there would talk to
+// another bus than the daemon's.
+func checkDaemonBus(g *Globals) error {
+	if g.NATSURL != "" {
+		return nil
+	}
+	d, ok := runningDaemon(g)
+	if !ok || d.NATS == "" {
+		return nil
+	}
+	return &ExitError{Code: ExitNoBus, Err: fmt.Errorf(
+		"the daemon of %s (pid %d) uses the NATS server %s, not the embedded bus: give --nats %s (or set MULTIMODULE_NATS), with its --nats-creds/--nats-ca if it needs them",
+		stateDir(g), d.PID, d.NATS, d.NATS)}
+}
+
+// openExistingTransit opens the queues for a command that only looks or
+// takes (status, queues, recv): with no --nats, the embedded bus must
+// already run; none is started and no directory is created.
+func openExistingTransit(ctx context.Context, g *Globals) (*transit.Transit, error) {
+	if err := checkDaemonBus(g); err != nil {
+		return nil, err
+	}
+	opts, err := transitOptions(g)
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger = cliLogger()
+	if g.NATSURL == "" {
+		if _, err := os.Stat(opts.TransportDir); err != nil {
+			return nil, noBusError(g)
+		}
+		opts.NoStartBus = true
+	}
+	tr, err := transit.Open(ctx, opts)
+	if errors.Is(err, transit.ErrNoBus) {
+		return nil, noBusError(g)
+	}
+	return tr, err
 }

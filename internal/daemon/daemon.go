@@ -11,7 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/multimodule/multimodule/exectask"
 	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/internal/configfile"
 	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/oob"
@@ -87,7 +90,7 @@ type Daemon struct {
 // message arrives, then exits in order. The cause of ctx's cancellation
 // decides how: a cause with a SignalValue() method returning SIGINT also stops the
 // externals.
-func Run(ctx context.Context, opts Options) error {
+func Run(ctx context.Context, opts Options) (retErr error) {
 	if opts.ControlQueue == "" {
 		opts.ControlQueue = DefaultControlQueue
 	}
@@ -129,6 +132,26 @@ func Run(ctx context.Context, opts Options) error {
 	d.log = slog.New(oob.NewSlogHandler(disp)).With("process", process)
 	d.svc = d.newService()
 	defer d.serviceClose()
+
+	// What the command line names is checked before anything is created
+	// or started: the task sources (-p) and the config file (-c), which a
+	// daemon refuses to start without. (A config file that breaks while
+	// the daemon runs is only reported: the daemon keeps its config.)
+	sources, err := d.sources()
+	defer func() {
+		for _, dir := range d.execDirs {
+			_ = dir.Close()
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	d.srcs = sources
+	if opts.ConfigFile != "" && opts.Task == "" {
+		if _, err := configfile.Load(opts.ConfigFile); err != nil {
+			return fmt.Errorf("not started: the config file (-c) must load: %w", err)
+		}
+	}
 
 	st, err := store.Open(opts.StateDir)
 	if err != nil {
@@ -183,17 +206,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.tr = tr
 	defer tr.Close()
-
-	sources, err := d.sources()
+	ready := false
 	defer func() {
-		for _, dir := range d.execDirs {
-			_ = dir.Close()
+		if retErr != nil && !ready {
+			stopStartedBus(tr, topts, d.log)
 		}
 	}()
-	if err != nil {
-		return err
-	}
-	d.srcs = sources
+
 	h, err := host.New(host.Options{
 		InFlight:  inflight,
 		Process:   process,
@@ -292,6 +311,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.writeMainStatus(); err != nil {
 		d.log.Error("write status", "error", err)
 	}
+	ready = true
 	d.log.Info("multimodule ready", "state", opts.StateDir, "control_queue", opts.ControlQueue, "process", process)
 	d.serviceReady()
 
@@ -330,6 +350,25 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("orderly exit: %w", err)
 	}
 	return nil
+}
+
+// stopStartedBus stops the embedded bus this process started, when it
+// fails to start: a bus nobody uses must not stay behind. A bus that
+// another client uses meanwhile is left running.
+func stopStartedBus(tr *transit.Transit, topts transit.Options, log *slog.Logger) {
+	if tr.StartedBus() == 0 {
+		return
+	}
+	_ = tr.Close()
+	dir := topts.TransportDir
+	if dir == "" {
+		dir = filepath.Join(topts.StateDir, "transit")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := transit.StopBus(ctx, dir, false); err != nil {
+		log.Warn("the daemon did not start; the bus it started was not stopped", "dir", dir, "error", err)
+	}
 }
 
 // ExitTaskLoad is the exit status of an external process whose task
@@ -477,6 +516,7 @@ func (d *Daemon) writeMainStatus() error {
 		RSSBytes:   u.RSSBytes,
 		CPUSeconds: u.CPUSeconds,
 		External:   d.opts.Task != "",
+		NATS:       RedactNATSURL(d.opts.Transit.NATSURL),
 	}
 	if d.opts.Task != "" && d.host != nil {
 		st.Counters = d.host.Counters().Task(d.opts.Task)
@@ -499,6 +539,26 @@ func (d *Daemon) writeMainStatus() error {
 	}
 	d.statusKey, d.statusSaved = key, now
 	return nil
+}
+
+// RedactNATSURL returns the comma-separated NATS URLs without their
+// user information (user, password or token).
+func RedactNATSURL(urls string) string {
+	if urls == "" {
+		return ""
+	}
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if u, err := url.Parse(p); err == nil && u.User != nil {
+			u.User = nil
+			p = u.String()
+		} else if at := strings.LastIndex(p, "@"); err != nil && at >= 0 {
+			p = p[at+1:]
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ",")
 }
 
 // scanIntervalFor is the host's ScanInterval: the default for the daemon,
