@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -139,7 +140,13 @@ type busStarter struct {
 // the token: another local user who could write them would run a bus of
 // their own and receive what our clients send.
 func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
-	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+	if s.noStart {
+		// Only looking: a directory that is not there holds no bus, and
+		// is not made.
+		if _, err := os.Lstat(s.dir); errors.Is(err, fs.ErrNotExist) {
+			return BusInfo{}, fmt.Errorf("%w in %s", ErrNoBus, s.dir)
+		}
+	} else if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return BusInfo{}, fmt.Errorf("transit: embedded bus: %w", err)
 	}
 	if err := trust.Dir("transport dir", s.dir); err != nil {

@@ -32,10 +32,12 @@ func TestJournalStreamOutput(t *testing.T) {
 	}
 	st := fi.Sys().(*syscall.Stat_t)
 	stream := fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino)
-	broken := filepath.Join(t.TempDir(), "broken.yaml")
-	writeFile(t, broken, "Example1: [\n")
+	// A config file that breaks while the daemon runs: an error record
+	// (a first start with a broken file is refused before anything runs).
+	conf := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, conf, "Example1: {outstr: hi}\n")
 
-	cmd := env.Command("-p", "MultiModuleTest", "-c", broken)
+	cmd := env.Command("-p", "MultiModuleTest", "-c", conf)
 	cmd.Env = append(cmd.Env, stream)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -55,8 +57,15 @@ func TestJournalStreamOutput(t *testing.T) {
 		return string(b)
 	}
 	mmtest.Eventually(t, wait, func() error {
-		if s := read(); !strings.Contains(s, "multimodule ready") || !strings.Contains(s, "config file not applied") {
-			return fmt.Errorf("no ready line and config error yet:\n%s", s)
+		if s := read(); !strings.Contains(s, "multimodule ready") {
+			return fmt.Errorf("no ready line yet:\n%s", s)
+		}
+		return nil
+	})
+	writeFile(t, conf, "Example1: [\n")
+	mmtest.Eventually(t, wait, func() error {
+		if s := read(); !strings.Contains(s, "config file not applied") {
+			return fmt.Errorf("no config error yet:\n%s", s)
 		}
 		return nil
 	})
