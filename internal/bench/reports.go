@@ -169,12 +169,12 @@ type procSet struct {
 }
 
 type procSample struct {
-	name     string
-	pid      int
-	cpu0     float64
-	t0       time.Time
-	cpu      float64 // percent over the window
-	rss      uint64
+	name string
+	pid  int
+	cpu0 float64
+	t0   time.Time
+	cpu  float64 // percent over the window
+	rss  uint64
 }
 
 func newProcSet() *procSet { return &procSet{} }
@@ -279,4 +279,3 @@ func (e *env) progress(ctx context.Context, started time.Time, total time.Durati
 	}()
 	return func() { cancel(); <-done }
 }
-

@@ -66,7 +66,6 @@ func (o *one) cfg(external bool) map[string]any {
 	return c
 }
 
-
 // waitGone waits until pid has exited.
 func (w *world) waitGone(what string, pid int) {
 	w.t.Helper()

@@ -422,7 +422,6 @@ func decode(t *testing.T, line string) map[string]any {
 	return m
 }
 
-
 // cleanlyExit sends the original's cleanly_exit control message and waits
 // for d to exit with status 0.
 func (w *world) cleanlyExit(d *daemon, exitExternals bool) {
