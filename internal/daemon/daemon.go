@@ -50,6 +50,11 @@ type Options struct {
 	Stderr       io.Writer
 	// ShutdownTimeout bounds the orderly exit (default 60 s).
 	ShutdownTimeout time.Duration
+	// HTTP is the address of the HTTP listener (--http; "" for none) and
+	// HTTPToken the file holding its token (--http-token); see
+	// httplistener.go.
+	HTTP      string
+	HTTPToken string
 }
 
 // ExitRequest is how a run ends: the exit code and whether externals are
@@ -79,6 +84,8 @@ type Daemon struct {
 	execDirs []*exectask.Dir
 	// srcs are the task sources, in search order (for notFound).
 	srcs task.Sources
+	// http is the HTTP listener (--http), nil without one.
+	http *httpListener
 }
 
 // Run runs the daemon until ctx is cancelled or a cleanly_exit control
@@ -146,6 +153,10 @@ func Run(ctx context.Context, opts Options) error {
 		st.KeepFailsafeView(failsafeCheckEvery)
 		d.ext = newExternals(d)
 		d.mon = &monitorTask{d: d}
+		if err := d.listenHTTP(); err != nil {
+			return err
+		}
+		defer d.closeHTTP()
 	} else {
 		release, err := st.LockExternal(opts.Task)
 		if err != nil {
@@ -268,6 +279,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.writeMainStatus(); err != nil {
 		d.log.Error("write status", "error", err)
 	}
+	d.serveHTTP()
 	d.log.Info("multimodule ready", "state", opts.StateDir, "control_queue", opts.ControlQueue, "process", process)
 
 	var req exitRequest
@@ -282,6 +294,7 @@ func Run(ctx context.Context, opts Options) error {
 	case req = <-d.exitCh:
 	}
 	d.log.Info("exiting", "reason", req.reason, "exit_externals", req.exitExternals)
+	d.closeHTTP()
 	stopControl()
 	<-controlDone
 	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
