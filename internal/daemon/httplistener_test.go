@@ -1,0 +1,360 @@
+package daemon_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/multimodule/multimodule/internal/daemon"
+	"github.com/multimodule/multimodule/mmtest"
+	"github.com/multimodule/multimodule/observe"
+)
+
+// startHTTPDaemon starts the tutorial with --http on a port the daemon
+// picks and returns the daemon and its base URL (from <state>/http.json).
+func startHTTPDaemon(t *testing.T, env *mmtest.Env, args ...string) (*mmtest.Proc, string) {
+	t.Helper()
+	args = append([]string{"-p", "MultiModuleTest", "-c", tutorialPath(t), "--http", "127.0.0.1:0"}, args...)
+	d := env.StartDaemon(args...)
+	var info daemon.HTTPInfo
+	env.Eventually(wait, func() error {
+		data, err := os.ReadFile(filepath.Join(env.StateDir, daemon.HTTPFile))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(data, &info)
+	})
+	if info.PID != d.PID() || !strings.HasPrefix(info.Addr, "127.0.0.1:") {
+		t.Fatalf("%s: %+v, want the daemon's pid %d and a loopback address", daemon.HTTPFile, info, d.PID())
+	}
+	return d, strings.TrimSuffix(info.URL, "/")
+}
+
+// busToken is the embedded bus' token, which the actions accept.
+func busToken(t *testing.T, env *mmtest.Env) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(env.StateDir, "transit", "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func httpGet(t *testing.T, url string, into any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if into != nil && resp.StatusCode == 200 {
+		if err := json.Unmarshal(body, into); err != nil {
+			t.Fatalf("GET %s: %v in %s", url, err, body)
+		}
+	}
+	return resp.StatusCode
+}
+
+// post sends an action; hdr are extra headers.
+func post(t *testing.T, url string, body string, hdr map[string]string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func scrape(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// TestHTTPMetrics scrapes a running tutorial: the output passes the
+// Prometheus linter (promtool check metrics runs the same), and it
+// carries the tasks' counters, the queues, the bus and the daemon's
+// process and Go runtime.
+func TestHTTPMetrics(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	d, base := startHTTPDaemon(t, env)
+	d.WaitOutput(t, `received a message: 2 \(howdy\)`, wait)
+	handled := regexp.MustCompile(`(?m)^multimodule_task_messages_handled_total\{place="internal",task="Example2"\} ([1-9][0-9]*)$`)
+	var text string
+	env.Eventually(wait, func() error {
+		text = scrape(t, base)
+		if !handled.MatchString(text) {
+			return fmt.Errorf("no handled messages of Example2 yet:\n%s", grepLines(text, "multimodule_task_messages_handled_total"))
+		}
+		return nil
+	})
+	problems, err := promlint.New(strings.NewReader(text)).Lint()
+	if err != nil {
+		t.Fatalf("lint: %v", err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(text)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics: %v\n%s", err, out)
+		}
+	} else {
+		t.Log("promtool is not installed: checked with promlint only")
+	}
+	for _, want := range []string{
+		`multimodule_task_messages_emitted_total{place="internal",task="Example1"} `,
+		`multimodule_task_up{place="internal",task="Example1"} 1`,
+		`multimodule_task_failsafed{place="internal",task="Example1"} 0`,
+		`multimodule_task_alert_level_max{place="internal",task="Example1"} 0`,
+		`multimodule_task_handler_seconds_total{place="internal",task="Example2"} `,
+		`multimodule_queue_capacity_messages{queue="Example2"} `,
+		`multimodule_queue_fullness_ratio{queue="Example2"} `,
+		"multimodule_bus_connected 1",
+		"multimodule_bus_reconnects_total 0",
+		"multimodule_bus_dead_letters 0",
+		"multimodule_scrape_snapshot_ok 1",
+		"multimodule_process_resident_memory_bytes ",
+		"go_goroutines ",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics has no %q", want)
+		}
+	}
+	// No per-message series: every task series is labelled by task and
+	// place only.
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "multimodule_task_") && !strings.HasPrefix(line, "multimodule_task_alert_level{") && strings.Count(line, "=") != 2 {
+			t.Errorf("unexpected labels: %s", line)
+		}
+	}
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestHTTPAPI reads the tasks, queues and alerts, checks that they say
+// what `multimodule status` and `queues` say, and failsafes and
+// unfailsafes a task through the API, watching the event stream.
+func TestHTTPAPI(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	d, base := startHTTPDaemon(t, env)
+	d.WaitOutput(t, `received a message: 1 \(howdy\)`, wait)
+
+	var tasks []observe.Task
+	if code := httpGet(t, base+"/api/v1/tasks", &tasks); code != 200 {
+		t.Fatalf("/api/v1/tasks: %d", code)
+	}
+	stdout, stderr, code := env.Run("status", "--json")
+	if code != 0 {
+		t.Fatalf("status --json: %d %s", code, stderr)
+	}
+	var status []observe.Task
+	if err := json.Unmarshal([]byte(stdout), &status); err != nil {
+		t.Fatal(err)
+	}
+	names := func(ts []observe.Task) (out []string) {
+		for _, t := range ts {
+			out = append(out, t.Task+"/"+t.Where+"/"+fmt.Sprint(t.PID, t.Failsafed))
+		}
+		return out
+	}
+	if a, b := names(tasks), names(status); !slices.Equal(a, b) {
+		t.Fatalf("the API's tasks %v differ from status's %v", a, b)
+	}
+	var one observe.Task
+	if code := httpGet(t, base+"/api/v1/tasks/Example1", &one); code != 200 || one.Task != "Example1" || !one.Running || one.Place != observe.PlaceInternal {
+		t.Fatalf("/api/v1/tasks/Example1: %d %+v", code, one)
+	}
+	if code := httpGet(t, base+"/api/v1/tasks/NoSuchTask", nil); code != 404 {
+		t.Fatalf("/api/v1/tasks/NoSuchTask: %d, want 404", code)
+	}
+	var queues []observe.Queue
+	if code := httpGet(t, base+"/api/v1/queues", &queues); code != 200 || !slices.ContainsFunc(queues, func(q observe.Queue) bool { return q.Name == "Example2" && q.CapacityMsgs > 0 }) {
+		t.Fatalf("/api/v1/queues: %d %+v", code, queues)
+	}
+
+	// The event stream: a snapshot first, then what happens.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/v1/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := make(chan [2]string, 100)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		var name string
+		for sc.Scan() {
+			l := sc.Text()
+			if v, ok := strings.CutPrefix(l, "event: "); ok {
+				name = v
+			} else if v, ok := strings.CutPrefix(l, "data: "); ok {
+				events <- [2]string{name, v}
+			}
+		}
+		close(events)
+	}()
+	nextEvent := func(want string, f func(data string) bool) string {
+		t.Helper()
+		timeout := time.After(wait)
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					t.Fatalf("event stream ended waiting for %s", want)
+				}
+				if ev[0] == want && (f == nil || f(ev[1])) {
+					return ev[1]
+				}
+			case <-timeout:
+				t.Fatalf("no %s event within %v", want, wait)
+			}
+		}
+	}
+	snap := nextEvent("snapshot", nil)
+	if !strings.Contains(snap, `"task":"Example1"`) {
+		t.Fatalf("first snapshot: %s", snap)
+	}
+
+	tok := busToken(t, env)
+	url := base + "/api/v1/tasks/Example1/failsafe"
+	for _, c := range []struct {
+		why  string
+		hdr  map[string]string
+		code int
+	}{
+		{"no token", nil, 401},
+		{"wrong token", map[string]string{"Authorization": "Bearer nope"}, 401},
+		{"a form post", map[string]string{"Authorization": "Bearer " + tok, "Content-Type": "application/x-www-form-urlencoded"}, 415},
+		{"another origin", map[string]string{"Authorization": "Bearer " + tok, "Origin": "http://evil.example"}, 403},
+	} {
+		if code, body := post(t, url, "", c.hdr); code != c.code {
+			t.Errorf("%s: %d %s, want %d", c.why, code, body, c.code)
+		}
+	}
+	if fs, _ := env.Store().ReadFailsafe("Example1"); fs != nil {
+		t.Fatalf("a refused request failsafed Example1: %v", fs)
+	}
+	auth := map[string]string{"Authorization": "Bearer " + tok, "Content-Type": "application/json", "Origin": base}
+	if code, body := post(t, url, `{"reason":"api test"}`, auth); code != 200 {
+		t.Fatalf("failsafe: %d %s", code, body)
+	}
+	nextEvent("alert", func(data string) bool {
+		return strings.Contains(data, `"task":"Example1"`) && strings.Contains(data, `"failsafe":true`) && strings.Contains(data, `"by":"operator"`)
+	})
+	if code := httpGet(t, base+"/api/v1/tasks/Example1", &one); code != 200 || !one.Failsafed || one.Running || !strings.Contains(one.Why, "api test") {
+		t.Fatalf("after failsafe: %d %+v", code, one)
+	}
+	if !strings.Contains(scrape(t, base), `multimodule_task_failsafed{place="internal",task="Example1"} 1`) {
+		t.Errorf("/metrics does not show Example1 failsafed")
+	}
+	var alerts []observe.Alert
+	httpGet(t, base+"/api/v1/alerts", &alerts)
+	if !slices.ContainsFunc(alerts, func(a observe.Alert) bool { return a.Task == "Example1" && a.Failsafe }) {
+		t.Fatalf("/api/v1/alerts has no failsafe of Example1: %+v", alerts)
+	}
+	if code, body := post(t, base+"/api/v1/tasks/main/failsafe", "", auth); code != 409 || !strings.Contains(body, "never failsafed") {
+		t.Errorf("failsafe main: %d %s, want 409 and why", code, body)
+	}
+	if code, body := post(t, base+"/api/v1/tasks/Example1/unfailsafe", "", auth); code != 200 {
+		t.Fatalf("unfailsafe: %d %s", code, body)
+	}
+	nextEvent("alert", func(data string) bool {
+		return strings.Contains(data, `"task":"Example1"`) && strings.Contains(data, `"unfailsafe":true`)
+	})
+	env.Eventually(wait, func() error {
+		httpGet(t, base+"/api/v1/tasks/Example1", &one)
+		if one.Failsafed || !one.Running {
+			return fmt.Errorf("Example1 after unfailsafe: %+v", one)
+		}
+		return nil
+	})
+}
+
+// TestHTTPNonLoopbackNeedsToken: a listener other processes can reach is
+// refused without --http-token; with one, reads need the token too.
+func TestHTTPNonLoopbackNeedsToken(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	_, stderr, code := env.Run("-p", "MultiModuleTest", "--http", "0.0.0.0:0")
+	if code == 0 || !strings.Contains(stderr, "not a loopback address") || !strings.Contains(stderr, "--http-token") {
+		t.Fatalf("--http 0.0.0.0:0 without a token: exit %d, stderr %s", code, stderr)
+	}
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env.StartDaemon("-p", "MultiModuleTest", "--http", "0.0.0.0:0", "--http-token", tokFile)
+	var info daemon.HTTPInfo
+	env.Eventually(wait, func() error {
+		data, err := os.ReadFile(filepath.Join(env.StateDir, daemon.HTTPFile))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(data, &info)
+	})
+	_, port, _ := strings.Cut(info.Addr, "]:")
+	if port == "" {
+		_, port, _ = strings.Cut(info.Addr, ":")
+	}
+	base := "http://127.0.0.1:" + port
+	if code := httpGet(t, base+"/api/v1/tasks", nil); code != 401 {
+		t.Fatalf("a read without the token on a non-loopback listener: %d, want 401", code)
+	}
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte("multimodule_bus_connected 1")) {
+		t.Fatalf("/metrics with the token: %d %.300s", resp.StatusCode, b)
+	}
+	// The page itself loads without the token (it asks for it).
+	if code := httpGet(t, base+"/", nil); code != 200 {
+		t.Fatalf("/: %d", code)
+	}
+}
