@@ -277,7 +277,9 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 				}
 			}
 		} else if ti, ok := hosted[t.Task]; ok {
-			t.Running = true
+			// The daemon hosts it: internal, also when it has no config
+			// of its own (a task loaded for the messages sent to it).
+			t.Running, t.Where = true, observe.PlaceInternal
 			if ti.CoPID > 0 {
 				t.Place = observe.PlaceExec
 				pids = append(pids, ti.CoPID)

@@ -191,9 +191,15 @@ func TestHTTPAPI(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &status); err != nil {
 		t.Fatal(err)
 	}
+	// status says "-" where it does not know; the daemon knows what it
+	// hosts.
 	names := func(ts []observe.Task) (out []string) {
 		for _, t := range ts {
-			out = append(out, t.Task+"/"+t.Where+"/"+fmt.Sprint(t.PID, t.Failsafed))
+			where := t.Where
+			if where == "-" {
+				where = observe.PlaceInternal
+			}
+			out = append(out, t.Task+"/"+where+"/"+fmt.Sprint(t.PID, t.Failsafed))
 		}
 		return out
 	}
