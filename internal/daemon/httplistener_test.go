@@ -364,3 +364,120 @@ func TestHTTPNonLoopbackNeedsToken(t *testing.T) {
 		t.Fatalf("/: %d", code)
 	}
 }
+
+// TestHTTPExternalTaskAndLevels: an external task is reported through
+// the daemon (its process' usage, the counters its external counts), a
+// monitor level change reaches the event stream, the alerts and the
+// metrics, and the external processes are not given --http.
+func TestHTTPExternalTaskAndLevels(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	_, base := startHTTPDaemon(t, env)
+	const fail = "local.admin.task_message_failure"
+	env.Configure(map[string]any{
+		"MultiModule":         fastMonitor(nil), // default thresholds: severe above 0.1 failures/s
+		"OtherExternalModule": map[string]any{"is_external": true},
+	})
+	var one observe.Task
+	env.Eventually(wait, func() error {
+		httpGet(t, base+"/api/v1/tasks/OtherExternalModule", &one)
+		if !one.Running || one.Place != observe.PlaceExternal || one.Process == nil || one.Process.RSSBytes == 0 {
+			return fmt.Errorf("OtherExternalModule not reported running as an external with its process yet: %+v", one)
+		}
+		return nil
+	})
+	for pid, cmdline := range env.Processes() {
+		if strings.Contains(cmdline, "OtherExternalModule") && strings.Contains(cmdline, "--http") {
+			t.Errorf("the external process %d was given --http: %s", pid, cmdline)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/v1/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	levelSeen := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		level := false
+		for sc.Scan() {
+			l := sc.Text()
+			switch {
+			case l == "event: level":
+				level = true
+			case strings.HasPrefix(l, "data: ") && level:
+				if strings.Contains(l, `"task":"OtherExternalModule"`) && strings.Contains(l, fail) && strings.Contains(l, `"level":"severe"`) {
+					levelSeen <- l
+					return
+				}
+			case l == "":
+				level = false
+			}
+		}
+	}()
+	for range 20 {
+		env.Send("OtherExternalModule", map[string]any{"uncaught_exception": 1})
+	}
+	select {
+	case <-levelSeen:
+	case <-time.After(wait):
+		t.Fatalf("no level event for %s of OtherExternalModule", fail)
+	}
+	var alerts []observe.Alert
+	httpGet(t, base+"/api/v1/alerts", &alerts)
+	if !slices.ContainsFunc(alerts, func(a observe.Alert) bool {
+		return a.Task == "OtherExternalModule" && a.Metric == fail && a.Level == "severe" && a.Window != ""
+	}) {
+		t.Fatalf("/api/v1/alerts has no severe %s of OtherExternalModule: %+v", fail, alerts)
+	}
+	env.Eventually(wait, func() error {
+		text := scrape(t, base)
+		for _, re := range []string{
+			`multimodule_task_alert_level\{metric="` + regexp.QuoteMeta(fail) + `",place="external",task="OtherExternalModule"\} 2`,
+			`multimodule_task_alert_level_max\{place="external",task="OtherExternalModule"\} 2`,
+			`multimodule_task_messages_failed_total\{place="external",task="OtherExternalModule"\} [1-9]`,
+			`multimodule_task_restarts_total\{place="external",task="OtherExternalModule"\} [1-9]`,
+			`multimodule_task_resident_memory_bytes\{place="external",task="OtherExternalModule"\} [1-9]`,
+			`multimodule_task_cpu_seconds_total\{place="external",task="OtherExternalModule"\} `,
+			`multimodule_task_open_fds\{place="external",task="OtherExternalModule"\} [1-9]`,
+		} {
+			if !regexp.MustCompile(`(?m)^` + re).MatchString(text) {
+				return fmt.Errorf("/metrics has no %s:\n%s", re, grepLines(text, "multimodule_task_"))
+			}
+		}
+		return nil
+	})
+}
+
+func TestResolveHTTPAddr(t *testing.T) {
+	for _, c := range []struct {
+		in, want string
+		token    bool
+		err      string
+	}{
+		{in: "7070", want: "127.0.0.1:7070"},
+		{in: ":7070", want: "127.0.0.1:7070"},
+		{in: "127.0.0.1:0", want: "127.0.0.1:0"},
+		{in: "localhost:7070", want: "localhost:7070"},
+		{in: "[::1]:7070", want: "[::1]:7070"},
+		{in: "0.0.0.0:7070", err: "not a loopback address"},
+		{in: "example.com:7070", err: "not a loopback address"},
+		{in: "0.0.0.0:7070", token: true, want: "0.0.0.0:7070"},
+		{in: "1.2.3.4:x:y", err: "want host:port"},
+	} {
+		got, err := daemon.ResolveHTTPAddr(c.in, c.token)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: %q, %v; want an error with %q", c.in, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+}
