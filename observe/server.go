@@ -38,7 +38,11 @@ type Options struct {
 	Alerts int
 	// Tick is how often an event stream sends a snapshot of the tasks
 	// (default 2 s).
-	Tick   time.Duration
+	Tick time.Duration
+	// MaxAge is how long a snapshot is reused by every reader (scrapes,
+	// API calls, event streams) before the Source is asked again (default
+	// 1 s); an action makes the next read fresh.
+	MaxAge time.Duration
 	Logger *slog.Logger
 }
 
@@ -48,6 +52,11 @@ type Server struct {
 	log  *slog.Logger
 	reg  *prometheus.Registry
 	mux  *http.ServeMux
+
+	snapMu  sync.Mutex // one snapshot at a time; guards the three below
+	last    Snapshot
+	lastAt  time.Time
+	lastErr error
 
 	mu     sync.Mutex
 	ring   []Alert // the last opts.Alerts alerts, oldest first
@@ -72,6 +81,9 @@ func New(opts Options) *Server {
 	if opts.Token == nil {
 		opts.Token = func() string { return "" }
 	}
+	if opts.MaxAge <= 0 {
+		opts.MaxAge = time.Second
+	}
 	s := &Server{opts: opts, log: opts.Logger, subs: map[chan event]struct{}{}}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -80,7 +92,7 @@ func New(opts Options) *Server {
 	s.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "multimodule"}),
-		NewCollector(opts.Source, 0, s.log),
+		NewCollector(cached{s}, 0, s.log),
 	)
 	page, _ := fs.Sub(webFiles, "web")
 	mux := http.NewServeMux()
@@ -96,6 +108,43 @@ func New(opts Options) *Server {
 	mux.Handle("GET /", http.FileServerFS(page))
 	s.mux = mux
 	return s
+}
+
+// cached is the Source with its snapshots reused for MaxAge: a
+// dashboard left open, a scrape and an API call at once ask the daemon
+// once.
+type cached struct{ s *Server }
+
+func (c cached) Snapshot(ctx context.Context) (Snapshot, error) {
+	s := c.s
+	s.snapMu.Lock()
+	defer s.snapMu.Unlock()
+	if !s.lastAt.IsZero() && time.Since(s.lastAt) < s.opts.MaxAge {
+		return s.last, s.lastErr
+	}
+	snap, err := s.opts.Source.Snapshot(ctx)
+	if ctx.Err() != nil && err != nil {
+		return snap, err // this caller gave up; keep no error for the others
+	}
+	s.last, s.lastErr, s.lastAt = snap, err, time.Now()
+	return snap, err
+}
+
+func (c cached) Failsafe(ctx context.Context, task, reason string) error {
+	defer c.forget()
+	return c.s.opts.Source.Failsafe(ctx, task, reason)
+}
+
+func (c cached) Unfailsafe(ctx context.Context, task string) error {
+	defer c.forget()
+	return c.s.opts.Source.Unfailsafe(ctx, task)
+}
+
+// forget makes the next snapshot fresh.
+func (c cached) forget() {
+	c.s.snapMu.Lock()
+	c.s.lastAt = time.Time{}
+	c.s.snapMu.Unlock()
 }
 
 // Handler is the server's http.Handler.
@@ -118,6 +167,7 @@ func (s *Server) Close() {
 // Alert records an alert (kept for /api/v1/alerts) and sends it to every
 // event stream; a monitor level change is also sent as a "level" event.
 func (s *Server) Alert(a Alert) {
+	cached{s}.forget() // what the alert is about shows at the next read
 	s.mu.Lock()
 	s.ring = append(s.ring, a)
 	if over := len(s.ring) - s.opts.Alerts; over > 0 {
@@ -248,10 +298,10 @@ func (s *Server) action(on bool) http.HandlerFunc {
 			if reason == "" {
 				reason = "from the web API"
 			}
-			err = s.opts.Source.Failsafe(ctx, name, reason)
+			err = cached{s}.Failsafe(ctx, name, reason)
 		} else {
 			verb = "unfailsafed"
-			err = s.opts.Source.Unfailsafe(ctx, name)
+			err = cached{s}.Unfailsafe(ctx, name)
 		}
 		if err != nil {
 			writeError(w, http.StatusConflict, err.Error())
@@ -265,7 +315,7 @@ func (s *Server) action(on bool) http.HandlerFunc {
 func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) (Snapshot, bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	snap, err := s.opts.Source.Snapshot(ctx)
+	snap, err := cached{s}.Snapshot(ctx)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return snap, false
@@ -351,7 +401,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	snap := func() bool {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
-		sn, err := s.opts.Source.Snapshot(ctx)
+		sn, err := cached{s}.Snapshot(ctx)
 		if err != nil {
 			data, _ := json.Marshal(map[string]string{"error": err.Error()})
 			return send("error", data)
