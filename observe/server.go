@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +58,7 @@ type Server struct {
 	last    Snapshot
 	lastAt  time.Time
 	lastErr error
+	stale   atomic.Bool // the last snapshot is not to be reused
 
 	mu     sync.Mutex
 	ring   []Alert // the last opts.Alerts alerts, oldest first
@@ -119,9 +121,10 @@ func (c cached) Snapshot(ctx context.Context) (Snapshot, error) {
 	s := c.s
 	s.snapMu.Lock()
 	defer s.snapMu.Unlock()
-	if !s.lastAt.IsZero() && time.Since(s.lastAt) < s.opts.MaxAge {
+	if !s.stale.Load() && !s.lastAt.IsZero() && time.Since(s.lastAt) < s.opts.MaxAge {
 		return s.last, s.lastErr
 	}
+	s.stale.Store(false) // a forget from now on is after this snapshot began
 	snap, err := s.opts.Source.Snapshot(ctx)
 	if ctx.Err() != nil && err != nil {
 		return snap, err // this caller gave up; keep no error for the others
@@ -140,12 +143,9 @@ func (c cached) Unfailsafe(ctx context.Context, task string) error {
 	return c.s.opts.Source.Unfailsafe(ctx, task)
 }
 
-// forget makes the next snapshot fresh.
-func (c cached) forget() {
-	c.s.snapMu.Lock()
-	c.s.lastAt = time.Time{}
-	c.s.snapMu.Unlock()
-}
+// forget makes the next snapshot fresh. It never waits (the daemon
+// calls it from its alert path while a snapshot may be under way).
+func (c cached) forget() { c.s.stale.Store(true) }
 
 // Handler is the server's http.Handler.
 func (s *Server) Handler() http.Handler { return s.secure(s.mux) }
