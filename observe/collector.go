@@ -49,7 +49,7 @@ func NewCollector(src Source, timeout time.Duration, log *slog.Logger) *Collecto
 		loadFailures:   d("task_load_failures_total", "Failed loads of the task, inside the daemon or as an external process.", task...),
 		up:             d("task_up", "1 when the process hosting the task runs, else 0.", task...),
 		failsafed:      d("task_failsafed", "1 when the task is failsafed (stopped until unfailsafed), else 0.", task...),
-		level:          d("task_alert_level", "The task's alert level of one monitor metric, the worst of its windows: 1 warn, 2 severe, 3 failsafe; present only while not ok.", "task", "place", "metric"),
+		level:          d("task_alert_level", "The task's alert level of one monitor metric, the worst of its windows: 0 ok, 1 warn, 2 severe, 3 failsafe; present while the monitor holds samples of that metric.", "task", "place", "metric"),
 		worstLevel:     d("task_alert_level_max", "The task's worst alert level over every metric and window: 0 ok, 1 warn, 2 severe, 3 failsafe.", task...),
 		cpu:            d("task_cpu_seconds_total", "CPU time of the task's own process (and co-process); absent for tasks in the daemon's process.", task...),
 		rss:            d("task_resident_memory_bytes", "Resident memory of the task's own process (and co-process).", task...),
@@ -109,16 +109,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.failsafed, b2f(t.Failsafed), l...)
 		worst := 0.0
 		perMetric := map[string]float64{}
-		for key, lv := range t.Alerts {
-			metric, _, _ := strings.Cut(key, "/")
-			v := LevelValue(lv)
-			perMetric[metric] = max(perMetric[metric], v)
-			worst = max(worst, v)
+		for _, levels := range []map[string]string{t.Levels, t.Alerts} {
+			for key, lv := range levels {
+				metric, _, _ := strings.Cut(key, "/")
+				v := LevelValue(lv)
+				perMetric[metric] = max(perMetric[metric], v)
+				worst = max(worst, v)
+			}
 		}
 		for metric, v := range perMetric {
-			if v > 0 {
-				gauge(c.level, v, t.Task, t.Place, metric)
-			}
+			gauge(c.level, v, t.Task, t.Place, metric)
 		}
 		if t.Failsafed {
 			worst = 3

@@ -43,6 +43,11 @@ type Task struct {
 	// Alerts are the current levels other than ok, "<metric>/<window>" →
 	// level (as `status` prints them).
 	Alerts map[string]string `json:"alerts,omitempty"`
+	// Levels are every level the monitor holds for the task, ok
+	// included: "<metric>/<window>" → level, for the metrics with
+	// thresholds that have samples in the monitor's cutoff age. Only the
+	// daemon's HTTP API fills it.
+	Levels map[string]string `json:"levels,omitempty"`
 	// Why the task does not run, when the daemon knows: "failsafe",
 	// "unknown task", "load error" or "back-off"; the detail, and when it
 	// is tried again (unix seconds).

@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -459,7 +458,3 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 type slogPrinter struct{ log *slog.Logger }
 
 func (p slogPrinter) Println(v ...any) { p.log.Warn("metrics: " + fmt.Sprintln(v...)) }
-
-// ErrNoToken is returned by ListenAddr checks: a non-loopback address
-// needs a token.
-var ErrNoToken = errors.New("observe: a listener on a non-loopback address needs a token (--http-token)")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -90,6 +91,7 @@ func (d *Daemon) listenHTTP() error {
 	})
 	d.http = &httpListener{ln: ln, obs: obs, srv: &http.Server{
 		Handler:           obs.Handler(),
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}}
@@ -232,16 +234,17 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 			}
 		}
 	}
-	levels := store.Levels{}
+	levels, all := store.Levels{}, store.Levels{}
 	if d.mon != nil {
 		if m := d.mon.monitor(); m != nil {
 			for _, b := range m.Buckets() {
 				name, _, _ := cutBucket(b)
-				if _, done := levels[name]; done {
+				if _, done := all[name]; done {
 					continue
 				}
+				all[name] = m.Levels(name)
 				lv := map[string]string{}
-				for k, v := range m.Levels(name) {
+				for k, v := range all[name] {
 					if v != "" && v != "ok" {
 						lv[k] = v
 					}
@@ -263,6 +266,9 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 		t := &tasks[i]
 		if len(t.Alerts) == 0 {
 			t.Alerts = nil
+		}
+		if lv := all[t.Task]; len(lv) > 0 {
+			t.Levels = lv
 		}
 		cs := d.host.Counters().Task(t.Task)
 		var pids []int

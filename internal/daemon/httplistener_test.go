@@ -107,13 +107,16 @@ func scrape(t *testing.T, base string) string {
 func TestHTTPMetrics(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	d, base := startHTTPDaemon(t, env)
+	env.Configure(map[string]any{"MultiModule": fastMonitor(nil)})
 	d.WaitOutput(t, `received a message: 2 \(howdy\)`, wait)
 	handled := regexp.MustCompile(`(?m)^multimodule_task_messages_handled_total\{place="internal",task="Example2"\} ([1-9][0-9]*)$`)
+	// A level at ok is a 0, as long as the monitor holds the metric.
+	level := regexp.MustCompile(`(?m)^multimodule_task_alert_level\{metric="local\.admin\.passed_messages",place="internal",task="Example2"\} 0$`)
 	var text string
 	env.Eventually(wait, func() error {
 		text = scrape(t, base)
-		if !handled.MatchString(text) {
-			return fmt.Errorf("no handled messages of Example2 yet:\n%s", grepLines(text, "multimodule_task_messages_handled_total"))
+		if !handled.MatchString(text) || !level.MatchString(text) {
+			return fmt.Errorf("no handled messages of Example2, or no level of them, yet:\n%s", grepLines(text, "multimodule_task_"))
 		}
 		return nil
 	})
