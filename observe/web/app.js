@@ -276,6 +276,7 @@ function ask(action, name) {
     : "Unfailsafe " + name + "? It starts again and handles the messages that waited.";
   $("reason-row").hidden = action !== "failsafe";
   $("confirm-ok").textContent = action === "failsafe" ? "Failsafe " + name : "Unfailsafe " + name;
+  $("confirm-ok").className = action === "failsafe" ? "danger" : "";
   $("confirm-dialog").returnValue = "";
   $("confirm-dialog").showModal();
 }
@@ -308,6 +309,15 @@ function openToken() {
   $("token-dialog").showModal();
 }
 
+// loadAlerts shows the alerts the daemon kept (those raised before the
+// page was opened).
+function loadAlerts() {
+  fetch("api/v1/alerts", { headers: headers(), cache: "no-store" })
+    .then((r) => r.ok ? r.json() : [])
+    .then((list) => list.forEach((a) => addAlert(a, false)))
+    .catch(() => {});
+}
+
 function init() {
   $("token-button").addEventListener("click", openToken);
   $("token-dialog").addEventListener("close", () => {
@@ -316,6 +326,7 @@ function init() {
       sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
       notice("Token kept for this tab.", false);
       tokenWaiters.splice(0).forEach((r) => r());
+      if (!$("alerts").children.length) loadAlerts();
       if (pending) { const p = pending; pending = null; ask(p.action, p.name); }
     } else {
       pending = null;
@@ -327,10 +338,7 @@ function init() {
     pending = null;
     if (d.returnValue === "ok" && p) act(p.action, p.name, $("reason-input").value);
   });
-  fetch("api/v1/alerts", { headers: headers(), cache: "no-store" })
-    .then((r) => r.ok ? r.json() : [])
-    .then((list) => list.forEach((a) => addAlert(a, false)))
-    .catch(() => {});
+  loadAlerts();
   stream();
 }
 
