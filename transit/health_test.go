@@ -17,11 +17,8 @@ func TestHealthCountsReconnects(t *testing.T) {
 	if h := tr.Health(); !h.Connected || h.Reconnects != 0 {
 		t.Fatalf("a fresh Transit: %+v, want connected and no reconnects", h)
 	}
+	// The Transit starts the embedded bus again when it loses it.
 	stopBus(t, dir, syscall.SIGKILL)
-	ctx := ctxT(t, 90*time.Second)
-	if err := <-sendRange(ctx, tr, "health", 0, 1); err != nil {
-		t.Fatal(err)
-	}
 	waitFor(t, 30*time.Second, func() error {
 		if h := tr.Health(); !h.Connected || h.Reconnects < 1 {
 			return fmt.Errorf("after the bus came back: %+v, want connected and a reconnect", h)
