@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -34,6 +35,11 @@ type Options struct {
 	// ReadsNeedToken makes every endpoint but the page itself need the
 	// token too (a listener on a non-loopback address).
 	ReadsNeedToken bool
+	// LoopbackHostsOnly refuses a request whose Host header is not a
+	// loopback address or "localhost" (a listener on a loopback address):
+	// a web page whose own name was made to resolve to 127.0.0.1 (DNS
+	// rebinding) cannot read the open endpoints.
+	LoopbackHostsOnly bool
 	// Alerts is how many alerts /api/v1/alerts keeps (default 200).
 	Alerts int
 	// Tick is how often an event stream sends a snapshot of the tasks
@@ -209,8 +215,27 @@ func (s *Server) secure(h http.Handler) http.Handler {
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Referrer-Policy", "no-referrer")
 		hd.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'none'; base-uri 'none'")
+		if s.opts.LoopbackHostsOnly && !loopbackHost(r.Host) {
+			writeError(w, http.StatusMisdirectedRequest, fmt.Sprintf("host %q is not this loopback listener: use http://127.0.0.1:<port>/ or http://localhost:<port>/", r.Host))
+			return
+		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// loopbackHost reports whether the Host header names a loopback address
+// or localhost.
+func loopbackHost(hostport string) bool {
+	h := hostport
+	if sh, _, err := net.SplitHostPort(hostport); err == nil {
+		h = sh
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // authorized reports whether r carries the token.

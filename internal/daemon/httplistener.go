@@ -87,7 +87,9 @@ func (d *Daemon) listenHTTP() error {
 		Source:         daemonSource{d},
 		Token:          d.httpToken,
 		ReadsNeedToken: d.opts.HTTPToken != "" && !isLoopback(host),
-		Logger:         d.log.With("component", "http"),
+		// On a loopback address, no other name may reach it.
+		LoopbackHostsOnly: isLoopback(host),
+		Logger:            d.log.With("component", "http"),
 	})
 	d.http = &httpListener{ln: ln, obs: obs, srv: &http.Server{
 		Handler:           obs.Handler(),

@@ -209,6 +209,15 @@ func TestHTTPAPI(t *testing.T) {
 	if a, b := names(tasks), names(status); !slices.Equal(a, b) {
 		t.Fatalf("the API's tasks %v differ from status's %v", a, b)
 	}
+	// A page of another site whose name was made to resolve to 127.0.0.1
+	// (DNS rebinding) sends its own name as Host: refused.
+	rebind, _ := http.NewRequest("GET", base+"/api/v1/tasks", nil)
+	rebind.Host = "evil.example:80"
+	if resp, err := http.DefaultClient.Do(rebind); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("a request for host evil.example: %d, want %d", resp.StatusCode, http.StatusMisdirectedRequest)
+	}
 	var one observe.Task
 	if code := httpGet(t, base+"/api/v1/tasks/Example1", &one); code != 200 || one.Task != "Example1" || !one.Running || one.Place != observe.PlaceInternal {
 		t.Fatalf("/api/v1/tasks/Example1: %d %+v", code, one)
