@@ -47,7 +47,7 @@ func NewCollector(src Source, timeout time.Duration, log *slog.Logger) *Collecto
 		handlerSeconds: d("task_handler_seconds_total", "Time spent in the task's handler; divided by handled messages it is the mean handler latency.", task...),
 		restarts:       d("task_restarts_total", "Starts of the task's external process and restarts of its co-process.", task...),
 		loadFailures:   d("task_load_failures_total", "Failed loads of the task, inside the daemon or as an external process.", task...),
-		up:             d("task_up", "1 when the process hosting the task runs, else 0.", task...),
+		up:             d("task_up", "1 when the task runs (hosted by the daemon, or its external process runs), else 0.", task...),
 		failsafed:      d("task_failsafed", "1 when the task is failsafed (stopped until unfailsafed), else 0.", task...),
 		level:          d("task_alert_level", "The task's alert level of one monitor metric, the worst of its windows: 0 ok, 1 warn, 2 severe, 3 failsafe; present while the monitor holds samples of that metric.", "task", "place", "metric"),
 		worstLevel:     d("task_alert_level_max", "The task's worst alert level over every metric and window: 0 ok, 1 warn, 2 severe, 3 failsafe.", task...),

@@ -292,6 +292,10 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 				t.Place = observe.PlaceExec
 				pids = append(pids, ti.CoPID)
 			}
+		} else {
+			// Not external and not hosted: its status file may name the
+			// daemon, which runs, but the task does not.
+			t.Running = false
 		}
 		t.Counters = observe.Counters{
 			Handled:        cs[host.MetricPassedMessages],
