@@ -230,6 +230,27 @@ func TestHTTPAPI(t *testing.T) {
 		t.Fatalf("/api/v1/queues: %d %+v", code, queues)
 	}
 
+	stdout, stderr, code = env.Run("queues", "-a", "--json")
+	if code != 0 {
+		t.Fatalf("queues -a --json: %d %s", code, stderr)
+	}
+	var cliQueues []observe.Queue
+	if err := json.Unmarshal([]byte(stdout), &cliQueues); err != nil {
+		t.Fatal(err)
+	}
+	qnames := func(qs []observe.Queue) (out []string) {
+		for _, q := range qs {
+			if !strings.HasPrefix(q.Name, daemon.ReplyQueuePrefix) { // the CLI's own
+				out = append(out, q.Name) // capacities differ: the daemon sees the queues it hosts in memory
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	if a, b := qnames(queues), qnames(cliQueues); !slices.Equal(a, b) {
+		t.Errorf("the API's queues %v differ from queues -a's %v", a, b)
+	}
+
 	// The event stream: a snapshot first, then what happens.
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
