@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/mmtest"
@@ -174,6 +175,16 @@ func TestDashboard(t *testing.T) {
 	)
 	if fs, _ := env.Store().ReadFailsafe("Example1"); fs != nil {
 		t.Fatalf("unfailsafed on the page, but the failsafe file remains: %v", fs)
+	}
+	p.run("the keyboard: Enter on a task's button asks, Escape cancels",
+		chromedp.Focus(css(row+` button`)),
+		chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(css(`#confirm-dialog[open] #confirm-ok`)),
+		chromedp.KeyEvent(kb.Escape),
+		chromedp.WaitNotPresent(css(`#confirm-dialog[open]`)),
+	)
+	if fs, _ := env.Store().ReadFailsafe("Example1"); fs != nil {
+		t.Fatalf("a cancelled confirmation failsafed Example1: %v", fs)
 	}
 	p.run("a phone's screen",
 		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
