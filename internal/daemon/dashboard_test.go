@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,7 +14,6 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
-	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/mmtest"
 )
 
@@ -206,14 +204,7 @@ func TestDashboardTokenForReads(t *testing.T) {
 	}
 	d := env.StartDaemon("-p", "MultiModuleTest", "-c", tutorialPath(t), "--http", "0.0.0.0:0", "--http-token", tokFile)
 	d.WaitOutput(t, `received a message: 1 \(howdy\)`, wait)
-	var info daemon.HTTPInfo
-	env.Eventually(wait, func() error {
-		data, err := os.ReadFile(filepath.Join(env.StateDir, daemon.HTTPFile))
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(data, &info)
-	})
+	info := httpInfo(t, env)
 	_, port, _ := strings.Cut(info.Addr, "]:")
 	if port == "" {
 		_, port, _ = strings.Cut(info.Addr, ":")

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,17 +19,6 @@ import (
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
 )
-
-// HTTPFile is the file in the state directory that names the address the
-// daemon's HTTP listener is bound to (useful with port 0), while it runs.
-const HTTPFile = "http.json"
-
-// HTTPInfo is the content of HTTPFile.
-type HTTPInfo struct {
-	Addr string `json:"addr"` // host:port bound
-	URL  string `json:"url"`  // http://host:port/
-	PID  int    `json:"pid"`  // the daemon
-}
 
 // httpListener is the daemon's HTTP listener (--http).
 type httpListener struct {
@@ -108,7 +96,8 @@ func isLoopback(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// serveHTTP starts serving and writes HTTPFile.
+// serveHTTP starts serving and writes <state>/http.json
+// (store.HTTPFile).
 func (d *Daemon) serveHTTP() {
 	l := d.http
 	if l == nil {
@@ -120,23 +109,24 @@ func (d *Daemon) serveHTTP() {
 		}
 	}()
 	addr := l.ln.Addr().String()
-	info := HTTPInfo{Addr: addr, URL: "http://" + addr + "/", PID: os.Getpid()}
-	data, _ := json.MarshalIndent(info, "", "  ")
-	if err := writeFileAtomic(filepath.Join(d.opts.StateDir, HTTPFile), append(data, '\n')); err != nil {
-		d.log.Error("http listener: write "+HTTPFile, "error", err)
+	info := store.HTTPInfo{Addr: addr, URL: "http://" + addr + "/", PID: os.Getpid()}
+	if err := d.store.SaveHTTPInfo(info); err != nil {
+		d.log.Error("http listener", "error", err)
 	}
 	d.log.Info("http listener ready", "url", info.URL)
 }
 
 // closeHTTP ends the event streams, stops the listener and removes
-// HTTPFile.
+// <state>/http.json.
 func (d *Daemon) closeHTTP() {
 	l := d.http
 	if l == nil {
 		return
 	}
 	l.close.Do(func() {
-		_ = os.Remove(filepath.Join(d.opts.StateDir, HTTPFile))
+		if err := d.store.RemoveHTTPInfo(); err != nil {
+			d.log.Error("http listener", "error", err)
+		}
 		l.obs.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -189,14 +179,6 @@ func readTokenFile(path string) (string, error) {
 		return "", fmt.Errorf("%s is empty", path)
 	}
 	return tok, nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // daemonSource is the daemon as the HTTP listener's observe.Source.

@@ -22,6 +22,7 @@ import (
 	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/observe"
+	"github.com/multimodule/multimodule/store"
 )
 
 // startHTTPDaemon starts the tutorial with --http on a port the daemon
@@ -30,18 +31,25 @@ func startHTTPDaemon(t *testing.T, env *mmtest.Env, args ...string) (*mmtest.Pro
 	t.Helper()
 	args = append([]string{"-p", "MultiModuleTest", "-c", tutorialPath(t), "--http", "127.0.0.1:0"}, args...)
 	d := env.StartDaemon(args...)
-	var info daemon.HTTPInfo
-	env.Eventually(wait, func() error {
-		data, err := os.ReadFile(filepath.Join(env.StateDir, daemon.HTTPFile))
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(data, &info)
-	})
+	info := httpInfo(t, env)
 	if info.PID != d.PID() || !strings.HasPrefix(info.Addr, "127.0.0.1:") {
-		t.Fatalf("%s: %+v, want the daemon's pid %d and a loopback address", daemon.HTTPFile, info, d.PID())
+		t.Fatalf("%s: %+v, want the daemon's pid %d and a loopback address", store.HTTPFile, info, d.PID())
 	}
 	return d, strings.TrimSuffix(info.URL, "/")
+}
+
+// httpInfo waits for <state>/http.json and returns it.
+func httpInfo(t *testing.T, env *mmtest.Env) store.HTTPInfo {
+	t.Helper()
+	var info *store.HTTPInfo
+	env.Eventually(wait, func() error {
+		var err error
+		if info, err = env.Store().LoadHTTPInfo(); err == nil && info == nil {
+			err = fmt.Errorf("no %s yet", store.HTTPFile)
+		}
+		return err
+	})
+	return *info
 }
 
 // busToken is the embedded bus' token, which the actions accept.
@@ -365,14 +373,7 @@ func TestHTTPNonLoopbackNeedsToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.StartDaemon("-p", "MultiModuleTest", "--http", "0.0.0.0:0", "--http-token", tokFile)
-	var info daemon.HTTPInfo
-	env.Eventually(wait, func() error {
-		data, err := os.ReadFile(filepath.Join(env.StateDir, daemon.HTTPFile))
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(data, &info)
-	})
+	info := httpInfo(t, env)
 	_, port, _ := strings.Cut(info.Addr, "]:")
 	if port == "" {
 		_, port, _ = strings.Cut(info.Addr, ":")
