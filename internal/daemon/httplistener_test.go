@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -169,6 +170,16 @@ func TestHTTPMetrics(t *testing.T) {
 		if strings.HasPrefix(line, "multimodule_task_") && !strings.HasPrefix(line, "multimodule_task_alert_level{") && strings.Count(line, "=") != 2 {
 			t.Errorf("unexpected labels: %s", line)
 		}
+	}
+	// At exit the listener's address goes.
+	if err := d.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.Wait(t, wait); code != 0 {
+		t.Fatalf("exit code %d; stderr:\n%s", code, d.Stderr)
+	}
+	if info, err := env.Store().LoadHTTPInfo(); info != nil || err != nil {
+		t.Fatalf("after exit: %s holds %+v (%v), want it removed", store.HTTPFile, info, err)
 	}
 }
 
