@@ -19,6 +19,7 @@ import (
 	"github.com/multimodule/multimodule/internal/configfile"
 	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/observe"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -361,10 +362,6 @@ func printHeader(w io.Writer, g *Globals, h statusHeader) {
 
 func collectStatus(ctx context.Context, g *Globals, st *store.Store) ([]TaskStatus, statusHeader, error) {
 	var hdr statusHeader
-	names, err := st.Tasks()
-	if err != nil {
-		return nil, hdr, err
-	}
 	if m, _ := st.LoadStatus("main"); m != nil {
 		hdr.daemon, hdr.daemonUp = *m, m.Running()
 	}
@@ -398,45 +395,18 @@ func collectStatus(ctx context.Context, g *Globals, st *store.Store) ([]TaskStat
 	if hdr.daemonUp {
 		reasons, _ = st.LoadReasons()
 	}
-	var out []TaskStatus
-	for _, name := range names {
-		if name == "main" {
-			continue
-		}
-		ts := TaskStatus{Task: name, Where: "-", Queue: depth[name], Alerts: levels[name]}
+	// The same gathering as the daemon's HTTP API (/api/v1/tasks).
+	tasks, err := observe.CollectStatus(st, depth, levels, reasons)
+	if err != nil {
+		return nil, hdr, err
+	}
+	out := make([]TaskStatus, 0, len(tasks))
+	for _, t := range tasks {
+		ts := TaskStatus{Task: t.Task, Where: t.Where, PID: t.PID, Running: t.Running,
+			Failsafed: t.Failsafed, Why: t.Why, StateAge: t.StateAge, Queue: t.Queue, Alerts: t.Alerts,
+			Reason: t.Reason, ReasonDetail: t.ReasonDetail, RetryAt: t.RetryAt}
 		if !known {
-			ts.Queue = -1
-		}
-		if cfg, _ := st.LoadConfig(name); cfg != nil && message.Truthy(cfg["is_external"]) {
-			ts.Where = "external"
-		} else if cfg != nil {
-			ts.Where = "internal"
-		}
-		if s, _ := st.LoadStatus(name); s != nil {
-			ts.PID = s.PID
-			ts.Running = s.Running()
-			if s.External {
-				ts.Where = "external"
-			}
-		}
-		if r, ok := reasons[name]; ok && !ts.Running {
-			ts.Reason, ts.ReasonDetail = r.Reason, r.Detail
-			if r.Until > 0 {
-				at := r.Until
-				ts.RetryAt = &at
-			}
-		}
-		if fs, _ := st.ReadFailsafe(name); fs != nil {
-			ts.Failsafed = true
-			ts.Why, _ = fs["summary"].(string)
-			ts.Running = false
-			ts.Reason, ts.ReasonDetail, ts.RetryAt = "failsafe", ts.Why, nil
-		}
-		if state, _ := st.LoadState(name); state != nil {
-			if t, ok := store.SaveTS(state); ok {
-				age := time.Since(t).Seconds()
-				ts.StateAge = &age
-			}
+			ts.Queue = -1 // no bus to ask
 		}
 		out = append(out, ts)
 	}

@@ -23,6 +23,8 @@ func setupDaemon(root *cobra.Command, g *Globals) {
 	f.IntVarP(&o.DebugLevel, "debug", "d", 0, "debug level (0: no debug output)")
 	f.StringVarP(&o.Task, "module", "m", "", "run as the external process of this task (set by the daemon itself)")
 	f.StringVarP(&o.OOB, "oob", "o", "", "out-of-band handling, channel:handling,... (1 stdout, 2 stderr, a path, router, or a queue)")
+	f.StringVar(&o.HTTP, "http", "", "serve metrics, the JSON API and the dashboard on this address (a port alone is on 127.0.0.1; port 0 picks one, written to <state>/http.json); off by default")
+	f.StringVar(&o.HTTPToken, "http-token", "", "file holding the token the HTTP actions need (default: the embedded bus' token file); required with a non-loopback --http")
 	root.Example = `  # the tutorial
   multimodule -p MultiModuleTest -c examples/tutorial.yaml -s ./state
 
@@ -57,7 +59,7 @@ func externalArgv(cmd *cobra.Command) ([]string, error) {
 	argv := []string{exe}
 	cmd.Flags().Visit(func(f *pflag.Flag) {
 		switch f.Name {
-		case "config", "module", "help":
+		case "config", "module", "help", "http", "http-token": // the daemon's own
 			return
 		}
 		if sv, ok := f.Value.(pflag.SliceValue); ok {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/multimodule/multimodule/transit"
+	"github.com/multimodule/multimodule/observe"
 )
 
 func init() { register(newQueuesCommand) }
@@ -45,29 +45,9 @@ exits with status 2 ("no daemon and no bus under ./state").`,
 	return cmd
 }
 
-// queueRow is one queue in `queues --json`.
-type queueRow struct {
-	Name          string  `json:"name"`
-	Waiting       int64   `json:"waiting"`
-	Bytes         int64   `json:"bytes"`
-	CapacityMsgs  int64   `json:"capacity_msgs"`
-	CapacityBytes int64   `json:"capacity_bytes"`
-	PercentFull   float64 `json:"percent_full"`
-	Local         bool    `json:"local,omitempty"`
-}
-
-// percentFull is the fullness of a queue: the larger of its message and
-// byte counts against their limits, in percent.
-func percentFull(s transit.QueueStat) float64 {
-	var p float64
-	if s.Capacity.Msgs > 0 {
-		p = float64(s.Msgs) / float64(s.Capacity.Msgs)
-	}
-	if s.Capacity.Bytes > 0 {
-		p = max(p, float64(s.Bytes)/float64(s.Capacity.Bytes))
-	}
-	return p * 100
-}
+// queueRow is one queue in `queues --json`: the same as the daemon's
+// HTTP API gives (/api/v1/queues).
+type queueRow = observe.Queue
 
 func runQueues(ctx context.Context, g *Globals, o *queuesOptions, stdout io.Writer) error {
 	t, err := openExistingTransit(ctx, g)
@@ -84,9 +64,7 @@ func runQueues(ctx context.Context, g *Globals, o *queuesOptions, stdout io.Writ
 		if s.Msgs == 0 && !o.all {
 			continue
 		}
-		rows = append(rows, queueRow{Name: s.Name, Waiting: s.Msgs, Bytes: s.Bytes,
-			CapacityMsgs: s.Capacity.Msgs, CapacityBytes: s.Capacity.Bytes,
-			PercentFull: percentFull(s), Local: s.Local})
+		rows = append(rows, observe.QueueOf(s.Name, s.Msgs, s.Bytes, s.Capacity.Msgs, s.Capacity.Bytes, s.Local))
 	}
 	if o.json {
 		enc := json.NewEncoder(stdout)

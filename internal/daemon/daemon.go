@@ -53,6 +53,11 @@ type Options struct {
 	Stderr       io.Writer
 	// ShutdownTimeout bounds the orderly exit (default 60 s).
 	ShutdownTimeout time.Duration
+	// HTTP is the address of the HTTP listener (--http; "" for none) and
+	// HTTPToken the file holding its token (--http-token); see
+	// httplistener.go.
+	HTTP      string
+	HTTPToken string
 }
 
 // ExitRequest is how a run ends: the exit code and whether externals are
@@ -84,6 +89,8 @@ type Daemon struct {
 	srcs task.Sources
 	// svc is the daemon's side of its service manager (service.go).
 	svc *service
+	// http is the HTTP listener (--http), nil without one.
+	http *httpListener
 }
 
 // Run runs the daemon until ctx is cancelled or a cleanly_exit control
@@ -174,6 +181,10 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		st.KeepFailsafeView(failsafeCheckEvery)
 		d.ext = newExternals(d)
 		d.mon = &monitorTask{d: d}
+		if err := d.listenHTTP(); err != nil {
+			return err
+		}
+		defer d.closeHTTP()
 	} else {
 		release, err := st.LockExternal(opts.Task)
 		if err != nil {
@@ -312,6 +323,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		d.log.Error("write status", "error", err)
 	}
 	ready = true
+	d.serveHTTP()
 	d.log.Info("multimodule ready", "state", opts.StateDir, "control_queue", opts.ControlQueue, "process", process)
 	d.serviceReady()
 
@@ -328,6 +340,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 	}
 	d.log.Info("exiting", "reason", req.reason, "exit_externals", req.exitExternals)
 	d.serviceStopping(req.reason)
+	d.closeHTTP()
 	stopControl()
 	<-controlDone
 	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)

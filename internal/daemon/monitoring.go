@@ -641,6 +641,7 @@ func (d *Daemon) unfailsafe(name string) error {
 		d.mon.clearTask(name)
 	}
 	d.host.Out("log", name, fmt.Sprintf("task %s unfailsafed: starting it again", name), nil)
+	d.noteUnfailsafe(name)
 	d.ext.request(name)
 	if err := d.host.Reconcile(name); err != nil {
 		return fmt.Errorf("unfailsafe %s: %w", name, err)

@@ -62,6 +62,7 @@ func (d *Daemon) sendQueue(ctx context.Context, qname string, m message.Message)
 // out is the host's OutFunc: every record of this process goes through
 // the dispatcher.
 func (d *Daemon) out(channel, taskName, text string, details map[string]any) {
+	d.noteAlert(channel, taskName, text, details)
 	d.oob.Handle(context.Background(), oob.Record{
 		Channel: channel, Task: taskName, Text: text, Details: details, Time: time.Now(),
 	})
