@@ -406,9 +406,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		if _, ok := s.subs[ch]; ok {
-			delete(s.subs, ch)
-		}
+		delete(s.subs, ch)
 		s.mu.Unlock()
 	}()
 	h := w.Header()
