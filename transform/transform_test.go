@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transform"
@@ -324,6 +325,10 @@ func TestMustCompilePanics(t *testing.T) {
 }
 
 func TestConcurrentApply(t *testing.T) {
+	// Eight goroutines on a loaded machine (and under the race detector)
+	// may be off the CPU for longer than the time limit between two steps
+	// of one application: this test is about concurrency, not the clock.
+	defer transform.SetEvalTimeLimit(time.Minute)()
 	tr := transform.MustCompile(map[string]any{
 		"host":  ` specials/"host-" + captures.n`,
 		"twice": " specials/message.n * 2",

@@ -27,6 +27,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	// The Bench task namespace: the scenarios' daemons and their external
+	// processes (this binary, started with -m) load its tasks.
+	_ "github.com/multimodule/multimodule/internal/bench/tasks"
 )
 
 // Options are the knobs of a scenario run. Zero values take the defaults

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -139,30 +138,3 @@ func TestUnknownScenario(t *testing.T) {
 	}
 }
 
-// The command prints one JSON object with --json and leaves no temporary
-// state directory behind.
-func TestBenchCommandJSON(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a daemon and a bus")
-	}
-	env := mmtest.NewEnv(t)
-	tmp := t.TempDir()
-	cmd := env.Command("bench", "inproc", "--duration", "1s", "--json")
-	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("bench: %v", err)
-	}
-	var got map[string]any
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("output %q is not one JSON object: %v", out, err)
-	}
-	checkShape(t, got, "inproc")
-	left, _ := filepath.Glob(filepath.Join(tmp, "multimodule-bench-*"))
-	if len(left) != 0 {
-		t.Errorf("left behind: %v", left)
-	}
-	if _, err := os.Stat(tmp); err != nil {
-		t.Fatal(err)
-	}
-}

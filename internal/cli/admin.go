@@ -24,12 +24,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-func init() {
-	register(newFailsafeCommand)
-	register(newUnfailsafeCommand)
-	register(newStatusCommand)
-	register(newConfigCommand)
-}
 
 // Exit codes of the commands that wait for the daemon's verdict.
 const (

@@ -13,7 +13,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-func init() { register(newBusCommand) }
 
 // BusIdleEnv sets the default of `bus --idle-exit`; a bus started on
 // first use inherits it from the process that starts it.

@@ -12,7 +12,6 @@ import (
 	"github.com/multimodule/multimodule/observe"
 )
 
-func init() { register(newQueuesCommand) }
 
 type queuesOptions struct {
 	all  bool

@@ -14,7 +14,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-func init() { register(newRecvCommand) }
 
 type recvOptions struct {
 	queue    string

@@ -1,7 +1,8 @@
 // Package cli builds the multimodule command line: the daemon (the root
 // command, with the original App::MultiModule flags) and its companion
-// subcommands. Each subcommand lives in its own file and adds itself with
-// register from an init function.
+// subcommands. Each subcommand lives in its own file, with a constructor
+// that NewRoot lists; a binary may add more (Main's extra commands: the
+// stock binary adds `bench`).
 package cli
 
 import (
@@ -34,17 +35,12 @@ type Globals struct {
 // DefaultStateDir is the state directory when -s is not given.
 const DefaultStateDir = "./state"
 
-var commands []func(*Globals) *cobra.Command
+// A Command builds one subcommand, with the options every command shares.
+type Command func(*Globals) *cobra.Command
 
-// register adds a subcommand constructor; call it from init only.
-func register(f func(*Globals) *cobra.Command) { commands = append(commands, f) }
-
-// daemonCommand is set by the daemon's file; it configures the root
-// command's own flags and run function.
-var daemonCommand func(root *cobra.Command, g *Globals)
-
-// NewRoot returns the root command with every subcommand added.
-func NewRoot() *cobra.Command {
+// NewRoot returns the root command (the daemon) with every subcommand
+// added, extra ones last.
+func NewRoot(extra ...Command) *cobra.Command {
 	g := &Globals{}
 	root := &cobra.Command{
 		Use:   "multimodule",
@@ -70,14 +66,12 @@ daemon.`,
 	pf.StringVar(&g.NATSKey, "nats-key", "", "client key for TLS to NATS (with --nats)")
 	pf.StringVar(&g.Host, "host", "", "this box's host scope on the bus (default: the hostname)")
 	pf.StringVar(&g.BusMaxBytes, "bus-max-bytes", "", "storage for this host's queues on the bus, e.g. 512MiB or 4GiB, used when it is created (default: 8GiB, at most half the free space of the transport file system)")
-	if daemonCommand != nil {
-		daemonCommand(root, g)
-	} else {
-		root.RunE = func(cmd *cobra.Command, args []string) error {
-			return errors.New("the daemon is not built yet (see issue: the daemon hosts tasks)")
-		}
-	}
-	for _, f := range commands {
+	setupDaemon(root, g)
+	for _, f := range append([]Command{
+		newSendCommand, newRecvCommand, newQueuesCommand, newStatusCommand,
+		newFailsafeCommand, newUnfailsafeCommand, newConfigCommand,
+		newBusCommand, newStopCommand,
+	}, extra...) {
 		root.AddCommand(f(g))
 	}
 	return root
@@ -102,8 +96,9 @@ func (e *SignalError) Error() string { return "received " + e.Signal.String() }
 // SignalValue returns the signal (the daemon looks for this method).
 func (e *SignalError) SignalValue() os.Signal { return e.Signal }
 
-// Main runs the command line with os.Args and returns the exit code.
-func Main() int {
+// Main runs the command line with os.Args, with the extra commands
+// added, and returns the exit code.
+func Main(extra ...Command) int {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	sigs := make(chan os.Signal, 1)
@@ -116,12 +111,12 @@ func Main() int {
 		case <-ctx.Done():
 		}
 	}()
-	return Run(ctx, os.Args[1:])
+	return Run(ctx, os.Args[1:], extra...)
 }
 
 // Run runs the command line with args and returns the exit code.
-func Run(ctx context.Context, args []string) int {
-	root := NewRoot()
+func Run(ctx context.Context, args []string, extra ...Command) int {
+	root := NewRoot(extra...)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

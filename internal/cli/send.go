@@ -18,7 +18,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-func init() { register(newSendCommand) }
 
 type sendOptions struct {
 	queue       string

@@ -16,7 +16,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-func init() { register(newStopCommand) }
 
 func newStopCommand(g *Globals) *cobra.Command {
 	var timeout time.Duration

@@ -1,4 +1,8 @@
-package cli
+// Package benchcmd is the `multimodule bench` command. It is added by the
+// stock binary (cmd/multimodule) only: binaries built with
+// multimodule.Main for one's own tasks, and test binaries, do not carry
+// the benchmark scenarios or their Bench task namespace.
+package benchcmd
 
 import (
 	"encoding/json"
@@ -15,10 +19,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/multimodule/multimodule/internal/bench"
-	_ "github.com/multimodule/multimodule/internal/bench/tasks" // the Bench namespace, for the daemon and externals bench starts
+	"github.com/multimodule/multimodule/internal/cli"
 )
-
-func init() { register(newBenchCommand) }
 
 type benchOptions struct {
 	opts       bench.Options
@@ -28,7 +30,8 @@ type benchOptions struct {
 	trace      string
 }
 
-func newBenchCommand(g *Globals) *cobra.Command {
+// New returns the bench command (a cli.Command).
+func New(*cli.Globals) *cobra.Command {
 	o := &benchOptions{}
 	var list strings.Builder
 	for _, s := range bench.Scenarios() {

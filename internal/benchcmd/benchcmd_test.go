@@ -1,0 +1,56 @@
+package benchcmd_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/multimodule/multimodule/internal/benchcmd"
+	"github.com/multimodule/multimodule/internal/cli"
+	"github.com/multimodule/multimodule/mmtest"
+)
+
+// TestMain: a child the harness starts runs the command line with the
+// bench command, as the stock binary does.
+func TestMain(m *testing.M) {
+	if os.Getenv(mmtest.EnvMain) == "1" {
+		os.Exit(cli.Main(benchcmd.New))
+	}
+	mmtest.Main(m)
+}
+
+// The command prints one JSON object with --json and leaves no temporary
+// state directory behind.
+func TestBenchCommandJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a daemon and a bus")
+	}
+	env := mmtest.NewEnv(t)
+	tmp := t.TempDir()
+	cmd := env.Command("bench", "inproc", "--duration", "1s", "--json")
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("output %q is not one JSON object: %v", out, err)
+	}
+	for _, k := range []string{"scenario", "msgs_per_sec", "p99_us", "sent", "received", "lost"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("key %q missing; got %v", k, got)
+		}
+	}
+	if got["scenario"] != "inproc" || got["lost"] != float64(0) {
+		t.Errorf("got scenario %v, lost %v; want inproc, 0", got["scenario"], got["lost"])
+	}
+	left, _ := filepath.Glob(filepath.Join(tmp, "multimodule-bench-*"))
+	if len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatal(err)
+	}
+}
