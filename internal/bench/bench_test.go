@@ -137,4 +137,3 @@ func TestUnknownScenario(t *testing.T) {
 		t.Fatalf("got %v, want ErrUnknownScenario listing the known ones", err)
 	}
 }
-

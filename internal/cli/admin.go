@@ -24,7 +24,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-
 // Exit codes of the commands that wait for the daemon's verdict.
 const (
 	ExitRefused  = 1 // the daemon refused something, or a task could not be loaded

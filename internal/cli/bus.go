@@ -13,7 +13,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-
 // BusIdleEnv sets the default of `bus --idle-exit`; a bus started on
 // first use inherits it from the process that starts it.
 const BusIdleEnv = "MULTIMODULE_BUS_IDLE_EXIT"

@@ -10,7 +10,6 @@ import (
 	"github.com/multimodule/multimodule/internal/daemon"
 )
 
-
 // setupDaemon gives the root command the daemon's flags (kept from the
 // original App::MultiModule) and makes it run the daemon.
 func setupDaemon(root *cobra.Command, g *Globals) {

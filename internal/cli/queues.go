@@ -12,7 +12,6 @@ import (
 	"github.com/multimodule/multimodule/observe"
 )
 
-
 type queuesOptions struct {
 	all  bool
 	json bool

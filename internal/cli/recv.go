@@ -14,7 +14,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-
 type recvOptions struct {
 	queue    string
 	nonBlock bool

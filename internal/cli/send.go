@@ -18,7 +18,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-
 type sendOptions struct {
 	queue       string
 	text        string // the message text, or "-" for stdin

@@ -16,7 +16,6 @@ import (
 	"github.com/multimodule/multimodule/transit"
 )
 
-
 func newStopCommand(g *Globals) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
