@@ -243,9 +243,12 @@ func (p *publisher) again(l *lane, f *flight, err error) bool {
 	case !errors.Is(err, nats.ErrDisconnected):
 		delay = min(50*time.Millisecond<<min(f.attempts, 6), 2*time.Second)
 	}
+	// Read under p.mu: the flight may fail again (and count another
+	// attempt) before this goroutine logs.
+	n, attempts := f.n, f.attempts
 	p.goTracked(func() {
 		p.b.log.Debug("asynchronous send not confirmed by the bus; sending it again", "queue", l.qname,
-			"messages", f.n, "attempt", f.attempts, "err", err)
+			"messages", n, "attempt", attempts, "err", err)
 		if delay > 0 {
 			time.Sleep(delay)
 		}
