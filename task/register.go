@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/multimodule/multimodule/internal/taskconv"
 )
@@ -33,12 +34,14 @@ type Definition struct {
 	Origin string
 }
 
-// registered is the default registry: what Register recorded, by
-// namespace and name.
-var registered = struct {
-	mu   sync.Mutex
-	defs map[string]map[string]Definition
-}{defs: map[string]map[string]Definition{}}
+// registered is the default registry: every Definition Register
+// recorded, sorted by namespace and name. Register replaces the slice
+// (copy on write), so that Registered, which the framework calls for every
+// lookup, neither locks nor copies.
+var registered struct {
+	mu   sync.Mutex // serializes Register
+	defs atomic.Pointer[[]Definition]
+}
 
 // Register records a task definition in the default registry, the one the
 // daemon searches. Call it from init. It panics on an empty name, a nil
@@ -54,35 +57,29 @@ func Register(d Definition) {
 	}
 	registered.mu.Lock()
 	defer registered.mu.Unlock()
-	ns := registered.defs[d.Namespace]
-	if ns == nil {
-		ns = map[string]Definition{}
-		registered.defs[d.Namespace] = ns
-	}
-	if _, dup := ns[d.Name]; dup {
+	old := Registered()
+	i, dup := slices.BinarySearchFunc(old, d, compareDefinitions)
+	if dup {
 		panic(taskconv.Duplicate(d.Namespace, d.Name))
 	}
-	ns[d.Name] = d
+	defs := slices.Insert(slices.Clip(old), i, d)
+	registered.defs.Store(&defs)
+}
+
+func compareDefinitions(a, b Definition) int {
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
 }
 
 // Registered returns every definition recorded with Register, sorted by
-// namespace and name, with Namespace and Origin filled in. The framework
-// reads it through package task/registry (registry.Default); a task has no
-// use for it.
+// namespace and name, with Namespace and Origin filled in. The slice is
+// shared: do not modify it. The framework reads it through package
+// task/registry (registry.Default); a task has no use for it.
 func Registered() []Definition {
-	registered.mu.Lock()
-	defer registered.mu.Unlock()
-	var out []Definition
-	for _, defs := range registered.defs {
-		for _, d := range defs {
-			out = append(out, d)
-		}
+	if p := registered.defs.Load(); p != nil {
+		return *p
 	}
-	slices.SortFunc(out, func(a, b Definition) int {
-		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	return out
+	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/multimodule/multimodule/internal/taskconv"
@@ -46,7 +47,7 @@ type Registry struct {
 	// followsTask: the registry is Default, whose definitions are
 	// task.Registered(); seen is how many of them defs holds.
 	followsTask bool
-	seen        int
+	seen        atomic.Int64
 }
 
 // New returns an empty registry.
@@ -107,28 +108,22 @@ func (r *Registry) add(d task.Definition) error {
 
 // rlock read-locks r, first taking in what task.Register recorded since
 // the last look when r is Default. Registrations are only ever added, so
-// a changed count means new ones.
+// a changed count means new ones; an unchanged count costs no lock.
 func (r *Registry) rlock() {
 	if r.followsTask {
-		if regs := task.Registered(); len(regs) != r.seenCount() {
+		if regs := task.Registered(); len(regs) != int(r.seen.Load()) {
 			r.mu.Lock()
-			if len(regs) > r.seen { // another reader may have taken in more already
+			if len(regs) > int(r.seen.Load()) { // another reader may have taken in more already
 				clear(r.defs)
 				for _, d := range regs {
 					_ = r.add(d) // task.Register already refused duplicates
 				}
-				r.seen = len(regs)
+				r.seen.Store(int64(len(regs)))
 			}
 			r.mu.Unlock()
 		}
 	}
 	r.mu.RLock()
-}
-
-func (r *Registry) seenCount() int {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.seen
 }
 
 // Namespaces lists the registered namespaces, sorted.
