@@ -289,6 +289,15 @@ func TestRecurTicks(t *testing.T) {
 	if got := intOf(t, tc.State(), "ticks"); got != 2 {
 		t.Errorf("got state ticks %d, want 2", got)
 	}
+	// A del_recurs record stops every schedule of the task.
+	if err := xt.Message(tc, message.Message{"del_recurs": true}); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.recurs) != 0 {
+		t.Errorf("after del_recurs: got recurs %v, want none", r.recurs)
+	}
 }
 
 func TestHungMessageTimesOut(t *testing.T) {
