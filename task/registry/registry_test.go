@@ -145,3 +145,35 @@ func TestDefaultFollowsTaskRegister(t *testing.T) {
 		t.Errorf("%s lists %d tasks, want 1", ns, got)
 	}
 }
+
+// TestDefaultConcurrentRegisterAndLookup: lookups in Default while
+// task.Register records more (run with -race) see every task registered
+// before they started.
+func TestDefaultConcurrentRegisterAndLookup(t *testing.T) {
+	const ns = "RegistryConcurrentTest"
+	mk := func() (task.Task, error) {
+		return task.Func(func(*task.Context, message.Message) error { return nil }), nil
+	}
+	src := registry.Default().Namespace(ns)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			task.Register(task.Definition{Namespace: ns, Name: fmt.Sprint("T", i), New: mk})
+		}
+	}()
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			if got := len(src.List()); got != 200 {
+				t.Fatalf("got %d tasks in %s, want 200", got, ns)
+			}
+			return
+		default:
+		}
+		n := len(src.List())
+		if _, ok := src.Lookup(fmt.Sprint("T", max(n-1, 0))); n > 0 && !ok {
+			t.Fatalf("lookup %d of the %d listed: not found", n-1, n)
+		}
+	}
+}
