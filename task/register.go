@@ -11,7 +11,7 @@ import (
 
 // Builtin is the namespace of the framework's own tasks (Router,
 // MultiModule, OutOfBand); it is always searched first.
-const Builtin = taskconv.Builtin
+const Builtin = "builtin"
 
 // Definition describes a task that can be loaded.
 type Definition struct {

@@ -15,8 +15,8 @@ import (
 	"github.com/multimodule/multimodule/message"
 )
 
-// Builtin is the namespace of the framework's own tasks; an empty
-// namespace means it.
+// Builtin is the namespace of the framework's own tasks (task.Builtin);
+// an empty namespace means it.
 const Builtin = "builtin"
 
 // Namespace maps the spellings a namespace may have to its name:

@@ -177,3 +177,11 @@ func TestDefaultConcurrentRegisterAndLookup(t *testing.T) {
 		}
 	}
 }
+
+func TestEmptyNamespaceIsBuiltin(t *testing.T) {
+	for _, ns := range []string{"", " ", "::", task.Builtin + "::"} {
+		if got := registry.NormalizeNamespace(ns); got != task.Builtin {
+			t.Errorf("NormalizeNamespace(%q): got %q, want %q", ns, got, task.Builtin)
+		}
+	}
+}
