@@ -15,7 +15,8 @@
 // the one place a task declares that it keeps state). The daemon's -p
 // option lists the namespaces (and exec-task directories) to search after
 // "builtin". How the framework finds and builds registered tasks is
-// package task/registry; a task does not need it.
+// package task/registry; a task does not need it, nor Runtime, NewContext
+// and Registered, which are for hosts.
 //
 // # Lifecycle
 //
