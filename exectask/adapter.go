@@ -156,7 +156,6 @@ type pending struct {
 var (
 	_ task.Task       = (*Task)(nil)
 	_ task.Configurer = (*Task)(nil)
-	_ task.Stateful   = (*Task)(nil)
 	_ task.Closer     = (*Task)(nil)
 )
 
@@ -183,9 +182,11 @@ func Start(spec Spec) (*Task, error) {
 // does a crash-looping external.
 func (t *Task) CountRestartsIn(c *atomic.Uint64) { t.restarts = c }
 
-// Stateful reports what the task declared in its handshake when it was
-// built.
-func (t *Task) Stateful() bool { return t.stateful }
+// HandshakeStateful reports whether the co-process declared itself
+// stateful in its handshake when the task was built. It is a fact of the
+// exec protocol, not a declaration to the host: the host goes by
+// task.Definition.Stateful, which Dir takes from the same handshake.
+func (t *Task) HandshakeStateful() bool { return t.stateful }
 
 // PID is the process id of the running co-process, or 0.
 func (t *Task) PID() int {
@@ -519,7 +520,7 @@ func (t *Task) apply(tc *task.Context, rec Record) error {
 		name := rec.Name
 		tc.NamedRecur(name, time.Duration(rec.Interval*float64(time.Second)), func(tc *task.Context) { t.tick(tc, name) })
 	case TypeDelRecurs:
-		tc.DelRecurs(tc.Name())
+		tc.StopRecurs()
 	default:
 		return fmt.Errorf("malformed line from the co-process: a %q record is not allowed here", rec.Type)
 	}

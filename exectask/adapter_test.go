@@ -27,8 +27,8 @@ func TestExamplesEmitAndKeepState(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := newRig(t)
 			xt, tc := startTask(t, r, taskPath(t, examples, name), map[string]any{"increment_by": int64(2)}, map[string]any{"count": int64(40)})
-			if !xt.Stateful() {
-				t.Fatalf("got Stateful() false, want true (declared in the handshake)")
+			if !xt.HandshakeStateful() {
+				t.Fatalf("got HandshakeStateful() false, want true (declared in the handshake)")
 			}
 			for ct := range 3 {
 				if err := xt.Message(tc, message.Message{"ct": int64(ct)}); err != nil {
@@ -73,8 +73,8 @@ func TestExamplesEmitAndKeepState(t *testing.T) {
 func TestShellEcho(t *testing.T) {
 	r := newRig(t)
 	xt, tc := startTask(t, r, taskPath(t, examples, "ShellEcho"), map[string]any{}, nil)
-	if xt.Stateful() {
-		t.Fatalf("got Stateful() true, want false")
+	if xt.HandshakeStateful() {
+		t.Fatalf("got HandshakeStateful() true, want false")
 	}
 	for _, m := range []message.Message{{"a": "x}y", "n": int64(1)}, {}} {
 		if err := xt.Message(tc, m); err != nil {
@@ -288,6 +288,15 @@ func TestRecurTicks(t *testing.T) {
 	}
 	if got := intOf(t, tc.State(), "ticks"); got != 2 {
 		t.Errorf("got state ticks %d, want 2", got)
+	}
+	// A del_recurs record stops every schedule of the task.
+	if err := xt.Message(tc, message.Message{"del_recurs": true}); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.recurs) != 0 {
+		t.Errorf("after del_recurs: got recurs %v, want none", r.recurs)
 	}
 }
 

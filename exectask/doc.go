@@ -3,7 +3,7 @@
 // newline-delimited JSON on its stdin and stdout (the protocol is
 // in docs/exec-protocol.md).
 //
-// Dir is the task.Source for such a directory; Task is the adapter, an
+// Dir is the registry.Source for such a directory; Task is the adapter, an
 // ordinary task.Task to the host, so an exec task runs internal (a
 // co-process of the daemon) or external (a co-process of its own external
 // process) and migrates like any other task.

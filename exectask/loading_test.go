@@ -15,6 +15,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	_ "github.com/multimodule/multimodule/tasks" // the Router
 )
 
@@ -51,7 +52,7 @@ func hostOn(t *testing.T, env *mmtest.Env, dir string, handshake time.Duration) 
 	h, err := host.New(host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), src},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), src},
 		Out:     out.add,
 	})
 	if err != nil {

@@ -73,7 +73,13 @@ func (r *rig) Recur(name string, interval time.Duration, work func(*task.Context
 	r.recurs[name] = work
 }
 
-func (r *rig) DelRecurs(tag string) {
+func (r *rig) StopRecur(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.recurs, name)
+}
+
+func (r *rig) StopRecurs() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	clear(r.recurs)

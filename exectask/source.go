@@ -15,6 +15,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // Options configure a Dir.
@@ -30,7 +31,7 @@ type Options struct {
 	HandshakeTimeout, MessageTimeout, StopGrace time.Duration
 }
 
-// Dir is a task.Source: every executable regular file DIR/<TaskName> is
+// Dir is a registry.Source: every executable regular file DIR/<TaskName> is
 // task TaskName. The directory is watched: a new executable is available
 // at once, and an edited one is used from its next start.
 //
@@ -68,7 +69,7 @@ type fileKey struct {
 	mode      fs.FileMode
 }
 
-var _ task.Source = (*Dir)(nil)
+var _ registry.Source = (*Dir)(nil)
 
 // Open returns the source for directory path (made absolute) and starts
 // watching it. Close stops the watching.
@@ -148,7 +149,7 @@ func (d *Dir) Close() error {
 // stat returns the key of DIR/name if it is an executable regular file
 // with a valid task name.
 func (d *Dir) stat(name string) (fileKey, bool) {
-	if task.ValidateName(name) != nil {
+	if registry.ValidateName(name) != nil {
 		return fileKey{}, false
 	}
 	fi, err := os.Stat(filepath.Join(d.path, name))
@@ -310,7 +311,7 @@ func (d *Dir) watch() {
 				continue
 			}
 			name := filepath.Base(ev.Name)
-			if task.ValidateName(name) != nil {
+			if registry.ValidateName(name) != nil {
 				continue
 			}
 			pending[name] = time.Now().Add(settle)

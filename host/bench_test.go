@@ -11,6 +11,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // benchProducer emits msg["n"] messages of about 200 bytes (seq, a
@@ -57,7 +58,7 @@ func (s *benchSink) expect(n int64) chan struct{} {
 func BenchmarkPipeline(b *testing.B) {
 	env := mmtest.NewEnv(b)
 	sink := &benchSink{}
-	reg := task.NewRegistry()
+	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "B", Name: "Producer", New: func() (task.Task, error) {
 		return &benchProducer{pad: strings.Repeat("x", 110)}, nil
 	}})
@@ -65,7 +66,7 @@ func BenchmarkPipeline(b *testing.B) {
 	h, ctx := runHost(b, host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("B")},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("B")},
 		Out: func(ch, tk, text string, d map[string]any) {
 			if ch == "error" || ch == "alert" {
 				b.Errorf("%s %s %s", ch, tk, text)

@@ -11,6 +11,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -42,14 +43,14 @@ func TestCatchUpEndsUnderSteadySends(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	var mu sync.Mutex
 	var seqs []int64
-	reg := task.NewRegistry()
+	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Slow", New: func() (task.Task, error) {
 		return slowTask{mu: &mu, seqs: &seqs}, nil
 	}})
 	h, ctx := runHost(t, host.Options{
 		Transit:     env.Client(),
 		Store:       env.Store(),
-		Sources:     task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
+		Sources:     registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
 		MailboxSize: 64,
 		Out:         func(ch, tk, text string, d map[string]any) {},
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // Configure sets the config of one task: it is saved in the state
@@ -449,7 +450,7 @@ func (h *Host) checkExternal(name string, cfg map[string]any) error {
 func (h *Host) Reconcile(name string) error { return h.reconcile(name, fullWait) }
 
 func normalizeConfig(name string, v any) (map[string]any, error) {
-	if err := task.ValidateName(name); err != nil {
+	if err := registry.ValidateName(name); err != nil {
 		return nil, fmt.Errorf("host: configure: %w", err)
 	}
 	var cfg map[string]any
@@ -554,7 +555,7 @@ func (h *Host) Config(name string) (map[string]any, bool) {
 	if !ok {
 		return nil, false
 	}
-	return task.CopyConfig(cfg), true
+	return registry.CopyConfig(cfg), true
 }
 
 // Configs returns a copy of every desired config.
@@ -563,7 +564,7 @@ func (h *Host) Configs() map[string]map[string]any {
 	defer h.mu.Unlock()
 	out := make(map[string]map[string]any, len(h.configs))
 	for k, v := range h.configs {
-		out[k] = task.CopyConfig(v)
+		out[k] = registry.CopyConfig(v)
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // Only a config its task accepted is saved: a rejected one leaves the
@@ -109,7 +110,7 @@ func TestConfigRejectedAfterSlowLoadPutBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	gate := make(chan struct{})
-	reg := task.NewRegistry()
+	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Gated", New: func() (task.Task, error) {
 		<-gate
 		return gatedTask{}, nil
@@ -119,7 +120,7 @@ func TestConfigRejectedAfterSlowLoadPutBack(t *testing.T) {
 	h, _ := runHost(t, host.Options{
 		Transit: env.Client(),
 		Store:   st,
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
 		Out: func(ch, tk, text string, d map[string]any) {
 			outMu.Lock()
 			outs = append(outs, ch+" "+tk+" "+text)

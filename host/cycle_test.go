@@ -10,6 +10,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // bouncer sends each message it gets with hops > 0 to its peer twice, one
@@ -70,7 +71,7 @@ func TestSendCycleDoesNotDeadlock(t *testing.T) {
 func testSendCycle(t *testing.T, peers map[string]string, extra map[string]any) {
 	env := mmtest.NewEnv(t)
 	var handled, bad atomic.Int64
-	reg := task.NewRegistry()
+	reg := registry.New()
 	var first string
 	cfg := map[string]any{}
 	for name, peer := range peers {
@@ -85,7 +86,7 @@ func testSendCycle(t *testing.T, peers map[string]string, extra map[string]any) 
 	h, ctx := runHost(t, host.Options{
 		Transit:     env.Client(),
 		Store:       env.Store(),
-		Sources:     task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
+		Sources:     registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
 		MailboxSize: 4,
 		Out:         func(ch, tk, text string, d map[string]any) {},
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // BenchmarkFanoutPipeline is the fanout scenario of `multimodule bench`
@@ -21,7 +22,7 @@ func BenchmarkFanoutPipeline(b *testing.B) {
 	env := mmtest.NewEnv(b)
 	consumers := []string{"Consumer", "Consumer2", "Consumer3", "Consumer4"}
 	sinks := make(map[string]*benchSink, len(consumers))
-	reg := task.NewRegistry()
+	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "B", Name: "Producer", New: func() (task.Task, error) {
 		return &benchProducer{pad: strings.Repeat("x", 110)}, nil
 	}})
@@ -33,7 +34,7 @@ func BenchmarkFanoutPipeline(b *testing.B) {
 	h, ctx := runHost(b, host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("B")},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("B")},
 		Out: func(ch, tk, text string, d map[string]any) {
 			if ch == "error" || ch == "alert" {
 				b.Errorf("%s %s %s", ch, tk, text)

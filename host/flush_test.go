@@ -16,6 +16,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -33,7 +34,7 @@ func TestFlushWaitsForAFlushInProgress(t *testing.T) {
 	h, err := host.New(host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin)},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin)},
 	})
 	if err != nil {
 		t.Fatal(err)

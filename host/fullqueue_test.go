@@ -14,6 +14,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -121,7 +122,7 @@ func fullQueueHost(t *testing.T, fullWait time.Duration) (*host.Host, *transit.T
 	h, ctx := runHost(t, host.Options{
 		Transit: open(),
 		Store:   env.Store(),
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin)},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin)},
 		Out:     func(ch, tk, text string, d map[string]any) { t.Logf("%s %s: %s %v", ch, tk, text, d) },
 	})
 	if err := h.Configure("Router", map[string]any{"routes": []any{map[string]any{

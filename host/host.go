@@ -4,7 +4,7 @@
 // the task's bus queue), applies config, runs recurring work, saves state,
 // and reports failures without ever letting a task take the process down.
 //
-// A Host knows which tasks exist (task.Sources) and decides with its
+// A Host knows which tasks exist (registry.Sources) and decides with its
 // Placement function which of them it hosts. Tasks are loaded lazily: when
 // they are configured, when a message is sent to them from this process,
 // or when messages wait in their bus queue.
@@ -24,6 +24,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -47,7 +48,7 @@ type Options struct {
 	Process string
 	Transit *transit.Transit
 	Store   *store.Store
-	Sources task.Sources
+	Sources registry.Sources
 	Logger  *slog.Logger
 	// Out receives every out-of-band record; nil logs them through Logger.
 	Out OutFunc

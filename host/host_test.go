@@ -17,6 +17,7 @@ import (
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	_ "github.com/multimodule/multimodule/tasks"
 )
 
@@ -102,8 +103,8 @@ type inlineProbe struct{ probe }
 
 func (*inlineProbe) HandlesInline() bool { return true }
 
-func registry(rec *recorder) *task.Registry {
-	reg := task.NewRegistry()
+func testRegistry(rec *recorder) *registry.Registry {
+	reg := registry.New()
 	for _, name := range []string{"Probe", "Sink"} {
 		reg.MustRegister(task.Definition{Namespace: "T", Name: name, New: func() (task.Task, error) { return &probe{rec: rec, name: name}, nil }})
 	}
@@ -141,11 +142,11 @@ func newFixtureScanning(t *testing.T, rec *recorder, env *mmtest.Env, scan time.
 		env = mmtest.NewEnv(t)
 	}
 	f := &fixture{env: env, rec: rec, st: env.Store(), done: make(chan struct{})}
-	reg := registry(rec)
+	reg := testRegistry(rec)
 	h, err := host.New(host.Options{
 		Transit:      env.Client(),
 		Store:        f.st,
-		Sources:      task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
+		Sources:      registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
 		SaveInterval: 20 * time.Millisecond,
 		ScanInterval: scan,
 		Out: func(ch, tk, text string, d map[string]any) {
@@ -605,14 +606,14 @@ func TestRunningTaskConfiguredOnlyOnceSaved(t *testing.T) {
 	var bad []string
 	var handled atomic.Int64
 	st := env.Store()
-	reg := task.NewRegistry()
+	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Checker", New: func() (task.Task, error) {
 		return &diskChecker{st: st, bad: &bad, mu: &mu, handled: &handled}, nil
 	}})
 	h, _ := runHost(t, host.Options{
 		Transit: env.Client(),
 		Store:   st,
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
 		Out:     func(ch, tk, text string, d map[string]any) {},
 	})
 	for i := range 30 {

@@ -13,6 +13,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // sendOnce is a task that, at the first message it handles, sends
@@ -70,7 +71,7 @@ func testLeaseNonCanonical(t *testing.T, value func() any) {
 	src := &sendOnce{to: "Dst", value: value}
 	dst := &sendOnce{to: "Nowhere", value: func() any { return int64(0) }}
 	dst.got = 1 // never sends
-	reg := task.NewRegistry()
+	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Src", New: func() (task.Task, error) { return src, nil }})
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Dst", New: func() (task.Task, error) { return dst, nil }})
 	env := mmtest.NewEnv(t)
@@ -78,7 +79,7 @@ func testLeaseNonCanonical(t *testing.T, value func() any) {
 	h, err := host.New(host.Options{
 		Transit: tr,
 		Store:   env.Store(),
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
 	})
 	if err != nil {
 		t.Fatal(err)

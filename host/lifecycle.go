@@ -14,6 +14,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -610,7 +611,7 @@ func (r *runner) abandon() {
 
 // load builds a runner (not yet started or registered).
 func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, error) {
-	t, err := task.Build(def)
+	t, err := registry.Build(def)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // TestConfigChangedWhileLoading: a task moved out (is_external) while it
@@ -21,7 +22,7 @@ func TestConfigChangedWhileLoading(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	building := make(chan struct{}, 1)
 	release := make(chan struct{})
-	reg := task.NewRegistry()
+	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Slow", Stateful: true, New: func() (task.Task, error) {
 		select {
 		case building <- struct{}{}:
@@ -34,7 +35,7 @@ func TestConfigChangedWhileLoading(t *testing.T) {
 	h, err := host.New(host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
-		Sources: task.Sources{reg.Namespace("T")},
+		Sources: registry.Sources{reg.Namespace("T")},
 		OnConfigChanged: func(name string, _ map[string]any) {
 			changed <- name
 		},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transform"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -693,7 +694,7 @@ func (r *runner) applyConfig(cfg map[string]any) {
 	prev, prevKey := r.config, r.configKey
 	r.config, r.configKey = cfg, key
 	if c, ok := r.t.(task.Configurer); ok {
-		err := r.safeCall("set_config", func() error { return c.SetConfig(r.tc, task.CopyConfig(cfg)) })
+		err := r.safeCall("set_config", func() error { return c.SetConfig(r.tc, registry.CopyConfig(cfg)) })
 		if err != nil {
 			r.config, r.configKey = prev, prevKey
 			r.rejected(key, err)
@@ -748,7 +749,7 @@ func (r *runner) rejected(key string, err error) {
 }
 
 func (r *runner) saveInterval() time.Duration {
-	if d, ok := task.IntervalOverride(r.config, "save_state"); ok {
+	if d, ok := registry.IntervalOverride(r.config, "save_state"); ok {
 		return d
 	}
 	return r.h.opts.SaveInterval
@@ -871,18 +872,19 @@ func (r *runner) armRecur(rc *recur) {
 	})
 }
 
-func (r *runner) DelRecurs(tag string) {
-	if tag != r.name {
-		return // every schedule of this task carries the task's name as its tag
-	}
-	r.stopRecurs()
-}
-
-func (r *runner) stopRecurs() {
-	for name, rc := range r.recurs {
+func (r *runner) StopRecur(name string) {
+	if rc, ok := r.recurs[name]; ok {
 		rc.stopped.Store(true)
 		rc.timer.Stop()
 		delete(r.recurs, name)
+	}
+}
+
+func (r *runner) StopRecurs() { r.stopRecurs() }
+
+func (r *runner) stopRecurs() {
+	for name := range r.recurs {
+		r.StopRecur(name)
 	}
 }
 

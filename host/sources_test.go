@@ -10,13 +10,14 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // sendingSource is a task source whose lookup sends a message, as an
 // exec-task directory does when it logs (a describe that failed) in an
 // external process, which forwards its log records to the daemon.
 type sendingSource struct {
-	task.Source
+	registry.Source
 	h atomic.Pointer[host.Host]
 }
 
@@ -34,11 +35,11 @@ func (s *sendingSource) Lookup(name string) (task.Definition, bool) {
 func TestConfigureDoesNotAskSourcesUnderItsLock(t *testing.T) {
 	rec := newRecorder()
 	env := mmtest.NewEnv(t)
-	src := &sendingSource{Source: registry(rec).Namespace("T")}
+	src := &sendingSource{Source: testRegistry(rec).Namespace("T")}
 	h, err := host.New(host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), src},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), src},
 	})
 	if err != nil {
 		t.Fatal(err)

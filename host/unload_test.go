@@ -13,6 +13,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // gate is a task that records what it gets and holds a message with
@@ -47,13 +48,13 @@ func (g *gate) seen() []int64 {
 // had fetched from the bus: the next owner gets it, in order.
 func TestUnloadNowLeavesFetchedMessagesOnTheBus(t *testing.T) {
 	g := &gate{holding: make(chan struct{}), release: make(chan struct{})}
-	reg := task.NewRegistry()
+	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Gate", New: func() (task.Task, error) { return g, nil }})
 	env := mmtest.NewEnv(t)
 	h, err := host.New(host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
-		Sources: task.Sources{task.DefaultRegistry().Namespace(task.Builtin), reg.Namespace("T")},
+		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/multimodule/multimodule/internal/taskconv"
 	"github.com/multimodule/multimodule/message"
 )
 
@@ -24,9 +25,10 @@ type Runtime interface {
 	// Recur schedules work every interval under name, replacing the
 	// interval of an existing schedule of that name (never duplicating it).
 	Recur(name string, interval time.Duration, work func(tc *Context))
-	// DelRecurs cancels the schedules tagged tag (every schedule carries
-	// its task's name as a tag).
-	DelRecurs(tag string)
+	// StopRecur cancels the schedule called name, if there is one.
+	StopRecur(name string)
+	// StopRecurs cancels every schedule of the task.
+	StopRecurs()
 	// Out writes a record to an out-of-band channel.
 	Out(channel, text string, details map[string]any)
 	// Logger is the task's structured logger.
@@ -115,26 +117,34 @@ func (tc *Context) SendTo(qname, destination string, msg message.Message) error 
 // name: however often it is called (for example from every SetConfig),
 // there is one schedule per name; a new interval replaces the old one. The
 // task's config can override the interval: intervals: {<name>: seconds}.
-func (tc *Context) NamedRecur(name string, interval time.Duration, work func(tc *Context)) {
-	if d, ok := IntervalOverride(tc.rt.Config(), name); ok {
+//
+// The returned stop cancels the schedule called name. As there is one
+// schedule per name, it is the schedule a later NamedRecur of the same
+// name updates, too. Call stop on the task's goroutine, like every
+// Context method; calling it again, or after StopRecurs, does nothing.
+func (tc *Context) NamedRecur(name string, interval time.Duration, work func(tc *Context)) (stop func()) {
+	if d, ok := taskconv.IntervalOverride(tc.rt.Config(), name); ok {
 		interval = d
 	}
 	tc.rt.Recur(name, interval, work)
+	return func() { tc.rt.StopRecur(name) }
 }
 
-// Recur runs work every interval under a fresh name, and returns the name.
-// Prefer NamedRecur in SetConfig, which is called many times.
-func (tc *Context) Recur(interval time.Duration, work func(tc *Context)) string {
+// Recur runs work every interval under a fresh name, which the host shows
+// (in package tasktest, Recorder.Recurs); stop cancels it. Prefer
+// NamedRecur in SetConfig, which is called many times: each Recur adds a
+// schedule.
+func (tc *Context) Recur(interval time.Duration, work func(tc *Context)) (stop func()) {
 	tc.seq++
 	name := fmt.Sprintf(".recur%d", tc.seq)
 	tc.rt.Recur(name, interval, work)
-	return name
+	return func() { tc.rt.StopRecur(name) }
 }
 
-// DelRecurs cancels every schedule tagged tag; each schedule is tagged
-// with its task's name, so DelRecurs(tc.Name()) cancels all of this
-// task's schedules.
-func (tc *Context) DelRecurs(tag string) { tc.rt.DelRecurs(tag) }
+// StopRecurs cancels every recurring job of the task (those of NamedRecur
+// and of Recur). The host stops them all by itself when the task is
+// unloaded.
+func (tc *Context) StopRecurs() { tc.rt.StopRecurs() }
 
 // Log writes text to the "log" channel; kv are key/value detail pairs.
 func (tc *Context) Log(text string, kv ...any) { tc.Out("log", text, kv...) }
@@ -178,26 +188,4 @@ func pairs(kv []any) map[string]any {
 		}
 	}
 	return out
-}
-
-// IntervalOverride reads config intervals.<name> (seconds, a number or
-// numeric string) and reports it as a duration.
-func IntervalOverride(config map[string]any, name string) (time.Duration, bool) {
-	iv, ok := config["intervals"].(map[string]any)
-	if !ok {
-		return 0, false
-	}
-	f, ok := message.Float(iv[name])
-	if !ok || f <= 0 {
-		return 0, false
-	}
-	return time.Duration(f * float64(time.Second)), true
-}
-
-// CopyConfig returns a deep copy of a config map.
-func CopyConfig(c map[string]any) map[string]any {
-	if c == nil {
-		return nil
-	}
-	return message.Message(c).Copy()
 }

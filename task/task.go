@@ -6,9 +6,17 @@
 //
 //	Task       Message(tc, msg) — called once per delivered message (required)
 //	Configurer SetConfig(tc, config) — first configuration and every change
-//	Stateful   Stateful() bool — the task keeps state across restarts
 //	Closer     Close(tc) — clean-up when the task is unloaded
 //	Inliner    HandlesInline() bool — Message is short and never blocks
+//
+// Func turns a plain function into a Task. A task is made known with
+// Register, from an init function, as a Definition: its namespace and
+// name, its constructor, and whether it is stateful (Definition.Stateful,
+// the one place a task declares that it keeps state). The daemon's -p
+// option lists the namespaces (and exec-task directories) to search after
+// "builtin". How the framework finds and builds registered tasks is
+// package task/registry; a task does not need it, nor Runtime, NewContext
+// and Registered, which are for hosts.
 //
 // # Lifecycle
 //
@@ -18,24 +26,24 @@
 //
 //  1. The task is constructed by the New function of its Definition, when
 //     it first has config or a message waits in its queue.
-//  2. A stateful task gets its last saved state (Context.State).
+//  2. A stateful task (Definition.Stateful) gets its last saved state
+//     (Context.State).
 //  3. SetConfig is called with its config; again whenever the config
 //     changes by content (an identical resend does not call it). A task
 //     loaded only because messages wait for it is configured with an empty
 //     map.
 //  4. Message is called for each message, in queue order. Recurring work
-//     scheduled with Context.NamedRecur runs between messages. (An
-//     Inliner's Message may run on its sender's goroutine instead; still
-//     one call at a time, in queue order.)
-//  5. On unload or exit, Close is called and the state of a stateful task
-//     is saved.
+//     scheduled with Context.NamedRecur runs between messages, until the
+//     stop function NamedRecur returned, or Context.StopRecurs, cancels
+//     it. (An Inliner's Message may run on its sender's goroutine
+//     instead; still one call at a time, in queue order.)
+//  5. On unload or exit, recurring work stops, the state of a stateful
+//     task is saved and Close is called.
 //
 // A handler that returns an error or panics is reported with the task name
 // and message, counted, and the task goes on with the next message.
 //
-// Tasks register themselves from init with Register (or MustRegister on a
-// Registry of their own), under a namespace; the daemon's -p option lists
-// the namespaces (and exec-task directories) to search after "builtin".
+// Package task/tasktest unit-tests a task without a daemon.
 package task
 
 import (
@@ -60,13 +68,6 @@ func (f Func) Message(tc *Context, msg message.Message) error { return f(tc, msg
 // changes by content; it must be safe to call many times.
 type Configurer interface {
 	SetConfig(tc *Context, config map[string]any) error
-}
-
-// Stateful is implemented by tasks that declare whether they keep state.
-// The Definition's Stateful field says the same before the task is built;
-// when both exist they must agree.
-type Stateful interface {
-	Stateful() bool
 }
 
 // Closer is implemented by tasks that hold resources to release when they

@@ -2,10 +2,8 @@ package task_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +33,8 @@ func (f *fakeRuntime) Send(q, d string, m message.Message) error { return nil }
 func (f *fakeRuntime) Recur(name string, d time.Duration, work func(*task.Context)) {
 	f.recurs[name] = d
 }
-func (f *fakeRuntime) DelRecurs(tag string) { clear(f.recurs) }
+func (f *fakeRuntime) StopRecur(name string) { delete(f.recurs, name) }
+func (f *fakeRuntime) StopRecurs()           { clear(f.recurs) }
 func (f *fakeRuntime) Out(ch, text string, details map[string]any) {
 	f.out = append(f.out, fmt.Sprintf("%s:%s:%v", ch, text, details))
 }
@@ -104,96 +103,28 @@ func TestOutPairs(t *testing.T) {
 	}
 }
 
-func TestRegistry(t *testing.T) {
-	r := task.NewRegistry()
-	mk := func() (task.Task, error) {
-		return task.Func(func(*task.Context, message.Message) error { return nil }), nil
+func TestStopRecurs(t *testing.T) {
+	rt := newFake(nil)
+	tc := task.NewContext("T", rt)
+	work := func(*task.Context) {}
+	stopA := tc.NamedRecur("a", time.Second, work)
+	tc.NamedRecur("b", time.Second, work)
+	stopUnnamed := tc.Recur(time.Minute, work)
+	if got := len(rt.recurs); got != 3 {
+		t.Fatalf("scheduled: got %d jobs (%v), want 3", got, rt.recurs)
 	}
-	if err := r.Register(task.Definition{Namespace: "NS::", Name: "A", New: mk}); err != nil {
-		t.Fatal(err)
+	stopA()
+	if _, ok := rt.recurs["a"]; ok || len(rt.recurs) != 2 {
+		t.Errorf("after a's stop: got %v, want b and the unnamed job", rt.recurs)
 	}
-	cases := []struct {
-		name    string
-		def     task.Definition
-		wantErr string
-	}{
-		{"duplicate", task.Definition{Namespace: "NS", Name: "A", New: mk}, "already registered"},
-		{"empty name", task.Definition{Namespace: "NS", New: mk}, "empty task name"},
-		{"nil constructor", task.Definition{Namespace: "NS", Name: "B"}, "nil New"},
+	stopA() // again: nothing more
+	stopUnnamed()
+	if _, ok := rt.recurs["b"]; !ok || len(rt.recurs) != 1 {
+		t.Errorf("after the unnamed job's stop: got %v, want only b", rt.recurs)
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			err := r.Register(c.def)
-			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-				t.Fatalf("got %v, want an error containing %q", err, c.wantErr)
-			}
-		})
-	}
-	ss := task.Sources{r.Namespace(task.Builtin), r.Namespace("NS")}
-	if d, ok := ss.Lookup("A"); !ok || d.Namespace != "NS" {
-		t.Fatalf("lookup A: got %+v %v, want namespace NS", d, ok)
-	}
-	if _, ok := ss.Lookup("Z"); ok {
-		t.Fatal("lookup Z: found a task that was never registered")
-	}
-}
-
-func TestBuildReportsFailures(t *testing.T) {
-	cases := []struct {
-		name    string
-		def     task.Definition
-		wantErr string
-	}{
-		{"constructor error", task.Definition{Name: "E", New: func() (task.Task, error) { return nil, fmt.Errorf("boom") }}, "boom"},
-		{"constructor panic", task.Definition{Name: "P", New: func() (task.Task, error) { panic("kaboom") }}, "panicked: kaboom"},
-		{"nil task", task.Definition{Name: "N", New: func() (task.Task, error) { return nil, nil }}, "nil task"},
-		{"stateful mismatch", task.Definition{Name: "S", Stateful: false, New: func() (task.Task, error) { return statefulTask{}, nil }}, "Stateful()=true"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			_, err := task.Build(c.def)
-			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-				t.Fatalf("got %v, want an error containing %q", err, c.wantErr)
-			}
-		})
-	}
-}
-
-type statefulTask struct{}
-
-func (statefulTask) Message(*task.Context, message.Message) error { return nil }
-func (statefulTask) Stateful() bool                               { return true }
-
-func TestValidateName(t *testing.T) {
-	for _, ok := range []string{"Example1", "a.b-c_d", strings.Repeat("x", 200)} {
-		if err := task.ValidateName(ok); err != nil {
-			t.Errorf("%q: got %v, want nil", ok, err)
-		}
-	}
-	for _, bad := range []string{"", ".hidden", "a/b", "a b", strings.Repeat("x", 201), "ünï"} {
-		if err := task.ValidateName(bad); err == nil {
-			t.Errorf("%q: got nil, want an error", bad)
-		}
-	}
-}
-
-func TestNotFoundNamesTheSourcesAndTheForgottenNamespace(t *testing.T) {
-	r := task.NewRegistry()
-	r.MustRegister(task.Definition{Namespace: "builtin", Name: "Router", New: func() (task.Task, error) { return nil, nil }})
-	r.MustRegister(task.Definition{Namespace: "MultiModuleTest", Name: "Example1", New: func() (task.Task, error) { return nil, nil }})
-	ss := task.Sources{r.Namespace("builtin"), r.Namespace("builtin::")}
-	if _, ok := ss.Lookup("Example1"); ok {
-		t.Fatal("Example1 found in builtin")
-	}
-	err := ss.NotFound("Example1")
-	err.Elsewhere = r.NamespacesOf("Example1")
-	if got, want := err.Error(), "no task Example1 in builtin; did you forget -p MultiModuleTest?"; got != want {
-		t.Errorf("got %q, want %q", got, want)
-	}
-	if !errors.Is(err, task.ErrNotFound) {
-		t.Errorf("errors.Is(%v, ErrNotFound) = false", err)
-	}
-	if got := r.NamespacesOf("Nothing"); len(got) != 0 {
-		t.Errorf("NamespacesOf(Nothing): got %v, want none", got)
+	tc.NamedRecur("c", time.Second, work)
+	tc.StopRecurs()
+	if len(rt.recurs) != 0 {
+		t.Errorf("after StopRecurs: got %v, want none", rt.recurs)
 	}
 }

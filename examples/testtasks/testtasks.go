@@ -277,7 +277,7 @@ func (p *StatelessProducer) SetConfig(tc *task.Context, config map[string]any) e
 	}
 	rate := producerRate(config)
 	if rate <= 0 {
-		tc.DelRecurs(tc.Name())
+		tc.StopRecurs()
 		return nil
 	}
 	tick := 10 * time.Millisecond

@@ -61,7 +61,8 @@ func (s *sink) Config() map[string]any                           { return nil }
 func (s *sink) Emit(m message.Message) error                     { s.emits = append(s.emits, m); return nil }
 func (s *sink) Send(string, string, message.Message) error       { return nil }
 func (s *sink) Recur(string, time.Duration, func(*task.Context)) {}
-func (s *sink) DelRecurs(string)                                 {}
+func (s *sink) StopRecur(string)                                 {}
+func (s *sink) StopRecurs()                                      {}
 func (s *sink) Out(ch, text string, _ map[string]any)            { s.outs = append(s.outs, ch+": "+text) }
 func (s *sink) Logger() *slog.Logger                             { return slog.Default() }
 func (s *sink) Process() string                                  { return "main" }
@@ -78,8 +79,8 @@ func TestGoTaskThroughTheAdapter(t *testing.T) {
 	s := &sink{ctx: t.Context()}
 	tc := task.NewContext("GoCounter", s)
 	t.Cleanup(func() { _ = xt.Close(tc) })
-	if !xt.Stateful() {
-		t.Fatal("got Stateful() false, want true")
+	if !xt.HandshakeStateful() {
+		t.Fatal("got HandshakeStateful() false, want true")
 	}
 	tc.SetState(map[string]any{"ct": int64(10)})
 	if err := xt.SetConfig(tc, map[string]any{}); err != nil {

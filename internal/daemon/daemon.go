@@ -27,6 +27,7 @@ import (
 	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	_ "github.com/multimodule/multimodule/tasks" // the builtin namespace is always there
 	"github.com/multimodule/multimodule/transit"
 )
@@ -36,15 +37,15 @@ const DefaultControlQueue = "MultiModule_control"
 
 // Options are the daemon's settings (the original's flags).
 type Options struct {
-	StateDir     string          // -s
-	ControlQueue string          // -q
-	Sources      []string        // -p: namespaces and directories of exec tasks
-	ConfigFile   string          // -c
-	DebugLevel   int             // -d
-	Task         string          // -m: run as the external process of this task
-	OOB          string          // -o
-	Transit      transit.Options // how to reach the bus
-	Registry     *task.Registry  // nil: the default registry
+	StateDir     string             // -s
+	ControlQueue string             // -q
+	Sources      []string           // -p: namespaces and directories of exec tasks
+	ConfigFile   string             // -c
+	DebugLevel   int                // -d
+	Task         string             // -m: run as the external process of this task
+	OOB          string             // -o
+	Transit      transit.Options    // how to reach the bus
+	Registry     *registry.Registry // nil: the default registry
 	// ExternalArgv is the command line that starts this program with the
 	// daemon's own options (without -c and -m); an external task runs as
 	// ExternalArgv + "-m" <task>.
@@ -86,7 +87,7 @@ type Daemon struct {
 	// execDirs are the -p directories of exec tasks, watched until exit.
 	execDirs []*exectask.Dir
 	// srcs are the task sources, in search order (for notFound).
-	srcs task.Sources
+	srcs registry.Sources
 	// svc is the daemon's side of its service manager (service.go).
 	svc *service
 	// http is the HTTP listener (--http), nil without one.
@@ -111,7 +112,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		opts.Stderr = os.Stderr
 	}
 	if opts.Registry == nil {
-		opts.Registry = task.DefaultRegistry()
+		opts.Registry = registry.Default()
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 60 * time.Second
@@ -403,15 +404,15 @@ func (e *TaskLoadError) Unwrap() error { return e.Err }
 func (e *TaskLoadError) ExitCode() int { return ExitTaskLoad }
 
 // sources resolves -p into task sources, "builtin" first.
-func (d *Daemon) sources() (task.Sources, error) {
-	ss := task.Sources{d.builtinSource(), d.opts.Registry.Namespace(task.Builtin)}
+func (d *Daemon) sources() (registry.Sources, error) {
+	ss := registry.Sources{d.builtinSource(), d.opts.Registry.Namespace(task.Builtin)}
 	for _, entry := range d.opts.Sources {
 		for _, p := range strings.Split(entry, ",") {
 			p = strings.TrimSpace(p)
 			if p == "" {
 				continue
 			}
-			ns := task.NormalizeNamespace(p)
+			ns := registry.NormalizeNamespace(p)
 			if !strings.Contains(p, "/") && contains(d.opts.Registry.Namespaces(), ns) {
 				// A compiled-in namespace is never shadowed by a directory
 				// of the same name in the working directory: whoever can

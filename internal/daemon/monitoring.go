@@ -12,6 +12,7 @@ import (
 	"github.com/multimodule/multimodule/monitor"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 )
 
 // MonitorName is the built-in task that monitors: it samples the
@@ -35,10 +36,10 @@ type monitorConfig struct {
 
 func parseMonitorConfig(cfg map[string]any) (monitorConfig, error) {
 	mc := monitorConfig{sample: time.Second, evaluate: 5 * time.Second, windows: monitor.DefaultWindows()}
-	if d, ok := task.IntervalOverride(cfg, "sample"); ok {
+	if d, ok := registry.IntervalOverride(cfg, "sample"); ok {
 		mc.sample = d
 	}
-	if d, ok := task.IntervalOverride(cfg, "evaluate"); ok {
+	if d, ok := registry.IntervalOverride(cfg, "evaluate"); ok {
 		mc.evaluate = d
 	}
 	if w, ok := cfg["windows"]; ok && w != nil {
@@ -586,7 +587,7 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 	if name == monitor.DaemonTask || name == MonitorName {
 		return ErrMainFailsafe
 	}
-	if err := task.ValidateName(name); err != nil {
+	if err := registry.ValidateName(name); err != nil {
 		return err
 	}
 	if name == OutOfBandName {
@@ -631,7 +632,7 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 
 // unfailsafe clears a failsafe: the task comes back and drains its queue.
 func (d *Daemon) unfailsafe(name string) error {
-	if err := task.ValidateName(name); err != nil {
+	if err := registry.ValidateName(name); err != nil {
 		return err
 	}
 	if err := d.store.ClearFailsafe(name); err != nil {

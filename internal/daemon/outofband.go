@@ -10,6 +10,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -88,8 +89,8 @@ func (t *outOfBandTask) Message(tc *task.Context, m message.Message) error {
 
 // builtinSource offers the built-in tasks bound to this daemon: OutOfBand
 // (its dispatcher) and, in the daemon, MultiModule (its monitor).
-func (d *Daemon) builtinSource() task.Source {
-	reg := task.NewRegistry()
+func (d *Daemon) builtinSource() registry.Source {
+	reg := registry.New()
 	reg.MustRegister(task.Definition{
 		Namespace: task.Builtin,
 		Name:      OutOfBandName,

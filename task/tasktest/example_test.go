@@ -10,7 +10,8 @@ import (
 )
 
 // Counter counts messages in its state and reports the count every few
-// seconds (config intervals.report overrides it).
+// seconds (config intervals.report overrides it). It is stateful: its
+// task.Definition says so (Stateful: true).
 type Counter struct{}
 
 func (Counter) SetConfig(tc *task.Context, config map[string]any) error {
@@ -25,8 +26,6 @@ func (Counter) Message(tc *task.Context, msg message.Message) error {
 	tc.State()["count"] = n + 1
 	return nil
 }
-
-func (Counter) Stateful() bool { return true }
 
 func Example() {
 	rec := tasktest.New("Counter", map[string]any{"intervals": map[string]any{"report": 1}})

@@ -9,6 +9,7 @@ import (
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/router"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/task/tasktest"
 	"github.com/multimodule/multimodule/tasks/routertask"
 	"github.com/multimodule/multimodule/transit"
@@ -17,11 +18,11 @@ import (
 // build builds a registered task, as the daemon does with -p ns.
 func build(t *testing.T, ns, name string) task.Task {
 	t.Helper()
-	def, ok := task.Sources{task.DefaultRegistry().Namespace(ns)}.Lookup(name)
+	def, ok := registry.Sources{registry.Default().Namespace(ns)}.Lookup(name)
 	if !ok {
 		t.Fatalf("no task %s::%s registered", ns, name)
 	}
-	tk, err := task.Build(def)
+	tk, err := registry.Build(def)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,7 @@ import (
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -201,7 +202,7 @@ func (r *Recorder) setConfig(cfg map[string]any, key string, first bool) error {
 	tc := r.tc
 	r.mu.Unlock()
 	if c, ok := r.t.(task.Configurer); ok {
-		err := safeCall("set_config", func() error { return c.SetConfig(tc, task.CopyConfig(cfg)) })
+		err := safeCall("set_config", func() error { return c.SetConfig(tc, registry.CopyConfig(cfg)) })
 		if err != nil {
 			if !first {
 				r.mu.Lock()
@@ -253,7 +254,7 @@ func (r *Recorder) ready() error {
 // its interval has passed. Nothing runs by itself: a test runs each job
 // when it wants to. Names of NamedRecur are the task's own; Recur's are in
 // Recurs. It fails when no such job is scheduled (never, or cancelled by
-// DelRecurs), and returns the job's panic as an error.
+// its stop function or StopRecurs), and returns the job's panic as an error.
 func (r *Recorder) RunRecur(name string) error {
 	r.call.Lock()
 	defer r.call.Unlock()
@@ -514,10 +515,13 @@ func (x rt) Recur(name string, interval time.Duration, work func(*task.Context))
 	x.r.recurs[name] = &recur{interval: interval, work: work}
 }
 
-func (x rt) DelRecurs(tag string) {
-	if tag != x.r.name {
-		return // every schedule of the task carries the task's name as its tag
-	}
+func (x rt) StopRecur(name string) {
+	x.r.mu.Lock()
+	defer x.r.mu.Unlock()
+	delete(x.r.recurs, name)
+}
+
+func (x rt) StopRecurs() {
 	x.r.mu.Lock()
 	defer x.r.mu.Unlock()
 	clear(x.r.recurs)

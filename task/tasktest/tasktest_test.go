@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -129,27 +130,38 @@ func TestSends(t *testing.T) {
 
 func TestRecurs(t *testing.T) {
 	runs := map[string]int{}
-	var unnamed string
+	var stopB, stopUnnamed func()
 	rec := start(t, "T", map[string]any{"intervals": map[string]any{"b": 0.5}}, &hooks{
 		setConfig: func(tc *task.Context, config map[string]any) error {
 			tc.NamedRecur("a", time.Minute, func(*task.Context) { runs["a"]++ })
-			tc.NamedRecur("a", 2*time.Minute, func(*task.Context) { runs["a2"]++ }) // replaces a
-			tc.NamedRecur("b", time.Minute, func(*task.Context) { runs["b"]++ })    // config overrides
-			tc.NamedRecur("zero", 0, func(*task.Context) {})                        // refused, reported
-			unnamed = tc.Recur(time.Hour, func(*task.Context) { runs["unnamed"]++ })
+			tc.NamedRecur("a", 2*time.Minute, func(*task.Context) { runs["a2"]++ })      // replaces a
+			stopB = tc.NamedRecur("b", time.Minute, func(*task.Context) { runs["b"]++ }) // config overrides
+			tc.NamedRecur("zero", 0, func(*task.Context) {})                             // refused, reported
+			stopUnnamed = tc.Recur(time.Hour, func(*task.Context) { runs["unnamed"]++ })
+			tc.NamedRecur("c", time.Minute, func(*task.Context) { runs["c"]++ })
 			return nil
 		},
 		message: func(tc *task.Context, msg message.Message) error {
-			tc.DelRecurs("someone else") // not this task's tag: nothing happens
-			if msg["stop"] == true {
-				tc.DelRecurs(tc.Name())
+			switch {
+			case msg["stop"] == "b":
+				stopB()
+			case msg["stop"] == "unnamed":
+				stopUnnamed()
+			case msg["stop"] == "all":
+				tc.StopRecurs()
 			}
 			return nil
 		},
 	})
-	want := map[string]time.Duration{"a": 2 * time.Minute, "b": 500 * time.Millisecond, unnamed: time.Hour}
-	if got := rec.Recurs(); !reflect.DeepEqual(got, want) {
-		t.Errorf("recurs: got %v, want %v", got, want)
+	var unnamed string // Recur's job is the one the test did not name
+	for name := range rec.Recurs() {
+		if !slices.Contains([]string{"a", "b", "c"}, name) {
+			unnamed = name
+		}
+	}
+	want := map[string]time.Duration{"a": 2 * time.Minute, "b": 500 * time.Millisecond, "c": time.Minute, unnamed: time.Hour}
+	if got := rec.Recurs(); unnamed == "" || !reflect.DeepEqual(got, want) {
+		t.Errorf("recurs: got %v, want %v and one unnamed job", got, want)
 	}
 	if got := rec.Texts("error"); len(got) != 1 || !strings.Contains(got[0], `recur "zero": interval must be positive`) {
 		t.Errorf("error records: got %q, want the refused interval of \"zero\"", got)
@@ -165,13 +177,15 @@ func TestRecurs(t *testing.T) {
 	if err := rec.RunRecur("zero"); err == nil || !strings.Contains(err.Error(), `no recurring job "zero"`) {
 		t.Errorf("run of an unscheduled job: got %v", err)
 	}
-	_ = rec.Message(message.Message{})
-	if n := len(rec.Recurs()); n != 3 {
-		t.Errorf("DelRecurs of another tag cancelled jobs: %d left, want 3", n)
+	_ = rec.Message(message.Message{"stop": "b"})
+	_ = rec.Message(message.Message{"stop": "b"}) // a second stop does nothing more
+	_ = rec.Message(message.Message{"stop": "unnamed"})
+	if got, want := rec.Recurs(), map[string]time.Duration{"a": 2 * time.Minute, "c": time.Minute}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after the stops of b and the unnamed job: got %v, want %v", got, want)
 	}
-	_ = rec.Message(message.Message{"stop": true})
+	_ = rec.Message(message.Message{"stop": "all"})
 	if got := rec.Recurs(); len(got) != 0 {
-		t.Errorf("DelRecurs(tc.Name()) left %v", got)
+		t.Errorf("StopRecurs left %v", got)
 	}
 	if err := rec.RunRecur("a"); err == nil {
 		t.Error("a cancelled job ran")

@@ -123,7 +123,7 @@ func (p *Producer) SetConfig(tc *task.Context, config map[string]any) error {
 	if message.Truthy(config["stop"]) {
 		// End the current run without emitting anything more.
 		p.run, p.done = run, true
-		tc.DelRecurs(tc.Name())
+		tc.StopRecurs()
 		return nil
 	}
 	dur, ok := message.Float(config["duration"])
@@ -184,7 +184,7 @@ func (p *Producer) produce(tc *task.Context) {
 	}
 	if t >= p.end {
 		p.done = true
-		tc.DelRecurs(tc.Name())
+		tc.StopRecurs()
 	}
 	if p.done || t-p.reported >= int64(reportEvery) {
 		p.reported = t

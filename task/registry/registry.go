@@ -1,4 +1,20 @@
-package task
+// Package registry is the framework's side of the task API: where the
+// daemon finds the tasks it may load, and how it builds them. Task authors
+// do not need it: they write a task with package task and record it with
+// task.Register; hosts (package host, the daemon, package task/tasktest)
+// use this package to find and build it.
+//
+// A Source is a place tasks come from: one namespace of compiled-in tasks
+// (Registry.Namespace) or a directory of exec tasks (package exectask).
+// Sources lists them in search order — "builtin" first, then the
+// daemon's -p entries — and the first that has a name wins; a name none
+// has is a NotFoundError that names what was searched. Default is the
+// registry that task.Register fills; New gives an isolated one, for tests.
+// Build turns a Definition into a running task, turning a constructor's
+// panic into an error. The helpers NormalizeNamespace, IntervalOverride,
+// CopyConfig and ValidateName are the conventions every host applies to
+// task names, namespaces and configs.
+package registry
 
 import (
 	"errors"
@@ -6,103 +22,113 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/multimodule/multimodule/internal/taskconv"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/task"
 )
-
-// Builtin is the namespace of the framework's own tasks (Router,
-// MultiModule, OutOfBand); it is always searched first.
-const Builtin = "builtin"
-
-// Definition describes a task that can be loaded.
-type Definition struct {
-	Namespace string // e.g. "builtin", "MultiModuleTest"; empty means Builtin
-	Name      string // the task's name, which is also its queue's name
-	Stateful  bool   // the task keeps state (only stateful tasks may run external)
-	// New builds a fresh instance. An error (or a panic) is a load
-	// failure: reported, counted, and retried later.
-	New func() (Task, error)
-	// Origin says where the task comes from, for status and errors
-	// ("builtin", "MultiModuleTest", "/opt/tasks/Foo", …). Optional.
-	Origin string
-}
 
 // Source is a place tasks come from: a namespace of compiled-in tasks or a
 // directory of executables (exec tasks).
 type Source interface {
 	// Lookup returns the definition of task name, if this source has it.
-	Lookup(name string) (Definition, bool)
+	Lookup(name string) (task.Definition, bool)
 	// List returns every task this source has now.
-	List() []Definition
+	List() []task.Definition
 }
 
-// Registry holds compiled-in task definitions by namespace. The package
-// keeps a default one (Register, Lookup); NewRegistry gives an isolated
-// one for tests.
+// Registry holds compiled-in task definitions by namespace. Default is
+// the one task.Register fills; New gives an isolated one for tests.
 type Registry struct {
 	mu   sync.RWMutex
-	defs map[string]map[string]Definition // namespace → name → def
+	defs map[string]map[string]task.Definition // namespace → name → def
+	// followsTask: the registry is Default, whose definitions are
+	// task.Registered(); seen is how many of them defs holds.
+	followsTask bool
+	seen        atomic.Int64
 }
 
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry {
-	return &Registry{defs: map[string]map[string]Definition{}}
+// New returns an empty registry.
+func New() *Registry {
+	return &Registry{defs: map[string]map[string]task.Definition{}}
 }
 
-var defaultRegistry = NewRegistry()
+var defaultRegistry = &Registry{defs: map[string]map[string]task.Definition{}, followsTask: true}
 
-// DefaultRegistry is the registry that Register writes to.
-func DefaultRegistry() *Registry { return defaultRegistry }
-
-// Register records a task definition in the default registry. Call it from
-// init; it panics on an empty name, a nil New or a duplicate, which are
-// programming errors.
-func Register(d Definition) { defaultRegistry.MustRegister(d) }
+// Default is the registry that task.Register records into: it always has
+// every task registered so far, including those registered after Default
+// was first called.
+func Default() *Registry { return defaultRegistry }
 
 // NormalizeNamespace maps the spellings a -p entry may use to a namespace
-// name: "MultiModuleTest::" and "MultiModuleTest" are the same.
-func NormalizeNamespace(ns string) string {
-	ns = strings.TrimSuffix(strings.TrimSpace(ns), "::")
-	if ns == "" {
-		return Builtin
-	}
-	return ns
-}
+// name: "MultiModuleTest::" and "MultiModuleTest" are the same, and an
+// empty one is task.Builtin.
+func NormalizeNamespace(ns string) string { return taskconv.Namespace(ns) }
 
 // MustRegister records d, panicking on an invalid or duplicate definition.
-func (r *Registry) MustRegister(d Definition) {
+func (r *Registry) MustRegister(d task.Definition) {
 	if err := r.Register(d); err != nil {
 		panic(err)
 	}
 }
 
-// Register records d; it fails on an empty name, a nil New or a duplicate.
-func (r *Registry) Register(d Definition) error {
+// Register records d; it fails on an empty name, a nil New or a
+// duplicate. Default refuses it: its tasks come from task.Register.
+func (r *Registry) Register(d task.Definition) error {
 	d.Namespace = NormalizeNamespace(d.Namespace)
-	if d.Name == "" {
-		return errors.New("task: register: empty task name")
+	if err := taskconv.CheckDefinition(d.Namespace, d.Name, d.New != nil); err != nil {
+		return err
 	}
-	if d.New == nil {
-		return fmt.Errorf("task: register %s::%s: nil New", d.Namespace, d.Name)
+	if r.followsTask {
+		return fmt.Errorf("task: register %s::%s: the default registry is filled by task.Register", d.Namespace, d.Name)
 	}
 	if d.Origin == "" {
 		d.Origin = d.Namespace
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.add(d)
+}
+
+// add records d (normalized and checked), with r.mu held.
+func (r *Registry) add(d task.Definition) error {
 	ns := r.defs[d.Namespace]
 	if ns == nil {
-		ns = map[string]Definition{}
+		ns = map[string]task.Definition{}
 		r.defs[d.Namespace] = ns
 	}
 	if _, dup := ns[d.Name]; dup {
-		return fmt.Errorf("task: register %s::%s: already registered", d.Namespace, d.Name)
+		return taskconv.Duplicate(d.Namespace, d.Name)
 	}
 	ns[d.Name] = d
 	return nil
 }
 
+// rlock read-locks r, first taking in what task.Register recorded since
+// the last look when r is Default. Registrations are only ever added, so
+// a changed count means new ones; an unchanged count costs no lock.
+func (r *Registry) rlock() {
+	if r.followsTask {
+		if regs := task.Registered(); len(regs) != int(r.seen.Load()) {
+			r.mu.Lock()
+			if len(regs) > int(r.seen.Load()) { // another reader may have taken in more already
+				clear(r.defs)
+				for _, d := range regs {
+					_ = r.add(d) // task.Register already refused duplicates
+				}
+				r.seen.Store(int64(len(regs)))
+			}
+			r.mu.Unlock()
+		}
+	}
+	r.mu.RLock()
+}
+
 // Namespaces lists the registered namespaces, sorted.
 func (r *Registry) Namespaces() []string {
-	r.mu.RLock()
+	r.rlock()
 	defer r.mu.RUnlock()
 	var out []string
 	for ns := range r.defs {
@@ -123,28 +149,28 @@ type namespaceSource struct {
 	ns string
 }
 
-func (s namespaceSource) Lookup(name string) (Definition, bool) {
-	s.r.mu.RLock()
+func (s namespaceSource) Lookup(name string) (task.Definition, bool) {
+	s.r.rlock()
 	defer s.r.mu.RUnlock()
 	d, ok := s.r.defs[s.ns][name]
 	return d, ok
 }
 
-func (s namespaceSource) List() []Definition {
-	s.r.mu.RLock()
+func (s namespaceSource) List() []task.Definition {
+	s.r.rlock()
 	defer s.r.mu.RUnlock()
-	out := make([]Definition, 0, len(s.r.defs[s.ns]))
+	out := make([]task.Definition, 0, len(s.r.defs[s.ns]))
 	for _, d := range s.r.defs[s.ns] {
 		out = append(out, d)
 	}
-	slices.SortFunc(out, func(a, b Definition) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b task.Definition) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // NamespacesOf lists, sorted, the namespaces of r that have a task called
 // name (to tell a user which -p they may have forgotten).
 func (r *Registry) NamespacesOf(name string) []string {
-	r.mu.RLock()
+	r.rlock()
 	defer r.mu.RUnlock()
 	var out []string
 	for ns, defs := range r.defs {
@@ -219,19 +245,19 @@ func (ss Sources) NotFound(name string) *NotFoundError {
 }
 
 // Lookup searches the sources in order.
-func (ss Sources) Lookup(name string) (Definition, bool) {
+func (ss Sources) Lookup(name string) (task.Definition, bool) {
 	for _, s := range ss {
 		if d, ok := s.Lookup(name); ok {
 			return d, true
 		}
 	}
-	return Definition{}, false
+	return task.Definition{}, false
 }
 
 // List returns every available task, the first source winning for a name.
-func (ss Sources) List() []Definition {
+func (ss Sources) List() []task.Definition {
 	seen := map[string]bool{}
-	var out []Definition
+	var out []task.Definition
 	for _, s := range ss {
 		for _, d := range s.List() {
 			if !seen[d.Name] {
@@ -240,13 +266,13 @@ func (ss Sources) List() []Definition {
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b Definition) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b task.Definition) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // Build constructs a task from d, turning a panic in the constructor into
-// an error, and checks that a Stateful declaration agrees with d.
-func Build(d Definition) (t Task, err error) {
+// an error.
+func Build(d task.Definition) (t task.Task, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			t, err = nil, fmt.Errorf("task %s: constructor panicked: %v", d.Name, p)
@@ -258,9 +284,6 @@ func Build(d Definition) (t Task, err error) {
 	}
 	if t == nil {
 		return nil, fmt.Errorf("task %s: construct: New returned a nil task", d.Name)
-	}
-	if s, ok := t.(Stateful); ok && s.Stateful() != d.Stateful {
-		return nil, fmt.Errorf("task %s: declares Stateful()=%v but is registered with Stateful=%v", d.Name, s.Stateful(), d.Stateful)
 	}
 	return t, nil
 }
@@ -284,4 +307,22 @@ func ValidateName(name string) error {
 		}
 	}
 	return nil
+}
+
+// IntervalOverride reads config intervals.<name> (seconds, a positive
+// number or numeric string) as a duration. Context.NamedRecur applies it
+// to a task's recurring jobs; hosts apply it to their own periodic work
+// for the task (save_state, the monitor's sample and evaluate).
+func IntervalOverride(config map[string]any, name string) (time.Duration, bool) {
+	return taskconv.IntervalOverride(config, name)
+}
+
+// CopyConfig returns a deep copy of a config map: a task is handed a copy
+// of its config, so that what it changes is not what the host compares
+// the next config with.
+func CopyConfig(c map[string]any) map[string]any {
+	if c == nil {
+		return nil
+	}
+	return message.Message(c).Copy()
 }
