@@ -14,6 +14,12 @@
 //	)
 //
 //	func main() { os.Exit(multimodule.Main()) }
+//
+// This package is the application's door: the only public package that
+// imports internal/ (the daemon and the command line). The libraries
+// (message, match, transform, router, transit, task, host, store,
+// supervise, monitor, oob, procid, trust, observe) import nothing
+// internal.
 package multimodule
 
 import "github.com/multimodule/multimodule/internal/cli"

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/procid"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"

@@ -23,9 +23,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/cli"
-	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/procid"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -38,7 +38,7 @@ const EnvMain = "MULTIMODULE_MMTEST_MAIN"
 // multimodule command line.
 func Main(m *testing.M) {
 	if os.Getenv(EnvMain) == "1" && !fuzzWorker() {
-		os.Exit(cli.Main())
+		os.Exit(multimodule.Main())
 	}
 	// Every process this test binary starts, directly or through the code
 	// under test (the bus, external tasks), must run multimodule and never

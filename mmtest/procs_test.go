@@ -12,8 +12,8 @@ import (
 	"time"
 
 	_ "github.com/multimodule/multimodule/examples/testtasks"
-	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/mmtest"
+	"github.com/multimodule/multimodule/procid"
 )
 
 func TestMain(m *testing.M) { mmtest.Main(m) }

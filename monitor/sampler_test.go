@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/procid"
 )
 
 // noSuchPID is above the kernel's largest possible pid.

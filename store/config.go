@@ -11,8 +11,8 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/multimodule/multimodule/internal/trust"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/trust"
 )
 
 // SaveConfig saves task's config map to <Task>.conf. A nil map saves as {}.

@@ -6,7 +6,7 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/multimodule/multimodule/internal/trust"
+	"github.com/multimodule/multimodule/trust"
 )
 
 // WriteFailsafe marks task as failsafed by writing <Task>.failsafe holding

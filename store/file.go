@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/multimodule/multimodule/internal/trust"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/trust"
 )
 
 // ErrCorrupt is wrapped by the error a Load method returns for a file that

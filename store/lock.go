@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/trust"
+	"github.com/multimodule/multimodule/trust"
 )
 
 // LockFileName is the file in the state directory whose lock marks the

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/procid"
 	"go.uber.org/goleak"
 )
 

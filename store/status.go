@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/procid"
 )
 
 // Status is the process status of a task, saved in <Task>.status: which

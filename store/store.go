@@ -41,7 +41,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/trust"
+	"github.com/multimodule/multimodule/trust"
 )
 
 // File name suffixes, one per kind of file a task has.

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/multimodule/multimodule/internal/trust"
-	"github.com/multimodule/multimodule/internal/trust/trusttest"
+	"github.com/multimodule/multimodule/trust"
+	"github.com/multimodule/multimodule/trust/trusttest"
 )
 
 // TestOpenRefusesLooseDir: a state directory others can write (or that

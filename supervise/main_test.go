@@ -14,7 +14,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
-	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/procid"
 )
 
 // helperEnv, when set, makes the test binary act as a helper process

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/procid"
 )
 
 // ErrGone is wrapped by the errors about a process that is no longer

@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/procid"
-	"github.com/multimodule/multimodule/internal/trust"
+	"github.com/multimodule/multimodule/procid"
+	"github.com/multimodule/multimodule/trust"
 )
 
 // Spec says how to start a process.

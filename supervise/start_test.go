@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/procid"
 )
 
 // assertReaped fails unless no process with id exists any more, not even a

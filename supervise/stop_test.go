@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/procid"
+	"github.com/multimodule/multimodule/procid"
 )
 
 // ignoringTERM starts a process that ignores SIGTERM and waits until it

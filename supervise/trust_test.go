@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/multimodule/multimodule/internal/procid"
-	"github.com/multimodule/multimodule/internal/trust"
-	"github.com/multimodule/multimodule/internal/trust/trusttest"
+	"github.com/multimodule/multimodule/procid"
+	"github.com/multimodule/multimodule/trust"
+	"github.com/multimodule/multimodule/trust/trusttest"
 )
 
 // started starts cmd (a `sleep`, or `flock … sleep`), kills and reaps it

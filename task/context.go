@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/taskconv"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/task/internal/taskconv"
 )
 
 // Runtime is what a host provides to the tasks it runs. Task authors do

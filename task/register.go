@@ -6,7 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/multimodule/multimodule/internal/taskconv"
+	"github.com/multimodule/multimodule/task/internal/taskconv"
 )
 
 // Builtin is the namespace of the framework's own tasks (Router,

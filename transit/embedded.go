@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/procid"
-	"github.com/multimodule/multimodule/internal/trust"
+	"github.com/multimodule/multimodule/procid"
+	"github.com/multimodule/multimodule/trust"
 )
 
 // Files of the embedded bus in the transport directory.
@@ -72,7 +72,7 @@ func (bi BusInfo) Alive() bool {
 
 // ProcessStartTime returns the start time of process pid in clock ticks
 // since boot: with the pid, the identity of a process. A zombie counts as
-// gone. (Read through internal/procid, which owns /proc.)
+// gone. (Read through procid, which owns /proc.)
 func ProcessStartTime(pid int) (uint64, error) {
 	id, err := procid.Of(pid)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/multimodule/multimodule/internal/trust"
+	"github.com/multimodule/multimodule/trust"
 )
 
 // BusOptions tune [RunBusWith].

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/trust"
-	"github.com/multimodule/multimodule/internal/trust/trusttest"
 	"github.com/multimodule/multimodule/transit"
+	"github.com/multimodule/multimodule/trust"
+	"github.com/multimodule/multimodule/trust/trusttest"
 )
 
 // fakeBus is another user's stand-in for a bus: a listener that counts

@@ -16,8 +16,8 @@ import (
 
 	benchtasks "github.com/multimodule/multimodule/internal/bench/tasks"
 	"github.com/multimodule/multimodule/internal/daemon"
-	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/procid"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
 )

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	benchtasks "github.com/multimodule/multimodule/internal/bench/tasks"
-	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/procid"
 )
 
 // reports collects what the bench tasks report on their queue.

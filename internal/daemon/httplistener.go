@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/host"
-	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/observe"
+	"github.com/multimodule/multimodule/procid"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
 )

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/procid"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
 	"github.com/multimodule/multimodule/monitor"
+	"github.com/multimodule/multimodule/procid"
 	"github.com/multimodule/multimodule/supervise"
 )
 

@@ -8,11 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/multimodule/multimodule/internal/procid"
-	"github.com/multimodule/multimodule/internal/trust/trusttest"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
+	"github.com/multimodule/multimodule/procid"
 	"github.com/multimodule/multimodule/store"
+	"github.com/multimodule/multimodule/trust/trusttest"
 )
 
 // TestLooseStateDirRefused: a daemon, and a command that reads the bus

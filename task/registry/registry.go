@@ -25,9 +25,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/multimodule/multimodule/internal/taskconv"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/task/internal/taskconv"
 )
 
 // Source is a place tasks come from: a namespace of compiled-in tasks or a

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/multimodule/multimodule/internal/trust"
+	"github.com/multimodule/multimodule/trust"
 )
 
 // TestDirThroughLinks: a state dir reached through a symbolic link is
