@@ -6,32 +6,41 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	gojson "github.com/goccy/go-json"
 )
 
 // ErrNotMap is returned by Unmarshal when the JSON text is valid but its
 // top level is not an object.
 var ErrNotMap = errors.New("message: top level must be a JSON object")
 
-// Marshal encodes m as compact JSON. It fails with an ErrNotJSON error
-// naming the path of any value that is not JSON-compatible.
+// Marshal encodes m as compact JSON: keys sorted, HTML characters (<, >,
+// &) not escaped, U+2028 and U+2029 escaped, invalid UTF-8 written as
+// \ufffd, floats as encoding/json formats them. It fails with an ErrNotJSON
+// error naming the path of any value that is not JSON-compatible.
+//
+// The writing is github.com/goccy/go-json's, which writes the same bytes
+// as encoding/json (the tests hold it to that) in less than half the time.
 func Marshal(m Message) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := Encode(&buf, m); err != nil {
+	n, err := Normalize(m)
+	if err != nil {
 		return nil, err
 	}
-	b := buf.Bytes()
-	return b[:len(b)-1], nil // drop the encoder's newline
+	b, err := gojson.MarshalWithOption(map[string]any(n), gojson.DisableHTMLEscape())
+	if err != nil {
+		return nil, fmt.Errorf("message: encode: %w", err)
+	}
+	return b, nil
 }
 
-// Encode writes m as one line of JSON (with a trailing newline) to w.
+// Encode writes m as one line of JSON (Marshal's, with a trailing
+// newline) to w.
 func Encode(w io.Writer, m Message) error {
-	n, err := Normalize(m)
+	b, err := Marshal(m)
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(map[string]any(n)); err != nil {
+	if _, err := w.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("message: encode: %w", err)
 	}
 	return nil

@@ -9,8 +9,9 @@ import (
 	"github.com/multimodule/multimodule/message"
 )
 
-// FuzzUnmarshal: Unmarshal never panics, and whatever it accepts survives
-// Marshal and Unmarshal again.
+// FuzzUnmarshal: Unmarshal never panics, whatever it accepts Marshal
+// writes as encoding/json does, and it survives Marshal and Unmarshal
+// again.
 //
 // JSON does not tell integers from floats, so one trip may turn an
 // integral float64 (1.0, -0.0) into int64 (1, 0), or an integral float64
@@ -25,6 +26,7 @@ func FuzzUnmarshal(f *testing.F) {
 		`{"f": 1.5, "g": 1.0, "e": 1e21, "z": -0, "small": 1e-7}`,
 		`{"l": [1, "x", null, true, {"m": []}], ".ipc_transit_meta": {"send_ts": 1700000000.25}}`,
 		`{"s": "héllo \"w\"\n\u0000 <&> 🙂"}`,
+		"{\"s\": \"\\u2028\\u2029 \x7f \xff \\ud800 \\u003c\"}",
 		`[1]`,
 		`{"a": 1} trailing`,
 		`{"a": [[[[[[[[[[]]]]]]]]]]}`,
@@ -41,6 +43,9 @@ func FuzzUnmarshal(f *testing.F) {
 		b1, err := message.Marshal(m)
 		if err != nil {
 			t.Fatalf("Marshal of a decoded message: %v", err)
+		}
+		if want := stdMarshal(t, m); !bytes.Equal(b1, want) {
+			t.Fatalf("Marshal(%#v) = %s, encoding/json writes %s", m, b1, want)
 		}
 		m2, err := message.Unmarshal(b1)
 		if err != nil {
