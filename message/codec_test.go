@@ -31,6 +31,11 @@ func TestUnmarshalNumbers(t *testing.T) {
 		{"exponent is a float", `{"n": 1e3}`, 1000.0},
 		{"negative exponent", `{"n": 25E-1}`, 2.5},
 		{"nested numbers converted", `{"n": {"l": [1, 2.5]}}`, map[string]any{"l": []any{int64(1), 2.5}}},
+		{"negative zero integer", `{"n": -0}`, int64(0)},
+		{"18 digits", `{"n": -999999999999999999}`, int64(-999999999999999999)},
+		{"19 digits", `{"n": 1000000000000000000}`, int64(1000000000000000000)},
+		{"numbers in lists in lists", `{"n": [[1, -2], [{"x": 30000000000000000000}], 1E2]}`,
+			[]any{[]any{int64(1), int64(-2)}, []any{map[string]any{"x": json.Number("30000000000000000000")}}, 100.0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,6 +69,7 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"empty input", ``, nil, "no JSON object"},
 		{"only whitespace", " \n ", nil, "no JSON object"},
 		{"number out of float range", `{"n": 1e400}`, message.ErrNotJSON, `at "n"`},
+		{"nested number out of range says its path", `{"a": {"l": [1, 1e400]}, "b": 2}`, message.ErrNotJSON, `at "a.l[1]"`},
 		{"nesting beyond our limit", deepJSON(600), message.ErrNotJSON, "nested deeper than 512"},
 		{"nesting beyond the decoder's limit", deepJSON(20000), nil, "invalid JSON"},
 	}
