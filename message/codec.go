@@ -6,41 +6,83 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	gojson "github.com/goccy/go-json"
 )
 
 // ErrNotMap is returned by Unmarshal when the JSON text is valid but its
 // top level is not an object.
 var ErrNotMap = errors.New("message: top level must be a JSON object")
 
-// Marshal encodes m as compact JSON. It fails with an ErrNotJSON error
-// naming the path of any value that is not JSON-compatible.
+// Marshal encodes m as compact JSON: keys sorted, HTML characters (<, >,
+// &) not escaped, U+2028 and U+2029 escaped, invalid UTF-8 written as
+// \ufffd, floats as encoding/json formats them. It fails with an ErrNotJSON
+// error naming the path of any value that is not JSON-compatible.
+//
+// The writing is github.com/goccy/go-json's, which writes the same bytes
+// as encoding/json (the tests hold it to that) in about half the time
+// (docs/benchmarks.md).
 func Marshal(m Message) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := Encode(&buf, m); err != nil {
+	n, err := Normalize(m)
+	if err != nil {
 		return nil, err
 	}
-	b := buf.Bytes()
-	return b[:len(b)-1], nil // drop the encoder's newline
+	b, err := gojson.MarshalWithOption(map[string]any(n), gojson.DisableHTMLEscape())
+	if err != nil {
+		return nil, fmt.Errorf("message: encode: %w", err)
+	}
+	return b, nil
 }
 
-// Encode writes m as one line of JSON (with a trailing newline) to w.
+// Encode writes m as one line of JSON (Marshal's, with a trailing
+// newline) to w.
 func Encode(w io.Writer, m Message) error {
-	n, err := Normalize(m)
+	b, err := Marshal(m)
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(map[string]any(n)); err != nil {
+	if _, err := w.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("message: encode: %w", err)
 	}
 	return nil
 }
 
 // Unmarshal decodes one JSON object into a Message of canonical types:
-// integers become int64 (exact), other numbers float64. Text that is not a
-// single JSON object is rejected; the error says where.
+// integers become int64 (exact), larger integers json.Number, other numbers
+// float64; invalid UTF-8 and unpaired surrogates in strings become U+FFFD,
+// as encoding/json makes them. Text that is not a single JSON object is
+// rejected; the error says where.
+//
+// The reading is github.com/goccy/go-json's, which reads the same values
+// as encoding/json (the tests hold it to that) in 0.65 to 0.85 of the
+// time (docs/benchmarks.md); input it refuses is read again by
+// encoding/json, whose errors are the ones returned.
 func Unmarshal(data []byte) (Message, error) {
+	dec := gojson.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err == nil && m != nil {
+		if end := dec.InputOffset(); end >= 0 && end <= int64(len(data)) && onlySpace(data[end:]) {
+			if convertMap(m, 0) {
+				return Message(m), nil
+			}
+		}
+	}
+	return unmarshalStd(data)
+}
+
+// onlySpace reports whether b is JSON whitespace alone.
+func onlySpace(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
+// unmarshalStd is Unmarshal by encoding/json, which words the errors.
+func unmarshalStd(data []byte) (Message, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	m, err := decodeOne(dec)
@@ -88,11 +130,98 @@ func decodeOne(dec *json.Decoder) (Message, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w, got %s", ErrNotMap, describe(raw))
 	}
+	if convertMap(obj, 0) {
+		return Message(obj), nil
+	}
+	// convertNumbers converts what is left and names the path of what
+	// it cannot.
 	out, err := convertNumbers(obj, "", 0)
 	if err != nil {
 		return nil, err
 	}
 	return Message(out.(map[string]any)), nil
+}
+
+// convertMap replaces the json.Number values of a freshly decoded object
+// in place by their canonical type, as convertNumbers does, without
+// building the paths an error would need: false if it meets what
+// convertNumbers refuses (then it may have converted part of the tree).
+func convertMap(m map[string]any, depth int) bool {
+	if depth > maxDepth {
+		return false
+	}
+	for k, v := range m {
+		switch t := v.(type) {
+		case json.Number:
+			n, ok := convertNumber(string(t))
+			if !ok {
+				return false
+			}
+			m[k] = n
+		case map[string]any:
+			if !convertMap(t, depth+1) {
+				return false
+			}
+		case []any:
+			if !convertList(t, depth+1) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func convertList(l []any, depth int) bool {
+	if depth > maxDepth {
+		return false
+	}
+	for i, v := range l {
+		switch t := v.(type) {
+		case json.Number:
+			n, ok := convertNumber(string(t))
+			if !ok {
+				return false
+			}
+			l[i] = n
+		case map[string]any:
+			if !convertMap(t, depth+1) {
+				return false
+			}
+		case []any:
+			if !convertList(t, depth+1) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// convertNumber is numberValue for a JSON number literal, with a short
+// cut for the usual integer.
+func convertNumber(s string) (any, bool) {
+	digits := s
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) > 0 && len(digits) <= 18 {
+		var n int64
+		for i := 0; i < len(digits); i++ {
+			c := digits[i]
+			if c < '0' || c > '9' {
+				n = -1
+				break
+			}
+			n = n*10 + int64(c-'0')
+		}
+		if n >= 0 {
+			if len(digits) < len(s) {
+				n = -n
+			}
+			return n, true
+		}
+	}
+	v, err := numberValue(s, "")
+	return v, err == nil
 }
 
 // convertNumbers replaces json.Number values in place by their canonical

@@ -1,9 +1,11 @@
 package message_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -29,6 +31,11 @@ func TestUnmarshalNumbers(t *testing.T) {
 		{"exponent is a float", `{"n": 1e3}`, 1000.0},
 		{"negative exponent", `{"n": 25E-1}`, 2.5},
 		{"nested numbers converted", `{"n": {"l": [1, 2.5]}}`, map[string]any{"l": []any{int64(1), 2.5}}},
+		{"negative zero integer", `{"n": -0}`, int64(0)},
+		{"18 digits", `{"n": -999999999999999999}`, int64(-999999999999999999)},
+		{"19 digits", `{"n": 1000000000000000000}`, int64(1000000000000000000)},
+		{"numbers in lists in lists", `{"n": [[1, -2], [{"x": 30000000000000000000}], 1E2]}`,
+			[]any{[]any{int64(1), int64(-2)}, []any{map[string]any{"x": json.Number("30000000000000000000")}}, 100.0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,6 +69,7 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"empty input", ``, nil, "no JSON object"},
 		{"only whitespace", " \n ", nil, "no JSON object"},
 		{"number out of float range", `{"n": 1e400}`, message.ErrNotJSON, `at "n"`},
+		{"nested number out of range says its path", `{"a": {"l": [1, 1e400]}, "b": 2}`, message.ErrNotJSON, `at "a.l[1]"`},
 		{"nesting beyond our limit", deepJSON(600), message.ErrNotJSON, "nested deeper than 512"},
 		{"nesting beyond the decoder's limit", deepJSON(20000), nil, "invalid JSON"},
 	}
@@ -174,5 +182,49 @@ func TestEncodeWritesOneLine(t *testing.T) {
 	}
 	if got, want := sb.String(), "{\"a\":\"x\\ny\"}\n"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// stdMarshal is the reference for Marshal's bytes: encoding/json's
+// compact form of the normalized message, HTML not escaped.
+func stdMarshal(t *testing.T, m message.Message) []byte {
+	t.Helper()
+	n, err := message.Normalize(m)
+	if err != nil {
+		t.Fatalf("Normalize: %v", err)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(map[string]any(n)); err != nil {
+		t.Fatalf("encoding/json: %v", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// TestMarshalAsEncodingJSON: Marshal and Encode write what encoding/json
+// writes: keys sorted, HTML characters as they are, U+2028/U+2029 and
+// control characters escaped, invalid UTF-8 as \ufffd, floats in
+// encoding/json's form, nil maps and lists as null, non-canonical Go
+// types normalized first.
+func TestMarshalAsEncodingJSON(t *testing.T) {
+	for _, m := range []message.Message{
+		{},
+		{"b": int64(2), "a": int64(1), "c": map[string]any{"z": true, "y": nil}},
+		{"s": "\x00\x1f\"\\<>&\u2028\u2029\xff\xfe\x7f\xed\xa0\x80é🙂", "k\n<": "key escaped"},
+		{"f": 1e-7, "g": 123456789.0, "h": 1e21, "i": 1e20, "j": math.Copysign(0, -1), "k": 5e-324, "l": 1.7976931348623157e308, "m": -1.5e-9},
+		{"n": json.Number("123456789012345678901234567890"), "i": int64(math.MinInt64), "u": uint64(math.MaxUint64), "int": 7},
+		{"nilmap": map[string]any(nil), "nillist": []any(nil), "in": []any{map[string]any(nil), []any(nil), []any{}}},
+		{"nested": message.Message{"x": []string{"a", "b"}}, "f32": float32(0.1)},
+	} {
+		want := stdMarshal(t, m)
+		got, err := message.Marshal(m)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("Marshal(%#v) = %s (%v), want %s", m, got, err, want)
+		}
+		var buf bytes.Buffer
+		if err := message.Encode(&buf, m); err != nil || buf.String() != string(want)+"\n" {
+			t.Errorf("Encode(%#v) wrote %q (%v), want %q", m, buf.String(), err, string(want)+"\n")
+		}
 	}
 }

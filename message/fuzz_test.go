@@ -4,13 +4,15 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/multimodule/multimodule/message"
 )
 
-// FuzzUnmarshal: Unmarshal never panics, and whatever it accepts survives
-// Marshal and Unmarshal again.
+// FuzzUnmarshal: Unmarshal never panics, reads what encoding/json reads
+// (the same values, or the same error), whatever it accepts Marshal writes
+// as encoding/json does, and it survives Marshal and Unmarshal again.
 //
 // JSON does not tell integers from floats, so one trip may turn an
 // integral float64 (1.0, -0.0) into int64 (1, 0), or an integral float64
@@ -25,6 +27,7 @@ func FuzzUnmarshal(f *testing.F) {
 		`{"f": 1.5, "g": 1.0, "e": 1e21, "z": -0, "small": 1e-7}`,
 		`{"l": [1, "x", null, true, {"m": []}], ".ipc_transit_meta": {"send_ts": 1700000000.25}}`,
 		`{"s": "héllo \"w\"\n\u0000 <&> 🙂"}`,
+		"{\"s\": \"\\u2028\\u2029 \x7f \xff \\ud800 \\u003c\"}",
 		`[1]`,
 		`{"a": 1} trailing`,
 		`{"a": [[[[[[[[[[]]]]]]]]]]}`,
@@ -33,14 +36,24 @@ func FuzzUnmarshal(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	for _, s := range unmarshalSeeds {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := message.Unmarshal(data)
+		want, wantErr := message.UnmarshalStd(data)
+		if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) || !reflect.DeepEqual(m, want) {
+			t.Fatalf("Unmarshal(%q) = %#v, %v; encoding/json reads %#v, %v", data, m, err, want, wantErr)
+		}
 		if err != nil {
 			return
 		}
 		b1, err := message.Marshal(m)
 		if err != nil {
 			t.Fatalf("Marshal of a decoded message: %v", err)
+		}
+		if want := stdMarshal(t, m); !bytes.Equal(b1, want) {
+			t.Fatalf("Marshal(%#v) = %s, encoding/json writes %s", m, b1, want)
 		}
 		m2, err := message.Unmarshal(b1)
 		if err != nil {
@@ -70,6 +83,29 @@ func FuzzUnmarshal(f *testing.F) {
 	})
 }
 
+// unmarshalSeeds are inputs where JSON readers are known to differ.
+var unmarshalSeeds = []string{
+	` {"a":1} `,
+	"{\"a\":1}\n\t\r",
+	"{\"a\":1}\f",
+	"\ufeff{\"a\":1}",
+	`{"dup": 1, "dup": 2}`,
+	`{"dup": {"a": 1}, "dup": {"b": 2}}`,
+	`{"over": 9223372036854775808, "under": -9223372036854775809, "z": -0, "zf": -0.0, "E": 2E+3}`,
+	`{"n": 01}`, `{"n": -}`, `{"n": 1.}`, `{"n": .5}`, `{"n": 1e}`, `{"n": +1}`, `{"n": NaN}`, `{"n": 0x10}`,
+	"{\"bad utf8\": \"a\xffb\xc3\", \"k\xfe\": 1}",
+	`{"sur": "\ud800 \udc00x \ud83d\ude00 \uD83D\uDE00 \ud83dx"}`,
+	"{\"ctl\": \"a\x01b\"}",
+	`{"u": "\u12"}`, `{"u": "\x"}`, `{"u": "\'"}`,
+	`{"a": 1,}`, `{"a": [1,]}`, `{"a" 1}`, `{'a': 1}`, `{a: 1}`,
+	`{"a": 1} trailing`, `{"a": 1}{}`, `{"a": 1} {"b": 2}`, `{"a": 1}]`,
+	`null`, `true`, `[{}]`, ``, `   `, `{`, `}`,
+	`{"t": tru}`, `{"t": True}`, `{"t": nul}`,
+	`{"deep": ` + strings.Repeat(`[`, 300) + strings.Repeat(`]`, 300) + `}`,
+	`{"deeper": ` + strings.Repeat(`{"a":`, 600) + `1` + strings.Repeat(`}`, 600) + `}`,
+	`{"deepest": ` + strings.Repeat(`[`, 10001) + strings.Repeat(`]`, 10001) + `}`,
+}
+
 // sameJSON compares canonical values, numbers by value.
 func sameJSON(a, b any) bool { return message.Equal(a, b) }
 
@@ -87,8 +123,15 @@ func FuzzCopy(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	for _, s := range unmarshalSeeds {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := message.Unmarshal(data)
+		want, wantErr := message.UnmarshalStd(data)
+		if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) || !reflect.DeepEqual(m, want) {
+			t.Fatalf("Unmarshal(%q) = %#v, %v; encoding/json reads %#v, %v", data, m, err, want, wantErr)
+		}
 		if err != nil {
 			return
 		}
@@ -174,8 +217,15 @@ func FuzzCopier(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	for _, s := range unmarshalSeeds {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := message.Unmarshal(data)
+		want, wantErr := message.UnmarshalStd(data)
+		if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) || !reflect.DeepEqual(m, want) {
+			t.Fatalf("Unmarshal(%q) = %#v, %v; encoding/json reads %#v, %v", data, m, err, want, wantErr)
+		}
 		if err != nil {
 			return
 		}

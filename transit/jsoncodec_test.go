@@ -28,6 +28,7 @@ var codecSeeds = []string{
 	`"s"`,
 	`{"a": 1} trailing`,
 	`{"a": 1}{}`,
+	`{}]`,
 	`{"a": [[[[[[[[[[]]]]]]]]]]}`,
 	`{"a":`,
 	`{"n": 1e400}`,
@@ -49,7 +50,7 @@ var codecSeeds = []string{
 }
 
 // FuzzCodec: the bus codec reads exactly what message.Unmarshal reads and
-// writes exactly what message.Marshal writes.
+// writes exactly what encoding/json writes, as message.Marshal does.
 func FuzzCodec(f *testing.F) {
 	for _, s := range codecSeeds {
 		f.Add([]byte(s))
@@ -81,14 +82,33 @@ func checkCodec(t *testing.T, data []byte) {
 	if wantErr != nil {
 		return
 	}
-	wantB, err := message.Marshal(want)
+	wantB, err := stdMarshal(want)
 	if err != nil {
-		t.Fatalf("message.Marshal: %v", err)
+		t.Fatalf("encoding/json: %v", err)
 	}
 	gotB, err := marshal(want)
 	if err != nil || !bytes.Equal(gotB, wantB) {
 		t.Fatalf("marshal(%#v): got %s (%v), want %s", want, gotB, err, wantB)
 	}
+	if msgB, err := message.Marshal(want); err != nil || !bytes.Equal(msgB, wantB) {
+		t.Fatalf("message.Marshal(%#v): got %s (%v), want %s", want, msgB, err, wantB)
+	}
+}
+
+// stdMarshal is the reference for the bytes of a message: encoding/json's
+// compact form of the normalized message, HTML not escaped.
+func stdMarshal(m message.Message) ([]byte, error) {
+	n, err := message.Normalize(m)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(map[string]any(n)); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func TestMarshalValues(t *testing.T) {
@@ -99,14 +119,18 @@ func TestMarshalValues(t *testing.T) {
 		{"m": map[string]any{"z": 1.5, "a": []any{nil, true, int64(-3), "x"}}},
 		{"nilmap": map[string]any(nil), "nillist": []any(nil), "in": []any{map[string]any(nil), []any(nil)}},
 		{"empty": map[string]any{}, "emptylist": []any{}},
+		{"del": "a\x7fb", "html": "<script>&amp;</script>", "sep": "\u2028\u2029", "bad": "\xc3(\xed\xa0\x80"},
 	} {
-		want, err := message.Marshal(m)
+		want, err := stdMarshal(m)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got, err := marshal(m)
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("marshal(%#v): got %s (%v), want %s", m, got, err, want)
+		}
+		if got, err := message.Marshal(m); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("message.Marshal(%#v): got %s (%v), want %s", m, got, err, want)
 		}
 	}
 }
@@ -143,7 +167,7 @@ func BenchmarkCodec200B(b *testing.B) {
 
 // FuzzMarshal: for messages built from arbitrary bytes (every canonical
 // type, nil maps and lists, odd strings and floats), marshal writes what
-// message.Marshal writes.
+// encoding/json writes.
 func FuzzMarshal(f *testing.F) {
 	f.Add([]byte("\x00\x01\x02\x03\x04\x05\x06\x07\x08"))
 	f.Add([]byte("\x05\x03a\xff\x06\x02\x01\x07\x04"))
@@ -153,7 +177,7 @@ func FuzzMarshal(f *testing.F) {
 		for len(g.data) > 0 {
 			m[g.str()] = g.value(0)
 		}
-		want, werr := message.Marshal(m)
+		want, werr := stdMarshal(m)
 		got, err := marshal(m)
 		if (err == nil) != (werr == nil) || !bytes.Equal(got, want) {
 			t.Fatalf("marshal(%#v): got %s (%v), want %s (%v)", m, got, err, want, werr)
