@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task/internal/taskconv"
 )
 
@@ -147,16 +148,16 @@ func (tc *Context) Recur(interval time.Duration, work func(tc *Context)) (stop f
 func (tc *Context) StopRecurs() { tc.rt.StopRecurs() }
 
 // Log writes text to the "log" channel; kv are key/value detail pairs.
-func (tc *Context) Log(text string, kv ...any) { tc.Out("log", text, kv...) }
+func (tc *Context) Log(text string, kv ...any) { tc.Out(oob.ChannelLog, text, kv...) }
 
 // Debug writes text to the "debug" channel.
-func (tc *Context) Debug(text string, kv ...any) { tc.Out("debug", text, kv...) }
+func (tc *Context) Debug(text string, kv ...any) { tc.Out(oob.ChannelDebug, text, kv...) }
 
 // Alert writes text to the "alert" channel.
-func (tc *Context) Alert(text string, kv ...any) { tc.Out("alert", text, kv...) }
+func (tc *Context) Alert(text string, kv ...any) { tc.Out(oob.ChannelAlert, text, kv...) }
 
 // Error writes text to the "error" channel.
-func (tc *Context) Error(text string, kv ...any) { tc.Out("error", text, kv...) }
+func (tc *Context) Error(text string, kv ...any) { tc.Out(oob.ChannelError, text, kv...) }
 
 // Out writes text to any out-of-band channel, with key/value details.
 func (tc *Context) Out(channel, text string, kv ...any) {

@@ -8,6 +8,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/multimodule/multimodule/internal/configfile"
+	"github.com/multimodule/multimodule/oob"
 )
 
 // loadConfigFile reads -c and applies it. A file that fails to parse is
@@ -15,14 +16,14 @@ import (
 func (d *Daemon) loadConfigFile(ctx context.Context) error {
 	cfg, err := configfile.Load(d.opts.ConfigFile)
 	if err != nil {
-		d.host.Out("error", "main", "config file not applied, keeping the running config: "+err.Error(), nil)
+		d.host.Out(oob.ChannelError, "main", "config file not applied, keeping the running config: "+err.Error(), nil)
 		return err
 	}
 	if err := d.host.ConfigureAllContext(ctx, cfg); err != nil {
-		d.host.Out("error", "main", "config file: "+err.Error(), nil)
+		d.host.Out(oob.ChannelError, "main", "config file: "+err.Error(), nil)
 		return err
 	}
-	d.host.Out("debug", "main", "config file applied: "+d.opts.ConfigFile, nil)
+	d.host.Out(oob.ChannelDebug, "main", "config file applied: "+d.opts.ConfigFile, nil)
 	return nil
 }
 
@@ -32,7 +33,7 @@ func (d *Daemon) loadConfigFile(ctx context.Context) error {
 func (d *Daemon) watchConfigFile(ctx context.Context) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		d.host.Out("error", "main", "config file: cannot watch: "+err.Error(), nil)
+		d.host.Out(oob.ChannelError, "main", "config file: cannot watch: "+err.Error(), nil)
 		return
 	}
 	defer w.Close()
@@ -41,7 +42,7 @@ func (d *Daemon) watchConfigFile(ctx context.Context) {
 		path = d.opts.ConfigFile
 	}
 	if err := w.Add(filepath.Dir(path)); err != nil {
-		d.host.Out("error", "main", "config file: cannot watch "+filepath.Dir(path)+": "+err.Error(), nil)
+		d.host.Out(oob.ChannelError, "main", "config file: cannot watch "+filepath.Dir(path)+": "+err.Error(), nil)
 		return
 	}
 	const settle = 50 * time.Millisecond
@@ -63,7 +64,7 @@ func (d *Daemon) watchConfigFile(ctx context.Context) {
 			if !ok {
 				return
 			}
-			d.host.Out("error", "main", "config file watch: "+err.Error(), nil)
+			d.host.Out(oob.ChannelError, "main", "config file watch: "+err.Error(), nil)
 		case <-timer.C:
 			_ = d.loadConfigFile(ctx)
 		}

@@ -616,10 +616,10 @@ func (d *Daemon) control(ctx context.Context) {
 				details := map[string]any{"fields": fieldPaths(dl.Msg)}
 				if errors.Is(err, host.ErrNotSaved) {
 					// No verdict either: the message is not done.
-					d.host.Out("alert", "main", fmt.Sprintf("control message not acknowledged, to be applied again at the next start: %v", err), details)
+					d.host.Out(oob.ChannelAlert, "main", fmt.Sprintf("control message not acknowledged, to be applied again at the next start: %v", err), details)
 					return
 				}
-				d.host.Out("error", "main", fmt.Sprintf("control message rejected: %v", err), details)
+				d.host.Out(oob.ChannelError, "main", fmt.Sprintf("control message rejected: %v", err), details)
 			}
 			d.saveReasons()
 			d.reply(dl.Msg, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/supervise"
 )
@@ -164,7 +165,7 @@ func (x *externals) adopt(name string) bool {
 	// else is not believed (that process is never signalled).
 	p, err := supervise.Adopt(id, supervise.Expect{ArgvSuffix: []string{"-m", name}, LockPath: lock})
 	if errors.Is(err, supervise.ErrNotOurs) {
-		x.d.host.Out("error", name, fmt.Sprintf("the status of %s names a process that is not its external process: not adopted, left alone: %v", name, err), nil)
+		x.d.host.Out(oob.ChannelError, name, fmt.Sprintf("the status of %s names a process that is not its external process: not adopted, left alone: %v", name, err), nil)
 		return false
 	}
 	if err != nil {
@@ -175,7 +176,7 @@ func (x *externals) adopt(name string) bool {
 	x.procs[name] = p
 	x.mu.Unlock()
 	x.goWatch(name, p)
-	x.d.host.Out("log", name, fmt.Sprintf("adopted the running external process of %s (pid %d)", name, id.PID), nil)
+	x.d.host.Out(oob.ChannelLog, name, fmt.Sprintf("adopted the running external process of %s (pid %d)", name, id.PID), nil)
 	return true
 }
 
@@ -382,7 +383,7 @@ func (x *externals) reconcile(name string) {
 				}
 			})
 			if err := p.Stop(ctx, StopGrace); err != nil && !x.quitting() {
-				x.d.host.Out("error", name, fmt.Sprintf("stopping the external process of %s: %v", name, err), nil)
+				x.d.host.Out(oob.ChannelError, name, fmt.Sprintf("stopping the external process of %s: %v", name, err), nil)
 			}
 		})
 	case p == nil:
@@ -408,7 +409,7 @@ func (x *externals) start(name string) {
 	})
 	if err != nil {
 		counters.Add(name, host.MetricTaskCompileFailureExternal, 1)
-		x.d.host.Out("error", name, fmt.Sprintf("cannot start the external process of %s: %v", name, err), nil)
+		x.d.host.Out(oob.ChannelError, name, fmt.Sprintf("cannot start the external process of %s: %v", name, err), nil)
 		x.scheduleRetry(name, 0)
 		x.mu.Lock()
 		x.lastExit[name] = store.Reason{Reason: ReasonLoadError, Detail: "cannot start its process: " + err.Error(), Until: unixSeconds(x.notUntil[name])}
@@ -420,7 +421,7 @@ func (x *externals) start(name string) {
 	x.procs[name] = p
 	x.mu.Unlock()
 	x.goWatch(name, p)
-	x.d.host.Out("debug", name, fmt.Sprintf("started the external process of %s (pid %d)", name, p.Identity().PID), nil)
+	x.d.host.Out(oob.ChannelDebug, name, fmt.Sprintf("started the external process of %s (pid %d)", name, p.Identity().PID), nil)
 }
 
 func (x *externals) scheduleRetry(name string, ranFor time.Duration) {
@@ -461,9 +462,9 @@ func (x *externals) onExit(name string) {
 		x.releaseLocked(name)
 		delete(x.nextStart, name)
 		x.mu.Unlock()
-		x.d.host.Out("debug", name, fmt.Sprintf("the external process of %s has exited as asked", name), nil)
+		x.d.host.Out(oob.ChannelDebug, name, fmt.Sprintf("the external process of %s has exited as asked", name), nil)
 		if err := x.d.host.Reconcile(name); err != nil {
-			x.d.host.Out("error", name, fmt.Sprintf("loading %s inside the daemon: %v", name, err), nil)
+			x.d.host.Out(oob.ChannelError, name, fmt.Sprintf("loading %s inside the daemon: %v", name, err), nil)
 		}
 		// The config may have turned external again while it was
 		// exiting: then start the new process now.
@@ -496,7 +497,7 @@ func (x *externals) onExit(name string) {
 		how += fmt.Sprintf(" while handling the message at bus sequence %d (member %d), at %d crash(es) in a row with it in flight: it is handed to the task again", rec.pos.seq, rec.pos.member+1, rec.crashes)
 	}
 	if x.wantsExternal(name) {
-		x.d.host.Out("error", name, fmt.Sprintf("the external process of %s (pid %d) %s after %v; restarting", name, p.Identity().PID, how, ran.Round(time.Millisecond)), nil)
+		x.d.host.Out(oob.ChannelError, name, fmt.Sprintf("the external process of %s (pid %d) %s after %v; restarting", name, p.Identity().PID, how, ran.Round(time.Millisecond)), nil)
 		x.scheduleRetry(name, ran)
 		x.mu.Lock()
 		until := x.notUntil[name]

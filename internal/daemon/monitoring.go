@@ -10,6 +10,7 @@ import (
 	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/monitor"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
@@ -574,7 +575,7 @@ func cutBucket(b string) (name, metric string, ok bool) {
 // onAlert writes an alert to the alert channel, carrying the
 // whole alert as details.
 func (d *Daemon) onAlert(a monitor.Alert) {
-	d.host.Out("alert", a.Task, a.Summary, a.Message())
+	d.host.Out(oob.ChannelAlert, a.Task, a.Summary, a.Message())
 }
 
 // ErrMainFailsafe refuses to failsafe the daemon itself.
@@ -611,7 +612,7 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 	if err := d.store.WriteFailsafe(name, alert); err != nil {
 		return fmt.Errorf("failsafe %s: %w", name, err)
 	}
-	d.host.Out("alert", name, fmt.Sprintf("task %s failsafed (%s): it stays stopped, its messages wait, until `multimodule unfailsafe %s`", name, by, name), alert)
+	d.host.Out(oob.ChannelAlert, name, fmt.Sprintf("task %s failsafed (%s): it stays stopped, its messages wait, until `multimodule unfailsafe %s`", name, by, name), alert)
 	if p := d.ext.process(name); p != nil {
 		d.ext.markStopping(name)
 		_ = p.Signal(9) // the task's process is killed
@@ -621,7 +622,7 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 	// At once: what it fetched and has not handled waits on the bus (a
 	// task failsafed for failing would fail it too).
 	if err := d.host.UnloadNow(ctx, name); err != nil {
-		d.host.Out("error", name, fmt.Sprintf("failsafe %s: unload: %v", name, err), nil)
+		d.host.Out(oob.ChannelError, name, fmt.Sprintf("failsafe %s: unload: %v", name, err), nil)
 	}
 	if d.mon != nil {
 		d.mon.clearTask(name)
@@ -641,7 +642,7 @@ func (d *Daemon) unfailsafe(name string) error {
 	if d.mon != nil {
 		d.mon.clearTask(name)
 	}
-	d.host.Out("log", name, fmt.Sprintf("task %s unfailsafed: starting it again", name), nil)
+	d.host.Out(oob.ChannelLog, name, fmt.Sprintf("task %s unfailsafed: starting it again", name), nil)
 	d.noteUnfailsafe(name)
 	d.ext.request(name)
 	if err := d.host.Reconcile(name); err != nil {

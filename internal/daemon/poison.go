@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/supervise"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -207,7 +208,7 @@ func (x *externals) recordCrash(name, how string, pid int) *crashVerdict {
 		return nil
 	}
 	if err := saveCrashRecord(dir, name, *rec); err != nil {
-		x.d.host.Out("error", name, fmt.Sprintf("recording the crash of %s: %v (the message it was handling is not counted as a poison message)", name, err), nil)
+		x.d.host.Out(oob.ChannelError, name, fmt.Sprintf("recording the crash of %s: %v (the message it was handling is not counted as a poison message)", name, err), nil)
 		return nil
 	}
 	if verdict != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -201,7 +202,7 @@ func (d *Daemon) reply(m message.Message, err error) {
 		return
 	}
 	if !isReplyQueue(to) {
-		d.host.Out("error", "main", fmt.Sprintf("control message: reply_to %q is not a reply queue (want %s<id>); no verdict sent", to, ReplyQueuePrefix), nil)
+		d.host.Out(oob.ChannelError, "main", fmt.Sprintf("control message: reply_to %q is not a reply queue (want %s<id>); no verdict sent", to, ReplyQueuePrefix), nil)
 		return
 	}
 	v := d.verdict(mm, err)

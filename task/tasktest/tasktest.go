@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
@@ -507,7 +508,7 @@ func deliverable(qname, destination string, msg message.Message) (message.Messag
 
 func (x rt) Recur(name string, interval time.Duration, work func(*task.Context)) {
 	if interval <= 0 {
-		x.r.out("error", fmt.Sprintf("task %s: recur %q: interval must be positive, got %v", x.r.name, name, interval), nil)
+		x.r.out(oob.ChannelError, fmt.Sprintf("task %s: recur %q: interval must be positive, got %v", x.r.name, name, interval), nil)
 		return
 	}
 	x.r.mu.Lock()
