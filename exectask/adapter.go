@@ -166,7 +166,7 @@ var (
 func Start(spec Spec) (*Task, error) {
 	spec.defaults()
 	t := &Task{spec: spec}
-	t.backoff = supervise.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second, ResetAfter: 10 * time.Second}
+	t.backoff = supervise.CoprocessRestart
 	if err := t.spawn(false); err != nil {
 		return nil, fmt.Errorf("exec task %s (%s): %w", spec.Name, spec.Path, err)
 	}

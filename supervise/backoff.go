@@ -2,33 +2,41 @@ package supervise
 
 import "time"
 
-// The Backoff defaults, used for zero fields.
-const (
-	DefaultBackoffMin        = 50 * time.Millisecond
-	DefaultBackoffMax        = 10 * time.Second
-	DefaultBackoffResetAfter = 10 * time.Second
+// The restart policies of MultiModule's processes, in one place (their
+// figures are documented in docs/operations.md, "Restarts and back-off").
+// Each is a value: copy it for each supervised process (its state is the
+// delay the next crash gets).
+var (
+	// ExternalRestart restarts an external task's process after it
+	// exited unasked.
+	ExternalRestart = Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second, ResetAfter: 10 * time.Second}
+	// CoprocessRestart restarts an exec task's co-process.
+	CoprocessRestart = Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second, ResetAfter: 10 * time.Second}
 )
 
 // Backoff is the crash-loop policy for restarting a process that keeps
-// exiting: the first restart waits Min, each following one twice as long
-// as the one before, up to Max; a run of at least ResetAfter counts as
-// healthy and starts again from Min. Zero fields take the Default values
-// (50 ms doubling up to 10 s, reset after 10 s). A Backoff is used by one
-// goroutine (one per supervised task); it is not safe for concurrent use.
+// exiting. A crash after a healthy run (one of at least ResetAfter), and
+// the first crash of all, restart at once: the process was well, and one
+// crash says little. A crash soon after a restart waits Min, each further
+// one twice as long as the one before, up to Max. A Backoff is used by
+// one goroutine (one per supervised process); it is not safe for
+// concurrent use. A zero Backoff always restarts at once.
 type Backoff struct {
-	Min        time.Duration // the first delay
+	Min        time.Duration // the delay after the second crash in a row
 	Max        time.Duration // the largest delay; below Min counts as Min
-	ResetAfter time.Duration // a run at least this long resets the delay to Min
+	ResetAfter time.Duration // a run at least this long is healthy: the next crash restarts at once
 
-	next time.Duration // the delay the next crash gets; 0 before the first
+	next   time.Duration // the delay the next crash in a row gets
+	looped bool          // a crash happened since the last healthy run
 }
 
 // Next returns how long to wait before restarting a process that has just
 // exited after running for ranFor (Process.RanFor).
 func (b *Backoff) Next(ranFor time.Duration) time.Duration {
-	lo, hi, reset := b.limits()
-	if b.next == 0 || ranFor >= reset {
-		b.next = lo
+	lo, hi := b.Min, max(b.Max, b.Min)
+	if !b.looped || ranFor >= b.ResetAfter {
+		b.looped, b.next = true, lo
+		return 0
 	}
 	d := min(b.next, hi)
 	if d > hi/2 {
@@ -39,23 +47,5 @@ func (b *Backoff) Next(ranFor time.Duration) time.Duration {
 	return d
 }
 
-// Reset forgets past crashes: the next delay is Min again.
-func (b *Backoff) Reset() { b.next = 0 }
-
-// limits returns Min, Max and ResetAfter with defaults filled in.
-func (b *Backoff) limits() (lo, hi, reset time.Duration) {
-	lo, hi, reset = b.Min, b.Max, b.ResetAfter
-	if lo <= 0 {
-		lo = DefaultBackoffMin
-	}
-	if hi <= 0 {
-		hi = DefaultBackoffMax
-	}
-	if hi < lo {
-		hi = lo
-	}
-	if reset <= 0 {
-		reset = DefaultBackoffResetAfter
-	}
-	return lo, hi, reset
-}
+// Reset forgets past crashes: the next one restarts at once.
+func (b *Backoff) Reset() { b.looped, b.next = false, 0 }

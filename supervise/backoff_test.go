@@ -19,42 +19,45 @@ func TestBackoffNext(t *testing.T) {
 		{
 			name:   "doubles up to Max",
 			b:      Backoff{Min: 50 * ms, Max: 400 * ms, ResetAfter: time.Second},
-			ranFor: []time.Duration{0, 0, 0, 0, 0, 0},
-			want:   []time.Duration{50 * ms, 100 * ms, 200 * ms, 400 * ms, 400 * ms, 400 * ms},
+			ranFor: []time.Duration{0, 0, 0, 0, 0, 0, 0},
+			want:   []time.Duration{0, 50 * ms, 100 * ms, 200 * ms, 400 * ms, 400 * ms, 400 * ms},
 		},
 		{
 			name:   "Max not a power-of-two multiple of Min",
 			b:      Backoff{Min: 50 * ms, Max: 300 * ms, ResetAfter: time.Second},
-			ranFor: []time.Duration{0, 0, 0, 0, 0},
-			want:   []time.Duration{50 * ms, 100 * ms, 200 * ms, 300 * ms, 300 * ms},
+			ranFor: []time.Duration{0, 0, 0, 0, 0, 0},
+			want:   []time.Duration{0, 50 * ms, 100 * ms, 200 * ms, 300 * ms, 300 * ms},
 		},
 		{
-			name:   "a run of ResetAfter resets",
+			name:   "a healthy run (ResetAfter) restarts at once",
 			b:      Backoff{Min: 50 * ms, Max: 10 * time.Second, ResetAfter: time.Second},
-			ranFor: []time.Duration{0, 10 * ms, 999 * ms, time.Second, 0, 5 * time.Second},
-			want:   []time.Duration{50 * ms, 100 * ms, 200 * ms, 50 * ms, 100 * ms, 50 * ms},
+			ranFor: []time.Duration{0, 10 * ms, 999 * ms, time.Second, 0, 0, 5 * time.Second, 0},
+			want:   []time.Duration{0, 50 * ms, 100 * ms, 0, 50 * ms, 100 * ms, 0, 50 * ms},
 		},
 		{
-			name:   "zero Backoff uses the defaults",
+			name:   "zero Backoff never waits",
 			b:      Backoff{},
-			ranFor: []time.Duration{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, DefaultBackoffResetAfter},
-			want: []time.Duration{
-				50 * ms, 100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms, 3200 * ms, 6400 * ms,
-				DefaultBackoffMax, DefaultBackoffMax, DefaultBackoffMin,
-			},
+			ranFor: []time.Duration{0, 0, 0},
+			want:   []time.Duration{0, 0, 0},
+		},
+		{
+			name:   "the external task policy",
+			b:      ExternalRestart,
+			ranFor: []time.Duration{0, 0, 0, 0, 0, 0, 10 * time.Second},
+			want:   []time.Duration{0, 100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms, 0},
 		},
 		{
 			name:   "Max below Min counts as Min",
 			b:      Backoff{Min: time.Second, Max: 100 * ms, ResetAfter: time.Minute},
 			ranFor: []time.Duration{0, 0, 0},
-			want:   []time.Duration{time.Second, time.Second, time.Second},
+			want:   []time.Duration{0, time.Second, time.Second},
 		},
 		{
 			name:   "no overflow near the largest duration",
 			b:      Backoff{Min: time.Duration(math.MaxInt64 / 3), Max: time.Duration(math.MaxInt64), ResetAfter: time.Duration(math.MaxInt64)},
-			ranFor: []time.Duration{0, 0, 0, 0},
+			ranFor: []time.Duration{0, 0, 0, 0, 0},
 			want: []time.Duration{
-				time.Duration(math.MaxInt64 / 3), 2 * time.Duration(math.MaxInt64/3),
+				0, time.Duration(math.MaxInt64 / 3), 2 * time.Duration(math.MaxInt64/3),
 				time.Duration(math.MaxInt64), time.Duration(math.MaxInt64),
 			},
 		},
@@ -78,8 +81,11 @@ func TestBackoffReset(t *testing.T) {
 	b.Next(0)
 	b.Next(0)
 	b.Reset()
+	if got := b.Next(0); got != 0 {
+		t.Errorf("Next after Reset: got %v, want 0 (at once)", got)
+	}
 	if got, want := b.Next(0), 10*time.Millisecond; got != want {
-		t.Errorf("Next after Reset: got %v, want %v", got, want)
+		t.Errorf("Next after Reset, second crash in a row: got %v, want %v", got, want)
 	}
 }
 
@@ -87,15 +93,16 @@ func ExampleBackoff() {
 	// A task that crashes at once, again and again, and then runs for a
 	// minute before crashing once more.
 	b := Backoff{Min: 50 * time.Millisecond, Max: time.Second, ResetAfter: 30 * time.Second}
-	for _, ranFor := range []time.Duration{0, 0, 0, 0, 0, 0, time.Minute} {
+	for _, ranFor := range []time.Duration{0, 0, 0, 0, 0, 0, 0, time.Minute} {
 		fmt.Println(b.Next(ranFor))
 	}
 	// Output:
+	// 0s
 	// 50ms
 	// 100ms
 	// 200ms
 	// 400ms
 	// 800ms
 	// 1s
-	// 50ms
+	// 0s
 }

@@ -429,7 +429,8 @@ func (x *externals) scheduleRetry(name string, ranFor time.Duration) {
 	defer x.mu.Unlock()
 	b := x.backoff[name]
 	if b == nil {
-		b = &supervise.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second, ResetAfter: 10 * time.Second}
+		policy := supervise.ExternalRestart
+		b = &policy
 		x.backoff[name] = b
 	}
 	x.notUntil[name] = time.Now().Add(b.Next(ranFor))
