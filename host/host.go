@@ -463,4 +463,3 @@ func configKey(cfg map[string]any) string {
 	}
 	return string(b)
 }
-

@@ -1,0 +1,202 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// RouterName is the queue every Emit goes to.
+const RouterName = "Router"
+
+// deliver sends msg to queue qname (on host destination, if set): into the
+// mailbox of a task hosted here (loading it first when this process should
+// host it), or onto the bus.
+func (h *Host) deliver(ctx context.Context, qname, destination string, msg message.Message) error {
+	return h.deliverLeased(ctx, qname, destination, msg, nil, nil, false)
+}
+
+// deliverLeased is deliver for a message sent by task from (nil: not a
+// task) while handling a message under lease l (nil: none): if it stays
+// in this process, it carries l. canonical: the sender vouches that msg
+// holds only canonical values (transit.SendOptions.Canonical).
+func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, from *runner, l *lease, canonical bool) error {
+	if destination != "" && destination != h.tr.HostName() {
+		defer h.sentAsync()
+		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: canonical})
+	}
+	if r := (*h.hosted.Load())[qname]; r != nil {
+		if err := h.waitCatchUp(ctx, r, from); err != nil {
+			return err
+		}
+		r.gate.RLock()
+		if !r.unhosted {
+			if r.inline.Load() {
+				if done, err := h.tryInline(r, msg, from, l, canonical); done {
+					return err // tryInline let go of the gate
+				}
+			}
+			err := h.sendHosted(ctx, r, msg, from, l, canonical)
+			r.gate.RUnlock()
+			return err
+		}
+		r.gate.RUnlock()
+	}
+	// Slow path. Announce it before looking again, so that a task that
+	// becomes hosted meanwhile does not switch to local delivery while
+	// this send is still on its way to the bus (see runner.tryFlip).
+	out := h.outsideCounter(qname)
+	out.Add(1)
+	announced := true
+	done := func() {
+		if announced {
+			announced = false
+			out.Add(-1)
+		}
+	}
+	defer done()
+	if r := (*h.hosted.Load())[qname]; r == nil {
+		r, _ = h.ensureLoaded(qname, false, noWait)
+		if r != nil {
+			done()
+			if err := h.waitCatchUp(ctx, r, from); err != nil {
+				return err
+			}
+			r.gate.RLock()
+			defer r.gate.RUnlock()
+			if !r.unhosted {
+				return h.sendHosted(ctx, r, msg, from, l, canonical)
+			}
+		}
+	} else {
+		done()
+		if err := h.waitCatchUp(ctx, r, from); err != nil {
+			return err
+		}
+		r.gate.RLock()
+		defer r.gate.RUnlock()
+		if !r.unhosted {
+			return h.sendHosted(ctx, r, msg, from, l, canonical)
+		}
+	}
+	// Not hosted here, or being loaded: through the bus even if the task's
+	// mailbox exists already, so this cannot overtake its bus backlog.
+	defer h.sentAsync()
+	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{BusOnly: true, Canonical: canonical})
+}
+
+// outsideCounter counts the sends to qname in progress on the slow path
+// (not holding any task's gate).
+func (h *Host) outsideCounter(qname string) *atomic.Int64 {
+	if c, ok := h.outside.Load(qname); ok {
+		return c.(*atomic.Int64)
+	}
+	c, _ := h.outside.LoadOrStore(qname, new(atomic.Int64))
+	return c.(*atomic.Int64)
+}
+
+// sendHosted delivers to a task hosted here: into its mailbox, or — while
+// it catches up with its bus backlog — through the bus. r.gate is held.
+func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, from *runner, l *lease, canonical bool) error {
+	fenced := r.catchingUp.Load()
+	var tag any
+	switch {
+	case fenced:
+		fence(msg, r.name)
+		defer h.sentAsync() // through the bus
+		r.fenced.Add(1)
+	case msg.LocalityFor(r.name) == message.LocalityNonLocal:
+		defer h.sentAsync() // forced through the bus by its overrides
+	case l != nil:
+		// Into the mailbox: the lease goes with it, in its slot. Held
+		// before the send, since r may handle it before the send returns.
+		l.hold()
+		tag = l
+	}
+	local, err := h.sendInto(ctx, r, msg, from, tag, transit.SendOptions{Canonical: canonical})
+	if err != nil && fenced {
+		r.fenced.Add(-1)
+	}
+	if tag != nil && !local {
+		// Refused, or on the bus after all (counted, so that the flush
+		// before the lease's acknowledgement covers it): nothing here
+		// carries the lease.
+		if err == nil {
+			h.sentAsync()
+		}
+		l.done()
+	}
+	return err
+}
+
+// cycleCheckEvery is how often a task waiting for room in another task's
+// mailbox looks for a cycle of waiting tasks.
+const cycleCheckEvery = 10 * time.Millisecond
+
+// sendInto sends msg into hosted task r's mailbox for task from (nil: not
+// from a task). A full mailbox makes the sender wait for room, as
+// backpressure — except when r waits itself, directly or through other
+// tasks, for room in from's mailbox: with routes that go round (A →
+// Router → B → Router, a task sending to itself) every task of the cycle
+// would wait forever, the daemon's shutdown too. Then the message goes in
+// beyond r's capacity (transit.SendOptions.Overflow), a warning says so
+// (at most every 10 s per task), and the cycle moves on; order is kept (it
+// is the same mailbox). A chain without a cycle keeps its backpressure.
+// tag goes into the mailbox with the message (transit.SendAsyncTagged);
+// local reports that it did.
+func (h *Host) sendInto(ctx context.Context, r *runner, msg message.Message, from *runner, tag any, opts transit.SendOptions) (local bool, err error) {
+	if from == nil {
+		return h.tr.SendAsyncTagged(ctx, r.name, msg, tag, opts)
+	}
+	try := opts
+	try.NonBlocking = true
+	local, err = h.tr.SendAsyncTagged(ctx, r.name, msg, tag, try)
+	if !errors.Is(err, transit.ErrFull) {
+		return local, err
+	}
+	from.waitingOn.Store(r)
+	defer from.waitingOn.Store(nil)
+	for {
+		if waitsFor(r, from) {
+			if now := time.Now().UnixNano(); now-from.cycleWarned.Load() > int64(10*time.Second) {
+				from.cycleWarned.Store(now)
+				h.log.Warn("tasks wait for room in each other's full mailboxes (a routing cycle): delivering beyond capacity instead of waiting forever",
+					"task", from.name, "to", r.name)
+			}
+			over := opts
+			over.Overflow = true
+			return h.tr.SendAsyncTagged(ctx, r.name, msg, tag, over)
+		}
+		wctx, cancel := context.WithTimeout(ctx, cycleCheckEvery)
+		local, err = h.tr.SendAsyncTagged(wctx, r.name, msg, tag, opts)
+		cancel()
+		if err == nil || !errors.Is(err, transit.ErrFull) || ctx.Err() != nil {
+			return local, err
+		}
+	}
+}
+
+// waitsFor reports whether r is from, or waits (through the tasks it
+// waits on) for room in from's mailbox.
+func waitsFor(r, from *runner) bool {
+	for range 64 {
+		if r == nil {
+			return false
+		}
+		if r == from {
+			return true
+		}
+		r = r.waitingOn.Load()
+	}
+	return false
+}
+
+// Send delivers msg to queue qname from the framework (control, out of
+// band, tests) exactly as a task's send would.
+func (h *Host) Send(ctx context.Context, qname string, msg message.Message) error {
+	return h.deliver(ctx, qname, "", msg)
+}
