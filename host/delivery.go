@@ -17,30 +17,40 @@ const RouterName = "Router"
 // mailbox of a task hosted here (loading it first when this process should
 // host it), or onto the bus.
 func (h *Host) deliver(ctx context.Context, qname, destination string, msg message.Message) error {
-	return h.deliverLeased(ctx, qname, destination, msg, nil, nil, false)
+	return h.deliverFrom(ctx, qname, destination, msg, sender{})
 }
 
-// deliverLeased is deliver for a message sent by task from (nil: not a
-// task) while handling a message under lease l (nil: none): if it stays
-// in this process, it carries l. canonical: the sender vouches that msg
-// holds only canonical values (transit.SendOptions.Canonical).
-func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg message.Message, from *runner, l *lease, canonical bool) error {
+// sender describes a send: who sends, and what the message carries. It
+// goes by value along a delivery.
+type sender struct {
+	// from is the sending task (nil: not a task).
+	from *runner
+	// lease is the lease of the message from is handling (nil: none): a
+	// message that stays in this process carries it.
+	lease *lease
+	// canonical: the sender vouches that the message holds only canonical
+	// values (transit.SendOptions.Canonical).
+	canonical bool
+}
+
+// deliverFrom is deliver for a message sent by s.
+func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg message.Message, s sender) error {
 	if destination != "" && destination != h.tr.HostName() {
 		defer h.sentAsync()
-		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: canonical})
+		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: s.canonical})
 	}
 	if r := (*h.hosted.Load())[qname]; r != nil {
-		if err := h.waitCatchUp(ctx, r, from); err != nil {
+		if err := h.waitCatchUp(ctx, r, s.from); err != nil {
 			return err
 		}
 		r.gate.RLock()
 		if !r.unhosted {
 			if r.inline.Load() {
-				if done, err := h.tryInline(r, msg, from, l, canonical); done {
+				if done, err := h.tryInline(r, msg, s); done {
 					return err // tryInline let go of the gate
 				}
 			}
-			err := h.sendHosted(ctx, r, msg, from, l, canonical)
+			err := h.sendHosted(ctx, r, msg, s)
 			r.gate.RUnlock()
 			return err
 		}
@@ -63,30 +73,30 @@ func (h *Host) deliverLeased(ctx context.Context, qname, destination string, msg
 		r, _ = h.ensureLoaded(qname, false, noWait)
 		if r != nil {
 			done()
-			if err := h.waitCatchUp(ctx, r, from); err != nil {
+			if err := h.waitCatchUp(ctx, r, s.from); err != nil {
 				return err
 			}
 			r.gate.RLock()
 			defer r.gate.RUnlock()
 			if !r.unhosted {
-				return h.sendHosted(ctx, r, msg, from, l, canonical)
+				return h.sendHosted(ctx, r, msg, s)
 			}
 		}
 	} else {
 		done()
-		if err := h.waitCatchUp(ctx, r, from); err != nil {
+		if err := h.waitCatchUp(ctx, r, s.from); err != nil {
 			return err
 		}
 		r.gate.RLock()
 		defer r.gate.RUnlock()
 		if !r.unhosted {
-			return h.sendHosted(ctx, r, msg, from, l, canonical)
+			return h.sendHosted(ctx, r, msg, s)
 		}
 	}
 	// Not hosted here, or being loaded: through the bus even if the task's
 	// mailbox exists already, so this cannot overtake its bus backlog.
 	defer h.sentAsync()
-	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{BusOnly: true, Canonical: canonical})
+	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{BusOnly: true, Canonical: s.canonical})
 }
 
 // outsideCounter counts the sends to qname in progress on the slow path
@@ -101,7 +111,8 @@ func (h *Host) outsideCounter(qname string) *atomic.Int64 {
 
 // sendHosted delivers to a task hosted here: into its mailbox, or — while
 // it catches up with its bus backlog — through the bus. r.gate is held.
-func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, from *runner, l *lease, canonical bool) error {
+func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, s sender) error {
+	l := s.lease
 	fenced := r.catchingUp.Load()
 	var tag any
 	switch {
@@ -117,7 +128,7 @@ func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, f
 		l.hold()
 		tag = l
 	}
-	local, err := h.sendInto(ctx, r, msg, from, tag, transit.SendOptions{Canonical: canonical})
+	local, err := h.sendInto(ctx, r, msg, s.from, tag, transit.SendOptions{Canonical: s.canonical})
 	if err != nil && fenced {
 		r.fenced.Add(-1)
 	}

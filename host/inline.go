@@ -38,7 +38,8 @@ const inlinePerTurn = 16 * localBatch
 // and is let go here when the message was handled inline (done true), so
 // that the handler's own sends (perhaps to r) do not take it again. err
 // is the send's error (the message was refused).
-func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease, canonical bool) (done bool, err error) {
+func (h *Host) tryInline(r *runner, msg message.Message, s sender) (done bool, err error) {
+	from := s.from
 	if from != nil && from.inlineRun >= inlinePerTurn {
 		return false, nil
 	}
@@ -50,7 +51,7 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 		r.exec.Unlock()
 		return false, nil
 	}
-	m, local, err := h.tr.PrepareLocal(r.name, msg, canonical)
+	m, local, err := h.tr.PrepareLocal(r.name, msg, s.canonical)
 	if err != nil || !local {
 		r.exec.Unlock()
 		if err != nil {
@@ -81,7 +82,7 @@ func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease,
 		}
 	}
 	prev := r.cur
-	r.cur = l // what the handler sends carries the sender's lease
+	r.cur = s.lease // what the handler sends carries the sender's lease
 	start := time.Now()
 	var passed uint64
 	if r.handle(m, nil) {

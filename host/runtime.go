@@ -20,12 +20,18 @@ func (r *runner) Process() string          { return r.h.opts.Process }
 func (r *runner) Emit(msg message.Message) error {
 	r.emitted.Add(1)
 	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r, r.cur, r.canonical)
+	return r.h.deliverFrom(r.ctx, RouterName, "", msg, r.sender())
+}
+
+// sender describes a send by the task, while it handles the message of
+// lease r.cur.
+func (r *runner) sender() sender {
+	return sender{from: r, lease: r.cur, canonical: r.canonical}
 }
 
 func (r *runner) Send(qname, destination string, msg message.Message) error {
 	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, qname, destination, msg, r, r.cur, r.canonical)
+	return r.h.deliverFrom(r.ctx, qname, destination, msg, r.sender())
 }
 
 // canonicalSender is a task that promises that every message it emits or
