@@ -40,21 +40,9 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: s.canonical})
 	}
 	if r := (*h.hosted.Load())[qname]; r != nil {
-		if err := h.waitCatchUp(ctx, r, s.from); err != nil {
+		if done, err := h.sendToHosted(ctx, r, msg, s); done {
 			return err
 		}
-		r.gate.RLock()
-		if !r.unhosted {
-			if r.inline.Load() {
-				if done, err := h.tryInline(r, msg, s); done {
-					return err // tryInline let go of the gate
-				}
-			}
-			err := h.sendHosted(ctx, r, msg, s)
-			r.gate.RUnlock()
-			return err
-		}
-		r.gate.RUnlock()
 	}
 	// Slow path. Announce it before looking again, so that a task that
 	// becomes hosted meanwhile does not switch to local delivery while
@@ -62,41 +50,50 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 	out := h.outsideCounter(qname)
 	out.Add(1)
 	announced := true
-	done := func() {
+	unannounce := func() {
 		if announced {
 			announced = false
 			out.Add(-1)
 		}
 	}
-	defer done()
-	if r := (*h.hosted.Load())[qname]; r == nil {
+	defer unannounce()
+	r := (*h.hosted.Load())[qname]
+	if r == nil {
 		r, _ = h.ensureLoaded(qname, false, noWait)
-		if r != nil {
-			done()
-			if err := h.waitCatchUp(ctx, r, s.from); err != nil {
-				return err
-			}
-			r.gate.RLock()
-			defer r.gate.RUnlock()
-			if !r.unhosted {
-				return h.sendHosted(ctx, r, msg, s)
-			}
-		}
-	} else {
-		done()
-		if err := h.waitCatchUp(ctx, r, s.from); err != nil {
+	}
+	if r != nil {
+		unannounce()
+		if done, err := h.sendToHosted(ctx, r, msg, s); done {
 			return err
-		}
-		r.gate.RLock()
-		defer r.gate.RUnlock()
-		if !r.unhosted {
-			return h.sendHosted(ctx, r, msg, s)
 		}
 	}
 	// Not hosted here, or being loaded: through the bus even if the task's
 	// mailbox exists already, so this cannot overtake its bus backlog.
 	defer h.sentAsync()
 	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{BusOnly: true, Canonical: s.canonical})
+}
+
+// sendToHosted sends msg to r, a task hosted here, once r lets senders
+// through (waitCatchUp): under r.gate, handled inline (tryInline) or into
+// r's mailbox (sendHosted). done false: r was unhosted meanwhile and
+// nothing was sent; the caller sends through the bus.
+func (h *Host) sendToHosted(ctx context.Context, r *runner, msg message.Message, s sender) (done bool, err error) {
+	if err := h.waitCatchUp(ctx, r, s.from); err != nil {
+		return true, err
+	}
+	r.gate.RLock()
+	if r.unhosted {
+		r.gate.RUnlock()
+		return false, nil
+	}
+	if r.inline.Load() {
+		if done, err := h.tryInline(r, msg, s); done {
+			return true, err // tryInline let go of the gate
+		}
+	}
+	err = h.sendHosted(ctx, r, msg, s)
+	r.gate.RUnlock()
+	return true, err
 }
 
 // outsideCounter counts the sends to qname in progress on the slow path
