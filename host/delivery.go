@@ -87,13 +87,19 @@ func (h *Host) sendToHosted(ctx context.Context, r *runner, msg message.Message,
 		return false, nil
 	}
 	if r.inline.Load() {
-		if done, err := h.tryInline(r, msg, s); done {
-			return true, err // tryInline let go of the gate
-		}
+		return true, h.tryInline(ctx, r, msg, s) // lets go of r.gate
 	}
 	err = h.sendHosted(ctx, r, msg, s)
 	r.gate.RUnlock()
 	return true, err
+}
+
+// sendHostedRelease is sendHosted, then lets go of r.gate (held shared by
+// the caller).
+func (h *Host) sendHostedRelease(ctx context.Context, r *runner, msg message.Message, s sender) error {
+	err := h.sendHosted(ctx, r, msg, s)
+	r.gate.RUnlock()
+	return err
 }
 
 // outsideCounter counts the sends to qname in progress on the slow path

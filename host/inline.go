@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"time"
 
 	"github.com/multimodule/multimodule/message"
@@ -34,31 +35,34 @@ const inlinePerTurn = 16 * localBatch
 // sender holds r.exec, so r's own goroutine does not run and nothing else
 // handles a message of r: one message at a time, in queue order — what
 // waits in r's mailbox (sent before r's goroutine woke up for it) is
-// older and is handled first, here. r.gate is held (shared) by the caller
-// and is let go here when the message was handled inline (done true), so
-// that the handler's own sends (perhaps to r) do not take it again. err
-// is the send's error (the message was refused).
-func (h *Host) tryInline(r *runner, msg message.Message, s sender) (done bool, err error) {
+// older and is handled first, here. Otherwise msg goes to r as
+// sendHosted sends it.
+//
+// r.gate is held (shared) by the caller, and tryInline lets go of it on
+// every path: before the handler runs, so that the handler's own sends
+// (perhaps to r) do not take it again, or once msg is sent. err is the
+// send's error (the message was refused).
+func (h *Host) tryInline(ctx context.Context, r *runner, msg message.Message, s sender) error {
 	from := s.from
 	if from != nil && from.inlineRun >= inlinePerTurn {
-		return false, nil
+		return h.sendHostedRelease(ctx, r, msg, s)
 	}
 	if !r.exec.TryLock() {
-		return false, nil
+		return h.sendHostedRelease(ctx, r, msg, s)
 	}
 	if !r.configured || r.closed || r.cost >= inlineCostMax || r.paused.Load() || r.catchingUp.Load() ||
 		r.ctx.Err() != nil || len(r.busC) > 0 || len(r.ctrl) > 0 {
 		r.exec.Unlock()
-		return false, nil
+		return h.sendHostedRelease(ctx, r, msg, s)
 	}
 	m, local, err := h.tr.PrepareLocal(r.name, msg, s.canonical)
 	if err != nil || !local {
 		r.exec.Unlock()
 		if err != nil {
 			r.gate.RUnlock()
-			return true, err
+			return err
 		}
-		return false, nil
+		return h.sendHostedRelease(ctx, r, msg, s)
 	}
 	r.gate.RUnlock()
 	if from != nil {
@@ -96,5 +100,5 @@ func (h *Host) tryInline(r *runner, msg message.Message, s sender) (done bool, e
 	}
 	r.cur = prev
 	r.exec.Unlock()
-	return true, nil
+	return nil
 }
