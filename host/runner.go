@@ -138,6 +138,17 @@ func (r *runner) call(f func()) bool {
 	}
 }
 
+// woke says what ended the wait of a runner's loop; the loop does the
+// work it brought once it holds r.exec again.
+type woke int
+
+const (
+	wokeToLook woke = iota // the mailbox has messages, or a retry is due: the loop looks again
+	wokeCtrl               // control work came (r.ctrl): run it
+	wokeBus                // a bus delivery came, or the consumer stopped: take it
+	wokeStop               // the task's context ended: acknowledge what is handled, and stop
+)
+
 func (r *runner) loop() {
 	defer close(r.done)
 	// exec is held whenever this goroutine runs the task or touches its
@@ -195,27 +206,27 @@ func (r *runner) loop() {
 			f    func()
 			d    *transit.Delivery
 			ok   bool
-			what int
+			what = wokeToLook
 		)
 		r.exec.Unlock()
 		select {
 		case f = <-r.ctrl:
-			what = 1
+			what = wokeCtrl
 		case <-readyC:
 		case d, ok = <-busC:
-			what = 2
+			what = wokeBus
 		case <-retryFlip:
 		case <-ackRetry:
 		case <-r.ctx.Done():
-			what = 3
+			what = wokeStop
 		}
 		r.exec.Lock()
 		switch what {
-		case 1:
+		case wokeCtrl:
 			f()
-		case 2:
+		case wokeBus:
 			r.takeBus(d, ok)
-		case 3:
+		case wokeStop:
 			r.ackPending()
 			return
 		}
