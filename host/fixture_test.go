@@ -98,6 +98,8 @@ type inlineProbe struct{ probe }
 
 func (*inlineProbe) HandlesInline() bool { return true }
 
+var _ task.Inliner = (*inlineProbe)(nil)
+
 func registry(rec *recorder) *task.Registry {
 	reg := task.NewRegistry()
 	for _, name := range []string{"Probe", "Sink"} {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"sync/atomic"
 	"time"
 
 	"github.com/multimodule/multimodule/message"
@@ -251,8 +250,8 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 		recurs:       map[string]*recur{},
 	}
 	r.tc = task.NewContext(name, r)
-	r.pider, _ = t.(interface{ PID() int })
-	if c, ok := t.(interface{ CountRestartsIn(*atomic.Uint64) }); ok {
+	r.pider, _ = t.(PIDReporter)
+	if c, ok := t.(RestartCounter); ok {
 		// Its own process' restarts (an exec task's co-process), for the
 		// monitor's crash-loop thresholds.
 		c.CountRestartsIn(h.counters.Counter(name, MetricStartCoprocess))

@@ -68,7 +68,7 @@ type runner struct {
 	// coPID is the pid of the task's co-process (exec tasks), for the
 	// monitor; 0 when it has none.
 	coPID atomic.Int64
-	pider interface{ PID() int }
+	pider PIDReporter
 	// postedKey is the key of the config last given to the task (under
 	// h.mu), so reconciling an unchanged config does not wake it.
 	postedKey string
@@ -91,7 +91,7 @@ type runner struct {
 	inlineRun  int                         // messages this turn handed to other tasks inline (inlinePerTurn)
 	nextPause  int64                       // unix ns: pauseSenders may hold senders back again from then
 	pending    []pendingAck                // handled, waiting for the ack (in delivery order)
-	canonical  bool                        // the task is a canonicalSender
+	canonical  bool                        // the task is a CanonicalSender
 	cur        *lease                      // the lease of the message being handled
 	in         message.Message             // the message being handled
 	gaveAway   bool                        // the handler sent it on (its new owner may change it)
@@ -244,7 +244,7 @@ func (r *runner) takeLocal() (took, open bool) {
 	}
 	start := time.Now()
 	var passed uint64
-	at, _ := r.t.(aheadTaker)
+	at, _ := r.t.(AheadTaker)
 	next := 0 // the first message not announced to at
 	for i, m := range r.batch[:n] {
 		if at != nil && i >= next {
@@ -260,18 +260,10 @@ func (r *runner) takeLocal() (took, open bool) {
 	return true, open
 }
 
-// aheadTaker is a task that wants to know which messages its Message is
-// called with next: the exec adapter writes them to its co-process ahead
-// (protocol 2, pipelined), and still answers each in its own Message call.
-// The runner promises that these are the task's next calls, in order.
-type aheadTaker interface {
-	Ahead(tc *task.Context, msgs []message.Message)
-}
-
 // announce tells at about the run of batch messages from i that its
 // handler gets (up to a state transform, which handle applies itself),
 // when there are several, and returns the index after the run.
-func (r *runner) announce(at aheadTaker, i, n int) int {
+func (r *runner) announce(at AheadTaker, i, n int) int {
 	j := i
 	for j < n && r.batch[j] != nil && !isTransform(r.batch[j]) {
 		j++

@@ -34,15 +34,6 @@ func (r *runner) Send(qname, destination string, msg message.Message) error {
 	return r.h.deliverFrom(r.ctx, qname, destination, msg, r.sender())
 }
 
-// canonicalSender is a task that promises that every message it emits or
-// sends holds only canonical values (package message), so its sends skip
-// the check (transit.SendOptions.Canonical). The built-in Router does: it
-// only passes on the messages it received, changed by compiled
-// transforms, whose values are canonical.
-type canonicalSender interface {
-	SendsCanonical() bool
-}
-
 func (r *runner) Out(channel, text string, details map[string]any) {
 	r.h.out(channel, r.name, text, details)
 }

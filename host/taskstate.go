@@ -48,7 +48,7 @@ func (r *runner) applyConfig(cfg map[string]any) {
 		}
 	}()
 	if !r.configured {
-		cs, ok := r.t.(canonicalSender)
+		cs, ok := r.t.(CanonicalSender)
 		r.canonical = ok && cs.SendsCanonical()
 		ih, ok := r.t.(task.Inliner)
 		r.inline.Store(ok && ih.HandlesInline())
