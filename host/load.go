@@ -278,7 +278,7 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 			stop()
 			return nil, fmt.Errorf("task %s: consume its bus queue: %w", name, err)
 		}
-		r.cons, r.busC = cons, cons.C()
+		r.cons, r.busC, r.busGone = cons, cons.C(), make(chan struct{})
 		if name == h.opts.Process {
 			r.inflight = h.opts.InFlight
 		}

@@ -84,6 +84,7 @@ type runner struct {
 	configured bool
 	cons       *transit.Consumer
 	busC       <-chan *transit.Delivery
+	busGone    chan struct{}               // closed once busC is done with (endBus)
 	inflight   InFlight                    // Options.InFlight for the task of an external process; nil otherwise
 	batch      [localBatch]message.Message // taken from the mailbox, being handled
 	batchTags  [localBatch]any             // their leases (mailbox tags), nil for none
@@ -285,14 +286,22 @@ func isTransform(m message.Message) bool {
 	return ok
 }
 
+// endBus forgets the task's bus consumer, stopped, once its channel is
+// done with, and tells whoever waits for that (busGone).
+func (r *runner) endBus() {
+	if r.busC != nil {
+		close(r.busGone)
+	}
+	r.busC, r.cons = nil, nil
+}
+
 func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 	if !ok {
 		// The consumer was stopped (the task is being unloaded). A
 		// catch-up stays on: messages this process sent through the bus
 		// and the consumer did not fetch are still there, so later sends
 		// must follow them there, not overtake them in the mailbox.
-		r.busC = nil
-		r.cons = nil
+		r.endBus()
 		return
 	}
 	if unfence(d.Msg, r.name) {

@@ -65,7 +65,8 @@ func (h *Host) dropBus(r *runner) {
 		if r.cons != nil {
 			r.cons.Stop()
 		}
-		busC, r.busC, r.cons = r.busC, nil, nil
+		busC = r.busC
+		r.endBus()
 	})
 	if busC != nil {
 		for range busC {
@@ -78,21 +79,23 @@ func (h *Host) dropBus(r *runner) {
 // drainBus stops the runner's bus consumer and waits until every fetched
 // delivery has been handled and acknowledged.
 func (h *Host) drainBus(r *runner) {
-	var cons *transit.Consumer
-	r.call(func() { cons = r.cons })
+	var (
+		cons *transit.Consumer
+		gone <-chan struct{}
+	)
+	r.call(func() { cons, gone = r.cons, r.busGone })
 	if cons == nil {
 		return
 	}
 	cons.Stop()
-	for {
-		var drained bool
-		if !r.call(func() { drained = r.busC == nil || !r.configured }) || drained {
-			break
-		}
+	// An unconfigured task takes nothing from the bus (and never becomes
+	// unconfigured again): nothing it fetched waits to be handled.
+	var drained bool
+	if r.call(func() { drained = r.busC == nil || !r.configured }) && !drained {
 		select {
+		case <-gone: // the loop handled every fetched delivery (endBus)
 		case <-r.done:
 			return
-		case <-time.After(time.Millisecond):
 		}
 	}
 	h.ackHandled(r)
