@@ -59,12 +59,8 @@ func (r *runner) tryFlip() bool {
 	defer r.gate.Unlock()
 	// Sends that started before this task was hosted may still be on
 	// their way to the bus: wait for them (they hold no gate), briefly.
-	out := r.h.outsideCounter(r.name)
-	for i := 0; out.Load() > 0; i++ {
-		if i >= 200 {
-			return false
-		}
-		time.Sleep(50 * time.Microsecond)
+	if !r.h.outsideCounter(r.name).waitNone(outsideWait) {
+		return false
 	}
 	// The mailbox takes sends again (also direct Transit sends, which do
 	// not pass the gate) only once they are all flushed to the bus too.
@@ -92,6 +88,11 @@ func (r *runner) tryFlip() bool {
 	r.caught.wake()
 	return true
 }
+
+// outsideWait bounds how long tryFlip waits, holding every sender of the
+// task back, for sends that were on their way to the bus when it began;
+// when they take longer, the catch-up goes on and it tries again later.
+const outsideWait = 10 * time.Millisecond
 
 // flipPause is how long senders in this process hold back (see
 // Host.waitCatchUp) so that a task's short bus backlog can run out and

@@ -48,12 +48,12 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 	// becomes hosted meanwhile does not switch to local delivery while
 	// this send is still on its way to the bus (see runner.tryFlip).
 	out := h.outsideCounter(qname)
-	out.Add(1)
+	out.n.Add(1)
 	announced := true
 	unannounce := func() {
 		if announced {
 			announced = false
-			out.Add(-1)
+			out.leave()
 		}
 	}
 	defer unannounce()
@@ -104,12 +104,50 @@ func (h *Host) sendHostedRelease(ctx context.Context, r *runner, msg message.Mes
 
 // outsideCounter counts the sends to qname in progress on the slow path
 // (not holding any task's gate).
-func (h *Host) outsideCounter(qname string) *atomic.Int64 {
+func (h *Host) outsideCounter(qname string) *outsideSends {
 	if c, ok := h.outside.Load(qname); ok {
-		return c.(*atomic.Int64)
+		return c.(*outsideSends)
 	}
-	c, _ := h.outside.LoadOrStore(qname, new(atomic.Int64))
-	return c.(*atomic.Int64)
+	c, _ := h.outside.LoadOrStore(qname, new(outsideSends))
+	return c.(*outsideSends)
+}
+
+// outsideSends counts the sends to one queue in progress on the slow path,
+// and wakes runner.tryFlip, waiting for them to end, once none is left.
+type outsideSends struct {
+	n       atomic.Int64
+	waiting atomic.Int32 // waitNone calls in progress
+	none    wakeGate
+}
+
+// leave notes the end of a send n counted.
+func (o *outsideSends) leave() {
+	if o.n.Add(-1) == 0 && o.waiting.Load() > 0 {
+		o.none.wake()
+	}
+}
+
+// waitNone waits until no send is in progress, at most limit, and reports
+// whether none is.
+func (o *outsideSends) waitNone(limit time.Duration) bool {
+	if o.n.Load() <= 0 {
+		return true
+	}
+	o.waiting.Add(1)
+	defer o.waiting.Add(-1)
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	for {
+		wake := o.none.wait()
+		if o.n.Load() <= 0 {
+			return true
+		}
+		select {
+		case <-wake:
+		case <-t.C:
+			return o.n.Load() <= 0
+		}
+	}
 }
 
 // sendHosted delivers to a task hosted here: into its mailbox, or — while
