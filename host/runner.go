@@ -65,6 +65,10 @@ type runner struct {
 	fenced     atomic.Int64
 	pauseUntil atomic.Int64
 	caught     wakeGate
+	// acked wakes Host.ackHandled (ackWaiters of them wait) when pending
+	// acknowledgements were done or dropped.
+	acked      wakeGate
+	ackWaiters atomic.Int32
 	// coPID is the pid of the task's co-process (exec tasks), for the
 	// monitor; 0 when it has none.
 	coPID atomic.Int64
@@ -391,6 +395,9 @@ func (r *runner) dropPending(n int) {
 	rest := copy(r.pending, r.pending[n:])
 	clear(r.pending[rest:])
 	r.pending = r.pending[:rest]
+	if r.ackWaiters.Load() > 0 {
+		r.acked.wake()
+	}
 }
 
 // account counts n messages taken since start, passed of which went to

@@ -105,14 +105,32 @@ func (h *Host) drainBus(r *runner) {
 // here is handled too (bounded: what stays unacknowledged is delivered
 // again).
 func (h *Host) ackHandled(r *runner) {
-	for i := 0; i < 2000; i++ {
+	r.ackWaiters.Add(1)
+	defer r.ackWaiters.Add(-1)
+	limit := time.NewTimer(ackHandledWait)
+	defer limit.Stop()
+	for {
+		wake := r.acked.wait()
 		left := 0
 		if !r.call(func() { r.ackPending(); left = len(r.pending) }) || left == 0 {
-			break
+			return
 		}
-		time.Sleep(time.Millisecond)
+		// The runner's loop tries again every few milliseconds while
+		// acknowledgements wait (runner.loop's ackRetry).
+		select {
+		case <-wake:
+		case <-limit.C:
+			return
+		case <-r.done:
+			return
+		}
 	}
 }
+
+// ackHandledWait bounds how long an unload waits for the consequences of
+// the task's handled bus messages to be handled in this process; what is
+// still unacknowledged then is delivered again to the task's next owner.
+const ackHandledWait = 2 * time.Second
 
 // unhost takes the runner's mailbox away and moves what still waits in it
 // onto the bus, in order. Senders are held off (the gate) until then, so
