@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/supervise"
 	"github.com/multimodule/multimodule/task"
@@ -157,6 +158,11 @@ var (
 	_ task.Task       = (*Task)(nil)
 	_ task.Configurer = (*Task)(nil)
 	_ task.Closer     = (*Task)(nil)
+	// The host's abilities (host/abilities.go): pipelining, the
+	// co-process' pid and restarts.
+	_ host.AheadTaker     = (*Task)(nil)
+	_ host.PIDReporter    = (*Task)(nil)
+	_ host.RestartCounter = (*Task)(nil)
 )
 
 // Start starts the co-process of spec and completes the handshake. The

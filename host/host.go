@@ -156,7 +156,7 @@ type Host struct {
 	asyncSent    atomic.Uint64
 	asyncFlushed atomic.Uint64
 	flushSem     chan struct{}
-	outside      sync.Map // qname → *atomic.Int64: slow-path sends in progress
+	outside      sync.Map // qname → *outsideSends: slow-path sends in progress
 
 	saveCh chan saveJob
 	// statusSem bounds the status files written at load at once.

@@ -11,8 +11,6 @@ import (
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/task"
-	"github.com/multimodule/multimodule/task/registry"
-	"github.com/multimodule/multimodule/transform"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -67,10 +65,14 @@ type runner struct {
 	fenced     atomic.Int64
 	pauseUntil atomic.Int64
 	caught     wakeGate
+	// acked wakes Host.ackHandled (ackWaiters of them wait) when pending
+	// acknowledgements were done or dropped.
+	acked      wakeGate
+	ackWaiters atomic.Int32
 	// coPID is the pid of the task's co-process (exec tasks), for the
 	// monitor; 0 when it has none.
 	coPID atomic.Int64
-	pider interface{ PID() int }
+	pider PIDReporter
 	// postedKey is the key of the config last given to the task (under
 	// h.mu), so reconciling an unchanged config does not wake it.
 	postedKey string
@@ -86,6 +88,7 @@ type runner struct {
 	configured bool
 	cons       *transit.Consumer
 	busC       <-chan *transit.Delivery
+	busGone    chan struct{}               // closed once busC is done with (endBus)
 	inflight   InFlight                    // Options.InFlight for the task of an external process; nil otherwise
 	batch      [localBatch]message.Message // taken from the mailbox, being handled
 	batchTags  [localBatch]any             // their leases (mailbox tags), nil for none
@@ -93,7 +96,7 @@ type runner struct {
 	inlineRun  int                         // messages this turn handed to other tasks inline (inlinePerTurn)
 	nextPause  int64                       // unix ns: pauseSenders may hold senders back again from then
 	pending    []pendingAck                // handled, waiting for the ack (in delivery order)
-	canonical  bool                        // the task is a canonicalSender
+	canonical  bool                        // the task is a CanonicalSender
 	cur        *lease                      // the lease of the message being handled
 	in         message.Message             // the message being handled
 	gaveAway   bool                        // the handler sent it on (its new owner may change it)
@@ -139,6 +142,17 @@ func (r *runner) call(f func()) bool {
 		return false
 	}
 }
+
+// woke says what ended the wait of a runner's loop; the loop does the
+// work it brought once it holds r.exec again.
+type woke int
+
+const (
+	wokeToLook woke = iota // the mailbox has messages, or a retry is due: the loop looks again
+	wokeCtrl               // control work came (r.ctrl): run it
+	wokeBus                // a bus delivery came, or the consumer stopped: take it
+	wokeStop               // the task's context ended: acknowledge what is handled, and stop
+)
 
 func (r *runner) loop() {
 	defer close(r.done)
@@ -197,123 +211,31 @@ func (r *runner) loop() {
 			f    func()
 			d    *transit.Delivery
 			ok   bool
-			what int
+			what = wokeToLook
 		)
 		r.exec.Unlock()
 		select {
 		case f = <-r.ctrl:
-			what = 1
+			what = wokeCtrl
 		case <-readyC:
 		case d, ok = <-busC:
-			what = 2
+			what = wokeBus
 		case <-retryFlip:
 		case <-ackRetry:
 		case <-r.ctx.Done():
-			what = 3
+			what = wokeStop
 		}
 		r.exec.Lock()
 		switch what {
-		case 1:
+		case wokeCtrl:
 			f()
-		case 2:
+		case wokeBus:
 			r.takeBus(d, ok)
-		case 3:
+		case wokeStop:
 			r.ackPending()
 			return
 		}
 	}
-}
-
-// inlineCostMax: emitters handle a message inline (tryInline) only while
-// the task's recent messages took less than this each. Inline saves a
-// hand-over (waking the task's goroutine, which on 2 cores costs tens of
-// microseconds of latency) but moves the work onto the emitter's core:
-// for a short handler (routing to one queue: ≈ 0.5 µs) that is the better
-// deal; a long one (many routes, copies for several forwards) should run
-// on a core of its own, in parallel with its emitters.
-var inlineCostMax = 2 * time.Microsecond
-
-// inlinePerTurn bounds how many messages a task's one turn of work (a
-// handler call, a recurring run) hands to other tasks inline. Below it,
-// a burst of emits is routed and handled on the emitter's goroutine with
-// no hand-over at all (at a moderate rate that is the lowest latency:
-// every hand-over is a goroutine waking up and waiting for a core); above
-// it the rest goes through the mailboxes, so that a task emitting a long
-// run at once has the Router's and the consumers' goroutines working in
-// parallel on it (on other cores). task.Inliner documents the figure.
-const inlinePerTurn = 16 * localBatch
-
-// tryInline handles msg, sent to r by another goroutine, on that goroutine,
-// if r allows it (a task.Inliner, such as the Router) and is idle: its
-// goroutine waits for work, no control work (a config, a recurring run)
-// waits for it, its bus buffer is empty, it is configured, not catching
-// up, not paused. It saves a hand-over to another goroutine
-// (and waiting for a core) per message. While the message is handled the
-// sender holds r.exec, so r's own goroutine does not run and nothing else
-// handles a message of r: one message at a time, in queue order — what
-// waits in r's mailbox (sent before r's goroutine woke up for it) is
-// older and is handled first, here. r.gate is held (shared) by the caller
-// and is let go here when the message was handled inline (done true), so
-// that the handler's own sends (perhaps to r) do not take it again. err
-// is the send's error (the message was refused).
-func (h *Host) tryInline(r *runner, msg message.Message, from *runner, l *lease, canonical bool) (done bool, err error) {
-	if from != nil && from.inlineRun >= inlinePerTurn {
-		return false, nil
-	}
-	if !r.exec.TryLock() {
-		return false, nil
-	}
-	if !r.configured || r.closed || r.cost >= inlineCostMax || r.paused.Load() || r.catchingUp.Load() ||
-		r.ctx.Err() != nil || len(r.busC) > 0 || len(r.ctrl) > 0 {
-		r.exec.Unlock()
-		return false, nil
-	}
-	m, local, err := h.tr.PrepareLocal(r.name, msg, canonical)
-	if err != nil || !local {
-		r.exec.Unlock()
-		if err != nil {
-			r.gate.RUnlock()
-			return true, err
-		}
-		return false, nil
-	}
-	r.gate.RUnlock()
-	if from != nil {
-		// The emitter's goroutine runs r's handler: while r waits for room
-		// somewhere, so does the emitter (Host.sendInto's cycle check; r
-		// may well send back to the emitter, whose mailbox only this
-		// goroutine drains).
-		prevWait := from.waitingOn.Swap(r)
-		defer from.waitingOn.Store(prevWait)
-	}
-	// This message is r's turn: what r hands on inline counts from zero.
-	prevRun := r.inlineRun
-	r.inlineRun = 0
-	// What waits in r's mailbox is older (some of it may be this sender's):
-	// it goes first, handled here rather than after r's goroutine has been
-	// woken for it and found a core. Messages others put in meanwhile are
-	// not this sender's, and may stay.
-	for older := r.local.Len(); older > 0; older -= localBatch {
-		if took, _ := r.takeLocal(); !took {
-			break
-		}
-	}
-	prev := r.cur
-	r.cur = l // what the handler sends carries the sender's lease
-	start := time.Now()
-	var passed uint64
-	if r.handle(m, nil) {
-		passed = 1
-	}
-	r.inlineRun = prevRun
-	r.account(1, passed, start)
-	r.inlined.Add(1)
-	if from != nil {
-		from.inlineRun++
-	}
-	r.cur = prev
-	r.exec.Unlock()
-	return true, nil
 }
 
 // takeLocal handles the messages waiting in the mailbox, at most
@@ -327,7 +249,7 @@ func (r *runner) takeLocal() (took, open bool) {
 	}
 	start := time.Now()
 	var passed uint64
-	at, _ := r.t.(aheadTaker)
+	at, _ := r.t.(AheadTaker)
 	next := 0 // the first message not announced to at
 	for i, m := range r.batch[:n] {
 		if at != nil && i >= next {
@@ -343,18 +265,10 @@ func (r *runner) takeLocal() (took, open bool) {
 	return true, open
 }
 
-// aheadTaker is a task that wants to know which messages its Message is
-// called with next: the exec adapter writes them to its co-process ahead
-// (protocol 2, pipelined), and still answers each in its own Message call.
-// The runner promises that these are the task's next calls, in order.
-type aheadTaker interface {
-	Ahead(tc *task.Context, msgs []message.Message)
-}
-
 // announce tells at about the run of batch messages from i that its
 // handler gets (up to a state transform, which handle applies itself),
 // when there are several, and returns the index after the run.
-func (r *runner) announce(at aheadTaker, i, n int) int {
+func (r *runner) announce(at AheadTaker, i, n int) int {
 	j := i
 	for j < n && r.batch[j] != nil && !isTransform(r.batch[j]) {
 		j++
@@ -376,14 +290,22 @@ func isTransform(m message.Message) bool {
 	return ok
 }
 
+// endBus forgets the task's bus consumer, stopped, once its channel is
+// done with, and tells whoever waits for that (busGone).
+func (r *runner) endBus() {
+	if r.busC != nil {
+		close(r.busGone)
+	}
+	r.busC, r.cons = nil, nil
+}
+
 func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 	if !ok {
 		// The consumer was stopped (the task is being unloaded). A
 		// catch-up stays on: messages this process sent through the bus
 		// and the consumer did not fetch are still there, so later sends
 		// must follow them there, not overtake them in the mailbox.
-		r.busC = nil
-		r.cons = nil
+		r.endBus()
 		return
 	}
 	if unfence(d.Msg, r.name) {
@@ -473,114 +395,9 @@ func (r *runner) dropPending(n int) {
 	rest := copy(r.pending, r.pending[n:])
 	clear(r.pending[rest:])
 	r.pending = r.pending[:rest]
-}
-
-// tryFlip ends the catch-up when nothing of this queue is left on the bus:
-// with senders held off, every earlier send of this process is flushed to
-// the bus and acknowledged there, and the queue is empty — so local
-// delivery from now on cannot overtake anything.
-func (r *runner) tryFlip() bool {
-	r.ackPending()
-	r.gate.Lock()
-	defer r.gate.Unlock()
-	// Sends that started before this task was hosted may still be on
-	// their way to the bus: wait for them (they hold no gate), briefly.
-	out := r.h.outsideCounter(r.name)
-	for i := 0; out.Load() > 0; i++ {
-		if i >= 200 {
-			return false
-		}
-		time.Sleep(50 * time.Microsecond)
+	if r.ackWaiters.Load() > 0 {
+		r.acked.wake()
 	}
-	// The mailbox takes sends again (also direct Transit sends, which do
-	// not pass the gate) only once they are all flushed to the bus too.
-	caught := r.local.EndBehindBus(func() bool {
-		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
-		defer cancel()
-		if err := r.h.tr.Flush(ctx); err != nil {
-			return false
-		}
-		st, err := r.h.tr.Stat(ctx, r.name)
-		if err != nil {
-			return false
-		}
-		if backlog := st.Msgs + int64(len(r.busC)); backlog > 0 {
-			r.pauseSenders(backlog)
-			return false
-		}
-		return true
-	})
-	if !caught {
-		return false
-	}
-	r.catchingUp.Store(false)
-	r.pauseUntil.Store(0)
-	r.caught.wake()
-	return true
-}
-
-// flipPause is how long senders in this process hold back (see
-// Host.waitCatchUp) so that a task's short bus backlog can run out and
-// the catch-up end; at most once per flipPauseEvery, since other
-// processes may keep the backlog from ever running out.
-const (
-	flipPause      = 100 * time.Millisecond
-	flipPauseEvery = time.Second
-)
-
-// pauseSenders holds this process' senders back for flipPause when the
-// backlog is short (a mailbox's worth at most) and some of it is theirs:
-// senders as fast as the task would otherwise keep it on the bus path
-// for good, each of their messages taking the place of the one handled.
-func (r *runner) pauseSenders(backlog int64) {
-	now := time.Now().UnixNano()
-	if backlog > int64(r.h.opts.MailboxSize) || r.fenced.Load() == 0 || now < r.nextPause {
-		return
-	}
-	r.pauseUntil.Store(now + int64(flipPause))
-	r.nextPause = now + int64(flipPauseEvery)
-}
-
-// fenceKey marks (in .ipc_transit_meta) a message this process sent
-// through the bus only because its target was catching up.
-const fenceKey = "mm_fence"
-
-// fence makes msg go to qname through the bus (an override).
-func fence(msg message.Message, qname string) {
-	meta := msg.EnsureMeta()
-	ov, _ := meta["overrides"].(map[string]any)
-	if ov == nil {
-		ov = map[string]any{}
-		meta["overrides"] = ov
-	}
-	fnl, _ := ov["force_non_local"].(map[string]any)
-	if fnl == nil {
-		fnl = map[string]any{}
-		ov["force_non_local"] = fnl
-	}
-	fnl[qname] = true
-	meta[fenceKey] = qname
-}
-
-// unfence removes what fence added, so the task sees the message as
-// sent, and reports whether msg was fenced for qname.
-func unfence(msg message.Message, qname string) bool {
-	meta := msg.Meta()
-	if meta == nil || meta[fenceKey] != qname {
-		return false
-	}
-	delete(meta, fenceKey)
-	ov, _ := meta["overrides"].(map[string]any)
-	if fnl, ok := ov["force_non_local"].(map[string]any); ok {
-		delete(fnl, qname)
-		if len(fnl) == 0 {
-			delete(ov, "force_non_local")
-		}
-	}
-	if ov != nil && len(ov) == 0 {
-		delete(meta, "overrides")
-	}
-	return true
 }
 
 // account counts n messages taken since start, passed of which went to
@@ -658,17 +475,6 @@ func (r *runner) sent(msg message.Message) {
 	}
 }
 
-// transformState applies an operator's {".multimodule": {"transform": …}}
-// to the task's state.
-func (r *runner) transformState(t map[string]any) {
-	state := r.tc.State()
-	if err := transform.Apply(message.Message(state), t, nil); err != nil {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: state transform: %v", r.name, err), nil)
-	}
-	r.tc.SetState(state)
-	r.h.out("log", r.name, fmt.Sprintf("task %s: state transformed", r.name), nil)
-}
-
 // safeCall runs task code, turning a panic into an error with the stack.
 func (r *runner) safeCall(what string, f func() error) (err error) {
 	defer func() {
@@ -677,242 +483,4 @@ func (r *runner) safeCall(what string, f func() error) (err error) {
 		}
 	}()
 	return f()
-}
-
-// applyConfig calls SetConfig when the config changed by content. Its
-// verdict goes to the ConfigureAll that waits for it (configReport); once
-// the task accepted a config, it handles nothing more until the config is
-// saved.
-func (r *runner) applyConfig(cfg map[string]any) {
-	key := configKey(cfg)
-	if r.configured && key == r.configKey {
-		if saved, _ := r.h.configReport(r.name, key, true); saved != nil {
-			<-saved
-		}
-		return
-	}
-	prev, prevKey := r.config, r.configKey
-	r.config, r.configKey = cfg, key
-	if c, ok := r.t.(task.Configurer); ok {
-		err := r.safeCall("set_config", func() error { return c.SetConfig(r.tc, registry.CopyConfig(cfg)) })
-		if err != nil {
-			r.config, r.configKey = prev, prevKey
-			r.rejected(key, err)
-			return
-		}
-	}
-	defer func() {
-		if saved, _ := r.h.configReport(r.name, key, true); saved != nil {
-			<-saved
-		}
-	}()
-	if !r.configured {
-		cs, ok := r.t.(canonicalSender)
-		r.canonical = ok && cs.SendsCanonical()
-		ih, ok := r.t.(task.Inliner)
-		r.inline.Store(ok && ih.HandlesInline())
-	}
-	r.configured = true
-	if r.pider != nil {
-		r.coPID.Store(int64(r.pider.PID()))
-	}
-	r.touched()
-}
-
-// rejected reports a config the task refused. A task that runs with an
-// accepted config keeps it, and its saved config file is made to hold it
-// again: a config its task could not try before it was saved (one sent
-// while the task ran elsewhere, or was still loading) may be there. A
-// task that has none stays unconfigured, its messages waiting, and says
-// so on the alert channel: it waits for a config it accepts; its file
-// gets back the config it held before, if the rejected one was saved
-// before the task could try it.
-func (r *runner) rejected(key string, err error) {
-	// Reported before the verdict: whoever waits for it (a control
-	// message's acknowledgement) comes after the report.
-	if r.configured {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: set config rejected, keeping the previous one: %v", r.name, err), nil)
-	} else {
-		r.h.out("alert", r.name, fmt.Sprintf("task %s: config rejected; the task has no config it accepts and waits, its messages waiting, for a new one: %v", r.name, err), nil)
-	}
-	_, prev := r.h.configReport(r.name, key, false)
-	back := prev
-	if r.configured {
-		back = r.config
-	}
-	if back == nil || r.placement != HostAndConsume {
-		return // a local copy's config is its own process's
-	}
-	if err := r.h.opts.Store.SaveConfigs(map[string]map[string]any{r.name: back}); err != nil {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: putting back the saved config it runs with: %v", r.name, err), nil)
-	}
-}
-
-func (r *runner) saveInterval() time.Duration {
-	if d, ok := registry.IntervalOverride(r.config, "save_state"); ok {
-		return d
-	}
-	return r.h.opts.SaveInterval
-}
-
-// touched notes that task code ran, so a stateful task's state may have
-// changed: it is saved (if it did change) within the save interval. The
-// timer is armed only then, so an idle task has none.
-func (r *runner) touched() {
-	if r.saveTimer != nil || !r.def.Stateful || !r.configured || r.closed {
-		return
-	}
-	r.saveTimer = time.AfterFunc(r.saveInterval(), func() {
-		r.post(func() {
-			r.saveTimer = nil
-			r.saveState(false)
-		})
-	})
-}
-
-// saveState snapshots the state and hands it to the saver when it
-// changed since the last save; with wait, it always saves and returns once
-// written.
-func (r *runner) saveState(wait bool) {
-	if !r.def.Stateful {
-		return
-	}
-	state := r.tc.State()
-	b, err := message.Marshal(message.Message(state))
-	if err != nil {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: state is not JSON-compatible, not saved: %v", r.name, err), nil)
-		return
-	}
-	// A final save (wait) always writes, and only returns once written:
-	// an earlier periodic save may still be queued, and the next owner of
-	// the task (another process, after a move) reads the file at once.
-	if !wait && string(b) == string(r.lastSaved) {
-		return
-	}
-	r.lastSaved = b
-	job := saveJob{task: r.name, state: message.Message(state).Copy()}
-	if wait {
-		job.done = make(chan struct{})
-	}
-	r.h.saveCh <- job
-	if wait {
-		<-job.done
-	}
-}
-
-// --- task.Runtime ---
-
-func (r *runner) Context() context.Context { return r.ctx }
-func (r *runner) Config() map[string]any   { return r.config }
-func (r *runner) Logger() *slog.Logger     { return r.log }
-func (r *runner) Process() string          { return r.h.opts.Process }
-
-func (r *runner) Emit(msg message.Message) error {
-	r.emitted.Add(1)
-	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, RouterName, "", msg, r, r.cur, r.canonical)
-}
-
-func (r *runner) Send(qname, destination string, msg message.Message) error {
-	r.sent(msg)
-	return r.h.deliverLeased(r.ctx, qname, destination, msg, r, r.cur, r.canonical)
-}
-
-// canonicalSender is a task that promises that every message it emits or
-// sends holds only canonical values (package message), so its sends skip
-// the check (transit.SendOptions.Canonical). The built-in Router does: it
-// only passes on the messages it received, changed by compiled
-// transforms, whose values are canonical.
-type canonicalSender interface {
-	SendsCanonical() bool
-}
-
-func (r *runner) Out(channel, text string, details map[string]any) {
-	r.h.out(channel, r.name, text, details)
-}
-
-func (r *runner) Recur(name string, interval time.Duration, work func(*task.Context)) {
-	if interval <= 0 {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: recur %q: interval must be positive, got %v", r.name, name, interval), nil)
-		return
-	}
-	if old, ok := r.recurs[name]; ok {
-		old.work = work
-		if old.interval == interval {
-			return
-		}
-		old.stopped.Store(true)
-		old.timer.Stop()
-	}
-	rc := &recur{name: name, interval: interval, work: work}
-	r.recurs[name] = rc
-	r.armRecur(rc)
-}
-
-func (r *runner) armRecur(rc *recur) {
-	rc.timer = time.AfterFunc(rc.interval, func() {
-		if rc.stopped.Load() || !rc.pending.CompareAndSwap(false, true) {
-			return
-		}
-		r.post(func() {
-			rc.pending.Store(false)
-			if rc.stopped.Load() || r.closed {
-				return
-			}
-			r.armRecur(rc) // next period starts now: runs never pile up
-			if !r.configured || r.paused.Load() {
-				return
-			}
-			if err := r.safeCall("recur "+rc.name, func() error { rc.work(r.tc); return nil }); err != nil {
-				r.failed.Add(1)
-				r.h.out("error", r.name, fmt.Sprintf("task %s: recurring work %q failed: %v", r.name, rc.name, err), nil)
-			}
-			r.touched()
-		})
-	})
-}
-
-func (r *runner) StopRecur(name string) {
-	if rc, ok := r.recurs[name]; ok {
-		rc.stopped.Store(true)
-		rc.timer.Stop()
-		delete(r.recurs, name)
-	}
-}
-
-func (r *runner) StopRecurs() { r.stopRecurs() }
-
-func (r *runner) stopRecurs() {
-	for name := range r.recurs {
-		r.StopRecur(name)
-	}
-}
-
-var _ task.Runtime = (*runner)(nil)
-
-// wakeGate lets goroutines wait for a change made by another: a waiter
-// takes the channel (wait), then looks at what it waits for, then waits
-// on the channel; wake closes it. A change made between the look and the
-// wait is not missed.
-type wakeGate struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-func (g *wakeGate) wait() <-chan struct{} {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.ch == nil {
-		g.ch = make(chan struct{})
-	}
-	return g.ch
-}
-
-func (g *wakeGate) wake() {
-	g.mu.Lock()
-	if g.ch != nil {
-		close(g.ch)
-		g.ch = nil
-	}
-	g.mu.Unlock()
 }

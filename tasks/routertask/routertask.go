@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/router"
 	"github.com/multimodule/multimodule/task"
@@ -133,6 +134,8 @@ func (t *Task) HandlesInline() bool { return true }
 func (t *Task) Router() *router.Router { return t.r }
 
 var (
-	_ task.Configurer  = (*Task)(nil)
-	_ router.Forwarder = (*forwarder)(nil)
+	_ task.Configurer      = (*Task)(nil)
+	_ task.Inliner         = (*Task)(nil)
+	_ host.CanonicalSender = (*Task)(nil)
+	_ router.Forwarder     = (*forwarder)(nil)
 )
