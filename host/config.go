@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
 )
@@ -343,7 +344,7 @@ func (h *Host) RestoreConfigsOf(names []string) error {
 // reading them went wrong with, is reported and returned too.
 func (h *Host) restore(configs map[string]map[string]any, loadErr error) error {
 	if loadErr != nil {
-		h.out("error", h.opts.Process, "restore configs: "+loadErr.Error(), nil)
+		h.out(oob.ChannelError, h.opts.Process, "restore configs: "+loadErr.Error(), nil)
 	}
 	m := make(map[string]any, len(configs))
 	for k, v := range configs {

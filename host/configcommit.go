@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/store"
 )
 
@@ -157,7 +158,7 @@ func (h *Host) saveConfigs(ctx context.Context, cfgs map[string]map[string]any) 
 		err := h.opts.Store.SaveConfigs(cfgs)
 		if err == nil {
 			if attempt > 1 {
-				h.out("log", h.opts.Process, fmt.Sprintf("configs of %s saved (attempt %d)", strings.Join(slices.Sorted(maps.Keys(cfgs)), ", "), attempt), nil)
+				h.out(oob.ChannelLog, h.opts.Process, fmt.Sprintf("configs of %s saved (attempt %d)", strings.Join(slices.Sorted(maps.Keys(cfgs)), ", "), attempt), nil)
 			}
 			return nil
 		}
@@ -172,7 +173,7 @@ func (h *Host) saveConfigs(ctx context.Context, cfgs map[string]map[string]any) 
 				delete(cfgs, name)
 			}
 		}
-		h.out("alert", h.opts.Process, fmt.Sprintf("configs not saved (attempt %d), retrying in %v; the tasks that accepted them wait: %v", attempt, backoff, err), nil)
+		h.out(oob.ChannelAlert, h.opts.Process, fmt.Sprintf("configs not saved (attempt %d), retrying in %v; the tasks that accepted them wait: %v", attempt, backoff, err), nil)
 		// The host's shutdown is looked for every configSaveRetryMin: it
 		// waits for the tasks that wait for this save.
 		for until := time.Now().Add(backoff); time.Now().Before(until); {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/procid"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
@@ -352,9 +353,9 @@ func (h *Host) out(channel, taskName, text string, details map[string]any) {
 		args = append(args, k, v)
 	}
 	switch channel {
-	case "error", "alert":
+	case oob.ChannelError, oob.ChannelAlert:
 		h.log.Error(text, args...)
-	case "debug":
+	case oob.ChannelDebug:
 		h.log.Debug(text, args...)
 	default:
 		h.log.Info(text, args...)
@@ -399,7 +400,7 @@ func (h *Host) flushAsync(ctx context.Context) error {
 	if err := h.tr.Flush(fctx); err != nil {
 		// Not covered: the next flush waits for them again.
 		if ctx.Err() == nil {
-			h.out("error", h.opts.Process, "bus publish failed: "+err.Error(), nil)
+			h.out(oob.ChannelError, h.opts.Process, "bus publish failed: "+err.Error(), nil)
 		}
 		return err
 	}
@@ -426,7 +427,7 @@ func (h *Host) saver() {
 		_, streak := failed[job.task]
 		if err := h.opts.Store.SaveState(job.task, job.state); err != nil {
 			if !streak {
-				h.out("error", job.task, "save state: "+err.Error()+" (retrying every "+saveRetryInterval.String()+")", nil)
+				h.out(oob.ChannelError, job.task, "save state: "+err.Error()+" (retrying every "+saveRetryInterval.String()+")", nil)
 			}
 			job.done = nil
 			failed[job.task] = job
@@ -434,7 +435,7 @@ func (h *Host) saver() {
 		}
 		if streak {
 			delete(failed, job.task)
-			h.out("log", job.task, "state saved again after failed saves", nil)
+			h.out(oob.ChannelLog, job.task, "state saved again after failed saves", nil)
 		}
 	}
 	for {

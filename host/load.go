@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
@@ -128,7 +129,7 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 		f.err = err
 		h.mu.Unlock()
 		h.counters.Add(name, MetricTaskCompileFailureInternal, 1)
-		h.out("error", name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, f.count, err), nil)
+		h.out(oob.ChannelError, name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, f.count, err), nil)
 		job.err = err
 		return
 	}
@@ -186,14 +187,14 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 			h.writeStatus(r)
 		}()
 	}
-	h.out("debug", name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
+	h.out(oob.ChannelDebug, name, fmt.Sprintf("task %s loaded (%s)", name, def.Origin), nil)
 	job.r = r
 	if now != pl {
 		h.loads.Add(1)
 		go func() {
 			defer h.loads.Done()
 			if err := h.reconcile(name, noWait); err != nil {
-				h.out("error", name, fmt.Sprintf("task %s: its config changed while it was loading: %v", name, err), nil)
+				h.out(oob.ChannelError, name, fmt.Sprintf("task %s: its config changed while it was loading: %v", name, err), nil)
 			}
 			if h.opts.OnConfigChanged != nil {
 				h.opts.OnConfigChanged(name, cfg)
@@ -261,7 +262,7 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 		state, err := h.opts.Store.LoadState(name)
 		if err != nil {
 			// A corrupt state file was moved aside: start empty, loudly.
-			h.out("alert", name, fmt.Sprintf("task %s: saved state unusable, starting from empty state: %v", name, err), nil)
+			h.out(oob.ChannelAlert, name, fmt.Sprintf("task %s: saved state unusable, starting from empty state: %v", name, err), nil)
 		}
 		delete(state, ".multimodule")
 		r.tc.SetState(state)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 )
 
@@ -131,7 +132,7 @@ func (h *Host) unknownTask(name string, cfg map[string]any) error {
 		metric = MetricTaskCompileFailureExternal
 	}
 	h.counters.Add(name, metric, 1)
-	h.out("error", name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, count, why), nil)
+	h.out(oob.ChannelError, name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, count, why), nil)
 	return err
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -349,12 +350,12 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 func (r *runner) deadLetter(d *transit.Delivery, reason string, details map[string]any) bool {
 	text, _ := message.Marshal(d.Msg)
 	if err := d.DeadLetter(r.ctx, reason, details); err != nil {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: dead-lettering a message failed, it stays on the bus: %v", r.name, err), nil)
+		r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: dead-lettering a message failed, it stays on the bus: %v", r.name, err), nil)
 		r.paused.Store(true)
 		return false
 	}
 	r.failed.Add(1)
-	r.h.out("error", r.name, fmt.Sprintf("task %s: message moved to the dead-letter queue without handling it: %s", r.name, reason),
+	r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: message moved to the dead-letter queue without handling it: %s", r.name, reason),
 		map[string]any{"message": string(text)})
 	return true
 }
@@ -461,7 +462,7 @@ func (r *runner) handle(m message.Message, l *lease) bool {
 			b, _ := message.Marshal(m)
 			text = string(b)
 		}
-		r.h.out("error", r.name, fmt.Sprintf("task %s: message handler failed: %v", r.name, err),
+		r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: message handler failed: %v", r.name, err),
 			map[string]any{"message": text})
 	}
 	return true

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 )
 
@@ -40,7 +41,7 @@ func (r *runner) Out(channel, text string, details map[string]any) {
 
 func (r *runner) Recur(name string, interval time.Duration, work func(*task.Context)) {
 	if interval <= 0 {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: recur %q: interval must be positive, got %v", r.name, name, interval), nil)
+		r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: recur %q: interval must be positive, got %v", r.name, name, interval), nil)
 		return
 	}
 	if old, ok := r.recurs[name]; ok {
@@ -72,7 +73,7 @@ func (r *runner) armRecur(rc *recur) {
 			}
 			if err := r.safeCall("recur "+rc.name, func() error { rc.work(r.tc); return nil }); err != nil {
 				r.failed.Add(1)
-				r.h.out("error", r.name, fmt.Sprintf("task %s: recurring work %q failed: %v", r.name, rc.name, err), nil)
+				r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: recurring work %q failed: %v", r.name, rc.name, err), nil)
 			}
 			r.touched()
 		})

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/procid"
 	"github.com/multimodule/multimodule/store"
 )
@@ -56,7 +57,7 @@ func (h *Host) writeStatus(r *runner) {
 		CoPID:      int(r.coPID.Load()),
 	}
 	if err := h.opts.Store.SaveStatus(r.name, st); err != nil {
-		h.out("error", r.name, "save status: "+err.Error(), nil)
+		h.out(oob.ChannelError, r.name, "save status: "+err.Error(), nil)
 	}
 }
 

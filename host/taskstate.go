@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transform"
@@ -15,10 +16,10 @@ import (
 func (r *runner) transformState(t map[string]any) {
 	state := r.tc.State()
 	if err := transform.Apply(message.Message(state), t, nil); err != nil {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: state transform: %v", r.name, err), nil)
+		r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: state transform: %v", r.name, err), nil)
 	}
 	r.tc.SetState(state)
-	r.h.out("log", r.name, fmt.Sprintf("task %s: state transformed", r.name), nil)
+	r.h.out(oob.ChannelLog, r.name, fmt.Sprintf("task %s: state transformed", r.name), nil)
 }
 
 // applyConfig calls SetConfig when the config changed by content. Its
@@ -73,9 +74,9 @@ func (r *runner) rejected(key string, err error) {
 	// Reported before the verdict: whoever waits for it (a control
 	// message's acknowledgement) comes after the report.
 	if r.configured {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: set config rejected, keeping the previous one: %v", r.name, err), nil)
+		r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: set config rejected, keeping the previous one: %v", r.name, err), nil)
 	} else {
-		r.h.out("alert", r.name, fmt.Sprintf("task %s: config rejected; the task has no config it accepts and waits, its messages waiting, for a new one: %v", r.name, err), nil)
+		r.h.out(oob.ChannelAlert, r.name, fmt.Sprintf("task %s: config rejected; the task has no config it accepts and waits, its messages waiting, for a new one: %v", r.name, err), nil)
 	}
 	_, prev := r.h.configReport(r.name, key, false)
 	back := prev
@@ -86,7 +87,7 @@ func (r *runner) rejected(key string, err error) {
 		return // a local copy's config is its own process's
 	}
 	if err := r.h.opts.Store.SaveConfigs(map[string]map[string]any{r.name: back}); err != nil {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: putting back the saved config it runs with: %v", r.name, err), nil)
+		r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: putting back the saved config it runs with: %v", r.name, err), nil)
 	}
 }
 
@@ -122,7 +123,7 @@ func (r *runner) saveState(wait bool) {
 	state := r.tc.State()
 	b, err := message.Marshal(message.Message(state))
 	if err != nil {
-		r.h.out("error", r.name, fmt.Sprintf("task %s: state is not JSON-compatible, not saved: %v", r.name, err), nil)
+		r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: state is not JSON-compatible, not saved: %v", r.name, err), nil)
 		return
 	}
 	// A final save (wait) always writes, and only returns once written:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -185,7 +186,7 @@ func (h *Host) finish(r *runner) {
 		r.saveState(true)
 		if c, ok := r.t.(task.Closer); ok {
 			if err := r.safeCall("close", func() error { return c.Close(r.tc) }); err != nil {
-				h.out("error", r.name, fmt.Sprintf("task %s: close: %v", r.name, err), nil)
+				h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: close: %v", r.name, err), nil)
 			}
 		}
 	})
