@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/multimodule/multimodule/mmtest"
 )
 
 // The commands of docs/deploy.md that build and check a binary.
@@ -57,7 +59,7 @@ func TestReleaseBuild(t *testing.T) {
 	root := moduleRoot(t)
 	rev := strings.TrimSpace(run(t, root, nil, "git", "rev-parse", "HEAD"))
 	exe := filepath.Join(t.TempDir(), "multimodule")
-	build := docCommand(t, filepath.Join(root, "docs/deploy.md"), "go build -trimpath")
+	build := mmtest.DocCommand(t, filepath.Join(root, "docs/deploy.md"), "go build -trimpath")
 	for _, want := range []string{"-X " + versionPkg + ".Version=v1.2.0", "-X " + versionPkg + ".Revision=$(git rev-parse HEAD)", " -o multimodule ./cmd/multimodule"} {
 		if !strings.Contains(build, want) {
 			t.Fatalf("docs/deploy.md's build command %q lacks %q", build, want)
@@ -127,12 +129,12 @@ func TestInstallFromClone(t *testing.T) {
 	docs := filepath.Join(root, "docs/deploy.md")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "multimodule")
-	clone := docCommand(t, docs, "git clone <repository> multimodule")
+	clone := mmtest.DocCommand(t, docs, "git clone <repository> multimodule")
 	run(t, dir, nil, "sh", "-c", strings.Replace(clone, "<repository>", root, 1))
 	rev := strings.TrimSpace(run(t, src, nil, "git", "rev-parse", "HEAD"))
 	bin := filepath.Join(dir, "bin")
 	// The default -buildvcs, whatever this machine's go env says.
-	run(t, src, []string{"GOBIN=" + bin, "GOFLAGS=-buildvcs=auto"}, "sh", "-c", docCommand(t, docs, "go install ./cmd/multimodule"))
+	run(t, src, []string{"GOBIN=" + bin, "GOFLAGS=-buildvcs=auto"}, "sh", "-c", mmtest.DocCommand(t, docs, "go install ./cmd/multimodule"))
 
 	out := run(t, dir, nil, filepath.Join(bin, "multimodule"), "--version")
 	first, _, _ := strings.Cut(out, "\n")

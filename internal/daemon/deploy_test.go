@@ -130,7 +130,7 @@ const deployDocs = "../../docs/deploy.md"
 // sh in dir, the documented state directory replaced by stateDir.
 func docRun(t *testing.T, dir, stateDir, substr string, replace ...string) string {
 	t.Helper()
-	c := strings.ReplaceAll(docCommand(t, deployDocs, substr), "/var/lib/multimodule", stateDir)
+	c := strings.ReplaceAll(mmtest.DocCommand(t, deployDocs, substr), "/var/lib/multimodule", stateDir)
 	c = strings.NewReplacer(replace...).Replace(c)
 	cmd := exec.Command("sh", "-c", c)
 	cmd.Dir = dir
