@@ -59,6 +59,11 @@ type Options struct {
 	// ExecDir is the directory of exec tasks holding PyEcho for the exec
 	// scenario (default examples/exec, relative to the working directory).
 	ExecDir string
+	// ScrapeMetrics, when positive, starts the daemon with its HTTP
+	// listener on a loopback port and GETs /metrics at this interval
+	// during the measured window (the flow scenarios only: inproc,
+	// external, fanout, exec); 0 leaves the listener off.
+	ScrapeMetrics time.Duration
 	// Keep leaves the temporary state directory in place.
 	Keep bool
 	// Progress, when set, receives a live progress line (carriage
@@ -159,6 +164,10 @@ var scenarios = []scenario{
 	{"config", "config change → SetConfig latency, and an idle daemon's CPU", runConfig},
 }
 
+// scrapable are the scenarios measured by env.flow, the only ones that
+// scrape /metrics during their measured window.
+var scrapable = map[string]bool{"inproc": true, "external": true, "fanout": true, "exec": true}
+
 // Scenarios lists the scenario names with a one-line description each.
 func Scenarios() [][2]string {
 	out := make([][2]string, len(scenarios))
@@ -183,6 +192,12 @@ func Run(ctx context.Context, name string, opts Options) (Result, error) {
 			names[i] = s.name
 		}
 		return Result{}, fmt.Errorf("%w %q (known: %s)", ErrUnknownScenario, name, strings.Join(names, ", "))
+	}
+	if opts.ScrapeMetrics < 0 {
+		return Result{}, fmt.Errorf("bench %s: scrape interval %v: want a positive duration", name, opts.ScrapeMetrics)
+	}
+	if opts.ScrapeMetrics > 0 && !scrapable[name] {
+		return Result{}, fmt.Errorf("bench %s: --scrape-metrics measures a message flow: only with inproc, external, fanout or exec", name)
 	}
 	if name == "exec" {
 		dir, err := filepath.Abs(opts.ExecDir)

@@ -22,13 +22,15 @@ func TestScenarios(t *testing.T) {
 		t.Skip("starts daemons, buses and external processes")
 	}
 	tests := []struct {
-		name     string
+		name     string // the scenario, or scenario/variant
 		opts     bench.Options
 		flows    bool     // msgs_per_sec > 0 and nothing lost
 		extras   []string // keys the result must have
 		wantZero []string // extras that must be 0
 	}{
 		{"inproc", bench.Options{Duration: time.Second}, true, []string{"sent", "received"}, []string{"lost", "errors"}},
+		{"inproc/scrape-metrics", bench.Options{Duration: time.Second, ScrapeMetrics: time.Second}, true,
+			[]string{"scrapes"}, []string{"lost", "errors", "scrape_errors"}},
 		{"external", bench.Options{Duration: time.Second}, true, []string{"sent", "received"}, []string{"lost", "errors"}},
 		{"fanout", bench.Options{Duration: time.Second}, true, []string{"deliveries_per_sec"}, []string{"lost", "errors"}},
 		{"cli", bench.Options{Duration: time.Second, Rate: 500}, true, []string{"send_processes"}, []string{"lost", "errors"}},
@@ -50,12 +52,13 @@ func TestScenarios(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 			defer cancel()
-			res, err := bench.Run(ctx, tc.name, tc.opts)
+			scenario, _, _ := strings.Cut(tc.name, "/")
+			res, err := bench.Run(ctx, scenario, tc.opts)
 			if err != nil {
 				t.Fatalf("Run: %v", err)
 			}
 			got := decode(t, res)
-			checkShape(t, got, tc.name)
+			checkShape(t, got, scenario)
 			for _, k := range tc.extras {
 				if _, ok := got[k]; !ok {
 					t.Errorf("extra %q missing; got %v", k, got)
@@ -70,6 +73,13 @@ func TestScenarios(t *testing.T) {
 				if v, _ := got["msgs_per_sec"].(float64); v <= 0 {
 					t.Errorf("msgs_per_sec: got %v, want > 0", got["msgs_per_sec"])
 				}
+			}
+			if tc.opts.ScrapeMetrics > 0 {
+				if v, _ := got["scrapes"].(float64); v <= 0 {
+					t.Errorf("scrapes: got %v, want > 0", got["scrapes"])
+				}
+			} else if _, ok := got["scrapes"]; ok {
+				t.Errorf("scrapes reported without ScrapeMetrics: %v", got["scrapes"])
 			}
 			if tc.name == "config" {
 				if v, _ := got["config_changes"].(float64); v != 3 {
@@ -135,5 +145,12 @@ func TestUnknownScenario(t *testing.T) {
 	_, err := bench.Run(t.Context(), "nope", bench.Options{})
 	if !errors.Is(err, bench.ErrUnknownScenario) || !strings.Contains(err.Error(), "inproc") {
 		t.Fatalf("got %v, want ErrUnknownScenario listing the known ones", err)
+	}
+}
+
+func TestScrapeMetricsNeedsFlow(t *testing.T) {
+	_, err := bench.Run(t.Context(), "config", bench.Options{ScrapeMetrics: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "scrape-metrics") {
+		t.Fatalf("Run config with ScrapeMetrics: got %v, want an error naming --scrape-metrics", err)
 	}
 }

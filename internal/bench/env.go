@@ -85,6 +85,10 @@ func newEnv(ctx context.Context, name string, opts *Options) (e *env, err error)
 	for _, src := range sources {
 		argv = append(argv, "-p", src)
 	}
+	var httpAddr string
+	if opts.ScrapeMetrics > 0 {
+		httpAddr = "127.0.0.1:0"
+	}
 	dctx, stop := context.WithCancelCause(context.Background())
 	e.stopD = stop
 	e.daemonCh = make(chan error, 1)
@@ -97,6 +101,7 @@ func newEnv(ctx context.Context, name string, opts *Options) (e *env, err error)
 			Stdout:       logOut,
 			Stderr:       logOut,
 			ExternalArgv: argv,
+			HTTP:         httpAddr,
 		})
 	}()
 	// Ready when the daemon wrote main.status naming this process.

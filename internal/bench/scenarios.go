@@ -76,17 +76,23 @@ func (e *env) flow(ctx context.Context, consumers []string) (Result, error) {
 		return Result{}, err
 	}
 	base := e.reports.snapshot(consumers)
-	e.procs.start()
-	if err := sleep(ctx, time.Until(started.Add(warm+dur))); err != nil {
+	sc, err := e.startScrape(ctx)
+	if err != nil {
 		return Result{}, err
 	}
+	e.procs.start()
+	err = sleep(ctx, time.Until(started.Add(warm+dur)))
 	procs := e.procs.stop()
+	scrapes, scrapeErr := sc.stop()
+	if err != nil {
+		return Result{}, err
+	}
 	// The producer has stopped (or is about to); wait until every
 	// message it emitted has been handled, or nothing moves any more.
 	var emitted int64
 	var last int64 = -1
 	lastMove := time.Now()
-	err := e.reports.wait(ctx, 120*time.Second, func(r *reports) error {
+	err = e.reports.wait(ctx, 120*time.Second, func(r *reports) error {
 		p := r.producer
 		if p == nil || !message.Truthy(p["done"]) || p["run"] != "run1" {
 			return errors.New("producer not done yet")
@@ -126,6 +132,13 @@ func (e *env) flow(ctx context.Context, consumers []string) (Result, error) {
 	}
 	if len(consumers) > 1 {
 		res.Extras["deliveries_per_sec"] = round1(float64(w.count) / w.seconds)
+	}
+	if sc != nil {
+		res.Extras["scrapes"] = scrapes.done
+		res.Extras["scrape_errors"] = scrapes.failed
+		if scrapeErr != nil {
+			return res, fmt.Errorf("%d of %d /metrics scrapes failed: %w", scrapes.failed, scrapes.done, scrapeErr)
+		}
 	}
 	return res, nil
 }

@@ -79,6 +79,8 @@ Scenarios:
 	f.DurationVar(&o.opts.KillGap, "kill-gap", 10500*time.Millisecond, "restart: healthy run time before each kill (over 10s: every kill is a first crash, not a crash loop)")
 	f.IntVar(&o.opts.Configs, "configs", 20, "config: config changes to time")
 	f.StringVar(&o.opts.ExecDir, "exec-dir", "examples/exec", "exec: the directory of exec tasks holding PyEcho")
+	f.DurationVar(&o.opts.ScrapeMetrics, "scrape-metrics", 0, "inproc, external, fanout, exec: serve HTTP on a loopback port and GET /metrics at this interval during the measured window (alone: every 1s; with a value: --scrape-metrics=500ms); fails the run if a scrape fails")
+	f.Lookup("scrape-metrics").NoOptDefVal = "1s"
 	f.BoolVar(&o.opts.Keep, "keep", false, "keep the temporary state directory (its path is printed)")
 	return cmd
 }
