@@ -28,3 +28,6 @@ func (h *Host) FlushAsync(ctx context.Context) error { return h.flushAsync(ctx) 
 
 // Flushing reports whether a flushAsync call is waiting for the bus.
 func (h *Host) Flushing() bool { return len(h.flushSem) > 0 }
+
+// HandlerBucket is handlerBucket, for tests.
+func HandlerBucket(d time.Duration) int { return handlerBucket(d) }

@@ -74,6 +74,9 @@ func (p *probe) Message(tc *task.Context, msg message.Message) error {
 	if message.Truthy(msg["fail"]) {
 		return errors.New("test failure")
 	}
+	if ms, ok := message.Float(msg["sleep_ms"]); ok {
+		time.Sleep(time.Duration(ms * float64(time.Millisecond))) // a handler that takes this long
+	}
 	if msg["emit"] != nil {
 		return tc.Emit(message.Message{"payload": msg["emit"]})
 	}

@@ -251,6 +251,10 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 		t:            t,
 		recurs:       map[string]*recur{},
 	}
+	for i, metric := range HandlerBucketMetrics {
+		r.handlerLE[i] = h.counters.Counter(name, metric)
+	}
+	r.handlerLE[len(HandlerBuckets)] = h.counters.Counter(name, MetricHandlerOverflow)
 	r.tc = task.NewContext(name, r)
 	r.pider, _ = t.(PIDReporter)
 	if c, ok := t.(RestartCounter); ok {

@@ -2,8 +2,10 @@ package host
 
 import (
 	"maps"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Admin metric names. Each is counted per task.
@@ -22,6 +24,49 @@ const (
 	MetricStartRequestExternal       = "local.admin.start_request.external"
 	MetricHandlerNanos               = "local.task.handler_nanos"
 )
+
+// HandlerBuckets are the upper bounds of the per-task handler latency
+// histogram: a message whose handling took at most HandlerBuckets[i] (and
+// more than the bound before) is counted in the counter named
+// HandlerBucketMetrics[i]; one slower than the last bound in
+// MetricHandlerOverflow. The counts are per bucket, not cumulative.
+var HandlerBuckets = [...]time.Duration{
+	10 * time.Microsecond, 25 * time.Microsecond, 50 * time.Microsecond,
+	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond,
+	time.Second, 2500 * time.Millisecond, 10 * time.Second,
+}
+
+// MetricHandlerBucketPrefix starts the name of every handler latency
+// bucket counter (HandlerBucketMetrics and MetricHandlerOverflow).
+const MetricHandlerBucketPrefix = "local.task.handler_le."
+
+// MetricHandlerOverflow counts the messages slower than the last of
+// HandlerBuckets.
+const MetricHandlerOverflow = MetricHandlerBucketPrefix + "inf"
+
+// HandlerBucketMetrics are the counter names of HandlerBuckets, e.g.
+// "local.task.handler_le.2500000" for the 2.5 ms bucket (bound in ns).
+var HandlerBucketMetrics = func() (names [len(HandlerBuckets)]string) {
+	for i, b := range HandlerBuckets {
+		names[i] = MetricHandlerBucketPrefix + strconv.FormatInt(int64(b), 10)
+	}
+	return names
+}()
+
+// handlerBucket returns the index of the bucket of a message that took d:
+// into HandlerBuckets, or len(HandlerBuckets) for the overflow. A short
+// loop over constants: no allocation, no lock.
+func handlerBucket(d time.Duration) int {
+	for i, b := range HandlerBuckets {
+		if d <= b {
+			return i
+		}
+	}
+	return len(HandlerBuckets)
+}
 
 // Counters is a set of monotonically increasing counters keyed by task and
 // metric, safe for concurrent use. The monitor samples it.

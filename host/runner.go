@@ -48,6 +48,9 @@ type runner struct {
 	cycleWarned atomic.Int64 // unix ns of the last routing-cycle warning
 
 	passed, emitted, failed, handlerNanos *atomic.Uint64
+	// handlerLE are the handler latency histogram's bucket counters
+	// (HandlerBuckets, then the overflow).
+	handlerLE [len(HandlerBuckets) + 1]*atomic.Uint64
 	// handled counts every message taken (task messages and state
 	// transforms), for quiescence; per runner, so that tasks on different
 	// cores do not share its cache line.
@@ -408,7 +411,11 @@ func (r *runner) account(n, passed uint64, start time.Time) {
 	took := time.Since(start)
 	r.handlerNanos.Add(uint64(took))
 	if n > 0 {
-		r.cost = nextCost(r.cost, took/time.Duration(n))
+		// A batch's messages each count at its mean time: one bucket
+		// index and one atomic add per batch.
+		each := took / time.Duration(n)
+		r.handlerLE[handlerBucket(each)].Add(n)
+		r.cost = nextCost(r.cost, each)
 	}
 	if passed > 0 {
 		r.passed.Add(passed)

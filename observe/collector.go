@@ -44,7 +44,7 @@ func NewCollector(src Source, timeout time.Duration, log *slog.Logger) *Collecto
 		handled:        d("task_messages_handled_total", "Messages delivered to the task's handler.", task...),
 		emitted:        d("task_messages_emitted_total", "Messages the task emitted.", task...),
 		failed:         d("task_messages_failed_total", "Messages whose handler failed.", task...),
-		handlerSeconds: d("task_handler_seconds_total", "Time spent in the task's handler; divided by handled messages it is the mean handler latency.", task...),
+		handlerSeconds: d("task_handler_seconds", "Time the task's handler took per message (a batch's messages each count at the batch's mean).", task...),
 		restarts:       d("task_restarts_total", "Starts of the task's external process and restarts of its co-process.", task...),
 		loadFailures:   d("task_load_failures_total", "Failed loads of the task, inside the daemon or as an external process.", task...),
 		up:             d("task_up", "1 when the task runs (hosted by the daemon, or its external process runs), else 0.", task...),
@@ -102,7 +102,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.handled, float64(t.Counters.Handled), l...)
 		counter(c.emitted, float64(t.Counters.Emitted), l...)
 		counter(c.failed, float64(t.Counters.Failed), l...)
-		counter(c.handlerSeconds, t.Counters.HandlerSeconds, l...)
+		if bs := t.Counters.HandlerBuckets; len(bs) > 0 {
+			buckets := make(map[float64]uint64, len(bs))
+			for _, b := range bs {
+				buckets[b.LE] = b.Count
+			}
+			ch <- prometheus.MustNewConstHistogram(c.handlerSeconds, t.Counters.HandlerCount, t.Counters.HandlerSeconds, buckets, l...)
+		}
 		counter(c.restarts, float64(t.Counters.Restarts), l...)
 		counter(c.loadFailures, float64(t.Counters.LoadFailures), l...)
 		gauge(c.up, b2f(t.Running), l...)

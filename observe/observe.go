@@ -71,6 +71,21 @@ type Counters struct {
 	HandlerSeconds float64 `json:"handler_seconds"` // time spent in its handler
 	Restarts       uint64  `json:"restarts"`        // starts of its external process and co-process
 	LoadFailures   uint64  `json:"load_failures"`   // failed loads, inside the daemon or as an external
+	// HandlerBuckets are the handler latency histogram: cumulative counts
+	// of handled messages by upper bound, ascending; the messages slower
+	// than the last bound are HandlerCount minus its count. Empty when the
+	// task has no histogram (it never ran here).
+	HandlerBuckets []Bucket `json:"handler_buckets,omitempty"`
+	// HandlerCount is every message the handler-time figures cover
+	// (messages handled, and state transforms), the histogram's count.
+	HandlerCount uint64 `json:"handler_count,omitempty"`
+}
+
+// Bucket is one cumulative histogram bucket: Count observations took at
+// most LE seconds.
+type Bucket struct {
+	LE    float64 `json:"le"`
+	Count uint64  `json:"count"`
 }
 
 // Process is the usage of one process (or a process and its co-process).

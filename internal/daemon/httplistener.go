@@ -287,6 +287,7 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 			Restarts:       cs[host.MetricStartExternal] + cs[host.MetricStartCoprocess],
 			LoadFailures:   cs[host.MetricTaskCompileFailureInternal] + cs[host.MetricTaskCompileFailureExternal],
 		}
+		t.Counters.HandlerBuckets, t.Counters.HandlerCount = handlerBuckets(cs)
 		for _, pid := range pids {
 			u, err := procid.UsageOf(pid)
 			if err != nil {
@@ -306,4 +307,20 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 	}
 	snap.Tasks = tasks
 	return snap, nil
+}
+
+// handlerBuckets returns the cumulative handler latency buckets of a
+// task's counters cs and their count with the overflow (nil, 0 when it has
+// none).
+func handlerBuckets(cs map[string]uint64) ([]observe.Bucket, uint64) {
+	if _, ok := cs[host.HandlerBucketMetrics[0]]; !ok {
+		return nil, 0
+	}
+	out := make([]observe.Bucket, len(host.HandlerBuckets))
+	var n uint64
+	for i, metric := range host.HandlerBucketMetrics {
+		n += cs[metric]
+		out[i] = observe.Bucket{LE: host.HandlerBuckets[i].Seconds(), Count: n}
+	}
+	return out, n + cs[host.MetricHandlerOverflow]
 }

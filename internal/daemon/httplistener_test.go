@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,7 +151,10 @@ func TestHTTPMetrics(t *testing.T) {
 		`multimodule_task_up{place="internal",task="Example1"} 1`,
 		`multimodule_task_failsafed{place="internal",task="Example1"} 0`,
 		`multimodule_task_alert_level_max{place="internal",task="Example1"} 0`,
-		`multimodule_task_handler_seconds_total{place="internal",task="Example2"} `,
+		"# TYPE multimodule_task_handler_seconds histogram",
+		`multimodule_task_handler_seconds_bucket{place="internal",task="Example2",le="0.0025"} `,
+		`multimodule_task_handler_seconds_bucket{place="internal",task="Example2",le="+Inf"} `,
+		`multimodule_task_handler_seconds_sum{place="internal",task="Example2"} `,
 		`multimodule_queue_capacity_messages{queue="Example2"} `,
 		`multimodule_queue_fullness_ratio{queue="Example2"} `,
 		"multimodule_bus_connected 1",
@@ -164,10 +168,21 @@ func TestHTTPMetrics(t *testing.T) {
 			t.Errorf("/metrics has no %q", want)
 		}
 	}
+	// The handler histogram counts at least the handled messages.
+	count := regexp.MustCompile(`(?m)^multimodule_task_handler_seconds_count\{place="internal",task="Example2"\} ([0-9]+)$`).FindStringSubmatch(text)
+	if count == nil {
+		t.Errorf("/metrics has no handler histogram count of Example2:\n%s", grepLines(text, "multimodule_task_handler"))
+	} else if c, h := atoiOr0(count[1]), atoiOr0(handled.FindStringSubmatch(text)[1]); c < h {
+		t.Errorf("handler histogram count %d < %d messages handled", c, h)
+	}
 	// No per-message series: every task series is labelled by task and
-	// place only.
+	// place only (and a histogram bucket by its bound).
 	for _, line := range strings.Split(text, "\n") {
-		if strings.HasPrefix(line, "multimodule_task_") && !strings.HasPrefix(line, "multimodule_task_alert_level{") && strings.Count(line, "=") != 2 {
+		want := 2
+		if strings.HasPrefix(line, "multimodule_task_handler_seconds_bucket{") {
+			want = 3
+		}
+		if strings.HasPrefix(line, "multimodule_task_") && !strings.HasPrefix(line, "multimodule_task_alert_level{") && strings.Count(line, "=") != want {
 			t.Errorf("unexpected labels: %s", line)
 		}
 	}
@@ -525,4 +540,9 @@ func TestResolveHTTPAddr(t *testing.T) {
 			t.Errorf("%s: %q, %v; want %q", c.in, got, err, c.want)
 		}
 	}
+}
+
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

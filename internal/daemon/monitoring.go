@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -319,6 +320,9 @@ func (t *monitorTask) recordCounters(m *monitor.Monitor, now time.Time, counters
 			case host.MetricEmitMessages:
 				t.record(m, name, metric, quietEmitted, now, float64(v), true)
 			default:
+				if strings.HasPrefix(metric, host.MetricHandlerBucketPrefix) {
+					break // the /metrics histogram's buckets, not a monitor metric
+				}
 				le := t.lastEvent[name]
 				if le == nil {
 					le = map[string]time.Time{}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -237,5 +238,30 @@ func TestExternalStatusWrittenOnlyWhenDue(t *testing.T) {
 	}
 	if saved() == second {
 		t.Fatal("status not written again once statusRefresh old")
+	}
+}
+
+// TestHandlerBucketsNotMonitored: the handler latency histogram's bucket
+// counters are for /metrics; the monitor records none of them as events.
+func TestHandlerBucketsNotMonitored(t *testing.T) {
+	m := monitor.New(monitor.Options{})
+	mt := &monitorTask{cutoff: 300 * time.Second, everyTask: true}
+	base := time.Unix(1_800_000_000, 0)
+	for s := range 3 {
+		now := base.Add(time.Duration(s) * time.Second)
+		cs := map[string]uint64{host.MetricPassedMessages: uint64(s), host.MetricHandlerOverflow: uint64(s)}
+		for _, metric := range host.HandlerBucketMetrics {
+			cs[metric] = uint64(s)
+		}
+		mt.round(now)
+		mt.recordCounters(m, now, map[string]map[string]uint64{"A": cs})
+	}
+	for _, b := range m.Buckets() {
+		if strings.Contains(b, host.MetricHandlerBucketPrefix) {
+			t.Errorf("the monitor records %s", b)
+		}
+	}
+	if len(m.Buckets()) == 0 {
+		t.Fatal("the monitor recorded nothing: the test tests too little")
 	}
 }
