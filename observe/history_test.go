@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func tasksAt(handled map[string]uint64) []Task {
@@ -154,4 +156,35 @@ func TestRateHistoryServed(t *testing.T) {
 	if rh.Step != 0.001 || rh.End != float64(t0.Unix()+3) || !slices.Equal(rh.PerSec, []float64{5, 5, 5}) {
 		t.Fatalf("rate history %+v, want step 0.001, end %d, [5 5 5]", rh, t0.Unix()+3)
 	}
+}
+
+// stuckSource is a Source whose snapshots wait for their context.
+type stuckSource struct{ asked chan struct{} }
+
+func (s stuckSource) Snapshot(ctx context.Context) (Snapshot, error) {
+	select {
+	case s.asked <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return Snapshot{}, ctx.Err()
+}
+func (stuckSource) Failsafe(context.Context, string, string) error { return nil }
+func (stuckSource) Unfailsafe(context.Context, string) error       { return nil }
+
+// TestCloseStopsSampler: Close ends the sampler even while its snapshot
+// hangs, and leaves no goroutine behind.
+func TestCloseStopsSampler(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	src := stuckSource{asked: make(chan struct{})}
+	s := New(Options{Source: src, HistoryStep: time.Hour})
+	s.Start()
+	select {
+	case <-src.asked:
+	case <-time.After(time.Minute):
+		t.Fatal("the sampler took no snapshot")
+	}
+	s.Close()
+	s.Start() // after Close, starts nothing
+	goleak.VerifyNone(t, before)
 }
