@@ -60,6 +60,9 @@ type Task struct {
 	// or an exec task's co-process); nil for a task running in the
 	// daemon's process, whose usage is the daemon's.
 	Process *Process `json:"process,omitempty"`
+	// RateHistory is the task's handled-message rate over the last
+	// minutes, sampled by the HTTP listener; only its API fills it.
+	RateHistory *RateHistory `json:"rate_history,omitempty"`
 }
 
 // Counters are a task's running totals since its process (or, for an

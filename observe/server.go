@@ -49,7 +49,11 @@ type Options struct {
 	// API calls, event streams) before the Source is asked again (default
 	// 1 s); an action makes the next read fresh.
 	MaxAge time.Duration
-	Logger *slog.Logger
+	// HistoryStep is how often Start samples every task's handled
+	// counter for its rate history (default 10 s); the history keeps
+	// HistoryPoints rates.
+	HistoryStep time.Duration
+	Logger      *slog.Logger
 }
 
 // Server serves the metrics, the API, the events and the page.
@@ -69,6 +73,10 @@ type Server struct {
 	ring   []Alert // the last opts.Alerts alerts, oldest first
 	subs   map[chan event]struct{}
 	closed bool
+
+	hist        *rateHistory
+	stopHistory context.CancelFunc // ends Start's sampling
+	wg          sync.WaitGroup     // Start's sampler
 }
 
 // event is one Server-Sent Event.
@@ -91,7 +99,10 @@ func New(opts Options) *Server {
 	if opts.MaxAge <= 0 {
 		opts.MaxAge = time.Second
 	}
-	s := &Server{opts: opts, log: opts.Logger, subs: map[chan event]struct{}{}}
+	if opts.HistoryStep <= 0 {
+		opts.HistoryStep = 10 * time.Second
+	}
+	s := &Server{opts: opts, log: opts.Logger, subs: map[chan event]struct{}{}, hist: newRateHistory(opts.HistoryStep)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -158,15 +169,20 @@ func (s *Server) Handler() http.Handler { return s.secure(s.mux) }
 // Registry is the Prometheus registry /metrics serves.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// Close ends every event stream.
+// Close ends every event stream and Start's sampling.
 func (s *Server) Close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
 	for ch := range s.subs {
 		close(ch)
 		delete(s.subs, ch)
 	}
+	stop := s.stopHistory
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.wg.Wait()
 }
 
 // Alert records an alert (kept for /api/v1/alerts) and sends it to every
@@ -349,7 +365,7 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) (Snapshot, boo
 
 func (s *Server) tasks(w http.ResponseWriter, r *http.Request) {
 	if snap, ok := s.snapshot(w, r); ok {
-		writeJSON(w, nonNil(snap.Tasks))
+		writeJSON(w, nonNil(s.withHistory(snap).Tasks))
 	}
 }
 
@@ -361,6 +377,7 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	for _, t := range snap.Tasks {
 		if t.Task == name {
+			t.RateHistory = s.hist.of(name)
 			writeJSON(w, t)
 			return
 		}
@@ -428,6 +445,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			data, _ := json.Marshal(map[string]string{"error": err.Error()})
 			return send("error", data)
 		}
+		sn = s.withHistory(sn)
 		sn.Tasks, sn.Queues = nonNil(sn.Tasks), nonNil(sn.Queues)
 		data, err := json.Marshal(sn)
 		if err != nil {

@@ -146,6 +146,15 @@ func TestDashboard(t *testing.T) {
 			_, err := chromedp.Poll[bool](`document.querySelectorAll('svg.spark polyline').length > 0`, chromedp.WithPollingTimeout(wait))(ctx, tg)
 			return err
 		}),
+		// the page draws the daemon's rate history, continued by its own
+		// samples after it: 3 points of history and 1 live rate
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			n, err := chromedp.Evaluate[int](`sparkline({step_s: 10, end: 1000, per_sec: [1, 2, 3]}, [[990, 5], [1000, 50], [1002, 60]])[0].querySelector("polyline").getAttribute("points").split(" ").length`)(ctx, tg)
+			if err == nil && n != 4 {
+				err = fmt.Errorf("the sparkline of 3 rates of history and 1 live has %d points, want 4", n)
+			}
+			return err
+		}),
 		p.shot("dashboard.png"),
 	)
 	p.run("failsafe Example1: the page asks for the token, then for confirmation",

@@ -103,6 +103,7 @@ func (d *Daemon) serveHTTP() {
 	if l == nil {
 		return
 	}
+	l.obs.Start()
 	go func() {
 		if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("http listener", "error", err)

@@ -220,6 +220,27 @@ func TestHTTPAPI(t *testing.T) {
 	if code := httpGet(t, base+"/api/v1/tasks", &tasks); code != 200 {
 		t.Fatalf("/api/v1/tasks: %d", code)
 	}
+	// Every task carries its rate history: a step of 10 s and a list of
+	// rates (empty until two samples are taken).
+	var raw []map[string]any
+	if code := httpGet(t, base+"/api/v1/tasks", &raw); code != 200 || len(raw) == 0 {
+		t.Fatalf("/api/v1/tasks: %d %v", code, raw)
+	}
+	for _, rt := range raw {
+		rh, ok := rt["rate_history"].(map[string]any)
+		if !ok {
+			t.Fatalf("task %v: rate_history %#v, want an object", rt["task"], rt["rate_history"])
+		}
+		rates, ok := rh["per_sec"].([]any)
+		if step, _ := rh["step_s"].(float64); !ok || step != 10 || len(rates) > observe.HistoryPoints {
+			t.Fatalf("task %v: rate_history %#v, want step_s 10 and a list per_sec of at most %d", rt["task"], rh, observe.HistoryPoints)
+		}
+		for _, r := range rates {
+			if v, ok := r.(float64); !ok || v < 0 {
+				t.Fatalf("task %v: rate %#v in per_sec, want a number >= 0", rt["task"], r)
+			}
+		}
+	}
 	stdout, stderr, code := env.Run("status", "--json")
 	if code != 0 {
 		t.Fatalf("status --json: %d %s", code, stderr)

@@ -4,11 +4,12 @@
 "use strict";
 
 const TOKEN_KEY = "multimodule-token";
-const HISTORY = 30;   // samples kept per task for the sparkline
+const LIVE = 160;     // stream samples kept per task (5 minutes at the 2 s tick)
+const SPAN = 300;     // seconds a sparkline shows, when the daemon does not say
 const MAX_ALERTS = 100;
 
 const rows = new Map();     // task -> {tr, cells...}
-const history = new Map();  // task -> [[seconds, handled], ...]
+const history = new Map();  // task -> [[seconds, handled], ...] from the stream
 let pending = null;         // the action awaiting confirmation
 
 const $ = (id) => document.getElementById(id);
@@ -110,7 +111,7 @@ function render(snap, sample) {
     const h = history.get(task.task) || [];
     if (sample) {
       h.push([t, task.counters.handled]);
-      while (h.length > HISTORY) h.shift();
+      while (h.length > LIVE) h.shift();
       history.set(task.task, h);
     }
     let r = rows.get(task.task);
@@ -157,7 +158,7 @@ function updateRow(r, task, h) {
   else if (levels.length === 0) r.levels.replaceChildren(chip("ok", "ok"));
   else r.levels.replaceChildren(...levels.map(([k, lv]) => chip(lv, k.replace(/^local\./, "") + ": " + lv)));
   r.queue.textContent = String(task.queue_depth);
-  r.rate.replaceChildren(...sparkline(h));
+  r.rate.replaceChildren(...sparkline(task.rate_history, h));
   const action = task.failsafed ? "unfailsafe" : "failsafe";
   if (r.action !== action) {
     r.action = action;
@@ -172,26 +173,45 @@ function chip(level, text) {
   return el("span", { class: "chip lvl-" + known }, text);
 }
 
-// sparkline draws the handled-message rate between recent samples.
-function sparkline(h) {
-  const rates = [];
+// rates lists [seconds, rate] points: the daemon's history (rh: a rate
+// per step, the newest ending at rh.end), then the rates between the
+// stream's own samples (h) taken after it, for the live updates.
+function rates(rh, h) {
+  const pts = [];
+  let end = 0;
+  if (rh && Array.isArray(rh.per_sec) && rh.per_sec.length && rh.step_s > 0) {
+    end = rh.end;
+    const n = rh.per_sec.length;
+    rh.per_sec.forEach((v, i) => pts.push([end - (n - 1 - i) * rh.step_s, v]));
+  }
   for (let i = 1; i < h.length; i++) {
+    if (h[i - 1][0] < end) continue; // the daemon's history covers it
     const dt = h[i][0] - h[i - 1][0];
     const dn = h[i][1] - h[i - 1][1];
-    rates.push(dt > 0 && dn >= 0 ? dn / dt : 0);
+    pts.push([h[i][0], dt > 0 && dn >= 0 ? dn / dt : 0]);
   }
-  const last = rates.length ? rates[rates.length - 1] : 0;
+  return pts;
+}
+
+// sparkline draws the handled-message rate over the last minutes: the
+// daemon's rate history, continued by the stream's live samples.
+function sparkline(rh, h) {
+  const span = rh && rh.step_s > 0 ? rh.step_s * 30 : SPAN;
+  let pts = rates(rh, h);
+  const now = pts.length ? pts[pts.length - 1][0] : 0;
+  pts = pts.filter(([t]) => t >= now - span);
+  const last = pts.length ? pts[pts.length - 1][1] : 0;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "spark");
   svg.setAttribute("viewBox", "0 0 100 20");
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("aria-hidden", "true");
-  if (rates.length > 1) {
-    const top = Math.max(...rates, 1e-9);
-    const pts = rates.map((v, i) => (i * 100 / (HISTORY - 2)).toFixed(1) + "," + (19 - 18 * v / top).toFixed(1));
+  if (pts.length > 1) {
+    const top = Math.max(...pts.map(([, v]) => v), 1e-9);
+    const xy = pts.map(([t, v]) => (100 - 100 * (now - t) / span).toFixed(1) + "," + (19 - 18 * v / top).toFixed(1));
     const pl = document.createElementNS(ns, "polyline");
-    pl.setAttribute("points", pts.join(" "));
+    pl.setAttribute("points", xy.join(" "));
     svg.append(pl);
   }
   return [svg, el("span", { class: "rate" }, fmtRate(last) + "/s")];
