@@ -76,23 +76,10 @@ func testLeaseNonCanonical(t *testing.T, value func() any) {
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Dst", New: func() (task.Task, error) { return dst, nil }})
 	env := mmtest.NewEnv(t)
 	tr := env.Client()
-	h, err := host.New(host.Options{
+	h, _ := runHost(t, host.Options{
 		Transit: tr,
 		Store:   env.Store(),
 		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = h.Run(ctx) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer scancel()
-		_ = h.Shutdown(sctx)
-		cancel()
-		<-done
 	})
 	// Dst is hosted here and caught up: sends to it go into its mailbox.
 	if err := h.Configure("Dst", map[string]any{}); err != nil {

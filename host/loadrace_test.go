@@ -1,7 +1,6 @@
 package host_test
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -32,26 +31,13 @@ func TestConfigChangedWhileLoading(t *testing.T) {
 		return &probe{rec: newRecorder(), name: "Slow"}, nil
 	}})
 	changed := make(chan string, 16)
-	h, err := host.New(host.Options{
+	h, _ := runHost(t, host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
 		Sources: registry.Sources{reg.Namespace("T")},
 		OnConfigChanged: func(name string, _ map[string]any) {
 			changed <- name
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = h.Run(ctx) }()
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = h.Shutdown(sctx)
-		stop()
-		<-done
 	})
 
 	loaded := make(chan error, 1)

@@ -1,7 +1,6 @@
 package host_test
 
 import (
-	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -49,23 +48,10 @@ func TestRecurStops(t *testing.T) {
 	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Stopper", New: func() (task.Task, error) { return s, nil }})
 	env := mmtest.NewEnv(t)
-	h, err := host.New(host.Options{
+	h, _ := runHost(t, host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
 		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = h.Run(ctx) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer scancel()
-		_ = h.Shutdown(sctx)
-		cancel()
-		<-done
 	})
 	if err := h.Configure("Stopper", map[string]any{}); err != nil {
 		t.Fatal(err)

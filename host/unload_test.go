@@ -51,23 +51,10 @@ func TestUnloadNowLeavesFetchedMessagesOnTheBus(t *testing.T) {
 	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "T", Name: "Gate", New: func() (task.Task, error) { return g, nil }})
 	env := mmtest.NewEnv(t)
-	h, err := host.New(host.Options{
+	h, _ := runHost(t, host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),
 		Sources: registry.Sources{registry.Default().Namespace(task.Builtin), reg.Namespace("T")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = h.Run(ctx) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer scancel()
-		_ = h.Shutdown(sctx)
-		cancel()
-		<-done
 	})
 	env.Send("Gate", message.Message{"n": 0, "hold": true})
 	for i := 1; i <= 5; i++ {
