@@ -124,7 +124,11 @@ func (b *natsBus) fetchOne(ctx context.Context, q *recvQueue, scope, qname strin
 				return fmt.Errorf("transit: receive from %q: %w", qname, ctx.Err())
 			}
 			if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-				return fmt.Errorf("transit: receive from %q: %w", qname, context.DeadlineExceeded)
+				// The pull ended at ctx's deadline, a moment before ctx's
+				// own timer fires. Wait for it, so that the caller, which
+				// asks ctx why the receive ended, hears the same answer.
+				<-ctx.Done()
+				return fmt.Errorf("transit: receive from %q: %w", qname, ctx.Err())
 			}
 			return fmt.Errorf("transit: receive from %q: %w", qname, err)
 		}

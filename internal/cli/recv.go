@@ -62,9 +62,15 @@ Read the dead-letter queue with: multimodule recv MultiModule_dead_letter`,
 
 // recvShort says that fewer messages than asked for came: "no message
 // within 5s", or, when interrupted, before what.
-func recvShort(o *recvOptions, got int, ctx context.Context) error {
-	when := "before " + context.Cause(ctx).Error()
-	if o.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+// err is how the last receive ended; it stands in for ctx's cause when
+// ctx has none.
+func recvShort(ctx context.Context, o *recvOptions, got int, err error) error {
+	why := context.Cause(ctx)
+	if why == nil {
+		why = err
+	}
+	when := "before " + why.Error()
+	if o.timeout > 0 && errors.Is(why, context.DeadlineExceeded) {
 		when = "within " + o.timeout.String()
 	}
 	if got == 0 {
@@ -129,7 +135,7 @@ func runRecv(ctx context.Context, g *Globals, o *recvOptions, stdout io.Writer) 
 			return nil
 		}
 		if o.follow || got < o.count {
-			return &ExitError{Code: 1, Err: recvShort(o, got, ctx)}
+			return &ExitError{Code: 1, Err: recvShort(ctx, o, got, err)}
 		}
 		return nil
 	default:
