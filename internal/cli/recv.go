@@ -86,16 +86,11 @@ func runRecv(ctx context.Context, g *Globals, o *recvOptions, stdout io.Writer) 
 	if o.count < 1 && !o.follow {
 		return fmt.Errorf("recv: --count must be at least 1, got %d", o.count)
 	}
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
-	t, err := openExistingTransit(ctx, g)
+	ctx, t, done, err := openFor(ctx, g, o.timeout, openExistingTransit)
 	if err != nil {
 		return err
 	}
-	defer t.Close()
+	defer done()
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
 	got := 0

@@ -87,16 +87,11 @@ func runSend(ctx context.Context, g *Globals, o *sendOptions, stdin io.Reader) e
 	if err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
-	t, err := openTransit(ctx, g)
+	ctx, t, done, err := openFor(ctx, g, o.timeout, openTransit)
 	if err != nil {
 		return err
 	}
-	defer t.Close()
+	defer done()
 	opts := transit.SendOptions{Destination: o.destination, NonBlocking: o.nonBlock}
 	if len(msgs) == 1 {
 		return t.Send(ctx, o.queue, msgs[0], opts)

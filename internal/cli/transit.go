@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -204,4 +205,21 @@ func openExistingTransit(ctx context.Context, g *Globals) (*transit.Transit, err
 		return nil, noBusError(g)
 	}
 	return tr, err
+}
+
+// openFor is the prologue of the commands that move messages (send,
+// recv): the deadline of --timeout (none when 0) around the whole command,
+// then the queues opened with open. done closes the queues and releases
+// the deadline; the returned ctx carries it.
+func openFor(ctx context.Context, g *Globals, timeout time.Duration, open func(context.Context, *Globals) (*transit.Transit, error)) (context.Context, *transit.Transit, func(), error) {
+	cancel := context.CancelFunc(func() {})
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	t, err := open(ctx, g)
+	if err != nil {
+		cancel()
+		return ctx, nil, nil, err
+	}
+	return ctx, t, func() { t.Close(); cancel() }, nil
 }
