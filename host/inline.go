@@ -55,7 +55,7 @@ func (h *Host) tryInline(ctx context.Context, r *runner, msg message.Message, s 
 		r.exec.Unlock()
 		return h.sendHostedRelease(ctx, r, msg, s)
 	}
-	m, local, err := h.tr.PrepareLocal(r.name, msg, s.canonical)
+	m, local, err := h.tr.InProcess().Prepare(r.name, msg, s.canonical)
 	if err != nil || !local {
 		r.exec.Unlock()
 		if err != nil {

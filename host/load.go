@@ -211,7 +211,7 @@ func (r *runner) abandon() {
 	if r.cons != nil {
 		r.cons.Stop()
 	}
-	msgs, tags := r.h.tr.UnhostLocalTagged(r.name)
+	msgs, tags := r.h.tr.InProcess().Unhost(r.name)
 	for i, m := range msgs {
 		_ = r.h.tr.SendAsync(context.Background(), r.name, m, transit.SendOptions{})
 		r.h.sentAsync()
@@ -230,9 +230,9 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 	if err != nil {
 		return nil, err
 	}
-	hostLocal := h.tr.HostLocal
+	hostLocal := h.tr.InProcess().Host
 	if pl == HostAndConsume {
-		hostLocal = h.tr.HostLocalBehindBus // catching up, see below
+		hostLocal = h.tr.InProcess().HostBehindBus // catching up, see below
 	}
 	local, err := hostLocal(name, h.opts.MailboxSize)
 	if err != nil {
@@ -280,7 +280,7 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 		r.catchingUp.Store(true)
 		cons, err := h.tr.Consume(h.ctx, name)
 		if err != nil {
-			h.tr.UnhostLocal(name)
+			h.tr.InProcess().Unhost(name)
 			stop()
 			return nil, fmt.Errorf("task %s: consume its bus queue: %w", name, err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // ErrUnknownTask is wrapped when no source has a task of that name.
@@ -164,7 +165,7 @@ func (h *Host) LoadFailureOf(name string) (LoadFailure, bool) {
 func (h *Host) scan() {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
-	stats, err := h.tr.BusWaiting(ctx)
+	stats, err := h.tr.Stats(ctx, transit.QueueFilter{Waiting: true, BusOnly: true})
 	if err != nil {
 		h.log.Debug("scan queues", "error", err)
 		return

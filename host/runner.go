@@ -247,7 +247,7 @@ func (r *runner) loop() {
 // mailbox is still hosted. The batch is timed and counted as a whole: two
 // clock reads and three counter updates per batch, not per message.
 func (r *runner) takeLocal() (took, open bool) {
-	n, open := r.local.DrainTagged(r.batch[:], r.batchTags[:])
+	n, open := r.local.Drain(r.batch[:], r.batchTags[:])
 	if n == 0 {
 		return false, open
 	}

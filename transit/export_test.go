@@ -1,6 +1,11 @@
 package transit
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/multimodule/multimodule/message"
+)
 
 // SetAsyncBound sets, for Transits opened afterwards, how many queue
 // messages SendAsync accepts before they are stored; it returns a
@@ -45,4 +50,11 @@ func (l *Local) SendersWaiting() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.room != nil
+}
+
+// SendWait is InProcess.Send that waits, as Transit.Send does, until the
+// bus stored a message it published.
+func (p InProcess) SendWait(ctx context.Context, qname string, msg message.Message, opts HostSendOptions) error {
+	_, err := p.t.send(ctx, qname, msg, nil, opts, true)
+	return err
 }

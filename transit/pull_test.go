@@ -48,7 +48,7 @@ func sendRange(ctx context.Context, tr *transit.Transit, qname string, from, to 
 	errc := make(chan error, 1)
 	go func() {
 		for i := from; i < to; i++ {
-			if err := tr.Send(ctx, qname, message.Message{"n": i}, transit.SendOptions{BusOnly: true}); err != nil {
+			if err := tr.InProcess().SendWait(ctx, qname, message.Message{"n": i}, transit.HostSendOptions{BusOnly: true}); err != nil {
 				errc <- fmt.Errorf("send %d: %w", i, err)
 				return
 			}
