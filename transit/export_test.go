@@ -58,3 +58,12 @@ func (p InProcess) SendWait(ctx context.Context, qname string, msg message.Messa
 	_, err := p.t.send(ctx, qname, msg, nil, opts, true)
 	return err
 }
+
+// ProcessStartTime is processStartTime.
+var ProcessStartTime = processStartTime
+
+// MaxQueueNameLen is maxQueueNameLen.
+const MaxQueueNameLen = maxQueueNameLen
+
+// Name returns the queue name, for test failures.
+func (l *Local) Name() string { return l.name }

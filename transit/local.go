@@ -57,9 +57,6 @@ func newLocal(name string, capacity int) *Local {
 	}
 }
 
-// Name returns the queue name.
-func (l *Local) Name() string { return l.name }
-
 // holdBehindBus reports whether sends still go through the bus; if so,
 // busMu is held shared, and the caller lets go of it once its publish is
 // on its way.

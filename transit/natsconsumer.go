@@ -88,7 +88,7 @@ func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, 
 		defer stopAfter()
 		c.run(tk, wait)
 	}()
-	return &Consumer{queue: qname, ch: c.out, stop: c.stopFn}, nil
+	return &Consumer{ch: c.out, stop: c.stopFn}, nil
 }
 
 // run pulls and hands out messages until stopped, then hands out what

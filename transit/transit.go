@@ -33,7 +33,9 @@ type Options struct {
 	NATSOptions []nats.Option
 	// Host is this box's host name (see ValidateHost; Open refuses an
 	// invalid one); its host scope is the name with '.' replaced by '_'.
-	// Default: os.Hostname(), made valid with SanitizeHost. Open creates
+	// Default: os.Hostname() with every character other than letters,
+	// digits, '_' and '-' replaced by '_', cut to 64 characters
+	// ("localhost" when it is empty). Open creates
 	// the host scope's stream if it does not exist: a host's queues
 	// exist once a process of that host opened the bus.
 	Host string
