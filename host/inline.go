@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/multimodule/multimodule/message"
@@ -15,6 +16,10 @@ import (
 // deal; a long one (many routes, copies for several forwards) should run
 // on a core of its own, in parallel with its emitters.
 var inlineCostMax = 2 * time.Microsecond
+
+// inlinedHook, set only by tests (export_test.go), sees each message a
+// task handles inline.
+var inlinedHook atomic.Pointer[func(r *runner)]
 
 // inlinePerTurn bounds how many messages a task's one turn of work (a
 // handler call, a recurring run) hands to other tasks inline. Below it,
@@ -94,7 +99,9 @@ func (h *Host) tryInline(ctx context.Context, r *runner, msg message.Message, s 
 	}
 	r.inlineRun = prevRun
 	r.account(1, passed, start)
-	r.inlined.Add(1)
+	if f := inlinedHook.Load(); f != nil {
+		(*f)(r)
+	}
 	if from != nil {
 		from.inlineRun++
 	}

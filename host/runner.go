@@ -40,8 +40,7 @@ type runner struct {
 	exec sync.Mutex
 	// inline: the task allows tryInline (a task.Inliner); set once
 	// configured.
-	inline  atomic.Bool
-	inlined atomic.Uint64 // messages handled inline (for tests)
+	inline atomic.Bool
 	// waitingOn is the task whose full mailbox this task's goroutine waits
 	// on to send (nil: none), for the cycle check of Host.sendInto.
 	waitingOn   atomic.Pointer[runner]

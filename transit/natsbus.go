@@ -58,7 +58,6 @@ type natsBus struct {
 	// reconnected is closed (and replaced) when the connection is
 	// restored: pull requests sent before may be gone with the bus.
 	reconnected atomic.Pointer[chan struct{}]
-	pulls       atomic.Int64 // pull requests sent by consumers (for tests)
 }
 
 var _ backend = (*natsBus)(nil)

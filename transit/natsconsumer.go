@@ -137,7 +137,6 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 			retry = time.After(250 * time.Millisecond)
 			return
 		}
-		c.b.pulls.Add(1)
 		active, left = true, fetchBatch
 		lost.Reset(wait + pullGrace)
 	}
