@@ -9,6 +9,7 @@ import (
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/oob"
+	"github.com/multimodule/multimodule/supervise"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
@@ -125,7 +126,7 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 			h.failures[name] = f
 		}
 		f.count++
-		f.next = time.Now().Add(loadBackoff(f.count))
+		f.next = time.Now().Add(supervise.TaskLoadRetry.After(f.count))
 		f.err = err
 		h.mu.Unlock()
 		h.counters.Add(name, MetricTaskCompileFailureInternal, 1)

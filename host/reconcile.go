@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/oob"
+	"github.com/multimodule/multimodule/supervise"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/transit"
 )
@@ -94,12 +95,6 @@ func (h *Host) reconcile(name string, wait time.Duration) error {
 	return err
 }
 
-// loadBackoff is how long after its count-th failed load in a row a task
-// is tried again: 1 s, doubling, at most 30 s.
-func loadBackoff(count int) time.Duration {
-	return min(time.Second<<min(count-1, 5), 30*time.Second)
-}
-
 // unknownTask handles configured task name (config cfg) that no source
 // has: a load failure like any other (SPEC: counted and explained) —
 // counted as task_compile_failure.internal (.external when cfg says
@@ -124,7 +119,7 @@ func (h *Host) unknownTask(name string, cfg map[string]any) error {
 		h.failures[name] = f
 	}
 	f.count++
-	f.next = time.Now().Add(loadBackoff(f.count))
+	f.next = time.Now().Add(supervise.TaskLoadRetry.After(f.count))
 	f.err = err
 	count := f.count
 	h.mu.Unlock()
