@@ -31,8 +31,8 @@ const (
 // already in progress) at most wait. When that is not long enough it
 // returns nil and the load goes on: the caller sends through the bus,
 // which the new owner drains before any local delivery. Loads that do not
-// take long are thus done in order, as before, while one that hangs
-// holds nobody up for more than wait. With fullWait it returns the
+// take long are thus done before the send that asked for them, while one
+// that hangs holds nobody up for more than wait. With fullWait it returns the
 // outcome of the load.
 func (h *Host) ensureLoaded(name string, force bool, wait time.Duration) (*runner, error) {
 	def0, ok := h.opts.Sources.Lookup(name)

@@ -96,7 +96,7 @@ func (h *Host) reconcile(name string, wait time.Duration) error {
 }
 
 // unknownTask handles configured task name (config cfg) that no source
-// has: a load failure like any other (SPEC: counted and explained) —
+// has: a load failure like any other, counted and explained —
 // counted as task_compile_failure.internal (.external when cfg says
 // is_external), reported on the error channel with the sources searched,
 // and tried again after the load back-off (a task may appear later: an

@@ -431,10 +431,10 @@ func (r *runner) account(n, passed uint64, start time.Time) {
 // that took long because the thread was preempted or the collector stopped
 // the world says nothing about the task's handler: each counts at most
 // twice the inline bound, so that a hiccup does not send the next bursts
-// through the mailboxes (without the bound, one 1 ms stall kept the Router
-// from being inlined for the next few dozen messages: p99 at 820 k msgs/s
-// 0.95–1.15 ms, with it 0.77–0.98 ms), while a handler that is slow every
-// time still ends above it.
+// through the mailboxes (without the bound, one 1 ms stall would keep the
+// Router from being inlined for the next few dozen messages, which shows
+// in the p99 latency under load), while a handler that is slow every time
+// still ends above it.
 func nextCost(cost, per time.Duration) time.Duration {
 	return cost + (min(per, 2*inlineCostMax)-cost)/8
 }

@@ -101,7 +101,7 @@ func (p InProcess) Unhost(qname string) (msgs []message.Message, tags []any) {
 // carries tag, a value of the caller's (nil: none). When the message goes
 // into a queue hosted in this process, tag goes with it, in the same slot
 // of the queue, and the queue's receiver gets it beside the message
-// ([Local.DrainTagged], [InProcess.Unhost]), whatever the send did to the
+// ([Local.Drain], [InProcess.Unhost]), whatever the send did to the
 // message (a copy in canonical types, see HostSendOptions.Canonical);
 // local reports that. A message that goes to the bus, or is refused,
 // leaves tag with the caller (local false).

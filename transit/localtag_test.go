@@ -12,7 +12,7 @@ import (
 // its message through a local queue — also when the send put a
 // normalised copy in the queue (a Go int), across the ring's wrap-around
 // and an Overflow growth — and comes out beside it from Drain and
-// UnhostLocalTagged; a message sent without a tag comes out with nil;
+// InProcess.Unhost; a message sent without a tag comes out with nil;
 // a send that goes to the bus reports local false.
 func TestLocalTagsTravelWithMessages(t *testing.T) {
 	tr := open(t, busDir(t), transit.Options{})

@@ -222,7 +222,7 @@ func TestLocalQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := tr.InProcess().Host("Loc", 2); err == nil || !strings.Contains(err.Error(), "already hosted") {
-		t.Errorf("second HostLocal: got %v, want an 'already hosted' error", err)
+		t.Errorf("second Host: got %v, want an 'already hosted' error", err)
 	}
 	for i := range 2 {
 		if err := tr.Send(ctx, "Loc", message.Message{"i": i}, transit.SendOptions{NonBlocking: true}); err != nil {
