@@ -31,7 +31,7 @@ type AheadTaker interface {
 
 // CanonicalSender is a task that promises that every message it emits or
 // sends holds only canonical values (package message), so its sends skip
-// the check (transit.SendOptions.Canonical). The built-in Router does: it
+// the check (transit.HostSendOptions.Canonical). The built-in Router does: it
 // only passes on the messages it received, changed by compiled
 // transforms, whose values are canonical. The host asks once, when the
 // task is first configured.

@@ -64,7 +64,7 @@ func (r *runner) tryFlip() bool {
 	}
 	// The mailbox takes sends again (also direct Transit sends, which do
 	// not pass the gate) only once they are all flushed to the bus too.
-	caught := r.local.EndBehindBus(func() bool {
+	caught := r.h.tr.InProcess().EndBehindBus(r.local, func() bool {
 		ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 		defer cancel()
 		if err := r.h.tr.Flush(ctx); err != nil {

@@ -35,10 +35,10 @@ func (s slowTask) Message(tc *task.Context, msg message.Message) error {
 // (this process' sends to it go through the bus, behind the backlog) and
 // then takes sends in its mailbox — even while a sender in this process
 // sends to it as fast as it can, faster than the task handles messages.
-// Before, nothing held such a sender back on the bus path: the backlog
-// never ran out and the task stayed on the bus path for good. Now the
-// sender waits as for room in a full mailbox, and pauses a moment when
-// the backlog is short. Nothing is lost or reordered.
+// Unless such a sender is held back on the bus path, the backlog never
+// runs out and the task stays on the bus path for good: the sender waits
+// as for room in a full mailbox, and pauses a moment when the backlog is
+// short. Nothing is lost or reordered.
 func TestCatchUpEndsUnderSteadySends(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	var mu sync.Mutex

@@ -52,10 +52,10 @@ func (b *bouncer) Message(tc *task.Context, msg message.Message) error {
 // Tasks that send to each other, with small mailboxes and more messages
 // than they hold: each waits for room in the other's full mailbox — two
 // tasks sending to each other, and a task whose emits the Router routes
-// back to it (as `bench exec` did with PyEcho). Before the cycle check
-// they waited forever (the daemon's shutdown too); now the cycle is
-// noticed and messages go in beyond the capacity, so every hop is
-// handled, in order, and nothing is lost.
+// back to it (as `bench exec` does with PyEcho). Waiting, they would wait
+// forever (the daemon's shutdown too): the cycle is noticed and messages
+// go in beyond the capacity, so every hop is handled, in order, and
+// nothing is lost.
 func TestSendCycleDoesNotDeadlock(t *testing.T) {
 	t.Run("two tasks", func(t *testing.T) {
 		testSendCycle(t, map[string]string{"PingA": "PingB", "PingB": "PingA"}, nil)

@@ -29,7 +29,7 @@ type sender struct {
 	// message that stays in this process carries it.
 	lease *lease
 	// canonical: the sender vouches that the message holds only canonical
-	// values (transit.SendOptions.Canonical).
+	// values (transit.HostSendOptions.Canonical).
 	canonical bool
 }
 
@@ -37,7 +37,8 @@ type sender struct {
 func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg message.Message, s sender) error {
 	if destination != "" && destination != h.tr.HostName() {
 		defer h.sentAsync()
-		return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{Destination: destination, Canonical: s.canonical})
+		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: destination}, Canonical: s.canonical})
+		return err
 	}
 	if r := (*h.hosted.Load())[qname]; r != nil {
 		if done, err := h.sendToHosted(ctx, r, msg, s); done {
@@ -70,7 +71,8 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 	// Not hosted here, or being loaded: through the bus even if the task's
 	// mailbox exists already, so this cannot overtake its bus backlog.
 	defer h.sentAsync()
-	return h.tr.SendAsync(ctx, qname, msg, transit.SendOptions{BusOnly: true, Canonical: s.canonical})
+	_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{BusOnly: true, Canonical: s.canonical})
+	return err
 }
 
 // sendToHosted sends msg to r, a task hosted here, once r lets senders
@@ -169,7 +171,7 @@ func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, s
 		l.hold()
 		tag = l
 	}
-	local, err := h.sendInto(ctx, r, msg, s.from, tag, transit.SendOptions{Canonical: s.canonical})
+	local, err := h.sendInto(ctx, r, msg, s.from, tag, transit.HostSendOptions{Canonical: s.canonical})
 	if err != nil && fenced {
 		r.fenced.Add(-1)
 	}
@@ -195,18 +197,18 @@ const cycleCheckEvery = 10 * time.Millisecond
 // tasks, for room in from's mailbox: with routes that go round (A →
 // Router → B → Router, a task sending to itself) every task of the cycle
 // would wait forever, the daemon's shutdown too. Then the message goes in
-// beyond r's capacity (transit.SendOptions.Overflow), a warning says so
+// beyond r's capacity (transit.HostSendOptions.Overflow), a warning says so
 // (at most every 10 s per task), and the cycle moves on; order is kept (it
 // is the same mailbox). A chain without a cycle keeps its backpressure.
-// tag goes into the mailbox with the message (transit.SendAsyncTagged);
+// tag goes into the mailbox with the message (transit.InProcess.Send);
 // local reports that it did.
-func (h *Host) sendInto(ctx context.Context, r *runner, msg message.Message, from *runner, tag any, opts transit.SendOptions) (local bool, err error) {
+func (h *Host) sendInto(ctx context.Context, r *runner, msg message.Message, from *runner, tag any, opts transit.HostSendOptions) (local bool, err error) {
 	if from == nil {
-		return h.tr.SendAsyncTagged(ctx, r.name, msg, tag, opts)
+		return h.tr.InProcess().Send(ctx, r.name, msg, tag, opts)
 	}
 	try := opts
 	try.NonBlocking = true
-	local, err = h.tr.SendAsyncTagged(ctx, r.name, msg, tag, try)
+	local, err = h.tr.InProcess().Send(ctx, r.name, msg, tag, try)
 	if !errors.Is(err, transit.ErrFull) {
 		return local, err
 	}
@@ -221,10 +223,10 @@ func (h *Host) sendInto(ctx context.Context, r *runner, msg message.Message, fro
 			}
 			over := opts
 			over.Overflow = true
-			return h.tr.SendAsyncTagged(ctx, r.name, msg, tag, over)
+			return h.tr.InProcess().Send(ctx, r.name, msg, tag, over)
 		}
 		wctx, cancel := context.WithTimeout(ctx, cycleCheckEvery)
-		local, err = h.tr.SendAsyncTagged(wctx, r.name, msg, tag, opts)
+		local, err = h.tr.InProcess().Send(wctx, r.name, msg, tag, opts)
 		cancel()
 		if err == nil || !errors.Is(err, transit.ErrFull) || ctx.Err() != nil {
 			return local, err

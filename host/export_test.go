@@ -2,14 +2,39 @@ package host
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
+// inlinedCounts: *runner → *atomic.Uint64, while CountInlined counts.
+var inlinedCounts sync.Map
+
+// CountInlined makes Inlined count, until restore, the messages each
+// task handles inline.
+func CountInlined() (restore func()) {
+	f := func(r *runner) {
+		c, ok := inlinedCounts.Load(r)
+		if !ok {
+			c, _ = inlinedCounts.LoadOrStore(r, new(atomic.Uint64))
+		}
+		c.(*atomic.Uint64).Add(1)
+	}
+	inlinedHook.Store(&f)
+	return func() {
+		inlinedHook.Store(nil)
+		inlinedCounts.Clear()
+	}
+}
+
 // Inlined returns how many messages to task name were handled inline on
-// their sender's goroutine (tryInline), or 0 when it is not loaded.
+// their sender's goroutine (tryInline) since CountInlined, or 0 when it is
+// not loaded.
 func (h *Host) Inlined(name string) uint64 {
 	if r := (*h.hosted.Load())[name]; r != nil {
-		return r.inlined.Load()
+		if c, ok := inlinedCounts.Load(r); ok {
+			return c.(*atomic.Uint64).Load()
+		}
 	}
 	return 0
 }

@@ -25,10 +25,10 @@ import (
 // sent before it is not stored, also when another flush (the host's
 // periodic one) is already waiting for the same messages.
 //
-// It used to: the first flush took the "sends pending" mark, the second
-// found none and returned at once, so the runner acknowledged messages
-// whose results were still in this process — lost if it died then
-// (TestDaemonKilledDuringStream lost a batch of 4 in about 1 of 100 runs).
+// A flush that took the "sends pending" mark for itself would make the
+// second one find none and return at once: the runner would acknowledge
+// messages whose results are still in this process, lost if it dies then
+// (a daemon killed during a stream loses a batch that way).
 func TestFlushWaitsForAFlushInProgress(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	h, err := host.New(host.Options{

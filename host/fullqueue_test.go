@@ -23,9 +23,9 @@ import (
 // (the Router's input is not acknowledged meanwhile) and is stored once
 // room frees within Options.FullWait; a queue that stays full longer
 // gets the forward in the dead-letter queue, with the target and the
-// reason, and only then is the input acknowledged. Never acknowledged
-// and dropped: before, the publish failed at once ("bus publish failed:
-// queue full", without the message) and the input was acknowledged.
+// reason, and only then is the input acknowledged. A publish that failed
+// at once ("bus publish failed: queue full", without the message) while
+// the input is acknowledged would lose the message.
 func TestRouterForwardToFullQueue(t *testing.T) {
 	t.Run("room frees within the bound", func(t *testing.T) {
 		h, tr := fullQueueHost(t, 30*time.Second)

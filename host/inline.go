@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/multimodule/multimodule/message"
@@ -15,6 +16,10 @@ import (
 // deal; a long one (many routes, copies for several forwards) should run
 // on a core of its own, in parallel with its emitters.
 var inlineCostMax = 2 * time.Microsecond
+
+// inlinedHook, set only by tests (export_test.go), sees each message a
+// task handles inline.
+var inlinedHook atomic.Pointer[func(r *runner)]
 
 // inlinePerTurn bounds how many messages a task's one turn of work (a
 // handler call, a recurring run) hands to other tasks inline. Below it,
@@ -55,7 +60,7 @@ func (h *Host) tryInline(ctx context.Context, r *runner, msg message.Message, s 
 		r.exec.Unlock()
 		return h.sendHostedRelease(ctx, r, msg, s)
 	}
-	m, local, err := h.tr.PrepareLocal(r.name, msg, s.canonical)
+	m, local, err := h.tr.InProcess().Prepare(r.name, msg, s.canonical)
 	if err != nil || !local {
 		r.exec.Unlock()
 		if err != nil {
@@ -94,7 +99,9 @@ func (h *Host) tryInline(ctx context.Context, r *runner, msg message.Message, s 
 	}
 	r.inlineRun = prevRun
 	r.account(1, passed, start)
-	r.inlined.Add(1)
+	if f := inlinedHook.Load(); f != nil {
+		(*f)(r)
+	}
 	if from != nil {
 		from.inlineRun++
 	}

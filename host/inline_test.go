@@ -52,6 +52,7 @@ func routeTo(source, qname string) map[string]any {
 func inlineFixture(t *testing.T, sink ...string) (*fixture, *recorder) {
 	t.Helper()
 	t.Cleanup(host.SetInlineCostMax(time.Hour))
+	t.Cleanup(host.CountInlined())
 	rec := newRecorder()
 	f := newFixture(t, rec, nil)
 	to := "Sink"

@@ -16,7 +16,7 @@ import (
 // results (at least once).
 //
 // A message that goes into a local mailbox carries its lease in the
-// mailbox slot beside it (transit.Transit.SendAsyncTagged), not in a table
+// mailbox slot beside it (transit.InProcess.Send), not in a table
 // keyed by the message: the send may put a copy in the mailbox (a message
 // with values that are not canonical, such as a Go int, is normalised into
 // a new map), and a table keyed by the map's address would never find the

@@ -9,6 +9,7 @@ import (
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/oob"
+	"github.com/multimodule/multimodule/supervise"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
 	"github.com/multimodule/multimodule/transit"
@@ -30,8 +31,8 @@ const (
 // already in progress) at most wait. When that is not long enough it
 // returns nil and the load goes on: the caller sends through the bus,
 // which the new owner drains before any local delivery. Loads that do not
-// take long are thus done in order, as before, while one that hangs
-// holds nobody up for more than wait. With fullWait it returns the
+// take long are thus done before the send that asked for them, while one
+// that hangs holds nobody up for more than wait. With fullWait it returns the
 // outcome of the load.
 func (h *Host) ensureLoaded(name string, force bool, wait time.Duration) (*runner, error) {
 	def0, ok := h.opts.Sources.Lookup(name)
@@ -125,7 +126,7 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 			h.failures[name] = f
 		}
 		f.count++
-		f.next = time.Now().Add(loadBackoff(f.count))
+		f.next = time.Now().Add(supervise.TaskLoadRetry.After(f.count))
 		f.err = err
 		h.mu.Unlock()
 		h.counters.Add(name, MetricTaskCompileFailureInternal, 1)
@@ -211,7 +212,7 @@ func (r *runner) abandon() {
 	if r.cons != nil {
 		r.cons.Stop()
 	}
-	msgs, tags := r.h.tr.UnhostLocalTagged(r.name)
+	msgs, tags := r.h.tr.InProcess().Unhost(r.name)
 	for i, m := range msgs {
 		_ = r.h.tr.SendAsync(context.Background(), r.name, m, transit.SendOptions{})
 		r.h.sentAsync()
@@ -230,9 +231,9 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 	if err != nil {
 		return nil, err
 	}
-	hostLocal := h.tr.HostLocal
+	hostLocal := h.tr.InProcess().Host
 	if pl == HostAndConsume {
-		hostLocal = h.tr.HostLocalBehindBus // catching up, see below
+		hostLocal = h.tr.InProcess().HostBehindBus // catching up, see below
 	}
 	local, err := hostLocal(name, h.opts.MailboxSize)
 	if err != nil {
@@ -280,7 +281,7 @@ func (h *Host) load(name string, def task.Definition, pl Placement) (*runner, er
 		r.catchingUp.Store(true)
 		cons, err := h.tr.Consume(h.ctx, name)
 		if err != nil {
-			h.tr.UnhostLocal(name)
+			h.tr.InProcess().Unhost(name)
 			stop()
 			return nil, fmt.Errorf("task %s: consume its bus queue: %w", name, err)
 		}

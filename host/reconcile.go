@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/oob"
+	"github.com/multimodule/multimodule/supervise"
 	"github.com/multimodule/multimodule/task"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // ErrUnknownTask is wrapped when no source has a task of that name.
@@ -93,14 +95,8 @@ func (h *Host) reconcile(name string, wait time.Duration) error {
 	return err
 }
 
-// loadBackoff is how long after its count-th failed load in a row a task
-// is tried again: 1 s, doubling, at most 30 s.
-func loadBackoff(count int) time.Duration {
-	return min(time.Second<<min(count-1, 5), 30*time.Second)
-}
-
 // unknownTask handles configured task name (config cfg) that no source
-// has: a load failure like any other (SPEC: counted and explained) —
+// has: a load failure like any other, counted and explained —
 // counted as task_compile_failure.internal (.external when cfg says
 // is_external), reported on the error channel with the sources searched,
 // and tried again after the load back-off (a task may appear later: an
@@ -123,7 +119,7 @@ func (h *Host) unknownTask(name string, cfg map[string]any) error {
 		h.failures[name] = f
 	}
 	f.count++
-	f.next = time.Now().Add(loadBackoff(f.count))
+	f.next = time.Now().Add(supervise.TaskLoadRetry.After(f.count))
 	f.err = err
 	count := f.count
 	h.mu.Unlock()
@@ -164,7 +160,7 @@ func (h *Host) LoadFailureOf(name string) (LoadFailure, bool) {
 func (h *Host) scan() {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
-	stats, err := h.tr.BusWaiting(ctx)
+	stats, err := h.tr.Stats(ctx, transit.QueueFilter{Waiting: true, BusOnly: true})
 	if err != nil {
 		h.log.Debug("scan queues", "error", err)
 		return

@@ -40,8 +40,7 @@ type runner struct {
 	exec sync.Mutex
 	// inline: the task allows tryInline (a task.Inliner); set once
 	// configured.
-	inline  atomic.Bool
-	inlined atomic.Uint64 // messages handled inline (for tests)
+	inline atomic.Bool
 	// waitingOn is the task whose full mailbox this task's goroutine waits
 	// on to send (nil: none), for the cycle check of Host.sendInto.
 	waitingOn   atomic.Pointer[runner]
@@ -247,7 +246,7 @@ func (r *runner) loop() {
 // mailbox is still hosted. The batch is timed and counted as a whole: two
 // clock reads and three counter updates per batch, not per message.
 func (r *runner) takeLocal() (took, open bool) {
-	n, open := r.local.DrainTagged(r.batch[:], r.batchTags[:])
+	n, open := r.local.Drain(r.batch[:], r.batchTags[:])
 	if n == 0 {
 		return false, open
 	}
@@ -432,10 +431,10 @@ func (r *runner) account(n, passed uint64, start time.Time) {
 // that took long because the thread was preempted or the collector stopped
 // the world says nothing about the task's handler: each counts at most
 // twice the inline bound, so that a hiccup does not send the next bursts
-// through the mailboxes (without the bound, one 1 ms stall kept the Router
-// from being inlined for the next few dozen messages: p99 at 820 k msgs/s
-// 0.95–1.15 ms, with it 0.77–0.98 ms), while a handler that is slow every
-// time still ends above it.
+// through the mailboxes (without the bound, one 1 ms stall would keep the
+// Router from being inlined for the next few dozen messages, which shows
+// in the p99 latency under load), while a handler that is slow every time
+// still ends above it.
 func nextCost(cost, per time.Duration) time.Duration {
 	return cost + (min(per, 2*inlineCostMax)-cost)/8
 }

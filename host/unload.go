@@ -147,7 +147,7 @@ func (h *Host) unhost(ctx context.Context, r *runner) error {
 	case r.ctrl <- func() {}:
 	default:
 	}
-	leftovers, tags := h.tr.UnhostLocalTagged(r.name)
+	leftovers, tags := h.tr.InProcess().Unhost(r.name)
 	var errs []error
 	var moved []*lease
 	for _, tag := range tags {

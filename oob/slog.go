@@ -29,7 +29,32 @@ const (
 // needs -d 1, Debug-1 needs -d 2, and so on. With -d 0 a slog.Debug call
 // returns at Enabled, before any work.
 func NewSlogHandler(d *Dispatcher, attrs ...slog.Attr) slog.Handler {
-	h := &slogHandler{d: d}
+	return NewRecordHandler(
+		func(ctx context.Context, r Record, level slog.Level) {
+			if _, own := levelChannel(level); level != own {
+				if r.Details == nil {
+					r.Details = map[string]any{}
+				}
+				if _, taken := r.Details["level"]; !taken {
+					r.Details["level"] = level.String()
+				}
+			}
+			d.Handle(ctx, r)
+		},
+		func(l slog.Level) bool { return d.DebugEnabled(debugVerbosity(l)) },
+		attrs...)
+}
+
+// NewRecordHandler returns a slog.Handler that turns slog records into
+// out-of-band records as NewSlogHandler does (the channel from the level
+// or a "channel" attribute, Record.Task from a "task" attribute, every
+// other attribute in the details) and gives each to handle, with the level
+// it was logged at. debug says whether a level below Info is wanted; nil
+// wants every level. It is for a caller that keeps the records itself (a
+// test recorder) rather than handing them to a Dispatcher; NewSlogHandler
+// is NewRecordHandler for a Dispatcher.
+func NewRecordHandler(handle func(ctx context.Context, r Record, level slog.Level), debug func(slog.Level) bool, attrs ...slog.Attr) slog.Handler {
+	h := &slogHandler{handle: handle, debug: debug}
 	if len(attrs) > 0 {
 		return h.WithAttrs(attrs)
 	}
@@ -37,11 +62,12 @@ func NewSlogHandler(d *Dispatcher, attrs ...slog.Attr) slog.Handler {
 }
 
 type slogHandler struct {
-	d       *Dispatcher
-	channel string         // set by a top-level "channel" attr
-	task    string         // set by a top-level "task" attr
-	base    map[string]any // details from WithAttrs, already nested
-	groups  []string       // open groups (WithGroup), outermost first
+	handle  func(context.Context, Record, slog.Level)
+	debug   func(slog.Level) bool // nil: every level below Info is wanted
+	channel string                // set by a top-level "channel" attr
+	task    string                // set by a top-level "task" attr
+	base    map[string]any        // details from WithAttrs, already nested
+	groups  []string              // open groups (WithGroup), outermost first
 }
 
 var _ slog.Handler = (*slogHandler)(nil)
@@ -49,24 +75,27 @@ var _ slog.Handler = (*slogHandler)(nil)
 // debugVerbosity is the -d level a slog level below Info needs.
 func debugVerbosity(l slog.Level) int { return int(slog.LevelDebug-l) + 1 }
 
-func (h *slogHandler) Enabled(_ context.Context, l slog.Level) bool {
-	if l >= slog.LevelInfo {
-		return true
+// levelChannel is the channel of slog level l, and the level that is the
+// channel's own.
+func levelChannel(l slog.Level) (channel string, own slog.Level) {
+	switch {
+	case l < slog.LevelInfo:
+		return ChannelDebug, slog.LevelDebug
+	case l >= slog.LevelError:
+		return ChannelError, slog.LevelError
 	}
-	return h.d.DebugEnabled(debugVerbosity(l))
+	return ChannelLog, slog.LevelInfo
+}
+
+func (h *slogHandler) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || h.debug == nil || h.debug(l)
 }
 
 func (h *slogHandler) Handle(ctx context.Context, sr slog.Record) error {
-	ch, own := ChannelLog, slog.LevelInfo
-	switch {
-	case sr.Level < slog.LevelInfo:
-		if !h.d.DebugEnabled(debugVerbosity(sr.Level)) {
-			return nil
-		}
-		ch, own = ChannelDebug, slog.LevelDebug
-	case sr.Level >= slog.LevelError:
-		ch, own = ChannelError, slog.LevelError
+	if !h.Enabled(ctx, sr.Level) {
+		return nil
 	}
+	ch, _ := levelChannel(sr.Level)
 	if h.channel != "" {
 		ch = h.channel
 	}
@@ -94,16 +123,8 @@ func (h *slogHandler) Handle(ctx context.Context, sr slog.Record) error {
 			return true
 		})
 	}
-	if sr.Level != own {
-		if details == nil {
-			details = map[string]any{}
-		}
-		if _, taken := details["level"]; !taken {
-			details["level"] = sr.Level.String()
-		}
-	}
 	r.Details = details
-	h.d.Handle(ctx, r)
+	h.handle(ctx, r, sr.Level)
 	return nil
 }
 

@@ -106,3 +106,22 @@ func ExampleBackoff() {
 	// 1s
 	// 0s
 }
+
+func TestRetryAfter(t *testing.T) {
+	r := Retry{First: time.Second, Max: 30 * time.Second}
+	for failures, want := range map[int]time.Duration{
+		0: time.Second, 1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second,
+		5: 16 * time.Second, 6: 30 * time.Second, 7: 30 * time.Second, math.MaxInt: 30 * time.Second,
+	} {
+		if got := r.After(failures); got != want {
+			t.Errorf("After(%d): got %v, want %v", failures, got, want)
+		}
+	}
+	if got := (Retry{First: time.Second, Max: time.Millisecond}).After(3); got != time.Second {
+		t.Errorf("Max below First: got %v, want First", got)
+	}
+	// The figures docs/operations.md gives for a task that failed to load.
+	if TaskLoadRetry.After(1) != time.Second || TaskLoadRetry.After(2) != 2*time.Second || TaskLoadRetry.After(100) != 30*time.Second {
+		t.Errorf("TaskLoadRetry: got %v, %v, %v; want 1s, 2s, 30s", TaskLoadRetry.After(1), TaskLoadRetry.After(2), TaskLoadRetry.After(100))
+	}
+}

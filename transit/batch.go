@@ -305,7 +305,7 @@ func (c *natsConsumer) unpack(m jetstream.Msg, tk *takeover) []*Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, d := range ds {
-		d.ack, d.inProgress, d.deadLetter = c.ack, c.inProgress, c.deadLetterOwned
+		d.ack, d.deadLetter = c.ack, c.deadLetterOwned
 	}
 	c.pend = append(c.pend, ds...)
 	if skipped > 0 && len(ds) > 0 {

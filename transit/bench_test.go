@@ -99,7 +99,7 @@ func payload200(i int) message.Message {
 
 func BenchmarkLocalSendReceive(b *testing.B) {
 	tr := open(b, busDir(b), transit.Options{})
-	l, err := tr.HostLocal("bench", 4096)
+	l, err := tr.InProcess().Host("bench", 4096)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func BenchmarkLocalSendReceive(b *testing.B) {
 		n := 0
 		var buf [64]message.Message
 		for {
-			k, ok := l.Drain(buf[:])
+			k, ok := l.Drain(buf[:], nil)
 			if !ok {
 				break
 			}
@@ -131,7 +131,7 @@ func BenchmarkLocalSendReceive(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	tr.UnhostLocal("bench")
+	tr.InProcess().Unhost("bench")
 	n := <-done
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")

@@ -11,14 +11,10 @@ import (
 // Consumer delivers the messages of one bus queue to its owner, in queue
 // order. Obtain one with [Transit.Consume].
 type Consumer struct {
-	queue string
-	ch    <-chan *Delivery
-	stop  func()
-	once  sync.Once
+	ch   <-chan *Delivery
+	stop func()
+	once sync.Once
 }
-
-// Queue returns the name of the consumed queue.
-func (c *Consumer) Queue() string { return c.queue }
 
 // C returns the channel of deliveries. It is closed after Stop once the
 // already fetched messages were delivered, or when the Transit closes.
@@ -43,7 +39,6 @@ type Delivery struct {
 	Deliveries int
 
 	ack        func(*Delivery) error
-	inProgress func(*Delivery) error
 	deadLetter func(context.Context, *Delivery, string, map[string]any) error
 	ref        any    // the backend's handle (a jetstream.Msg)
 	dead       string // non-empty: move to the dead-letter queue for this reason
@@ -57,17 +52,6 @@ type Delivery struct {
 // when no further delivery is waiting. A bus message that carries several
 // queue messages is acknowledged with the last of them.
 func (d *Delivery) Ack() error { return d.ack(d) }
-
-// InProgress tells the bus the handler is still working, so the message
-// is not handed to anybody else. The Consumer already does this every
-// AckWait/3 for every delivery it handed out and that is not acknowledged
-// yet, so calling it is optional.
-func (d *Delivery) InProgress() error {
-	if d.inProgress == nil {
-		return nil
-	}
-	return d.inProgress(d)
-}
 
 // Member is the delivery's place in its bus message (0 for the first or
 // only one): with Seq it names the queue message.
@@ -83,30 +67,4 @@ func (d *Delivery) DeadLetter(ctx context.Context, reason string, details map[st
 		return errors.New("transit: dead-letter: not a bus delivery")
 	}
 	return d.deadLetter(ctx, d, reason, details)
-}
-
-// Serve consumes queue qname until ctx is done or the Transit closes,
-// calling handle for each message on this goroutine and acknowledging it
-// afterwards (also when handle failed: a failed message is not retried). It returns nil when ctx
-// ends, or the error that stopped it.
-func (t *Transit) Serve(ctx context.Context, qname string, handle func(message.Message)) error {
-	cons, err := t.Consume(ctx, qname)
-	if err != nil {
-		return err
-	}
-	defer cons.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case d, ok := <-cons.C():
-			if !ok {
-				return nil
-			}
-			handle(d.Msg)
-			if err := d.Ack(); err != nil {
-				t.log.Warn("ack failed; the message may be delivered again", "queue", qname, "error", err)
-			}
-		}
-	}
 }

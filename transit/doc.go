@@ -49,10 +49,10 @@
 // The lifecycle of a [Transit]:
 //
 //  1. [Open] connects (starting the embedded bus if needed).
-//  2. [Transit.HostLocal] registers in-memory queues; [Transit.Consume]
-//     takes ownership of a queue's bus consumer.
+//  2. [Transit.Consume] takes ownership of a queue's bus consumer; a
+//     process running tasks hosts in-memory queues with [InProcess.Host].
 //  3. [Transit.Send] / [Transit.SendAsync] + [Transit.Flush] move messages.
-//  4. [Transit.UnhostLocal] and [Consumer.Stop] hand queues back.
+//  4. [Consumer.Stop] and [InProcess.Unhost] hand queues back.
 //  5. [Transit.Close] flushes and disconnects; the embedded bus keeps
 //     running for the other processes that use it.
 package transit

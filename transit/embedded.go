@@ -31,10 +31,10 @@ const (
 	busStoreDir  = "jetstream"  // the JetStream store
 )
 
-// BusChildEnv is set in the environment of a bus command started by Open.
+// busChildEnv is set in the environment of a bus command started by Open.
 // A process that has it never starts a bus itself: if BusCommand is not
 // really `multimodule bus` (a test binary, say), starting it cannot recurse.
-const BusChildEnv = "MULTIMODULE_BUS_CHILD"
+const busChildEnv = "MULTIMODULE_BUS_CHILD"
 
 // BusInfo is the content of bus.json: where the embedded bus listens and
 // which process it is.
@@ -66,14 +66,14 @@ func (bi BusInfo) Alive() bool {
 	if bi.PID <= 0 {
 		return false
 	}
-	st, err := ProcessStartTime(bi.PID)
+	st, err := processStartTime(bi.PID)
 	return err == nil && st == bi.StartTime
 }
 
-// ProcessStartTime returns the start time of process pid in clock ticks
+// processStartTime returns the start time of process pid in clock ticks
 // since boot: with the pid, the identity of a process. A zombie counts as
 // gone. (Read through procid, which owns /proc.)
-func ProcessStartTime(pid int) (uint64, error) {
+func processStartTime(pid int) (uint64, error) {
 	id, err := procid.Of(pid)
 	if err != nil {
 		return 0, fmt.Errorf("transit: %w", err)
@@ -158,11 +158,11 @@ func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
 	if s.noStart {
 		return BusInfo{}, fmt.Errorf("%w in %s", ErrNoBus, s.dir)
 	}
-	if os.Getenv(BusChildEnv) != "" {
+	if os.Getenv(busChildEnv) != "" {
 		// This process was started as a bus command but wants a bus: the
 		// command did not run `bus` (a test binary without the re-exec
 		// TestMain, say). Starting another would recurse.
-		return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: not started: this process was itself started as the bus command (%s is set), so BusCommand does not run `multimodule bus`; set Options.BusCommand or NATSURL", s.dir, BusChildEnv)
+		return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: not started: this process was itself started as the bus command (%s is set), so BusCommand does not run `multimodule bus`; set Options.BusCommand or NATSURL", s.dir, busChildEnv)
 	}
 	unlock, err := lockFile(ctx, filepath.Join(s.dir, busStartLock))
 	if err != nil {
@@ -225,7 +225,7 @@ func wrapUntrusted(err error) error {
 func (s *busStarter) start() (*exec.Cmd, <-chan struct{}, error) {
 	argv := s.cmd
 	if len(argv) == 0 {
-		exe, err := SelfPath()
+		exe, err := selfPath()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -237,7 +237,7 @@ func (s *busStarter) start() (*exec.Cmd, <-chan struct{}, error) {
 	}
 	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), BusChildEnv+"=1")
+	cmd.Env = append(os.Environ(), busChildEnv+"=1")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -254,11 +254,11 @@ func (s *busStarter) start() (*exec.Cmd, <-chan struct{}, error) {
 	return cmd, exited, nil
 }
 
-// SelfPath returns the path that runs this program again: os.Executable(),
+// selfPath returns the path that runs this program again: os.Executable(),
 // unless the program was started through a link under another name (as
 // multi-call binaries and testscript's commands are), in which case the
 // path of that link (os.Args[0], looked up in PATH when it has no slash).
-func SelfPath() (string, error) {
+func selfPath() (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("transit: find own executable: %w", err)

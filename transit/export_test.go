@@ -1,6 +1,15 @@
 package transit
 
-import "time"
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/multimodule/multimodule/message"
+)
 
 // SetAsyncBound sets, for Transits opened afterwards, how many queue
 // messages SendAsync accepts before they are stored; it returns a
@@ -20,8 +29,20 @@ func SetPullWait(d time.Duration) (restore func()) {
 	return func() { pullWait = old }
 }
 
-// Pulls returns how many pull requests the consumers of t have sent.
-func Pulls(t *Transit) int64 { return t.bus.(*natsBus).pulls.Load() }
+// CountPulls counts, from its return on, the pull requests t's consumers
+// send, as the bus sees them (a subscriber to the JetStream API subject
+// they are sent to), and returns a function that reports how many so far.
+func CountPulls(t *Transit) (pulls func() int64, err error) {
+	b := t.bus.(*natsBus)
+	var n atomic.Int64
+	if _, err := b.nc.Subscribe(jetstream.DefaultAPIPrefix+"CONSUMER.MSG.NEXT.>", func(*nats.Msg) { n.Add(1) }); err != nil {
+		return nil, err
+	}
+	if err := b.nc.Flush(); err != nil {
+		return nil, err
+	}
+	return n.Load, nil
+}
 
 // SignalReconnect tells t's consumers the connection was restored, as
 // after a bus restart: each sends a new pull request although its last
@@ -46,3 +67,19 @@ func (l *Local) SendersWaiting() bool {
 	defer l.mu.Unlock()
 	return l.room != nil
 }
+
+// SendWait is InProcess.Send that waits, as Transit.Send does, until the
+// bus stored a message it published.
+func (p InProcess) SendWait(ctx context.Context, qname string, msg message.Message, opts HostSendOptions) error {
+	_, err := p.t.send(ctx, qname, msg, nil, opts, true)
+	return err
+}
+
+// ProcessStartTime is processStartTime.
+var ProcessStartTime = processStartTime
+
+// MaxQueueNameLen is maxQueueNameLen.
+const MaxQueueNameLen = maxQueueNameLen
+
+// Name returns the queue name, for test failures.
+func (l *Local) Name() string { return l.name }

@@ -12,7 +12,8 @@ import (
 // Local is a bounded in-memory queue for a task hosted in this process.
 // Senders in this process push messages into it without serializing them;
 // one receiving goroutine takes them out in batches with [Local.Drain] and
-// sleeps on [Local.Ready] when it found the queue empty.
+// sleeps on [Local.Ready] when it found the queue empty. A host makes one
+// with [InProcess.Host].
 //
 // It is a ring buffer under a mutex, not a Go channel: a send is an
 // append under a lock nobody holds for long, and the receiver is woken
@@ -27,7 +28,7 @@ type Local struct {
 	mu      sync.Mutex
 	limit   int               // capacity: senders wait above it (unless Overflow)
 	ring    []message.Message // len(ring) >= limit; grows only for Overflow sends
-	tags    []any             // tags[i]: ring[i]'s tag (SendAsyncTagged); made at the first tagged send
+	tags    []any             // tags[i]: ring[i]'s tag (InProcess.Send); made at the first tagged send
 	head    int               // index of the oldest message
 	n       int               // messages waiting
 	closed  bool              // unhosted: senders go to the bus
@@ -37,9 +38,9 @@ type Local struct {
 	ready chan struct{} // 1 slot; closed by unhost
 	done  chan struct{} // closed by unhost; wakes senders waiting for room
 
-	// behindBus: sends go through the bus (HostLocalBehindBus). A send
+	// behindBus: sends go through the bus (InProcess.HostBehindBus). A send
 	// that saw it holds busMu shared until its publish is on its way, so
-	// that EndBehindBus (exclusive) sees every such publish in the
+	// that endBehindBus (exclusive) sees every such publish in the
 	// backlog it checks.
 	behindBus atomic.Bool
 	busMu     sync.RWMutex
@@ -56,9 +57,6 @@ func newLocal(name string, capacity int) *Local {
 	}
 }
 
-// Name returns the queue name.
-func (l *Local) Name() string { return l.name }
-
 // holdBehindBus reports whether sends still go through the bus; if so,
 // busMu is held shared, and the caller lets go of it once its publish is
 // on its way.
@@ -71,15 +69,8 @@ func (l *Local) holdBehindBus() bool {
 	return false
 }
 
-// EndBehindBus ends the bus-first sending of a queue hosted with
-// HostLocalBehindBus if caught reports true. caught runs while no send to
-// the queue is between seeing it behind the bus and having its publish
-// on its way: it is where the owner flushes this process' publishes and
-// checks that the bus backlog is gone. It reports false, without calling
-// caught, while such a send is in progress (one waiting for room in a
-// full bus queue can take long; the owner tries again later). Once it
-// returned true, sends go into the Local.
-func (l *Local) EndBehindBus(caught func() bool) bool {
+// endBehindBus is InProcess.EndBehindBus.
+func (l *Local) endBehindBus(caught func() bool) bool {
 	if !l.behindBus.Load() {
 		return true
 	}
@@ -96,26 +87,24 @@ func (l *Local) EndBehindBus(caught func() bool) bool {
 
 // Ready returns a channel that receives a value when messages may be
 // waiting after a [Local.Drain] found none, and is closed once the queue
-// is unhosted ([Transit.UnhostLocal]). A wake-up can be spurious (Drain
+// is unhosted ([InProcess.Unhost]). A wake-up can be spurious (Drain
 // then finds nothing again); none is lost: after a Drain that returned 0,
 // the next message sent signals Ready.
 func (l *Local) Ready() <-chan struct{} { return l.ready }
 
 // Drain moves up to len(buf) waiting messages into buf, oldest first, and
-// returns how many. ok is false when the queue has been unhosted (its
-// waiting messages went to the caller of [Transit.UnhostLocal]); then n
-// is 0. Only one goroutine may receive from a Local (Drain is not safe
-// for concurrent use with itself, nor with DrainTagged). The tags of
-// tagged messages are dropped (see DrainTagged).
-func (l *Local) Drain(buf []message.Message) (n int, ok bool) {
-	return l.drain(buf, nil)
-}
-
-// DrainTagged is Drain that also moves the tag of each message
-// ([Transit.SendAsyncTagged]) into tags, which must be at least as long
-// as buf: tags[i] belongs to buf[i], nil for a message sent without one.
-func (l *Local) DrainTagged(buf []message.Message, tags []any) (n int, ok bool) {
-	return l.drain(buf, tags[:len(buf)])
+// returns how many; with tags non-nil (at least as long as buf) it moves
+// the tag of each message ([InProcess.Send]) into tags too: tags[i]
+// belongs to buf[i], nil for a message sent without one (with tags nil,
+// the tags are dropped). ok is false when the queue has been unhosted
+// (its waiting messages went to the caller of [InProcess.Unhost]); then
+// n is 0. Only one goroutine may receive from a Local (Drain is not safe
+// for concurrent use with itself).
+func (l *Local) Drain(buf []message.Message, tags []any) (n int, ok bool) {
+	if tags != nil {
+		tags = tags[:len(buf)]
+	}
+	return l.drain(buf, tags)
 }
 
 func (l *Local) drain(buf []message.Message, tags []any) (n int, ok bool) {

@@ -19,7 +19,7 @@ func recvLocal(t testing.TB, l *transit.Local, d time.Duration) message.Message 
 	defer deadline.Stop()
 	var buf [1]message.Message
 	for {
-		n, ok := l.Drain(buf[:])
+		n, ok := l.Drain(buf[:], nil)
 		if !ok {
 			t.Fatalf("local queue %s: unhosted while receiving", l.Name())
 		}
@@ -46,12 +46,12 @@ func seqOf(t testing.TB, m message.Message) (sender, i int64) {
 
 // TestLocalReadyAndDrain: a receiver asleep on Ready is woken by a send;
 // Drain returns messages oldest first across the ring's wrap-around and
-// at most len(buf) at a time; after UnhostLocal, Ready is closed and
+// at most len(buf) at a time; after Unhost, Ready is closed and
 // Drain reports the end.
 func TestLocalReadyAndDrain(t *testing.T) {
 	tr := open(t, busDir(t), transit.Options{})
 	ctx := ctxT(t, 30*time.Second)
-	l, err := tr.HostLocal("ready", 4)
+	l, err := tr.InProcess().Host("ready", 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,13 +59,13 @@ func TestLocalReadyAndDrain(t *testing.T) {
 		t.Errorf("Cap: got %d, want 4", l.Cap())
 	}
 	var buf [3]message.Message
-	if n, ok := l.Drain(buf[:]); n != 0 || !ok {
+	if n, ok := l.Drain(buf[:], nil); n != 0 || !ok {
 		t.Fatalf("Drain of an empty queue: got %d, %v; want 0, true", n, ok)
 	}
 	got := make(chan message.Message)
 	go func() {
 		<-l.Ready()
-		n, _ := l.Drain(buf[:1])
+		n, _ := l.Drain(buf[:1], nil)
 		if n == 1 {
 			got <- buf[0]
 		}
@@ -94,7 +94,7 @@ func TestLocalReadyAndDrain(t *testing.T) {
 	}
 	want := 0
 	drain := func(max, wantN int) {
-		n, ok := l.Drain(buf[:max])
+		n, ok := l.Drain(buf[:max], nil)
 		if n != wantN || !ok {
 			t.Fatalf("Drain(%d): got %d, %v; want %d, true", max, n, ok, wantN)
 		}
@@ -114,8 +114,8 @@ func TestLocalReadyAndDrain(t *testing.T) {
 	drain(3, 3)
 	drain(3, 1)
 	drain(3, 0)
-	if rest := tr.UnhostLocal("ready"); len(rest) != 0 {
-		t.Errorf("UnhostLocal of an empty queue: got %v", rest)
+	if rest, _ := tr.InProcess().Unhost("ready"); len(rest) != 0 {
+		t.Errorf("Unhost of an empty queue: got %v", rest)
 	}
 	select {
 	case _, open := <-l.Ready():
@@ -123,14 +123,14 @@ func TestLocalReadyAndDrain(t *testing.T) {
 			// A token from the last send may still be there; the next
 			// receive must see the close.
 			if _, open = <-l.Ready(); open {
-				t.Error("Ready still open after UnhostLocal")
+				t.Error("Ready still open after Unhost")
 			}
 		}
 	case <-ctx.Done():
-		t.Fatal("Ready not closed after UnhostLocal")
+		t.Fatal("Ready not closed after Unhost")
 	}
-	if n, ok := l.Drain(buf[:]); n != 0 || ok {
-		t.Errorf("Drain after UnhostLocal: got %d, %v; want 0, false", n, ok)
+	if n, ok := l.Drain(buf[:], nil); n != 0 || ok {
+		t.Errorf("Drain after Unhost: got %d, %v; want 0, false", n, ok)
 	}
 }
 
@@ -140,7 +140,7 @@ func TestLocalReadyAndDrain(t *testing.T) {
 func TestLocalConcurrentSendersFIFO(t *testing.T) {
 	tr := open(t, busDir(t), transit.Options{})
 	ctx := ctxT(t, 60*time.Second)
-	l, err := tr.HostLocal("fifo", 8)
+	l, err := tr.InProcess().Host("fifo", 8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestLocalConcurrentSendersFIFO(t *testing.T) {
 	next := make([]int64, senders)
 	var buf [5]message.Message
 	for got := 0; got < senders*each; {
-		n, ok := l.Drain(buf[:])
+		n, ok := l.Drain(buf[:], nil)
 		if !ok {
 			t.Fatal("unhosted while receiving")
 		}
@@ -188,20 +188,20 @@ func TestLocalConcurrentSendersFIFO(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if n, _ := l.Drain(buf[:]); n != 0 {
+	if n, _ := l.Drain(buf[:], nil); n != 0 {
 		t.Errorf("%d messages more than were sent", n)
 	}
 }
 
 // TestLocalUnhostRace: senders keep sending while the receiver takes some
 // messages and then the queue is unhosted. Every message is delivered
-// exactly once — taken by the receiver, returned by UnhostLocal, or sent
+// exactly once — taken by the receiver, returned by Unhost, or sent
 // to the bus (also those whose sender was waiting for room) — and per
 // sender in order across the three, in that order.
 func TestLocalUnhostRace(t *testing.T) {
 	tr := open(t, busDir(t), transit.Options{})
 	ctx := ctxT(t, 60*time.Second)
-	l, err := tr.HostLocal("race", 16)
+	l, err := tr.InProcess().Host("race", 16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,9 +232,9 @@ func TestLocalUnhostRace(t *testing.T) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-	rest := tr.UnhostLocal("race")
+	rest, _ := tr.InProcess().Unhost("race")
 	if len(rest) != 16 {
-		t.Errorf("UnhostLocal: got %d messages, want the 16 waiting", len(rest))
+		t.Errorf("Unhost: got %d messages, want the 16 waiting", len(rest))
 	}
 	seen = append(seen, rest...)
 	wg.Wait()
@@ -266,11 +266,11 @@ func TestLocalUnhostRace(t *testing.T) {
 }
 
 // TestLocalWaitingSenderGoesToBusOnUnhost: a sender waiting for room in a
-// full queue is released by UnhostLocal and its message goes to the bus.
+// full queue is released by Unhost and its message goes to the bus.
 func TestLocalWaitingSenderGoesToBusOnUnhost(t *testing.T) {
 	tr := open(t, busDir(t), transit.Options{})
 	ctx := ctxT(t, 30*time.Second)
-	l, err := tr.HostLocal("wait", 1)
+	l, err := tr.InProcess().Host("wait", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,9 +288,9 @@ func TestLocalWaitingSenderGoesToBusOnUnhost(t *testing.T) {
 		case <-time.After(100 * time.Microsecond):
 		}
 	}
-	rest := tr.UnhostLocal("wait")
+	rest, _ := tr.InProcess().Unhost("wait")
 	if len(rest) != 1 || rest[0]["i"] != int64(0) {
-		t.Errorf("UnhostLocal: got %v, want [i=0]", rest)
+		t.Errorf("Unhost: got %v, want [i=0]", rest)
 	}
 	if err := <-sent; err != nil {
 		t.Fatalf("waiting sender: %v", err)
@@ -304,14 +304,14 @@ func TestLocalWaitingSenderGoesToBusOnUnhost(t *testing.T) {
 	}
 }
 
-// TestLocalBehindBus: a queue hosted with HostLocalBehindBus takes no send
+// TestLocalBehindBus: a queue hosted with InProcess.HostBehindBus takes no send
 // into memory until EndBehindBus succeeds, and after that no send reaches
 // the bus: every message the owner finds on the bus when it ends the
 // bus-first sending is older than everything in the Local.
 func TestLocalBehindBus(t *testing.T) {
 	tr := open(t, busDir(t), transit.Options{})
 	ctx := ctxT(t, 60*time.Second)
-	l, err := tr.HostLocalBehindBus("behind", 1<<16)
+	l, err := tr.InProcess().HostBehindBus("behind", 1<<16)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestLocalBehindBus(t *testing.T) {
 	if l.Len() != 0 {
 		t.Fatalf("a send behind the bus went into the Local (%d waiting)", l.Len())
 	}
-	if l.EndBehindBus(func() bool { return false }) {
+	if tr.InProcess().EndBehindBus(l, func() bool { return false }) {
 		t.Fatal("EndBehindBus succeeded although caught reported false")
 	}
 	send(0, 1)
@@ -352,7 +352,7 @@ func TestLocalBehindBus(t *testing.T) {
 		<-started
 	}
 	var onBus int64
-	for !l.EndBehindBus(func() bool {
+	for !tr.InProcess().EndBehindBus(l, func() bool {
 		if err := tr.Flush(ctx); err != nil {
 			t.Error(err)
 			return false

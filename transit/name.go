@@ -6,18 +6,18 @@ import (
 	"strings"
 )
 
-// MaxQueueNameLen is the longest valid queue name.
-const MaxQueueNameLen = 200
+// maxQueueNameLen is the longest valid queue name.
+const maxQueueNameLen = 200
 
 // ValidateQueueName reports whether name is a valid queue name: 1 to 200
 // characters of letters, digits, '_', '-' and '.'. The error names the
 // queue and the first bad character.
 func ValidateQueueName(name string) error {
 	if name == "" {
-		return fmt.Errorf("transit: invalid queue name: empty (want 1-%d characters of [A-Za-z0-9_.-])", MaxQueueNameLen)
+		return fmt.Errorf("transit: invalid queue name: empty (want 1-%d characters of [A-Za-z0-9_.-])", maxQueueNameLen)
 	}
-	if len(name) > MaxQueueNameLen {
-		return fmt.Errorf("transit: invalid queue name %.40q…: %d characters, at most %d allowed", name, len(name), MaxQueueNameLen)
+	if len(name) > maxQueueNameLen {
+		return fmt.Errorf("transit: invalid queue name %.40q…: %d characters, at most %d allowed", name, len(name), maxQueueNameLen)
 	}
 	for i := 0; i < len(name); i++ {
 		if !validQueueByte(name[i]) {
@@ -39,8 +39,8 @@ func encodeQueue(qname string) string { return strings.ReplaceAll(qname, ".", "~
 // decodeQueue reverses encodeQueue.
 func decodeQueue(tok string) string { return strings.ReplaceAll(tok, "~", ".") }
 
-// MaxHostNameLen is the longest valid host name (a host scope).
-const MaxHostNameLen = 64
+// maxHostNameLen is the longest valid host name (a host scope).
+const maxHostNameLen = 64
 
 // ValidateHost reports whether name is a valid host name, as given to
 // Options.Host or SendOptions.Destination: 1 to 64 characters of
@@ -50,10 +50,10 @@ const MaxHostNameLen = 64
 func ValidateHost(name string) error {
 	const allowed = "letters, digits, '_', '-', and '.' between labels"
 	if name == "" {
-		return fmt.Errorf("transit: invalid host name: empty (want 1-%d characters: %s)", MaxHostNameLen, allowed)
+		return fmt.Errorf("transit: invalid host name: empty (want 1-%d characters: %s)", maxHostNameLen, allowed)
 	}
-	if len(name) > MaxHostNameLen {
-		return fmt.Errorf("transit: invalid host name %.40q…: %d characters, at most %d allowed", name, len(name), MaxHostNameLen)
+	if len(name) > maxHostNameLen {
+		return fmt.Errorf("transit: invalid host name %.40q…: %d characters, at most %d allowed", name, len(name), maxHostNameLen)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
@@ -76,12 +76,12 @@ func ValidateHost(name string) error {
 // "box2_example_com"). A name without '.' is its own scope (no copy).
 func hostScope(name string) string { return strings.ReplaceAll(name, ".", "_") }
 
-// SanitizeHost turns any host name into a host scope: every character
+// sanitizeHost turns any host name into a host scope: every character
 // other than letters, digits, '_' and '-' becomes '_', and it is cut to
 // 64 characters; an empty name gives "localhost". Only the system's host
 // name (the default of Options.Host) goes through it: a host name given
 // to Open or Send is checked with ValidateHost and refused when invalid.
-func SanitizeHost(h string) string {
+func sanitizeHost(h string) string {
 	if h == "" {
 		return "localhost"
 	}
@@ -91,8 +91,8 @@ func SanitizeHost(h string) string {
 			b[i] = '_'
 		}
 	}
-	if len(b) > MaxHostNameLen {
-		b = b[:MaxHostNameLen]
+	if len(b) > maxHostNameLen {
+		b = b[:maxHostNameLen]
 	}
 	return string(b)
 }
@@ -102,5 +102,5 @@ func defaultHost() string {
 	if err != nil {
 		return "localhost"
 	}
-	return SanitizeHost(h)
+	return sanitizeHost(h)
 }

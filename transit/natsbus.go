@@ -26,7 +26,7 @@ const (
 	fetchBatch     = 256                  // messages asked for per pull request (see pull.go)
 	ackGroup       = 64                   // at most this many handled messages share one acknowledgement
 	ackDelay       = 2 * time.Millisecond // a held-back acknowledgement waits at most this long
-	asyncMaxPend   = 4096                 // SendAsync publishes in flight before SendAsync waits
+	asyncMaxPend   = 4096                 // the jetstream client's bound of async publishes in flight: above the publisher's busMaxInflight, so never reached
 	apiTimeout     = 10 * time.Second
 	publishAttempt = 3 * time.Second // a sync send's wait for the bus' ack before it retries
 	metaSuspect    = "multimodule_suspect_seq"
@@ -58,7 +58,6 @@ type natsBus struct {
 	// reconnected is closed (and replaced) when the connection is
 	// restored: pull requests sent before may be gone with the bus.
 	reconnected atomic.Pointer[chan struct{}]
-	pulls       atomic.Int64 // pull requests sent by consumers (for tests)
 }
 
 var _ backend = (*natsBus)(nil)

@@ -88,7 +88,7 @@ func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, 
 		defer stopAfter()
 		c.run(tk, wait)
 	}()
-	return &Consumer{queue: qname, ch: c.out, stop: c.stopFn}, nil
+	return &Consumer{ch: c.out, stop: c.stopFn}, nil
 }
 
 // run pulls and hands out messages until stopped, then hands out what
@@ -137,7 +137,6 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 			retry = time.After(250 * time.Millisecond)
 			return
 		}
-		c.b.pulls.Add(1)
 		active, left = true, fetchBatch
 		lost.Reset(wait + pullGrace)
 	}

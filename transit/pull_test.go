@@ -48,7 +48,7 @@ func sendRange(ctx context.Context, tr *transit.Transit, qname string, from, to 
 	errc := make(chan error, 1)
 	go func() {
 		for i := from; i < to; i++ {
-			if err := tr.Send(ctx, qname, message.Message{"n": i}, transit.SendOptions{BusOnly: true}); err != nil {
+			if err := tr.InProcess().SendWait(ctx, qname, message.Message{"n": i}, transit.HostSendOptions{BusOnly: true}); err != nil {
 				errc <- fmt.Errorf("send %d: %w", i, err)
 				return
 			}
@@ -56,6 +56,16 @@ func sendRange(ctx context.Context, tr *transit.Transit, qname string, from, to 
 		errc <- nil
 	}()
 	return errc
+}
+
+// countPulls counts the pull requests tr's consumers send from now on.
+func countPulls(t *testing.T, tr *transit.Transit) func() int64 {
+	t.Helper()
+	pulls, err := transit.CountPulls(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pulls
 }
 
 // An idle consumer holds one pull request at a time and renews it when it
@@ -66,6 +76,7 @@ func TestIdleConsumerAcrossPullRenewals(t *testing.T) {
 	restore := transit.SetPullWait(20 * time.Millisecond)
 	defer restore()
 	tr := open(t, busDir(t), transit.Options{})
+	pulls := countPulls(t, tr)
 	ctx := ctxT(t, 60*time.Second)
 	c, err := tr.Consume(ctx, "sleepy")
 	if err != nil {
@@ -74,9 +85,9 @@ func TestIdleConsumerAcrossPullRenewals(t *testing.T) {
 	defer c.Stop()
 	// One message after each of a few renewals.
 	for i := range 5 {
-		p := transit.Pulls(tr)
+		p := pulls()
 		waitFor(t, 10*time.Second, func() error {
-			if got := transit.Pulls(tr); got < p+2 {
+			if got := pulls(); got < p+2 {
 				return fmt.Errorf("%d pull requests, want at least %d: the idle consumer does not renew", got, p+2)
 			}
 			return nil
@@ -102,15 +113,16 @@ func TestIdleConsumerAcrossPullRenewals(t *testing.T) {
 func TestConsumerOverlappingPullRequests(t *testing.T) {
 	// A restore signal makes a consumer ask again after AckWait.
 	tr := open(t, busDir(t), transit.Options{AckWait: 300 * time.Millisecond})
+	pulls := countPulls(t, tr)
 	ctx := ctxT(t, 90*time.Second)
 	c, err := tr.Consume(ctx, "overlap")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Stop()
-	base := transit.Pulls(tr)
+	base := pulls()
 	waitFor(t, 10*time.Second, func() error {
-		if transit.Pulls(tr) < base+1 {
+		if pulls() < base+1 {
 			return fmt.Errorf("no pull request yet")
 		}
 		return nil
@@ -118,7 +130,7 @@ func TestConsumerOverlappingPullRequests(t *testing.T) {
 	for k := range int64(3) {
 		transit.SignalReconnect(tr)
 		waitFor(t, 10*time.Second, func() error {
-			if got := transit.Pulls(tr); got < base+2+k {
+			if got := pulls(); got < base+2+k {
 				return fmt.Errorf("%d pull requests after %d restore signals, want %d", got-base, k+1, k+2)
 			}
 			return nil
@@ -150,6 +162,7 @@ func TestConsumerOverlappingPullRequests(t *testing.T) {
 func TestIdleConsumerAfterBusRestart(t *testing.T) {
 	dir := busDir(t)
 	tr := open(t, dir, transit.Options{})
+	pulls := countPulls(t, tr)
 	ctx := ctxT(t, 90*time.Second)
 	c, err := tr.Consume(ctx, "phoenix")
 	if err != nil {
@@ -157,7 +170,7 @@ func TestIdleConsumerAfterBusRestart(t *testing.T) {
 	}
 	defer c.Stop()
 	waitFor(t, 10*time.Second, func() error {
-		if transit.Pulls(tr) < 1 {
+		if pulls() < 1 {
 			return fmt.Errorf("no pull request yet")
 		}
 		return nil

@@ -17,7 +17,7 @@ import (
 	"github.com/multimodule/multimodule/trust"
 )
 
-// BusOptions tune [RunBusWith].
+// BusOptions tune [RunBus].
 type BusOptions struct {
 	// IdleExit: the bus exits by itself once, for this long, no client
 	// has been connected and it holds no message (every queue of every
@@ -27,12 +27,7 @@ type BusOptions struct {
 	Logger *slog.Logger
 }
 
-// RunBus is RunBusWith without an idle exit.
-func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
-	return RunBusWith(ctx, dir, BusOptions{Logger: log})
-}
-
-// RunBusWith runs the embedded bus for transport directory dir in the
+// RunBus runs the embedded bus for transport directory dir in the
 // foreground until ctx ends (`multimodule bus -T dir`): a nats-server with
 // JetStream storing under dir/jetstream, listening on 127.0.0.1 on a
 // random port, requiring a fresh random token. dir must be trusted
@@ -45,7 +40,7 @@ func RunBus(ctx context.Context, dir string, log *slog.Logger) error {
 // It also stops by itself: when dir (its lock file) is removed or
 // replaced, when StopBus asks it to, and after opts.IdleExit without
 // clients or messages.
-func RunBusWith(ctx context.Context, dir string, opts BusOptions) error {
+func RunBus(ctx context.Context, dir string, opts BusOptions) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -106,7 +101,7 @@ func RunBusWith(ctx context.Context, dir string, opts BusOptions) error {
 	if err := writeFileAtomic(filepath.Join(dir, BusTokenFile), []byte(token+"\n"), 0o600); err != nil {
 		return fmt.Errorf("transit: bus: %w", err)
 	}
-	st, err := ProcessStartTime(os.Getpid())
+	st, err := processStartTime(os.Getpid())
 	if err != nil {
 		return fmt.Errorf("transit: bus: own start time: %w", err)
 	}

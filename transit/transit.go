@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -34,7 +33,9 @@ type Options struct {
 	NATSOptions []nats.Option
 	// Host is this box's host name (see ValidateHost; Open refuses an
 	// invalid one); its host scope is the name with '.' replaced by '_'.
-	// Default: os.Hostname(), made valid with SanitizeHost. Open creates
+	// Default: os.Hostname() with every character other than letters,
+	// digits, '_' and '-' replaced by '_', cut to 64 characters
+	// ("localhost" when it is empty). Open creates
 	// the host scope's stream if it does not exist: a host's queues
 	// exist once a process of that host opened the bus.
 	Host string
@@ -125,23 +126,6 @@ type SendOptions struct {
 	// NonBlocking makes a send to a full queue fail at once with ErrFull
 	// instead of waiting for room (bounded by the context).
 	NonBlocking bool
-	// Overflow makes a send to a full local queue put the message in
-	// beyond the queue's capacity instead of waiting for room. A host uses
-	// it when the queue's receiver is itself waiting, directly or through
-	// others, for room in a queue of the sender (a routing cycle): waiting
-	// would never end. The bus ignores it.
-	Overflow bool
-	// BusOnly skips a queue hosted in this process and sends through the
-	// bus. A host uses it for sends that must not overtake the bus backlog
-	// of a task it is still loading (whose local queue already exists).
-	BusOnly bool
-	// Canonical promises that msg holds only the canonical types of
-	// package message, as a message received from a queue does (also
-	// after changes made only with canonical values, such as the Router's
-	// transforms): the check a send otherwise makes, a walk over the
-	// whole message, is skipped. Broken, the promise delivers values the
-	// receiver may not expect.
-	Canonical bool
 }
 
 // Transit is a process's handle on its queues: the local ones it hosts
@@ -153,8 +137,8 @@ type Transit struct {
 	bus  backend
 
 	mu sync.RWMutex
-	// locals is copy-on-write: senders read it without a lock; HostLocal,
-	// UnhostLocal and Close replace it under mu.
+	// locals is copy-on-write: senders read it without a lock;
+	// InProcess.Host, InProcess.Unhost and Close replace it under mu.
 	locals atomic.Pointer[map[string]*Local]
 	closed atomic.Bool
 	clock  sendClock
@@ -243,74 +227,6 @@ func (t *Transit) StartedBus() int {
 // HostName returns this box's host scope.
 func (t *Transit) HostName() string { return t.host }
 
-// HostLocal starts hosting queue qname in this process with room for
-// capacity messages (at least 1). Sends from this process to qname then go
-// to the returned Local. It fails if qname is already hosted here.
-func (t *Transit) HostLocal(qname string, capacity int) (*Local, error) {
-	return t.hostLocal(qname, capacity, false)
-}
-
-// HostLocalBehindBus is HostLocal for an owner that first takes the
-// queue's bus backlog: until [Local.EndBehindBus] succeeds, sends from
-// this process to qname go on through the bus, behind that backlog, so
-// that none overtakes an older message of the queue.
-func (t *Transit) HostLocalBehindBus(qname string, capacity int) (*Local, error) {
-	return t.hostLocal(qname, capacity, true)
-}
-
-func (t *Transit) hostLocal(qname string, capacity int, behindBus bool) (*Local, error) {
-	if err := ValidateQueueName(qname); err != nil {
-		return nil, err
-	}
-	if capacity < 1 {
-		capacity = 1
-	}
-	if t.closed.Load() {
-		return nil, fmt.Errorf("transit: host local queue %q: %w", qname, ErrClosed)
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	cur := *t.locals.Load()
-	if _, ok := cur[qname]; ok {
-		return nil, fmt.Errorf("transit: host local queue %q: already hosted in this process", qname)
-	}
-	l := newLocal(qname, capacity)
-	l.behindBus.Store(behindBus)
-	next := maps.Clone(cur)
-	next[qname] = l
-	t.locals.Store(&next)
-	return l, nil
-}
-
-// UnhostLocal stops local delivery to qname: later sends go to the bus,
-// the Local's Ready channel is closed, and the messages still waiting are
-// returned in order (the caller usually sends them on to the bus or to the
-// next owner). A sender that was waiting for room goes to the bus. It
-// returns nil if qname is not hosted here.
-func (t *Transit) UnhostLocal(qname string) []message.Message {
-	msgs, _ := t.UnhostLocalTagged(qname)
-	return msgs
-}
-
-// UnhostLocalTagged is UnhostLocal that also returns the tags of the
-// waiting messages ([Transit.SendAsyncTagged]): tags[i] belongs to
-// msgs[i]; tags is nil when none of them has one.
-func (t *Transit) UnhostLocalTagged(qname string) (msgs []message.Message, tags []any) {
-	t.mu.Lock()
-	cur := *t.locals.Load()
-	l := cur[qname]
-	if l != nil {
-		next := maps.Clone(cur)
-		delete(next, qname)
-		t.locals.Store(&next)
-	}
-	t.mu.Unlock()
-	if l == nil {
-		return nil, nil
-	}
-	return l.unhost()
-}
-
 func (t *Transit) local(qname string) *Local {
 	return (*t.locals.Load())[qname]
 }
@@ -323,7 +239,7 @@ func (t *Transit) local(qname string) *Local {
 // returns once the bus stored it. A full queue makes Send wait for room
 // until ctx ends, or fail at once with ErrFull when opts.NonBlocking.
 func (t *Transit) Send(ctx context.Context, qname string, msg message.Message, opts SendOptions) error {
-	_, err := t.send(ctx, qname, msg, nil, opts, true)
+	_, err := t.send(ctx, qname, msg, nil, HostSendOptions{SendOptions: opts}, true)
 	return err
 }
 
@@ -337,20 +253,8 @@ func (t *Transit) Send(ctx context.Context, qname string, msg message.Message, o
 // NonBlocking, which is about the queue's capacity). The local path is
 // the same as Send's.
 func (t *Transit) SendAsync(ctx context.Context, qname string, msg message.Message, opts SendOptions) error {
-	_, err := t.send(ctx, qname, msg, nil, opts, false)
+	_, err := t.send(ctx, qname, msg, nil, HostSendOptions{SendOptions: opts}, false)
 	return err
-}
-
-// SendAsyncTagged is SendAsync for a message that carries tag, a value of
-// the caller's (nil: none). When the message goes into a queue hosted in
-// this process, tag goes with it, in the same slot of the queue, and the
-// queue's receiver gets it beside the message ([Local.DrainTagged],
-// [Transit.UnhostLocalTagged]), whatever the send did to the message (a
-// copy in canonical types, see SendOptions.Canonical); local reports
-// that. A message that goes to the bus, or is refused, leaves tag with
-// the caller (local false).
-func (t *Transit) SendAsyncTagged(ctx context.Context, qname string, msg message.Message, tag any, opts SendOptions) (local bool, err error) {
-	return t.send(ctx, qname, msg, tag, opts, false)
 }
 
 // Flush waits until every SendAsync so far has been stored by the bus and
@@ -362,29 +266,7 @@ func (t *Transit) Flush(ctx context.Context) error {
 	return t.bus.flush(ctx)
 }
 
-// PrepareLocal does for msg what a Send to qname, a queue hosted in this
-// process, does before putting it into the queue: it checks the message
-// (unless canonical, as SendOptions.Canonical) and records send_ts. It is
-// for a caller that hands the message to the queue's consumer itself
-// (a host running the consumer's handler on the sender's goroutine).
-// local is false when the message's overrides send it through the bus;
-// the caller then uses Send (which stamps it again). m is the message to
-// deliver: msg itself, or its canonical copy.
-func (t *Transit) PrepareLocal(qname string, msg message.Message, canonical bool) (m message.Message, local bool, err error) {
-	if t.closed.Load() {
-		return nil, false, fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
-	}
-	ts := sendTS(t.clock.unixNano())
-	m, overrides := msg, false
-	if canonical && m != nil {
-		overrides = stamp(m, ts)
-	} else if m, overrides, err = normalize(msg, ts); err != nil {
-		return nil, false, fmt.Errorf("transit: send to %q: %w", qname, err)
-	}
-	return m, !overrides || m.LocalityFor(qname) != message.LocalityNonLocal, nil
-}
-
-func (t *Transit) send(ctx context.Context, qname string, msg message.Message, tag any, opts SendOptions, wait bool) (local bool, err error) {
+func (t *Transit) send(ctx context.Context, qname string, msg message.Message, tag any, opts HostSendOptions, wait bool) (local bool, err error) {
 	scope := t.host
 	if opts.Destination != "" && opts.Destination != t.host {
 		if err := ValidateHost(opts.Destination); err != nil {
@@ -398,13 +280,13 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, t
 	}
 	if l != nil && l.behindBus.Load() {
 		if l.holdBehindBus() {
-			// Published before EndBehindBus can look at the backlog.
+			// Published before endBehindBus can look at the backlog.
 			defer l.busMu.RUnlock()
 			l = nil
 		}
 	}
 	if l == nil {
-		// A hosted queue's name was validated by HostLocal.
+		// A hosted queue's name was validated by hostLocal.
 		if err := ValidateQueueName(qname); err != nil {
 			return false, err
 		}
@@ -523,41 +405,38 @@ func (t *Transit) Stat(ctx context.Context, qname string) (QueueStat, error) {
 	return s, nil
 }
 
-// Stats lists every known queue of this process and of this box's host
-// scope on the bus (queues with waiting messages or an owner), sorted by
-// name. A queue both hosted here and present on the bus is listed once,
-// as local, with the bus' waiting messages added.
-func (t *Transit) Stats(ctx context.Context) ([]QueueStat, error) {
-	return t.stats(ctx, true)
+// QueueFilter selects the queues [Transit.Stats] lists. The zero value
+// lists every known queue.
+type QueueFilter struct {
+	// Waiting lists only the queues holding messages. It costs the bus one
+	// request, where listing every queue costs a listing of every queue's
+	// consumer too, and nothing per empty local queue (a daemon may host
+	// a thousand).
+	Waiting bool
+	// BusOnly leaves out what this process holds in memory: the queues of
+	// this host scope as the bus has them, whether or not they are hosted
+	// here too (Local false). A process that looks for work waiting on
+	// the bus uses it with Waiting.
+	BusOnly bool
 }
 
-// WaitingStats is Stats without the empty queues: the queues holding
-// messages, in this process' memory or on the bus. It costs the bus one
-// request, where Stats lists every queue's consumer too, and nothing per
-// empty local queue (a daemon may host a thousand).
-func (t *Transit) WaitingStats(ctx context.Context) ([]QueueStat, error) {
-	return t.stats(ctx, false)
-}
-
-// BusWaiting lists the queues of this host scope holding messages on the
-// bus, whether or not they are hosted here too, in no particular order.
-// It is WaitingStats without this process' own queues, for a caller that
-// looks for work waiting on the bus only (one bus request, nothing per
-// local queue).
-func (t *Transit) BusWaiting(ctx context.Context) ([]QueueStat, error) {
-	if t.closed.Load() {
-		return nil, fmt.Errorf("transit: bus waiting: %w", ErrClosed)
-	}
-	return t.bus.list(ctx, t.host, false)
-}
-
-func (t *Transit) stats(ctx context.Context, all bool) ([]QueueStat, error) {
+// Stats lists the queues of this process and of this box's host scope on
+// the bus (queues with waiting messages or an owner) that f selects,
+// sorted by name. A queue both hosted here and present on the bus is
+// listed once, as local, with the bus' waiting messages added (unless
+// f.BusOnly).
+func (t *Transit) Stats(ctx context.Context, f QueueFilter) ([]QueueStat, error) {
 	if t.closed.Load() {
 		return nil, fmt.Errorf("transit: stats: %w", ErrClosed)
 	}
+	all := !f.Waiting
 	bus, err := t.bus.list(ctx, t.host, all)
 	if err != nil {
 		return nil, err
+	}
+	if f.BusOnly {
+		sort.Slice(bus, func(i, j int) bool { return bus[i].Name < bus[j].Name })
+		return bus, nil
 	}
 	byName := map[string]QueueStat{}
 	for _, s := range bus {

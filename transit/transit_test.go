@@ -217,12 +217,12 @@ func TestConsumerTakeOverKeepsOrder(t *testing.T) {
 func TestLocalQueue(t *testing.T) {
 	tr := open(t, busDir(t), transit.Options{})
 	ctx := ctxT(t, 30*time.Second)
-	l, err := tr.HostLocal("Loc", 2)
+	l, err := tr.InProcess().Host("Loc", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tr.HostLocal("Loc", 2); err == nil || !strings.Contains(err.Error(), "already hosted") {
-		t.Errorf("second HostLocal: got %v, want an 'already hosted' error", err)
+	if _, err := tr.InProcess().Host("Loc", 2); err == nil || !strings.Contains(err.Error(), "already hosted") {
+		t.Errorf("second Host: got %v, want an 'already hosted' error", err)
 	}
 	for i := range 2 {
 		if err := tr.Send(ctx, "Loc", message.Message{"i": i}, transit.SendOptions{NonBlocking: true}); err != nil {
@@ -268,7 +268,7 @@ func TestLocalQueue(t *testing.T) {
 		}
 	})
 	t.Run("BusOnly goes to the bus", func(t *testing.T) {
-		if err := tr.Send(ctx, "Loc", message.Message{"i": "busonly"}, transit.SendOptions{NonBlocking: true, BusOnly: true}); err != nil {
+		if err := tr.InProcess().SendWait(ctx, "Loc", message.Message{"i": "busonly"}, transit.HostSendOptions{SendOptions: transit.SendOptions{NonBlocking: true}, BusOnly: true}); err != nil {
 			t.Fatal(err)
 		}
 		if got := l.Len(); got != 2 {
@@ -283,12 +283,12 @@ func TestLocalQueue(t *testing.T) {
 	if err != nil || !st.Local || st.Msgs != 2 || st.Capacity.Msgs != 2 {
 		t.Errorf("Stat: got %+v, %v; want local, 2 msgs, capacity 2", st, err)
 	}
-	// BusWaiting names the bus queues holding messages, not what waits in
+	// Stats with Waiting and BusOnly names the bus queues holding messages, not what waits in
 	// this process' mailboxes.
 	if err := tr.Send(ctx, "Elsewhere", message.Message{"i": 1}, transit.SendOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waiting, err := tr.BusWaiting(ctx)
+	waiting, err := tr.Stats(ctx, transit.QueueFilter{Waiting: true, BusOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,17 +297,17 @@ func TestLocalQueue(t *testing.T) {
 		found[q.Name] = q.Msgs
 	}
 	if found["Elsewhere"] != 1 {
-		t.Errorf("BusWaiting: got %v, want Elsewhere with 1 message", waiting)
+		t.Errorf("Stats(Waiting, BusOnly): got %v, want Elsewhere with 1 message", waiting)
 	}
 	if _, ok := found["Loc"]; ok {
-		t.Errorf("BusWaiting: got %v, want no Loc (its messages wait in memory)", waiting)
+		t.Errorf("Stats(Waiting, BusOnly): got %v, want no Loc (its messages wait in memory)", waiting)
 	}
-	// WaitingStats names every queue holding messages, in memory or on
-	// the bus, and no empty one; Stats names the empty local queue too.
-	if _, err := tr.HostLocal("Idle", 4); err != nil {
+	// Stats with Waiting names every queue holding messages, in memory or on
+	// the bus, and no empty one; Stats with no filter names the empty local queue too.
+	if _, err := tr.InProcess().Host("Idle", 4); err != nil {
 		t.Fatal(err)
 	}
-	defer tr.UnhostLocal("Idle")
+	defer tr.InProcess().Unhost("Idle")
 	names := func(stats []transit.QueueStat, err error) map[string]int64 {
 		t.Helper()
 		if err != nil {
@@ -319,37 +319,46 @@ func TestLocalQueue(t *testing.T) {
 		}
 		return out
 	}
-	if got := names(tr.WaitingStats(ctx)); got["Loc"] != 2 || got["Elsewhere"] != 1 || len(got) != 2 {
-		t.Errorf("WaitingStats: got %v, want Loc with 2 and Elsewhere with 1 message", got)
+	if got := names(tr.Stats(ctx, transit.QueueFilter{Waiting: true})); got["Loc"] != 2 || got["Elsewhere"] != 1 || len(got) != 2 {
+		t.Errorf("Stats(Waiting): got %v, want Loc with 2 and Elsewhere with 1 message", got)
 	}
-	if got, ok := names(tr.Stats(ctx))["Idle"]; !ok || got != 0 {
+	if got, ok := names(tr.Stats(ctx, transit.QueueFilter{}))["Idle"]; !ok || got != 0 {
 		t.Errorf("Stats: got Idle %d (listed %v), want it listed empty", got, ok)
+	}
+	// Stats with BusOnly lists the bus' queues (Loc has a consumer there,
+	// since TryReceive took from it) and not the queue only hosted here.
+	busOnly := names(tr.Stats(ctx, transit.QueueFilter{BusOnly: true}))
+	if got, ok := busOnly["Loc"]; !ok || got != 0 {
+		t.Errorf("Stats(BusOnly): got Loc %d (listed %v), want it listed with nothing on the bus", got, ok)
+	}
+	if _, ok := busOnly["Idle"]; ok {
+		t.Errorf("Stats(BusOnly): got %v, want no Idle (it is only hosted here)", busOnly)
 	}
 	if _, err := tr.TryReceive(ctx, "Elsewhere"); err != nil {
 		t.Fatal(err)
 	}
-	rest := tr.UnhostLocal("Loc")
+	rest, _ := tr.InProcess().Unhost("Loc")
 	var got []int64
 	for _, m := range rest {
 		i, _ := message.Int(m["i"])
 		got = append(got, i)
 	}
 	if fmt.Sprint(got) != "[1 2]" {
-		t.Errorf("UnhostLocal: got %v, want [1 2]", got)
+		t.Errorf("Unhost: got %v, want [1 2]", got)
 	}
 	if _, ok := <-l.Ready(); ok {
 		if _, ok := <-l.Ready(); ok {
-			t.Error("Ready still open after UnhostLocal")
+			t.Error("Ready still open after Unhost")
 		}
 	}
-	if n, ok := l.Drain(make([]message.Message, 1)); n != 0 || ok {
-		t.Errorf("Drain after UnhostLocal: got %d, %v; want 0, false", n, ok)
+	if n, ok := l.Drain(make([]message.Message, 1), nil); n != 0 || ok {
+		t.Errorf("Drain after Unhost: got %d, %v; want 0, false", n, ok)
 	}
 	if err := tr.Send(ctx, "Loc", message.Message{"i": 3}, transit.SendOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := tr.TryReceive(ctx, "Loc"); err != nil || m["i"] != int64(3) {
-		t.Errorf("after UnhostLocal the bus has: got %v, %v; want i=3", m, err)
+		t.Errorf("after Unhost the bus has: got %v, %v; want i=3", m, err)
 	}
 }
 
@@ -489,7 +498,7 @@ func TestConcurrentFirstUseStartsOneBus(t *testing.T) {
 func TestSendNormalizesLocalMessages(t *testing.T) {
 	tr := open(t, busDir(t), transit.Options{})
 	ctx := ctxT(t, 30*time.Second)
-	l, err := tr.HostLocal("norm", 10)
+	l, err := tr.InProcess().Host("norm", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,12 +531,12 @@ func TestSendNormalizesLocalMessages(t *testing.T) {
 func TestSendCanonicalSkipsTheCheck(t *testing.T) {
 	tr := open(t, busDir(t), transit.Options{})
 	ctx := ctxT(t, 30*time.Second)
-	l, err := tr.HostLocal("canon", 10)
+	l, err := tr.InProcess().Host("canon", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := message.Message{"v": int64(7), "l": []any{"a", 1.5}}
-	if err := tr.Send(ctx, "canon", in, transit.SendOptions{Canonical: true}); err != nil {
+	if err := tr.InProcess().SendWait(ctx, "canon", in, transit.HostSendOptions{Canonical: true}); err != nil {
 		t.Fatal(err)
 	}
 	got := recvLocal(t, l, 10*time.Second)
@@ -538,13 +547,13 @@ func TestSendCanonicalSkipsTheCheck(t *testing.T) {
 		t.Errorf("no send_ts in %v", got)
 	}
 	// The promise is the sender's: a broken one is not repaired.
-	if err := tr.Send(ctx, "canon", message.Message{"v": 7}, transit.SendOptions{Canonical: true}); err != nil {
+	if err := tr.InProcess().SendWait(ctx, "canon", message.Message{"v": 7}, transit.HostSendOptions{Canonical: true}); err != nil {
 		t.Fatal(err)
 	}
 	if v := recvLocal(t, l, 10*time.Second)["v"]; v != 7 {
 		t.Errorf("got %#v, want the int as sent", v)
 	}
-	if err := tr.Send(ctx, "canon", nil, transit.SendOptions{Canonical: true}); err == nil {
+	if err := tr.InProcess().SendWait(ctx, "canon", nil, transit.HostSendOptions{Canonical: true}); err == nil {
 		t.Errorf("nil message: got no error, want one")
 	}
 }

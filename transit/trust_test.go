@@ -174,7 +174,7 @@ func TestRunBusRefusesLooseDir(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := transit.RunBus(ctx, dir, slog.New(slog.DiscardHandler))
+	err := transit.RunBus(ctx, dir, transit.BusOptions{Logger: slog.New(slog.DiscardHandler)})
 	if !errors.Is(err, trust.ErrUntrusted) || !strings.Contains(err.Error(), "is writable by others (mode 0777)") {
 		t.Errorf("RunBus: got %v, want a refusal", err)
 	}

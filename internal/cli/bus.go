@@ -61,7 +61,7 @@ stops it now, unless a client still uses it.`,
 				return errors.New("bus: --nats (or MULTIMODULE_NATS) names an external NATS server; there is no embedded bus to run")
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			return transit.RunBusWith(cmd.Context(), transportDir(g), transit.BusOptions{IdleExit: idle, Logger: log})
+			return transit.RunBus(cmd.Context(), transportDir(g), transit.BusOptions{IdleExit: idle, Logger: log})
 		},
 	}
 	cmd.Flags().DurationVar(&idle, "idle-exit", busIdleDefault(), "exit after this long with no client and no stored message (0: never; default from $"+BusIdleEnv+")")

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/multimodule/multimodule/observe"
+	"github.com/multimodule/multimodule/transit"
 )
 
 type queuesOptions struct {
@@ -53,7 +54,7 @@ func runQueues(ctx context.Context, g *Globals, o *queuesOptions, stdout io.Writ
 		return err
 	}
 	defer t.Close()
-	stats, err := t.Stats(ctx)
+	stats, err := t.Stats(ctx, transit.QueueFilter{})
 	if err != nil {
 		return err
 	}

@@ -208,7 +208,7 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 	h := d.tr.Health()
 	snap.Bus = observe.Bus{Connected: h.Connected, Reconnects: h.Reconnects}
 	depth := map[string]int64{}
-	if stats, err := d.tr.Stats(ctx); err != nil {
+	if stats, err := d.tr.Stats(ctx, transit.QueueFilter{}); err != nil {
 		snap.Bus.Error = err.Error()
 	} else {
 		for _, q := range stats {

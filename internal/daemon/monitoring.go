@@ -15,6 +15,7 @@ import (
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // MonitorName is the built-in task that monitors: it samples the
@@ -502,11 +503,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 	ctx, cancel := context.WithTimeout(tc.Context(), 2*time.Second)
 	defer cancel()
 	listAll := now.Sub(t.queuesAt) >= queueListEvery
-	statsOf := d.tr.WaitingStats
-	if listAll {
-		statsOf = d.tr.Stats
-	}
-	stats, err := statsOf(ctx)
+	stats, err := d.tr.Stats(ctx, transit.QueueFilter{Waiting: !listAll})
 	if err == nil {
 		if t.queues == nil || listAll {
 			t.queues = make(map[string]int64, len(stats)) // name → sample it was last seen in

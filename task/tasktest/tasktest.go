@@ -530,7 +530,15 @@ func (x rt) StopRecurs() {
 
 func (x rt) Out(channel, text string, details map[string]any) { x.r.out(channel, text, details) }
 
-func (x rt) Logger() *slog.Logger { return slog.New(&logHandler{r: x.r}) }
+// Logger records the task's log output as out-of-band records, with the
+// daemon's mapping of levels to channels and of attributes to details
+// (oob.NewRecordHandler). Every level is enabled, as with the daemon's
+// highest -d.
+func (x rt) Logger() *slog.Logger {
+	return slog.New(oob.NewRecordHandler(func(_ context.Context, rec oob.Record, _ slog.Level) {
+		x.r.out(rec.Channel, rec.Text, rec.Details)
+	}, nil))
+}
 
 // Process is "main": the task runs in the daemon.
 func (x rt) Process() string { return "main" }

@@ -700,7 +700,7 @@ func (r *run) diagnostics() string {
 	var b strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	stats, err := r.env.Client().Stats(ctx)
+	stats, err := r.env.Client().Stats(ctx, transit.QueueFilter{})
 	fmt.Fprintf(&b, "--- queues (%v):\n", err)
 	for _, q := range stats {
 		fmt.Fprintf(&b, "%s: %d waiting\n", q.Name, q.Msgs)
