@@ -83,3 +83,10 @@ const MaxQueueNameLen = maxQueueNameLen
 
 // Name returns the queue name, for test failures.
 func (l *Local) Name() string { return l.name }
+
+// SetBeforeReceivePull makes every single receive call f just before it
+// sends its pull request; the returned func removes it.
+func SetBeforeReceivePull(f func()) (restore func()) {
+	beforeReceivePull.Store(&f)
+	return func() { beforeReceivePull.Store(nil) }
+}

@@ -431,6 +431,9 @@ type takeover struct {
 	// seqWatch).
 	delivered uint64
 	known     bool
+	// pending is how many messages of the queue wait to be delivered
+	// (the consumer's NumPending), when known is true.
+	pending uint64
 }
 
 // takeOver resets the consumer to its ack floor when messages are
@@ -448,7 +451,7 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 	}
 	tk := takeover{cfg: info.Config}
 	tk.doneSeq, tk.doneN = parseDone(info.Config.Metadata[metaDone])
-	tk.delivered, tk.known = info.Delivered.Consumer, true
+	tk.delivered, tk.known, tk.pending = info.Delivered.Consumer, true, info.NumPending
 	if info.NumAckPending == 0 || (onlyIdle && info.NumWaiting > 0) {
 		return tk, nil
 	}
@@ -462,7 +465,7 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 		"pending", info.NumAckPending, "ack_floor", info.AckFloor.Stream, "delivered", info.Delivered.Stream)
 	tk.delivered, tk.known = 0, false
 	if after, err := cons.Info(ctx); err == nil {
-		tk.delivered, tk.known = after.Delivered.Consumer, true
+		tk.delivered, tk.known, tk.pending = after.Delivered.Consumer, true, after.NumPending
 	}
 	return tk, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -92,6 +93,10 @@ func (b *natsBus) receive(ctx context.Context, scope, qname string, wait bool) (
 	}
 }
 
+// beforeReceivePull, when set (by tests), runs just before a single
+// receive sends its pull request to the bus.
+var beforeReceivePull atomic.Pointer[func()]
+
 // fetchOne takes the next bus message of the queue into q.
 func (b *natsBus) fetchOne(ctx context.Context, q *recvQueue, scope, qname string, wait bool) error {
 	cons, err := b.queueConsumer(ctx, scope, qname)
@@ -102,22 +107,43 @@ func (b *natsBus) fetchOne(ctx context.Context, q *recvQueue, scope, qname strin
 	if err != nil {
 		return err
 	}
+	// A receive that does not wait says the queue is empty only when the
+	// bus says nothing waits in it (the consumer's pending count, from
+	// the info take-over asked for, then asked again after each pull
+	// that brought nothing). It never concludes so from a pull that
+	// brought nothing: the client ends a no-wait pull after a second of
+	// silence, and a slow bus (a large message, a loaded machine) can
+	// take longer to answer. While something waits, it pulls as a
+	// waiting receive does.
+	pending, knowPending := tk.pending, tk.known
 	for {
 		if b.ctx.Err() != nil {
 			return fmt.Errorf("transit: receive from %q: %w", qname, ErrClosed)
 		}
-		var (
-			batch  jetstream.MessageBatch
-			cancel = context.CancelFunc(func() {})
-		)
-		if wait {
-			fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
-			stop := context.AfterFunc(b.ctx, fcancel) // Close ends a waiting receive
-			batch, err = cons.Fetch(1, jetstream.FetchContext(fctx))
-			cancel = func() { stop(); fcancel() }
-		} else {
-			batch, err = cons.FetchNoWait(1)
+		if !wait {
+			if !knowPending {
+				if pending, err = b.pending(ctx, cons); err != nil {
+					return fmt.Errorf("transit: receive from %q: %w", qname, err)
+				}
+			}
+			if pending == 0 {
+				return fmt.Errorf("transit: receive from %q: %w", qname, ErrEmpty)
+			}
+			knowPending = false // the pull may take it: ask again next time
 		}
+		pull := 30 * time.Second
+		if !wait {
+			// Something waits, but another receiver's pull may be served
+			// first: ask again after a shorter pull.
+			pull = 5 * time.Second
+		}
+		fctx, fcancel := context.WithTimeout(ctx, pull)
+		stop := context.AfterFunc(b.ctx, fcancel) // Close ends a waiting receive
+		if f := beforeReceivePull.Load(); f != nil {
+			(*f)()
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+		cancel := func() { stop(); fcancel() }
 		if err != nil {
 			cancel()
 			if ctx.Err() != nil {
@@ -137,9 +163,6 @@ func (b *natsBus) fetchOne(ctx context.Context, q *recvQueue, scope, qname strin
 		if !ok {
 			if ctx.Err() != nil {
 				return fmt.Errorf("transit: receive from %q: %w", qname, ctx.Err())
-			}
-			if !wait {
-				return fmt.Errorf("transit: receive from %q: %w", qname, ErrEmpty)
 			}
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 				b.log.Debug("receive: pull ended", "queue", qname, "err", err)
@@ -270,4 +293,16 @@ func (b *natsBus) leave(q *recvQueue) {
 		}
 	}
 	q.drop()
+}
+
+// pending asks the bus how many messages of cons's queue wait to be
+// delivered.
+func (b *natsBus) pending(ctx context.Context, cons jetstream.Consumer) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("bus consumer %s: info: %w", cons.CachedInfo().Name, err)
+	}
+	return info.NumPending, nil
 }

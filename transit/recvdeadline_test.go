@@ -3,6 +3,9 @@ package transit_test
 import (
 	"context"
 	"errors"
+	"github.com/multimodule/multimodule/message"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,5 +48,79 @@ func TestReceiveDeadlineAgreesWithContext(t *testing.T) {
 	}
 	if ctx.Err() == nil {
 		t.Fatalf("Receive reported %v while its context was still live", err)
+	}
+}
+
+// TestTryReceiveWaitsForASlowBus: a receive that does not wait says
+// "empty" only when the bus says so. Here the bus process is stopped
+// (SIGSTOP) just as the receive pulls a message that waits: the pull
+// goes unanswered for longer than the client waits for a no-wait pull,
+// and the receive must neither call the queue empty nor lose the
+// message; once the bus runs again, it returns it.
+func TestTryReceiveWaitsForASlowBus(t *testing.T) {
+	dir := busDir(t)
+	tr := open(t, dir, transit.Options{})
+	ctx := ctxT(t, 60*time.Second)
+	if _, err := tr.TryReceive(ctx, "slow.q"); !errors.Is(err, transit.ErrEmpty) {
+		t.Fatalf("TryReceive of an empty queue: got %v, want ErrEmpty", err)
+	}
+	if err := tr.Send(ctx, "slow.q", message.Message{"n": 1}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bi, err := transit.ReadBusInfo(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	frozen := make(chan struct{})
+	defer transit.SetBeforeReceivePull(func() {
+		once.Do(func() {
+			if err := syscall.Kill(bi.PID, syscall.SIGSTOP); err != nil {
+				t.Errorf("stop the bus: %v", err)
+			}
+			close(frozen)
+		})
+	})()
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			syscall.Kill(bi.PID, syscall.SIGCONT)
+		}
+	}
+	defer thaw()
+
+	type result struct {
+		m   message.Message
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		m, err := tr.TryReceive(ctx, "slow.q")
+		res <- result{m, err}
+	}()
+	select {
+	case <-frozen:
+	case r := <-res:
+		t.Fatalf("TryReceive returned %v, %v without pulling", r.m, r.err)
+	}
+	// The client gives up on a no-wait pull after 1 s of silence; the
+	// bus stays stopped for 3 s.
+	select {
+	case r := <-res:
+		t.Fatalf("while the bus was stopped, TryReceive returned %v, %v; want it to wait for the bus' answer", r.m, r.err)
+	case <-time.After(3 * time.Second):
+	}
+	thaw()
+	select {
+	case r := <-res:
+		if r.err != nil {
+			t.Fatalf("TryReceive after the bus resumed: %v", r.err)
+		}
+		if n, _ := message.Int(r.m["n"]); n != 1 {
+			t.Fatalf("TryReceive: got %v, want n=1", r.m)
+		}
+	case <-ctx.Done():
+		t.Fatal("TryReceive did not return after the bus resumed")
 	}
 }

@@ -364,7 +364,9 @@ func (t *Transit) Receive(ctx context.Context, qname string) (message.Message, e
 	return t.receive(ctx, qname, true)
 }
 
-// TryReceive is Receive without waiting: ErrEmpty when nothing waits.
+// TryReceive is Receive without waiting for a message to come: ErrEmpty
+// when the bus says nothing waits in the queue. It does wait for the
+// bus' answer, however slow.
 func (t *Transit) TryReceive(ctx context.Context, qname string) (message.Message, error) {
 	return t.receive(ctx, qname, false)
 }
