@@ -29,6 +29,8 @@ import (
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
 	_ "github.com/multimodule/multimodule/tasks" // the builtin namespace is always there
+	"github.com/multimodule/multimodule/tasks/monitortask"
+	"github.com/multimodule/multimodule/tasks/oobtask"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -76,8 +78,8 @@ type Daemon struct {
 	tr     *transit.Transit
 	host   *host.Host
 	oob    *oob.Dispatcher
-	ext    *externals   // the daemon's external supervisor (nil in externals)
-	mon    *monitorTask // the MultiModule task (nil in externals)
+	ext    *externals        // the daemon's external supervisor (nil in externals)
+	mon    *monitortask.Task // the MultiModule task (nil in externals)
 	self   procid.Identity
 	exitCh chan exitRequest
 	// statusMu guards the last status written (writeMainStatus).
@@ -181,7 +183,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		// directory looked at as often as the supervisor checks.
 		st.KeepFailsafeView(failsafeCheckEvery)
 		d.ext = newExternals(d)
-		d.mon = &monitorTask{d: d}
+		d.mon = monitortask.New(monitorHooks{d}, st, d.log)
 		if err := d.listenHTTP(); err != nil {
 			return err
 		}
@@ -284,7 +286,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 	if opts.Task == "" {
 		// The daemon always runs these two: records from externals, and
 		// the monitor.
-		for _, name := range []string{OutOfBandName, MonitorName} {
+		for _, name := range []string{oobtask.Name, monitortask.Name} {
 			if _, ok := h.Config(name); !ok {
 				if err := h.Configure(name, map[string]any{}); err != nil {
 					d.log.Error("loading a built-in task", "task", name, "error", err)
@@ -485,7 +487,7 @@ func contains(list []string, s string) bool {
 // external process hosts its own task (owning its queue) and local copies
 // of stateless tasks.
 func (d *Daemon) placement(name string, def task.Definition, cfg map[string]any) host.Placement {
-	if name == OutOfBandName && d.opts.Task != "" {
+	if name == oobtask.Name && d.opts.Task != "" {
 		return host.NotHere // records from externals are handled by the daemon
 	}
 	if d.opts.Task == "" {

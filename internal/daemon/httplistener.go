@@ -221,21 +221,17 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 	}
 	levels, all := store.Levels{}, store.Levels{}
 	if d.mon != nil {
-		if m := d.mon.monitor(); m != nil {
-			for _, b := range m.Buckets() {
-				name, _, _ := cutBucket(b)
-				if _, done := all[name]; done {
-					continue
+		if l := d.mon.Levels(); l != nil {
+			all = l
+		}
+		for name, lvs := range all {
+			lv := map[string]string{}
+			for k, v := range lvs {
+				if v != "" && v != "ok" {
+					lv[k] = v
 				}
-				all[name] = m.Levels(name)
-				lv := map[string]string{}
-				for k, v := range all[name] {
-					if v != "" && v != "ok" {
-						lv[k] = v
-					}
-				}
-				levels[name] = lv
 			}
+			levels[name] = lv
 		}
 	}
 	reasons, _ := d.store.LoadReasons()

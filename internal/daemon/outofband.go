@@ -11,12 +11,10 @@ import (
 	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
+	"github.com/multimodule/multimodule/tasks/monitortask"
+	"github.com/multimodule/multimodule/tasks/oobtask"
 	"github.com/multimodule/multimodule/transit"
 )
-
-// OutOfBandName is the built-in task (and queue) that handles out-of-band
-// records in the daemon. External processes send their records to it.
-const OutOfBandName = "OutOfBand"
 
 // newDispatcher builds the out-of-band dispatcher of this process. The
 // daemon handles records as -o says; an external process forwards every
@@ -29,7 +27,7 @@ func (d *Daemon) newDispatcher() (*oob.Dispatcher, error) {
 	if d.opts.Task != "" {
 		handling = oob.Handling{}
 		for _, ch := range []string{"log", "error", "alert", "debug"} {
-			handling[ch] = OutOfBandName
+			handling[ch] = oobtask.Name
 		}
 	}
 	return oob.New(oob.Options{
@@ -41,7 +39,7 @@ func (d *Daemon) newDispatcher() (*oob.Dispatcher, error) {
 			if _, ok := m["source"]; ok {
 				m["previous_source"] = m["source"]
 			}
-			m["source"] = OutOfBandName
+			m["source"] = oobtask.Name
 			return d.sendQueue(ctx, host.RouterName, m)
 		},
 		SendQueue: d.sendQueue,
@@ -69,37 +67,19 @@ func (d *Daemon) out(channel, taskName, text string, details map[string]any) {
 	})
 }
 
-// outOfBandTask is the built-in OutOfBand task: its config sets the
-// channel filters (include_matches / exclude_matches, applied live), and
-// the records it receives (from external processes) are handled here.
-type outOfBandTask struct{ disp *oob.Dispatcher }
-
-func (t *outOfBandTask) SetConfig(tc *task.Context, cfg map[string]any) error {
-	return t.disp.SetFilters(cfg)
-}
-
-func (t *outOfBandTask) Message(tc *task.Context, m message.Message) error {
-	r, err := oob.RecordFromMessage(m)
-	if err != nil {
-		return fmt.Errorf("not an out-of-band record: %w", err)
-	}
-	t.disp.Handle(tc.Context(), r)
-	return nil
-}
-
 // builtinSource offers the built-in tasks bound to this daemon: OutOfBand
 // (its dispatcher) and, in the daemon, MultiModule (its monitor).
 func (d *Daemon) builtinSource() registry.Source {
 	reg := registry.New()
 	reg.MustRegister(task.Definition{
 		Namespace: task.Builtin,
-		Name:      OutOfBandName,
-		New:       func() (task.Task, error) { return &outOfBandTask{disp: d.oob}, nil },
+		Name:      oobtask.Name,
+		New:       func() (task.Task, error) { return oobtask.New(d.oob), nil },
 	})
 	if d.opts.Task == "" {
 		reg.MustRegister(task.Definition{
 			Namespace: task.Builtin,
-			Name:      MonitorName,
+			Name:      monitortask.Name,
 			New:       func() (task.Task, error) { return d.mon, nil },
 		})
 	}

@@ -1,0 +1,114 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/monitor"
+	"github.com/multimodule/multimodule/oob"
+	"github.com/multimodule/multimodule/task/registry"
+	"github.com/multimodule/multimodule/tasks/monitortask"
+	"github.com/multimodule/multimodule/tasks/oobtask"
+	"github.com/multimodule/multimodule/transit"
+)
+
+// ErrMainFailsafe refuses to failsafe the daemon itself.
+var ErrMainFailsafe = errors.New("the daemon itself is never failsafed")
+
+// failsafe stops a task until a human clears it: the failsafe
+// file holds the alert (or the operator's reason); an external process is
+// killed, an internal task unloaded; its messages wait in its queue.
+func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
+	if name == monitor.DaemonTask || name == monitortask.Name {
+		return ErrMainFailsafe
+	}
+	if err := registry.ValidateName(name); err != nil {
+		return err
+	}
+	if name == oobtask.Name {
+		// The records of every external process (their errors, the
+		// reasons for what they do) come through it.
+		return fmt.Errorf("%s is never failsafed: the records of the external processes go through it", name)
+	}
+	if why := d.reservedName(name); why != "" {
+		return fmt.Errorf("%s is a reserved name (%s): there is no task to failsafe", name, why)
+	}
+	if _, configured := d.host.Config(name); !configured {
+		if _, known := d.host.Lookup(name); !known {
+			return fmt.Errorf("failsafe %s: %w, and it is not configured", name, d.notFound(name))
+		}
+	}
+	if alert == nil {
+		alert = map[string]any{}
+	}
+	alert["failsafed_by"] = by
+	alert["failsafe_ts"] = float64(time.Now().UnixNano()) / 1e9
+	if err := d.store.WriteFailsafe(name, alert); err != nil {
+		return fmt.Errorf("failsafe %s: %w", name, err)
+	}
+	d.host.Out(oob.ChannelAlert, name, fmt.Sprintf("task %s failsafed (%s): it stays stopped, its messages wait, until `multimodule unfailsafe %s`", name, by, name), alert)
+	if p := d.ext.process(name); p != nil {
+		d.ext.markStopping(name)
+		_ = p.Signal(9) // the task's process is killed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// At once: what it fetched and has not handled waits on the bus (a
+	// task failsafed for failing would fail it too).
+	if err := d.host.UnloadNow(ctx, name); err != nil {
+		d.host.Out(oob.ChannelError, name, fmt.Sprintf("failsafe %s: unload: %v", name, err), nil)
+	}
+	if d.mon != nil {
+		d.mon.ClearTask(name)
+	}
+	d.host.Counters().Clear(name)
+	return nil
+}
+
+// unfailsafe clears a failsafe: the task comes back and drains its queue.
+func (d *Daemon) unfailsafe(name string) error {
+	if err := registry.ValidateName(name); err != nil {
+		return err
+	}
+	if err := d.store.ClearFailsafe(name); err != nil {
+		return fmt.Errorf("unfailsafe %s: %w", name, err)
+	}
+	if d.mon != nil {
+		d.mon.ClearTask(name)
+	}
+	d.host.Out(oob.ChannelLog, name, fmt.Sprintf("task %s unfailsafed: starting it again", name), nil)
+	d.noteUnfailsafe(name)
+	d.ext.request(name)
+	if err := d.host.Reconcile(name); err != nil {
+		return fmt.Errorf("unfailsafe %s: %w", name, err)
+	}
+	return nil
+}
+
+// monitorHooks is what the MultiModule task (tasks/monitortask) reaches
+// of the daemon.
+type monitorHooks struct{ d *Daemon }
+
+func (m monitorHooks) Counters() *host.Counters { return m.d.host.Counters() }
+func (m monitorHooks) Tasks() []host.TaskInfo   { return m.d.host.Tasks() }
+func (m monitorHooks) Externals() map[string]int {
+	return m.d.ext.running()
+}
+func (m monitorHooks) QueueStats(ctx context.Context, all bool) ([]transit.QueueStat, error) {
+	if all {
+		return m.d.tr.Stats(ctx)
+	}
+	return m.d.tr.WaitingStats(ctx)
+}
+func (m monitorHooks) Out(channel, task, text string, details map[string]any) {
+	m.d.host.Out(channel, task, text, details)
+}
+func (m monitorHooks) Failsafe(name string, alert map[string]any, by string) error {
+	return m.d.failsafe(name, alert, by)
+}
+func (m monitorHooks) Evaluated() { m.d.saveReasons() }
+
+var _ monitortask.Daemon = monitorHooks{}
