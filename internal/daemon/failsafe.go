@@ -21,7 +21,8 @@ var ErrMainFailsafe = errors.New("the daemon itself is never failsafed")
 // failsafe stops a task until a human clears it: the failsafe
 // file holds the alert (or the operator's reason); an external process is
 // killed, an internal task unloaded; its messages wait in its queue.
-func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
+func (m *mainRole) failsafe(name string, alert map[string]any, by string) error {
+	d := m.d
 	if name == monitor.DaemonTask || name == monitortask.Name {
 		return ErrMainFailsafe
 	}
@@ -50,8 +51,8 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 		return fmt.Errorf("failsafe %s: %w", name, err)
 	}
 	d.host.Out(oob.ChannelAlert, name, fmt.Sprintf("task %s failsafed (%s): it stays stopped, its messages wait, until `multimodule unfailsafe %s`", name, by, name), alert)
-	if p := d.ext.process(name); p != nil {
-		d.ext.markStopping(name)
+	if p := m.ext.process(name); p != nil {
+		m.ext.markStopping(name)
 		_ = p.Signal(9) // the task's process is killed
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -61,27 +62,24 @@ func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
 	if err := d.host.UnloadNow(ctx, name); err != nil {
 		d.host.Out(oob.ChannelError, name, fmt.Sprintf("failsafe %s: unload: %v", name, err), nil)
 	}
-	if d.mon != nil {
-		d.mon.ClearTask(name)
-	}
+	m.mon.ClearTask(name)
 	d.host.Counters().Clear(name)
 	return nil
 }
 
 // unfailsafe clears a failsafe: the task comes back and drains its queue.
-func (d *Daemon) unfailsafe(name string) error {
+func (m *mainRole) unfailsafe(name string) error {
+	d := m.d
 	if err := registry.ValidateName(name); err != nil {
 		return err
 	}
 	if err := d.store.ClearFailsafe(name); err != nil {
 		return fmt.Errorf("unfailsafe %s: %w", name, err)
 	}
-	if d.mon != nil {
-		d.mon.ClearTask(name)
-	}
+	m.mon.ClearTask(name)
 	d.host.Out(oob.ChannelLog, name, fmt.Sprintf("task %s unfailsafed: starting it again", name), nil)
-	d.noteUnfailsafe(name)
-	d.ext.request(name)
+	m.noteUnfailsafe(name)
+	m.ext.request(name)
 	if err := d.host.Reconcile(name); err != nil {
 		return fmt.Errorf("unfailsafe %s: %w", name, err)
 	}
@@ -90,25 +88,23 @@ func (d *Daemon) unfailsafe(name string) error {
 
 // monitorHooks is what the MultiModule task (tasks/monitortask) reaches
 // of the daemon.
-type monitorHooks struct{ d *Daemon }
+type monitorHooks struct{ m *mainRole }
 
-func (m monitorHooks) Counters() *host.Counters { return m.d.host.Counters() }
-func (m monitorHooks) Tasks() []host.TaskInfo   { return m.d.host.Tasks() }
-func (m monitorHooks) Externals() map[string]int {
-	return m.d.ext.running()
-}
-func (m monitorHooks) QueueStats(ctx context.Context, all bool) ([]transit.QueueStat, error) {
+func (h monitorHooks) Counters() *host.Counters  { return h.m.d.host.Counters() }
+func (h monitorHooks) Tasks() []host.TaskInfo    { return h.m.d.host.Tasks() }
+func (h monitorHooks) Externals() map[string]int { return h.m.ext.running() }
+func (h monitorHooks) QueueStats(ctx context.Context, all bool) ([]transit.QueueStat, error) {
 	if all {
-		return m.d.tr.Stats(ctx)
+		return h.m.d.tr.Stats(ctx)
 	}
-	return m.d.tr.WaitingStats(ctx)
+	return h.m.d.tr.WaitingStats(ctx)
 }
-func (m monitorHooks) Out(channel, task, text string, details map[string]any) {
-	m.d.host.Out(channel, task, text, details)
+func (h monitorHooks) Out(channel, task, text string, details map[string]any) {
+	h.m.d.host.Out(channel, task, text, details)
 }
-func (m monitorHooks) Failsafe(name string, alert map[string]any, by string) error {
-	return m.d.failsafe(name, alert, by)
+func (h monitorHooks) Failsafe(name string, alert map[string]any, by string) error {
+	return h.m.failsafe(name, alert, by)
 }
-func (m monitorHooks) Evaluated() { m.d.saveReasons() }
+func (h monitorHooks) Evaluated() { h.m.saveReasons() }
 
 var _ monitortask.Daemon = monitorHooks{}

@@ -11,27 +11,21 @@ import (
 	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
-	"github.com/multimodule/multimodule/tasks/monitortask"
 	"github.com/multimodule/multimodule/tasks/oobtask"
 	"github.com/multimodule/multimodule/transit"
 )
 
 // newDispatcher builds the out-of-band dispatcher of this process. The
 // daemon handles records as -o says; an external process forwards every
-// record to the daemon's OutOfBand queue, so they are handled in one place.
+// record to the daemon's OutOfBand queue, so they are handled in one place
+// (role.outOfBand).
 func (d *Daemon) newDispatcher() (*oob.Dispatcher, error) {
 	handling, err := oob.ParseHandling(d.opts.OOB)
 	if err != nil {
 		return nil, fmt.Errorf("-o: %w", err)
 	}
-	if d.opts.Task != "" {
-		handling = oob.Handling{}
-		for _, ch := range []string{"log", "error", "alert", "debug"} {
-			handling[ch] = oobtask.Name
-		}
-	}
 	return oob.New(oob.Options{
-		Handling:   handling,
+		Handling:   d.role.outOfBand(handling),
 		Stdout:     d.opts.Stdout,
 		Stderr:     d.opts.Stderr,
 		DebugLevel: d.opts.DebugLevel,
@@ -61,27 +55,32 @@ func (d *Daemon) sendQueue(ctx context.Context, qname string, m message.Message)
 // out is the host's OutFunc: every record of this process goes through
 // the dispatcher.
 func (d *Daemon) out(channel, taskName, text string, details map[string]any) {
-	d.noteAlert(channel, taskName, text, details)
 	d.oob.Handle(context.Background(), oob.Record{
 		Channel: channel, Task: taskName, Text: text, Details: details, Time: time.Now(),
 	})
 }
 
-// builtinSource offers the built-in tasks bound to this daemon: OutOfBand
-// (its dispatcher) and, in the daemon, MultiModule (its monitor).
+// builtinSource offers the built-in tasks bound to this process (the
+// role's builtins).
 func (d *Daemon) builtinSource() registry.Source {
 	reg := registry.New()
-	reg.MustRegister(task.Definition{
+	d.role.builtins(reg)
+	return reg.Namespace(task.Builtin)
+}
+
+// oobTaskDefinition is the OutOfBand task of this process: its records
+// handled by this process' dispatcher.
+func oobTaskDefinition(d *Daemon) task.Definition {
+	return task.Definition{
 		Namespace: task.Builtin,
 		Name:      oobtask.Name,
 		New:       func() (task.Task, error) { return oobtask.New(d.oob), nil },
-	})
-	if d.opts.Task == "" {
-		reg.MustRegister(task.Definition{
-			Namespace: task.Builtin,
-			Name:      monitortask.Name,
-			New:       func() (task.Task, error) { return d.mon, nil },
-		})
 	}
-	return reg.Namespace(task.Builtin)
+}
+
+// restoreConfigs applies the configs saved in the state directory.
+func (d *Daemon) restoreConfigs() {
+	if err := d.host.RestoreConfigs(); err != nil {
+		d.log.Error("restoring saved configs", "error", err)
+	}
 }

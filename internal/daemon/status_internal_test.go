@@ -15,6 +15,7 @@ func TestExternalStatusWrittenOnlyWhenDue(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &Daemon{opts: Options{Task: "Ext"}, store: st}
+	d.role = &externalRole{d: d, task: "Ext"}
 	saved := func() float64 {
 		t.Helper()
 		s, err := st.LoadStatus("Ext")
