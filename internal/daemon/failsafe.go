@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/multimodule/multimodule/host"
@@ -102,9 +103,54 @@ func (h monitorHooks) QueueStats(ctx context.Context, all bool) ([]transit.Queue
 func (h monitorHooks) Out(channel, task, text string, details map[string]any) {
 	h.m.d.host.Out(channel, task, text, details)
 }
-func (h monitorHooks) Failsafe(name string, alert map[string]any, by string) error {
-	return h.m.failsafe(name, alert, by)
+func (h monitorHooks) Failsafe(name string, alert map[string]any) {
+	if !h.m.monitorFailsafes.start(func() { _ = h.m.failsafe(name, alert, "monitor") }) {
+		h.m.d.log.Warn("monitor: not failsafed, the daemon is exiting", "task", name)
+	}
 }
 func (h monitorHooks) Evaluated() { h.m.saveReasons() }
 
 var _ monitortask.Daemon = monitorHooks{}
+
+// joined runs functions on goroutines of their own until it is closed,
+// and close waits for them.
+type joined struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// start runs fn on a goroutine of its own; false, without running it,
+// once close was called.
+func (j *joined) start(fn func()) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return false
+	}
+	j.wg.Go(fn)
+	return true
+}
+
+// close refuses new functions and waits for those running.
+func (j *joined) close() {
+	j.mu.Lock()
+	j.closed = true
+	j.mu.Unlock()
+	j.wg.Wait()
+}
+
+// addMonitorFailsafes adds the actor that owns the monitor's failsafes:
+// each runs on a goroutine of its own (one may wait a minute for its task
+// to stop, and the monitor must not wait for it). Stopped, it waits for
+// those under way; the monitor's later verdicts are reported, not
+// carried out: the tasks are about to stop anyway, and a task that still
+// misbehaves after the next start is failsafed then.
+func (m *mainRole) addMonitorFailsafes(g *group) {
+	stop := make(chan struct{})
+	g.add(func() error {
+		<-stop
+		m.monitorFailsafes.close()
+		return nil
+	}, func(error) { close(stop) })
+}

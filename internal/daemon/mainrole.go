@@ -26,6 +26,9 @@ type mainRole struct {
 	mon  *monitortask.Task // the MultiModule task
 	svc  *service          // the service manager (service.go)
 	http *httpListener     // the HTTP listener (--http), nil without one
+	// monitorFailsafes are the failsafes the monitor decided, under way
+	// (addMonitorFailsafes).
+	monitorFailsafes joined
 }
 
 func (m *mainRole) process() string { return "main" }
@@ -117,7 +120,8 @@ func (m *mainRole) start() error {
 func (m *mainRole) heapFloor() int64 { return defaultHeapFloor }
 
 // addIntake adds, in the order they stop: the service manager's link
-// (STOPPING=1, no more reloads), the HTTP listener, the control queue.
+// (STOPPING=1, no more reloads), the HTTP listener, the control queue,
+// the monitor's failsafes.
 func (m *mainRole) addIntake(g *group) {
 	m.addService(g)
 	if l := m.http; l != nil {
@@ -134,6 +138,7 @@ func (m *mainRole) addIntake(g *group) {
 		})
 	}
 	g.addUntilStopped(m.control)
+	m.addMonitorFailsafes(g)
 }
 
 // ready starts the HTTP listener's sampling and names it in

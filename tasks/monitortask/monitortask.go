@@ -53,9 +53,12 @@ type Daemon interface {
 	QueueStats(ctx context.Context, all bool) ([]transit.QueueStat, error)
 	// Out writes an out-of-band record (channel: oob.Channel*).
 	Out(channel, task, text string, details map[string]any)
-	// Failsafe stops a task until a human clears it; alert says why, by
-	// who decided ("monitor").
-	Failsafe(name string, alert map[string]any, by string) error
+	// Failsafe asks the daemon to stop a task until a human clears it,
+	// the monitor having decided so; alert says why. It is called while
+	// the monitor evaluates, on the task's goroutine: it must not wait
+	// for the task to stop (the daemon does that on a goroutine of its
+	// own, and stops the monitor first).
+	Failsafe(name string, alert map[string]any)
 	// Evaluated is called after every evaluation, once the levels are
 	// saved.
 	Evaluated()
@@ -186,11 +189,24 @@ type quietRun struct {
 	recorded time.Time // its last sample recorded; zero: none
 }
 
+// SetConfig applies the config: windows, buckets, thresholds, and the
+// intervals of sampling and evaluation. Changed windows or bucket rules
+// start the history anew; changed thresholds apply to it.
 func (t *Task) SetConfig(tc *task.Context, cfg map[string]any) error {
 	mc, err := parseMonitorConfig(cfg)
 	if err != nil {
 		return err
 	}
+	if err := t.apply(mc); err != nil {
+		return err
+	}
+	tc.NamedRecur("sample", mc.sample, t.sample)
+	tc.NamedRecur("evaluate", mc.evaluate, t.evaluate)
+	return nil
+}
+
+// apply makes the monitor for mc, or gives the one there its thresholds.
+func (t *Task) apply(mc monitorConfig) error {
 	shape := fmt.Sprint(mc.windows, mc.buckets)
 	t.mu.Lock()
 	if t.m == nil || shape != t.shape {
@@ -200,7 +216,7 @@ func (t *Task) SetConfig(tc *task.Context, cfg map[string]any) error {
 			Buckets:    mc.buckets,
 			Thresholds: mc.thresholds,
 			OnAlert:    t.onAlert,
-			OnFailsafe: func(name string, a monitor.Alert) { go t.d.Failsafe(name, a.Message(), "monitor") },
+			OnFailsafe: func(name string, a monitor.Alert) { t.d.Failsafe(name, a.Message()) },
 			MayFailsafe: func(name string) bool {
 				return name != monitor.DaemonTask && name != Name && name != oobtask.Name
 			},
@@ -226,8 +242,6 @@ func (t *Task) SetConfig(tc *task.Context, cfg map[string]any) error {
 		}
 		t.sampler = s
 	}
-	tc.NamedRecur("sample", mc.sample, t.sample)
-	tc.NamedRecur("evaluate", mc.evaluate, t.evaluate)
 	return nil
 }
 
