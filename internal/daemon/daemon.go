@@ -177,6 +177,8 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	d.store = st
+	// Its status file names this process by its identity (pid and start
+	// time): without one it cannot start.
 	if _, err := procid.Self(); err != nil {
 		return fmt.Errorf("identify this process: %w", err)
 	}
@@ -243,7 +245,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 	// here ends before Run returns: nothing acts on the host after its
 	// shutdown.
 	var g group
-	d.addLifecycle(&g, ctx)
+	d.addLifecycle(ctx, &g)
 	d.role.addIntake(&g)
 	g.addUntilStopped(func(ctx context.Context) { _ = h.Run(ctx) })
 	if opts.ConfigFile != "" {
@@ -265,7 +267,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 // addLifecycle adds the actor that announces this process ready and
 // waits for the request to exit: ctx done (a signal) or a cleanly_exit
 // control message. It returns first, and so begins the orderly exit.
-func (d *Daemon) addLifecycle(g *group, ctx context.Context) {
+func (d *Daemon) addLifecycle(ctx context.Context, g *group) {
 	stop := make(chan struct{})
 	g.add(func() error {
 		if err := d.writeMainStatus(); err != nil {

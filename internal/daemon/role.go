@@ -12,7 +12,7 @@ import (
 // role is what differs between the two ways this program runs: as the
 // daemon (mainRole, mainrole.go) or as the external process of one task
 // (-m, externalRole, externalrole.go). Run does the rest, the same for
-// both, calling these in the order they are listed.
+// both; it calls these about in the order they are listed.
 type role interface {
 	// process names this process: "main", or the task's name.
 	process() string

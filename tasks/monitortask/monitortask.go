@@ -57,7 +57,7 @@ type Daemon interface {
 	// the monitor having decided so; alert says why. It is called while
 	// the monitor evaluates, on the task's goroutine: it must not wait
 	// for the task to stop (the daemon does that on a goroutine of its
-	// own, and stops the monitor first).
+	// own, which it joins before it shuts its tasks down).
 	Failsafe(name string, alert map[string]any)
 	// Evaluated is called after every evaluation, once the levels are
 	// saved.
@@ -245,6 +245,7 @@ func (t *Task) apply(mc monitorConfig) error {
 	return nil
 }
 
+// Message ignores the messages sent to the task: the monitor takes none.
 func (t *Task) Message(tc *task.Context, m message.Message) error { return nil }
 
 func (t *Task) monitor() *monitor.Monitor {
