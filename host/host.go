@@ -87,13 +87,6 @@ type Options struct {
 	// changed and its hosting here was reconciled; the daemon's external
 	// supervisor hooks in here.
 	OnConfigChanged func(name string, config map[string]any)
-	// HeapFloor is the smallest heap goal (bytes) the garbage collector
-	// gets in this process while the host runs (see DefaultHeapFloor):
-	// 0 means DefaultHeapFloor for the daemon (Process "main") and
-	// ExternalHeapFloor for an external process, negative leaves the
-	// collector alone, as does a GOGC environment variable. It is
-	// process-wide; the first Host to Run sets it.
-	HeapFloor int64
 	// InFlight, in an external process, is told of every bus delivery of
 	// the task it hosts (the task named by Process), so that its
 	// supervisor learns which message was being handled when the process
@@ -226,12 +219,6 @@ func New(opts Options) (*Host, error) {
 	if opts.Placement == nil {
 		opts.Placement = DefaultPlacement
 	}
-	if opts.HeapFloor == 0 {
-		opts.HeapFloor = DefaultHeapFloor
-		if opts.Process != "main" {
-			opts.HeapFloor = ExternalHeapFloor
-		}
-	}
 	self, err := procid.Self()
 	if err != nil {
 		return nil, fmt.Errorf("host: identify this process: %w", err)
@@ -302,11 +289,10 @@ func (h *Host) Store() *store.Store { return h.opts.Store }
 func (h *Host) Logger() *slog.Logger { return h.log }
 
 // Run starts the host's background work (state saving, scanning the bus
-// for waiting messages, flushing; the garbage collector's heap floor, see
-// Options.HeapFloor) and blocks until ctx is done. It does
-// not unload tasks: call Shutdown for an orderly exit.
+// for waiting messages, flushing) and blocks until ctx is done. It does
+// not unload tasks: call Shutdown for an orderly exit. It sets no
+// process-wide policy (the garbage collector's is the program's).
 func (h *Host) Run(ctx context.Context) error {
-	tuneGC(h.opts.HeapFloor)
 	h.wg.Add(1)
 	go h.saver()
 	scanBus := h.opts.ScanInterval > 0

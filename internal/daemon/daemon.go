@@ -10,11 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +20,6 @@ import (
 	"github.com/multimodule/multimodule/exectask"
 	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/internal/configfile"
-	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/procid"
 	"github.com/multimodule/multimodule/store"
@@ -61,25 +58,33 @@ type Options struct {
 	HTTPToken string
 }
 
-// ExitRequest is how a run ends: the exit code and whether externals are
-// stopped too.
+// exitRequest is how a run ends: why, and whether externals are stopped
+// too.
 type exitRequest struct {
 	exitExternals bool
 	reason        string
 }
 
-// Daemon is one running daemon (or external process).
+// Daemon is one running daemon (or external process). What differs
+// between the two is its role (role.go); the rest is the same.
 type Daemon struct {
 	opts   Options
+	role   role
 	log    *slog.Logger
 	store  *store.Store
 	tr     *transit.Transit
 	host   *host.Host
 	oob    *oob.Dispatcher
-	ext    *externals   // the daemon's external supervisor (nil in externals)
-	mon    *monitorTask // the MultiModule task (nil in externals)
-	self   procid.Identity
 	exitCh chan exitRequest
+	// exit is the request the run ends with, set by the lifecycle actor
+	// before it returns (read by the actors it stops).
+	exit exitRequest
+	// readied is closed once this process is ready (the lifecycle actor).
+	readied chan struct{}
+	// shutdown bounds the orderly exit (shutdownContext).
+	shutdownOnce   sync.Once
+	shutdownCtx    context.Context
+	shutdownCancel context.CancelFunc
 	// statusMu guards the last status written (writeMainStatus).
 	statusMu    sync.Mutex
 	statusKey   string
@@ -88,16 +93,15 @@ type Daemon struct {
 	execDirs []*exectask.Dir
 	// srcs are the task sources, in search order (for notFound).
 	srcs registry.Sources
-	// svc is the daemon's side of its service manager (service.go).
-	svc *service
-	// http is the HTTP listener (--http), nil without one.
-	http *httpListener
 }
 
 // Run runs the daemon until ctx is cancelled or a cleanly_exit control
 // message arrives, then exits in order. The cause of ctx's cancellation
 // decides how: a cause with a SignalValue() method returning SIGINT also stops the
 // externals.
+//
+// With opts.Task set, it runs as the external process of that task
+// instead (externalRole), until ctx is cancelled.
 func Run(ctx context.Context, opts Options) (retErr error) {
 	if opts.ControlQueue == "" {
 		opts.ControlQueue = DefaultControlQueue
@@ -123,28 +127,35 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 	if err := transit.ValidateQueueName(opts.ControlQueue); err != nil {
 		return fmt.Errorf("-q: %w", err)
 	}
-	process := "main"
-	if opts.Task != "" {
-		process = opts.Task
-	}
 	d := &Daemon{
-		opts:   opts,
-		exitCh: make(chan exitRequest, 1),
+		opts:    opts,
+		exitCh:  make(chan exitRequest, 1),
+		readied: make(chan struct{}),
 	}
+	if opts.Task == "" {
+		d.role = &mainRole{d: d}
+	} else {
+		d.role = &externalRole{d: d, task: opts.Task}
+	}
+	defer func() {
+		if d.shutdownCancel != nil {
+			d.shutdownCancel()
+		}
+	}()
 	disp, err := d.newDispatcher()
 	if err != nil {
 		return err
 	}
 	defer disp.Close()
 	d.oob = disp
-	d.log = slog.New(oob.NewSlogHandler(disp)).With("process", process)
-	d.svc = d.newService()
-	defer d.serviceClose()
+	d.log = slog.New(oob.NewSlogHandler(disp)).With("process", d.role.process())
+	defer d.role.begin()()
 
 	// What the command line names is checked before anything is created
-	// or started: the task sources (-p) and the config file (-c), which a
-	// daemon refuses to start without. (A config file that breaks while
-	// the daemon runs is only reported: the daemon keeps its config.)
+	// or started: the task sources (-p) and the config file (-c), which
+	// this program refuses to start without. (A config file that breaks
+	// while the daemon runs is only reported: the daemon keeps its
+	// config.)
 	sources, err := d.sources()
 	defer func() {
 		for _, dir := range d.execDirs {
@@ -155,7 +166,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		return err
 	}
 	d.srcs = sources
-	if opts.ConfigFile != "" && opts.Task == "" {
+	if opts.ConfigFile != "" {
 		if _, err := configfile.Load(opts.ConfigFile); err != nil {
 			return fmt.Errorf("not started: the config file (-c) must load: %w", err)
 		}
@@ -166,52 +177,38 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	d.store = st
-	if d.self, err = procid.Self(); err != nil {
+	// Its status file names this process by its identity (pid and start
+	// time): without one it cannot start.
+	if _, err := procid.Self(); err != nil {
 		return fmt.Errorf("identify this process: %w", err)
 	}
-	var inflight host.InFlight
-	if opts.Task == "" {
-		release, err := st.LockDaemon()
-		if err != nil {
-			return err
-		}
-		defer release()
-		// The supervisor's safety pass and every load ask whether each
-		// task is failsafed: from memory (store.KeepFailsafeView), the
-		// directory looked at as often as the supervisor checks.
-		st.KeepFailsafeView(failsafeCheckEvery)
-		d.ext = newExternals(d)
-		d.mon = &monitorTask{d: d}
-		if err := d.listenHTTP(); err != nil {
-			return err
-		}
-		defer d.closeHTTP()
-	} else {
-		release, err := st.LockExternal(opts.Task)
-		if err != nil {
-			return fmt.Errorf("external process of %s: %w", opts.Task, err)
-		}
-		defer release()
-		// Which message is being handled, for the daemon to read when
-		// this process dies (poison.go).
-		f, err := openExternalInFlight(st.Dir(), opts.Task)
-		if f != nil {
-			// Mapped for the life of the process: the task's goroutine
-			// may mark a message until the very end.
-			inflight = f
-		}
-		if err != nil {
-			d.log.Error("external: poison-message records", "error", err)
-		}
+	release, err := d.role.open()
+	if err != nil {
+		return err
 	}
+	defer release()
 
 	topts := opts.Transit
 	topts.StateDir = opts.StateDir
-	// An external finds a poison message itself (poison.go).
-	topts.OwnerCountsCrashes = opts.Task != ""
 	if topts.Logger == nil {
 		topts.Logger = d.log
 	}
+	hopts := host.Options{
+		Process: d.role.process(),
+		Store:   st,
+		Sources: sources,
+		Logger:  d.log,
+		// Reserved names and is_external for a task no source has are
+		// refused (the daemon's CheckConfig); an unknown task's error
+		// names the sources searched and the -p that has it.
+		Placement: d.role.placement,
+		NotFound:  d.notFound,
+		Out:       d.out,
+		OnConfigChanged: func(name string, _ map[string]any) {
+			d.role.configChanged(name)
+		},
+	}
+	d.role.options(&topts, &hopts)
 	tr, err := transit.Open(ctx, topts)
 	if err != nil {
 		return fmt.Errorf("transport: %w", err)
@@ -225,145 +222,100 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		}
 	}()
 
-	h, err := host.New(host.Options{
-		InFlight:  inflight,
-		Process:   process,
-		Transit:   tr,
-		Store:     st,
-		Sources:   sources,
-		Logger:    d.log,
-		Placement: d.placement,
-		// Reserved names and is_external for a task no source has are
-		// refused; an unknown task's error names the sources searched
-		// and the -p that has it.
-		CheckConfig: d.checkConfig,
-		NotFound:    d.notFound,
-		Out:         d.out,
-		// Externals apply the configs the daemon saved; only the daemon
-		// writes them.
-		ReadOnlyConfig: opts.Task != "",
-		// An external hosts its task (loaded from its config, retried
-		// when that fails) and local copies loaded on send: nothing on
-		// the bus is for it to discover (fifty idle externals asked the
-		// bus to count every queue fifty times a second).
-		ScanInterval: scanIntervalFor(opts.Task),
-		OnConfigChanged: func(name string, _ map[string]any) {
-			if d.ext != nil {
-				d.ext.request(name)
-			}
-		},
-	})
+	hopts.Transit = tr
+	h, err := host.New(hopts)
 	if err != nil {
 		return err
 	}
 	d.host = h
 	d.watchTaskDirs()
-
-	// Externals still running from an earlier life are adopted before
-	// any config is applied, so the daemon never hosts a task whose
-	// external process runs.
-	if d.ext != nil {
-		d.ext.adoptAll()
+	if err := d.role.start(); err != nil {
+		return err
 	}
-	// Configs first, so that no task is loaded (for waiting messages)
-	// before its saved config is known.
-	if err := h.RestoreConfigs(); err != nil {
-		d.log.Error("restoring saved configs", "error", err)
-	}
-	if opts.Task != "" {
-		// An external process exists for its task: if the task cannot be
-		// loaded, exit with ExitTaskLoad so the daemon counts a load
-		// failure (task_compile_failure.external) and retries later.
-		if err := h.Reconcile(opts.Task); err != nil || !slices.Contains(h.Loaded(), opts.Task) {
-			if err == nil {
-				err = errors.New("not loaded (no config?)")
-			}
-			return &TaskLoadError{Task: opts.Task, Err: err}
-		}
-	}
-	if opts.Task == "" {
-		// The daemon always runs these two: records from externals, and
-		// the monitor.
-		for _, name := range []string{OutOfBandName, MonitorName} {
-			if _, ok := h.Config(name); !ok {
-				if err := h.Configure(name, map[string]any{}); err != nil {
-					d.log.Error("loading a built-in task", "task", name, "error", err)
-				}
-			}
-		}
-	}
-	// Every goroutine started here ends before Run returns: nothing acts
-	// on the host after its shutdown.
-	runCtx, stopRun := context.WithCancel(context.Background())
-	defer stopRun()
-	watchDone := make(chan struct{})
 	if opts.ConfigFile != "" {
-		if err := d.loadConfigFile(runCtx); err != nil {
+		if err := d.loadConfigFile(context.Background()); err != nil {
 			d.log.Error("config file", "error", err)
 		}
-		go func() { defer close(watchDone); d.watchConfigFile(runCtx) }()
-	} else {
-		close(watchDone)
-	}
-	hostDone := make(chan struct{})
-	go func() { defer close(hostDone); _ = h.Run(runCtx) }()
-	extDone := make(chan struct{})
-	if d.ext != nil {
-		go func() { defer close(extDone); d.ext.run(runCtx) }()
-	} else {
-		go func() { defer close(extDone); d.externalLoop(runCtx) }()
-	}
-	controlDone := make(chan struct{})
-	controlCtx, stopControl := context.WithCancel(context.Background())
-	if opts.Task == "" {
-		go func() { defer close(controlDone); d.control(controlCtx) }()
-	} else {
-		close(controlDone)
-	}
-	if err := d.writeMainStatus(); err != nil {
-		d.log.Error("write status", "error", err)
 	}
 	ready = true
-	d.serveHTTP()
-	d.log.Info("multimodule ready", "state", opts.StateDir, "control_queue", opts.ControlQueue, "process", process)
-	d.serviceReady()
+	tuneGC(d.role.heapFloor())
 
-	var req exitRequest
-	select {
-	case <-ctx.Done():
-		req = exitRequest{reason: "context done"}
-		var sig interface{ SignalValue() os.Signal }
-		if errors.As(context.Cause(ctx), &sig) {
-			req.reason = "signal " + sig.SignalValue().String()
-			req.exitExternals = sig.SignalValue() == os.Interrupt
+	// The actors, in the order they stop in (group): first what brings
+	// requests in, last the host's orderly exit. Every goroutine started
+	// here ends before Run returns: nothing acts on the host after its
+	// shutdown.
+	var g group
+	d.addLifecycle(ctx, &g)
+	d.role.addIntake(&g)
+	g.addUntilStopped(func(ctx context.Context) { _ = h.Run(ctx) })
+	if opts.ConfigFile != "" {
+		g.addUntilStopped(d.watchConfigFile)
+	}
+	if len(d.execDirs) > 0 {
+		g.addUntilStopped(func(ctx context.Context) {
+			<-ctx.Done()
+			for _, dir := range d.execDirs {
+				_ = dir.Close() // waits for its change callbacks (watchTaskDirs)
+			}
+		})
+	}
+	d.role.addUpkeep(&g)
+	d.addHostShutdown(&g)
+	return g.run()
+}
+
+// addLifecycle adds the actor that announces this process ready and
+// waits for the request to exit: ctx done (a signal) or a cleanly_exit
+// control message. It returns first, and so begins the orderly exit.
+func (d *Daemon) addLifecycle(ctx context.Context, g *group) {
+	stop := make(chan struct{})
+	g.add(func() error {
+		if err := d.writeMainStatus(); err != nil {
+			d.log.Error("write status", "error", err)
 		}
-	case req = <-d.exitCh:
-	}
-	d.log.Info("exiting", "reason", req.reason, "exit_externals", req.exitExternals)
-	d.serviceStopping(req.reason)
-	d.closeHTTP()
-	stopControl()
-	<-controlDone
-	sctx, cancel := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
-	defer cancel()
-	stopRun()
-	<-watchDone
-	<-extDone
-	for _, dir := range d.execDirs {
-		_ = dir.Close() // waits for its change callbacks (watchTaskDirs)
-	}
-	if d.ext != nil {
-		if req.exitExternals {
-			d.ext.stopAll(sctx)
+		d.role.ready()
+		d.log.Info("multimodule ready", "state", d.opts.StateDir, "control_queue", d.opts.ControlQueue, "process", d.role.process())
+		close(d.readied)
+		var req exitRequest
+		select {
+		case <-ctx.Done():
+			req = exitRequest{reason: "context done"}
+			var sig interface{ SignalValue() os.Signal }
+			if errors.As(context.Cause(ctx), &sig) {
+				req.reason = "signal " + sig.SignalValue().String()
+				req.exitExternals = sig.SignalValue() == os.Interrupt
+			}
+		case req = <-d.exitCh:
+		case <-stop:
+			req = exitRequest{reason: "an actor of the daemon ended"}
 		}
-		d.ext.close()
-	}
-	err = h.Shutdown(sctx)
-	<-hostDone
-	if err != nil {
-		return fmt.Errorf("orderly exit: %w", err)
-	}
-	return nil
+		d.exit = req
+		d.log.Info("exiting", "reason", req.reason, "exit_externals", req.exitExternals)
+		return nil
+	}, func(error) { close(stop) })
+}
+
+// addHostShutdown adds the actor that, stopped last, shuts the host down
+// in order (its tasks' state saved, its queues flushed), within
+// Options.ShutdownTimeout.
+func (d *Daemon) addHostShutdown(g *group) {
+	stop := make(chan struct{})
+	g.add(func() error {
+		<-stop
+		if err := d.host.Shutdown(d.shutdownContext()); err != nil {
+			return fmt.Errorf("orderly exit: %w", err)
+		}
+		return nil
+	}, func(error) { close(stop) })
+}
+
+// shutdownContext bounds the orderly exit: Options.ShutdownTimeout from
+// the first call (once the actors that bring requests in have stopped).
+func (d *Daemon) shutdownContext() context.Context {
+	d.shutdownOnce.Do(func() {
+		d.shutdownCtx, d.shutdownCancel = context.WithTimeout(context.Background(), d.opts.ShutdownTimeout)
+	})
+	return d.shutdownCtx
 }
 
 // stopStartedBus stops the embedded bus this process started, when it
@@ -424,11 +376,7 @@ func (d *Daemon) sources() (registry.Sources, error) {
 				continue
 			}
 			if isTaskDir(p) {
-				process := "main"
-				if d.opts.Task != "" {
-					process = d.opts.Task
-				}
-				dir, err := exectask.Open(p, exectask.Options{Logger: d.log, Process: process})
+				dir, err := exectask.Open(p, exectask.Options{Logger: d.log, Process: d.role.process()})
 				if err != nil {
 					return nil, fmt.Errorf("-p %s: %w", p, err)
 				}
@@ -465,9 +413,7 @@ func (d *Daemon) watchTaskDirs() {
 			if err := d.host.Reconcile(name); err != nil {
 				d.log.Error("exec task changed", "task", name, "error", err)
 			}
-			if d.ext != nil {
-				d.ext.request(name)
-			}
+			d.role.configChanged(name)
 		})
 	}
 }
@@ -479,28 +425,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// placement: the daemon hosts every task not configured external; an
-// external process hosts its own task (owning its queue) and local copies
-// of stateless tasks.
-func (d *Daemon) placement(name string, def task.Definition, cfg map[string]any) host.Placement {
-	if name == OutOfBandName && d.opts.Task != "" {
-		return host.NotHere // records from externals are handled by the daemon
-	}
-	if d.opts.Task == "" {
-		if host.IsExternal(cfg) || d.ext.alive(name) {
-			return host.NotHere
-		}
-		return host.HostAndConsume
-	}
-	switch {
-	case name == d.opts.Task:
-		return host.HostAndConsume
-	case !def.Stateful:
-		return host.HostLocalOnly
-	}
-	return host.NotHere
 }
 
 // writeMainStatus records this process in <state>/main.status (or the
@@ -518,10 +442,7 @@ func (d *Daemon) writeMainStatus() error {
 	if err != nil {
 		return err
 	}
-	name := "main"
-	if d.opts.Task != "" {
-		name = d.opts.Task
-	}
+	name := d.role.process()
 	u, _ := procid.UsageOf(self.PID)
 	st := store.Status{
 		PID: self.PID, StartTime: self.StartTime, Cmdline: self.Cmdline,
@@ -529,20 +450,9 @@ func (d *Daemon) writeMainStatus() error {
 		Threads:    u.Threads,
 		RSSBytes:   u.RSSBytes,
 		CPUSeconds: u.CPUSeconds,
-		External:   d.opts.Task != "",
 		NATS:       RedactNATSURL(d.opts.Transit.NATSURL),
 	}
-	if d.opts.Task != "" && d.host != nil {
-		st.Counters = d.host.Counters().Task(d.opts.Task)
-		if def, ok := d.host.Lookup(d.opts.Task); ok {
-			st.Stateful = def.Stateful
-		}
-		for _, ti := range d.host.Tasks() {
-			if ti.Name == d.opts.Task {
-				st.CoPID = ti.CoPID
-			}
-		}
-	}
+	d.role.status(&st)
 	key := fmt.Sprint(self.PID, st.Stateful, st.CoPID, st.Counters) // maps print sorted
 	now := time.Now()
 	if key == d.statusKey && now.Sub(d.statusSaved) < statusRefresh {
@@ -575,176 +485,6 @@ func RedactNATSURL(urls string) string {
 	return strings.Join(parts, ",")
 }
 
-// scanIntervalFor is the host's ScanInterval: the default for the daemon,
-// none for an external (task != "").
-func scanIntervalFor(task string) time.Duration {
-	if task != "" {
-		return -1
-	}
-	return 0
-}
-
 // statusRefresh is how old an external's status may grow while nothing
 // the monitor reads in it changes (writeMainStatus).
 const statusRefresh = 30 * time.Second
-
-// control consumes the control queue. A message is
-// acknowledged once handled: its configs saved durably (or rejected by
-// their tasks), its controls done, its errors reported. One whose
-// accepted configs could not be saved before the daemon began to exit
-// (the state directory full, say) is not: it comes again at the next
-// start, and the messages behind it with it.
-func (d *Daemon) control(ctx context.Context) {
-	cons, err := d.tr.Consume(ctx, d.opts.ControlQueue)
-	if err != nil {
-		d.log.Error("control queue: cannot consume", "queue", d.opts.ControlQueue, "error", err)
-		return
-	}
-	defer cons.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case dl, ok := <-cons.C():
-			if !ok {
-				return
-			}
-			err := d.handleControl(ctx, dl.Msg)
-			if err != nil {
-				// Named by its fields, never by its values: a control
-				// message carries configs, and configs carry secrets.
-				details := map[string]any{"fields": fieldPaths(dl.Msg)}
-				if errors.Is(err, host.ErrNotSaved) {
-					// No verdict either: the message is not done.
-					d.host.Out(oob.ChannelAlert, "main", fmt.Sprintf("control message not acknowledged, to be applied again at the next start: %v", err), details)
-					return
-				}
-				d.host.Out(oob.ChannelError, "main", fmt.Sprintf("control message rejected: %v", err), details)
-			}
-			d.saveReasons()
-			d.reply(dl.Msg, err)
-			if err := dl.Ack(); err != nil {
-				d.log.Warn("control queue: ack failed; the message may be applied again", "error", err)
-			}
-		}
-	}
-}
-
-// Bounds of fieldPaths: how deep it names keys, and how many.
-const (
-	fieldPathDepth = 4
-	fieldPathMax   = 64
-)
-
-// fieldPaths names the fields of a message without their values, for an
-// error record about it: the key paths (".multimodule.config.Task.key",
-// list items as "[i]"), sorted, down to fieldPathDepth levels, at most
-// fieldPathMax of them (then "…").
-func fieldPaths(m message.Message) []string {
-	var out []string
-	var walk func(prefix string, v any, depth int)
-	walk = func(prefix string, v any, depth int) {
-		if depth > fieldPathDepth {
-			return
-		}
-		switch v := v.(type) {
-		case map[string]any:
-			for _, k := range slices.Sorted(maps.Keys(v)) {
-				p := prefix + "." + k
-				if strings.HasPrefix(k, ".") && prefix == "" {
-					p = k
-				}
-				out = append(out, p)
-				walk(p, v[k], depth+1)
-			}
-		case []any:
-			for i, e := range v {
-				if _, ok := e.(map[string]any); ok {
-					walk(fmt.Sprintf("%s[%d]", prefix, i), e, depth+1)
-				}
-			}
-		}
-	}
-	walk("", map[string]any(m), 0)
-	if len(out) > fieldPathMax {
-		out = append(out[:fieldPathMax], "…")
-	}
-	return out
-}
-
-// knownName reports whether s looks like a name (a control type, say)
-// rather than data: short, letters, digits and "_" only. Only such
-// strings are quoted back in errors.
-func knownName(s string) bool {
-	if s == "" || len(s) > 40 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// HandleControl applies one control message.
-func (d *Daemon) handleControl(ctx context.Context, m message.Message) error {
-	mm, ok := m[".multimodule"].(map[string]any)
-	if !ok {
-		return errors.New(`a control message must have a ".multimodule" map`)
-	}
-	var errs []error
-	handled := false
-	if c, ok := mm["config"]; ok {
-		handled = true
-		cfg, ok := c.(map[string]any)
-		if !ok {
-			errs = append(errs, fmt.Errorf(".multimodule.config must be a map, got %T", c))
-		} else if err := d.host.ConfigureAllContext(ctx, cfg); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if c, ok := mm["control"]; ok {
-		handled = true
-		list, ok := c.([]any)
-		if !ok {
-			errs = append(errs, fmt.Errorf(".multimodule.control must be a list, got %T", c))
-		}
-		for i, item := range list {
-			ctl, ok := item.(map[string]any)
-			if !ok {
-				errs = append(errs, fmt.Errorf(".multimodule.control[%d] must be a map", i))
-				continue
-			}
-			switch ctl["type"] {
-			case "failsafe", "unfailsafe":
-				name, _ := ctl["task"].(string)
-				var err error
-				if ctl["type"] == "failsafe" {
-					reason, _ := ctl["reason"].(string)
-					err = d.failsafe(name, map[string]any{"summary": "failsafed by an operator: " + reason, "reason": reason}, "operator")
-				} else {
-					err = d.unfailsafe(name)
-				}
-				if err != nil {
-					errs = append(errs, fmt.Errorf(".multimodule.control[%d] %v: %w", i, ctl["type"], err))
-				}
-			case "cleanly_exit":
-				select {
-				case d.exitCh <- exitRequest{exitExternals: message.Truthy(ctl["exit_externals"]), reason: "cleanly_exit"}:
-				default:
-				}
-			default:
-				typ, _ := ctl["type"].(string)
-				if !knownName(typ) {
-					typ = fmt.Sprintf("(a %T that is not a type name)", ctl["type"])
-				}
-				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %s (known: cleanly_exit, failsafe, unfailsafe)", i, typ))
-			}
-		}
-	}
-	if !handled {
-		errs = append(errs, errors.New(".multimodule has neither config nor control"))
-	}
-	return errors.Join(errs...)
-}

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -53,8 +52,9 @@ func ResolveHTTPAddr(addr string, haveToken bool) (string, error) {
 
 // listenHTTP binds --http (before anything starts, so a bad address
 // stops the daemon at once). Serving starts with serveHTTP.
-func (d *Daemon) listenHTTP() error {
-	if d.opts.HTTP == "" || d.opts.Task != "" {
+func (m *mainRole) listenHTTP() error {
+	d := m.d
+	if d.opts.HTTP == "" {
 		return nil
 	}
 	if d.opts.HTTPToken != "" {
@@ -72,14 +72,14 @@ func (d *Daemon) listenHTTP() error {
 	}
 	host, _, _ := net.SplitHostPort(addr)
 	obs := observe.New(observe.Options{
-		Source:         daemonSource{d},
+		Source:         daemonSource{m},
 		Token:          d.httpToken,
 		ReadsNeedToken: d.opts.HTTPToken != "" && !isLoopback(host),
 		// On a loopback address, no other name may reach it.
 		LoopbackHostsOnly: isLoopback(host),
 		Logger:            d.log.With("component", "http"),
 	})
-	d.http = &httpListener{ln: ln, obs: obs, srv: &http.Server{
+	m.http = &httpListener{ln: ln, obs: obs, srv: &http.Server{
 		Handler:           obs.Handler(),
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -96,19 +96,14 @@ func isLoopback(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// serveHTTP starts serving and writes <state>/http.json
-// (store.HTTPFile).
-func (d *Daemon) serveHTTP() {
-	l := d.http
+// serveHTTP starts the listener's sampling and writes <state>/http.json
+// (store.HTTPFile); its actor serves (mainRole.addIntake).
+func (m *mainRole) serveHTTP() {
+	d, l := m.d, m.http
 	if l == nil {
 		return
 	}
 	l.obs.Start()
-	go func() {
-		if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Error("http listener", "error", err)
-		}
-	}()
 	addr := l.ln.Addr().String()
 	info := store.HTTPInfo{Addr: addr, URL: "http://" + addr + "/", PID: os.Getpid()}
 	if err := d.store.SaveHTTPInfo(info); err != nil {
@@ -119,8 +114,8 @@ func (d *Daemon) serveHTTP() {
 
 // closeHTTP ends the event streams, stops the listener and removes
 // <state>/http.json.
-func (d *Daemon) closeHTTP() {
-	l := d.http
+func (m *mainRole) closeHTTP() {
+	d, l := m.d, m.http
 	if l == nil {
 		return
 	}
@@ -139,16 +134,16 @@ func (d *Daemon) closeHTTP() {
 }
 
 // noteAlert gives an alert-channel record to the HTTP listener.
-func (d *Daemon) noteAlert(channel, taskName, text string, details map[string]any) {
-	if d.http != nil && channel == "alert" {
-		d.http.obs.Alert(observe.AlertFromRecord(time.Now(), taskName, text, details))
+func (m *mainRole) noteAlert(channel, taskName, text string, details map[string]any) {
+	if m.http != nil && channel == "alert" {
+		m.http.obs.Alert(observe.AlertFromRecord(time.Now(), taskName, text, details))
 	}
 }
 
 // noteUnfailsafe tells the HTTP listener a task was unfailsafed.
-func (d *Daemon) noteUnfailsafe(name string) {
-	if d.http != nil {
-		d.http.obs.Unfailsafed(name, time.Now())
+func (m *mainRole) noteUnfailsafe(name string) {
+	if m.http != nil {
+		m.http.obs.Unfailsafed(name, time.Now())
 	}
 }
 
@@ -183,19 +178,19 @@ func readTokenFile(path string) (string, error) {
 }
 
 // daemonSource is the daemon as the HTTP listener's observe.Source.
-type daemonSource struct{ d *Daemon }
+type daemonSource struct{ m *mainRole }
 
 func (s daemonSource) Failsafe(ctx context.Context, name, reason string) error {
-	d := s.d
-	err := d.failsafe(name, map[string]any{"summary": "failsafed by an operator: " + reason, "reason": reason}, "operator")
-	d.saveReasons()
+	m := s.m
+	err := m.failsafe(name, map[string]any{"summary": "failsafed by an operator: " + reason, "reason": reason}, "operator")
+	m.saveReasons()
 	return err
 }
 
 func (s daemonSource) Unfailsafe(ctx context.Context, name string) error {
-	d := s.d
-	err := d.unfailsafe(name)
-	d.saveReasons()
+	m := s.m
+	err := m.unfailsafe(name)
+	m.saveReasons()
 	return err
 }
 
@@ -203,7 +198,7 @@ func (s daemonSource) Unfailsafe(ctx context.Context, name string) error {
 // places (observe.CollectStatus), with the live levels of the monitor,
 // each task's counters, and its own process' usage read now.
 func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
-	d := s.d
+	d := s.m.d
 	snap := observe.Snapshot{Time: time.Now()}
 	h := d.tr.Health()
 	snap.Bus = observe.Bus{Connected: h.Connected, Reconnects: h.Reconnects}
@@ -220,22 +215,16 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 		}
 	}
 	levels, all := store.Levels{}, store.Levels{}
-	if d.mon != nil {
-		if m := d.mon.monitor(); m != nil {
-			for _, b := range m.Buckets() {
-				name, _, _ := cutBucket(b)
-				if _, done := all[name]; done {
-					continue
+	if l := s.m.mon.Levels(); l != nil {
+		all = l
+		for name, lvs := range all {
+			lv := map[string]string{}
+			for k, v := range lvs {
+				if v != "" && v != "ok" {
+					lv[k] = v
 				}
-				all[name] = m.Levels(name)
-				lv := map[string]string{}
-				for k, v := range all[name] {
-					if v != "" && v != "ok" {
-						lv[k] = v
-					}
-				}
-				levels[name] = lv
 			}
+			levels[name] = lv
 		}
 	}
 	reasons, _ := d.store.LoadReasons()

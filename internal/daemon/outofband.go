@@ -11,29 +11,21 @@ import (
 	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
+	"github.com/multimodule/multimodule/tasks/oobtask"
 	"github.com/multimodule/multimodule/transit"
 )
 
-// OutOfBandName is the built-in task (and queue) that handles out-of-band
-// records in the daemon. External processes send their records to it.
-const OutOfBandName = "OutOfBand"
-
 // newDispatcher builds the out-of-band dispatcher of this process. The
 // daemon handles records as -o says; an external process forwards every
-// record to the daemon's OutOfBand queue, so they are handled in one place.
+// record to the daemon's OutOfBand queue, so they are handled in one place
+// (role.outOfBand).
 func (d *Daemon) newDispatcher() (*oob.Dispatcher, error) {
 	handling, err := oob.ParseHandling(d.opts.OOB)
 	if err != nil {
 		return nil, fmt.Errorf("-o: %w", err)
 	}
-	if d.opts.Task != "" {
-		handling = oob.Handling{}
-		for _, ch := range []string{"log", "error", "alert", "debug"} {
-			handling[ch] = OutOfBandName
-		}
-	}
 	return oob.New(oob.Options{
-		Handling:   handling,
+		Handling:   d.role.outOfBand(handling),
 		Stdout:     d.opts.Stdout,
 		Stderr:     d.opts.Stderr,
 		DebugLevel: d.opts.DebugLevel,
@@ -41,7 +33,7 @@ func (d *Daemon) newDispatcher() (*oob.Dispatcher, error) {
 			if _, ok := m["source"]; ok {
 				m["previous_source"] = m["source"]
 			}
-			m["source"] = OutOfBandName
+			m["source"] = oobtask.Name
 			return d.sendQueue(ctx, host.RouterName, m)
 		},
 		SendQueue: d.sendQueue,
@@ -63,45 +55,32 @@ func (d *Daemon) sendQueue(ctx context.Context, qname string, m message.Message)
 // out is the host's OutFunc: every record of this process goes through
 // the dispatcher.
 func (d *Daemon) out(channel, taskName, text string, details map[string]any) {
-	d.noteAlert(channel, taskName, text, details)
 	d.oob.Handle(context.Background(), oob.Record{
 		Channel: channel, Task: taskName, Text: text, Details: details, Time: time.Now(),
 	})
 }
 
-// outOfBandTask is the built-in OutOfBand task: its config sets the
-// channel filters (include_matches / exclude_matches, applied live), and
-// the records it receives (from external processes) are handled here.
-type outOfBandTask struct{ disp *oob.Dispatcher }
-
-func (t *outOfBandTask) SetConfig(tc *task.Context, cfg map[string]any) error {
-	return t.disp.SetFilters(cfg)
-}
-
-func (t *outOfBandTask) Message(tc *task.Context, m message.Message) error {
-	r, err := oob.RecordFromMessage(m)
-	if err != nil {
-		return fmt.Errorf("not an out-of-band record: %w", err)
-	}
-	t.disp.Handle(tc.Context(), r)
-	return nil
-}
-
-// builtinSource offers the built-in tasks bound to this daemon: OutOfBand
-// (its dispatcher) and, in the daemon, MultiModule (its monitor).
+// builtinSource offers the built-in tasks bound to this process (the
+// role's builtins).
 func (d *Daemon) builtinSource() registry.Source {
 	reg := registry.New()
-	reg.MustRegister(task.Definition{
-		Namespace: task.Builtin,
-		Name:      OutOfBandName,
-		New:       func() (task.Task, error) { return &outOfBandTask{disp: d.oob}, nil },
-	})
-	if d.opts.Task == "" {
-		reg.MustRegister(task.Definition{
-			Namespace: task.Builtin,
-			Name:      MonitorName,
-			New:       func() (task.Task, error) { return d.mon, nil },
-		})
-	}
+	d.role.builtins(reg)
 	return reg.Namespace(task.Builtin)
+}
+
+// oobTaskDefinition is the OutOfBand task of this process: its records
+// handled by this process' dispatcher.
+func oobTaskDefinition(d *Daemon) task.Definition {
+	return task.Definition{
+		Namespace: task.Builtin,
+		Name:      oobtask.Name,
+		New:       func() (task.Task, error) { return oobtask.New(d.oob), nil },
+	}
+}
+
+// restoreConfigs applies the configs saved in the state directory.
+func (d *Daemon) restoreConfigs() {
+	if err := d.host.RestoreConfigs(); err != nil {
+		d.log.Error("restoring saved configs", "error", err)
+	}
 }

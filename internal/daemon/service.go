@@ -18,13 +18,11 @@ import (
 // Type=notify): READY=1 once it serves, WATCHDOG=1 pings while its host
 // answers, RELOADING=1 … READY=1 around a SIGHUP reload of the config
 // file, STOPPING=1 when the orderly exit begins. Without NOTIFY_SOCKET it
-// only handles SIGHUP. External processes have none (nil).
+// only handles SIGHUP. External processes have none.
 type service struct {
 	log    *slog.Logger
 	n      *sdnotify.Notifier
 	hup    chan os.Signal
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the reload loop
 	dog    sync.WaitGroup // the watchdog
 	stopDg context.CancelFunc
 	// alive is what a watchdog ping checks first: nothing until the
@@ -35,12 +33,9 @@ type service struct {
 // newService takes the service manager's variables out of the
 // environment (so the bus, externals and exec tasks this process starts
 // do not inherit them) and catches SIGHUP from now on, so a reload sent
-// while the daemon starts waits for it instead of killing it. Only the
-// daemon itself has one.
-func (d *Daemon) newService() *service {
-	if d.opts.Task != "" {
-		return nil
-	}
+// while the daemon starts waits for it instead of killing it.
+func (m *mainRole) newService() *service {
+	d := m.d
 	n, err := sdnotify.FromEnv()
 	if err != nil {
 		d.log.Error("service manager notification", "error", err)
@@ -56,51 +51,39 @@ func (d *Daemon) newService() *service {
 	return s
 }
 
-// serviceReady tells the service manager the daemon serves, starts the
-// SIGHUP reloads (until serviceStopping) and makes the watchdog pings
-// check the host.
-func (d *Daemon) serviceReady() {
-	s := d.svc
-	if s == nil {
-		return
-	}
+// addService adds the actor that, once the daemon is ready, tells the
+// service manager it serves, makes the watchdog pings check the host and
+// reloads the config file on each SIGHUP; stopped, it tells the service
+// manager the orderly exit begins and stops reloading (a reload under
+// way ends first: the host is still up). SIGHUP stays caught, and
+// ignored, so that it cannot kill the orderly exit; the watchdog keeps
+// pinging. Both end in serviceClose.
+func (m *mainRole) addService(g *group) {
+	d, s := m.d, m.svc
 	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.wg.Go(func() { d.reloadLoop(ctx) })
-	h := d.host
-	check := func() { _ = h.Loaded() }
-	s.alive.Store(&check)
-	s.notify("READY=1", "STATUS=serving; control queue "+d.opts.ControlQueue)
-}
-
-// serviceStopping tells the service manager the orderly exit begins and
-// stops reloading (a reload under way ends first: the host is still up).
-// SIGHUP stays caught, and ignored, so that it cannot kill the orderly
-// exit; the watchdog keeps pinging. Both end in serviceClose.
-func (d *Daemon) serviceStopping(reason string) {
-	s := d.svc
-	if s == nil {
-		return
-	}
-	s.notify("STOPPING=1", "STATUS=stopping: "+reason)
-	if s.cancel != nil {
-		s.cancel()
-	}
-	s.wg.Wait()
+	g.add(func() error {
+		select {
+		case <-d.readied:
+		case <-ctx.Done():
+			return nil
+		}
+		h := d.host
+		check := func() { _ = h.Loaded() }
+		s.alive.Store(&check)
+		s.notify("READY=1", "STATUS=serving; control queue "+d.opts.ControlQueue)
+		m.reloadLoop(ctx)
+		return nil
+	}, func(error) {
+		s.notify("STOPPING=1", "STATUS=stopping: "+d.exit.reason)
+		cancel()
+	})
 }
 
 // serviceClose ends the watchdog pings and the catching of SIGHUP; Run
-// defers it.
-func (d *Daemon) serviceClose() {
-	s := d.svc
-	if s == nil {
-		return
-	}
+// calls it when it returns.
+func (m *mainRole) serviceClose() {
+	s := m.svc
 	signal.Stop(s.hup)
-	if s.cancel != nil {
-		s.cancel()
-	}
-	s.wg.Wait()
 	if s.stopDg != nil {
 		s.stopDg()
 	}
@@ -116,13 +99,13 @@ func (s *service) notify(lines ...string) {
 }
 
 // reloadLoop re-reads the config file on each SIGHUP (systemctl reload).
-func (d *Daemon) reloadLoop(ctx context.Context) {
+func (m *mainRole) reloadLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.svc.hup:
-			d.reload(ctx)
+		case <-m.svc.hup:
+			m.reload(ctx)
 		}
 	}
 }
@@ -130,8 +113,9 @@ func (d *Daemon) reloadLoop(ctx context.Context) {
 // reload re-reads and applies -c. A file that does not load keeps the
 // running config (loadConfigFile reports the error on the error channel)
 // and the status says so; the daemon serves on either way.
-func (d *Daemon) reload(ctx context.Context) {
-	d.svc.notify("RELOADING=1", sdnotify.MonotonicUSec(), "STATUS=reloading the config file")
+func (m *mainRole) reload(ctx context.Context) {
+	d := m.d
+	m.svc.notify("RELOADING=1", sdnotify.MonotonicUSec(), "STATUS=reloading the config file")
 	status := "STATUS=serving; control queue " + d.opts.ControlQueue
 	switch {
 	case d.opts.ConfigFile == "":
@@ -143,7 +127,7 @@ func (d *Daemon) reload(ctx context.Context) {
 			d.log.Info("reload (SIGHUP): config file applied", "file", d.opts.ConfigFile)
 		}
 	}
-	d.svc.notify("READY=1", status)
+	m.svc.notify("READY=1", status)
 }
 
 // watchdog pings every period, from the start; once the daemon is ready,

@@ -42,11 +42,9 @@ func (d *Daemon) reservedName(name string) string {
 // refused, and so is is_external for a task no source has (its process
 // would fail to load it, be restarted every few seconds and saved to do
 // so again after a restart). A refused config is not saved. External
-// processes apply what the daemon accepted.
-func (d *Daemon) checkConfig(name string, cfg map[string]any) error {
-	if d.opts.Task != "" {
-		return nil
-	}
+// processes apply what the daemon accepted (they have none).
+func (m *mainRole) checkConfig(name string, cfg map[string]any) error {
+	d := m.d
 	if why := d.reservedName(name); why != "" {
 		return fmt.Errorf("task %s: %s is a reserved name (%s) and cannot be configured", name, name, why)
 	}
@@ -222,10 +220,8 @@ func isReplyQueue(q string) bool {
 // saveReasons records why configured tasks do not run, for `multimodule
 // status` (store.ReasonsFile): the host's load failures (unknown task,
 // load error, until the next try) and the externals' restart back-offs.
-func (d *Daemon) saveReasons() {
-	if d.ext == nil {
-		return
-	}
+func (m *mainRole) saveReasons() {
+	d := m.d
 	reasons := store.Reasons{}
 	for name, f := range d.host.LoadFailures() {
 		if _, configured := d.host.Config(name); !configured {
@@ -240,7 +236,7 @@ func (d *Daemon) saveReasons() {
 		}
 		reasons[name] = r
 	}
-	for name, r := range d.ext.reasons() {
+	for name, r := range m.ext.reasons() {
 		reasons[name] = r
 	}
 	if err := d.store.SaveReasons(reasons); err != nil {

@@ -1,9 +1,20 @@
-package daemon
+// Package monitortask is the built-in MultiModule task, the daemon's
+// monitor: every second it samples the daemon, every external process,
+// every queue and every task (their counters, mailboxes and co-processes),
+// evaluates the buckets against the thresholds of its config, raises
+// alerts on level changes and failsafes the tasks that misbehave. The
+// levels it evaluates are saved for `multimodule status`.
+//
+// The task is bound to the daemon that runs it, which it reaches only
+// through the Daemon interface, so it is not registered in a namespace:
+// the daemon offers it through a source of its own (New).
+package monitortask
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -15,19 +26,49 @@ import (
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
+	"github.com/multimodule/multimodule/tasks/oobtask"
 	"github.com/multimodule/multimodule/transit"
 )
 
-// MonitorName is the built-in task that monitors: it samples the
-// daemon, every external process, every queue and every task, evaluates
-// the buckets against thresholds, raises alerts and failsafes tasks.
-const MonitorName = "MultiModule"
+// Name is the MultiModule task's name and queue.
+const Name = "MultiModule"
 
 // Extra Go-side metrics of internal tasks (gauges).
 const (
 	MetricMailboxDepth   = "local.task.mailbox_depth"   // messages waiting in the task's in-memory mailbox
 	MetricHandlerSeconds = "local.task.handler_seconds" // mean handler time per message since the last sample
 )
+
+// Daemon is what the monitor needs of the daemon that runs it.
+type Daemon interface {
+	// Counters are the admin counters of the tasks the daemon hosts
+	// (and of what happens to its externals' processes).
+	Counters() *host.Counters
+	// Tasks describes the tasks the daemon hosts.
+	Tasks() []host.TaskInfo
+	// Externals returns the pid of every live external process, by task.
+	Externals() map[string]int
+	// QueueStats returns the queues of the bus: every one when all is
+	// true, else only those holding messages.
+	QueueStats(ctx context.Context, all bool) ([]transit.QueueStat, error)
+	// Out writes an out-of-band record (channel: oob.Channel*).
+	Out(channel, task, text string, details map[string]any)
+	// Failsafe asks the daemon to stop a task until a human clears it,
+	// the monitor having decided so; alert says why. It is called while
+	// the monitor evaluates, on the task's goroutine: it must not wait
+	// for the task to stop (the daemon does that on a goroutine of its
+	// own, which it joins before it shuts its tasks down).
+	Failsafe(name string, alert map[string]any)
+	// Evaluated is called after every evaluation, once the levels are
+	// saved.
+	Evaluated()
+}
+
+// New returns the MultiModule task of the daemon d, whose state
+// directory is st.
+func New(d Daemon, st *store.Store, log *slog.Logger) *Task {
+	return &Task{d: d, store: st, log: log, pid: os.Getpid()}
+}
 
 // monitorConfig is the MultiModule task's config.
 type monitorConfig struct {
@@ -92,11 +133,14 @@ func parseMonitorConfig(cfg map[string]any) (monitorConfig, error) {
 	return mc, nil
 }
 
-// monitorTask is the built-in MultiModule task (its monitoring half; the
-// task-management half is the externals supervisor). Sampling and
-// evaluation run as its recurring work, on its goroutine.
-type monitorTask struct {
-	d       *Daemon
+// Task is the MultiModule task (its monitoring half; the task-management
+// half is the daemon's supervisor of externals). Sampling and evaluation
+// run as its recurring work, on its goroutine.
+type Task struct {
+	d       Daemon
+	store   *store.Store
+	log     *slog.Logger
+	pid     int        // the daemon's
 	mu      sync.Mutex // guards m (the failsafe control path reads it)
 	m       *monitor.Monitor
 	shape   string // windows+buckets the monitor was built with
@@ -145,11 +189,24 @@ type quietRun struct {
 	recorded time.Time // its last sample recorded; zero: none
 }
 
-func (t *monitorTask) SetConfig(tc *task.Context, cfg map[string]any) error {
+// SetConfig applies the config: windows, buckets, thresholds, and the
+// intervals of sampling and evaluation. Changed windows or bucket rules
+// start the history anew; changed thresholds apply to it.
+func (t *Task) SetConfig(tc *task.Context, cfg map[string]any) error {
 	mc, err := parseMonitorConfig(cfg)
 	if err != nil {
 		return err
 	}
+	if err := t.apply(mc); err != nil {
+		return err
+	}
+	tc.NamedRecur("sample", mc.sample, t.sample)
+	tc.NamedRecur("evaluate", mc.evaluate, t.evaluate)
+	return nil
+}
+
+// apply makes the monitor for mc, or gives the one there its thresholds.
+func (t *Task) apply(mc monitorConfig) error {
 	shape := fmt.Sprint(mc.windows, mc.buckets)
 	t.mu.Lock()
 	if t.m == nil || shape != t.shape {
@@ -158,12 +215,12 @@ func (t *monitorTask) SetConfig(tc *task.Context, cfg map[string]any) error {
 			Windows:    mc.windows,
 			Buckets:    mc.buckets,
 			Thresholds: mc.thresholds,
-			OnAlert:    t.d.onAlert,
-			OnFailsafe: func(name string, a monitor.Alert) { go t.d.failsafe(name, a.Message(), "monitor") },
+			OnAlert:    t.onAlert,
+			OnFailsafe: func(name string, a monitor.Alert) { t.d.Failsafe(name, a.Message()) },
 			MayFailsafe: func(name string) bool {
-				return name != monitor.DaemonTask && name != MonitorName && name != OutOfBandName
+				return name != monitor.DaemonTask && name != Name && name != oobtask.Name
 			},
-			Logger: t.d.log,
+			Logger: t.log,
 		})
 		t.shape = shape
 		t.quiet, t.times, t.settled = nil, nil, nil // the history starts anew
@@ -185,21 +242,20 @@ func (t *monitorTask) SetConfig(tc *task.Context, cfg map[string]any) error {
 		}
 		t.sampler = s
 	}
-	tc.NamedRecur("sample", mc.sample, t.sample)
-	tc.NamedRecur("evaluate", mc.evaluate, t.evaluate)
 	return nil
 }
 
-func (t *monitorTask) Message(tc *task.Context, m message.Message) error { return nil }
+// Message ignores the messages sent to the task: the monitor takes none.
+func (t *Task) Message(tc *task.Context, m message.Message) error { return nil }
 
-func (t *monitorTask) monitor() *monitor.Monitor {
+func (t *Task) monitor() *monitor.Monitor {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.m
 }
 
-// clearTask forgets a task's history (after failsafe and unfailsafe).
-func (t *monitorTask) clearTask(name string) {
+// ClearTask forgets a task's history (after failsafe and unfailsafe).
+func (t *Task) ClearTask(name string) {
 	if m := t.monitor(); m != nil {
 		m.ClearTask(name)
 	}
@@ -213,7 +269,7 @@ func (t *monitorTask) clearTask(name string) {
 }
 
 // round notes the time of a round of samples (for record); t.mu held.
-func (t *monitorTask) round(now time.Time) {
+func (t *Task) round(now time.Time) {
 	t.times = append(t.times, now)
 	if now.Sub(t.times[0]) > t.cutoff {
 		i := 0
@@ -236,7 +292,7 @@ func (t *monitorTask) round(now time.Time) {
 // comes, the skipped samples are recorded first, at the times of their
 // rounds, so the bucket holds exactly what sampling every second gives.
 // t.mu held; now is this round's time (the last of t.times).
-func (t *monitorTask) record(m *monitor.Monitor, name, metric string, idx int, now time.Time, v float64, counter bool) {
+func (t *Task) record(m *monitor.Monitor, name, metric string, idx int, now time.Time, v float64, counter bool) {
 	if t.quiet == nil {
 		t.quiet = map[string]*[quietMetrics]quietRun{}
 	}
@@ -278,7 +334,7 @@ func (t *monitorTask) record(m *monitor.Monitor, name, metric string, idx int, n
 // previous round, and that records nothing while they stay still (past
 // settledAfter), is skipped: a thousand idle tasks cost a comparison
 // each. t.mu held; now is this round's time (t.round done).
-func (t *monitorTask) recordCounters(m *monitor.Monitor, now time.Time, counters map[string]map[string]uint64) {
+func (t *Task) recordCounters(m *monitor.Monitor, now time.Time, counters map[string]map[string]uint64) {
 	if t.last == nil {
 		t.last = map[string]map[string]uint64{}
 		t.lastEvent = map[string]map[string]time.Time{}
@@ -347,7 +403,7 @@ func (t *monitorTask) recordCounters(m *monitor.Monitor, now time.Time, counters
 // recordCounters would: the same total again for a run of totals within
 // the cutoff age of its beginning (see record), and no events (0) for an
 // admin metric within the cutoff age of its last event. t.mu held.
-func (t *monitorTask) recordStill(m *monitor.Monitor, name string, now time.Time) {
+func (t *Task) recordStill(m *monitor.Monitor, name string, now time.Time) {
 	if qs := t.quiet[name]; qs != nil {
 		for idx, metric := range [...]string{quietPassed: host.MetricPassedMessages, quietEmitted: host.MetricEmitMessages} {
 			if q := &qs[idx]; !q.since.IsZero() && now.Sub(q.since) <= t.cutoff {
@@ -366,7 +422,7 @@ func (t *monitorTask) recordStill(m *monitor.Monitor, name string, now time.Time
 // settledAfter returns when the task's counters stop being recorded if
 // they do not move: the end of the cutoff age after its last quiet run
 // of totals began, or after its last admin event. t.mu held.
-func (t *monitorTask) settledAfter(name string) time.Time {
+func (t *Task) settledAfter(name string) time.Time {
 	var until time.Time
 	if qs := t.quiet[name]; qs != nil {
 		for _, i := range []int{quietPassed, quietEmitted} {
@@ -405,12 +461,12 @@ func sameCounts(cs, prev map[string]uint64) bool {
 // status returns the saved status of an external task, read again only
 // when its file changed (store.LoadStatusIfChanged). Monitor goroutine
 // only.
-func (t *monitorTask) status(name string) *store.Status {
+func (t *Task) status(name string) *store.Status {
 	if t.statuses == nil {
 		t.statuses = map[string]cachedStatus{}
 	}
 	c := t.statuses[name]
-	st, stamp, changed, _ := t.d.store.LoadStatusIfChanged(name, c.stamp)
+	st, stamp, changed, _ := t.store.LoadStatusIfChanged(name, c.stamp)
 	if changed {
 		c = cachedStatus{st: st, stamp: stamp}
 		t.statuses[name] = c
@@ -426,7 +482,7 @@ type cachedStatus struct {
 }
 
 // sample records one round of samples (every second).
-func (t *monitorTask) sample(tc *task.Context) {
+func (t *Task) sample(tc *task.Context) {
 	m := t.monitor()
 	if m == nil {
 		return
@@ -434,7 +490,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 	now := time.Now()
 	d := t.d
 	// The daemon and every external process.
-	if s, rates, err := t.sampler.Sample(d.self.PID, now); err == nil {
+	if s, rates, err := t.sampler.Sample(t.pid, now); err == nil {
 		m.RecordProcess(monitor.DaemonTask, now, s, rates)
 	}
 	// Only the tasks whose counters moved, and the externals (whose own
@@ -445,13 +501,13 @@ func (t *monitorTask) sample(tc *task.Context) {
 	if t.marks == nil || t.everyTask {
 		t.marks = map[string]host.CounterMark{}
 	}
-	counters := d.host.Counters().Moved(t.marks)
+	counters := d.Counters().Moved(t.marks)
 	t.mu.Unlock()
 	if counters == nil {
 		counters = map[string]map[string]uint64{}
 	}
-	for name, p := range d.ext.running() {
-		if fs, _ := d.store.ReadFailsafe(name); fs != nil {
+	for name, p := range d.Externals() {
+		if fs, _ := t.store.ReadFailsafe(name); fs != nil {
 			continue
 		}
 		st := t.status(name)
@@ -474,7 +530,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 			// what happens to the process (starts, stops).
 			c := counters[name]
 			if c == nil {
-				c = d.host.Counters().Task(name)
+				c = d.Counters().Task(name)
 				counters[name] = c
 			}
 			for k, v := range st.Counters {
@@ -487,7 +543,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 	defer t.mu.Unlock()
 	t.round(now)
 	t.recordCounters(m, now, counters)
-	for _, ti := range d.host.Tasks() {
+	for _, ti := range d.Tasks() {
 		t.record(m, ti.Name, MetricMailboxDepth, quietMailbox, now, float64(ti.Mailbox), false)
 		if ti.CoPID > 0 {
 			// An exec task's co-process is the task's process.
@@ -503,7 +559,7 @@ func (t *monitorTask) sample(tc *task.Context) {
 	ctx, cancel := context.WithTimeout(tc.Context(), 2*time.Second)
 	defer cancel()
 	listAll := now.Sub(t.queuesAt) >= queueListEvery
-	stats, err := d.tr.Stats(ctx, transit.QueueFilter{Waiting: !listAll})
+	stats, err := d.QueueStats(ctx, listAll)
 	if err == nil {
 		if t.queues == nil || listAll {
 			t.queues = make(map[string]int64, len(stats)) // name → sample it was last seen in
@@ -535,7 +591,7 @@ const queueListEvery = 30 * time.Second
 
 // evaluate evaluates every bucket (every 5 seconds) and saves
 // the current levels for `multimodule status`.
-func (t *monitorTask) evaluate(tc *task.Context) {
+func (t *Task) evaluate(tc *task.Context) {
 	m := t.monitor()
 	if m == nil {
 		return
@@ -557,10 +613,33 @@ func (t *monitorTask) evaluate(tc *task.Context) {
 			levels[name] = lv
 		}
 	}
-	if err := t.d.store.SaveLevels(levels); err != nil {
-		t.d.log.Error("monitor: save levels", "error", err)
+	if err := t.store.SaveLevels(levels); err != nil {
+		t.log.Error("monitor: save levels", "error", err)
 	}
-	t.d.saveReasons()
+	t.d.Evaluated()
+}
+
+// Levels returns the current level of every bucket, by task (or queue)
+// and metric, "ok" or "" included; nil before the task's first config.
+func (t *Task) Levels() store.Levels {
+	m := t.monitor()
+	if m == nil {
+		return nil
+	}
+	all := store.Levels{}
+	for _, b := range m.Buckets() {
+		name, _, _ := cutBucket(b)
+		if _, done := all[name]; !done {
+			all[name] = m.Levels(name)
+		}
+	}
+	return all
+}
+
+// onAlert writes an alert to the alert channel, carrying the whole alert
+// as details.
+func (t *Task) onAlert(a monitor.Alert) {
+	t.d.Out(oob.ChannelAlert, a.Task, a.Summary, a.Message())
 }
 
 // cutBucket splits a bucket name "<task or queue>:<metric>".
@@ -571,85 +650,6 @@ func cutBucket(b string) (name, metric string, ok bool) {
 		}
 	}
 	return b, "", false
-}
-
-// onAlert writes an alert to the alert channel, carrying the
-// whole alert as details.
-func (d *Daemon) onAlert(a monitor.Alert) {
-	d.host.Out(oob.ChannelAlert, a.Task, a.Summary, a.Message())
-}
-
-// ErrMainFailsafe refuses to failsafe the daemon itself.
-var ErrMainFailsafe = errors.New("the daemon itself is never failsafed")
-
-// failsafe stops a task until a human clears it: the failsafe
-// file holds the alert (or the operator's reason); an external process is
-// killed, an internal task unloaded; its messages wait in its queue.
-func (d *Daemon) failsafe(name string, alert map[string]any, by string) error {
-	if name == monitor.DaemonTask || name == MonitorName {
-		return ErrMainFailsafe
-	}
-	if err := registry.ValidateName(name); err != nil {
-		return err
-	}
-	if name == OutOfBandName {
-		// The records of every external process (their errors, the
-		// reasons for what they do) come through it.
-		return fmt.Errorf("%s is never failsafed: the records of the external processes go through it", name)
-	}
-	if why := d.reservedName(name); why != "" {
-		return fmt.Errorf("%s is a reserved name (%s): there is no task to failsafe", name, why)
-	}
-	if _, configured := d.host.Config(name); !configured {
-		if _, known := d.host.Lookup(name); !known {
-			return fmt.Errorf("failsafe %s: %w, and it is not configured", name, d.notFound(name))
-		}
-	}
-	if alert == nil {
-		alert = map[string]any{}
-	}
-	alert["failsafed_by"] = by
-	alert["failsafe_ts"] = float64(time.Now().UnixNano()) / 1e9
-	if err := d.store.WriteFailsafe(name, alert); err != nil {
-		return fmt.Errorf("failsafe %s: %w", name, err)
-	}
-	d.host.Out(oob.ChannelAlert, name, fmt.Sprintf("task %s failsafed (%s): it stays stopped, its messages wait, until `multimodule unfailsafe %s`", name, by, name), alert)
-	if p := d.ext.process(name); p != nil {
-		d.ext.markStopping(name)
-		_ = p.Signal(9) // the task's process is killed
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	// At once: what it fetched and has not handled waits on the bus (a
-	// task failsafed for failing would fail it too).
-	if err := d.host.UnloadNow(ctx, name); err != nil {
-		d.host.Out(oob.ChannelError, name, fmt.Sprintf("failsafe %s: unload: %v", name, err), nil)
-	}
-	if d.mon != nil {
-		d.mon.clearTask(name)
-	}
-	d.host.Counters().Clear(name)
-	return nil
-}
-
-// unfailsafe clears a failsafe: the task comes back and drains its queue.
-func (d *Daemon) unfailsafe(name string) error {
-	if err := registry.ValidateName(name); err != nil {
-		return err
-	}
-	if err := d.store.ClearFailsafe(name); err != nil {
-		return fmt.Errorf("unfailsafe %s: %w", name, err)
-	}
-	if d.mon != nil {
-		d.mon.clearTask(name)
-	}
-	d.host.Out(oob.ChannelLog, name, fmt.Sprintf("task %s unfailsafed: starting it again", name), nil)
-	d.noteUnfailsafe(name)
-	d.ext.request(name)
-	if err := d.host.Reconcile(name); err != nil {
-		return fmt.Errorf("unfailsafe %s: %w", name, err)
-	}
-	return nil
 }
 
 // addSamples adds the usage of two processes that together are one task.
@@ -663,3 +663,5 @@ func addSamples(a, b monitor.ProcessSample) monitor.ProcessSample {
 		CPUCores:         a.CPUCores + b.CPUCores,
 	}
 }
+
+var _ task.Configurer = (*Task)(nil)

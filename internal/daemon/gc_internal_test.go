@@ -1,4 +1,4 @@
-package host
+package daemon
 
 import (
 	"os"
@@ -37,7 +37,7 @@ func TestGCTunerRunsAfterCollections(t *testing.T) {
 	if os.Getenv("GOGC") != "" {
 		t.Skip("GOGC is set: the tuner stays off")
 	}
-	tuneGC(DefaultHeapFloor) // a no-op if a Host of this test binary started it already
+	tuneGC(defaultHeapFloor) // a no-op if a daemon run by this test binary started it already
 	read := func() int64 {
 		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
 		metrics.Read(s)

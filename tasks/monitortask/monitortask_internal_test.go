@@ -1,4 +1,4 @@
-package daemon
+package monitortask
 
 import (
 	"fmt"
@@ -9,10 +9,9 @@ import (
 
 	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/monitor"
-	"github.com/multimodule/multimodule/store"
 )
 
-// Skipping quiet samples (monitorTask.record) changes no level and no
+// Skipping quiet samples (Task.record) changes no level and no
 // alert: a monitor fed through record and one fed every sample, over
 // idle stretches longer than the cutoff, bursts, and a steady non-zero
 // gauge, reach the same levels at every evaluation and raise the same
@@ -33,7 +32,7 @@ func TestQuietSamplesChangeNoAlert(t *testing.T) {
 		}})
 	}
 	full, skip := newMon(0), newMon(1)
-	mt := &monitorTask{cutoff: 300 * time.Second}
+	mt := &Task{cutoff: 300 * time.Second}
 	base := time.Unix(1_800_000_000, 0)
 	var total float64
 	for s := 0; s < 2400; s++ {
@@ -122,12 +121,12 @@ func TestSettledTasksSkippedChangeNoAlert(t *testing.T) {
 	}
 	var alerts [2][]string
 	var mons [2]*monitor.Monitor
-	var tasks [2]*monitorTask
+	var tasks [2]*Task
 	for i := range 2 {
 		mons[i] = monitor.New(monitor.Options{Thresholds: th, OnAlert: func(a monitor.Alert) {
 			alerts[i] = append(alerts[i], fmt.Sprintf("%v %s %s %s %.6g", a.Time.Unix(), a.Bucket, a.Window, a.Level, a.Value))
 		}})
-		tasks[i] = &monitorTask{cutoff: 300 * time.Second, everyTask: i == 0}
+		tasks[i] = &Task{cutoff: 300 * time.Second, everyTask: i == 0}
 	}
 	hc := host.NewCounters()
 	tasks[1].marks = map[string]host.CounterMark{}
@@ -197,55 +196,11 @@ func TestSettledTasksSkippedChangeNoAlert(t *testing.T) {
 	}
 }
 
-// TestExternalStatusWrittenOnlyWhenDue: an external's status, asked for
-// every 2 s, is written again only when what the monitor reads in it
-// changed, or once it is statusRefresh old.
-func TestExternalStatusWrittenOnlyWhenDue(t *testing.T) {
-	st, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &Daemon{opts: Options{Task: "Ext"}, store: st}
-	saved := func() float64 {
-		t.Helper()
-		s, err := st.LoadStatus("Ext")
-		if err != nil || s == nil {
-			t.Fatalf("LoadStatus: %v, %v", s, err)
-		}
-		return s.SaveTS
-	}
-	if err := d.writeMainStatus(); err != nil {
-		t.Fatal(err)
-	}
-	first := saved()
-	if err := d.writeMainStatus(); err != nil {
-		t.Fatal(err)
-	}
-	if again := saved(); again != first {
-		t.Fatalf("status written again (save_ts %v, then %v) with nothing changed", first, again)
-	}
-	d.statusKey = "something else" // as if the counters had moved
-	if err := d.writeMainStatus(); err != nil {
-		t.Fatal(err)
-	}
-	second := saved()
-	if second == first {
-		t.Fatal("status not written again after a change")
-	}
-	d.statusSaved = d.statusSaved.Add(-statusRefresh) // as if statusRefresh had passed
-	if err := d.writeMainStatus(); err != nil {
-		t.Fatal(err)
-	}
-	if saved() == second {
-		t.Fatal("status not written again once statusRefresh old")
-	}
-}
-
 // TestHandlerBucketsNotMonitored: the handler latency histogram's bucket
 // counters are for /metrics; the monitor records none of them as events.
 func TestHandlerBucketsNotMonitored(t *testing.T) {
 	m := monitor.New(monitor.Options{})
-	mt := &monitorTask{cutoff: 300 * time.Second, everyTask: true}
+	mt := &Task{cutoff: 300 * time.Second, everyTask: true}
 	base := time.Unix(1_800_000_000, 0)
 	for s := range 3 {
 		now := base.Add(time.Duration(s) * time.Second)

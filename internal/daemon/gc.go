@@ -1,4 +1,4 @@
-package host
+package daemon
 
 import (
 	"os"
@@ -9,8 +9,12 @@ import (
 	"sync/atomic"
 )
 
-// DefaultHeapFloor is the smallest heap goal a hosting process gives the
-// garbage collector (Options.HeapFloor).
+// The garbage collector's policy is the program's, not a library's: the
+// daemon sets it for its process (role.heapFloor) as it starts serving.
+// The host package sets none.
+
+// defaultHeapFloor is the smallest heap goal the daemon gives the garbage
+// collector.
 //
 // Why: a host's live heap is small (a few MB) while messages are
 // allocated at a high rate (≈ 600 bytes per message through producer →
@@ -22,18 +26,16 @@ import (
 // second and a longer latency tail (docs/benchmarks.md). With a floor the
 // collector runs ~10 times less often; memory stays bounded by the floor
 // plus twice the live heap, and above the floor GOGC=100 applies as usual.
-const DefaultHeapFloor = 32 << 20
+const defaultHeapFloor = 32 << 20
 
-// ExternalHeapFloor is the default heap-goal floor of an external
-// process: it hosts one task (and local copies of stateless ones), and a
+// externalHeapFloor is the heap-goal floor of an external process: it hosts one task (and local copies of stateless ones), and a
 // box may run dozens of them, so it trades less of the collector's work
 // for memory than the daemon does.
-const ExternalHeapFloor = 8 << 20
+const externalHeapFloor = 8 << 20
 
 // gcTuner keeps the heap goal at or above a floor by adjusting the GC
-// percentage after every collection. It is process-wide: the first Host
-// to run starts it (a process normally has one), later floors are
-// ignored.
+// percentage after every collection. It is process-wide: the first call
+// of tuneGC starts it, later floors are ignored.
 var gcTuner struct {
 	once    sync.Once
 	floor   uint64
