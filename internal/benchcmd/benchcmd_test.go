@@ -54,3 +54,30 @@ func TestBenchCommandJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// --vs-baseline prints the comparison as one JSON object with the ratio.
+func TestBenchCommandVsBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a daemon and a bus")
+	}
+	env := mmtest.NewEnv(t)
+	cmd := env.Command("bench", "inproc", "--vs-baseline", "--runs", "1", "--duration", "500ms", "--json")
+	cmd.Env = append(cmd.Env, "TMPDIR="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("output %q is not one JSON object: %v", out, err)
+	}
+	if got["baseline"] != "baseline-chan" {
+		t.Errorf("baseline: got %v, want baseline-chan", got["baseline"])
+	}
+	if r, _ := got["ratio_median"].(float64); r <= 0 {
+		t.Errorf("ratio_median: got %v, want > 0", got["ratio_median"])
+	}
+	if runs, _ := got["runs"].([]any); len(runs) != 1 {
+		t.Errorf("runs: got %v, want 1 pair", got["runs"])
+	}
+}
