@@ -204,6 +204,12 @@ func TestCompare(t *testing.T) {
 				if r.Ratio <= 0 || r.Scenario.MsgsPerSec <= 0 || r.Baseline.MsgsPerSec <= 0 {
 					t.Errorf("pair %d: ratio %v of %v and %v msgs/s, want all > 0", i+1, r.Ratio, r.Scenario.MsgsPerSec, r.Baseline.MsgsPerSec)
 				}
+				if r.ScenarioCPUus <= 0 || r.BaselineCPUus <= 0 || r.CPURatio <= 0 {
+					t.Errorf("pair %d: CPU per message %v and %v µs, ratio %v; want all > 0", i+1, r.ScenarioCPUus, r.BaselineCPUus, r.CPURatio)
+				}
+			}
+			if c.CPURatioMin > c.CPURatioMedian || c.CPURatioMedian > c.CPURatioMax {
+				t.Errorf("cpu ratio min %v, median %v, max %v: not in order", c.CPURatioMin, c.CPURatioMedian, c.CPURatioMax)
 			}
 			if c.RatioMin > c.RatioMedian || c.RatioMedian > c.RatioMax {
 				t.Errorf("ratio min %v, median %v, max %v: not in order", c.RatioMin, c.RatioMedian, c.RatioMax)

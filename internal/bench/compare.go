@@ -21,6 +21,14 @@ type Comparison struct {
 	RatioMedian float64 `json:"ratio_median"`
 	RatioMin    float64 `json:"ratio_min"`
 	RatioMax    float64 `json:"ratio_max"`
+	// CPURatio is the baseline's CPU time per message over the
+	// scenario's, pair by pair (median, smallest, largest): above 1 the
+	// scenario does a message's work with less CPU. On a loaded machine
+	// it says more than the msgs/s ratio, which depends on the CPU share
+	// each run got.
+	CPURatioMedian float64 `json:"cpu_ratio_median"`
+	CPURatioMin    float64 `json:"cpu_ratio_min"`
+	CPURatioMax    float64 `json:"cpu_ratio_max"`
 	// P99 are the medians of the runs' p99 latencies (µs).
 	P99usMedian         float64 `json:"p99_us_median"`
 	BaselineP99usMedian float64 `json:"baseline_p99_us_median"`
@@ -31,6 +39,24 @@ type ComparedRun struct {
 	Scenario Result  `json:"scenario"`
 	Baseline Result  `json:"baseline"`
 	Ratio    float64 `json:"ratio"` // Scenario.MsgsPerSec / Baseline.MsgsPerSec
+	// CPU time per message (µs, all the run's processes) of each, and
+	// the baseline's over the scenario's.
+	ScenarioCPUus float64 `json:"scenario_cpu_us_per_msg"`
+	BaselineCPUus float64 `json:"baseline_cpu_us_per_msg"`
+	CPURatio      float64 `json:"cpu_ratio"`
+}
+
+// cpuPerMsg is the CPU time (µs) all of r's processes used per message
+// of its measured window; 0 when unknown.
+func cpuPerMsg(r Result) float64 {
+	var pct float64
+	for _, p := range r.Processes {
+		pct += p.CPUPercent
+	}
+	if r.MsgsPerSec <= 0 {
+		return 0
+	}
+	return pct / 100 / r.MsgsPerSec * 1e6
 }
 
 // ErrNoBaseline is wrapped when Compare is given a scenario without a
@@ -78,15 +104,21 @@ func Compare(ctx context.Context, name string, runs int, opts Options) (Comparis
 		if pair.Baseline.MsgsPerSec > 0 {
 			pair.Ratio = round3(pair.Scenario.MsgsPerSec / pair.Baseline.MsgsPerSec)
 		}
+		pair.ScenarioCPUus, pair.BaselineCPUus = round3(cpuPerMsg(pair.Scenario)), round3(cpuPerMsg(pair.Baseline))
+		if pair.ScenarioCPUus > 0 {
+			pair.CPURatio = round3(pair.BaselineCPUus / pair.ScenarioCPUus)
+		}
 		c.Runs = append(c.Runs, pair)
 	}
-	var ratios, p99, bp99 []float64
+	var ratios, cpu, p99, bp99 []float64
 	for _, r := range c.Runs {
 		ratios = append(ratios, r.Ratio)
+		cpu = append(cpu, r.CPURatio)
 		p99 = append(p99, r.Scenario.P99us)
 		bp99 = append(bp99, r.Baseline.P99us)
 	}
 	c.RatioMedian, c.RatioMin, c.RatioMax = median(ratios), slices.Min(ratios), slices.Max(ratios)
+	c.CPURatioMedian, c.CPURatioMin, c.CPURatioMax = median(cpu), slices.Min(cpu), slices.Max(cpu)
 	c.P99usMedian, c.BaselineP99usMedian = median(p99), median(bp99)
 	return c, nil
 }
@@ -107,11 +139,14 @@ func median(xs []float64) float64 {
 // WriteComparison writes c as a human-readable table.
 func WriteComparison(w io.Writer, c Comparison) {
 	fmt.Fprintf(w, "%s vs %s, %d alternating pairs\n\n", c.Scenario, c.Baseline, len(c.Runs))
-	fmt.Fprintf(w, "%-5s %12s %12s %8s %10s %10s\n", "pair", c.Scenario, c.Baseline, "ratio", "p99", "base p99")
+	fmt.Fprintf(w, "%-5s %18s %18s %8s %10s %10s %9s %9s %9s\n", "pair", c.Scenario+" msgs/s", c.Baseline+" msgs/s", "ratio",
+		"p99", "base p99", "cpu µs", "base µs", "cpu ratio")
 	for i, r := range c.Runs {
-		fmt.Fprintf(w, "%-5d %12s %12s %8.3f %10s %10s\n", i+1,
-			humanRate(r.Scenario.MsgsPerSec), humanRate(r.Baseline.MsgsPerSec), r.Ratio, us(r.Scenario.P99us), us(r.Baseline.P99us))
+		fmt.Fprintf(w, "%-5d %18s %18s %8.3f %10s %10s %9.3f %9.3f %9.3f\n", i+1,
+			humanRate(r.Scenario.MsgsPerSec), humanRate(r.Baseline.MsgsPerSec), r.Ratio, us(r.Scenario.P99us), us(r.Baseline.P99us),
+			r.ScenarioCPUus, r.BaselineCPUus, r.CPURatio)
 	}
 	fmt.Fprintf(w, "\nratio (msgs/s, %s / %s): median %.3f, range %.3f–%.3f\n", c.Scenario, c.Baseline, c.RatioMedian, c.RatioMin, c.RatioMax)
+	fmt.Fprintf(w, "cpu ratio (CPU per message, %s / %s): median %.3f, range %.3f–%.3f\n", c.Baseline, c.Scenario, c.CPURatioMedian, c.CPURatioMin, c.CPURatioMax)
 	fmt.Fprintf(w, "p99 median: %s %s, %s %s\n", c.Scenario, us(c.P99usMedian), c.Baseline, us(c.BaselineP99usMedian))
 }
