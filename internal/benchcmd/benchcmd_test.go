@@ -4,8 +4,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/internal/benchcmd"
 	"github.com/multimodule/multimodule/internal/cli"
 	"github.com/multimodule/multimodule/mmtest"
@@ -79,5 +83,43 @@ func TestBenchCommandVsBaseline(t *testing.T) {
 	}
 	if runs, _ := got["runs"].([]any); len(runs) != 1 {
 		t.Errorf("runs: got %v, want 1 pair", got["runs"])
+	}
+}
+
+// baseline-chan runs with the heap goal a daemon's collector keeps
+// (host.DefaultHeapFloor), as it does after inproc in a --vs-baseline
+// run: once its run started, no collection aims under the floor.
+func TestBaselineChanHeapFloor(t *testing.T) {
+	if os.Getenv("GOGC") != "" {
+		t.Skip("GOGC is set: the floor is off by design")
+	}
+	env := mmtest.NewEnv(t)
+	cmd := env.Command("bench", "baseline-chan", "--duration", "500ms", "--json")
+	cmd.Env = append(cmd.Env, "TMPDIR="+t.TempDir(), "GODEBUG=gctrace=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if _, err := cmd.Output(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	// gctrace: "gc N @…: …, A->B->C MB, G MB goal, …", one line per
+	// collection. Collections before the run (start-up) aim lower.
+	goal := regexp.MustCompile(`, (\d+) MB goal`)
+	floor := host.DefaultHeapFloor >> 20
+	reached, under := false, 0
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		m := goal.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		mb, _ := strconv.Atoi(m[1])
+		switch {
+		case mb >= floor:
+			reached = true
+		case reached:
+			under++
+		}
+	}
+	if !reached || under > 0 {
+		t.Errorf("heap goals: floor (%d MB) reached %v, %d collections under it afterwards; want reached, 0\n%s", floor, reached, under, stderr.String())
 	}
 }
