@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -214,10 +215,15 @@ func runBaselineChan(ctx context.Context, opts *Options) (Result, error) {
 		toRouter <- message.Message{"seq": seq, "bench_ts": now, "pad": pad, "source": "Producer"}
 		return true
 	}, nil)
+	gcPercent := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(gcPercent) // the setting the run had
 	close(toRouter)
 	wg.Wait()
 	res := s.result(sent, dur, opts.Rate, opts.Size)
 	res.Processes = <-window
+	if v := gcPercent[0].Value; v.Kind() == metrics.KindUint64 {
+		res.Extras["gc_percent"] = int64(v.Uint64())
+	}
 	if n := unmatched.Load(); n > 0 {
 		return res, fmt.Errorf("baseline-chan: %d messages did not match the route", n)
 	}
