@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -71,13 +72,7 @@ var ErrNoBaseline = errors.New("bench: no baseline for this scenario")
 func Compare(ctx context.Context, name string, runs int, opts Options) (Comparison, error) {
 	base, ok := baselineOf[name]
 	if !ok {
-		known := slices.Sorted(func(yield func(string) bool) {
-			for k := range baselineOf {
-				if !yield(k) {
-					return
-				}
-			}
-		})
+		known := slices.Sorted(maps.Keys(baselineOf))
 		return Comparison{}, fmt.Errorf("%w: %q (scenarios with one: %s)", ErrNoBaseline, name, strings.Join(known, ", "))
 	}
 	if runs <= 0 {
