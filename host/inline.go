@@ -92,7 +92,7 @@ func (h *Host) tryInline(ctx context.Context, r *runner, msg message.Message, s 
 	}
 	prev := r.cur
 	r.cur = s.lease // what the handler sends carries the sender's lease
-	start := time.Now()
+	start := monoNow()
 	var passed uint64
 	if r.handle(m, nil) {
 		passed = 1

@@ -28,10 +28,17 @@ func (h *Host) placement(name string, def task.Definition, ok bool) (task.Defini
 		// this process' business.
 		return task.Definition{}, h.opts.Placement(name, task.Definition{Name: name}, cfg), cfg, false
 	}
+	// A failsafed task runs nowhere. Its failsafe is looked up only for a
+	// task that would run here: every message to a task hosted elsewhere
+	// (an external's) asks, and the lookup is the dearer question.
+	pl := h.opts.Placement(name, def, cfg)
+	if pl == NotHere {
+		return def, NotHere, cfg, true
+	}
 	if failsafed, _ := h.opts.Store.ReadFailsafe(name); failsafed != nil {
 		return def, NotHere, cfg, true
 	}
-	return def, h.opts.Placement(name, def, cfg), cfg, true
+	return def, pl, cfg, true
 }
 
 // reconcile makes the hosting of one task match its config: load it,

@@ -59,6 +59,10 @@ type Options struct {
 	// ExecDir is the directory of exec tasks holding PyEcho for the exec
 	// scenario (default examples/exec, relative to the working directory).
 	ExecDir string
+	// Batch is the number of messages baseline-jetstream publishes before
+	// it waits for their acknowledgements (default DefaultBatch; 1 is one
+	// synchronous publish per message).
+	Batch int
 	// ScrapeMetrics, when positive, starts the daemon with its HTTP
 	// listener on a loopback port and GETs /metrics at this interval
 	// during the measured window (the flow scenarios only: inproc,
@@ -89,6 +93,9 @@ func (o *Options) defaults() {
 	}
 	if o.KillGap <= 0 {
 		o.KillGap = 10500 * time.Millisecond
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
 	}
 	if o.Configs <= 0 {
 		o.Configs = 20
@@ -145,23 +152,27 @@ func (r Result) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// scenario is one runnable scenario.
+// scenario is one runnable scenario: run gets a fresh env (daemon, bus,
+// state directory); bare, when set instead, runs without one.
 type scenario struct {
 	name string
 	doc  string
 	run  func(ctx context.Context, e *env) (Result, error)
+	bare func(ctx context.Context, opts *Options) (Result, error)
 }
 
 var scenarios = []scenario{
-	{"inproc", "producer → Router → consumer inside one daemon", runInproc},
-	{"external", "producer (internal) → Router → external stateful consumer, across the bus", runExternal},
-	{"fanout", "one producer, Router with 10 routes of which 4 match, one forward each", runFanout},
-	{"exec", "producer → Python exec echo task → consumer", runExec},
-	{"cli", "`send` processes → Relay task → Router → `recv --follow`", runCLI},
-	{"scale", "1,000 internal and 50 external tasks: start-up, idle CPU and RSS, then all busy", runScale},
-	{"restart", "kill -9 of an external consumer under load: time until its replacement handles messages", runRestart},
-	{"migrate", "internal ↔ external migration of a consumer under load: time to the first message at the new place, nothing lost or reordered", runMigrate},
-	{"config", "config change → SetConfig latency, and an idle daemon's CPU", runConfig},
+	{name: "inproc", doc: "producer → Router → consumer inside one daemon", run: runInproc},
+	{name: "external", doc: "producer (internal) → Router → external stateful consumer, across the bus", run: runExternal},
+	{name: "fanout", doc: "one producer, Router with 10 routes of which 4 match, one forward each", run: runFanout},
+	{name: "exec", doc: "producer → Python exec echo task → consumer", run: runExec},
+	{name: "cli", doc: "`send` processes → Relay task → Router → `recv --follow`", run: runCLI},
+	{name: "scale", doc: "1,000 internal and 50 external tasks: start-up, idle CPU and RSS, then all busy", run: runScale},
+	{name: "restart", doc: "kill -9 of an external consumer under load: time until its replacement handles messages", run: runRestart},
+	{name: "migrate", doc: "internal ↔ external migration of a consumer under load: time to the first message at the new place, nothing lost or reordered", run: runMigrate},
+	{name: "config", doc: "config change → SetConfig latency, and an idle daemon's CPU", run: runConfig},
+	{name: "baseline-chan", doc: "inproc's work in plain Go: producer → route match + map clone → consumer, 3 goroutines, 2 buffered channels", bare: runBaselineChan},
+	{name: "baseline-jetstream", doc: "external's work in plain JetStream: publish in batches of --batch (64), pull consumer acknowledging every --batch-th message", run: runBaselineJetStream},
 }
 
 // scrapable are the scenarios measured by env.flow, the only ones that
@@ -208,6 +219,15 @@ func Run(ctx context.Context, name string, opts Options) (Result, error) {
 			return Result{}, fmt.Errorf("%w: no PyEcho in %s (run from the repository root or pass --exec-dir): %v", ErrExecUnavailable, dir, err)
 		}
 		opts.ExecDir = dir
+	}
+	if sc := scenarios[i]; sc.bare != nil {
+		res, err := sc.bare(ctx, &opts)
+		if err != nil {
+			return res, fmt.Errorf("bench %s: %w", name, err)
+		}
+		res.Scenario = name
+		res.Extras["errors"] = 0
+		return res, nil
 	}
 	e, err := newEnv(ctx, name, &opts)
 	if err != nil {

@@ -44,6 +44,11 @@ func TestScenarios(t *testing.T) {
 			[]string{"sent", "received"}, []string{"lost", "errors"}},
 		{"config", bench.Options{Duration: 500 * time.Millisecond, Configs: 3}, false,
 			[]string{"config_p50_ms", "config_max_ms", "idle_daemon_cpu_%"}, []string{"errors"}},
+		{"baseline-chan", bench.Options{Duration: time.Second}, true, []string{"sent", "received"}, []string{"lost", "errors"}},
+		{"baseline-chan/open-loop", bench.Options{Duration: time.Second, Rate: 5000}, true, []string{"sent", "received"}, []string{"lost", "errors"}},
+		{"baseline-jetstream", bench.Options{Duration: time.Second}, true, []string{"sent", "received", "batch"}, []string{"lost", "errors"}},
+		{"baseline-jetstream/one-at-a-time", bench.Options{Duration: time.Second, Rate: 500, Batch: 1}, true,
+			[]string{"sent", "received", "batch"}, []string{"lost", "errors"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,6 +85,19 @@ func TestScenarios(t *testing.T) {
 				}
 			} else if _, ok := got["scrapes"]; ok {
 				t.Errorf("scrapes reported without ScrapeMetrics: %v", got["scrapes"])
+			}
+			if strings.HasPrefix(tc.name, "baseline-") && tc.opts.Rate > 0 {
+				// Open loop: about Rate messages per second of the
+				// warm-up and the window (a loaded machine may fall short).
+				if v, _ := got["sent"].(float64); v <= 0 || v > tc.opts.Rate*1.3 {
+					t.Errorf("sent: got %v at %v msgs/s for 1.2 s", got["sent"], tc.opts.Rate)
+				}
+			}
+			if tc.name == "baseline-jetstream/one-at-a-time" && got["batch"] != float64(1) {
+				t.Errorf("batch: got %v, want 1", got["batch"])
+			}
+			if tc.name == "baseline-jetstream" && got["batch"] != float64(bench.DefaultBatch) {
+				t.Errorf("batch: got %v, want %d", got["batch"], bench.DefaultBatch)
 			}
 			if tc.name == "config" {
 				if v, _ := got["config_changes"].(float64); v != 3 {
@@ -127,7 +145,15 @@ func checkShape(t *testing.T, got map[string]any, scenario string) {
 			t.Errorf("process %v: rss_bytes got %v, want > 0", name, pm["rss_bytes"])
 		}
 	}
-	for _, want := range []string{"daemon+bench", "bus"} {
+	want := []string{"daemon+bench", "bus"}
+	if scenario == "baseline-chan" {
+		want = []string{"bench"} // no daemon, no bus: one process
+	}
+	if scenario == "external" {
+		// Its CPU is part of the scenario's cost per message.
+		want = append(want, "external Consumer")
+	}
+	for _, want := range want {
 		if !names[want] {
 			t.Errorf("processes: %q missing; got %v", want, procs)
 		}
@@ -152,5 +178,58 @@ func TestScrapeMetricsNeedsFlow(t *testing.T) {
 	_, err := bench.Run(t.Context(), "config", bench.Options{ScrapeMetrics: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "scrape-metrics") {
 		t.Fatalf("Run config with ScrapeMetrics: got %v, want an error naming --scrape-metrics", err)
+	}
+}
+
+// Compare runs a scenario and its baseline alternately and gives the
+// ratio of their msgs/s; never timing.
+func TestCompare(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts daemons and buses")
+	}
+	for _, tc := range []struct{ scenario, baseline string }{
+		{"inproc", "baseline-chan"},
+		{"external", "baseline-jetstream"},
+	} {
+		t.Run(tc.scenario, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+			defer cancel()
+			c, err := bench.Compare(ctx, tc.scenario, 2, bench.Options{Duration: 500 * time.Millisecond})
+			if err != nil {
+				t.Fatalf("Compare: %v", err)
+			}
+			if c.Scenario != tc.scenario || c.Baseline != tc.baseline || len(c.Runs) != 2 {
+				t.Fatalf("got %s vs %s with %d runs, want %s vs %s with 2", c.Scenario, c.Baseline, len(c.Runs), tc.scenario, tc.baseline)
+			}
+			for i, r := range c.Runs {
+				if r.Scenario.Scenario != tc.scenario || r.Baseline.Scenario != tc.baseline {
+					t.Errorf("pair %d: got %s and %s", i+1, r.Scenario.Scenario, r.Baseline.Scenario)
+				}
+				if r.Ratio <= 0 || r.Scenario.MsgsPerSec <= 0 || r.Baseline.MsgsPerSec <= 0 {
+					t.Errorf("pair %d: ratio %v of %v and %v msgs/s, want all > 0", i+1, r.Ratio, r.Scenario.MsgsPerSec, r.Baseline.MsgsPerSec)
+				}
+				if r.ScenarioCPUus <= 0 || r.BaselineCPUus <= 0 || r.CPURatio <= 0 {
+					t.Errorf("pair %d: CPU per message %v and %v µs, ratio %v; want all > 0", i+1, r.ScenarioCPUus, r.BaselineCPUus, r.CPURatio)
+				}
+			}
+			if c.CPURatioMin > c.CPURatioMedian || c.CPURatioMedian > c.CPURatioMax {
+				t.Errorf("cpu ratio min %v, median %v, max %v: not in order", c.CPURatioMin, c.CPURatioMedian, c.CPURatioMax)
+			}
+			if c.RatioMin > c.RatioMedian || c.RatioMedian > c.RatioMax {
+				t.Errorf("ratio min %v, median %v, max %v: not in order", c.RatioMin, c.RatioMedian, c.RatioMax)
+			}
+			var out strings.Builder
+			bench.WriteComparison(&out, c)
+			if !strings.Contains(out.String(), "ratio") || !strings.Contains(out.String(), tc.baseline) {
+				t.Errorf("table: %q", out.String())
+			}
+		})
+	}
+}
+
+func TestCompareWithoutBaseline(t *testing.T) {
+	_, err := bench.Compare(t.Context(), "fanout", 1, bench.Options{})
+	if !errors.Is(err, bench.ErrNoBaseline) || !strings.Contains(err.Error(), "inproc") {
+		t.Fatalf("got %v, want ErrNoBaseline naming the scenarios that have one", err)
 	}
 }

@@ -45,6 +45,13 @@ func (e *env) waitReady(ctx context.Context, names []string, external bool) erro
 	})
 }
 
+// readyPID is the pid in task's latest ready report (0: none).
+func (e *env) readyPID(task string) int {
+	e.reports.mu.Lock()
+	defer e.reports.mu.Unlock()
+	return int(int64Of(e.reports.ready[task]["pid"]))
+}
+
 // producerConfig starts a producer run.
 func (e *env) producerConfig(run string, dur time.Duration) map[string]any {
 	return map[string]any{"run": run, "duration": dur.Seconds(), "rate": e.opts.Rate, "size": int64(e.opts.Size)}
@@ -206,7 +213,9 @@ func runExternal(ctx context.Context, e *env) (Result, error) {
 	if err := e.waitReady(ctx, []string{"Consumer"}, true); err != nil {
 		return Result{}, err
 	}
-	e.procs.add("external Consumer", e.externalPID("Consumer"))
+	// The pid its ready report gave: its status file, which names it
+	// too, may be written only after the measured window has started.
+	e.procs.add("external Consumer", e.readyPID("Consumer"))
 	return e.flow(ctx, []string{"Consumer"})
 }
 

@@ -28,6 +28,8 @@ type benchOptions struct {
 	cpuprofile string
 	memprofile string
 	trace      string
+	vsBaseline bool
+	runs       int
 }
 
 // New returns the bench command (a cli.Command).
@@ -35,7 +37,7 @@ func New(*cli.Globals) *cobra.Command {
 	o := &benchOptions{}
 	var list strings.Builder
 	for _, s := range bench.Scenarios() {
-		fmt.Fprintf(&list, "  %-9s %s\n", s[0], s[1])
+		fmt.Fprintf(&list, "  %-18s %s\n", s[0], s[1])
 	}
 	cmd := &cobra.Command{
 		Use:   "bench SCENARIO",
@@ -59,7 +61,9 @@ Scenarios:
   multimodule bench external --json
   multimodule bench scale --tasks 1000 --externals 50
   multimodule bench restart --kills 10
-  multimodule bench inproc --cpuprofile cpu.out && go tool pprof -top cpu.out`,
+  multimodule bench inproc --cpuprofile cpu.out && go tool pprof -top cpu.out
+  multimodule bench inproc --vs-baseline --runs 5 --duration 5s
+  multimodule bench external --vs-baseline --batch 1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runBench(cmd, args[0], o)
@@ -81,6 +85,9 @@ Scenarios:
 	f.StringVar(&o.opts.ExecDir, "exec-dir", "examples/exec", "exec: the directory of exec tasks holding PyEcho")
 	f.DurationVar(&o.opts.ScrapeMetrics, "scrape-metrics", 0, "inproc, external, fanout, exec: serve HTTP on a loopback port and GET /metrics at this interval during the measured window (alone: every 1s; with a value: --scrape-metrics=500ms); fails the run if a scrape fails")
 	f.Lookup("scrape-metrics").NoOptDefVal = "1s"
+	f.IntVar(&o.opts.Batch, "batch", 64, "baseline-jetstream: messages published before waiting for their acknowledgements (1: one synchronous publish per message)")
+	f.BoolVar(&o.vsBaseline, "vs-baseline", false, "inproc, external: run the scenario and its baseline (baseline-chan, baseline-jetstream) --runs times each, alternating, and print the ratio of their msgs/s")
+	f.IntVar(&o.runs, "runs", 3, "with --vs-baseline: pairs of runs")
 	f.BoolVar(&o.opts.Keep, "keep", false, "keep the temporary state directory (its path is printed)")
 	return cmd
 }
@@ -112,6 +119,9 @@ func runBench(cmd *cobra.Command, name string, o *benchOptions) (err error) {
 		}
 		defer p.stop()
 	}
+	if o.vsBaseline {
+		return runComparison(cmd, name, o)
+	}
 	res, err := bench.Run(cmd.Context(), name, o.opts)
 	if err != nil {
 		return err
@@ -131,6 +141,24 @@ func runBench(cmd *cobra.Command, name string, o *benchOptions) (err error) {
 		return err
 	}
 	bench.WriteTable(out, res)
+	return nil
+}
+
+func runComparison(cmd *cobra.Command, name string, o *benchOptions) error {
+	c, err := bench.Compare(cmd.Context(), name, o.runs, o.opts)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if o.json {
+		b, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("bench: encode result: %w", err)
+		}
+		_, err = fmt.Fprintf(out, "%s\n", b)
+		return err
+	}
+	bench.WriteComparison(out, c)
 	return nil
 }
 

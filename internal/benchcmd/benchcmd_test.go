@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/internal/benchcmd"
 	"github.com/multimodule/multimodule/internal/cli"
 	"github.com/multimodule/multimodule/mmtest"
@@ -52,5 +53,59 @@ func TestBenchCommandJSON(t *testing.T) {
 	}
 	if _, err := os.Stat(tmp); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// --vs-baseline prints the comparison as one JSON object with the ratio.
+func TestBenchCommandVsBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a daemon and a bus")
+	}
+	env := mmtest.NewEnv(t)
+	cmd := env.Command("bench", "inproc", "--vs-baseline", "--runs", "1", "--duration", "500ms", "--json")
+	cmd.Env = append(cmd.Env, "TMPDIR="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("output %q is not one JSON object: %v", out, err)
+	}
+	if got["baseline"] != "baseline-chan" {
+		t.Errorf("baseline: got %v, want baseline-chan", got["baseline"])
+	}
+	if r, _ := got["ratio_median"].(float64); r <= 0 {
+		t.Errorf("ratio_median: got %v, want > 0", got["ratio_median"])
+	}
+	if runs, _ := got["runs"].([]any); len(runs) != 1 {
+		t.Errorf("runs: got %v, want 1 pair", got["runs"])
+	}
+}
+
+// baseline-chan runs with the heap goal a daemon's collector keeps
+// (host.DefaultHeapFloor), as it does after inproc in a --vs-baseline
+// run. A fresh process, so that no daemon of this test binary's has
+// tuned its collector: its GC percentage is the one the scenario set.
+func TestBaselineChanHeapFloor(t *testing.T) {
+	if os.Getenv("GOGC") != "" {
+		t.Skip("GOGC is set: the floor is off by design")
+	}
+	env := mmtest.NewEnv(t)
+	cmd := env.Command("bench", "baseline-chan", "--duration", "500ms", "--json")
+	cmd.Env = append(cmd.Env, "TMPDIR="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("output %q is not one JSON object: %v", out, err)
+	}
+	// With a live heap far under the floor, the runtime's goal is
+	// 4 MB × percent / 100: the floor's percentage.
+	want := float64(host.DefaultHeapFloor * 100 / (4 << 20))
+	if got["gc_percent"] != want {
+		t.Errorf("gc_percent: got %v, want %v", got["gc_percent"], want)
 	}
 }
