@@ -17,8 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/multimodule/multimodule/host"
 	benchtasks "github.com/multimodule/multimodule/internal/bench/tasks"
+	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/match"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transit"
@@ -164,12 +164,12 @@ func runBaselineChan(ctx context.Context, opts *Options) (Result, error) {
 	}
 	if os.Getenv("GOGC") == "" {
 		// The daemon's garbage collector keeps its heap goal at
-		// host.DefaultHeapFloor or more (started by the first daemon in
+		// daemon.DefaultHeapFloor or more (started by the first daemon in
 		// a process, it stays on); give the channels the same goal, so
 		// that a run alone and a run after inproc (--vs-baseline)
 		// collect alike. With a live heap far under the floor, as here,
 		// that is this GC percentage.
-		defer debug.SetGCPercent(debug.SetGCPercent(int(host.DefaultHeapFloor * 100 / runtimeHeapMinimum)))
+		defer debug.SetGCPercent(debug.SetGCPercent(int(daemon.DefaultHeapFloor * 100 / runtimeHeapMinimum)))
 	}
 	pad := padFor(opts.Size)
 	warm, dur := opts.warmup(), opts.Duration

@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/internal/benchcmd"
 	"github.com/multimodule/multimodule/internal/cli"
+	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/mmtest"
 )
 
@@ -84,7 +84,7 @@ func TestBenchCommandVsBaseline(t *testing.T) {
 }
 
 // baseline-chan runs with the heap goal a daemon's collector keeps
-// (host.DefaultHeapFloor), as it does after inproc in a --vs-baseline
+// (daemon.DefaultHeapFloor), as it does after inproc in a --vs-baseline
 // run. A fresh process, so that no daemon of this test binary's has
 // tuned its collector: its GC percentage is the one the scenario set.
 func TestBaselineChanHeapFloor(t *testing.T) {
@@ -104,7 +104,7 @@ func TestBaselineChanHeapFloor(t *testing.T) {
 	}
 	// With a live heap far under the floor, the runtime's goal is
 	// 4 MB × percent / 100: the floor's percentage.
-	want := float64(host.DefaultHeapFloor * 100 / (4 << 20))
+	want := float64(daemon.DefaultHeapFloor * 100 / (4 << 20))
 	if got["gc_percent"] != want {
 		t.Errorf("gc_percent: got %v, want %v", got["gc_percent"], want)
 	}

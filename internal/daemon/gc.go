@@ -13,7 +13,7 @@ import (
 // daemon sets it for its process (role.heapFloor) as it starts serving.
 // The host package sets none.
 
-// defaultHeapFloor is the smallest heap goal the daemon gives the garbage
+// DefaultHeapFloor is the smallest heap goal the daemon gives the garbage
 // collector.
 //
 // Why: a host's live heap is small (a few MB) while messages are
@@ -26,7 +26,7 @@ import (
 // second and a longer latency tail (docs/benchmarks.md). With a floor the
 // collector runs ~10 times less often; memory stays bounded by the floor
 // plus twice the live heap, and above the floor GOGC=100 applies as usual.
-const defaultHeapFloor = 32 << 20
+const DefaultHeapFloor = 32 << 20
 
 // externalHeapFloor is the heap-goal floor of an external process: it hosts one task (and local copies of stateless ones), and a
 // box may run dozens of them, so it trades less of the collector's work

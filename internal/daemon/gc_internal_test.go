@@ -37,7 +37,7 @@ func TestGCTunerRunsAfterCollections(t *testing.T) {
 	if os.Getenv("GOGC") != "" {
 		t.Skip("GOGC is set: the tuner stays off")
 	}
-	tuneGC(defaultHeapFloor) // a no-op if a daemon run by this test binary started it already
+	tuneGC(DefaultHeapFloor) // a no-op if a daemon run by this test binary started it already
 	read := func() int64 {
 		s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
 		metrics.Read(s)

@@ -117,7 +117,7 @@ func (m *mainRole) start() error {
 	return nil
 }
 
-func (m *mainRole) heapFloor() int64 { return defaultHeapFloor }
+func (m *mainRole) heapFloor() int64 { return DefaultHeapFloor }
 
 // addIntake adds, in the order they stop: the service manager's link
 // (STOPPING=1, no more reloads), the HTTP listener, the control queue,
