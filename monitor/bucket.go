@@ -23,7 +23,7 @@ const (
 	Counter
 )
 
-// String returns the kind's name as the SPEC and the config spell it:
+// String returns the kind's name as the config spells it:
 // "gauge", "sum" or "counter".
 func (k Kind) String() string {
 	switch k {
@@ -50,14 +50,14 @@ func ParseKind(s string) (Kind, error) {
 	return 0, fmt.Errorf("monitor: unknown bucket kind %q (want gauge, sum or counter)", s)
 }
 
-// The SPEC's bucket defaults for samples.
+// The bucket defaults for samples (docs/monitoring.md).
 const (
 	DefaultCutoffAge     = 300 * time.Second // points older than this are dropped
 	DefaultMinPoints     = 3                 // fewer points than this: no value
 	DefaultMinBucketSpan = 0.5               // (now − oldest point) / window below this: no value
 )
 
-// BucketOptions shape a Bucket. A zero field takes the SPEC default
+// BucketOptions shape a Bucket. A zero field takes the default
 // (DefaultCutoffAge, DefaultMinPoints, DefaultMinBucketSpan); a negative
 // MinPoints or MinBucketSpan turns that check off.
 type BucketOptions struct {

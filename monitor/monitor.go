@@ -48,20 +48,21 @@ type Window struct {
 	Width time.Duration // how far back the window reaches
 }
 
-// DefaultWindows returns the SPEC's windows: one_minute (60 s) and
+// DefaultWindows returns the default windows: one_minute (60 s) and
 // five_minutes (300 s).
 func DefaultWindows() []Window {
 	return []Window{{"one_minute", time.Minute}, {"five_minutes", 5 * time.Minute}}
 }
 
-// Options configure a Monitor. The zero value gives the SPEC's behaviour.
+// Options configure a Monitor. The zero value gives the documented
+// defaults (docs/monitoring.md).
 type Options struct {
 	// Windows to evaluate every bucket over, in this order; nil means
 	// DefaultWindows.
 	Windows []Window
 	// Buckets gives CutoffAge, MinPoints and MinBucketSpan for every
 	// bucket (Kind is ignored: it comes from the metric). Zero fields take
-	// the SPEC defaults; CutoffAge is raised to the widest window.
+	// the defaults; CutoffAge is raised to the widest window.
 	Buckets BucketOptions
 	// Metrics says how metrics are kept, merged over DefaultMetrics.
 	Metrics map[string]MetricInfo
