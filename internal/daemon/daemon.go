@@ -514,13 +514,36 @@ func (d *Daemon) placement(name string, def task.Definition, cfg map[string]any)
 func (d *Daemon) writeMainStatus() error {
 	d.statusMu.Lock()
 	defer d.statusMu.Unlock()
-	self, err := procid.Self()
-	if err != nil {
-		return err
-	}
 	name := "main"
 	if d.opts.Task != "" {
 		name = d.opts.Task
+	}
+	var (
+		counters map[string]uint64
+		stateful bool
+		coPID    int
+	)
+	if d.opts.Task != "" && d.host != nil {
+		counters = d.host.Counters().Task(d.opts.Task)
+		if def, ok := d.host.Lookup(d.opts.Task); ok {
+			stateful = def.Stateful
+		}
+		for _, ti := range d.host.Tasks() {
+			if ti.Name == d.opts.Task {
+				coPID = ti.CoPID
+			}
+		}
+	}
+	// Decided before reading /proc: an idle external's check costs
+	// nothing but this.
+	key := fmt.Sprint(os.Getpid(), stateful, coPID, counters) // maps print sorted
+	now := time.Now()
+	if key == d.statusKey && now.Sub(d.statusSaved) < statusRefresh {
+		return nil
+	}
+	self, err := procid.Self()
+	if err != nil {
+		return err
 	}
 	u, _ := procid.UsageOf(self.PID)
 	st := store.Status{
@@ -531,22 +554,9 @@ func (d *Daemon) writeMainStatus() error {
 		CPUSeconds: u.CPUSeconds,
 		External:   d.opts.Task != "",
 		NATS:       RedactNATSURL(d.opts.Transit.NATSURL),
-	}
-	if d.opts.Task != "" && d.host != nil {
-		st.Counters = d.host.Counters().Task(d.opts.Task)
-		if def, ok := d.host.Lookup(d.opts.Task); ok {
-			st.Stateful = def.Stateful
-		}
-		for _, ti := range d.host.Tasks() {
-			if ti.Name == d.opts.Task {
-				st.CoPID = ti.CoPID
-			}
-		}
-	}
-	key := fmt.Sprint(self.PID, st.Stateful, st.CoPID, st.Counters) // maps print sorted
-	now := time.Now()
-	if key == d.statusKey && now.Sub(d.statusSaved) < statusRefresh {
-		return nil
+		Counters:   counters,
+		Stateful:   stateful,
+		CoPID:      coPID,
 	}
 	if err := d.store.SaveStatus(name, st); err != nil {
 		return err
