@@ -75,6 +75,7 @@ Scenarios:
 	f.StringVar(&o.trace, "trace", "", "write a runtime execution trace of this process to this file (large: keep --duration short; read it with go tool trace)")
 	f.IntVar(&o.opts.Tasks, "tasks", 1000, "scale: internal tasks (at most 10000)")
 	f.IntVar(&o.opts.Externals, "externals", 50, "scale: external tasks (at most 200)")
+	f.DurationVar(&o.opts.Settle, "settle", 2*time.Second, "scale: quiet time between the last task ready and the idle window (over 5m: past the monitor's cutoff age, the steady idle)")
 	f.IntVar(&o.opts.Kills, "kills", 0, "restart: kill -9s (default 10); migrate: round trips (default 3)")
 	f.DurationVar(&o.opts.KillGap, "kill-gap", 10500*time.Millisecond, "restart: healthy run time before each kill (over 10s: every kill is a first crash, not a crash loop)")
 	f.IntVar(&o.opts.Configs, "configs", 20, "config: config changes to time")
