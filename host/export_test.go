@@ -56,3 +56,9 @@ func (h *Host) Flushing() bool { return len(h.flushSem) > 0 }
 
 // HandlerBucket is handlerBucket, for tests.
 func HandlerBucket(d time.Duration) int { return handlerBucket(d) }
+
+// LoopWakes returns how often the run loop woke up so far.
+func (h *Host) LoopWakes() uint64 { return h.loopWakes.Load() }
+
+// FlushPending reports whether a bus send waits for a flush.
+func (h *Host) FlushPending() bool { return h.asyncFlushed.Load() < h.asyncSent.Load() }

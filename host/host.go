@@ -150,7 +150,17 @@ type Host struct {
 	asyncSent    atomic.Uint64
 	asyncFlushed atomic.Uint64
 	flushSem     chan struct{}
-	outside      sync.Map // qname → *outsideSends: slow-path sends in progress
+	// flushDue: a send since the run loop's last flush waits for one.
+	// The first such send sets it and pokes the run loop, which arms its
+	// flush timer; an idle host has no timer armed (see Run).
+	flushDue atomic.Bool
+	// poked wakes the run loop: a send is waiting for its flush, or a
+	// load failed and its retry is to be timed.
+	poked chan struct{}
+	// loopWakes counts the run loop's wake-ups (tests: an idle host does
+	// not wake).
+	loopWakes atomic.Uint64
+	outside   sync.Map // qname → *outsideSends: slow-path sends in progress
 
 	saveCh chan saveJob
 	// statusSem bounds the status files written at load at once.
@@ -238,6 +248,7 @@ func New(opts Options) (*Host, error) {
 		saveCh:    make(chan saveJob, 64),
 		statusSem: make(chan struct{}, 2),
 		flushSem:  make(chan struct{}, 1),
+		poked:     make(chan struct{}, 1),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	empty := map[string]*runner{}
@@ -288,43 +299,106 @@ func (h *Host) Store() *store.Store { return h.opts.Store }
 // Logger returns the host's logger.
 func (h *Host) Logger() *slog.Logger { return h.log }
 
+// flushEvery is how long a bus send (SendAsync) that no runner flushes
+// waits at most for the run loop to flush it.
+const flushEvery = 50 * time.Millisecond
+
 // Run starts the host's background work (state saving, scanning the bus
 // for waiting messages, flushing) and blocks until ctx is done. It does
 // not unload tasks: call Shutdown for an orderly exit. It sets no
 // process-wide policy (the garbage collector's is the program's).
+//
+// An idle host does not wake up: the flush timer is armed by the first
+// send after a flush, the retry timer only while a configured task's
+// load failed, and the bus is scanned every ScanInterval only when
+// ScanInterval is positive.
 func (h *Host) Run(ctx context.Context) error {
 	h.wg.Add(1)
 	go h.saver()
-	scanBus := h.opts.ScanInterval > 0
-	every := h.opts.ScanInterval
-	if !scanBus {
-		every = time.Second // failed loads are retried all the same
-	}
-	scan := time.NewTicker(every)
-	defer scan.Stop()
-	flush := time.NewTicker(50 * time.Millisecond)
-	defer flush.Stop()
-	if scanBus {
+	var scanC <-chan time.Time
+	if h.opts.ScanInterval > 0 {
+		scan := time.NewTicker(h.opts.ScanInterval)
+		defer scan.Stop()
+		scanC = scan.C
 		h.scan()
 	}
+	flush := time.NewTimer(flushEvery)
+	flush.Stop()
+	defer flush.Stop()
+	flushArmed := false
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	timeRetry := true // the next retry is to be timed again
 	for {
+		if !flushArmed && h.flushDue.Load() {
+			flush.Reset(flushEvery)
+			flushArmed = true
+		}
+		if timeRetry {
+			timeRetry = false
+			if d, ok := h.nextRetry(); ok {
+				retry.Reset(d)
+			} else {
+				retry.Stop()
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-h.ctx.Done():
 			return nil
-		case <-scan.C:
-			if scanBus {
-				h.scan()
-			}
+		case <-scanC:
+			h.scan()
+		case <-h.poked:
+			timeRetry = true
+		case <-retry.C:
 			h.retryFailed()
+			timeRetry = true
 		case <-flush.C:
+			flushArmed = false
+			// Cleared before looking: a send counted after this pokes
+			// again, and one counted before is covered below.
+			h.flushDue.Store(false)
 			if len(h.flushSem) == 0 {
 				// Not while a runner's flush is in progress: this loop
 				// would wait for it, and the runner reports its failures.
-				h.flushAsync(ctx)
+				_ = h.flushAsync(ctx)
+			}
+			if h.asyncFlushed.Load() < h.asyncSent.Load() {
+				// Failed, or the runner's flush did not cover every send:
+				// try again.
+				h.flushDue.Store(true)
 			}
 		}
+		h.loopWakes.Add(1)
+	}
+}
+
+// nextRetry returns how long until the first load retry of a configured
+// task is due (retryFailed), and false when none is.
+func (h *Host) nextRetry() (time.Duration, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var first time.Time
+	for name, f := range h.failures {
+		if _, configured := h.configs[name]; configured && (first.IsZero() || f.next.Before(first)) {
+			first = f.next
+		}
+	}
+	if first.IsZero() {
+		return 0, false
+	}
+	// retryFailed retries the loads whose back-off ended before it looks:
+	// a moment after the first one ends.
+	return max(time.Until(first), 0) + time.Millisecond, true
+}
+
+// poke wakes the run loop (see Host.poked).
+func (h *Host) poke() {
+	select {
+	case h.poked <- struct{}{}:
+	default:
 	}
 }
 
@@ -355,7 +429,13 @@ func (h *Host) Out(channel, taskName, text string, details map[string]any) {
 
 // sentAsync counts a bus send (SendAsync) once it returned: the Transit
 // has it then, and a Flush that starts after this covers it.
-func (h *Host) sentAsync() { h.asyncSent.Add(1) }
+// The first send after the run loop's flush arms its flush timer.
+func (h *Host) sentAsync() {
+	h.asyncSent.Add(1)
+	if !h.flushDue.Load() && h.flushDue.CompareAndSwap(false, true) {
+		h.poke()
+	}
+}
 
 // flushAsync waits until every bus publish this host made with SendAsync
 // before the call is acknowledged by the bus, reporting failures. If
@@ -407,8 +487,11 @@ const saveRetryInterval = time.Second
 func (h *Host) saver() {
 	defer h.wg.Done()
 	failed := map[string]saveJob{}
-	retry := time.NewTicker(saveRetryInterval)
+	// Armed only while a save failed: an idle host does not wake up.
+	retry := time.NewTimer(saveRetryInterval)
+	retry.Stop()
 	defer retry.Stop()
+	armed := false
 	save := func(job saveJob) {
 		_, streak := failed[job.task]
 		if err := h.opts.Store.SaveState(job.task, job.state); err != nil {
@@ -435,9 +518,14 @@ func (h *Host) saver() {
 				close(job.done)
 			}
 		case <-retry.C:
+			armed = false
 			for _, job := range failed {
 				save(job)
 			}
+		}
+		if !armed && len(failed) > 0 {
+			retry.Reset(saveRetryInterval)
+			armed = true
 		}
 	}
 }

@@ -153,7 +153,7 @@ func TestNoBusScan(t *testing.T) {
 	if err := f.h.Configure("Broken", map[string]any{}); err != nil {
 		t.Fatal(err)
 	}
-	// A retry comes from the same once-a-second tick that scans.
+	// The retry comes from the timer the failure armed, not from a scan.
 	mmtest.Eventually(t, 20*time.Second, func() error {
 		if n := f.h.Counters().Get("Broken", host.MetricTaskCompileFailureInternal); n < 2 {
 			return fmt.Errorf("load attempts of Broken: %d, want a retry", n)

@@ -130,6 +130,7 @@ func (h *Host) finishLoad(name string, def task.Definition, pl Placement, job *l
 		f.err = err
 		h.mu.Unlock()
 		h.counters.Add(name, MetricTaskCompileFailureInternal, 1)
+		h.poke() // the run loop times the retry
 		h.out(oob.ChannelError, name, fmt.Sprintf("task %s failed to load (attempt %d, retrying): %v", name, f.count, err), nil)
 		job.err = err
 		return

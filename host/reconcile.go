@@ -130,6 +130,7 @@ func (h *Host) unknownTask(name string, cfg map[string]any) error {
 	f.err = err
 	count := f.count
 	h.mu.Unlock()
+	h.poke() // the run loop times the retry
 	metric := MetricTaskCompileFailureInternal
 	if IsExternal(cfg) {
 		metric = MetricTaskCompileFailureExternal

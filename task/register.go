@@ -35,12 +35,17 @@ type Definition struct {
 }
 
 // registered is the default registry: every Definition Register
-// recorded, sorted by namespace and name. Register replaces the slice
-// (copy on write), so that Registered, which the framework calls for every
-// lookup, neither locks nor copies.
+// recorded. Register appends to pending (a binary may register ten
+// thousand tasks at init: copying the sorted slice for each would take
+// seconds); the first Registered call after it sorts them in and replaces
+// the slice (copy on write), so that Registered, which the framework
+// calls for every lookup, neither locks nor copies once settled.
 var registered struct {
-	mu   sync.Mutex // serializes Register
-	defs atomic.Pointer[[]Definition]
+	mu      sync.Mutex         // serializes Register and the merge
+	keys    map[[2]string]bool // namespace and name of every definition: duplicates panic at once
+	pending []Definition       // recorded since the last merge
+	stale   atomic.Bool        // pending holds definitions defs has not
+	defs    atomic.Pointer[[]Definition]
 }
 
 // Register records a task definition in the default registry, the one the
@@ -57,13 +62,35 @@ func Register(d Definition) {
 	}
 	registered.mu.Lock()
 	defer registered.mu.Unlock()
-	old := Registered()
-	i, dup := slices.BinarySearchFunc(old, d, compareDefinitions)
-	if dup {
+	k := [2]string{d.Namespace, d.Name}
+	if registered.keys[k] {
 		panic(taskconv.Duplicate(d.Namespace, d.Name))
 	}
-	defs := slices.Insert(slices.Clip(old), i, d)
+	if registered.keys == nil {
+		registered.keys = map[[2]string]bool{}
+	}
+	registered.keys[k] = true
+	registered.pending = append(registered.pending, d)
+	registered.stale.Store(true)
+}
+
+// mergeRegistered sorts the pending definitions into a new slice.
+func mergeRegistered() {
+	registered.mu.Lock()
+	defer registered.mu.Unlock()
+	if !registered.stale.Load() {
+		return // another caller merged them
+	}
+	var old []Definition
+	if p := registered.defs.Load(); p != nil {
+		old = *p
+	}
+	defs := make([]Definition, 0, len(old)+len(registered.pending))
+	defs = append(append(defs, old...), registered.pending...)
+	slices.SortFunc(defs, compareDefinitions)
 	registered.defs.Store(&defs)
+	registered.pending = nil
+	registered.stale.Store(false)
 }
 
 func compareDefinitions(a, b Definition) int {
@@ -78,6 +105,9 @@ func compareDefinitions(a, b Definition) int {
 // shared: do not modify it. The framework reads it through package
 // task/registry (registry.Default); a task has no use for it.
 func Registered() []Definition {
+	if registered.stale.Load() {
+		mergeRegistered()
+	}
 	if p := registered.defs.Load(); p != nil {
 		return *p
 	}

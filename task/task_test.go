@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -127,4 +128,38 @@ func TestStopRecurs(t *testing.T) {
 	if len(rt.recurs) != 0 {
 		t.Errorf("after StopRecurs: got %v, want none", rt.recurs)
 	}
+}
+
+// TestRegisterManyAtInit: registering ten thousand definitions (a bench
+// binary's scale tasks, at init in every process of the binary) takes
+// milliseconds, and Registered has them all, sorted. Copying the sorted
+// slice for every Register made it quadratic: seconds at every start.
+func TestRegisterManyAtInit(t *testing.T) {
+	const n = 20000
+	ns := "RegisterManyTest"
+	start := time.Now()
+	for i := range n {
+		task.Register(task.Definition{Namespace: ns, Name: fmt.Sprintf("T%05d", n-1-i), New: func() (task.Task, error) { return nil, nil }})
+	}
+	regs := task.Registered()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("registering %d definitions took %v, want well under a second", n, d)
+	}
+	var got []string
+	for _, d := range regs {
+		if d.Namespace == ns {
+			got = append(got, d.Name)
+		}
+	}
+	if len(got) != n || !slices.IsSorted(got) || got[0] != "T00000" {
+		t.Fatalf("Registered has %d of the %d definitions (sorted: %v)", len(got), n, slices.IsSorted(got))
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("a second definition of RegisterManyTest::T00007 did not panic")
+			}
+		}()
+		task.Register(task.Definition{Namespace: ns, Name: "T00007", New: func() (task.Task, error) { return nil, nil }})
+	}()
 }

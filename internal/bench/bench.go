@@ -46,6 +46,11 @@ type Options struct {
 	Rate float64
 	// Tasks and Externals size the scale scenario (default 1000 and 50).
 	Tasks, Externals int
+	// Settle is how long the scale scenario waits, once every task is
+	// ready, before its idle window (default 2 s). The daemon's monitor
+	// records every task that had an event (a load) for its cutoff age,
+	// 5 minutes: a Settle over that measures a daemon idle for good.
+	Settle time.Duration
 	// Kills is the number of kill -9s (restart) or migration round trips
 	// (migrate); default 10 and 3.
 	Kills int

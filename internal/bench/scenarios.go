@@ -613,8 +613,12 @@ func runScale(ctx context.Context, e *env) (Result, error) {
 	for i := range nExt {
 		e.procs.add("external "+benchtasks.ExtName(i), e.externalPID(benchtasks.ExtName(i)))
 	}
-	// Idle.
-	if err := sleep(ctx, 2*time.Second); err != nil {
+	// Idle, after Settle.
+	settle := e.opts.Settle
+	if settle <= 0 {
+		settle = 2 * time.Second
+	}
+	if err := sleep(ctx, settle); err != nil {
 		return Result{}, err
 	}
 	idle := e.opts.Duration // the idle window: --duration
@@ -681,6 +685,7 @@ func runScale(ctx context.Context, e *env) (Result, error) {
 		"internal_configured_s":     round3(internalS),
 		"externals_ready_s":         round3(externalS),
 		"idle_window_s":             idle.Seconds(),
+		"idle_after_s":              settle.Seconds(),
 		"idle_daemon_cpu_%":         idleProcs[0].CPUPercent,
 		"idle_daemon_rss_mb":        round1(float64(idleProcs[0].RSSBytes) / (1 << 20)),
 		"idle_bus_cpu_%":            idleProcs[1].CPUPercent,

@@ -36,8 +36,8 @@ const ReportQueue = "BenchReport"
 
 // Scale task counts: the largest scale scenario the registry supports.
 const (
-	MaxIdle      = 1000
-	MaxExternals = 50
+	MaxIdle      = 10000
+	MaxExternals = 200
 )
 
 // FanoutRoutes are the Router's routes of the fanout scenario (also
