@@ -19,9 +19,9 @@ import (
 // StopGrace is how long an external gets between SIGTERM and SIGKILL.
 const StopGrace = 10 * time.Second
 
-// externals is the task-management half of the MultiModule task (SPEC
-// 10): it starts, adopts, restarts and stops external task processes so
-// that what runs matches what the config wants. It reacts to events — a
+// externals is the task-management half of the MultiModule task: it
+// starts, adopts, restarts and stops external task processes so that
+// what runs matches what the config wants. It reacts to events — a
 // config change, a process exit (wait for our children, pidfd for adopted
 // ones), a back-off timer, a failsafe file created or removed by hand —
 // and runs a slow safety pass over every task as well.

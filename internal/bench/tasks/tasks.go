@@ -110,8 +110,8 @@ const closedBurst = 20 * time.Millisecond
 
 // SetConfig starts a run when config.run changes; with config.stop it
 // ends the current run instead. Only the daemon's copy
-// produces: external processes host copies of every stateless task (SPEC
-// 10), and theirs must stay quiet.
+// produces: external processes host copies of every stateless task
+// (docs/operations.md), and theirs must stay quiet.
 func (p *Producer) SetConfig(tc *task.Context, config map[string]any) error {
 	if tc.Process() != "main" {
 		return nil
