@@ -151,4 +151,3 @@ func (c *natsConsumer) allHandled() bool {
 	defer c.mu.Unlock()
 	return len(c.pend) == 0
 }
-
