@@ -46,3 +46,12 @@ func (l *Local) SendersWaiting() bool {
 	defer l.mu.Unlock()
 	return l.room != nil
 }
+
+// SetPublishAttempt sets how long a sync send waits for the bus'
+// acknowledgement before it sends again; it returns a function that
+// restores the default.
+func SetPublishAttempt(d time.Duration) (restore func()) {
+	old := publishAttempt
+	publishAttempt = d
+	return func() { publishAttempt = old }
+}
