@@ -100,4 +100,3 @@ func unreadBytes(t *testing.T, port string) int64 {
 	}
 	return n
 }
-
