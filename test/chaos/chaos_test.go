@@ -248,6 +248,7 @@ type run struct {
 
 	soak      bool
 	daemonPID atomic.Int64
+	nextSeq   atomic.Int64 // the first seq the sender has not begun to send
 
 	// config state (injector goroutine only)
 	external     bool // In runs external
@@ -320,6 +321,7 @@ func (r *run) send(ctx context.Context, rate int) {
 		due := int(time.Since(start).Seconds() * float64(rate))
 		for seq < due {
 			to := min(due, seq+sendBatch)
+			r.nextSeq.Store(int64(to))
 			for try := 0; ; try++ {
 				err := r.sendBatch(ctx, tr, seq, to)
 				if err == nil {
@@ -676,7 +678,7 @@ func TestChaos(t *testing.T) {
 				return nil
 			}
 		}
-		from := r.sentCount() + 1
+		from := int(r.nextSeq.Load()) // sent (handed to the bus) after the fault
 		if err := r.waitRecovered(from, 90*time.Second, cond); err != nil {
 			if os.Getenv("MM_CHAOS_DUMP") != "" {
 				// Goroutine dumps of every external process (found by its
