@@ -246,9 +246,8 @@ type run struct {
 	lastExec  int64 // module_pid of the latest output: the exec co-process
 	arrived   chan struct{}
 
-	soak      bool
-	daemonPID atomic.Int64
-	nextSeq   atomic.Int64 // the first seq the sender has not begun to send
+	soak    bool
+	nextSeq atomic.Int64 // the first seq the sender has not begun to send
 
 	// config state (injector goroutine only)
 	external     bool // In runs external
@@ -295,9 +294,7 @@ func (r *run) startDaemon() *mmtest.Proc {
 	if r.soak {
 		args = append(args, "--http", "0") // for the goroutine count of its /metrics
 	}
-	p := r.env.StartDaemon(args...)
-	r.daemonPID.Store(int64(p.PID()))
-	return p
+	return r.env.StartDaemon(args...)
 }
 
 // send sends seq = 0, 1, … at the rate until ctx ends: every few
@@ -582,7 +579,7 @@ func TestChaos(t *testing.T) {
 	rwg.Go(func() { r.receive(recvCtx) })
 	t.Cleanup(func() { stop(); stopRecv(); wg.Wait(); rwg.Wait() })
 	if s.soak {
-		rwg.Go(func() { r.sampleEvery(recvCtx, s.sample, func() int { return int(r.daemonPID.Load()) }) })
+		rwg.Go(func() { r.sampleEvery(recvCtx, s.sample) })
 	}
 	t.Logf("%v of faults at %d msgs/s, seed %d", s.duration, s.rate, s.seed)
 

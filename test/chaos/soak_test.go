@@ -32,9 +32,10 @@ type Sample struct {
 }
 
 // sample takes one Sample. It reads /proc for the run's own processes
-// (found by mmtest through their command lines) and the daemon's
-// /metrics (the daemon runs with --http 0 in a soak run).
-func (r *run) sample(daemonPID int) Sample {
+// (found by mmtest through their command lines; the daemon's names the
+// config file) and the daemon's /metrics (the daemon runs with --http 0
+// in a soak run).
+func (r *run) sample() Sample {
 	r.mu.Lock()
 	s := Sample{At: time.Since(r.start), Sent: len(r.sentAt), Delivered: len(r.seen), Goroutines: -1}
 	r.mu.Unlock()
@@ -46,7 +47,7 @@ func (r *run) sample(daemonPID int) Sample {
 		s.Procs++
 		s.RSSKiB += rss
 		s.Threads += threads
-		if pid == daemonPID {
+		if strings.Contains(cmd, r.cfgPath) {
 			s.DaemonKiB = rss
 		}
 		if strings.Contains(cmd, " bus ") {
@@ -126,13 +127,18 @@ func (r *run) daemonGoroutines() int {
 	return -1
 }
 
-// sampleEvery samples until ctx ends, first at once; daemonPID tells it
-// which process is the daemon now.
-func (r *run) sampleEvery(ctx context.Context, every time.Duration, daemonPID func() int) {
+// sampleEvery samples until ctx ends, first at once. A sample taken
+// while the daemon is being restarted (a fault) is taken again a moment
+// later, a few times.
+func (r *run) sampleEvery(ctx context.Context, every time.Duration) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		s := r.sample(daemonPID())
+		s := r.sample()
+		for try := 0; try < 10 && (s.DaemonKiB == 0 || s.Goroutines < 0) && ctx.Err() == nil; try++ {
+			time.Sleep(500 * time.Millisecond) // pacing of the retries, not synchronisation
+			s = r.sample()
+		}
 		r.mu.Lock()
 		r.samples = append(r.samples, s)
 		r.mu.Unlock()
