@@ -34,6 +34,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -562,6 +563,7 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	mmtest.NeedInterpreter(t, filepath.Join(execDir, "PyCounter"))
+	directPython(t)
 	r := &run{
 		t: t, env: mmtest.NewEnv(t), execDir: execDir,
 		cfgPath: filepath.Join(t.TempDir(), "chaos.yaml"),
@@ -861,4 +863,19 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// directPython puts the directory of the real python3 first in PATH, for
+// the run's processes: a python3 found through a version manager's shim
+// (pyenv's is a shell script that runs a dozen more) costs 0.2–0.5 s per
+// start on a busy machine, and every exec task kill and migration starts
+// Python once or twice. The run measures MultiModule's recovery, not the
+// shim's.
+func directPython(t *testing.T) {
+	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
+	exe := strings.TrimSpace(string(out))
+	if err != nil || !filepath.IsAbs(exe) {
+		return
+	}
+	t.Setenv("PATH", filepath.Dir(exe)+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
