@@ -126,8 +126,12 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 		left   int  // messages it may still bring
 		retry  <-chan time.Time
 		dlDone chan error // head is being dead-lettered: its outcome
-		reconn = *c.b.reconnected.Load()
-		body   = pullRequest(fetchBatch, wait)
+		// After a reconnect, the take-over waits for the owner's
+		// acknowledgements until resyncBy, then goes ahead anyway.
+		resyncBy     <-chan time.Time
+		resyncAnyway bool
+		reconn       = *c.b.reconnected.Load()
+		body         = pullRequest(fetchBatch, wait)
 	)
 	request := func() {
 		reqN++
@@ -194,13 +198,14 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 	drained := false
 	for {
 		stopping := c.stopCtx.Err() != nil
-		if c.resyncing && len(queue) == 0 && retry == nil && !stopping && c.allHandled() {
+		if c.resyncing && len(queue) == 0 && retry == nil && !stopping && (c.allHandled() || resyncAnyway) {
 			if err := c.resync(); err != nil {
 				log.Warn("taking the queue over again failed; retrying", "err", err)
 				retry = time.After(250 * time.Millisecond)
 			} else {
 				// The old requests went with the old inbox.
 				c.resyncing, active = false, false
+				resyncBy, resyncAnyway = nil, false
 				lost.Stop()
 			}
 		}
@@ -278,6 +283,16 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 			active = false
 			lost.Stop()
 			c.resyncing, c.resyncWhy = true, "the connection to the bus was restored"
+			if resyncBy == nil {
+				resyncBy = time.After(c.b.opts.AckWait + time.Second)
+			}
+		case <-resyncBy:
+			// The owner has still not acknowledged everything handed
+			// out: it may have given some deliveries up (a failed flush
+			// leaves them to the next owner). Not waiting for them for
+			// ever: the bus delivers them again after the reset, and the
+			// owner's acknowledgements of older deliveries still count.
+			resyncBy, resyncAnyway = nil, true
 		case <-retry:
 			retry = nil
 		case <-keep.C:

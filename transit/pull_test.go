@@ -224,3 +224,35 @@ func TestConsumerResumesAtOnceAfterBusRestart(t *testing.T) {
 	default:
 	}
 }
+
+// After a reconnect, a consumer whose owner never acknowledges some of
+// what it handed out (an owner gives deliveries up when it cannot store
+// what they caused) takes its queue over again anyway once AckWait (+1 s)
+// has passed: the deliveries given up come again, and so does everything
+// after them. It does not wait for their acknowledgement for ever.
+func TestConsumerTakesOverAfterReconnectDespiteUnacknowledged(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{AckWait: 500 * time.Millisecond})
+	ctx := ctxT(t, 90*time.Second)
+	c, err := tr.Consume(ctx, "givenup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	if err := <-sendRange(ctx, tr, "givenup", 0, 3); err != nil {
+		t.Fatal(err)
+	}
+	// Handed out, never acknowledged.
+	for i := range 3 {
+		d := next(ctx, t, c)
+		if n, _ := message.Int(d.Msg["n"]); n != int64(i) {
+			t.Fatalf("got n=%d, want %d", n, i)
+		}
+	}
+	transit.SignalReconnect(tr)
+	if err := <-sendRange(ctx, tr, "givenup", 3, 6); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	expect(wctx, t, c, 0, 6)
+}
