@@ -245,7 +245,12 @@ type run struct {
 	faults    []Fault
 	samples   []Sample
 	lastExec  int64 // module_pid of the latest output: the exec co-process
-	arrived   chan struct{}
+	// The pids that handled the latest output: OtherModule's process
+	// (p_in), OtherExternalModule's (p_mid) and the process hosting
+	// PyCounter's co-process (host_pid).
+	lastIn, lastMid, lastHost int64
+	daemon                    int // the daemon's pid (injector goroutine only)
+	arrived                   chan struct{}
 
 	soak    bool
 	nextSeq atomic.Int64 // the first seq the sender has not begun to send
@@ -295,7 +300,9 @@ func (r *run) startDaemon() *mmtest.Proc {
 	if r.soak {
 		args = append(args, "--http", "0") // for the goroutine count of its /metrics
 	}
-	return r.env.StartDaemon(args...)
+	d := r.env.StartDaemon(args...)
+	r.daemon = d.PID()
+	return d
 }
 
 // send sends seq = 0, 1, … at the rate until ctx ends: every few
@@ -441,6 +448,9 @@ func (r *run) record(m message.Message) {
 	if pid, ok := message.Int(m["module_pid"]); ok {
 		r.lastExec = pid
 	}
+	r.lastIn, _ = message.Int(m["p_in"])
+	r.lastMid, _ = message.Int(m["p_mid"])
+	r.lastHost, _ = message.Int(m["host_pid"])
 	select {
 	case r.arrived <- struct{}{}:
 	default:
@@ -543,6 +553,13 @@ func (r *run) waitRecovered(from int, timeout time.Duration, cond func() error) 
 	}
 }
 
+// handledBy returns the pid the latest output carries in *field.
+func (r *run) handledBy(field *int64) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return *field
+}
+
 // externalPID returns the live pid of task's external process, or 0.
 func (r *run) externalPID(task string) int {
 	st, err := r.env.Store().LoadStatus(task)
@@ -613,8 +630,8 @@ func TestChaos(t *testing.T) {
 			r.crashing()
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			cond = func() error {
-				if p := r.externalPID(Mid); p == 0 || p == pid {
-					return fmt.Errorf("%s not running again after kill -9 of %d", Mid, pid)
+				if p := r.handledBy(&r.lastMid); p == int64(pid) {
+					return fmt.Errorf("%s: the latest output was handled by pid %d, killed", Mid, pid)
 				}
 				return nil
 			}
@@ -643,12 +660,8 @@ func TestChaos(t *testing.T) {
 			r.writeConfig()
 			want := r.external
 			cond = func() error {
-				st, err := r.env.Store().LoadStatus(In)
-				if err != nil || st == nil {
-					return fmt.Errorf("no status of %s (%v)", In, err)
-				}
-				if running := st.External && st.Identity().Alive(); running != want {
-					return fmt.Errorf("%s: external process running=%v, want %v after the migration", In, running, want)
+				if external := r.handledBy(&r.lastIn) != int64(r.daemon); external != want {
+					return fmt.Errorf("%s: the latest output was handled by an external process: %v, want %v after the migration", In, external, want)
 				}
 				return nil
 			}
@@ -657,10 +670,8 @@ func TestChaos(t *testing.T) {
 			r.writeConfig()
 			want := r.execExternal
 			cond = func() error {
-				st, err := r.env.Store().LoadStatus(Exec)
-				running := err == nil && st != nil && st.External && st.Identity().Alive()
-				if running != want {
-					return fmt.Errorf("%s: external process running=%v, want %v after the migration (%v)", Exec, running, want, err)
+				if external := r.handledBy(&r.lastHost) != int64(r.daemon); external != want {
+					return fmt.Errorf("%s: the latest output was handled by a co-process of an external process: %v, want %v after the migration", Exec, external, want)
 				}
 				return nil
 			}
