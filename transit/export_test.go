@@ -90,3 +90,12 @@ func SetBeforeReceivePull(f func()) (restore func()) {
 	beforeReceivePull.Store(&f)
 	return func() { beforeReceivePull.Store(nil) }
 }
+
+// SetPublishAttempt sets how long a sync send waits for the bus'
+// acknowledgement before it sends again; it returns a function that
+// restores the default.
+func SetPublishAttempt(d time.Duration) (restore func()) {
+	old := publishAttempt
+	publishAttempt = d
+	return func() { publishAttempt = old }
+}

@@ -23,16 +23,15 @@ import (
 
 // Tuning of the JetStream backend.
 const (
-	fetchBatch     = 256                  // messages asked for per pull request (see pull.go)
-	ackGroup       = 64                   // at most this many handled messages share one acknowledgement
-	ackDelay       = 2 * time.Millisecond // a held-back acknowledgement waits at most this long
-	asyncMaxPend   = 4096                 // the jetstream client's bound of async publishes in flight: above the publisher's busMaxInflight, so never reached
-	apiTimeout     = 10 * time.Second
-	publishAttempt = 3 * time.Second // a sync send's wait for the bus' ack before it retries
-	metaSuspect    = "multimodule_suspect_seq"
-	metaSuspectN   = "multimodule_suspect_count"
-	maxAsyncKept   = 100 // SendAsync errors remembered for Flush
-	reconnectWait  = 100 * time.Millisecond
+	fetchBatch    = 256                  // messages asked for per pull request (see pull.go)
+	ackGroup      = 64                   // at most this many handled messages share one acknowledgement
+	ackDelay      = 2 * time.Millisecond // a held-back acknowledgement waits at most this long
+	asyncMaxPend  = 4096                 // the jetstream client's bound of async publishes in flight: above the publisher's busMaxInflight, so never reached
+	apiTimeout    = 10 * time.Second
+	metaSuspect   = "multimodule_suspect_seq"
+	metaSuspectN  = "multimodule_suspect_count"
+	maxAsyncKept  = 100 // SendAsync errors remembered for Flush
+	reconnectWait = 100 * time.Millisecond
 )
 
 // natsBus is the NATS JetStream backend.
@@ -58,14 +57,34 @@ type natsBus struct {
 	// reconnected is closed (and replaced) when the connection is
 	// restored: pull requests sent before may be gone with the bus.
 	reconnected atomic.Pointer[chan struct{}]
+	// conn ends when the connection is restored (and is replaced): a
+	// request sent before may have gone with the bus.
+	conn atomic.Pointer[connEpoch]
 }
 
 var _ backend = (*natsBus)(nil)
+
+// publishAttempt is how long a sync send waits for the bus'
+// acknowledgement before it sends again (a variable for tests).
+var publishAttempt = 3 * time.Second
+
+// connEpoch is one stretch of a connection to the bus, from a
+// (re)connect to the next reconnect, which cancels it.
+type connEpoch struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newConnEpoch() *connEpoch {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &connEpoch{ctx, cancel}
+}
 
 func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, error) {
 	b := &natsBus{opts: opts, log: log, streams: map[string]jetstream.Stream{}, queues: map[string]jetstream.Consumer{},
 		recv: map[string]*recvQueue{}}
 	b.reconnected.Store(new(make(chan struct{})))
+	b.conn.Store(newConnEpoch())
 	common := []nats.Option{
 		nats.Name("multimodule " + opts.Host),
 		nats.MaxReconnects(-1),
@@ -79,6 +98,7 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("bus connection restored", "url", nc.ConnectedUrl())
 			close(*b.reconnected.Swap(new(make(chan struct{}))))
+			b.conn.Swap(newConnEpoch()).cancel()
 		}),
 	}
 	var (
@@ -370,11 +390,16 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 	msg.Header.Set(jetstream.MsgIDHeader, nats.NewInbox()[len(nats.InboxPrefix):])
 	delay := 10 * time.Millisecond
 	for {
+		// An attempt ends when the connection is restored, too: a request
+		// sent to a bus that died is never answered, and the new bus
+		// takes the retry at once.
 		pctx, cancel := context.WithTimeout(ctx, publishAttempt)
+		stop := context.AfterFunc(b.conn.Load().ctx, cancel)
 		_, err := b.js.PublishMsg(pctx, msg)
+		stop()
 		cancel()
 		retry := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-			(errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil)
+			((errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) && ctx.Err() == nil)
 		if !retry {
 			return classify(err, qname)
 		}
@@ -401,6 +426,7 @@ func (b *natsBus) flush(ctx context.Context) error {
 
 func (b *natsBus) close() error {
 	b.cancel()
+	defer b.conn.Load().cancel()
 	b.closeReceives()
 	b.consumers.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

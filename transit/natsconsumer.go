@@ -35,6 +35,7 @@ type natsConsumer struct {
 	mu        sync.Mutex
 	exited    bool        // the run loop ended: acknowledgements go out one by one, confirmed
 	highest   uint64      // highest acknowledged stream sequence
+	highestD  *Delivery   // the delivery acknowledged with it (confirmed again by resync)
 	pend      []*Delivery // handed out or queued, not acknowledged, in order
 	lastAck   *Delivery   // acknowledged by the owner, acknowledgement not sent yet
 	unsent    int
@@ -50,7 +51,8 @@ type natsConsumer struct {
 
 	// run loop only
 	seq       seqWatch
-	resyncing bool // a delivery never arrived: take the queue over again
+	resyncing bool   // take the queue over again (see resync)
+	resyncWhy string // for the log
 }
 
 func (b *natsBus) consume(ctx context.Context, scope, qname string) (*Consumer, error) {
@@ -124,8 +126,12 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 		left   int  // messages it may still bring
 		retry  <-chan time.Time
 		dlDone chan error // head is being dead-lettered: its outcome
-		reconn = *c.b.reconnected.Load()
-		body   = pullRequest(fetchBatch, wait)
+		// After a reconnect, the take-over waits for the owner's
+		// acknowledgements until resyncBy, then goes ahead anyway.
+		resyncBy     <-chan time.Time
+		resyncAnyway bool
+		reconn       = *c.b.reconnected.Load()
+		body         = pullRequest(fetchBatch, wait)
 	)
 	request := func() {
 		reqN++
@@ -176,7 +182,7 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 			// a stopped owner left behind was served).
 			log.Warn("deliveries from the bus never reached this consumer; taking the queue over again once what was handed out is acknowledged",
 				"want_consumer_seq", want, "got", got)
-			c.resyncing = true
+			c.resyncing, c.resyncWhy = true, "a delivery never arrived"
 			return
 		}
 		queue = append(queue, c.unpack(bm, &tk)...)
@@ -191,13 +197,14 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 	drained := false
 	for {
 		stopping := c.stopCtx.Err() != nil
-		if c.resyncing && len(queue) == 0 && retry == nil && !stopping && c.allHandled() {
+		if c.resyncing && len(queue) == 0 && retry == nil && !stopping && (c.allHandled() || resyncAnyway) {
 			if err := c.resync(); err != nil {
 				log.Warn("taking the queue over again failed; retrying", "err", err)
 				retry = time.After(250 * time.Millisecond)
 			} else {
 				// The old requests went with the old inbox.
 				c.resyncing, active = false, false
+				resyncBy, resyncAnyway = nil, false
 				lost.Stop()
 			}
 		}
@@ -262,15 +269,29 @@ func (c *natsConsumer) run(tk takeover, wait time.Duration) {
 		case <-lost.C:
 			active = false
 		case <-reconn:
-			// The bus may have died with the request, and with
-			// deliveries on their way here: it counts them as handed out.
-			// Asking again only after AckWait lets the bus redeliver
-			// those first (redeliveries go before new messages), so no
-			// later acknowledgement (AckAll) covers one never seen.
+			// The bus may have died with the request, with deliveries
+			// on their way here (it counts them as handed out) and with
+			// acknowledgements on their way there. The queue is taken
+			// over again at once (resync): once what was handed out is
+			// acknowledged, the latest acknowledgement is confirmed and
+			// the consumer reset to its ack floor, so whatever never
+			// arrived comes again first, in order, and no later
+			// acknowledgement (AckAll) covers a delivery never seen.
+			// Nothing waits for the bus' AckWait.
 			reconn = *c.b.reconnected.Load()
 			active = false
 			lost.Stop()
-			retry = time.After(c.b.opts.AckWait + time.Second)
+			c.resyncing, c.resyncWhy = true, "the connection to the bus was restored"
+			if resyncBy == nil {
+				resyncBy = time.After(c.b.opts.AckWait + time.Second)
+			}
+		case <-resyncBy:
+			// The owner has still not acknowledged everything handed
+			// out: it may have given some deliveries up (a failed flush
+			// leaves them to the next owner). Not waiting for them for
+			// ever: the bus delivers them again after the reset, and the
+			// owner's acknowledgements of older deliveries still count.
+			resyncBy, resyncAnyway = nil, true
 		case <-retry:
 			retry = nil
 		case <-keep.C:
@@ -355,7 +376,9 @@ func (c *natsConsumer) ack(d *Delivery) error {
 	if c.lastAck == nil || d.Seq > c.lastAck.Seq {
 		c.lastAck = d
 	}
-	c.highest = max(c.highest, d.Seq)
+	if d.Seq >= c.highest {
+		c.highest, c.highestD = d.Seq, d
+	}
 	c.unsent++
 	replay := d.Seq <= c.replayEnd || c.exited
 	var send *Delivery

@@ -106,12 +106,12 @@ func TestIdleConsumerAcrossPullRenewals(t *testing.T) {
 	}
 }
 
-// A pull request presumed lost (here: a connection restore signalled
-// while the request is still alive) is asked again; the bus then serves
-// both, into the same inbox. Nothing is dropped or delivered twice, and
-// the order holds, also beyond MaxAckPending.
+// A connection restore signalled while the consumer's pull request is
+// still alive at the bus: the consumer takes the queue over again and asks
+// again from a new inbox (the old request goes with the old inbox, and
+// whatever it brought comes again after the reset). Nothing is dropped or
+// delivered twice, and the order holds, also beyond MaxAckPending.
 func TestConsumerOverlappingPullRequests(t *testing.T) {
-	// A restore signal makes a consumer ask again after AckWait.
 	tr := open(t, busDir(t), transit.Options{AckWait: 300 * time.Millisecond})
 	pulls := countPulls(t, tr)
 	ctx := ctxT(t, 90*time.Second)
@@ -157,8 +157,8 @@ func TestConsumerOverlappingPullRequests(t *testing.T) {
 }
 
 // The pull requests of idle consumers go with a bus that dies; once the
-// connection is restored, each consumer asks again after AckWait (not
-// only when its last request would have expired, a minute later).
+// connection is restored, each consumer asks again at once (not only
+// when its last request would have expired, a minute later).
 func TestIdleConsumerAfterBusRestart(t *testing.T) {
 	dir := busDir(t)
 	tr := open(t, dir, transit.Options{})
@@ -183,4 +183,89 @@ func TestIdleConsumerAfterBusRestart(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	expect(wctx, t, c, 0, 3)
+}
+
+// A consumer takes its queue over again as soon as the connection to a
+// restarted bus is restored: deliveries resume without waiting out
+// AckWait (here longer than the test waits for them). What it had
+// fetched and not yet acknowledged when the bus died comes first and in
+// order; a message in flight at the kill may come twice (the killed bus
+// may not have stored its record of the delivery, nor the
+// acknowledgement), one sent after the restart only once.
+func TestConsumerResumesAtOnceAfterBusRestart(t *testing.T) {
+	dir := busDir(t)
+	tr := open(t, dir, transit.Options{AckWait: 5 * time.Minute})
+	ctx := ctxT(t, 4*time.Minute)
+	c, err := tr.Consume(ctx, "phoenix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	if err := <-sendRange(ctx, tr, "phoenix", 0, 300); err != nil {
+		t.Fatal(err)
+	}
+	expect(ctx, t, c, 0, 100)
+	// The consumer holds deliveries fetched and not acknowledged (its
+	// pull requests ask for 256 at a time).
+	stopBus(t, dir, syscall.SIGKILL)
+	errc := sendRange(ctx, tr, "phoenix", 300, 400)
+	// Well within AckWait: a consumer that waited for the bus to
+	// redeliver what it counts as handed out would not get here in time.
+	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	for want := int64(100); want < 400; {
+		d := next(wctx, t, c)
+		n, _ := message.Int(d.Msg["n"])
+		switch {
+		case n == want:
+			want++
+		case n < want && n < 300:
+			// a copy of a message in flight at the kill
+		default:
+			t.Fatalf("got n=%d, want %d (in order; only messages sent before the kill may come twice)", n, want)
+		}
+		if err := d.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-c.C():
+		t.Fatalf("extra delivery %v", d.Msg)
+	default:
+	}
+}
+
+// After a reconnect, a consumer whose owner never acknowledges some of
+// what it handed out (an owner gives deliveries up when it cannot store
+// what they caused) takes its queue over again anyway once AckWait (+1 s)
+// has passed: the deliveries given up come again, and so does everything
+// after them. It does not wait for their acknowledgement for ever.
+func TestConsumerTakesOverAfterReconnectDespiteUnacknowledged(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{AckWait: 500 * time.Millisecond})
+	ctx := ctxT(t, 90*time.Second)
+	c, err := tr.Consume(ctx, "givenup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	if err := <-sendRange(ctx, tr, "givenup", 0, 3); err != nil {
+		t.Fatal(err)
+	}
+	// Handed out, never acknowledged.
+	for i := range 3 {
+		d := next(ctx, t, c)
+		if n, _ := message.Int(d.Msg["n"]); n != int64(i) {
+			t.Fatalf("got n=%d, want %d", n, i)
+		}
+	}
+	transit.SignalReconnect(tr)
+	if err := <-sendRange(ctx, tr, "givenup", 3, 6); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	expect(wctx, t, c, 0, 6)
 }

@@ -56,7 +56,8 @@ func dropped(qname string, m jetstream.Msg) bool {
 	return err == nil && (*f)(qname, md.Sequence.Consumer)
 }
 
-// resync takes the queue over again after a gap (see seqWatch): every
+// resync takes the queue over again after a gap (see seqWatch) or a
+// restored connection (the bus may have restarted): every
 // delivery handed out is acknowledged (the caller waited for that); once
 // the bus confirms the acknowledgements, the consumer is reset to its ack
 // floor, so the missing deliveries, and anything delivered after them,
@@ -68,12 +69,12 @@ func dropped(qname string, m jetstream.Msg) bool {
 func (c *natsConsumer) resync() error {
 	c.flushAck()
 	c.mu.Lock()
-	highest := c.highest
+	highest, hd := c.highest, c.highestD
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(c.stopCtx, apiTimeout)
 	defer cancel()
 	if highest > 0 {
-		if err := c.waitAckFloor(ctx, highest); err != nil {
+		if err := c.confirmAcks(ctx, highest, hd); err != nil {
 			return err
 		}
 	}
@@ -95,27 +96,41 @@ func (c *natsConsumer) resync() error {
 		return nil
 	}
 	c.seq.next, c.seq.known = info.Delivered.Consumer+1, true
-	c.b.log.Info("took the queue over again after a delivery that never arrived", "queue", c.qname,
+	c.b.log.Info("took the queue over again", "queue", c.qname, "why", c.resyncWhy,
 		"ack_floor", info.AckFloor.Stream)
 	return nil
 }
 
-// allHandled reports whether every delivery fetched was acknowledged or
-// dead-lettered.
-func (c *natsConsumer) allHandled() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.pend) == 0
-}
-
-// waitAckFloor waits until the bus confirms the acknowledgements up to
-// stream sequence highest.
-func (c *natsConsumer) waitAckFloor(ctx context.Context, highest uint64) error {
+// confirmAcks waits until the bus confirms the acknowledgements up to
+// stream sequence highest (d's). After a bus restart the latest ones may
+// have gone with the old bus: the acknowledgement of d (AckAll:
+// everything up to it) is sent again, as a request the bus answers once
+// it applied it (the client remembers that d was acknowledged and would
+// not send it twice). A bus killed before it stored its record of the
+// deliveries has forgotten them and ignores their acknowledgement: then
+// the reset delivers them again (at least once).
+func (c *natsConsumer) confirmAcks(ctx context.Context, highest uint64, d *Delivery) error {
+	m, _ := d.ref.(jetstream.Msg)
 	delay := time.Millisecond
 	for {
 		info, err := c.cons.Info(ctx)
-		if err == nil && info.AckFloor.Stream >= highest {
-			return nil
+		if err == nil {
+			if info.AckFloor.Stream >= highest {
+				return nil
+			}
+			if info.Delivered.Stream < highest {
+				c.b.log.Info("the bus restarted without its record of deliveries that were handled; they come again",
+					"queue", c.qname, "delivered", info.Delivered.Stream, "acknowledged", highest)
+				return nil
+			}
+			if m != nil && m.Reply() != "" {
+				rctx, cancel := context.WithTimeout(ctx, time.Second)
+				_, err = c.b.nc.RequestWithContext(rctx, m.Reply(), []byte("+ACK"))
+				cancel()
+				if err == nil {
+					delay = 0 // applied: the ack floor shows it
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -125,6 +140,14 @@ func (c *natsConsumer) waitAckFloor(ctx context.Context, highest uint64) error {
 			return fmt.Errorf("transit: acknowledgements of %q up to %d not confirmed by the bus: %w", c.qname, highest, err)
 		case <-time.After(delay):
 		}
-		delay = min(2*delay, 50*time.Millisecond)
+		delay = min(max(2*delay, time.Millisecond), 50*time.Millisecond)
 	}
+}
+
+// allHandled reports whether every delivery fetched was acknowledged or
+// dead-lettered.
+func (c *natsConsumer) allHandled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pend) == 0
 }

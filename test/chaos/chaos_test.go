@@ -9,15 +9,22 @@
 // recover from each. Every stage stamps the messages it handles, so a
 // duplicate names the stage that handled its message twice.
 //
-// The short run (35 s of faults) runs with go test ./...; the long run is
+// The short run (35 s of faults, at shortRate) runs with go test ./...;
+// the long run (at longRate) is
 //
 //	MM_CHAOS_DURATION=10m go test -run TestChaos -v -timeout 30m ./test/chaos/
 //
-// MM_CHAOS_RATE sets messages per second (default 50), MM_CHAOS_SEED the
-// random seed (default: the time), MM_CHAOS_FAULTS a comma-separated
-// subset of the faults, MM_CHAOS_REPORT a file to write the report to
-// (JSON), and MM_CHAOS_DUMP=1 makes a fault not recovered from dump the
-// goroutines of the daemon and of every external process into the log.
+// and the soak (periodic faults, the footprint sampled, see Sample)
+//
+//	MM_CHAOS_DURATION=1h MM_CHAOS_SOAK=1 go test -run TestChaos -v -timeout 2h ./test/chaos/
+//
+// MM_CHAOS_RATE sets messages per second, MM_CHAOS_SEED the random seed
+// (default: the time), MM_CHAOS_FAULTS a comma-separated subset of the
+// faults, MM_CHAOS_PAUSE the longest pause between faults (default 1s,
+// 10s in a soak), MM_CHAOS_SAMPLE how often a soak samples (default 30s),
+// MM_CHAOS_REPORT a file to write the report to (JSON), and
+// MM_CHAOS_DUMP=1 makes a fault not recovered from dump the goroutines of
+// the daemon and of every external process into the log.
 package chaos_test
 
 import (
@@ -27,11 +34,13 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -76,18 +85,43 @@ type settings struct {
 	duration time.Duration // of the fault phase
 	rate     int           // messages per second
 	seed     uint64
+	pause    time.Duration // the longest pause between faults (the shortest is a fifth of it)
+	soak     bool          // sample the footprint every sample
+	sample   time.Duration
 }
+
+// Default rates: the long run's is a real load; the short one runs in
+// go test ./..., on a CI machine of 2 shared cores busy with the rest of
+// the suite, and must not fall behind for good there.
+const (
+	shortRate = 300
+	longRate  = 1000
+	shortRun  = 35 * time.Second
+)
 
 func settingsFromEnv(t *testing.T) settings {
 	t.Helper()
-	s := settings{duration: 35 * time.Second, rate: 50, seed: uint64(time.Now().UnixNano())}
-	if v := os.Getenv("MM_CHAOS_DURATION"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("MM_CHAOS_DURATION=%q: %v", v, err)
+	s := settings{duration: shortRun, seed: uint64(time.Now().UnixNano()), pause: time.Second,
+		soak: os.Getenv("MM_CHAOS_SOAK") != "", sample: 30 * time.Second}
+	dur := func(name string, d *time.Duration) {
+		if v := os.Getenv(name); v != "" {
+			x, err := time.ParseDuration(v)
+			if err != nil || x <= 0 {
+				t.Fatalf("%s=%q: want a positive duration (%v)", name, v, err)
+			}
+			*d = x
 		}
-		s.duration = d
 	}
+	dur("MM_CHAOS_DURATION", &s.duration)
+	s.rate = shortRate
+	if s.duration > shortRun {
+		s.rate = longRate
+	}
+	if s.soak {
+		s.pause = 10 * time.Second
+	}
+	dur("MM_CHAOS_PAUSE", &s.pause)
+	dur("MM_CHAOS_SAMPLE", &s.sample)
 	if v := os.Getenv("MM_CHAOS_RATE"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
@@ -131,7 +165,29 @@ type Report struct {
 	Faults        []Fault        `json:"faults"`
 	FaultCounts   map[string]int `json:"fault_counts"`
 	RecoverMedian time.Duration  `json:"recover_median"`
+	RecoverP90    time.Duration  `json:"recover_p90"`
+	RecoverP99    time.Duration  `json:"recover_p99"`
 	RecoverMax    time.Duration  `json:"recover_max"`
+	ByKind        []KindRecovery `json:"by_kind"`
+	Samples       []Sample       `json:"samples,omitempty"` // a soak run's
+}
+
+// KindRecovery is the recovery of one kind of fault.
+type KindRecovery struct {
+	Kind   string        `json:"kind"`
+	Count  int           `json:"count"`
+	Median time.Duration `json:"median"`
+	P90    time.Duration `json:"p90"`
+	Max    time.Duration `json:"max"`
+}
+
+// percentile returns the p-th percentile (nearest rank) of sorted d.
+func percentile(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	i := (len(d)*p + 99) / 100
+	return d[min(max(i-1, 0), len(d)-1)]
 }
 
 // String formats the report for the test log and docs/reliability.md.
@@ -153,7 +209,15 @@ func (r Report) String() string {
 	for _, k := range kinds {
 		fmt.Fprintf(&b, " %s ×%d;", k, r.FaultCounts[k])
 	}
-	fmt.Fprintf(&b, "\nrecovery median %v, max %v\n", r.RecoverMedian.Round(time.Millisecond), r.RecoverMax.Round(time.Millisecond))
+	ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+	fmt.Fprintf(&b, "\nrecovery median %s, p90 %s, p99 %s, max %s\n", ms(r.RecoverMedian), ms(r.RecoverP90), ms(r.RecoverP99), ms(r.RecoverMax))
+	b.WriteString("| fault | count | median | p90 | max |\n|---|---|---|---|---|\n")
+	for _, k := range r.ByKind {
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", k.Kind, k.Count, ms(k.Median), ms(k.P90), ms(k.Max))
+	}
+	if len(r.Samples) > 0 {
+		b.WriteString(sampleTable(r.Samples))
+	}
 	return b.String()
 }
 
@@ -179,8 +243,17 @@ type run struct {
 	first     map[int64]message.Message // the stamps of the first copy of every output (trace)
 	dupStages map[string]int
 	faults    []Fault
+	samples   []Sample
 	lastExec  int64 // module_pid of the latest output: the exec co-process
-	arrived   chan struct{}
+	// The pids that handled the latest output: OtherModule's process
+	// (p_in), OtherExternalModule's (p_mid) and the process hosting
+	// PyCounter's co-process (host_pid).
+	lastIn, lastMid, lastHost int64
+	daemon                    int // the daemon's pid (injector goroutine only)
+	arrived                   chan struct{}
+
+	soak    bool
+	nextSeq atomic.Int64 // the first seq the sender has not begun to send
 
 	// config state (injector goroutine only)
 	external     bool // In runs external
@@ -223,54 +296,106 @@ func (r *run) writeConfig() {
 
 func (r *run) startDaemon() *mmtest.Proc {
 	r.t.Helper()
-	return r.env.StartDaemon("-p", "MultiModuleTest", "-p", r.execDir, "-c", r.cfgPath)
+	args := []string{"-p", "MultiModuleTest", "-p", r.execDir, "-c", r.cfgPath}
+	if r.soak {
+		args = append(args, "--http", "0") // for the goroutine count of its /metrics
+	}
+	d := r.env.StartDaemon(args...)
+	r.daemon = d.PID()
+	return d
 }
 
-// send sends seq = 0, 1, … at the rate until ctx ends, retrying a send
-// that failed (the bus may be down) until it is acknowledged.
+// send sends seq = 0, 1, … at the rate until ctx ends: every few
+// milliseconds, the messages due by then (all that fell behind, after a
+// fault) go out asynchronously and one Flush waits until the bus stored
+// them; only then do they count as sent. A batch whose Flush failed (the
+// bus may be down) is sent again until it is stored; its messages may
+// then be stored twice (r.retried).
 func (r *run) send(ctx context.Context, rate int) {
 	tr := r.env.Client()
-	tick := time.NewTicker(time.Second / time.Duration(rate))
+	tick := time.NewTicker(sendEvery)
 	defer tick.Stop()
-	for seq := 0; ; seq++ {
+	start := time.Now()
+	seq := 0
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		for {
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := tr.Send(sctx, In, message.Message{"seq": seq, "ct": seq}, transit.SendOptions{})
-			cancel()
-			if err == nil {
-				break
+		due := int(time.Since(start).Seconds() * float64(rate))
+		for seq < due {
+			to := min(due, seq+sendBatch)
+			r.nextSeq.Store(int64(to))
+			for try := 0; ; try++ {
+				err := r.sendBatch(ctx, tr, seq, to)
+				if err == nil {
+					break
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				r.mu.Lock()
+				r.retries++
+				for s := seq; s < to; s++ {
+					r.retried[int64(s)] = true
+				}
+				r.mu.Unlock()
+				if try == 0 {
+					r.t.Logf("send of seqs %d–%d failed, sending them again: %v", seq, to-1, err)
+				}
+				time.Sleep(50 * time.Millisecond) // retry pacing while the bus restarts
 			}
-			if ctx.Err() != nil {
-				return
-			}
+			now := time.Now()
 			r.mu.Lock()
-			r.retries++
-			r.retried[int64(seq)] = true
+			for ; seq < to; seq++ {
+				r.sentAt = append(r.sentAt, now)
+			}
 			r.mu.Unlock()
-			time.Sleep(50 * time.Millisecond) // retry pacing while the bus restarts
 		}
-		r.mu.Lock()
-		r.sentAt = append(r.sentAt, time.Now())
-		r.mu.Unlock()
 	}
 }
 
-// receive takes everything that comes out of Out until ctx ends.
+// The sender's pace: how often it sends what is due, and at most how many
+// messages one Flush covers.
+const (
+	sendEvery = 5 * time.Millisecond
+	sendBatch = 500
+)
+
+// sendBatch sends seqs from..to-1 and waits until the bus stored them.
+func (r *run) sendBatch(ctx context.Context, tr *transit.Transit, from, to int) error {
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for seq := from; seq < to; seq++ {
+		if err := tr.SendAsync(sctx, In, message.Message{"seq": seq, "ct": seq}, transit.SendOptions{}); err != nil {
+			return fmt.Errorf("send seq %d: %w", seq, err)
+		}
+	}
+	return tr.Flush(sctx)
+}
+
+// receive takes everything that comes out of Out until ctx ends, as the
+// queue's owner (a consumer, which acknowledges as it goes).
 func (r *run) receive(ctx context.Context) {
 	tr := r.env.Client()
 	for ctx.Err() == nil {
-		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		m, err := tr.Receive(rctx, Out)
-		cancel()
+		c, err := tr.Consume(ctx, Out)
 		if err != nil {
-			continue // nothing yet, or the bus is restarting
+			r.t.Logf("consume %s: %v (trying again)", Out, err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
-		r.record(m)
+		for d := range c.C() {
+			r.record(d.Msg)
+			if err := d.Ack(); err != nil {
+				r.t.Logf("acknowledge an output: %v", err)
+			}
+		}
+		c.Stop()
 	}
 }
 
@@ -323,6 +448,9 @@ func (r *run) record(m message.Message) {
 	if pid, ok := message.Int(m["module_pid"]); ok {
 		r.lastExec = pid
 	}
+	r.lastIn, _ = message.Int(m["p_in"])
+	r.lastMid, _ = message.Int(m["p_mid"])
+	r.lastHost, _ = message.Int(m["host_pid"])
 	select {
 	case r.arrived <- struct{}{}:
 	default:
@@ -425,6 +553,13 @@ func (r *run) waitRecovered(from int, timeout time.Duration, cond func() error) 
 	}
 }
 
+// handledBy returns the pid the latest output carries in *field.
+func (r *run) handledBy(field *int64) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return *field
+}
+
 // externalPID returns the live pid of task's external process, or 0.
 func (r *run) externalPID(task string) int {
 	st, err := r.env.Store().LoadStatus(task)
@@ -445,11 +580,12 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	mmtest.NeedInterpreter(t, filepath.Join(execDir, "PyCounter"))
+	directPython(t)
 	r := &run{
 		t: t, env: mmtest.NewEnv(t), execDir: execDir,
 		cfgPath: filepath.Join(t.TempDir(), "chaos.yaml"),
 		seen:    map[int64]int{}, first: map[int64]message.Message{}, retried: map[int64]bool{},
-		dupStages: map[string]int{}, maxSeen: -1, arrived: make(chan struct{}, 1),
+		dupStages: map[string]int{}, maxSeen: -1, arrived: make(chan struct{}, 1), soak: s.soak,
 	}
 	r.writeConfig()
 	d := r.startDaemon()
@@ -461,6 +597,10 @@ func TestChaos(t *testing.T) {
 	var rwg sync.WaitGroup
 	rwg.Go(func() { r.receive(recvCtx) })
 	t.Cleanup(func() { stop(); stopRecv(); wg.Wait(); rwg.Wait() })
+	if s.soak {
+		rwg.Go(func() { r.sampleEvery(recvCtx, s.sample) })
+	}
+	t.Logf("%v of faults at %d msgs/s, seed %d", s.duration, s.rate, s.seed)
 
 	if err := r.waitRecovered(0, 60*time.Second, nil); err != nil {
 		t.Fatalf("pipeline never delivered before any fault: %v\ndaemon stderr:\n%s", err, tail(d.Stderr.String(), 4000))
@@ -490,8 +630,8 @@ func TestChaos(t *testing.T) {
 			r.crashing()
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 			cond = func() error {
-				if p := r.externalPID(Mid); p == 0 || p == pid {
-					return fmt.Errorf("%s not running again after kill -9 of %d", Mid, pid)
+				if p := r.handledBy(&r.lastMid); p == int64(pid) {
+					return fmt.Errorf("%s: the latest output was handled by pid %d, killed", Mid, pid)
 				}
 				return nil
 			}
@@ -520,12 +660,8 @@ func TestChaos(t *testing.T) {
 			r.writeConfig()
 			want := r.external
 			cond = func() error {
-				st, err := r.env.Store().LoadStatus(In)
-				if err != nil || st == nil {
-					return fmt.Errorf("no status of %s (%v)", In, err)
-				}
-				if running := st.External && st.Identity().Alive(); running != want {
-					return fmt.Errorf("%s: external process running=%v, want %v after the migration", In, running, want)
+				if external := r.handledBy(&r.lastIn) != int64(r.daemon); external != want {
+					return fmt.Errorf("%s: the latest output was handled by an external process: %v, want %v after the migration", In, external, want)
 				}
 				return nil
 			}
@@ -534,10 +670,8 @@ func TestChaos(t *testing.T) {
 			r.writeConfig()
 			want := r.execExternal
 			cond = func() error {
-				st, err := r.env.Store().LoadStatus(Exec)
-				running := err == nil && st != nil && st.External && st.Identity().Alive()
-				if running != want {
-					return fmt.Errorf("%s: external process running=%v, want %v after the migration (%v)", Exec, running, want, err)
+				if external := r.handledBy(&r.lastHost) != int64(r.daemon); external != want {
+					return fmt.Errorf("%s: the latest output was handled by a co-process of an external process: %v, want %v after the migration", Exec, external, want)
 				}
 				return nil
 			}
@@ -554,7 +688,7 @@ func TestChaos(t *testing.T) {
 				return nil
 			}
 		}
-		from := r.sentCount() + 1
+		from := int(r.nextSeq.Load()) // sent (handed to the bus) after the fault
 		if err := r.waitRecovered(from, 90*time.Second, cond); err != nil {
 			if os.Getenv("MM_CHAOS_DUMP") != "" {
 				// Goroutine dumps of every external process (found by its
@@ -586,14 +720,18 @@ func TestChaos(t *testing.T) {
 		r.mu.Unlock()
 		counts[kind]++
 		t.Logf("%7.1fs %-28s recovered in %v", f.At.Seconds(), kind, f.Recover.Round(time.Millisecond))
-		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond) // random spacing between faults (pacing, not synchronisation)
+		// Random spacing between faults (pacing, not synchronisation).
+		time.Sleep(s.pause/5 + time.Duration(rng.Int64N(int64(s.pause-s.pause/5)+1)))
 	}
 
-	// Stop sending; everything acknowledged must come out.
+	// Stop sending; everything acknowledged must come out. The backlog
+	// may take a while on a busy machine: the wait ends when nothing more
+	// came out for 90 s.
 	stop()
 	wg.Wait()
 	sent := r.sentCount()
 	deadline := time.Now().Add(90 * time.Second)
+	lastMissing := -1
 	for {
 		r.mu.Lock()
 		missing := 0
@@ -603,6 +741,9 @@ func TestChaos(t *testing.T) {
 			}
 		}
 		r.mu.Unlock()
+		if missing != lastMissing {
+			lastMissing, deadline = missing, time.Now().Add(90*time.Second)
+		}
 		if missing == 0 || time.Now().After(deadline) {
 			break
 		}
@@ -684,14 +825,22 @@ func (r *run) report(s settings, sent int, counts map[string]int) Report {
 		}
 	}
 	var recs []time.Duration
+	byKind := map[string][]time.Duration{}
 	for _, f := range r.faults {
 		recs = append(recs, f.Recover)
+		byKind[f.Kind] = append(byKind[f.Kind], f.Recover)
 	}
 	if len(recs) > 0 {
 		slices.Sort(recs)
-		rep.RecoverMedian = recs[len(recs)/2]
+		rep.RecoverMedian, rep.RecoverP90, rep.RecoverP99 = percentile(recs, 50), percentile(recs, 90), percentile(recs, 99)
 		rep.RecoverMax = recs[len(recs)-1]
 	}
+	for _, k := range slices.Sorted(maps.Keys(byKind)) {
+		d := byKind[k]
+		slices.Sort(d)
+		rep.ByKind = append(rep.ByKind, KindRecovery{Kind: k, Count: len(d), Median: percentile(d, 50), P90: percentile(d, 90), Max: d[len(d)-1]})
+	}
+	rep.Samples = slices.Clone(r.samples)
 	return rep
 }
 
@@ -725,4 +874,19 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// directPython puts the directory of the real python3 first in PATH, for
+// the run's processes: a python3 found through a version manager's shim
+// (pyenv's is a shell script that runs a dozen more) costs 0.2–0.5 s per
+// start on a busy machine, and every exec task kill and migration starts
+// Python once or twice. The run measures MultiModule's recovery, not the
+// shim's.
+func directPython(t *testing.T) {
+	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
+	exe := strings.TrimSpace(string(out))
+	if err != nil || !filepath.IsAbs(exe) {
+		return
+	}
+	t.Setenv("PATH", filepath.Dir(exe)+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
