@@ -1,4 +1,4 @@
-// Package chaos is the chaos run of issue 9: a pipeline of internal,
+// Package chaos is the chaos run: a pipeline of internal,
 // external and exec tasks under steady load while a fault injector kills
 // externals, the exec co-process, the daemon and the bus with SIGKILL,
 // migrates tasks (a Go one and an exec one) between internal and
