@@ -1,0 +1,314 @@
+// Package cluster runs MultiModule on a real three-node NATS cluster:
+// three nats-server processes (mmtest.NewCluster), JetStream clustered,
+// every host scope's stream replicated three times, and three daemons as
+// the boxes box1, box2 and box3, each with its own state directory. It
+// checks that a message sent on box1 to a task on box2 arrives, that
+// messages keep flowing with nothing lost when one NATS node is killed
+// with SIGKILL, and what the command line says across boxes.
+package cluster_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	_ "github.com/multimodule/multimodule/examples/testtasks"
+	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/mmtest"
+	"github.com/multimodule/multimodule/transit"
+)
+
+func TestMain(m *testing.M) { mmtest.Main(m) }
+
+// out is the queue on box2 the pipeline ends in.
+const out = "cluster_out"
+
+// startBox writes cfg as box host's config file and starts its daemon.
+func startBox(t *testing.T, c *mmtest.Cluster, host string, cfg map[string]any) *mmtest.Box {
+	t.Helper()
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), host+".json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c.StartBox(t, host, "-p", "MultiModuleTest", "-c", path)
+}
+
+// route is a Router route: messages from task from go to forward.
+func route(from string, forward map[string]any) any {
+	return map[string]any{"match": map[string]any{"source": from}, "forwards": []any{forward}}
+}
+
+// TestThreeBoxes: box1's OtherModule forwards (destination box2) to
+// box2's OtherModule, whose output goes to cluster_out on box2. Every
+// host scope's stream has three replicas; messages arrive, also while
+// the node leading box2's stream is killed with SIGKILL, and none is
+// lost.
+func TestThreeBoxes(t *testing.T) {
+	c := mmtest.NewCluster(t, 3)
+	box1 := startBox(t, c, "box1", map[string]any{
+		"OtherModule": map[string]any{"increment_by": 1, "transform": map[string]any{"box1_pid": " specials/message.module_pid"}},
+		"Router":      map[string]any{"routes": []any{route("OtherModule", map[string]any{"qname": "OtherModule", "destination": "box2"})}},
+	})
+	box2 := startBox(t, c, "box2", map[string]any{
+		"OtherModule": map[string]any{"increment_by": 10},
+		"Router":      map[string]any{"routes": []any{route("OtherModule", map[string]any{"qname": out})}},
+	})
+	box3 := startBox(t, c, "box3", map[string]any{
+		"YetAnotherExternalModule": map[string]any{"increment_by": 100},
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	js := rawJS(t, c)
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpBus(t, js)
+			for _, b := range []*mmtest.Box{box1, box2, box3} {
+				t.Logf("%s daemon stdout:\n%s\nstderr:\n%s", b.Host, tail(b.Daemon.Stdout.String()), tail(b.Daemon.Stderr.String()))
+			}
+		}
+	})
+	for _, host := range []string{"box1", "box2", "box3"} {
+		info := streamInfo(ctx, t, js, host)
+		if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+			t.Fatalf("stream of %s: %d replicas (cluster %+v), want 3", host, info.Config.Replicas, info.Cluster)
+		}
+	}
+
+	// The receiver on box2 collects cluster_out from the start.
+	rx := newReceiver()
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	recvDone := make(chan error, 1)
+	go func() { recvDone <- rx.run(rctx, t, box2.Client()) }()
+
+	const before, total = 20, 60
+	send := func(from, to int) {
+		for seq := from; seq < to; seq++ {
+			sendRetrying(ctx, t, box1.Client(), seq)
+		}
+	}
+	send(0, before)
+	rx.wait(t, before, 60*time.Second, recvDone)
+	m := rx.first()
+	if got := int(num(m["module_pid"])); got != box2.Daemon.PID() {
+		t.Errorf("output handled by pid %d, want box2's daemon %d", got, box2.Daemon.PID())
+	}
+	if got := int(num(m["box1_pid"])); got != box1.Daemon.PID() {
+		t.Errorf("output passed pid %d on box1, want box1's daemon %d", got, box1.Daemon.PID())
+	}
+	if my, ct := num(m["my_ct"]), num(m["ct"]); my != ct+10 {
+		t.Errorf("my_ct %v for ct %v: want box2's increment (10)", my, ct)
+	}
+
+	// Kill the node that leads box2's stream while messages flow.
+	leader := streamInfo(ctx, t, js, "box2").Cluster.Leader
+	var victim *mmtest.Node
+	for _, nd := range c.Nodes {
+		if nd.Name == leader {
+			victim = nd
+		}
+	}
+	if victim == nil {
+		t.Fatalf("no node named %q leads box2's stream", leader)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); send(before, total) }()
+	rx.wait(t, before+5, 60*time.Second, recvDone)
+	t.Logf("killing NATS node %s (pid %d), leader of box2's stream", victim.Name, victim.Proc().PID())
+	victim.Kill()
+	wg.Wait()
+	rx.wait(t, total, 60*time.Second, recvDone)
+	for _, b := range []*mmtest.Box{box1, box2, box3} {
+		if strings.Contains(b.Daemon.Stderr.String(), c.Token) {
+			t.Errorf("the log of %s's daemon shows the NATS token", b.Host)
+		}
+	}
+	// box2's queues, looked at from box1.
+	stdout, stderr, code := box1.Run("queues", "-a", "--host=box2")
+	if code != 0 || !strings.Contains(stdout, "OtherModule") || !strings.Contains(stdout, out) {
+		t.Errorf("queues --host box2 on box1: exit %d, want box2's OtherModule and %s; stdout:\n%s\nstderr:\n%s", code, out, stdout, stderr)
+	}
+	if dups := rx.dups(); dups > 0 {
+		t.Logf("%d messages delivered twice (redelivered across the node's death)", dups)
+	}
+}
+
+// sendRetrying sends {ct: seq, seq} to OtherModule until the bus takes
+// it (a send may fail while the cluster elects a new leader).
+func sendRetrying(ctx context.Context, t *testing.T, tr *transit.Transit, seq int) {
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := tr.Send(sctx, "OtherModule", message.Message{"ct": seq, "seq": seq}, transit.SendOptions{})
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Errorf("send seq %d: %v", seq, err)
+			return
+		}
+		t.Logf("send seq %d: %v (again)", seq, err)
+	}
+}
+
+// receiver collects the seqs arriving on cluster_out.
+type receiver struct {
+	mu      sync.Mutex
+	seen    map[int]int
+	msgs    []message.Message
+	changed chan struct{}
+}
+
+func newReceiver() *receiver {
+	return &receiver{seen: map[int]int{}, changed: make(chan struct{})}
+}
+
+// A receive that fails (the bus API times out while the cluster elects
+// a new leader) is tried again, logged; the caller's wait has the
+// deadline.
+func (r *receiver) run(ctx context.Context, t *testing.T, tr *transit.Transit) error {
+	for {
+		m, err := tr.Receive(ctx, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			t.Logf("receive from %s: %v (again)", out, err)
+			continue
+		}
+		r.mu.Lock()
+		r.seen[int(num(m["seq"]))]++
+		r.msgs = append(r.msgs, m)
+		close(r.changed)
+		r.changed = make(chan struct{})
+		r.mu.Unlock()
+	}
+}
+
+// wait waits until seqs 0..n-1 have all arrived.
+func (r *receiver) wait(t *testing.T, n int, timeout time.Duration, done <-chan error) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		r.mu.Lock()
+		var missing []int
+		for i := range n {
+			if r.seen[i] == 0 {
+				missing = append(missing, i)
+			}
+		}
+		ch := r.changed
+		r.mu.Unlock()
+		if len(missing) == 0 {
+			return
+		}
+		select {
+		case <-ch:
+		case err := <-done:
+			t.Fatalf("receiver ended: %v", err)
+		case <-deadline:
+			t.Fatalf("within %v, %d of seqs 0..%d did not arrive: %v", timeout, len(missing), n-1, missing)
+		}
+	}
+}
+
+func (r *receiver) first() message.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.msgs[0]
+}
+
+func (r *receiver) dups() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.seen {
+		n += c - 1
+	}
+	return n
+}
+
+func num(v any) float64 {
+	f, _ := message.Float(v)
+	return f
+}
+
+// rawJS is a JetStream client on the cluster, closed at the test's end.
+func rawJS(t *testing.T, c *mmtest.Cluster) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// streamInfo is the info of host's stream, asked again while the
+// cluster cannot answer (a leader election).
+func streamInfo(ctx context.Context, t *testing.T, js jetstream.JetStream, host string) *jetstream.StreamInfo {
+	t.Helper()
+	var info *jetstream.StreamInfo
+	mmtest.Eventually(t, 30*time.Second, func() error {
+		s, err := js.Stream(ctx, "MM_"+host)
+		if err != nil {
+			return err
+		}
+		info, err = s.Info(ctx)
+		if err == nil && info.Cluster != nil && info.Cluster.Leader == "" {
+			return fmt.Errorf("stream of %s has no leader", strings.TrimSpace(host))
+		}
+		return err
+	})
+	return info
+}
+
+// tail is the end of a log.
+func tail(s string) string {
+	if len(s) > 6000 {
+		return "…" + s[len(s)-6000:]
+	}
+	return s
+}
+
+// dumpBus logs every stream's and consumer's state, for a failure.
+func dumpBus(t *testing.T, js jetstream.JetStream) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for name := range js.StreamNames(ctx).Name() {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Logf("stream %s: %v", name, err)
+			continue
+		}
+		si, err := s.Info(ctx)
+		if err != nil {
+			t.Logf("stream %s: %v", name, err)
+			continue
+		}
+		t.Logf("stream %s: msgs %d, first %d, last %d, cluster %+v", name, si.State.Msgs, si.State.FirstSeq, si.State.LastSeq, si.Cluster)
+		for ci := range s.ListConsumers(ctx).Info() {
+			t.Logf("  consumer %s: pending %d, ack pending %d, waiting %d, delivered %d, ack floor %d, leader %v",
+				ci.Name, ci.NumPending, ci.NumAckPending, ci.NumWaiting, ci.Delivered.Stream, ci.AckFloor.Stream, ci.Cluster)
+		}
+	}
+}
