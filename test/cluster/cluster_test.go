@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,6 +115,14 @@ func TestThreeBoxes(t *testing.T) {
 		t.Errorf("my_ct %v for ct %v: want box2's increment (10)", my, ct)
 	}
 
+	boxesForDebug = []*mmtest.Box{box2}
+	// Every box's tasks, with their box, asked from box1.
+	checkAllHosts(t, box1, map[string]int{
+		"box1/OtherModule": box1.Daemon.PID(), "box1/Router": box1.Daemon.PID(),
+		"box2/OtherModule": box2.Daemon.PID(), "box2/Router": box2.Daemon.PID(),
+		"box3/YetAnotherExternalModule": box3.Daemon.PID(),
+	})
+
 	// Kill the node that leads box2's stream while messages flow.
 	leader := streamInfo(ctx, t, js, "box2").Cluster.Leader
 	var victim *mmtest.Node
@@ -148,6 +157,48 @@ func TestThreeBoxes(t *testing.T) {
 	}
 }
 
+// checkAllHosts runs `status --all-hosts --json` on box b and checks that
+// it lists every task of want ("host/task" → the pid of the daemon
+// hosting it), running, and the host table too.
+func checkAllHosts(t *testing.T, b *mmtest.Box, want map[string]int) {
+	t.Helper()
+	stdout, stderr, code := b.Run("status", "--all-hosts", "--json", "--wait=30s")
+	if code != 0 {
+		if os.Getenv("MM_DEBUG_QUIT") != "" {
+			for _, bx := range boxesForDebug {
+				_ = bx.Daemon.Signal(syscall.SIGQUIT)
+				bx.Daemon.Wait(t, 20*time.Second)
+				t.Logf("%s goroutines:\n%s", bx.Host, bx.Daemon.Stderr)
+			}
+		}
+		t.Fatalf("status --all-hosts: exit %d; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	var lines []struct {
+		Host    string `json:"host"`
+		Task    string `json:"task"`
+		PID     int    `json:"pid"`
+		Running bool   `json:"running"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &lines); err != nil {
+		t.Fatalf("status --all-hosts --json: %v; stdout:\n%s", err, stdout)
+	}
+	got := map[string]int{}
+	for _, l := range lines {
+		if l.Running {
+			got[l.Host+"/"+l.Task] = l.PID
+		}
+	}
+	for k, pid := range want {
+		if got[k] != pid {
+			t.Errorf("status --all-hosts: %s runs as pid %d, want %d; stdout:\n%s", k, got[k], pid, stdout)
+		}
+	}
+	stdout, stderr, code = b.Run("status", "--all-hosts", "--wait=30s")
+	if code != 0 || !strings.Contains(stdout, "HOST") || !strings.Contains(stdout, "box3") {
+		t.Errorf("status --all-hosts: exit %d, want a table with a HOST column naming box3; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
+
 // sendRetrying sends {ct: seq, seq} to OtherModule until the bus takes
 // it (a send may fail while the cluster elects a new leader).
 func sendRetrying(ctx context.Context, t *testing.T, tr *transit.Transit, seq int) {
@@ -178,25 +229,33 @@ func newReceiver() *receiver {
 	return &receiver{seen: map[int]int{}, changed: make(chan struct{})}
 }
 
-// A receive that fails (the bus API times out while the cluster elects
-// a new leader) is tried again, logged; the caller's wait has the
-// deadline.
+// It owns the queue (Consume), as a daemon owns its tasks' queues, and
+// acknowledges each message once recorded.
 func (r *receiver) run(ctx context.Context, t *testing.T, tr *transit.Transit) error {
+	c, err := tr.Consume(ctx, out)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", out, err)
+	}
+	defer c.Stop()
 	for {
-		m, err := tr.Receive(ctx, out)
-		if ctx.Err() != nil {
+		var d *transit.Delivery
+		select {
+		case <-ctx.Done():
 			return nil
+		case d = <-c.C():
 		}
-		if err != nil {
-			t.Logf("receive from %s: %v (again)", out, err)
-			continue
+		if d == nil {
+			return fmt.Errorf("consumer of %s stopped", out)
 		}
 		r.mu.Lock()
-		r.seen[int(num(m["seq"]))]++
-		r.msgs = append(r.msgs, m)
+		r.seen[int(num(d.Msg["seq"]))]++
+		r.msgs = append(r.msgs, d.Msg)
 		close(r.changed)
 		r.changed = make(chan struct{})
 		r.mu.Unlock()
+		if err := d.Ack(); err != nil {
+			t.Logf("ack on %s: %v", out, err)
+		}
 	}
 }
 
@@ -312,3 +371,5 @@ func dumpBus(t *testing.T, js jetstream.JetStream) {
 		}
 	}
 }
+
+var boxesForDebug []*mmtest.Box
