@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -115,7 +114,6 @@ func TestThreeBoxes(t *testing.T) {
 		t.Errorf("my_ct %v for ct %v: want box2's increment (10)", my, ct)
 	}
 
-	boxesForDebug = []*mmtest.Box{box2}
 	// Every box's tasks, with their box, asked from box1.
 	checkAllHosts(t, box1, map[string]int{
 		"box1/OtherModule": box1.Daemon.PID(), "box1/Router": box1.Daemon.PID(),
@@ -164,13 +162,6 @@ func checkAllHosts(t *testing.T, b *mmtest.Box, want map[string]int) {
 	t.Helper()
 	stdout, stderr, code := b.Run("status", "--all-hosts", "--json", "--wait=30s")
 	if code != 0 {
-		if os.Getenv("MM_DEBUG_QUIT") != "" {
-			for _, bx := range boxesForDebug {
-				_ = bx.Daemon.Signal(syscall.SIGQUIT)
-				bx.Daemon.Wait(t, 20*time.Second)
-				t.Logf("%s goroutines:\n%s", bx.Host, bx.Daemon.Stderr)
-			}
-		}
 		t.Fatalf("status --all-hosts: exit %d; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 	var lines []struct {
@@ -371,5 +362,3 @@ func dumpBus(t *testing.T, js jetstream.JetStream) {
 		}
 	}
 }
-
-var boxesForDebug []*mmtest.Box
