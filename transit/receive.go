@@ -81,14 +81,8 @@ func (b *natsBus) receive(ctx context.Context, scope, qname string, wait bool) (
 				err := q.msg.DoubleAck(actx)
 				cancel()
 				q.drop()
-				if err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-					// Not confirmed (a cluster electing a new leader): the
-					// acknowledgement may have landed, and the next one of
-					// the queue covers this message anyway (AckAll), so it
-					// may never come again. Handed over, it is not lost;
-					// at worst it comes again.
-					b.log.Warn("receive: the bus did not confirm the acknowledgement; the message may come again",
-						"queue", qname, "seq", d.Seq, "err", err)
+				if err != nil {
+					return nil, fmt.Errorf("transit: receive from %q: acknowledge message %d: %w", qname, d.Seq, err)
 				}
 			}
 			return d.Msg, nil

@@ -379,9 +379,7 @@ func (t *Transit) Consume(ctx context.Context, qname string) (*Consumer, error) 
 }
 
 // Receive takes one message off bus queue qname of this box's host scope,
-// acknowledging it, and blocks until there is one or ctx ends. A message
-// whose acknowledgement the bus does not confirm (a NATS cluster electing
-// a new leader) is returned all the same, and may come again. The rest of
+// acknowledging it, and blocks until there is one or ctx ends. The rest of
 // the queue stays in order. When the message came in a batch, the rest of
 // the batch stays in this Transit for the next receives (the batch is
 // acknowledged with its last message); Close records how far it got, so
