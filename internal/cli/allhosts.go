@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -53,6 +52,13 @@ func statusAllHosts(ctx context.Context, g *Globals, wait time.Duration, asJSON 
 	}()
 	sctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	// The reply queue is this command's own: it owns it while it waits
+	// (the answers come at about the same time).
+	cons, err := tr.Consume(sctx, replyTo)
+	if err != nil {
+		return fmt.Errorf("own the reply queue: %w", err)
+	}
+	defer cons.Stop()
 	asked := map[string]bool{}
 	for _, h := range hosts {
 		body := map[string]any{
@@ -69,14 +75,19 @@ func statusAllHosts(ctx context.Context, g *Globals, wait time.Duration, asJSON 
 	}
 	answers := map[string][]HostTaskStatus{}
 	for len(answers) < len(asked) {
-		m, err := tr.Receive(sctx, replyTo)
-		if err != nil {
-			if ctx.Err() == nil && (sctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) {
-				break
-			}
-			return fmt.Errorf("waiting for the daemons' answers: %w", err)
+		var d *transit.Delivery
+		select {
+		case d = <-cons.C():
+		case <-sctx.Done():
 		}
-		v, err := daemon.ParseVerdict(m)
+		if d == nil {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("waiting for the daemons' answers: %w", err)
+			}
+			break // --wait is over: the silent hosts are named below
+		}
+		_ = d.Ack() // the queue is deleted at the end anyway
+		v, err := daemon.ParseVerdict(d.Msg)
 		if err != nil || v.ID != id || !asked[v.Host] {
 			continue
 		}
