@@ -49,8 +49,8 @@ type Options struct {
 	NoStartBus bool
 	// NoCreate makes Open create nothing on the bus: the host scope's
 	// stream must exist (ErrUnknownHost otherwise). Commands that only
-	// look (status, queues, recv) set it, so that looking at a host
-	// (--host) that never opened the bus does not create its scope.
+	// look (status, queues) set it, so that looking at a host (--host)
+	// that never opened the bus does not create its scope.
 	NoCreate bool
 	// BusCommand is the argv that starts the embedded bus; default
 	// {os.Executable(), "bus", "-T", <transport dir>}.

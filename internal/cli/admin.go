@@ -379,7 +379,7 @@ func collectStatus(ctx context.Context, g *Globals, st *store.Store) ([]TaskStat
 	}
 	depth := map[string]int64{}
 	known := false
-	if tr, err := openExistingTransit(ctx, g); err == nil {
+	if tr, err := openLookingTransit(ctx, g); err == nil {
 		if stats, err := tr.Stats(ctx, transit.QueueFilter{}); err == nil {
 			known = true
 			for _, q := range stats {

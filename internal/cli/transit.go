@@ -189,11 +189,21 @@ func checkDaemonBus(g *Globals) error {
 		stateDir(g), d.PID, d.NATS, d.NATS)}
 }
 
+// openLookingTransit is openExistingTransit for a command that only
+// looks (status, queues): the host scope (--host) must exist on the bus
+// too; looking at a host creates none.
+func openLookingTransit(ctx context.Context, g *Globals) (*transit.Transit, error) {
+	return openExisting(ctx, g, true)
+}
+
 // openExistingTransit opens the queues for a command that only looks or
 // takes (status, queues, recv): with no --nats, the embedded bus must
-// already run; none is started and no directory is created. The host
-// scope (--host) must exist on the bus: looking at a host creates none.
+// already run; none is started and no directory is created.
 func openExistingTransit(ctx context.Context, g *Globals) (*transit.Transit, error) {
+	return openExisting(ctx, g, false)
+}
+
+func openExisting(ctx context.Context, g *Globals, noCreate bool) (*transit.Transit, error) {
 	if err := checkDaemonBus(g); err != nil {
 		return nil, err
 	}
@@ -202,7 +212,7 @@ func openExistingTransit(ctx context.Context, g *Globals) (*transit.Transit, err
 		return nil, err
 	}
 	opts.Logger = cliLogger()
-	opts.NoCreate = true
+	opts.NoCreate = noCreate
 	if g.NATSURL == "" {
 		if _, err := os.Stat(opts.TransportDir); err != nil {
 			return nil, noBusError(g)
