@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -244,6 +245,35 @@ func (c *Cluster) WaitReady(timeout time.Duration) {
 	})
 }
 
+// Clients returns the names of the client connections nd has now (from
+// its /connz): a daemon's connection is named "multimodule <host>".
+func (nd *Node) Clients() ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/connz?limit=1024", nd.HTTPPort), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("NATS node %s: %w", nd.Name, err)
+	}
+	defer resp.Body.Close()
+	var connz struct {
+		Connections []struct {
+			Name string `json:"name"`
+		} `json:"connections"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&connz); err != nil {
+		return nil, fmt.Errorf("NATS node %s: /connz: %w", nd.Name, err)
+	}
+	names := make([]string, len(connz.Connections))
+	for i, c := range connz.Connections {
+		names[i] = c.Name
+	}
+	return names, nil
+}
+
 // healthy asks nd's /healthz, then JetStream through nd.
 func (nd *Node) healthy() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -303,7 +333,9 @@ func (c *Cluster) NewBox(t testing.TB, host string) *Box {
 	t.Helper()
 	e := NewEnv(t)
 	e.Args = []string{"--nats=" + c.URLs(), "--host=" + host, fmt.Sprintf("--bus-replicas=%d", c.Replicas), "--bus-max-bytes=" + clusterBoxBytes}
-	e.Bus = transit.Options{NATSURL: c.URLs(), Host: host, Replicas: c.Replicas, Capacity: transit.Capacity{Bytes: 64 << 20}}
+	e.Bus = transit.Options{NATSURL: c.URLs(), Host: host, Replicas: c.Replicas, Capacity: transit.Capacity{Bytes: 64 << 20},
+		// Not "multimodule <host>", the name of the box's daemon (Node.Clients).
+		NATSOptions: []nats.Option{nats.Name("mmtest client " + host)}}
 	return &Box{Env: e, Host: host, Cluster: c}
 }
 
