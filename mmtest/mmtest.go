@@ -37,6 +37,9 @@ const EnvMain = "MULTIMODULE_MMTEST_MAIN"
 // Main runs the tests, or — in a child started by the harness — the
 // multimodule command line.
 func Main(m *testing.M) {
+	if os.Getenv(envNATSNode) == "1" && !fuzzWorker() {
+		os.Exit(natsNodeMain(os.Args[1:]))
+	}
 	if os.Getenv(EnvMain) == "1" && !fuzzWorker() {
 		os.Exit(multimodule.Main())
 	}
@@ -69,6 +72,13 @@ type Env struct {
 	// Exe is the multimodule binary the Env runs; empty means this test
 	// binary (which runs the multimodule command line under Main).
 	Exe string
+	// Args are global flags given to every command the Env runs, after
+	// -s (a Box's --nats, --host, …).
+	Args []string
+	// Bus, when NATSURL is set, is how Client opens the queues: on a
+	// NATS server or cluster as host Bus.Host, instead of the embedded
+	// bus of StateDir.
+	Bus transit.Options
 
 	mu      sync.Mutex
 	procs   []*Proc
@@ -92,7 +102,8 @@ func NewEnv(t testing.TB) *Env {
 // Command returns a command running multimodule (Exe, or this test binary)
 // with -s StateDir and args.
 func (e *Env) Command(args ...string) *exec.Cmd {
-	cmd := exec.Command(e.exe(), append([]string{"-s", e.StateDir}, args...)...)
+	argv := append([]string{"-s", e.StateDir}, e.Args...)
+	cmd := exec.Command(e.exe(), append(argv, args...)...)
 	cmd.Env = append(os.Environ(), EnvMain+"=1")
 	return cmd
 }
@@ -248,10 +259,14 @@ func (e *Env) Client() *transit.Transit {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	tr, err := transit.Open(ctx, transit.Options{
+	opts := transit.Options{
 		StateDir:   e.StateDir,
 		BusCommand: []string{e.exe(), "bus", "-T", filepath.Join(e.StateDir, "transit")},
-	})
+	}
+	if e.Bus.NATSURL != "" {
+		opts = e.Bus
+	}
+	tr, err := transit.Open(ctx, opts)
 	if err != nil {
 		e.T.Fatalf("mmtest: open transit: %v", err)
 	}

@@ -28,6 +28,8 @@ type backend interface {
 	// all), or only those holding messages.
 	stat(ctx context.Context, scope, qname string) (QueueStat, error)
 	list(ctx context.Context, scope string, all bool) ([]QueueStat, error)
+	// hosts lists the host scopes on the bus, sorted.
+	hosts(ctx context.Context) ([]string, error)
 	// close flushes and releases the backend; it stops every consumer.
 	close() error
 }

@@ -96,7 +96,7 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("bus connection restored", "url", nc.ConnectedUrl())
+			log.Info("bus connection restored", "url", nc.ConnectedAddr()) // not the URL: it may hold a token
 			close(*b.reconnected.Swap(new(make(chan struct{}))))
 			b.conn.Swap(newConnEpoch()).cancel()
 		}),
@@ -161,8 +161,9 @@ func consumerName(qname string) string { return "q_" + encodeQueue(qname) }
 
 // stream returns the stream of host scope scope. This Transit's own
 // scope's stream is created, with its capacity, if it does not exist yet
-// (an existing stream keeps its configuration); another scope's stream
-// must exist (ErrUnknownHost): only a process of that host creates it.
+// (an existing stream keeps its configuration), unless Options.NoCreate;
+// another scope's stream must exist (ErrUnknownHost): only a process of
+// that host creates it.
 func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, error) {
 	b.mu.Lock()
 	s := b.streams[scope]
@@ -174,7 +175,7 @@ func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, e
 	defer cancel()
 	name := b.streamName(scope)
 	s, err := b.js.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) && scope != b.opts.Host {
+	if errors.Is(err, jetstream.ErrStreamNotFound) && (scope != b.opts.Host || b.opts.NoCreate) {
 		return nil, fmt.Errorf("transit: host scope %q has no queues on the bus (no stream %s): a host's scope is created when a daemon (or command) of that host opens the bus; check the destination or start that daemon: %w", scope, name, ErrUnknownHost)
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -255,7 +256,7 @@ func (b *natsBus) createStream(ctx context.Context, scope, name string) (jetstre
 			MaxBytes:             size,
 			MaxMsgSize:           int32(min(MaxMessageBytes, size)),
 			MaxConsumers:         -1, // one per queue, however many tasks
-			Replicas:             1,
+			Replicas:             b.opts.Replicas,
 		})
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jsInsufficientStorage {

@@ -47,12 +47,24 @@ type Options struct {
 	// ErrNoBus and creates nothing. Commands that only look (status,
 	// queues, recv) set it.
 	NoStartBus bool
+	// NoCreate makes Open create nothing on the bus: the host scope's
+	// stream must exist (ErrUnknownHost otherwise). Commands that only
+	// look (status, queues) set it, so that looking at a host (--host)
+	// that never opened the bus does not create its scope.
+	NoCreate bool
 	// BusCommand is the argv that starts the embedded bus; default
 	// {os.Executable(), "bus", "-T", <transport dir>}.
 	BusCommand []string
 	// Capacity is the per-queue capacity of the host scopes this Transit
 	// creates (see Capacity).
 	Capacity Capacity
+	// Replicas is how many servers of a NATS cluster keep a copy of the
+	// host scope stream this Transit creates (every queue of the scope,
+	// its dead-letter queue included; the queues' consumers follow the
+	// stream); an existing stream keeps its count. Zero means 1. More than 1 needs NATSURL (the embedded
+	// bus is one server) and at least that many JetStream servers in the
+	// cluster; JetStream allows at most 5.
+	Replicas int
 	// AckWait is how long the bus waits for an acknowledgement before it
 	// redelivers; default 5s. A live Consumer keeps its unacknowledged
 	// deliveries alive, so this only matters for stalled processes.
@@ -80,6 +92,9 @@ type Options struct {
 	// Logger receives the package's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
+
+// MaxReplicas is the most replicas a JetStream stream can have.
+const MaxReplicas = 5
 
 // Capacity bounds a queue. On the bus, Msgs is enforced per queue by the
 // server (a send to a full queue fails, or waits for room); Bytes bounds
@@ -173,6 +188,15 @@ func Open(ctx context.Context, opts Options) (*Transit, error) {
 	}
 	if opts.FullWait <= 0 {
 		opts.FullWait = 5 * time.Second
+	}
+	if opts.Replicas <= 0 {
+		opts.Replicas = 1
+	}
+	if opts.Replicas > 1 && opts.NATSURL == "" {
+		return nil, fmt.Errorf("transit: open: %d replicas need a NATS cluster (NATSURL): the embedded bus is a single server", opts.Replicas)
+	}
+	if opts.Replicas > MaxReplicas {
+		return nil, fmt.Errorf("transit: open: %d replicas: JetStream keeps at most %d", opts.Replicas, MaxReplicas)
 	}
 	if opts.NATSURL == "" && opts.TransportDir == "" {
 		if opts.StateDir == "" {

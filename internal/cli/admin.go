@@ -273,7 +273,10 @@ type statusHeader struct {
 }
 
 func newStatusCommand(g *Globals) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON, allHosts bool
+		wait             time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Whether the daemon runs, and one line per task: where, pid, failsafe, state age, queue depth, alerts",
@@ -290,12 +293,22 @@ the daemon runs; 2 when it does not (the table is still printed, after
 "daemon: NOT RUNNING"), or when the state directory does not exist ("no
 daemon and no bus under ./state", nothing printed on standard output).
 With --json the table is a JSON array on standard output and the daemon
-line goes to standard error when the daemon does not run.`,
+line goes to standard error when the daemon does not run.
+
+With --all-hosts it asks the daemon of every host scope on the bus (the
+boxes of a NATS cluster, see docs/cluster.md) over its control queue and
+lists every task of every box, with a HOST column (--json: a "host" key);
+it does not read the state directory. A host whose daemon does not answer
+within --wait is named on standard error, and the exit status is 2.`,
 		Example: `  multimodule status
   multimodule status -s /var/lib/multimodule
-  multimodule status --json | jq '.[] | select(.failsafed)'`,
+  multimodule status --json | jq '.[] | select(.failsafed)'
+  multimodule --nats nats://n1:4222,nats://n2:4222 --host box1 status --all-hosts`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if allHosts {
+				return statusAllHosts(cmd.Context(), g, wait, asJSON, cmd.OutOrStdout())
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			st, err := openExistingStore(g)
@@ -326,6 +339,8 @@ line goes to standard error when the daemon does not run.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&allHosts, "all-hosts", false, "ask the daemon of every host on the bus (a NATS cluster's boxes) and list every task with its host")
+	cmd.Flags().DurationVar(&wait, "wait", 10*time.Second, "with --all-hosts: how long to wait for the daemons' answers")
 	return cmd
 }
 
@@ -364,7 +379,7 @@ func collectStatus(ctx context.Context, g *Globals, st *store.Store) ([]TaskStat
 	}
 	depth := map[string]int64{}
 	known := false
-	if tr, err := openExistingTransit(ctx, g); err == nil {
+	if tr, err := openLookingTransit(ctx, g); err == nil {
 		if stats, err := tr.Stats(ctx, transit.QueueFilter{}); err == nil {
 			known = true
 			for _, q := range stats {
@@ -406,10 +421,30 @@ func collectStatus(ctx context.Context, g *Globals, st *store.Store) ([]TaskStat
 	return out, hdr, nil
 }
 
-func printStatus(w io.Writer, lines []TaskStatus) {
+func printStatus(w io.Writer, lines []TaskStatus) { printStatusTable(w, lines, nil) }
+
+// printHostStatus prints the table of `status --all-hosts`: the host
+// first.
+func printHostStatus(w io.Writer, lines []HostTaskStatus) {
+	ts := make([]TaskStatus, len(lines))
+	for i, l := range lines {
+		ts[i] = l.TaskStatus
+	}
+	printStatusTable(w, ts, func(i int) string { return lines[i].Host })
+}
+
+// printStatusTable prints the status table, with a HOST column first
+// when host is not nil.
+func printStatusTable(w io.Writer, lines []TaskStatus, host func(int) string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if host != nil {
+		fmt.Fprint(tw, "HOST\t")
+	}
 	fmt.Fprintln(tw, "TASK\tWHERE\tPID\tRUNNING\tFAILSAFE\tSTATE AGE\tQUEUE\tALERTS\tREASON")
-	for _, l := range lines {
+	for i, l := range lines {
+		if host != nil {
+			fmt.Fprintf(tw, "%s\t", host(i))
+		}
 		pid, age, fs := "-", "-", "-"
 		if l.PID > 0 {
 			pid = fmt.Sprint(l.PID)

@@ -49,7 +49,7 @@ exits with status 2 ("no daemon and no bus under ./state").`,
 type queueRow = observe.Queue
 
 func runQueues(ctx context.Context, g *Globals, o *queuesOptions, stdout io.Writer) error {
-	t, err := openExistingTransit(ctx, g)
+	t, err := openLookingTransit(ctx, g)
 	if err != nil {
 		return err
 	}

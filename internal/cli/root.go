@@ -30,6 +30,7 @@ type Globals struct {
 	NATSKey      string // --nats-key: client key for TLS to NATS
 	Host         string // --host: this box's host scope on the bus
 	BusMaxBytes  string // --bus-max-bytes: storage of a host scope's queues created by this process
+	BusReplicas  int    // --bus-replicas: copies of a host scope's queues created by this process (with --nats)
 }
 
 // DefaultStateDir is the state directory when -s is not given.
@@ -66,6 +67,7 @@ daemon.`,
 	pf.StringVar(&g.NATSKey, "nats-key", "", "client key for TLS to NATS (with --nats)")
 	pf.StringVar(&g.Host, "host", "", "this box's host scope on the bus (default: the hostname)")
 	pf.StringVar(&g.BusMaxBytes, "bus-max-bytes", "", "storage for this host's queues on the bus, e.g. 512MiB or 4GiB, used when it is created (default: 8GiB, at most half the free space of the transport file system)")
+	pf.IntVar(&g.BusReplicas, "bus-replicas", 1, "servers of the NATS cluster (--nats) that keep a copy of this host's queues, used when they are created: 3 survives the loss of one server")
 	setupDaemon(root, g)
 	for _, f := range append([]Command{
 		newSendCommand, newRecvCommand, newQueuesCommand, newStatusCommand,

@@ -71,6 +71,12 @@ func transitOptions(g *Globals) (transit.Options, error) {
 			return transit.Options{}, fmt.Errorf("--bus-max-bytes %s: at least %d MiB", g.BusMaxBytes, transit.MinStreamBytes>>20)
 		}
 	}
+	if g.BusReplicas < 1 || g.BusReplicas > transit.MaxReplicas {
+		return transit.Options{}, fmt.Errorf("--bus-replicas %d: between 1 and %d", g.BusReplicas, transit.MaxReplicas)
+	}
+	if g.BusReplicas > 1 && g.NATSURL == "" {
+		return transit.Options{}, fmt.Errorf("--bus-replicas %d needs --nats: the embedded bus is a single server; replicas live on the servers of a NATS cluster (see docs/cluster.md)", g.BusReplicas)
+	}
 	return transit.Options{
 		StateDir:     g.StateDir,
 		TransportDir: transportDir(g),
@@ -78,6 +84,7 @@ func transitOptions(g *Globals) (transit.Options, error) {
 		NATSOptions:  nopts,
 		Host:         g.Host,
 		Capacity:     capacity,
+		Replicas:     g.BusReplicas,
 	}, nil
 }
 
@@ -182,10 +189,21 @@ func checkDaemonBus(g *Globals) error {
 		stateDir(g), d.PID, d.NATS, d.NATS)}
 }
 
+// openLookingTransit is openExistingTransit for a command that only
+// looks (status, queues): the host scope (--host) must exist on the bus
+// too; looking at a host creates none.
+func openLookingTransit(ctx context.Context, g *Globals) (*transit.Transit, error) {
+	return openExisting(ctx, g, true)
+}
+
 // openExistingTransit opens the queues for a command that only looks or
 // takes (status, queues, recv): with no --nats, the embedded bus must
 // already run; none is started and no directory is created.
 func openExistingTransit(ctx context.Context, g *Globals) (*transit.Transit, error) {
+	return openExisting(ctx, g, false)
+}
+
+func openExisting(ctx context.Context, g *Globals, noCreate bool) (*transit.Transit, error) {
 	if err := checkDaemonBus(g); err != nil {
 		return nil, err
 	}
@@ -194,6 +212,7 @@ func openExistingTransit(ctx context.Context, g *Globals) (*transit.Transit, err
 		return nil, err
 	}
 	opts.Logger = cliLogger()
+	opts.NoCreate = noCreate
 	if g.NATSURL == "" {
 		if _, err := os.Stat(opts.TransportDir); err != nil {
 			return nil, noBusError(g)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/observe"
 	"github.com/multimodule/multimodule/oob"
 )
 
@@ -48,7 +49,7 @@ func (m *mainRole) control(ctx context.Context) {
 				d.host.Out(oob.ChannelError, "main", fmt.Sprintf("control message rejected: %v", err), details)
 			}
 			m.saveReasons()
-			d.reply(dl.Msg, err)
+			d.reply(dl.Msg, err, m.statusFor(ctx, dl.Msg))
 			if err := dl.Ack(); err != nil {
 				d.log.Warn("control queue: ack failed; the message may be applied again", "error", err)
 			}
@@ -156,6 +157,8 @@ func (m *mainRole) handleControl(ctx context.Context, msg message.Message) error
 				if err != nil {
 					errs = append(errs, fmt.Errorf(".multimodule.control[%d] %v: %w", i, ctl["type"], err))
 				}
+			case "status":
+				// Answered in the verdict (statusFor), nothing to do.
 			case "cleanly_exit":
 				select {
 				case d.exitCh <- exitRequest{exitExternals: message.Truthy(ctl["exit_externals"]), reason: "cleanly_exit"}:
@@ -166,7 +169,7 @@ func (m *mainRole) handleControl(ctx context.Context, msg message.Message) error
 				if !knownName(typ) {
 					typ = fmt.Sprintf("(a %T that is not a type name)", ctl["type"])
 				}
-				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %s (known: cleanly_exit, failsafe, unfailsafe)", i, typ))
+				errs = append(errs, fmt.Errorf(".multimodule.control[%d]: unknown type %s (known: cleanly_exit, failsafe, status, unfailsafe)", i, typ))
 			}
 		}
 	}
@@ -174,4 +177,29 @@ func (m *mainRole) handleControl(ctx context.Context, msg message.Message) error
 		errs = append(errs, errors.New(".multimodule has neither config nor control"))
 	}
 	return errors.Join(errs...)
+}
+
+// statusFor is the daemon's task status, as its HTTP API gives it
+// (/api/v1/tasks), when control message msg asks for it (a control item
+// of type status); nil otherwise.
+func (m *mainRole) statusFor(ctx context.Context, msg message.Message) []observe.Task {
+	mm, _ := msg[".multimodule"].(map[string]any)
+	list, _ := mm["control"].([]any)
+	asked := false
+	for _, item := range list {
+		if ctl, ok := item.(map[string]any); ok && ctl["type"] == "status" {
+			asked = true
+		}
+	}
+	if !asked {
+		return nil
+	}
+	snap, err := daemonSource{m}.Snapshot(ctx)
+	if err != nil {
+		m.d.log.Warn("control: status asked for, but not all of it could be gathered", "error", err)
+	}
+	if snap.Tasks == nil {
+		snap.Tasks = []observe.Task{}
+	}
+	return snap.Tasks
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/observe"
 	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/store"
 	"github.com/multimodule/multimodule/transit"
@@ -76,6 +78,11 @@ type Verdict struct {
 	OK     bool                   // everything applied, every task configured loaded
 	Errors []string               // what was refused, other than per task
 	Tasks  map[string]TaskVerdict // per task configured by the message
+	// Host and Status answer a control item of type status: the
+	// daemon's host scope and every task of its state directory (nil
+	// when not asked).
+	Host   string
+	Status []observe.Task
 }
 
 // TaskVerdict is the outcome for one task of a config.
@@ -105,7 +112,16 @@ func (v Verdict) Message() message.Message {
 	for i, e := range v.Errors {
 		errs[i] = e
 	}
-	return message.Message{"id": v.ID, "ok": v.OK, "errors": errs, "tasks": tasks}
+	m := message.Message{"id": v.ID, "ok": v.OK, "errors": errs, "tasks": tasks}
+	if v.Status != nil {
+		m["host"] = v.Host
+		// The tasks as the HTTP API gives them, as JSON values.
+		var status []any
+		if b, err := json.Marshal(v.Status); err == nil && json.Unmarshal(b, &status) == nil {
+			m["status"] = status
+		}
+	}
+	return m
 }
 
 // ParseVerdict reads a reply message.
@@ -120,6 +136,16 @@ func ParseVerdict(m message.Message) (Verdict, error) {
 	if list, ok := m["errors"].([]any); ok {
 		for _, e := range list {
 			v.Errors = append(v.Errors, fmt.Sprint(e))
+		}
+	}
+	v.Host, _ = m["host"].(string)
+	if st, ok := m["status"]; ok {
+		b, err := json.Marshal(st)
+		if err == nil {
+			err = json.Unmarshal(b, &v.Status)
+		}
+		if err != nil {
+			return v, fmt.Errorf("reply: status: %w", err)
 		}
 	}
 	if tasks, ok := m["tasks"].(map[string]any); ok {
@@ -189,7 +215,12 @@ const replyTimeout = 10 * time.Second
 // reply answers control message m, handled with err, when it asked for
 // an answer (reply_to) and its sender still waits (reply_by, unix
 // seconds, not passed): a late answer would stay on a queue nobody reads.
-func (d *Daemon) reply(m message.Message, err error) {
+//
+// The answer goes to reply_to in this box's host scope, or in the host
+// scope reply_host names (a command on another box of a NATS cluster);
+// status, when not nil, is the daemon's task status the message asked
+// for (a control item of type status).
+func (d *Daemon) reply(m message.Message, err error, status []observe.Task) {
 	mm, _ := m[".multimodule"].(map[string]any)
 	to, ok := mm["reply_to"].(string)
 	if !ok {
@@ -204,10 +235,14 @@ func (d *Daemon) reply(m message.Message, err error) {
 		return
 	}
 	v := d.verdict(mm, err)
+	if status != nil {
+		v.Host, v.Status = d.tr.Host(), status
+	}
+	replyHost, _ := mm["reply_host"].(string)
 	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
 	defer cancel()
-	if err := d.tr.Send(ctx, to, v.Message(), transit.SendOptions{}); err != nil {
-		d.log.Error("control: send the verdict", "reply_to", to, "error", err)
+	if err := d.tr.Send(ctx, to, v.Message(), transit.SendOptions{Destination: replyHost}); err != nil {
+		d.log.Error("control: send the verdict", "reply_to", to, "reply_host", replyHost, "error", err)
 	}
 }
 
