@@ -27,18 +27,8 @@ func TestBenchCommandJSON(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a daemon and a bus")
 	}
-	env := mmtest.NewEnv(t)
 	tmp := t.TempDir()
-	cmd := env.Command("bench", "inproc", "--duration", "1s", "--json")
-	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("bench: %v", err)
-	}
-	var got map[string]any
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("output %q is not one JSON object: %v", out, err)
-	}
+	got := benchJSON(t, tmp, "bench", "inproc", "--duration", "1s", "--json")
 	for _, k := range []string{"scenario", "msgs_per_sec", "p99_us", "sent", "received", "lost"} {
 		if _, ok := got[k]; !ok {
 			t.Errorf("key %q missing; got %v", k, got)
@@ -61,17 +51,7 @@ func TestBenchCommandVsBaseline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a daemon and a bus")
 	}
-	env := mmtest.NewEnv(t)
-	cmd := env.Command("bench", "inproc", "--vs-baseline", "--runs", "1", "--duration", "500ms", "--json")
-	cmd.Env = append(cmd.Env, "TMPDIR="+t.TempDir())
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("bench: %v", err)
-	}
-	var got map[string]any
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("output %q is not one JSON object: %v", out, err)
-	}
+	got := benchJSON(t, t.TempDir(), "bench", "inproc", "--vs-baseline", "--runs", "1", "--duration", "500ms", "--json")
 	if got["baseline"] != "baseline-chan" {
 		t.Errorf("baseline: got %v, want baseline-chan", got["baseline"])
 	}
@@ -91,9 +71,22 @@ func TestBaselineChanHeapFloor(t *testing.T) {
 	if os.Getenv("GOGC") != "" {
 		t.Skip("GOGC is set: the floor is off by design")
 	}
+	got := benchJSON(t, t.TempDir(), "bench", "baseline-chan", "--duration", "500ms", "--json")
+	// With a live heap far under the floor, the runtime's goal is
+	// 4 MB × percent / 100: the floor's percentage.
+	want := float64(daemon.DefaultHeapFloor * 100 / (4 << 20))
+	if got["gc_percent"] != want {
+		t.Errorf("gc_percent: got %v, want %v", got["gc_percent"], want)
+	}
+}
+
+// benchJSON runs the command with args (which end in --json) in a fresh
+// environment, with TMPDIR set to tmp, and returns its one JSON object.
+func benchJSON(t *testing.T, tmp string, args ...string) map[string]any {
+	t.Helper()
 	env := mmtest.NewEnv(t)
-	cmd := env.Command("bench", "baseline-chan", "--duration", "500ms", "--json")
-	cmd.Env = append(cmd.Env, "TMPDIR="+t.TempDir())
+	cmd := env.Command(args...)
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("bench: %v", err)
@@ -102,10 +95,5 @@ func TestBaselineChanHeapFloor(t *testing.T) {
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("output %q is not one JSON object: %v", out, err)
 	}
-	// With a live heap far under the floor, the runtime's goal is
-	// 4 MB × percent / 100: the floor's percentage.
-	want := float64(daemon.DefaultHeapFloor * 100 / (4 << 20))
-	if got["gc_percent"] != want {
-		t.Errorf("gc_percent: got %v, want %v", got["gc_percent"], want)
-	}
+	return got
 }
