@@ -122,7 +122,10 @@ type recur struct {
 // and handles before it looks at control, the bus and the context again.
 const localBatch = 64
 
-// post runs f on the task goroutine; it fails if the runner has stopped.
+// post hands f to the task goroutine to run. It returns false when the
+// runner has stopped; a post that races with the stop can still return
+// true, and then f may never run (call, which waits for f, also watches
+// r.done).
 func (r *runner) post(f func()) bool {
 	select {
 	case r.ctrl <- f:
