@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -241,8 +242,61 @@ func (c *Cluster) WaitReady(timeout time.Duration) {
 				return err
 			}
 		}
-		return nil
+		return c.metaCurrent()
 	})
+}
+
+// metaCurrent returns nil once the JetStream meta group has a leader that
+// sees every other running node as a current member: before that, the
+// cluster may refuse to place a replicated stream ("no suitable peers
+// for placement, peer offline"). Only the leader's view counts (a
+// follower does not track the others).
+func (c *Cluster) metaCurrent() error {
+	running := map[string]bool{}
+	for _, nd := range c.Nodes {
+		if nd.Running() {
+			running[nd.Name] = true
+		}
+	}
+	for _, nd := range c.Nodes {
+		if !running[nd.Name] {
+			continue
+		}
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/jsz", nd.HTTPPort))
+		if err != nil {
+			return fmt.Errorf("NATS node %s: /jsz: %w", nd.Name, err)
+		}
+		var jsz struct {
+			Meta struct {
+				Leader   string `json:"leader"`
+				Replicas []struct {
+					Name    string `json:"name"`
+					Current bool   `json:"current"`
+				} `json:"replicas"`
+			} `json:"meta_cluster"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&jsz)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("NATS node %s: /jsz: %w", nd.Name, err)
+		}
+		if jsz.Meta.Leader != nd.Name {
+			continue
+		}
+		current := map[string]bool{nd.Name: true}
+		for _, r := range jsz.Meta.Replicas {
+			if r.Current {
+				current[r.Name] = true
+			}
+		}
+		for name := range running {
+			if !current[name] {
+				return fmt.Errorf("the meta leader %s does not see %s as a current member yet", nd.Name, name)
+			}
+		}
+		return nil
+	}
+	return errors.New("no running NATS node is the JetStream meta leader yet")
 }
 
 // Clients returns the names of the client connections nd has now (from

@@ -158,7 +158,8 @@ func TestRateHistoryServed(t *testing.T) {
 	}
 }
 
-// stuckSource is a Source whose snapshots wait for their context.
+// stuckSource is a Source whose snapshots wait for their context. Each
+// snapshot signals asked without blocking: give asked room for one.
 type stuckSource struct{ asked chan struct{} }
 
 func (s stuckSource) Snapshot(ctx context.Context) (Snapshot, error) {
@@ -176,7 +177,7 @@ func (stuckSource) Unfailsafe(context.Context, string) error       { return nil 
 // hangs, and leaves no goroutine behind.
 func TestCloseStopsSampler(t *testing.T) {
 	before := goleak.IgnoreCurrent()
-	src := stuckSource{asked: make(chan struct{})}
+	src := stuckSource{asked: make(chan struct{}, 1)} // buffered: the sampler may ask before this test waits
 	s := New(Options{Source: src, HistoryStep: time.Hour})
 	s.Start()
 	select {

@@ -179,7 +179,15 @@ func (b *natsBus) stream(ctx context.Context, scope string) (jetstream.Stream, e
 		return nil, fmt.Errorf("transit: host scope %q has no queues on the bus (no stream %s): a host's scope is created when a daemon (or command) of that host opens the bus; check the destination or start that daemon: %w", scope, name, ErrUnknownHost)
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = b.createStream(ctx, scope, name)
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), streamCreateWait)
+		stop := context.AfterFunc(ctx, func() {
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				ccancel() // the caller gave up; the API timeout alone does not end the wait
+			}
+		})
+		s, err = b.createStream(cctx, scope, name)
+		stop()
+		ccancel()
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = b.js.Stream(ctx, name)
 		}
@@ -201,6 +209,51 @@ const MinStreamBytes = 64 << 20
 // MaxBytes the server cannot reserve ("insufficient storage resources
 // available").
 const jsInsufficientStorage jetstream.ErrorCode = 10047
+
+// The JetStream error codes of a cluster that cannot place or answer for
+// a stream now but may in a moment: no peers to place its replicas on (a
+// server still joining, or one that is down), the system temporarily
+// unavailable, no leader to handle the request (an election).
+const (
+	jsNoPeers       jetstream.ErrorCode = 10005
+	jsNotAvailable  jetstream.ErrorCode = 10008
+	jsClusterNoLead jetstream.ErrorCode = 10009
+)
+
+// clusterNotReady reports whether err is one of those.
+func clusterNotReady(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case jsNoPeers:
+		return !noStorage(apiErr)
+	case jsNotAvailable, jsClusterNoLead:
+		return true
+	}
+	return false
+}
+
+// noStorage reports whether a JetStream error says the stream's MaxBytes
+// cannot be reserved: on one server its own code, on a cluster "no
+// suitable peers" for that reason.
+func noStorage(apiErr *jetstream.APIError) bool {
+	return apiErr.ErrorCode == jsInsufficientStorage ||
+		(apiErr.ErrorCode == jsNoPeers && strings.Contains(apiErr.Description, "insufficient storage"))
+}
+
+// Creating a host scope's stream on a cluster that cannot place it yet
+// (see clusterNotReady; or, with replicas, a request the cluster does not
+// answer while it elects a leader) is tried again, each attempt waiting
+// clusterAttempt at most, with waits in between doubling up to
+// clusterRetryMax, for streamCreateWait in all (unless the caller's
+// context ends first).
+const (
+	clusterAttempt   = 3 * time.Second
+	clusterRetryMax  = 2 * time.Second
+	streamCreateWait = 30 * time.Second
+)
 
 // streamBytes is the MaxBytes for a new stream, and whether it was
 // chosen here (auto) rather than given by Options.Capacity.Bytes. Chosen
@@ -243,8 +296,10 @@ func (b *natsBus) createStream(ctx context.Context, scope, name string) (jetstre
 		return nil, fmt.Errorf("transit: bus stream %s for host scope %q: the transport file system (%s) has only %s free; the bus keeps the host scope's queues in half of the free space there and needs at least %s: free space there, or put the transport directory (-T) on a larger file system, or set the size with --bus-max-bytes (see \"Bus storage\" in docs/operations.md)",
 			name, scope, b.opts.TransportDir, mib(free), mib(2*MinStreamBytes))
 	}
+	wait, warned := 100*time.Millisecond, false
 	for {
-		s, err := b.js.CreateStream(ctx, jetstream.StreamConfig{
+		actx, acancel := context.WithTimeout(ctx, clusterAttempt)
+		s, err := b.js.CreateStream(actx, jetstream.StreamConfig{
 			Name:                 name,
 			Description:          "MultiModule queues of host scope " + scope,
 			Subjects:             []string{b.opts.SubjectPrefix + "." + scope + ".q.>"},
@@ -258,8 +313,28 @@ func (b *natsBus) createStream(ctx context.Context, scope, name string) (jetstre
 			MaxConsumers:         -1, // one per queue, however many tasks
 			Replicas:             b.opts.Replicas,
 		})
+		acancel()
+		if clusterNotReady(err) || (b.opts.Replicas > 1 && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
+			// A cluster that is forming, electing or missing a server
+			// places the stream once it can: wait for it as long as
+			// ctx allows, then say what it answered.
+			if !warned {
+				b.log.Warn("the bus cluster cannot place the host scope's stream yet; waiting", "stream", name, "replicas", b.opts.Replicas, "err", err)
+				warned = true
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, fmt.Errorf("the cluster could not place it with %d replicas in time (%v): %w (do enough servers with JetStream run, and are they connected as a cluster?)",
+					b.opts.Replicas, context.Cause(ctx), err)
+			case <-t.C:
+			}
+			wait = min(2*wait, clusterRetryMax)
+			continue
+		}
 		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jsInsufficientStorage {
+		if !errors.As(err, &apiErr) || !noStorage(apiErr) {
 			if err == nil && auto {
 				b.log.Info("bus storage of the host scope sized", "stream", name, "max_bytes", size, "free_bytes", free)
 			}
