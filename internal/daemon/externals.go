@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -405,6 +407,7 @@ func (x *externals) start(name string) {
 	counters.Add(name, host.MetricStartRequestExternal, 1)
 	p, err := supervise.Start(supervise.Spec{
 		Argv:    argv,
+		Env:     externalEnv(os.Environ()),
 		LogPath: filepath.Join(x.d.store.Dir(), name+".log"),
 	})
 	if err != nil {
@@ -422,6 +425,31 @@ func (x *externals) start(name string) {
 	x.mu.Unlock()
 	x.goWatch(name, p)
 	x.d.host.Out(oob.ChannelDebug, name, fmt.Sprintf("started the external process of %s (pid %d)", name, p.Identity().PID), nil)
+}
+
+// externalEnv is the environment of an external process: ours, with the
+// Go runtime's GOMAXPROCS update turned off (GODEBUG updatemaxprocs=0)
+// unless GODEBUG says otherwise. The runtime looks at the CPU affinity
+// and cgroup limit every second for it, in every process; an idle
+// external has nothing else to do most seconds, and one task's process
+// needs no more than the CPUs it found at start.
+func externalEnv(environ []string) []string {
+	out := make([]string, 0, len(environ)+1)
+	godebug := ""
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			godebug = v
+			continue
+		}
+		out = append(out, kv)
+	}
+	if !strings.Contains(godebug, "updatemaxprocs=") {
+		if godebug != "" {
+			godebug += ","
+		}
+		godebug += "updatemaxprocs=0"
+	}
+	return append(out, "GODEBUG="+godebug)
 }
 
 func (x *externals) scheduleRetry(name string, ranFor time.Duration) {
