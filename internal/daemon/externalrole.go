@@ -140,8 +140,8 @@ func (e *externalRole) addIntake(*group) {}
 
 func (e *externalRole) ready() {}
 
-// status: the task's counters (the daemon's monitor and status add
-// them to its own), whether it is stateful, its co-process.
+// status: the task's counters (the daemon's monitor and status add them
+// to its own), whether it is stateful, its co-process.
 func (e *externalRole) status(st *store.Status) {
 	d := e.d
 	st.External = true
