@@ -187,14 +187,31 @@ func (e *externalRole) watchConfigs() *fsnotify.Watcher {
 // began before start read them all, so none is missed in between.
 func (e *externalRole) follow(ctx context.Context) {
 	d := e.d
-	var events <-chan fsnotify.Event
 	if e.watcher != nil {
 		defer e.watcher.Close()
-		events = e.watcher.Events
+	}
+	e.followWith(ctx, e.watcher, d.host.RestoreConfigs, d.host.RestoreConfigsOf)
+}
+
+// followWith is follow with w (nil: nothing to follow) and the functions
+// that read all configs again, or some. When the kernel's queue of
+// events overflowed (events were lost: a start or a burst of files
+// written in the state directory while nothing read them), every config
+// is read again; a watcher whose error was not read would stop
+// delivering events for good.
+func (e *externalRole) followWith(ctx context.Context, w *fsnotify.Watcher, all func() error, some func([]string) error) {
+	d := e.d
+	var (
+		events <-chan fsnotify.Event
+		errs   <-chan error
+	)
+	if w != nil {
+		events, errs = w.Events, w.Errors
 	}
 	reload := time.NewTimer(time.Hour)
 	reload.Stop()
 	changed := map[string]bool{}
+	reloadAll := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -208,8 +225,26 @@ func (e *externalRole) follow(ctx context.Context) {
 				changed[name] = true
 				reload.Reset(20 * time.Millisecond)
 			}
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				d.log.Warn("external: config change events lost (the kernel's queue overflowed): reading every config again")
+				reloadAll = true
+				reload.Reset(20 * time.Millisecond)
+				continue
+			}
+			d.log.Error("external: watching configs", "error", err)
 		case <-reload.C:
-			err := d.host.RestoreConfigsOf(slices.Collect(maps.Keys(changed)))
+			var err error
+			if reloadAll {
+				err = all()
+			} else {
+				err = some(slices.Collect(maps.Keys(changed)))
+			}
+			reloadAll = false
 			clear(changed)
 			if err != nil {
 				d.log.Error("external: reloading configs", "error", err)
