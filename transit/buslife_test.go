@@ -198,3 +198,29 @@ func TestBusExitedBeforeReady(t *testing.T) {
 		t.Errorf("Open took %v to see the bus command exit", d)
 	}
 }
+
+// TestOpenConnectsToTheBusOnce: a process that opens a running embedded
+// bus connects to it once: the connection that shows the bus live is the
+// one the client uses (a restarted external task looked, looked again,
+// then connected: three connections on its way to its queue).
+func TestOpenConnectsToTheBusOnce(t *testing.T) {
+	dir := busDir(t)
+	open(t, dir, transit.Options{}) // starts the bus
+	dials, restore := transit.CountBusDials()
+	defer restore()
+	tr := open(t, dir, transit.Options{})
+	if tr.StartedBus() != 0 {
+		t.Fatal("the second Transit started a bus")
+	}
+	if n := dials(); n != 1 {
+		t.Fatalf("Open of a running bus made %d TCP connections to it; want 1", n)
+	}
+	// The connection works.
+	ctx := ctxT(t, 30*time.Second)
+	if err := tr.Send(ctx, "once", message.Message{"n": 1}, transit.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := tr.TryReceive(ctx, "once"); err != nil || m["n"] != int64(1) {
+		t.Fatalf("TryReceive: %v, %v", m, err)
+	}
+}

@@ -97,26 +97,42 @@ func readToken(dir string) (string, error) {
 // TCP connections. The error is for a bus.json or token that must not be
 // believed (trust.ErrUntrusted): then no bus may be used or started.
 func liveBus(dir string) (BusInfo, bool, error) {
+	bi, c, err := dialLiveBus(dir)
+	if c != nil {
+		c.Close()
+	}
+	return bi, c != nil, err
+}
+
+// dialLiveBus is liveBus that keeps the connection that showed the bus
+// live (nil when it is not), for the caller to use or close: a client
+// that connects right after the check needs no second connection.
+func dialLiveBus(dir string) (BusInfo, net.Conn, error) {
 	bi, err := ReadBusInfo(dir)
 	if errors.Is(err, trust.ErrUntrusted) {
-		return bi, false, err
+		return bi, nil, err
 	}
 	if err != nil || !bi.Alive() {
-		return bi, false, nil
+		return bi, nil, nil
 	}
 	if _, err := readToken(dir); errors.Is(err, trust.ErrUntrusted) {
-		return bi, false, err
+		return bi, nil, err
 	}
 	u, err := url.Parse(bi.URL)
 	if err != nil {
-		return bi, false, nil
+		return bi, nil, nil
 	}
-	c, err := net.DialTimeout("tcp", u.Host, time.Second)
+	c, err := dialBusTCP(u.Host, time.Second)
 	if err != nil {
-		return bi, false, nil
+		return bi, nil, nil
 	}
-	c.Close()
-	return bi, true, nil
+	return bi, c, nil
+}
+
+// dialBusTCP opens a TCP connection to the bus at address (a variable:
+// the tests count the connections a client makes).
+var dialBusTCP = func(address string, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", address, timeout)
 }
 
 // busStarter finds or starts the embedded bus of one transport directory.
@@ -129,82 +145,113 @@ type busStarter struct {
 	// started is the pid of the bus this starter started and saw ready
 	// (0: none); see Transit.StartedBus.
 	started atomic.Int64
+	// spare is the connection with which Open found the bus live, for
+	// the client's first dial (busDialer): a new process connects to the
+	// bus once, not once to look and once more to use it.
+	spare atomic.Pointer[net.Conn]
 }
 
-// ensure returns a live bus for s.dir, starting one if needed. Concurrent
-// callers (in any process) start exactly one: the start lock is taken and
-// the bus checked again before starting.
+// keep stores c for the next dial (closing a connection kept before).
+func (s *busStarter) keep(c net.Conn) {
+	if old := s.spare.Swap(&c); old != nil {
+		(*old).Close()
+	}
+}
+
+// takeSpare returns the connection kept for the next dial, or nil.
+func (s *busStarter) takeSpare() net.Conn {
+	if p := s.spare.Swap(nil); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// dropSpare closes a kept connection that no dial took.
+func (s *busStarter) dropSpare() {
+	if c := s.takeSpare(); c != nil {
+		c.Close()
+	}
+}
+
+// ensure returns a live bus for s.dir, starting one if needed, and a
+// connection to it (the one that showed it live), which the caller uses
+// or closes. Concurrent callers (in any process) start exactly one: the
+// start lock is taken and the bus checked again before starting.
 //
 // The transport dir must be trusted (trust.Dir: ours, writable by nobody
 // else, in directories nobody else can write), and so must bus.json and
 // the token: another local user who could write them would run a bus of
 // their own and receive what our clients send.
-func (s *busStarter) ensure(ctx context.Context) (BusInfo, error) {
+func (s *busStarter) ensure(ctx context.Context) (BusInfo, net.Conn, error) {
 	if s.noStart {
 		// Only looking: a directory that is not there holds no bus, and
 		// is not made.
 		if _, err := os.Lstat(s.dir); errors.Is(err, fs.ErrNotExist) {
-			return BusInfo{}, fmt.Errorf("%w in %s", ErrNoBus, s.dir)
+			return BusInfo{}, nil, fmt.Errorf("%w in %s", ErrNoBus, s.dir)
 		}
 	} else if err := os.MkdirAll(s.dir, 0o700); err != nil {
-		return BusInfo{}, fmt.Errorf("transit: embedded bus: %w", err)
+		return BusInfo{}, nil, fmt.Errorf("transit: embedded bus: %w", err)
 	}
 	if err := trust.Dir("transport dir", s.dir); err != nil {
-		return BusInfo{}, fmt.Errorf("transit: embedded bus: %w", err)
+		return BusInfo{}, nil, fmt.Errorf("transit: embedded bus: %w", err)
 	}
-	if bi, ok, err := liveBus(s.dir); ok || err != nil {
-		return bi, wrapUntrusted(err)
+	if bi, c, err := dialLiveBus(s.dir); c != nil || err != nil {
+		return bi, c, wrapUntrusted(err)
 	}
 	if s.noStart {
-		return BusInfo{}, fmt.Errorf("%w in %s", ErrNoBus, s.dir)
+		return BusInfo{}, nil, fmt.Errorf("%w in %s", ErrNoBus, s.dir)
 	}
 	if os.Getenv(busChildEnv) != "" {
 		// This process was started as a bus command but wants a bus: the
 		// command did not run `bus` (a test binary without the re-exec
 		// TestMain, say). Starting another would recurse.
-		return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: not started: this process was itself started as the bus command (%s is set), so BusCommand does not run `multimodule bus`; set Options.BusCommand or NATSURL", s.dir, busChildEnv)
+		return BusInfo{}, nil, fmt.Errorf("transit: embedded bus in %s: not started: this process was itself started as the bus command (%s is set), so BusCommand does not run `multimodule bus`; set Options.BusCommand or NATSURL", s.dir, busChildEnv)
 	}
 	unlock, err := lockFile(ctx, filepath.Join(s.dir, busStartLock))
 	if err != nil {
-		return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: start lock: %w", s.dir, err)
+		return BusInfo{}, nil, fmt.Errorf("transit: embedded bus in %s: start lock: %w", s.dir, err)
 	}
 	defer unlock()
-	if bi, ok, err := liveBus(s.dir); ok || err != nil {
-		return bi, wrapUntrusted(err)
+	if bi, c, err := dialLiveBus(s.dir); c != nil || err != nil {
+		return bi, c, wrapUntrusted(err)
 	}
 	old, _ := ReadBusInfo(s.dir)
 	cmd, exited, err := s.start()
 	if err != nil {
-		return BusInfo{}, err
+		return BusInfo{}, nil, err
 	}
 	// Wait for a new bus.json naming a live, listening bus.
 	delay := 10 * time.Millisecond
 	for {
-		if bi, ok, err := liveBus(s.dir); err != nil {
-			return BusInfo{}, wrapUntrusted(err)
-		} else if ok && bi != old {
+		if bi, c, err := dialLiveBus(s.dir); err != nil {
+			return BusInfo{}, nil, wrapUntrusted(err)
+		} else if c != nil && bi == old {
+			c.Close()
+		} else if c != nil {
 			if bi.PID == cmd.Process.Pid {
 				s.started.Store(int64(bi.PID))
 			}
-			return bi, nil
+			return bi, c, nil
 		}
 		select {
 		case <-exited:
-			if bi, ok, err := liveBus(s.dir); err != nil {
-				return BusInfo{}, wrapUntrusted(err)
-			} else if ok && bi != old {
-				return bi, nil // another starter's bus (ours found it running)
+			if bi, c, err := dialLiveBus(s.dir); err != nil {
+				return BusInfo{}, nil, wrapUntrusted(err)
+			} else if c != nil && bi != old {
+				return bi, c, nil // another starter's bus (ours found it running)
+			} else if c != nil {
+				c.Close()
 			}
-			return BusInfo{}, fmt.Errorf("transit: embedded bus in %s exited before it was ready (see %s)",
+			return BusInfo{}, nil, fmt.Errorf("transit: embedded bus in %s exited before it was ready (see %s)",
 				s.dir, filepath.Join(s.dir, BusLogFile))
 		case <-ctx.Done():
 			// A bus that is not ready yet is nobody's: stop it rather
 			// than leave it running detached.
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			if errors.Is(ctx.Err(), context.Canceled) {
-				return BusInfo{}, fmt.Errorf("transit: embedded bus in %s: start interrupted: %w", s.dir, context.Cause(ctx))
+				return BusInfo{}, nil, fmt.Errorf("transit: embedded bus in %s: start interrupted: %w", s.dir, context.Cause(ctx))
 			}
-			return BusInfo{}, fmt.Errorf("transit: embedded bus in %s did not become ready (see %s): %w",
+			return BusInfo{}, nil, fmt.Errorf("transit: embedded bus in %s did not become ready (see %s): %w",
 				s.dir, filepath.Join(s.dir, BusLogFile), ctx.Err())
 		case <-time.After(delay):
 		}
@@ -313,16 +360,12 @@ type busDialer struct {
 }
 
 func (d *busDialer) Dial(network, address string) (net.Conn, error) {
+	if c := d.starter.takeSpare(); c != nil {
+		return c, nil // Open found the bus live with it a moment ago
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
 	defer cancel()
-	bi, err := d.starter.ensure(ctx)
-	if err != nil {
-		return nil, err
-	}
-	u, err := url.Parse(bi.URL)
-	if err != nil {
-		return nil, fmt.Errorf("transit: bus.json url %q: %w", bi.URL, err)
-	}
-	var nd net.Dialer
-	return nd.DialContext(ctx, "tcp", u.Host)
+	// The connection that shows the bus live is the one the client uses.
+	_, c, err := d.starter.ensure(ctx)
+	return c, err
 }

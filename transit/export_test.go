@@ -2,6 +2,7 @@ package transit
 
 import (
 	"context"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -98,4 +99,16 @@ func SetPublishAttempt(d time.Duration) (restore func()) {
 	old := publishAttempt
 	publishAttempt = d
 	return func() { publishAttempt = old }
+}
+
+// CountBusDials counts, from its return on, the TCP connections this
+// process opens to an embedded bus; restore puts the plain dial back.
+func CountBusDials() (dials func() int64, restore func()) {
+	var n atomic.Int64
+	old := dialBusTCP
+	dialBusTCP = func(address string, timeout time.Duration) (net.Conn, error) {
+		n.Add(1)
+		return old(address, timeout)
+	}
+	return n.Load, func() { dialBusTCP = old }
 }

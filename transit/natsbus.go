@@ -113,10 +113,12 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 	} else {
 		starter := &busStarter{dir: opts.TransportDir, cmd: opts.BusCommand, log: log, noStart: opts.NoStartBus}
 		b.starter = starter
-		bi, err := starter.ensure(ctx)
+		bi, c, err := starter.ensure(ctx)
 		if err != nil {
 			return nil, err
 		}
+		// The connection that found the bus live is the first dial's.
+		starter.keep(c)
 		dir := opts.TransportDir
 		nc, err = nats.Connect(bi.URL, append(common,
 			nats.SetCustomDialer(&busDialer{starter: starter, timeout: 30 * time.Second}),
@@ -127,6 +129,7 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 				}
 				return tok
 			}))...)
+		starter.dropSpare() // unused when the connect failed before its dial
 		if err != nil {
 			return nil, fmt.Errorf("transit: connect to the embedded bus %s (from %s): %w", bi.URL, dir, err)
 		}

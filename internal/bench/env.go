@@ -77,6 +77,11 @@ func newEnv(ctx context.Context, name string, opts *Options) (e *env, err error)
 	}
 	oobSpec := fmt.Sprintf("log:%s,error:%s,alert:%s,debug:%s",
 		filepath.Join(dir, "log.log"), e.errFile, e.errFile, filepath.Join(dir, "debug.out"))
+	if name == "scale" {
+		// Its thousands of tasks, here and in the externals the daemon
+		// starts; no other scenario's processes pay for them.
+		benchtasks.RegisterScale()
+	}
 	sources := []string{benchtasks.Namespace}
 	if name == "exec" {
 		sources = append(sources, opts.ExecDir)

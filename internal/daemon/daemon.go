@@ -428,38 +428,46 @@ func contains(list []string, s string) bool {
 }
 
 // writeMainStatus records this process in <state>/main.status (or the
-// task's status for an external), which tests and `status` read. An
-// external calls it every 2 s; it writes only when what the daemon's
-// monitor reads there changed (the task's counters, its co-process) or
-// the last write is statusRefresh old (the usage figures): each write
-// creates a file and deletes the one it replaces, and on ext4 without a
-// journal every recent deletion in the directory makes the next file
-// creations there slower (fifty idle externals rewrote 25 files a second).
+// task's status for an external), which tests and `status` read.
 func (d *Daemon) writeMainStatus() error {
+	_, err := d.writeStatus()
+	return err
+}
+
+// writeStatus is writeMainStatus that also says whether what the
+// daemon's monitor reads in the file (the task's counters, its
+// co-process) changed. It writes only then, or when the last write is
+// statusRefresh old (the usage figures): an external looks often (its
+// keepStatus), and each write creates a file and deletes the one it
+// replaces; on ext4 without a journal every recent deletion in the
+// directory makes the next file creations there slower (fifty idle
+// externals rewrote 25 files a second).
+func (d *Daemon) writeStatus() (changed bool, err error) {
 	d.statusMu.Lock()
 	defer d.statusMu.Unlock()
 	var st store.Status
 	d.role.status(&st)
-	// Decided before reading /proc: an idle external's check costs
+	// Decided before reading /proc: an idle external's look costs
 	// nothing but this.
 	key := fmt.Sprint(os.Getpid(), st.Stateful, st.CoPID, st.Counters) // maps print sorted
 	now := time.Now()
-	if key == d.statusKey && now.Sub(d.statusSaved) < statusRefresh {
-		return nil
+	changed = key != d.statusKey
+	if !changed && now.Sub(d.statusSaved) < statusRefresh {
+		return false, nil
 	}
 	self, err := procid.Self()
 	if err != nil {
-		return err
+		return changed, err
 	}
 	u, _ := procid.UsageOf(self.PID)
 	st.PID, st.StartTime, st.Cmdline = self.PID, self.StartTime, self.Cmdline
 	st.FDs, st.Threads, st.RSSBytes, st.CPUSeconds = u.FDs, u.Threads, u.RSSBytes, u.CPUSeconds
 	st.NATS = RedactNATSURL(d.opts.Transit.NATSURL)
 	if err := d.store.SaveStatus(d.role.process(), st); err != nil {
-		return err
+		return changed, err
 	}
 	d.statusKey, d.statusSaved = key, now
-	return nil
+	return changed, nil
 }
 
 // RedactNATSURL returns the comma-separated NATS URLs without their

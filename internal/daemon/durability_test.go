@@ -19,6 +19,8 @@ import (
 // the batch or the one in it, never torn, never gone — and a restarted
 // daemon loads them all without a corrupt file.
 func TestConfigsWholeAfterKill(t *testing.T) {
+	// The daemon (a child process) registers the bench's scale tasks.
+	t.Setenv(benchtasks.ScaleEnv, "1")
 	env := mmtest.NewEnv(t)
 	const n = 300
 	batch := func(v string) map[string]any {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -33,6 +34,13 @@ type externalRole struct {
 	// to read when this process dies (poison.go); nil if it could not
 	// be opened.
 	inflight host.InFlight
+	// watcher follows the state directory from before the configs are
+	// first read (start), so that none the daemon saves meanwhile is
+	// missed; nil if it could not be made (then config changes do not
+	// reach the task until it restarts).
+	watcher *fsnotify.Watcher
+	// keeper keeps the status file current (keepStatus).
+	keeper statusKeeper
 }
 
 func (e *externalRole) process() string { return e.task }
@@ -75,7 +83,10 @@ func (e *externalRole) open() (func(), error) {
 func (e *externalRole) options(t *transit.Options, h *host.Options) {
 	// An external finds a poison message itself (poison.go).
 	t.OwnerCountsCrashes = true
-	h.InFlight = e.inflight
+	// Every bus delivery handled tells the status keeper that the
+	// counters moved.
+	e.keeper.kick = make(chan struct{}, 1)
+	h.InFlight = &pokingInFlight{inner: e.inflight, k: &e.keeper}
 	// Externals apply the configs the daemon saved; only the daemon
 	// writes them.
 	h.ReadOnlyConfig = true
@@ -107,10 +118,16 @@ func (e *externalRole) configChanged(string) {}
 // (task_compile_failure.external) and retries later.
 func (e *externalRole) start() error {
 	h := e.d.host
+	// The watch first: a config saved after it is seen by follow, one
+	// saved before it is read now.
+	e.watcher = e.watchConfigs()
 	e.d.restoreConfigs()
 	if err := h.Reconcile(e.task); err != nil || !slices.Contains(h.Loaded(), e.task) {
 		if err == nil {
 			err = errors.New("not loaded (no config?)")
+		}
+		if e.watcher != nil {
+			_ = e.watcher.Close() // follow, which would, does not run
 		}
 		return &TaskLoadError{Task: e.task, Err: err}
 	}
@@ -142,36 +159,59 @@ func (e *externalRole) status(st *store.Status) {
 	}
 }
 
-func (e *externalRole) addUpkeep(g *group) { g.addUntilStopped(e.follow) }
+func (e *externalRole) addUpkeep(g *group) {
+	g.addUntilStopped(e.follow)
+	g.addUntilStopped(e.keepStatus)
+}
 
-// follow is what an external process does besides hosting its task:
-// follow the configs the daemon saves (so a config change reaches it
-// without a restart) and keep its status file current (fd and thread
-// counts for the status view).
-func (e *externalRole) follow(ctx context.Context) {
+// watchConfigs watches the state directory for the configs the daemon
+// saves; nil (logged) when it cannot.
+func (e *externalRole) watchConfigs() *fsnotify.Watcher {
 	d := e.d
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		d.log.Error("external: cannot watch configs", "error", err)
-	} else {
-		defer w.Close()
-		if err := w.Add(d.store.Dir()); err != nil {
-			d.log.Error("external: cannot watch configs", "dir", d.store.Dir(), "error", err)
-		}
+		return nil
 	}
-	var events <-chan fsnotify.Event
+	if err := w.Add(d.store.Dir()); err != nil {
+		d.log.Error("external: cannot watch configs", "dir", d.store.Dir(), "error", err)
+		_ = w.Close()
+		return nil
+	}
+	return w
+}
+
+// follow applies the configs the daemon saves, so that a config change
+// reaches the task without a restart: only the configs whose files
+// changed are read again (the daemon may keep a thousand). The watch
+// began before start read them all, so none is missed in between.
+func (e *externalRole) follow(ctx context.Context) {
+	d := e.d
+	if e.watcher != nil {
+		defer e.watcher.Close()
+	}
+	e.followWith(ctx, e.watcher, d.host.RestoreConfigs, d.host.RestoreConfigsOf)
+}
+
+// followWith is follow with w (nil: nothing to follow) and the functions
+// that read all configs again, or some. When the kernel's queue of
+// events overflowed (events were lost: a start or a burst of files
+// written in the state directory while nothing read them), every config
+// is read again; a watcher whose error was not read would stop
+// delivering events for good.
+func (e *externalRole) followWith(ctx context.Context, w *fsnotify.Watcher, all func() error, some func([]string) error) {
+	d := e.d
+	var (
+		events <-chan fsnotify.Event
+		errs   <-chan error
+	)
 	if w != nil {
-		events = w.Events
+		events, errs = w.Events, w.Errors
 	}
-	status := time.NewTicker(2 * time.Second)
-	defer status.Stop()
-	// A config the daemon saved between this process's start-up restore
-	// and the watch above would never reach the task: reload all once,
-	// now that the watch is in place. After that only the configs whose
-	// files changed are read again (the daemon may keep a thousand).
-	reload := time.NewTimer(time.Millisecond)
-	all := true
+	reload := time.NewTimer(time.Hour)
+	reload.Stop()
 	changed := map[string]bool{}
+	reloadAll := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -185,22 +225,120 @@ func (e *externalRole) follow(ctx context.Context) {
 				changed[name] = true
 				reload.Reset(20 * time.Millisecond)
 			}
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				d.log.Warn("external: config change events lost (the kernel's queue overflowed): reading every config again")
+				reloadAll = true
+				reload.Reset(20 * time.Millisecond)
+				continue
+			}
+			d.log.Error("external: watching configs", "error", err)
 		case <-reload.C:
 			var err error
-			if all {
-				err = d.host.RestoreConfigs()
+			if reloadAll {
+				err = all()
 			} else {
-				err = d.host.RestoreConfigsOf(slices.Collect(maps.Keys(changed)))
+				err = some(slices.Collect(maps.Keys(changed)))
 			}
-			all = false
+			reloadAll = false
 			clear(changed)
 			if err != nil {
 				d.log.Error("external: reloading configs", "error", err)
 			}
-		case <-status.C:
-			if err := d.writeMainStatus(); err != nil {
-				d.log.Error("external: status", "error", err)
-			}
+			e.keeper.poke() // a config applied may move the counters (a load)
 		}
 	}
+}
+
+// How often an external looks at what its status file says (keepStatus):
+// within statusEvery of a change it was told of (a bus delivery handled,
+// a config applied), and statusIdleLook after a look that found nothing
+// changed, for the counters that move without a delivery (messages that
+// recurring work emits, a co-process restarted). A look that found a
+// change is followed by another statusEvery later.
+const (
+	statusEvery    = 2 * time.Second
+	statusIdleLook = 30 * time.Second
+)
+
+// statusKeeper is told when the task's counters may have moved (poke);
+// keepStatus then looks, at most every statusEvery.
+type statusKeeper struct {
+	// armed: a look is due within statusEvery; until it happens, pokes
+	// cost one atomic load (one per message handled).
+	armed atomic.Bool
+	kick  chan struct{} // made by options, before any delivery
+	looks atomic.Int64  // how many looks so far (tests)
+}
+
+// poke says the counters may have moved. It never blocks.
+func (k *statusKeeper) poke() {
+	if k.armed.Load() || !k.armed.CompareAndSwap(false, true) {
+		return
+	}
+	select {
+	case k.kick <- struct{}{}:
+	default:
+	}
+}
+
+// keepStatus keeps this process' status file current for the daemon's
+// monitor: it looks when told of a change (statusKeeper) or when a look
+// is due, and writes only what changed (writeMainStatus). An idle
+// external does not wake for it but every statusIdleLook.
+func (e *externalRole) keepStatus(ctx context.Context) {
+	k := &e.keeper
+	timer := time.NewTimer(statusIdleLook)
+	defer timer.Stop()
+	due := time.Now().Add(statusIdleLook)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.kick:
+			if soon := time.Now().Add(statusEvery); soon.Before(due) {
+				due = soon
+				timer.Reset(statusEvery)
+			}
+		case <-timer.C:
+			k.armed.Store(false) // what moves from now on pokes again
+			k.looks.Add(1)
+			moved, err := e.d.writeStatus()
+			if err != nil {
+				e.d.log.Error("external: status", "error", err)
+			}
+			next := statusIdleLook
+			if moved {
+				next = statusEvery
+			}
+			due = time.Now().Add(next)
+			timer.Reset(next)
+		}
+	}
+}
+
+// pokingInFlight is the external's InFlight (poison.go's, when it could
+// be opened) that also tells the status keeper of every delivery dealt
+// with.
+type pokingInFlight struct {
+	inner host.InFlight // nil: no poison-message records
+	k     *statusKeeper
+}
+
+func (p *pokingInFlight) Begin(d *transit.Delivery) host.Verdict {
+	if p.inner == nil {
+		return host.Verdict{}
+	}
+	return p.inner.Begin(d)
+}
+
+func (p *pokingInFlight) End(handled bool) {
+	if p.inner != nil {
+		p.inner.End(handled)
+	}
+	p.k.poke()
 }

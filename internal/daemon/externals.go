@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -397,14 +399,34 @@ func (x *externals) reconcile(name string) {
 }
 
 // start runs the task as its own process: this program with the daemon's
-// options plus -m <task>, detached, output to <state>/<task>.log.
+// options plus -m <task>, detached, output to <state>/<task>.log. A
+// message its last process was handling when it died unwatched (while no
+// daemon ran) is counted first.
 func (x *externals) start(name string) {
-	argv := append(slices.Clone(x.d.opts.ExternalArgv), "-m", name)
 	x.recordUnwatchedCrash(name)
+	x.launch(name)
+}
+
+// restartNow starts a new process for name at once after its process,
+// watched here, exited unasked (onExit): its crash is recorded already
+// and its status file names the dead process, so neither an unwatched
+// crash nor a process to adopt is looked for, as reconcile would.
+func (x *externals) restartNow(name string) {
+	if x.d.host.Hosts(name) {
+		x.reconcile(name)
+		return
+	}
+	x.launch(name)
+}
+
+// launch starts the task's process (start).
+func (x *externals) launch(name string) {
+	argv := append(slices.Clone(x.d.opts.ExternalArgv), "-m", name)
 	counters := x.d.host.Counters()
 	counters.Add(name, host.MetricStartRequestExternal, 1)
 	p, err := supervise.Start(supervise.Spec{
 		Argv:    argv,
+		Env:     externalEnv(os.Environ()),
 		LogPath: filepath.Join(x.d.store.Dir(), name+".log"),
 	})
 	if err != nil {
@@ -422,6 +444,31 @@ func (x *externals) start(name string) {
 	x.mu.Unlock()
 	x.goWatch(name, p)
 	x.d.host.Out(oob.ChannelDebug, name, fmt.Sprintf("started the external process of %s (pid %d)", name, p.Identity().PID), nil)
+}
+
+// externalEnv is the environment of an external process: ours, with the
+// Go runtime's GOMAXPROCS update turned off (GODEBUG updatemaxprocs=0)
+// unless GODEBUG says otherwise. The runtime looks at the CPU affinity
+// and cgroup limit every second for it, in every process; an idle
+// external has nothing else to do most seconds, and one task's process
+// needs no more than the CPUs it found at start.
+func externalEnv(environ []string) []string {
+	out := make([]string, 0, len(environ)+1)
+	godebug := ""
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+			godebug = v
+			continue
+		}
+		out = append(out, kv)
+	}
+	if !strings.Contains(godebug, "updatemaxprocs=") {
+		if godebug != "" {
+			godebug += ","
+		}
+		godebug += "updatemaxprocs=0"
+	}
+	return append(out, "GODEBUG="+godebug)
 }
 
 func (x *externals) scheduleRetry(name string, ranFor time.Duration) {
@@ -498,15 +545,16 @@ func (x *externals) onExit(name string) {
 		how += fmt.Sprintf(" while handling the message at bus sequence %d (member %d), at %d crash(es) in a row with it in flight: it is handed to the task again", rec.pos.seq, rec.pos.member+1, rec.crashes)
 	}
 	if x.wantsExternal(name) {
-		x.d.host.Out(oob.ChannelError, name, fmt.Sprintf("the external process of %s (pid %d) %s after %v; restarting", name, p.Identity().PID, how, ran.Round(time.Millisecond)), nil)
 		x.scheduleRetry(name, ran)
 		x.mu.Lock()
 		until := x.notUntil[name]
 		x.lastExit[name] = store.Reason{Reason: reason, Detail: "its process " + how, Until: unixSeconds(until)}
 		x.mu.Unlock()
 		if time.Until(until) <= 0 {
-			x.reconcile(name)
+			// No back-off: the replacement first, the report after it.
+			x.restartNow(name)
 		}
+		x.d.host.Out(oob.ChannelError, name, fmt.Sprintf("the external process of %s (pid %d) %s after %v; restarting", name, p.Identity().PID, how, ran.Round(time.Millisecond)), nil)
 		return
 	}
 	x.mu.Lock()

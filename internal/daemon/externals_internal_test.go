@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -22,5 +23,25 @@ func TestEndedBackOffIsForgotten(t *testing.T) {
 	}
 	if _, left := x.notUntil["Crashed"]; left {
 		t.Errorf("the ended back-off of Crashed is still there")
+	}
+}
+
+// TestExternalEnvTurnsOffMaxProcsUpdate: an external process runs with
+// the Go runtime's once-a-second GOMAXPROCS update off, unless GODEBUG
+// already decides it; the rest of GODEBUG and of the environment is kept.
+func TestExternalEnvTurnsOffMaxProcsUpdate(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"HOME=/h"}, "GODEBUG=updatemaxprocs=0"},
+		{[]string{"GODEBUG=gctrace=1", "HOME=/h"}, "GODEBUG=gctrace=1,updatemaxprocs=0"},
+		{[]string{"GODEBUG=updatemaxprocs=1", "HOME=/h"}, "GODEBUG=updatemaxprocs=1"},
+	}
+	for _, tc := range tests {
+		got := externalEnv(tc.in)
+		if !slices.Contains(got, tc.want) || !slices.Contains(got, "HOME=/h") || len(got) != 2 {
+			t.Errorf("externalEnv(%q) = %q, want HOME=/h and %s", tc.in, got, tc.want)
+		}
 	}
 }

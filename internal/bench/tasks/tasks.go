@@ -11,8 +11,12 @@
 //     queue BenchReport.
 //   - Relay (stateless): stamps bench_ts from the message's send time when
 //     missing, and emits it (the cli scenario: send → Relay → recv).
-//   - Idle0000…Idle0999 (stateful) and Ext00…Ext49 (stateful): the scale
-//     scenario's tasks; they count messages and report when configured.
+//   - Idle0000…Idle9999 (stateful) and Ext00…Ext199 (stateful): the
+//     scale scenario's tasks; they count messages and report when
+//     configured. They are registered only where the scale scenario runs
+//     (RegisterScale, ScaleEnv): ten thousand definitions cost every
+//     process of the stock binary tens of milliseconds at start-up, the
+//     larger part of an external task's restart.
 //
 // Reports are messages on queue ReportQueue; see Report for their keys.
 package tasks
@@ -21,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,13 +86,47 @@ func init() {
 	for _, n := range ConsumerNames {
 		reg(n, true, func() (task.Task, error) { return &Consumer{}, nil })
 	}
-	for i := range MaxIdle {
-		reg(IdleName(i), true, func() (task.Task, error) { return &Idle{}, nil })
-	}
-	for i := range MaxExternals {
-		reg(ExtName(i), true, func() (task.Task, error) { return &Idle{}, nil })
+	if os.Getenv(ScaleEnv) != "" {
+		registerScale()
 	}
 }
+
+// ScaleEnv is the environment variable that makes a process of this
+// binary register the scale tasks (Idle…, Ext…) at start-up, when it is
+// not empty. RegisterScale sets it, so that the external processes a
+// daemon starts after it (they inherit the environment) have them too.
+const ScaleEnv = "MULTIMODULE_BENCH_SCALE"
+
+var (
+	scaleMu         sync.Mutex
+	scaleRegistered bool
+)
+
+// RegisterScale registers the scale tasks in this process (once) and sets
+// ScaleEnv for the processes it starts from now on. Only the scale
+// scenario needs them: every other process leaves them out.
+func RegisterScale() {
+	registerScale()
+	_ = os.Setenv(ScaleEnv, "1") // fails only on a malformed name
+}
+
+// registerScale registers MaxIdle Idle and MaxExternals Ext tasks, once.
+func registerScale() {
+	scaleMu.Lock()
+	defer scaleMu.Unlock()
+	if scaleRegistered {
+		return
+	}
+	scaleRegistered = true
+	for i := range MaxIdle {
+		task.Register(task.Definition{Namespace: Namespace, Name: IdleName(i), Stateful: true, New: newIdle})
+	}
+	for i := range MaxExternals {
+		task.Register(task.Definition{Namespace: Namespace, Name: ExtName(i), Stateful: true, New: newIdle})
+	}
+}
+
+func newIdle() (task.Task, error) { return &Idle{}, nil }
 
 // now is the clock every bench task stamps and reads (unix nanoseconds).
 func now() int64 { return time.Now().UnixNano() }
