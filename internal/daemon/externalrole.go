@@ -272,7 +272,7 @@ type statusKeeper struct {
 	// cost one atomic load (one per message handled).
 	armed atomic.Bool
 	kick  chan struct{} // made by options, before any delivery
-	looks atomic.Int64  // how many looks so far (tests)
+	looks atomic.Int64  // how many looks have been written so far (tests)
 }
 
 // poke says the counters may have moved. It never blocks.
@@ -306,11 +306,11 @@ func (e *externalRole) keepStatus(ctx context.Context) {
 			}
 		case <-timer.C:
 			k.armed.Store(false) // what moves from now on pokes again
-			k.looks.Add(1)
 			moved, err := e.d.writeStatus()
 			if err != nil {
 				e.d.log.Error("external: status", "error", err)
 			}
+			k.looks.Add(1) // after the write: a test that sees the look sees the file
 			next := statusIdleLook
 			if moved {
 				next = statusEvery
