@@ -196,7 +196,8 @@ func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, s
 		l.hold()
 		tag = l
 	}
-	local, err := h.sendInto(ctx, r, msg, s.from, tag, transit.HostSendOptions{Canonical: s.canonical})
+	// r.local is the queue's mailbox while r.gate is held and r is hosted.
+	local, err := h.sendInto(ctx, r, msg, s.from, tag, transit.HostSendOptions{Canonical: s.canonical, Local: r.local})
 	if err != nil && fenced {
 		r.fenced.Add(-1)
 	}

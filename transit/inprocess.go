@@ -45,6 +45,13 @@ type HostSendOptions struct {
 	// whole message, is skipped. Broken, the promise delivers values the
 	// receiver may not expect.
 	Canonical bool
+	// Local, when set, is the queue's Local (as Host or HostBehindBus
+	// returned it), which the send then need not look up by name. The
+	// caller makes sure it is not unhosted meanwhile (a host holds its
+	// own lock against that); a send to a Local that was unhosted goes
+	// to the bus, as a send by name to a queue no longer hosted here. It
+	// is ignored for sends to another host or with BusOnly.
+	Local *Local
 }
 
 // Host starts hosting queue qname in this process with room for capacity
