@@ -108,7 +108,7 @@ func (h *Host) tryInline(ctx context.Context, r *runner, msg message.Message, s 
 	r.cost = nextCost(r.cost, took)
 	if root != nil {
 		root.addInline(r, passed, took)
-		r.touchedBy()
+		r.noteHandled()
 	} else {
 		r.count(1, passed, took)
 	}

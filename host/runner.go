@@ -443,12 +443,12 @@ func (r *runner) count(n, passed uint64, took time.Duration) {
 		r.passed.Add(passed)
 	}
 	r.handled.Add(n)
-	r.touchedBy()
+	r.noteHandled()
 }
 
-// touchedBy notes that the task handled messages: its co-process' pid
+// noteHandled notes that the task handled messages: its co-process' pid
 // for the monitor, and its state's save (touched).
-func (r *runner) touchedBy() {
+func (r *runner) noteHandled() {
 	if r.pider != nil {
 		r.coPID.Store(int64(r.pider.PID()))
 	}
