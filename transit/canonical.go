@@ -74,58 +74,6 @@ func canonicalStamp(m map[string]any, ts float64) (overrides, ok bool) {
 	return overrides, true
 }
 
-// check is normalize for a message that goes into a local queue, which
-// records the send time in the message's slot (Local.push) instead of in
-// the message: it returns m checked and in canonical types, unstamped,
-// and whether its meta holds per-message overrides.
-func check(m message.Message) (_ message.Message, overrides bool, err error) {
-	if m != nil {
-		if overrides, ok := canonicalCheck(m); ok {
-			return m, overrides, nil
-		}
-	}
-	n, err := message.Normalize(m)
-	if err != nil {
-		return nil, false, err
-	}
-	return n, hasOverrides(n), nil
-}
-
-// hasOverrides reports whether m's meta holds per-message overrides.
-func hasOverrides(m message.Message) bool {
-	meta := m.Meta()
-	if len(meta) == 0 {
-		return false
-	}
-	_, ok := meta["overrides"]
-	return ok
-}
-
-// canonicalCheck is canonicalStamp without the stamp: the walk over a
-// whole message that checks its types and notes whether its meta has
-// overrides.
-func canonicalCheck(m map[string]any) (overrides, ok bool) {
-	for k, v := range m {
-		if k == message.MetaKey {
-			if meta, isMap := v.(map[string]any); isMap {
-				for mk, mv := range meta {
-					if mk == "overrides" {
-						overrides = true
-					}
-					if !canonicalValue(mv, 2) {
-						return false, false
-					}
-				}
-				continue
-			}
-		}
-		if !canonicalValue(v, 1) {
-			return false, false
-		}
-	}
-	return overrides, true
-}
-
 // canonicalDepth stays under message's nesting limit, so that deeper
 // messages get Normalize's verdict.
 const canonicalDepth = 256

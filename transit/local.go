@@ -22,25 +22,12 @@ import (
 // what piled up since its last Drain in one go, so under load senders and
 // receiver do not hand each message over through a shared channel lock
 // and a goroutine wake-up.
-//
-// A send records its time in the message's slot, not in the message: the
-// receiver's Drain writes it into the message's .ipc_transit_meta.send_ts
-// (making the metadata map when the message has none) on the receiving
-// goroutine. A message therefore comes out of the queue stamped with the
-// time it was sent, as from the bus, while the sender does not spend the
-// time to make the metadata map: a pipeline of tasks shares that work
-// between its goroutines instead of leaving it all to the first sender.
-//
-// The ring starts small (initialRing slots) and doubles up to the
-// capacity as messages pile up, so that a task that never has many
-// messages waiting keeps a small queue.
 type Local struct {
 	name string
 
 	mu      sync.Mutex
 	limit   int               // capacity: senders wait above it (unless Overflow)
-	ring    []message.Message // doubles while more wait than it holds; beyond limit only for Overflow sends
-	stamps  []int64           // stamps[i]: when ring[i] was sent (unix ns), written into its send_ts by Drain
+	ring    []message.Message // len(ring) >= limit; grows only for Overflow sends
 	tags    []any             // tags[i]: ring[i]'s tag (InProcess.Send); made at the first tagged send
 	head    int               // index of the oldest message
 	n       int               // messages waiting
@@ -57,22 +44,13 @@ type Local struct {
 	// backlog it checks.
 	behindBus atomic.Bool
 	busMu     sync.RWMutex
-
-	// drained (receiver only, not under mu) takes the stamps of the
-	// messages Drain moves out, for stamping them outside the lock.
-	drained []int64
 }
 
-// initialRing is the number of slots a Local's ring starts with.
-const initialRing = 64
-
 func newLocal(name string, capacity int) *Local {
-	n := min(capacity, initialRing)
 	return &Local{
 		name:    name,
 		limit:   capacity,
-		ring:    make([]message.Message, n),
-		stamps:  make([]int64, n),
+		ring:    make([]message.Message, capacity),
 		waiting: true, // nobody drained yet: the first message wakes the receiver
 		ready:   make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -115,8 +93,7 @@ func (l *Local) endBehindBus(caught func() bool) bool {
 func (l *Local) Ready() <-chan struct{} { return l.ready }
 
 // Drain moves up to len(buf) waiting messages into buf, oldest first, and
-// returns how many, each with its .ipc_transit_meta.send_ts set to the
-// time it was sent; with tags non-nil (at least as long as buf) it moves
+// returns how many; with tags non-nil (at least as long as buf) it moves
 // the tag of each message ([InProcess.Send]) into tags too: tags[i]
 // belongs to buf[i], nil for a message sent without one (with tags nil,
 // the tags are dropped). ok is false when the queue has been unhosted
@@ -131,10 +108,6 @@ func (l *Local) Drain(buf []message.Message, tags []any) (n int, ok bool) {
 }
 
 func (l *Local) drain(buf []message.Message, tags []any) (n int, ok bool) {
-	if len(l.drained) < len(buf) {
-		l.drained = make([]int64, len(buf))
-	}
-	stamps := l.drained
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -147,11 +120,9 @@ func (l *Local) drain(buf []message.Message, tags []any) (n int, ok bool) {
 		return 0, true
 	}
 	first := copy(buf[:n], l.ring[l.head:min(l.head+n, len(l.ring))])
-	copy(stamps[:first], l.stamps[l.head:l.head+first])
 	clear(l.ring[l.head : l.head+first])
 	if first < n {
 		copy(buf[first:n], l.ring[:n-first])
-		copy(stamps[first:n], l.stamps[:n-first])
 		clear(l.ring[:n-first])
 	}
 	switch {
@@ -176,19 +147,7 @@ func (l *Local) drain(buf []message.Message, tags []any) (n int, ok bool) {
 		l.room = nil
 	}
 	l.mu.Unlock()
-	for i, m := range buf[:n] {
-		if m != nil {
-			setSendTS(m, stamps[i])
-		}
-	}
 	return n, true
-}
-
-// setSendTS writes sent (unix ns) into m's .ipc_transit_meta.send_ts,
-// making the metadata map when m has none (or replacing a value that is
-// not a map).
-func setSendTS(m message.Message, sent int64) {
-	m.EnsureMeta()["send_ts"] = sendTS(sent)
 }
 
 // Len returns the number of waiting messages.
@@ -201,19 +160,18 @@ func (l *Local) Len() int {
 // Cap returns the queue's capacity in messages.
 func (l *Local) Cap() int { return l.limit }
 
-// push delivers msg, sent at sent (unix ns; Drain writes it into the
-// message's send_ts), with tag (nil: none). It returns handled=false when
+// push delivers msg, with tag (nil: none). It returns handled=false when
 // the queue was unhosted before the message went in (the caller then uses
 // the bus). With overflow it never waits: a full queue takes msg beyond
 // its capacity.
-func (l *Local) push(ctx context.Context, msg message.Message, sent int64, tag any, nonBlocking, overflow bool) (handled bool, err error) {
+func (l *Local) push(ctx context.Context, msg message.Message, tag any, nonBlocking, overflow bool) (handled bool, err error) {
 	for {
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
 			return false, nil
 		}
-		if l.n == len(l.ring) && (l.n < l.limit || overflow) {
+		if overflow && l.n == len(l.ring) {
 			l.grow()
 		}
 		if l.n < l.limit || (overflow && l.n < len(l.ring)) {
@@ -222,7 +180,6 @@ func (l *Local) push(ctx context.Context, msg message.Message, sent int64, tag a
 				i -= len(l.ring)
 			}
 			l.ring[i] = msg
-			l.stamps[i] = sent
 			if tag != nil && l.tags == nil {
 				l.tags = make([]any, len(l.ring))
 			}
@@ -266,53 +223,43 @@ func (l *Local) push(ctx context.Context, msg message.Message, sent int64, tag a
 	}
 }
 
-// grow doubles the ring, keeping the waiting messages in order; l.mu
-// held. Below the capacity it grows to the capacity at most.
+// grow doubles the ring, keeping the waiting messages in order; l.mu held.
 func (l *Local) grow() {
-	size := 2 * max(len(l.ring), 1)
-	if len(l.ring) < l.limit {
-		size = min(size, l.limit)
-	}
-	ring := make([]message.Message, size)
-	stamps := make([]int64, size)
+	ring := make([]message.Message, 2*max(len(l.ring), 1))
 	var tags []any
 	if l.tags != nil {
-		tags = make([]any, size)
+		tags = make([]any, len(ring))
 	}
 	for i := range l.n {
 		j := (l.head + i) % len(l.ring)
 		ring[i] = l.ring[j]
-		stamps[i] = l.stamps[j]
 		if tags != nil {
 			tags[i] = l.tags[j]
 		}
 	}
-	l.ring, l.stamps, l.tags, l.head = ring, stamps, tags, 0
+	l.ring, l.tags, l.head = ring, tags, 0
 }
 
 // unhost stops local delivery and returns the waiting messages in order,
-// stamped with the time each was sent as Drain stamps them, and their
-// tags (nil when none of them has one). Senders that come later, or were
-// waiting for room, get handled=false from push (they go to the bus); a
-// receiver sleeping on Ready wakes up and its next Drain reports the end.
+// and their tags (nil when none of them has one). Senders that come
+// later, or were waiting for room, get handled=false from push (they go
+// to the bus); a receiver sleeping on Ready wakes up and its next Drain
+// reports the end.
 func (l *Local) unhost() (out []message.Message, tags []any) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.closed {
-		l.mu.Unlock()
 		return nil, nil
 	}
 	l.closed = true
-	var stamps []int64
 	if l.n > 0 {
 		out = make([]message.Message, l.n)
-		stamps = make([]int64, l.n)
 		if l.tags != nil {
 			tags = make([]any, l.n)
 		}
 		for i := range out {
 			j := (l.head + i) % len(l.ring)
 			out[i], l.ring[j] = l.ring[j], nil
-			stamps[i] = l.stamps[j]
 			if tags != nil {
 				tags[i], l.tags[j] = l.tags[j], nil
 			}
@@ -321,12 +268,6 @@ func (l *Local) unhost() (out []message.Message, tags []any) {
 	l.n, l.head = 0, 0
 	close(l.done)
 	close(l.ready)
-	l.mu.Unlock()
-	for i, m := range out {
-		if m != nil {
-			setSendTS(m, stamps[i])
-		}
-	}
 	return out, tags
 }
 

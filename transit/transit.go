@@ -320,27 +320,18 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, t
 	if t.closed.Load() {
 		return false, fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
 	}
-	now := t.clock.unixNano()
+	ts := sendTS(t.clock.unixNano())
 	m, overrides := msg, false
-	if l != nil {
-		// Into the local queue, most likely: the receiver stamps the
-		// message with now (Local.push).
-		if opts.Canonical && m != nil {
-			overrides = hasOverrides(m)
-		} else if m, overrides, err = check(msg); err != nil {
-			return false, fmt.Errorf("transit: send to %q: %w", qname, err)
-		}
-		if !overrides || m.LocalityFor(qname) != message.LocalityNonLocal {
-			handled, err := l.push(ctx, m, now, tag, opts.NonBlocking, opts.Overflow)
-			if handled {
-				return err == nil, err
-			}
-		}
-		stamp(m, sendTS(now))
-	} else if opts.Canonical && m != nil {
-		stamp(m, sendTS(now))
-	} else if m, _, err = normalize(msg, sendTS(now)); err != nil {
+	if opts.Canonical && m != nil {
+		overrides = stamp(m, ts)
+	} else if m, overrides, err = normalize(msg, ts); err != nil {
 		return false, fmt.Errorf("transit: send to %q: %w", qname, err)
+	}
+	if l != nil && (!overrides || m.LocalityFor(qname) != message.LocalityNonLocal) {
+		handled, err := l.push(ctx, m, tag, opts.NonBlocking, opts.Overflow)
+		if handled {
+			return err == nil, err
+		}
 	}
 	if l != nil {
 		// Unhosted meanwhile, or forced onto the bus: the name was not
