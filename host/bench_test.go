@@ -51,18 +51,35 @@ func (s *benchSink) expect(n int64) chan struct{} {
 	return ch
 }
 
+// inlineBenchSink is benchSink as a task.Inliner, as the consumer of
+// the inproc scenario.
+type inlineBenchSink struct{ *benchSink }
+
+func (inlineBenchSink) HandlesInline() bool { return true }
+
 // BenchmarkPipeline is the in-process hot path of the inproc scenario:
 // producer task → Router task (one route) → consumer task, all hosted by
 // one Host; ns/op and allocs/op are per message through all three (allocs
 // counted process-wide, the producer's own message included).
 func BenchmarkPipeline(b *testing.B) {
+	b.Run("mailbox", func(b *testing.B) { benchPipeline(b, false) })
+	b.Run("inline", func(b *testing.B) { benchPipeline(b, true) })
+}
+
+// benchPipeline is BenchmarkPipeline with a consumer that is a
+// task.Inliner (inline) or not.
+func benchPipeline(b *testing.B, inline bool) {
 	env := mmtest.NewEnv(b)
 	sink := &benchSink{}
+	var consumer task.Task = sink
+	if inline {
+		consumer = inlineBenchSink{sink}
+	}
 	reg := registry.New()
 	reg.MustRegister(task.Definition{Namespace: "B", Name: "Producer", New: func() (task.Task, error) {
 		return &benchProducer{pad: strings.Repeat("x", 110)}, nil
 	}})
-	reg.MustRegister(task.Definition{Namespace: "B", Name: "Consumer", New: func() (task.Task, error) { return sink, nil }})
+	reg.MustRegister(task.Definition{Namespace: "B", Name: "Consumer", New: func() (task.Task, error) { return consumer, nil }})
 	h, ctx := runHost(b, host.Options{
 		Transit: env.Client(),
 		Store:   env.Store(),

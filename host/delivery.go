@@ -40,7 +40,7 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: destination}, Canonical: s.canonical})
 		return err
 	}
-	if r := (*h.hosted.Load())[qname]; r != nil {
+	if r := h.hostedTask(qname, s.from); r != nil {
 		if done, err := h.sendToHosted(ctx, r, msg, s); done {
 			return err
 		}
@@ -73,6 +73,31 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 	defer h.sentAsync()
 	_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{BusOnly: true, Canonical: s.canonical})
 	return err
+}
+
+// hostedTask returns the task hosted here under qname (nil: none). A
+// sending task remembers its last answer for as long as the set of
+// hosted tasks stays the same (the same copy-on-write map), so that a
+// task sending to one queue over and over (every Emit goes to the
+// Router) looks it up once.
+func (h *Host) hostedTask(qname string, from *runner) *runner {
+	hosted := h.hosted.Load()
+	if from == nil {
+		return (*hosted)[qname]
+	}
+	if c := &from.lastDest; c.hosted == hosted && c.qname == qname {
+		return c.r
+	}
+	r := (*hosted)[qname]
+	from.lastDest = destCache{hosted: hosted, qname: qname, r: r}
+	return r
+}
+
+// destCache is a sending task's last hostedTask answer.
+type destCache struct {
+	hosted *map[string]*runner
+	qname  string
+	r      *runner
 }
 
 // sendToHosted sends msg to r, a task hosted here, once r lets senders
@@ -171,7 +196,8 @@ func (h *Host) sendHosted(ctx context.Context, r *runner, msg message.Message, s
 		l.hold()
 		tag = l
 	}
-	local, err := h.sendInto(ctx, r, msg, s.from, tag, transit.HostSendOptions{Canonical: s.canonical})
+	// r.local is the queue's mailbox while r.gate is held and r is hosted.
+	local, err := h.sendInto(ctx, r, msg, s.from, tag, transit.HostSendOptions{Canonical: s.canonical, Local: r.local})
 	if err != nil && fenced {
 		r.fenced.Add(-1)
 	}
@@ -211,6 +237,11 @@ func (h *Host) sendInto(ctx context.Context, r *runner, msg message.Message, fro
 	local, err = h.tr.InProcess().Send(ctx, r.name, msg, tag, try)
 	if !errors.Is(err, transit.ErrFull) {
 		return local, err
+	}
+	if from.root != nil {
+		// The wait may be long: what the turn handled inline so far is
+		// counted first.
+		from.root.flushInline()
 	}
 	from.waitingOn.Store(r)
 	defer from.waitingOn.Store(nil)

@@ -60,7 +60,9 @@ func (h *Host) tryInline(ctx context.Context, r *runner, msg message.Message, s 
 		r.exec.Unlock()
 		return h.sendHostedRelease(ctx, r, msg, s)
 	}
-	m, local, err := h.tr.InProcess().Prepare(r.name, msg, s.canonical)
+	// One clock read stamps the message and starts the handler's timing.
+	start := monoNow()
+	m, local, err := h.tr.InProcess().Prepare(r.name, msg, s.canonical, start)
 	if err != nil || !local {
 		r.exec.Unlock()
 		if err != nil {
@@ -90,22 +92,106 @@ func (h *Host) tryInline(ctx context.Context, r *runner, msg message.Message, s 
 			break
 		}
 	}
-	prev := r.cur
+	prev, prevRoot := r.cur, r.root
 	r.cur = s.lease // what the handler sends carries the sender's lease
-	start := monoNow()
+	var root *runner
+	if from != nil {
+		root = from.root
+	}
+	r.root = root // what r handles inline in turn is counted there too
 	var passed uint64
 	if r.handle(m, nil) {
 		passed = 1
 	}
+	took := monoNow() - start
 	r.inlineRun = prevRun
-	r.account(1, passed, start)
+	r.cost = nextCost(r.cost, took)
+	if root != nil {
+		root.addInline(r, passed, took)
+		r.noteHandled()
+	} else {
+		r.count(1, passed, took)
+	}
 	if f := inlinedHook.Load(); f != nil {
 		(*f)(r)
 	}
 	if from != nil {
 		from.inlineRun++
 	}
-	r.cur = prev
+	r.cur, r.root = prev, prevRoot
 	r.exec.Unlock()
 	return nil
+}
+
+// inlineFlushEvery bounds how many inline handlings of one task a turn
+// adds up before it adds them to the task's counters.
+const inlineFlushEvery = localBatch
+
+// inlineAcct is what the handlings of task r inline, on the goroutine of
+// the task that holds it (runner.acct), added up to since they were last
+// added to r's counters: the messages, those its handler got, the time
+// spent, and the handler latency histogram's buckets. Counting per turn
+// instead of per message keeps the counters' cache lines, which the
+// task's own goroutine and other emitters write too, from moving between
+// cores for every message.
+type inlineAcct struct {
+	r         *runner
+	n, passed uint64
+	nanos     uint64
+	le        [len(HandlerBuckets) + 1]uint32
+}
+
+// addInline counts one message task r handled inline on root's goroutine
+// (root runs its own task there), passed: whether r's handler got it;
+// took: the time it took. The counts reach r's counters every
+// inlineFlushEvery messages, and when root's turn ends (flushInline).
+func (root *runner) addInline(r *runner, passed uint64, took time.Duration) {
+	var a *inlineAcct
+	for i := range root.acct {
+		if root.acct[i].r == r {
+			a = &root.acct[i]
+			break
+		}
+	}
+	if a == nil {
+		root.acct = append(root.acct, inlineAcct{r: r})
+		a = &root.acct[len(root.acct)-1]
+	}
+	a.n++
+	a.passed += passed
+	a.nanos += uint64(max(took, 0))
+	a.le[handlerBucket(took)]++
+	if a.n >= inlineFlushEvery {
+		a.flush()
+	}
+}
+
+// flushInline adds what root's goroutine handled inline to the tasks'
+// counters; root calls it at the end of every turn.
+func (root *runner) flushInline() {
+	for i := range root.acct {
+		root.acct[i].flush()
+	}
+	clear(root.acct) // no reference to a task that may be unloaded
+	root.acct = root.acct[:0]
+}
+
+// flush adds a's counts to a.r's counters and zeroes them.
+func (a *inlineAcct) flush() {
+	if a.n == 0 {
+		return
+	}
+	r := a.r
+	r.handlerNanos.Add(a.nanos)
+	for i, c := range a.le {
+		if c > 0 {
+			r.handlerLE[i].Add(uint64(c))
+			a.le[i] = 0
+		}
+	}
+	if a.passed > 0 {
+		r.passed.Add(a.passed)
+	}
+	r.handled.Add(a.n)
+	a.n, a.passed, a.nanos = 0, 0, 0
 }

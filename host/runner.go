@@ -97,16 +97,25 @@ type runner struct {
 	batchTags  [localBatch]any             // their leases (mailbox tags), nil for none
 	cost       time.Duration               // moving average of the time taken per message (see inlineCostMax)
 	inlineRun  int                         // messages this turn handed to other tasks inline (inlinePerTurn)
-	nextPause  int64                       // unix ns: pauseSenders may hold senders back again from then
-	pending    []pendingAck                // handled, waiting for the ack (in delivery order)
-	canonical  bool                        // the task is a CanonicalSender
-	cur        *lease                      // the lease of the message being handled
-	in         message.Message             // the message being handled
-	gaveAway   bool                        // the handler sent it on (its new owner may change it)
-	recurs     map[string]*recur
-	lastSaved  []byte
-	saveTimer  *time.Timer
-	closed     bool
+	// root is the task whose goroutine runs this task's code now: the
+	// task itself on its own goroutine (loop), the emitter's root while
+	// it is handled inline (tryInline).
+	root *runner
+	// acct (root only) adds up the messages tasks handled inline on this
+	// goroutine during its turn (addInline), until flushInline.
+	acct []inlineAcct
+	// lastDest is the last queue this task sent to (Host.hostedTask).
+	lastDest  destCache
+	nextPause int64           // unix ns: pauseSenders may hold senders back again from then
+	pending   []pendingAck    // handled, waiting for the ack (in delivery order)
+	canonical bool            // the task is a CanonicalSender
+	cur       *lease          // the lease of the message being handled
+	in        message.Message // the message being handled
+	gaveAway  bool            // the handler sent it on (its new owner may change it)
+	recurs    map[string]*recur
+	lastSaved []byte
+	saveTimer *time.Timer
+	closed    bool
 }
 
 type recur struct {
@@ -167,7 +176,10 @@ func (r *runner) loop() {
 	// an emitter may take it to handle a message inline (tryInline).
 	r.exec.Lock()
 	defer r.exec.Unlock()
+	r.root = r
 	for {
+		// A turn ended: what it handled inline is counted.
+		r.flushInline()
 		r.inlineRun = 0
 		local := r.configured && !r.paused.Load()
 		var busC <-chan *transit.Delivery
@@ -238,6 +250,7 @@ func (r *runner) loop() {
 		case wokeBus:
 			r.takeBus(d, ok)
 		case wokeStop:
+			r.flushInline()
 			r.ackPending()
 			return
 		}
@@ -411,31 +424,42 @@ func (r *runner) dropPending(n int) {
 // spent on them.
 func (r *runner) account(n, passed uint64, start time.Duration) {
 	took := monoNow() - start
-	r.handlerNanos.Add(uint64(took))
 	if n > 0 {
-		// A batch's messages each count at its mean time: one bucket
-		// index and one atomic add per batch.
-		each := took / time.Duration(n)
-		r.handlerLE[handlerBucket(each)].Add(n)
-		r.cost = nextCost(r.cost, each)
+		r.cost = nextCost(r.cost, took/time.Duration(n))
+	}
+	r.count(n, passed, took)
+}
+
+// count adds n messages, passed of which went to the task's handler, and
+// took, the time spent on them, to the task's counters. A batch's
+// messages each count at its mean time: one bucket index and one atomic
+// add per batch.
+func (r *runner) count(n, passed uint64, took time.Duration) {
+	r.handlerNanos.Add(uint64(max(took, 0)))
+	if n > 0 {
+		r.handlerLE[handlerBucket(took/time.Duration(n))].Add(n)
 	}
 	if passed > 0 {
 		r.passed.Add(passed)
 	}
 	r.handled.Add(n)
+	r.noteHandled()
+}
+
+// noteHandled notes that the task handled messages: its co-process' pid
+// for the monitor, and its state's save (touched).
+func (r *runner) noteHandled() {
 	if r.pider != nil {
 		r.coPID.Store(int64(r.pider.PID()))
 	}
 	r.touched()
 }
 
-// monoBase is the origin of monoNow.
-var monoBase = time.Now()
-
 // monoNow is the monotonic clock, for timing handlers: one clock read,
 // where time.Now reads the wall clock as well (each read is ≈ 30 ns on the
-// standard machine, and the inline path times every message).
-func monoNow() time.Duration { return time.Since(monoBase) }
+// standard machine, and the inline path times every message). A reading
+// also stamps send_ts (transit.InProcess.Prepare).
+func monoNow() time.Duration { return transit.MonoNow() }
 
 // nextCost is the moving average of a task's time per message (for
 // tryInline) after a message (or a batch) that took per each. One message

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
 	"github.com/multimodule/multimodule/message"
 )
@@ -44,6 +45,13 @@ type HostSendOptions struct {
 	// whole message, is skipped. Broken, the promise delivers values the
 	// receiver may not expect.
 	Canonical bool
+	// Local, when set, is the queue's Local (as Host or HostBehindBus
+	// returned it), which the send then need not look up by name. The
+	// caller makes sure it is not unhosted meanwhile (a host holds its
+	// own lock against that); a send to a Local that was unhosted goes
+	// to the bus, as a send by name to a queue no longer hosted here. It
+	// is ignored for sends to another host or with BusOnly.
+	Local *Local
 }
 
 // Host starts hosting queue qname in this process with room for capacity
@@ -111,18 +119,20 @@ func (p InProcess) Send(ctx context.Context, qname string, msg message.Message, 
 
 // Prepare does for msg what a Send to qname, a queue hosted in this
 // process, does before putting it into the queue: it checks the message
-// (unless canonical, as HostSendOptions.Canonical) and records send_ts.
-// It is for a caller that hands the message to the queue's consumer
-// itself (a host running the consumer's handler on the sender's
-// goroutine). local is false when the message's overrides send it
-// through the bus; the caller then uses Send (which stamps it again). m
-// is the message to deliver: msg itself, or its canonical copy.
-func (p InProcess) Prepare(qname string, msg message.Message, canonical bool) (m message.Message, local bool, err error) {
+// (unless canonical, as HostSendOptions.Canonical) and records send_ts,
+// the wall time of now, a [MonoNow] reading the caller just took (a host
+// times the handler from the same reading). It is for a caller that
+// hands the message to the queue's consumer itself (a host running the
+// consumer's handler on the sender's goroutine). local is false when the
+// message's overrides send it through the bus; the caller then uses Send
+// (which stamps it again). m is the message to deliver: msg itself, or
+// its canonical copy.
+func (p InProcess) Prepare(qname string, msg message.Message, canonical bool, now time.Duration) (m message.Message, local bool, err error) {
 	t := p.t
 	if t.closed.Load() {
 		return nil, false, fmt.Errorf("transit: send to %q: %w", qname, ErrClosed)
 	}
-	ts := sendTS(t.clock.unixNano())
+	ts := sendTS(t.clock.unixNanoAt(now))
 	m, overrides := msg, false
 	if canonical && m != nil {
 		overrides = stamp(m, ts)

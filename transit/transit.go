@@ -300,7 +300,9 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, t
 	}
 	var l *Local
 	if scope == t.host && !opts.BusOnly {
-		l = t.local(qname)
+		if l = opts.Local; l == nil {
+			l = t.local(qname)
+		}
 	}
 	if l != nil && l.behindBus.Load() {
 		if l.holdBehindBus() {
