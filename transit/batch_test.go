@@ -30,20 +30,7 @@ func pauseBus(t *testing.T, dir string) (resume func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(bi.PID, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	// The signal is delivered asynchronously: wait until it took effect.
-	waitFor(t, 10*time.Second, func() error {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(bi.PID) + "/stat")
-		if err != nil {
-			return err
-		}
-		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) == 0 || f[0] != "T" {
-			return fmt.Errorf("bus pid %d not stopped yet: %v", bi.PID, f[:1])
-		}
-		return nil
-	})
+	stopProcess(t, bi.PID)
 	var once sync.Once
 	resume = func() { once.Do(func() { syscall.Kill(bi.PID, syscall.SIGCONT) }) }
 	t.Cleanup(resume)

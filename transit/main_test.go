@@ -244,3 +244,51 @@ func (w *testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s%s", w.prefix, p)
 	return len(p), nil
 }
+
+// stopProcess sends pid SIGSTOP and waits until every thread of it is
+// stopped: kill returns before the signal takes effect, and a thread
+// still running would answer a request meanwhile.
+func stopProcess(t testing.TB, pid int) {
+	t.Helper()
+	if err := stopProcessWait(pid, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stopProcessWait is stopProcess for goroutines other than the test's:
+// it returns what went wrong.
+func stopProcessWait(pid int, limit time.Duration) error {
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("stop pid %d: %w", pid, err)
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		err := stoppedAll(pid)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// stoppedAll says which thread of pid is not stopped (nil: none).
+func stoppedAll(pid int) error {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return err
+		}
+		_, rest, _ := strings.Cut(string(b), ") ")
+		if !strings.HasPrefix(rest, "T") {
+			return fmt.Errorf("thread %s of pid %d not stopped yet (state %.1s)", task.Name(), pid, rest)
+		}
+	}
+	return nil
+}

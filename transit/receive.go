@@ -110,7 +110,8 @@ func (b *natsBus) fetchOne(ctx context.Context, q *recvQueue, scope, qname strin
 	// A receive that does not wait says the queue is empty only when the
 	// bus says nothing waits in it (the consumer's pending count, from
 	// the info take-over asked for, then asked again after each pull
-	// that brought nothing). It never concludes so from a pull that
+	// that brought nothing; a count of 0 checked against the store's,
+	// see pending). It never concludes so from a pull that
 	// brought nothing: the client ends a no-wait pull after a second of
 	// silence, and a slow bus (a large message, a loaded machine) can
 	// take longer to answer. While something waits, it pulls as a
@@ -121,7 +122,9 @@ func (b *natsBus) fetchOne(ctx context.Context, q *recvQueue, scope, qname strin
 			return fmt.Errorf("transit: receive from %q: %w", qname, ErrClosed)
 		}
 		if !wait {
-			if !knowPending {
+			// A count of 0 from the take-over's look is the consumer's
+			// alone: ask the store too (pending).
+			if !knowPending || pending == 0 {
 				if pending, err = b.pending(ctx, cons); err != nil {
 					return fmt.Errorf("transit: receive from %q: %w", qname, err)
 				}
@@ -296,7 +299,11 @@ func (b *natsBus) leave(q *recvQueue) {
 }
 
 // pending asks the bus how many messages of cons's queue wait to be
-// delivered.
+// delivered. The consumer hears of a stored message asynchronously, so
+// its own count can still be 0 right after a send returned: when it is,
+// the store's count of the queue's messages (every message not yet
+// acknowledged, the stream keeping messages only while unacknowledged)
+// less those delivered and not acknowledged says whether one waits.
 func (b *natsBus) pending(ctx context.Context, cons jetstream.Consumer) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
@@ -304,5 +311,21 @@ func (b *natsBus) pending(ctx context.Context, cons jetstream.Consumer) (uint64,
 	if err != nil {
 		return 0, fmt.Errorf("bus consumer %s: info: %w", cons.CachedInfo().Name, err)
 	}
-	return info.NumPending, nil
+	if info.NumPending > 0 {
+		return info.NumPending, nil
+	}
+	subject := info.Config.FilterSubject
+	st, err := b.js.Stream(ctx, info.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("bus stream %s: %w", info.Stream, err)
+	}
+	si, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, fmt.Errorf("bus stream %s: info of %s: %w", info.Stream, subject, err)
+	}
+	stored := si.State.Subjects[subject]
+	if acked := uint64(max(info.NumAckPending, 0)); stored > acked {
+		return stored - acked, nil
+	}
+	return 0, nil
 }

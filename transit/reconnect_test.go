@@ -37,29 +37,8 @@ func TestSyncSendRetriedAtReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The bus stops reading: the next request waits in its socket.
-	if err := syscall.Kill(bi.PID, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { _ = syscall.Kill(bi.PID, syscall.SIGCONT) }) // a stopped bus ignores SIGTERM
-	// kill returns before the signal takes effect: a bus thread still
-	// running would answer the request.
-	waitFor(t, 30*time.Second, func() error {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", bi.PID))
-		if err != nil {
-			return err
-		}
-		for _, task := range tasks {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", bi.PID, task.Name()))
-			if err != nil {
-				return err
-			}
-			_, rest, _ := strings.Cut(string(b), ") ")
-			if !strings.HasPrefix(rest, "T") {
-				return fmt.Errorf("bus thread %s not stopped yet (state %.1s)", task.Name(), rest)
-			}
-		}
-		return nil
-	})
+	stopProcess(t, bi.PID)
 	errc := make(chan error, 1)
 	go func() { errc <- tr.Send(ctx, "resend", message.Message{"n": 1}, transit.SendOptions{}) }()
 	waitFor(t, 30*time.Second, func() error {

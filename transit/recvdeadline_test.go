@@ -75,7 +75,8 @@ func TestTryReceiveWaitsForASlowBus(t *testing.T) {
 	frozen := make(chan struct{})
 	defer transit.SetBeforeReceivePull(func() {
 		once.Do(func() {
-			if err := syscall.Kill(bi.PID, syscall.SIGSTOP); err != nil {
+			// Every thread stopped before the pull goes out.
+			if err := stopProcessWait(bi.PID, 30*time.Second); err != nil {
 				t.Errorf("stop the bus: %v", err)
 			}
 			close(frozen)
