@@ -70,9 +70,22 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 	}
 	// Not hosted here, or being loaded: through the bus even if the task's
 	// mailbox exists already, so this cannot overtake its bus backlog.
+	// A placed task's queue is in the cluster scope.
 	defer h.sentAsync()
+	if h.placed(qname) {
+		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: ClusterScope}, Canonical: s.canonical})
+		return err
+	}
 	_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{BusOnly: true, Canonical: s.canonical})
 	return err
+}
+
+// placed reports whether task qname's config places it (IsPlaced). Asked
+// on the way to the bus only, never for a task hosted here.
+func (h *Host) placed(qname string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return IsPlaced(h.configs[qname])
 }
 
 // sendToHosted sends msg to r, a task hosted here, once r lets senders
@@ -253,4 +266,12 @@ func waitsFor(r, from *runner) bool {
 // band, tests) exactly as a task's send would.
 func (h *Host) Send(ctx context.Context, qname string, msg message.Message) error {
 	return h.deliver(ctx, qname, "", msg)
+}
+
+// SendTo delivers msg to queue qname on host destination ("": as Send)
+// from the framework, exactly as a task's SendTo would: the runner of
+// placed tasks sends through it. Call Flush before acknowledging the bus
+// message whose handling sent it.
+func (h *Host) SendTo(ctx context.Context, qname, destination string, msg message.Message) error {
+	return h.deliver(ctx, qname, destination, msg)
 }
