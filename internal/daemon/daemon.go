@@ -124,6 +124,9 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 	if opts.Task == "main" {
 		return errors.New("-m main is refused: main is the daemon itself")
 	}
+	if opts.Transit.Host == host.ClusterScope {
+		return fmt.Errorf("--host %s is refused: %s is the host scope of the queues of placed tasks, not a box; give the box its own name", host.ClusterScope, host.ClusterScope)
+	}
 	if err := transit.ValidateQueueName(opts.ControlQueue); err != nil {
 		return fmt.Errorf("-q: %w", err)
 	}

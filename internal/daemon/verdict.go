@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/internal/placement"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/observe"
 	"github.com/multimodule/multimodule/oob"
@@ -49,6 +50,11 @@ func (m *mainRole) checkConfig(name string, cfg map[string]any) error {
 	d := m.d
 	if why := d.reservedName(name); why != "" {
 		return fmt.Errorf("task %s: %s is a reserved name (%s) and cannot be configured", name, name, why)
+	}
+	if _, placed, err := placement.ParseSpec(name, cfg); err != nil {
+		return fmt.Errorf("%w (config not applied)", err)
+	} else if placed && host.IsExternal(cfg) {
+		return fmt.Errorf("task %s: is_external refused for a placed task (host, hosts or placement): placed tasks run inside the daemon of the box holding them (config not applied)", name)
 	}
 	if host.IsExternal(cfg) {
 		if _, ok := d.host.Lookup(name); !ok {
