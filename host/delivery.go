@@ -270,8 +270,36 @@ func (h *Host) Send(ctx context.Context, qname string, msg message.Message) erro
 
 // SendTo delivers msg to queue qname on host destination ("": as Send)
 // from the framework, exactly as a task's SendTo would: the runner of
-// placed tasks sends through it. Call Flush before acknowledging the bus
-// message whose handling sent it.
-func (h *Host) SendTo(ctx context.Context, qname, destination string, msg message.Message) error {
-	return h.deliver(ctx, qname, destination, msg)
+// placed tasks sends through it. With a Lease, what msg causes in this
+// process (the tasks here it reaches, inline or through their
+// mailboxes, and what they send on) holds the lease until it is handled;
+// call Flush once the lease is free, before acknowledging the bus
+// messages whose handling sent it.
+func (h *Host) SendTo(ctx context.Context, qname, destination string, msg message.Message, l *Lease) error {
+	s := sender{}
+	if l != nil {
+		s.lease = &l.l
+	}
+	return h.deliverFrom(ctx, qname, destination, msg, s)
 }
+
+// A Lease follows what the handling of bus messages outside a Host (a
+// placed task's) causes in this process: held once by its creator, and
+// once more by every message sent with it (SendTo) that stays in this
+// process, until that message is handled. Free reports when all of it is
+// done, after its creator called Done.
+type Lease struct{ l lease }
+
+// NewLease returns a Lease held by its creator.
+func NewLease() *Lease {
+	l := &Lease{}
+	l.l.n.Store(1)
+	return l
+}
+
+// Done lets go of the creator's hold. Call it once.
+func (l *Lease) Done() { l.l.done() }
+
+// Free reports whether the creator let go and every message sent with
+// the lease that stayed in this process is handled.
+func (l *Lease) Free() bool { return l.l.free() }

@@ -318,8 +318,8 @@ func (p *StatelessProducer) SetConfig(tc *task.Context, config map[string]any) e
 func (p *StatelessProducer) Message(tc *task.Context, msg message.Message) error { return nil }
 
 // Counter is a stateful counter for the cluster tests: each message adds
-// 1 to state.count and is emitted as {count, seq} (seq copied from the
-// message). A message whose seq is not above the last one seen (a
+// 1 to state.count and is emitted as {count, seq, pid} (seq copied from
+// the message, pid the process that counted it). A message whose seq is not above the last one seen (a
 // duplicate, or one out of order) adds 1 to state.disorder as well.
 type Counter struct{}
 
@@ -336,5 +336,5 @@ func (Counter) Message(tc *task.Context, msg message.Message) error {
 		}
 		st["last_seq"] = seq
 	}
-	return tc.Emit(message.Message{"count": n, "seq": msg["seq"]})
+	return tc.Emit(message.Message{"count": n, "seq": msg["seq"], "pid": int64(os.Getpid())})
 }

@@ -93,6 +93,9 @@ type Daemon struct {
 	execDirs []*exectask.Dir
 	// srcs are the task sources, in search order (for notFound).
 	srcs registry.Sources
+	// topts are the options the daemon's Transit was opened with (the
+	// cluster scope's Transit of placed tasks is opened alike).
+	topts transit.Options
 }
 
 // Run runs the daemon until ctx is cancelled or a cleanly_exit control
@@ -212,6 +215,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		},
 	}
 	d.role.options(&topts, &hopts)
+	d.topts = topts
 	tr, err := transit.Open(ctx, topts)
 	if err != nil {
 		return fmt.Errorf("transport: %w", err)

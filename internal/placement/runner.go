@@ -270,18 +270,23 @@ type placed struct {
 	passed, emit, failed *atomic.Uint64
 
 	// task goroutine only
-	t         task.Task
-	tc        *task.Context
-	config    map[string]any
-	cons      *transit.Consumer
-	recurs    map[string]*recur
-	pending   []*transit.Delivery // handled or skipped, not acknowledged yet (in order)
-	unsaved   int                 // messages handled since the last save
-	dirty     bool                // state may have changed since the last save (recurring work)
-	last      Position            // the last message handled
-	saved     Position            // what the last save covered
-	firstAt   time.Time           // when the first unsaved message was handled
-	retryAt   time.Time           // a failed save is not tried again before this
+	t       task.Task
+	tc      *task.Context
+	config  map[string]any
+	cons    *transit.Consumer
+	recurs  map[string]*recur
+	pending []*transit.Delivery // handled or skipped, not acknowledged yet (in order)
+	unsaved int                 // messages handled since the last save
+	dirty   bool                // state may have changed since the last save (recurring work)
+	last    Position            // the last message handled
+	saved   Position            // what the last save covered
+	firstAt time.Time           // when the first unsaved message was handled
+	// lease follows what the unsaved messages caused in this process
+	// (nil: nothing unsaved); leaseDone: its hold was let go by a save
+	// that then failed.
+	lease     *host.Lease
+	leaseDone bool
+	retryAt   time.Time // a failed save is not tried again before this
 	saveTimer *time.Timer
 	closed    bool
 }
@@ -385,6 +390,9 @@ func (p *placed) take(d *transit.Delivery) {
 	if p.unsaved == 0 {
 		p.firstAt = time.Now()
 	}
+	if p.lease == nil {
+		p.lease = host.NewLease()
+	}
 	p.handle(d.Msg)
 	p.last = Position{Seq: d.Seq, Member: d.Member()}
 	p.unsaved++
@@ -415,6 +423,19 @@ func (p *placed) save() bool {
 	}
 	ctx, cancel := context.WithTimeout(p.r.ctx, 30*time.Second)
 	defer cancel()
+	// What the messages caused in this process (the Router forwarding
+	// an emit, say) is handled first, so that whatever it sent on to
+	// the bus is in the flush below.
+	if l := p.lease; l != nil {
+		if !p.leaseDone {
+			l.Done()
+			p.leaseDone = true
+		}
+		if !p.waitFree(ctx, l) {
+			p.retryAt = time.Now().Add(saveRetry)
+			return true
+		}
+	}
 	if err := p.r.opts.Host.Flush(ctx); err != nil {
 		p.retryAt = time.Now().Add(saveRetry)
 		return true // reported by the host; not saved, not acknowledged
@@ -436,7 +457,28 @@ func (p *placed) save() bool {
 		return true
 	}
 	p.saved, p.unsaved, p.dirty = pos, 0, false
+	p.lease, p.leaseDone = nil, false
 	p.ackPending()
+	return true
+}
+
+// waitFree waits until l is free, and reports whether it is (false: the
+// claim was lost or ctx ended first).
+func (p *placed) waitFree(ctx context.Context, l *host.Lease) bool {
+	wait := 100 * time.Microsecond
+	for !l.Free() {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-p.claim.Lost():
+			t.Stop()
+			return false
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+		wait = min(2*wait, 5*time.Millisecond)
+	}
 	return true
 }
 
@@ -564,11 +606,11 @@ func (p *placed) Process() string          { return "main" }
 
 func (p *placed) Emit(msg message.Message) error {
 	p.emit.Add(1)
-	return p.r.opts.Host.SendTo(p.ctx, host.RouterName, "", msg)
+	return p.r.opts.Host.SendTo(p.ctx, host.RouterName, "", msg, p.lease)
 }
 
 func (p *placed) Send(qname, destination string, msg message.Message) error {
-	return p.r.opts.Host.SendTo(p.ctx, qname, destination, msg)
+	return p.r.opts.Host.SendTo(p.ctx, qname, destination, msg, p.lease)
 }
 
 func (p *placed) Out(channel, text string, details map[string]any) {
@@ -605,6 +647,9 @@ func (p *placed) armRecur(rc *recur) {
 				return
 			}
 			p.armRecur(rc) // the next period starts now: runs never pile up
+			if p.lease == nil {
+				p.lease = host.NewLease()
+			}
 			if err := p.safeCall("recur", func() error { rc.work(p.tc); return nil }); err != nil {
 				p.failed.Add(1)
 				p.r.out(oob.ChannelError, p.name, fmt.Sprintf("task %s: recurring work failed: %v", p.name, err), nil)
@@ -615,6 +660,9 @@ func (p *placed) armRecur(rc *recur) {
 				p.firstAt = time.Now()
 			}
 			p.dirty = true
+			if p.lease == nil {
+				p.lease = host.NewLease()
+			}
 		}:
 		case <-p.done:
 		}

@@ -93,8 +93,8 @@ func (c *memClaim) Save(ctx context.Context, state map[string]any, pos placement
 	return nil
 }
 
-// box is a host and a TaskRunner on the test's bus, as a daemon has them.
-type box struct {
+// runnerBox is a host and a TaskRunner on the test's bus, as a daemon has them.
+type runnerBox struct {
 	h      *host.Host
 	bus    *transit.Transit
 	runner *placement.TaskRunner
@@ -102,15 +102,15 @@ type box struct {
 	out    []string
 }
 
-func (b *box) outputs() string {
+func (b *runnerBox) outputs() string {
 	b.outMu.Lock()
 	defer b.outMu.Unlock()
 	return strings.Join(b.out, "\n")
 }
 
-func newBox(t *testing.T, env *mmtest.Env) *box {
+func newBox(t *testing.T, env *mmtest.Env) *runnerBox {
 	t.Helper()
-	b := &box{}
+	b := &runnerBox{}
 	srcs := registry.Sources{registry.Default().Namespace(task.Builtin), registry.Default().Namespace("MultiModuleTest")}
 	h, err := host.New(host.Options{
 		Transit: env.Client(),
@@ -160,7 +160,7 @@ func newBox(t *testing.T, env *mmtest.Env) *box {
 // send sends seq from..to to Counter through b's host, as a task's send
 // or a Router's forward would: the task is placed, so it goes to its
 // queue in the cluster scope.
-func (b *box) send(t *testing.T, from, to int) {
+func (b *runnerBox) send(t *testing.T, from, to int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
