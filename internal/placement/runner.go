@@ -154,7 +154,9 @@ func (r *TaskRunner) Start(ctx context.Context, name string, cfg map[string]any,
 		failed: r.opts.Host.Counters().Counter(name, host.MetricTaskMessageFailure),
 	}
 	p.tc = task.NewContext(name, p)
-	p.tc.SetState(cp.State)
+	// The task changes its state in place: its own copy, not the
+	// claim's.
+	p.tc.SetState(registry.CopyConfig(cp.State))
 	if err := p.setConfig(cfg); err != nil {
 		p.closeTask()
 		cancel()
