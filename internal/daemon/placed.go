@@ -27,10 +27,11 @@ type placedTasks struct {
 	d    *Daemon
 	kick chan struct{}
 
-	mu     sync.Mutex // guards the three below, set once by run
+	mu     sync.Mutex // guards the four below, each set once
 	tr     *transit.Transit
 	runner *placement.TaskRunner
 	mgr    *placement.Manager
+	closed bool // close ran: nothing more is opened
 }
 
 func newPlacedTasks(d *Daemon) *placedTasks {
@@ -104,25 +105,44 @@ func (p *placedTasks) manager() *placement.Manager {
 	return p.mgr
 }
 
-// open opens the cluster scope's Transit (creating its stream with the
-// box's replicas), the Runner and the Manager.
-func (p *placedTasks) open(ctx context.Context) error {
+// scope opens the cluster scope's Transit, creating its stream (with the
+// box's replicas) if no box did yet, unless it is open. A placed task's
+// config is accepted only once it is (checkConfig): a send to the task
+// then always finds its queue, stored there until a box runs it.
+func (p *placedTasks) scope(ctx context.Context) (*transit.Transit, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tr != nil {
+		return p.tr, nil
+	}
+	if p.closed {
+		return nil, host.ErrClosed
+	}
 	d := p.d
 	topts := d.topts
 	topts.Host = host.ClusterScope
 	topts.Logger = d.log.With("scope", host.ClusterScope)
 	tr, err := transit.Open(ctx, topts)
 	if err != nil {
-		return fmt.Errorf("open the cluster scope on the bus: %w", err)
+		return nil, fmt.Errorf("open the cluster scope %s on the bus: %w", host.ClusterScope, err)
+	}
+	p.tr = tr
+	return tr, nil
+}
+
+// open opens the cluster scope (scope), the Runner and the Manager.
+func (p *placedTasks) open(ctx context.Context) error {
+	d := p.d
+	tr, err := p.scope(ctx)
+	if err != nil {
+		return err
 	}
 	js, err := tr.JetStream()
 	if err != nil {
-		_ = tr.Close()
 		return err
 	}
 	runner, err := placement.NewRunner(placement.RunnerOptions{Bus: tr, Host: d.host, Sources: d.srcs, Logger: d.log})
 	if err != nil {
-		_ = tr.Close()
 		return err
 	}
 	// The Manager lives until close, not until ctx (which ends before
@@ -137,11 +157,10 @@ func (p *placedTasks) open(ctx context.Context) error {
 	})
 	if err != nil {
 		runner.Close()
-		_ = tr.Close()
 		return err
 	}
 	p.mu.Lock()
-	p.tr, p.runner, p.mgr = tr, runner, mgr
+	p.runner, p.mgr = runner, mgr
 	p.mu.Unlock()
 	d.log.Info("placed tasks: this box is live in the cluster's placement", "box", d.tr.Host())
 	return nil
@@ -153,15 +172,17 @@ func (p *placedTasks) open(ctx context.Context) error {
 func (p *placedTasks) close() {
 	p.mu.Lock()
 	tr, runner, mgr := p.tr, p.runner, p.mgr
+	p.closed = true
 	p.mu.Unlock()
-	if mgr == nil {
-		return
+	if mgr != nil {
+		if err := mgr.Close(p.d.shutdownContext()); err != nil {
+			p.d.log.Error("placed tasks: closing the placement", "error", err)
+		}
+		runner.Close()
 	}
-	if err := mgr.Close(p.d.shutdownContext()); err != nil {
-		p.d.log.Error("placed tasks: closing the placement", "error", err)
+	if tr != nil {
+		_ = tr.Close()
 	}
-	runner.Close()
-	_ = tr.Close()
 }
 
 // status adjusts the daemon's task list for placed tasks: a placed task
