@@ -16,6 +16,7 @@ import (
 	"github.com/multimodule/multimodule/oob"
 	"github.com/multimodule/multimodule/task"
 	"github.com/multimodule/multimodule/task/registry"
+	"github.com/multimodule/multimodule/transform"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -402,8 +403,20 @@ func (p *placed) take(d *transit.Delivery) {
 	p.handled.Add(1)
 }
 
-// handle gives one message to the task.
+// handle gives one message to the task, or applies a state transform
+// (.multimodule.transform) to its state, as a host does.
 func (p *placed) handle(m message.Message) {
+	if ctl, ok := m[".multimodule"].(map[string]any); ok {
+		if t, ok := ctl["transform"].(map[string]any); ok {
+			state := p.tc.State()
+			if err := transform.Apply(message.Message(state), t, nil); err != nil {
+				p.r.out(oob.ChannelError, p.name, fmt.Sprintf("task %s: state transform: %v", p.name, err), nil)
+			}
+			p.tc.SetState(state)
+			p.r.out(oob.ChannelLog, p.name, fmt.Sprintf("task %s: state transformed", p.name), nil)
+			return
+		}
+	}
 	p.passed.Add(1)
 	if err := p.safeCall("message", func() error { return p.t.Message(p.tc, m) }); err != nil {
 		p.failed.Add(1)

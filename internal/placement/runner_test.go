@@ -370,3 +370,24 @@ func TestRunnerConfigure(t *testing.T) {
 		t.Error("Configure of a task not running here: no error")
 	}
 }
+
+// A state transform sent to a placed task changes its state, as on a
+// host, and is saved with the position that covers it.
+func TestRunnerStateTransform(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	a := newBox(t, env)
+	store := &memCheckpoints{}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := a.runner.Start(ctx, "Counter", nil, store.claim("boxA", nil, false)); err != nil {
+		t.Fatal(err)
+	}
+	a.send(t, 1, 10)
+	waitCount(t, store, 10)
+	if err := a.h.Send(ctx, "Counter", message.Message{".multimodule": map[string]any{"transform": map[string]any{"count": 100}}}); err != nil {
+		t.Fatal(err)
+	}
+	a.send(t, 11, 11)
+	waitCount(t, store, 101)
+	waitQueueEmpty(t, a.bus, "Counter")
+}
