@@ -82,14 +82,14 @@ func (w *clWorld) leaveEntry(p *producer, host string) {
 
 // recoverFrom logs and returns how long after t0 the pipeline counted a
 // message sent after t0, and when it was back at the offered rate.
-func (w *clWorld) recoverFrom(p *producer, what string, t0 time.Time, limit time.Duration) (firstNew, back time.Time) {
+func (w *clWorld) recoverFrom(p *producer, rate int, what string, t0 time.Time, limit time.Duration) (firstNew, back time.Time) {
 	w.t.Helper()
 	m := w.rx.firstAfter(w.t, t0, 120*time.Second, "a message sent after "+what+" counted", func(m outMsg) bool {
 		return p.sentTime(m.seq).After(t0)
 	})
 	back = w.rx.recovered(w.t, p, m.at, 0, limit, 120*time.Second)
 	w.t.Logf("%s: first message sent after it counted after %v (by %s), back at %d/s (send → count within %v) after %v",
-		what, m.at.Sub(t0).Round(time.Millisecond), w.boxOf(m.pid), chaosRate, limit.Round(time.Millisecond), back.Sub(t0).Round(time.Millisecond))
+		what, m.at.Sub(t0).Round(time.Millisecond), w.boxOf(m.pid), rate, limit.Round(time.Millisecond), back.Sub(t0).Round(time.Millisecond))
 	return m.at, back
 }
 
@@ -97,6 +97,16 @@ func (w *clWorld) recoverFrom(p *producer, what string, t0 time.Time, limit time
 // NATS node with SIGKILL, waits for another box to take the Counter
 // over, and starts both again.
 func chaosKillBox(w *clWorld, p *producer) fault {
+	f, _, _ := w.loseBox(p, chaosRate)
+	return f
+}
+
+// loseBox kills the daemon of the box running the Counter and the NATS
+// node it is connected to with SIGKILL, waits for another box to take
+// the Counter over and the pipeline to be back at rate, and starts both
+// again. It returns the fault and how long after the kill the first
+// count from another box and the pipeline back at rate came.
+func (w *clWorld) loseBox(p *producer, rate int) (f fault, takeover, back time.Duration) {
 	t := w.t
 	t.Helper()
 	host := w.holder()
@@ -111,14 +121,13 @@ func chaosKillBox(w *clWorld, p *producer) fault {
 	what := fmt.Sprintf("box %s lost (daemon pid %d and NATS node %s killed with SIGKILL)", host, old, nd.Name)
 	m := w.rx.firstAfter(t, t0, 120*time.Second, "a count from another box after "+what, func(m outMsg) bool { return m.pid != old })
 	t.Logf("%s: take-over by %s: first count after %v", what, w.boxOf(m.pid), m.at.Sub(t0).Round(time.Millisecond))
-	w.recoverFrom(p, what, t0, limit)
+	_, b := w.recoverFrom(p, rate, what, t0, limit)
 	nd.Start()
 	w.c.WaitReady(90 * time.Second)
 	box.Daemon = box.StartDaemon(w.args[host]...)
 	p.entry.Store("box1")
-	t1 := time.Now()
-	_, back := w.recoverFrom(p, fmt.Sprintf("box %s started again", host), t1, limit)
-	return fault{what: what, from: t0, to: back.Add(10 * time.Second)}
+	_, b2 := w.recoverFrom(p, rate, fmt.Sprintf("box %s started again", host), time.Now(), limit)
+	return fault{what: what, from: t0, to: b2.Add(10 * time.Second)}, m.at.Sub(t0), b.Sub(t0)
 }
 
 // chaosKillNode kills the NATS node leading the stream of the placed
@@ -132,10 +141,10 @@ func chaosKillNode(w *clWorld, p *producer) fault {
 	t0 := time.Now()
 	nd.Kill()
 	what := fmt.Sprintf("NATS node %s (leading the placed tasks' stream) killed with SIGKILL", nd.Name)
-	w.recoverFrom(p, what, t0, limit)
+	w.recoverFrom(p, chaosRate, what, t0, limit)
 	nd.Start()
 	w.c.WaitReady(90 * time.Second)
-	_, back := w.recoverFrom(p, fmt.Sprintf("NATS node %s started again", nd.Name), time.Now(), limit)
+	_, back := w.recoverFrom(p, chaosRate, fmt.Sprintf("NATS node %s started again", nd.Name), time.Now(), limit)
 	return fault{what: what, from: t0, to: back.Add(10 * time.Second)}
 }
 
@@ -161,7 +170,7 @@ func chaosStopNode(w *clWorld, p *producer) fault {
 	if err := proc.Signal(syscall.SIGCONT); err != nil {
 		t.Fatalf("SIGCONT NATS node %s: %v", nd.Name, err)
 	}
-	_, back := w.recoverFrom(p, what, t0, limit)
+	_, back := w.recoverFrom(p, chaosRate, what, t0, limit)
 	w.c.WaitReady(90 * time.Second)
 	return fault{what: what, from: t0, to: back.Add(10 * time.Second)}
 }
