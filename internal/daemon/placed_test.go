@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
@@ -87,6 +86,13 @@ func TestPlacedTaskOnOneBox(t *testing.T) {
 			t.Errorf("counted by pid %d, want the daemon's %d", pid, d.PID())
 		}
 	}
+	// From the command line: the cluster scope is a host scope to send to.
+	if stdout, stderr, code := env.Run("--host=_cluster", "send", "Counter", fmt.Sprintf(`{"seq":%d}`, n+1)); code != 0 {
+		t.Fatalf("send --host _cluster: exit %d: %s%s", code, stdout, stderr)
+	}
+	if m := env.Recv("counts", wait); fmt.Sprint(m["count"]) != fmt.Sprint(n+1) {
+		t.Errorf("count after a send to the cluster scope: %v, want %d", m, n+1)
+	}
 	mmtest.Eventually(t, wait, func() error {
 		stdout, stderr, code := env.Run("status", "--all-hosts", "--json", "--wait=20s")
 		if code != 0 {
@@ -111,5 +117,4 @@ func TestPlacedTaskOnOneBox(t *testing.T) {
 		}
 		return fmt.Errorf("Counter not listed:\n%s", stdout)
 	})
-	_ = time.Second
 }
