@@ -31,7 +31,8 @@ const (
 type Options struct {
 	// JS is the bus's JetStream (transit.Transit.JetStream).
 	JS jetstream.JetStream
-	// Box is this box's name (its host scope).
+	// Box is this box's name (its --host; a '.' counts as '_', as in
+	// its host scope).
 	Box string
 	// Replicas is how many servers keep the buckets, when this box
 	// creates them (transit.Transit.Replicas).
@@ -109,6 +110,7 @@ type Manager struct {
 	retry   map[string]retryState
 	alerted map[string]bool
 	closing bool
+	twin    bool // another daemon puts this box's key: said once
 }
 
 // New opens (creating if missing) the cluster's buckets, puts this box's
@@ -127,6 +129,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err := checkBox(opts.Box); err != nil {
 		return nil, fmt.Errorf("placement: new manager: this box's name: %w", err)
 	}
+	opts.Box = boxName(opts.Box)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -269,6 +272,17 @@ func (m *Manager) sawBox(e jetstream.KeyValueEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e.Operation() == jetstream.KeyValuePut {
+		if e.Key() == m.opts.Box && string(e.Value()) != string(m.boxVal) && !m.twin {
+			// This box put its key before watching: a later one not its
+			// own is another daemon's with the same --host, and the two
+			// would take the box's tasks from each other.
+			m.twin = true
+			text := fmt.Sprintf("another daemon runs as box %s (%s): give each box its own --host", m.opts.Box, e.Value())
+			m.log.Error(text)
+			if m.opts.Out != nil {
+				go m.opts.Out("alert", "", text, map[string]any{"box": m.opts.Box})
+			}
+		}
 		if !m.live[e.Key()] && e.Key() != m.opts.Box {
 			m.log.Info("box live", "other", e.Key())
 		}

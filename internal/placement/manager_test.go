@@ -160,7 +160,7 @@ type box struct {
 	cancel context.CancelFunc
 }
 
-func startBox(t *testing.T, url, name string, replicas int, events chan event) *box {
+func startBox(t *testing.T, url, name string, replicas int, events chan event, tune ...func(*placement.Options)) *box {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
 	if err != nil {
@@ -172,11 +172,15 @@ func startBox(t *testing.T, url, name string, replicas int, events chan event) *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &box{name: name, nc: nc, cancel: cancel, run: &recRunner{box: name, events: events, claims: map[string]placement.Claim{}}}
-	b.m, err = placement.New(ctx, placement.Options{JS: js, Box: name, Replicas: replicas, Runner: b.run,
+	opts := placement.Options{JS: js, Box: name, Replicas: replicas, Runner: b.run,
 		Logger: testLogger(t).With("test_box", name),
 		Out: func(channel, task, text string, details map[string]any) {
 			events <- event{box: name, kind: channel, task: task, text: text, at: time.Now()}
-		}})
+		}}
+	for _, f := range tune {
+		f(&opts)
+	}
+	b.m, err = placement.New(ctx, opts)
 	if err != nil {
 		cancel()
 		nc.Close()
@@ -489,4 +493,92 @@ func TestClusterFailover(t *testing.T) {
 	if e.box != other.name || e.cp.Epoch != 2 || e.cp.State["n"] != 1.0 {
 		t.Errorf("take-over by %s with %+v, want %s with epoch 2, n 1", e.box, e.cp, other.name)
 	}
+}
+
+// TestLeaseLostOnRenewal: a lease that is gone when the box renews it
+// (it ran out while the box was paused, or another box holds it) loses
+// the task: Lost is closed, and the box takes the task again, one
+// epoch further, since it is still the one it should run on.
+func TestLeaseLostOnRenewal(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	b1 := startBox(t, url, "b1", 1, events)
+	if err := b1.m.SetTasks(map[string]map[string]any{"Counter": {"host": "b1"}}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, "start", is("start", "Counter"))
+	old := b1.run.claim("Counter")
+	if err := b1.run.handle(t.Context(), old); err != nil {
+		t.Fatal(err)
+	}
+	leases := rawKV(t, url, placement.LeasesBucket)
+	if err := leases.Delete(t.Context(), "Counter"); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, "lost", is("lost", "Counter"))
+	e := next(t, events, "start again", is("start", "Counter"))
+	if e.box != "b1" || e.cp.Epoch != 2 || e.cp.State["n"] != 1.0 {
+		t.Errorf("started again on %s with %+v, want b1 with epoch 2 and n 1", e.box, e.cp)
+	}
+	if err := old.Save(t.Context(), map[string]any{"n": 9}, placement.Position{Seq: 9}); !errors.Is(err, placement.ErrFenced) {
+		t.Errorf("Save through the lost claim: %v, want ErrFenced", err)
+	}
+}
+
+// TestRestartTakesOwnLease: a box that restarts (after kill -9) before
+// its old lease runs out takes its task at once: the lease is its own
+// from before. The lease TTL here is longer than the test waits.
+func TestRestartTakesOwnLease(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	long := func(o *placement.Options) { o.LeaseTTL = 10 * time.Minute }
+	tasks := map[string]map[string]any{"Counter": {"host": "b1"}}
+	b1 := startBox(t, url, "b1", 1, events, long)
+	if err := b1.m.SetTasks(tasks); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, "start", is("start", "Counter"))
+	if err := b1.run.handle(t.Context(), b1.run.claim("Counter")); err != nil {
+		t.Fatal(err)
+	}
+	b1.crash()
+	b1 = startBox(t, url, "b1", 1, events, long)
+	if err := b1.m.SetTasks(tasks); err != nil {
+		t.Fatal(err)
+	}
+	e := next(t, events, "start after the restart", is("start", "Counter"))
+	if e.cp.Epoch != 2 || e.cp.State["n"] != 1.0 {
+		t.Errorf("restarted with %+v, want epoch 2 and n 1", e.cp)
+	}
+}
+
+// TestTwinBox: a second daemon with the same box name is an alert.
+func TestTwinBox(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	startBox(t, url, "b1", 1, events)
+	startBox(t, url, "b1", 1, events)
+	e := next(t, events, "alert", func(e event) bool { return e.kind == "alert" })
+	if !strings.HasPrefix(e.text, "another daemon runs as box b1") {
+		t.Errorf("alert %q", e.text)
+	}
+}
+
+// rawKV is a bucket seen through a connection of the test's own.
+func rawKV(t *testing.T, url, bucket string) jetstream.KeyValue {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }
