@@ -226,7 +226,7 @@ func (m *Manager) heartbeat() {
 }
 
 // watch starts watching every key of kv and applies what is there now.
-func (m *Manager) watch(ctx context.Context, kv jetstream.KeyValue, saw func(jetstream.KeyValueEntry)) (jetstream.KeyWatcher, error) {
+func (m *Manager) watch(ctx context.Context, kv jetstream.KeyValue, saw func(jetstream.KeyValueEntry) bool) (jetstream.KeyWatcher, error) {
 	w, err := kv.WatchAll(m.loopCtx)
 	if err != nil {
 		return nil, fmt.Errorf("placement: watch %s: %w", kv.Bucket(), err)
@@ -248,8 +248,10 @@ func (m *Manager) watch(ctx context.Context, kv jetstream.KeyValue, saw func(jet
 	}
 }
 
-// follow applies the watch's updates until it ends.
-func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntry)) {
+// follow applies the watch's updates until it ends, and has the loop
+// decide again when one changes something (a renewal does not: every
+// box renews its key and leases every second).
+func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntry) bool) {
 	defer m.wg.Done()
 	defer w.Stop()
 	for {
@@ -258,8 +260,7 @@ func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntr
 			if !ok {
 				return
 			}
-			if e != nil {
-				saw(e)
+			if e != nil && saw(e) {
 				m.wake()
 			}
 		case <-m.loopCtx.Done():
@@ -268,47 +269,56 @@ func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntr
 	}
 }
 
-func (m *Manager) sawBox(e jetstream.KeyValueEntry) {
+func (m *Manager) sawBox(e jetstream.KeyValueEntry) (changed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e.Operation() == jetstream.KeyValuePut {
-		if e.Key() == m.opts.Box && string(e.Value()) != string(m.boxVal) && !m.twin {
-			// This box put its key before watching: a later one not its
-			// own is another daemon's with the same --host, and the two
-			// would take the box's tasks from each other.
-			m.twin = true
-			text := fmt.Sprintf("another daemon runs as box %s (%s): give each box its own --host", m.opts.Box, e.Value())
-			m.log.Error(text)
-			if m.opts.Out != nil {
-				go m.opts.Out("alert", "", text, map[string]any{"box": m.opts.Box})
-			}
+	box := e.Key()
+	if e.Operation() != jetstream.KeyValuePut {
+		if m.live[box] && box != m.opts.Box {
+			m.log.Info("box gone", "other", box)
 		}
-		if !m.live[e.Key()] && e.Key() != m.opts.Box {
-			m.log.Info("box live", "other", e.Key())
-		}
-		m.live[e.Key()] = true
-	} else {
-		if m.live[e.Key()] && e.Key() != m.opts.Box {
-			m.log.Info("box gone", "other", e.Key())
-		}
-		delete(m.live, e.Key())
+		changed = m.live[box]
+		delete(m.live, box)
+		return changed
 	}
+	if box == m.opts.Box && string(e.Value()) != string(m.boxVal) && !m.twin {
+		// This box put its key before watching: a later one not its
+		// own is another daemon's with the same --host, and the two
+		// would take the box's tasks from each other.
+		m.twin = true
+		text := fmt.Sprintf("another daemon runs as box %s (%s): give each box its own --host", m.opts.Box, e.Value())
+		m.log.Error(text)
+		if m.opts.Out != nil {
+			go m.opts.Out("alert", "", text, map[string]any{"box": m.opts.Box})
+		}
+	}
+	if m.live[box] {
+		return false
+	}
+	if box != m.opts.Box {
+		m.log.Info("box live", "other", box)
+	}
+	m.live[box] = true
+	return true
 }
 
-func (m *Manager) sawLease(e jetstream.KeyValueEntry) {
+func (m *Manager) sawLease(e jetstream.KeyValueEntry) (changed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	task := e.Key()
+	old, had := m.leases[task]
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(m.leases, e.Key())
-		return
+		delete(m.leases, task)
+		return had
 	}
 	var v leaseValue
 	if err := json.Unmarshal(e.Value(), &v); err != nil || v.Box == "" {
 		// Not a lease this program wrote: treat the key as held by
 		// nobody live, so the wanted box deletes it and takes the task.
-		m.log.Warn("a lease is not a lease", "task", e.Key(), "bucket", LeasesBucket, "revision", e.Revision(), "err", err)
+		m.log.Warn("a lease is not a lease", "task", task, "bucket", LeasesBucket, "revision", e.Revision(), "err", err)
 	}
-	m.leases[e.Key()] = leaseInfo{box: v.Box, rev: e.Revision()}
+	m.leases[task] = leaseInfo{box: v.Box, rev: e.Revision()}
+	return !had || old.box != v.Box
 }
 
 // wake makes the loop decide again.
@@ -323,7 +333,12 @@ func (m *Manager) wake() {
 // those with placement keys are the placed tasks; the others are not its
 // business. A task whose placement keys are wrong keeps its previous
 // placement (none if it is new): the error names each. It does not
-// block on the bus: the decisions follow.
+// block on the bus: the decisions follow. The Manager keeps the config
+// maps: do not change them afterwards (give new ones).
+//
+// Every box should be given the same placed tasks. While their configs
+// differ (a config being rolled out), a task stays with the box that
+// holds it until that box's config moves it.
 func (m *Manager) SetTasks(tasks map[string]map[string]any) error {
 	var errs []error
 	m.mu.Lock()
@@ -355,6 +370,16 @@ func (m *Manager) SetTasks(tasks map[string]map[string]any) error {
 		next[name] = p
 	}
 	m.tasks = next
+	for name := range m.alerted {
+		if next[name] == nil {
+			delete(m.alerted, name)
+		}
+	}
+	for name := range m.retry {
+		if next[name] == nil {
+			delete(m.retry, name)
+		}
+	}
 	m.mu.Unlock()
 	m.wake()
 	return errors.Join(errs...)

@@ -78,10 +78,17 @@ type recRunner struct {
 	events chan<- event
 	mu     sync.Mutex
 	claims map[string]placement.Claim
+	fail   int // how many Starts fail
 }
 
 func (r *recRunner) Start(ctx context.Context, name string, cfg map[string]any, c placement.Claim) error {
 	r.mu.Lock()
+	if r.fail > 0 {
+		r.fail--
+		r.mu.Unlock()
+		r.events <- event{box: r.box, kind: "failed", task: name, cp: c.Checkpoint(), at: time.Now()}
+		return errors.New("the task would not start")
+	}
 	r.claims[name] = c
 	r.mu.Unlock()
 	r.events <- event{box: r.box, kind: "start", task: name, cp: c.Checkpoint(), at: time.Now()}
@@ -581,4 +588,54 @@ func rawKV(t *testing.T, url, bucket string) jetstream.KeyValue {
 		t.Fatal(err)
 	}
 	return kv
+}
+
+// TestStartFailsRetried: a Start that fails releases the lease and is
+// tried again after a back-off; the failed start fenced nothing it can
+// save through.
+func TestStartFailsRetried(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	b1 := startBox(t, url, "b1", 1, events)
+	b1.run.fail = 2
+	if err := b1.m.SetTasks(map[string]map[string]any{"Counter": {"host": "b1"}}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, "failed start", is("failed", "Counter"))
+	next(t, events, "failed start", is("failed", "Counter"))
+	e := next(t, events, "start", is("start", "Counter"))
+	if e.cp.Epoch != 3 {
+		t.Errorf("started with epoch %d, want 3 (two take-overs before)", e.cp.Epoch)
+	}
+}
+
+// TestCloseHandsOn: a box that shuts down stops its tasks, releases
+// their leases and deletes its key, so another box takes them at once,
+// not after the TTLs (10 minutes here).
+func TestCloseHandsOn(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	long := func(o *placement.Options) { o.LeaseTTL, o.BoxTTL = 10*time.Minute, 10*time.Minute }
+	b1 := startBox(t, url, "b1", 1, events, long)
+	b2 := startBox(t, url, "b2", 1, events, long)
+	tasks := map[string]map[string]any{"Counter": {"hosts": []any{"b1", "b2"}}}
+	for _, b := range []*box{b1, b2} {
+		if err := b.m.SetTasks(tasks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e := next(t, events, "start", is("start", "Counter")); e.box != "b1" {
+		t.Fatalf("started on %s, want b1", e.box)
+	}
+	closed := time.Now()
+	if err := b1.m.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	b1.cancel()
+	next(t, events, "stop on b1", is("stop", "Counter"))
+	e := next(t, events, "start on b2", is("start", "Counter"))
+	t.Logf("hand-on at shutdown took %s (information only)", e.at.Sub(closed).Round(time.Millisecond))
+	if e.box != "b2" || e.cp.Epoch != 2 || e.cp.State["n"] != 1.0 {
+		t.Errorf("taken by %s with %+v, want b2 with epoch 2 and n 1 (the stop's last save)", e.box, e.cp)
+	}
 }
