@@ -408,6 +408,7 @@ type configure struct {
 	name string
 	cfg  map[string]any
 	gen  uint64
+	c    *claim
 }
 
 // decide looks at every placed task and every task held here, starts a
@@ -449,7 +450,7 @@ func (m *Manager) decide() time.Time {
 			case want != me:
 				m.startJob(name, func() { m.move(name, h.c, "it should run on box "+want) })
 			case h.gen != p.gen:
-				config = append(config, configure{name, p.cfg, p.gen})
+				config = append(config, configure{name, p.cfg, p.gen, h.c})
 			}
 			continue
 		}
@@ -495,7 +496,7 @@ func (m *Manager) decide() time.Time {
 			m.log.Error("configuring a placed task failed", "task", c.name, "err", err)
 		}
 		m.mu.Lock()
-		if h, ok := m.held[c.name]; ok {
+		if h, ok := m.held[c.name]; ok && h.c == c.c {
 			h.gen = c.gen
 			m.held[c.name] = h
 		}
@@ -587,7 +588,9 @@ func (m *Manager) takeOver(name string, cfg map[string]any, gen uint64, stale *l
 	m.held[name] = heldTask{c: c, gen: gen}
 	m.mu.Unlock()
 	started := time.Now()
-	if err := m.opts.Runner.Start(ctx, name, cfg, c); err != nil {
+	// The task's start may outlast the decisions (Close ends those first,
+	// then stops the tasks): it gets the renewals' context.
+	if err := m.opts.Runner.Start(m.lifeCtx, name, cfg, c); err != nil {
 		m.mu.Lock()
 		if m.held[name].c == c {
 			delete(m.held, name)
@@ -610,12 +613,17 @@ func (m *Manager) failed(name string, err error) {
 		return
 	}
 	m.mu.Lock()
-	r := m.retry[name]
+	r, again := m.retry[name]
 	r.wait = min(max(2*r.wait, m.opts.RetryMin), m.opts.RetryMax)
 	r.at = time.Now().Add(r.wait)
 	m.retry[name] = r
 	m.mu.Unlock()
 	m.log.Error("taking a placed task failed; trying again", "task", name, "err", err, "retry_in", r.wait)
+	if !again && m.opts.Out != nil {
+		// Once per run of failures; the log has each one.
+		m.opts.Out("alert", name, fmt.Sprintf("task %s could not be taken over or started on box %s: %v; trying again", name, m.opts.Box, err),
+			map[string]any{"box": m.opts.Box})
+	}
 }
 
 // lost forgets a task whose claim was lost (the Runner stops it), and
