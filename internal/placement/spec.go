@@ -193,7 +193,7 @@ func weight(task, box string) uint64 {
 	for i := 0; i < len(task); i++ {
 		h = (h ^ uint64(task[i])) * prime
 	}
-	h = (h ^ 0) * prime
+	h *= prime // a 0 byte between the names: ("ab", "c") is not ("a", "bc")
 	for i := 0; i < len(box); i++ {
 		h = (h ^ uint64(box[i])) * prime
 	}
