@@ -646,3 +646,22 @@ func TestCloseHandsOn(t *testing.T) {
 		t.Errorf("taken by %s with %+v, want b2 with epoch 2 and n 1 (the stop's last save)", e.box, e.cp)
 	}
 }
+
+// TestConfigureInPlace: a config change that keeps the task on its box
+// goes to the Runner's Configure, without a stop or a take-over.
+func TestConfigureInPlace(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	b1 := startBox(t, url, "b1", 1, events)
+	if err := b1.m.SetTasks(map[string]map[string]any{"Counter": {"hosts": []any{"b1"}, "x": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, "start", is("start", "Counter"))
+	if err := b1.m.SetTasks(map[string]map[string]any{"Counter": {"hosts": []any{"b1", "b2"}, "x": 2}}); err != nil {
+		t.Fatal(err)
+	}
+	e := next(t, events, "configure", func(e event) bool { return e.task == "Counter" })
+	if e.kind != "configure" {
+		t.Errorf("%s after a config change that keeps the task here, want configure", e.kind)
+	}
+}
