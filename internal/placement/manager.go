@@ -505,6 +505,13 @@ func (m *Manager) decide() time.Time {
 	return next
 }
 
+// Live is the boxes this box sees live (itself among them), sorted.
+func (m *Manager) Live() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.liveBoxes()
+}
+
 // liveBoxes is the live boxes, this one always among them (m.mu held).
 func (m *Manager) liveBoxes() []string {
 	live := slices.Collect(maps.Keys(m.live))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -218,6 +219,26 @@ func (b *box) crash() {
 // more, but keeps its connection and its claims, as when it wakes.
 func (b *box) pause() { b.cancel() }
 
+// seeEachOther waits until every box sees all of them live, so that
+// their first decisions agree.
+func seeEachOther(t *testing.T, boxes ...*box) {
+	t.Helper()
+	var want []string
+	for _, b := range boxes {
+		want = append(want, b.name)
+	}
+	slices.Sort(want)
+	deadline := time.Now().Add(wait)
+	for _, b := range boxes {
+		for !slices.Equal(b.m.Live(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("box %s sees %v live, want %v", b.name, b.m.Live(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 // next is the next event that match accepts; the others are dropped.
 func next(t *testing.T, events <-chan event, what string, match func(event) bool) event {
 	t.Helper()
@@ -252,6 +273,7 @@ func TestAnyTaskFailover(t *testing.T) {
 	for _, n := range []string{"b1", "b2", "b3"} {
 		boxes[n] = startBox(t, url, n, 1, events)
 	}
+	seeEachOther(t, boxes["b1"], boxes["b2"], boxes["b3"])
 	for _, b := range boxes {
 		if err := b.m.SetTasks(anyTask); err != nil {
 			t.Fatal(err)
@@ -302,6 +324,7 @@ func TestPreferredFenceAndReturn(t *testing.T) {
 	tasks := map[string]map[string]any{"Counter": {"hosts": []any{"b1", "b2"}}}
 	b1 := startBox(t, url, "b1", 1, events)
 	b2 := startBox(t, url, "b2", 1, events)
+	seeEachOther(t, b1, b2)
 	for _, b := range []*box{b2, b1} {
 		if err := b.m.SetTasks(tasks); err != nil {
 			t.Fatal(err)
@@ -357,6 +380,7 @@ func TestMoveByConfig(t *testing.T) {
 	events := make(chan event, 100)
 	b1 := startBox(t, url, "b1", 1, events)
 	b2 := startBox(t, url, "b2", 1, events)
+	seeEachOther(t, b1, b2)
 	set := func(host string) {
 		for _, b := range []*box{b1, b2} {
 			if err := b.m.SetTasks(map[string]map[string]any{"Counter": {"host": host, "x": 1}}); err != nil {
@@ -390,6 +414,7 @@ func TestPinnedToDeadBox(t *testing.T) {
 	events := make(chan event, 100)
 	b1 := startBox(t, url, "b1", 1, events)
 	b2 := startBox(t, url, "b2", 1, events)
+	seeEachOther(t, b1, b2)
 	tasks := map[string]map[string]any{"Counter": {"host": "b3"}, "Other": {"host": "b1"}}
 	for _, b := range []*box{b1, b2} {
 		if err := b.m.SetTasks(tasks); err != nil {
@@ -480,6 +505,7 @@ func TestClusterFailover(t *testing.T) {
 	events := make(chan event, 100)
 	b1 := startBox(t, c.Nodes[0].URL(), "b1", 3, events)
 	b2 := startBox(t, c.Nodes[1].URL(), "b2", 3, events)
+	seeEachOther(t, b1, b2)
 	for _, b := range []*box{b1, b2} {
 		if err := b.m.SetTasks(anyTask); err != nil {
 			t.Fatal(err)
@@ -625,6 +651,7 @@ func TestCloseHandsOn(t *testing.T) {
 	long := func(o *placement.Options) { o.LeaseTTL, o.BoxTTL = 10*time.Minute, 10*time.Minute }
 	b1 := startBox(t, url, "b1", 1, events, long)
 	b2 := startBox(t, url, "b2", 1, events, long)
+	seeEachOther(t, b1, b2)
 	tasks := map[string]map[string]any{"Counter": {"hosts": []any{"b1", "b2"}}}
 	for _, b := range []*box{b1, b2} {
 		if err := b.m.SetTasks(tasks); err != nil {
