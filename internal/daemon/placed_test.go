@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/multimodule/multimodule/message"
@@ -117,4 +118,15 @@ func TestPlacedTaskOnOneBox(t *testing.T) {
 		}
 		return fmt.Errorf("Counter not listed:\n%s", stdout)
 	})
+	// A clean exit stops the placed task (its last checkpoint saved) and
+	// leaves the placement before the bus closes.
+	if err := d.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.Wait(t, 2*wait); code != 0 {
+		t.Errorf("exit status %d after SIGTERM; stderr:\n%s", code, tail(d.Stderr.String(), 3000))
+	}
+	if s := d.Stderr.String(); strings.Contains(s, "placed tasks: closing the placement") {
+		t.Errorf("closing the placement failed:\n%s", tail(s, 3000))
+	}
 }
