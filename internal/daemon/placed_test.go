@@ -130,3 +130,28 @@ func TestPlacedTaskOnOneBox(t *testing.T) {
 		t.Errorf("closing the placement failed:\n%s", tail(s, 3000))
 	}
 }
+
+// TestPlacedTaskWaiting: a task pinned to a box that is not live runs
+// nowhere; `status --all-hosts` lists it once, not running, waiting, and
+// says for which box.
+func TestPlacedTaskWaiting(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest")
+	env.Configure(map[string]any{"Counter": map[string]any{"host": "nobox"}})
+	mmtest.Eventually(t, wait, func() error {
+		stdout, stderr, code := env.Run("status", "--all-hosts", "--wait=20s")
+		if code != 0 {
+			return fmt.Errorf("status --all-hosts: exit %d: %s%s", code, stdout, stderr)
+		}
+		for _, line := range strings.Split(stdout, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 2 && f[1] == "Counter" {
+				if f[2] != "placed" || !strings.Contains(line, "false") || !strings.Contains(line, "waiting: pinned to box nobox, which is not live") {
+					return fmt.Errorf("Counter listed as %q, want placed, not running, waiting for nobox", line)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("Counter not listed:\n%s", stdout)
+	})
+}
