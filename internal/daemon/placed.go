@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -188,11 +189,17 @@ func (p *placedTasks) close() {
 // status adjusts the daemon's task list for placed tasks: a placed task
 // this box runs is listed as running here, WHERE placed, with its queue
 // in the cluster scope; one it does not run is left out (the box running
-// it lists it).
+// it lists it), except one that no live box may run (pinned to a box
+// that is not live): the first live box by name lists it, not running,
+// with the reason "waiting".
 func (p *placedTasks) status(ctx context.Context, tasks []observe.Task) []observe.Task {
 	p.mu.Lock()
-	tr, runner := p.tr, p.runner
+	tr, runner, mgr := p.tr, p.runner, p.mgr
 	p.mu.Unlock()
+	var live []string
+	if mgr != nil {
+		live = mgr.Live()
+	}
 	running := map[string]placement.PlacedTask{}
 	depth := map[string]int64{}
 	if runner != nil {
@@ -216,6 +223,11 @@ func (p *placedTasks) status(ctx context.Context, tasks []observe.Task) []observ
 			continue
 		}
 		if _, ok := running[t.Task]; !ok {
+			if why := p.waiting(t.Task, configs[t.Task], live); why != "" {
+				t.Where, t.Running, t.PID, t.StateAge = PlacePlaced, false, 0, nil
+				t.Reason, t.ReasonDetail = "waiting", why
+				out = append(out, t)
+			}
 			continue
 		}
 		seen[t.Task] = true
@@ -227,6 +239,26 @@ func (p *placedTasks) status(ctx context.Context, tasks []observe.Task) []observ
 		}
 	}
 	return out
+}
+
+// waiting says why no live box may run placed task name (its spec names
+// only boxes that are not live), when this box is the one to say so (the
+// first live box by name); "" otherwise.
+func (p *placedTasks) waiting(name string, cfg map[string]any, live []string) string {
+	if len(live) == 0 || live[0] != p.d.tr.Host() {
+		return ""
+	}
+	spec, placed, err := placement.ParseSpec(name, cfg)
+	if err != nil || !placed {
+		return ""
+	}
+	if _, ok := spec.Choose(name, live); ok {
+		return ""
+	}
+	if spec.Kind == placement.Pinned {
+		return fmt.Sprintf("pinned to box %s, which is not live", spec.Hosts[0])
+	}
+	return fmt.Sprintf("none of boxes %s is live", strings.Join(spec.Hosts, ", "))
 }
 
 // PlacePlaced is the WHERE of a placed task in the status: run by this

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
-	"time"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/mmtest"
@@ -87,6 +87,13 @@ func TestPlacedTaskOnOneBox(t *testing.T) {
 			t.Errorf("counted by pid %d, want the daemon's %d", pid, d.PID())
 		}
 	}
+	// From the command line: the cluster scope is a host scope to send to.
+	if stdout, stderr, code := env.Run("--host=_cluster", "send", "Counter", fmt.Sprintf(`{"seq":%d}`, n+1)); code != 0 {
+		t.Fatalf("send --host _cluster: exit %d: %s%s", code, stdout, stderr)
+	}
+	if m := env.Recv("counts", wait); fmt.Sprint(m["count"]) != fmt.Sprint(n+1) {
+		t.Errorf("count after a send to the cluster scope: %v, want %d", m, n+1)
+	}
 	mmtest.Eventually(t, wait, func() error {
 		stdout, stderr, code := env.Run("status", "--all-hosts", "--json", "--wait=20s")
 		if code != 0 {
@@ -111,5 +118,40 @@ func TestPlacedTaskOnOneBox(t *testing.T) {
 		}
 		return fmt.Errorf("Counter not listed:\n%s", stdout)
 	})
-	_ = time.Second
+	// A clean exit stops the placed task (its last checkpoint saved) and
+	// leaves the placement before the bus closes.
+	if err := d.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.Wait(t, 2*wait); code != 0 {
+		t.Errorf("exit status %d after SIGTERM; stderr:\n%s", code, tail(d.Stderr.String(), 3000))
+	}
+	if s := d.Stderr.String(); strings.Contains(s, "placed tasks: closing the placement") {
+		t.Errorf("closing the placement failed:\n%s", tail(s, 3000))
+	}
+}
+
+// TestPlacedTaskWaiting: a task pinned to a box that is not live runs
+// nowhere; `status --all-hosts` lists it once, not running, waiting, and
+// says for which box.
+func TestPlacedTaskWaiting(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	env.StartDaemon("-p", "MultiModuleTest")
+	env.Configure(map[string]any{"Counter": map[string]any{"host": "nobox"}})
+	mmtest.Eventually(t, wait, func() error {
+		stdout, stderr, code := env.Run("status", "--all-hosts", "--wait=20s")
+		if code != 0 {
+			return fmt.Errorf("status --all-hosts: exit %d: %s%s", code, stdout, stderr)
+		}
+		for _, line := range strings.Split(stdout, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 2 && f[1] == "Counter" {
+				if f[2] != "placed" || !strings.Contains(line, "false") || !strings.Contains(line, "waiting: pinned to box nobox, which is not live") {
+					return fmt.Errorf("Counter listed as %q, want placed, not running, waiting for nobox", line)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("Counter not listed:\n%s", stdout)
+	})
 }

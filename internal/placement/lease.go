@@ -172,7 +172,7 @@ func (c *claim) renewLoop(ctx context.Context, period time.Duration) {
 		case ctx.Err() != nil:
 			return
 		case wrongRevision(err):
-			c.markLost(errors.New("its lease is held by another box now"))
+			c.markLost(c.leaseGone(ctx))
 			return
 		case time.Since(last) >= c.leaseTTL:
 			c.markLost(fmt.Errorf("its lease was not renewed for %s and has run out: %w", time.Since(last).Round(time.Millisecond), err))
@@ -182,6 +182,17 @@ func (c *claim) renewLoop(ctx context.Context, period time.Duration) {
 			c.log.Warn("renewing a lease failed; trying again", "err", err)
 		}
 	}
+}
+
+// leaseGone says what became of the lease that a renewal did not find.
+func (c *claim) leaseGone(ctx context.Context) error {
+	e, err := c.b.leases.Get(ctx, c.task)
+	if err != nil {
+		return errors.New("its lease ran out or was deleted before this box renewed it")
+	}
+	var v leaseValue
+	_ = json.Unmarshal(e.Value(), &v)
+	return fmt.Errorf("its lease is held by box %s now (epoch %d)", v.Box, v.Epoch)
 }
 
 // renew writes the lease again with a new TTL, if its last revision is

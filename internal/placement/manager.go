@@ -31,7 +31,8 @@ const (
 type Options struct {
 	// JS is the bus's JetStream (transit.Transit.JetStream).
 	JS jetstream.JetStream
-	// Box is this box's name (its host scope).
+	// Box is this box's name (its --host; a '.' counts as '_', as in
+	// its host scope).
 	Box string
 	// Replicas is how many servers keep the buckets, when this box
 	// creates them (transit.Transit.Replicas).
@@ -109,6 +110,7 @@ type Manager struct {
 	retry   map[string]retryState
 	alerted map[string]bool
 	closing bool
+	twin    bool // another daemon puts this box's key: said once
 }
 
 // New opens (creating if missing) the cluster's buckets, puts this box's
@@ -127,6 +129,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err := checkBox(opts.Box); err != nil {
 		return nil, fmt.Errorf("placement: new manager: this box's name: %w", err)
 	}
+	opts.Box = boxName(opts.Box)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -223,7 +226,7 @@ func (m *Manager) heartbeat() {
 }
 
 // watch starts watching every key of kv and applies what is there now.
-func (m *Manager) watch(ctx context.Context, kv jetstream.KeyValue, saw func(jetstream.KeyValueEntry)) (jetstream.KeyWatcher, error) {
+func (m *Manager) watch(ctx context.Context, kv jetstream.KeyValue, saw func(jetstream.KeyValueEntry) bool) (jetstream.KeyWatcher, error) {
 	w, err := kv.WatchAll(m.loopCtx)
 	if err != nil {
 		return nil, fmt.Errorf("placement: watch %s: %w", kv.Bucket(), err)
@@ -245,8 +248,10 @@ func (m *Manager) watch(ctx context.Context, kv jetstream.KeyValue, saw func(jet
 	}
 }
 
-// follow applies the watch's updates until it ends.
-func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntry)) {
+// follow applies the watch's updates until it ends, and has the loop
+// decide again when one changes something (a renewal does not: every
+// box renews its key and leases every second).
+func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntry) bool) {
 	defer m.wg.Done()
 	defer w.Stop()
 	for {
@@ -255,8 +260,7 @@ func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntr
 			if !ok {
 				return
 			}
-			if e != nil {
-				saw(e)
+			if e != nil && saw(e) {
 				m.wake()
 			}
 		case <-m.loopCtx.Done():
@@ -265,36 +269,56 @@ func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntr
 	}
 }
 
-func (m *Manager) sawBox(e jetstream.KeyValueEntry) {
+func (m *Manager) sawBox(e jetstream.KeyValueEntry) (changed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e.Operation() == jetstream.KeyValuePut {
-		if !m.live[e.Key()] && e.Key() != m.opts.Box {
-			m.log.Info("box live", "other", e.Key())
+	box := e.Key()
+	if e.Operation() != jetstream.KeyValuePut {
+		if m.live[box] && box != m.opts.Box {
+			m.log.Info("box gone", "other", box)
 		}
-		m.live[e.Key()] = true
-	} else {
-		if m.live[e.Key()] && e.Key() != m.opts.Box {
-			m.log.Info("box gone", "other", e.Key())
-		}
-		delete(m.live, e.Key())
+		changed = m.live[box]
+		delete(m.live, box)
+		return changed
 	}
+	if box == m.opts.Box && string(e.Value()) != string(m.boxVal) && !m.twin {
+		// This box put its key before watching: a later one not its
+		// own is another daemon's with the same --host, and the two
+		// would take the box's tasks from each other.
+		m.twin = true
+		text := fmt.Sprintf("another daemon runs as box %s (%s): give each box its own --host", m.opts.Box, e.Value())
+		m.log.Error(text)
+		if m.opts.Out != nil {
+			go m.opts.Out("alert", "", text, map[string]any{"box": m.opts.Box})
+		}
+	}
+	if m.live[box] {
+		return false
+	}
+	if box != m.opts.Box {
+		m.log.Info("box live", "other", box)
+	}
+	m.live[box] = true
+	return true
 }
 
-func (m *Manager) sawLease(e jetstream.KeyValueEntry) {
+func (m *Manager) sawLease(e jetstream.KeyValueEntry) (changed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	task := e.Key()
+	old, had := m.leases[task]
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(m.leases, e.Key())
-		return
+		delete(m.leases, task)
+		return had
 	}
 	var v leaseValue
 	if err := json.Unmarshal(e.Value(), &v); err != nil || v.Box == "" {
 		// Not a lease this program wrote: treat the key as held by
 		// nobody live, so the wanted box deletes it and takes the task.
-		m.log.Warn("a lease is not a lease", "task", e.Key(), "bucket", LeasesBucket, "revision", e.Revision(), "err", err)
+		m.log.Warn("a lease is not a lease", "task", task, "bucket", LeasesBucket, "revision", e.Revision(), "err", err)
 	}
-	m.leases[e.Key()] = leaseInfo{box: v.Box, rev: e.Revision()}
+	m.leases[task] = leaseInfo{box: v.Box, rev: e.Revision()}
+	return !had || old.box != v.Box
 }
 
 // wake makes the loop decide again.
@@ -309,7 +333,12 @@ func (m *Manager) wake() {
 // those with placement keys are the placed tasks; the others are not its
 // business. A task whose placement keys are wrong keeps its previous
 // placement (none if it is new): the error names each. It does not
-// block on the bus: the decisions follow.
+// block on the bus: the decisions follow. The Manager keeps the config
+// maps: do not change them afterwards (give new ones).
+//
+// Every box should be given the same placed tasks. While their configs
+// differ (a config being rolled out), a task stays with the box that
+// holds it until that box's config moves it.
 func (m *Manager) SetTasks(tasks map[string]map[string]any) error {
 	var errs []error
 	m.mu.Lock()
@@ -341,6 +370,16 @@ func (m *Manager) SetTasks(tasks map[string]map[string]any) error {
 		next[name] = p
 	}
 	m.tasks = next
+	for name := range m.alerted {
+		if next[name] == nil {
+			delete(m.alerted, name)
+		}
+	}
+	for name := range m.retry {
+		if next[name] == nil {
+			delete(m.retry, name)
+		}
+	}
 	m.mu.Unlock()
 	m.wake()
 	return errors.Join(errs...)
@@ -369,6 +408,7 @@ type configure struct {
 	name string
 	cfg  map[string]any
 	gen  uint64
+	c    *claim
 }
 
 // decide looks at every placed task and every task held here, starts a
@@ -410,7 +450,7 @@ func (m *Manager) decide() time.Time {
 			case want != me:
 				m.startJob(name, func() { m.move(name, h.c, "it should run on box "+want) })
 			case h.gen != p.gen:
-				config = append(config, configure{name, p.cfg, p.gen})
+				config = append(config, configure{name, p.cfg, p.gen, h.c})
 			}
 			continue
 		}
@@ -456,13 +496,20 @@ func (m *Manager) decide() time.Time {
 			m.log.Error("configuring a placed task failed", "task", c.name, "err", err)
 		}
 		m.mu.Lock()
-		if h, ok := m.held[c.name]; ok {
+		if h, ok := m.held[c.name]; ok && h.c == c.c {
 			h.gen = c.gen
 			m.held[c.name] = h
 		}
 		m.mu.Unlock()
 	}
 	return next
+}
+
+// Live is the boxes this box sees live (itself among them), sorted.
+func (m *Manager) Live() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.liveBoxes()
 }
 
 // liveBoxes is the live boxes, this one always among them (m.mu held).
@@ -548,7 +595,9 @@ func (m *Manager) takeOver(name string, cfg map[string]any, gen uint64, stale *l
 	m.held[name] = heldTask{c: c, gen: gen}
 	m.mu.Unlock()
 	started := time.Now()
-	if err := m.opts.Runner.Start(ctx, name, cfg, c); err != nil {
+	// The task's start may outlast the decisions (Close ends those first,
+	// then stops the tasks): it gets the renewals' context.
+	if err := m.opts.Runner.Start(m.lifeCtx, name, cfg, c); err != nil {
 		m.mu.Lock()
 		if m.held[name].c == c {
 			delete(m.held, name)
@@ -571,12 +620,17 @@ func (m *Manager) failed(name string, err error) {
 		return
 	}
 	m.mu.Lock()
-	r := m.retry[name]
+	r, again := m.retry[name]
 	r.wait = min(max(2*r.wait, m.opts.RetryMin), m.opts.RetryMax)
 	r.at = time.Now().Add(r.wait)
 	m.retry[name] = r
 	m.mu.Unlock()
 	m.log.Error("taking a placed task failed; trying again", "task", name, "err", err, "retry_in", r.wait)
+	if !again && m.opts.Out != nil {
+		// Once per run of failures; the log has each one.
+		m.opts.Out("alert", name, fmt.Sprintf("task %s could not be taken over or started on box %s: %v; trying again", name, m.opts.Box, err),
+			map[string]any{"box": m.opts.Box})
+	}
 }
 
 // lost forgets a task whose claim was lost (the Runner stops it), and

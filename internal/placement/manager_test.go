@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -78,10 +79,17 @@ type recRunner struct {
 	events chan<- event
 	mu     sync.Mutex
 	claims map[string]placement.Claim
+	fail   int // how many Starts fail
 }
 
 func (r *recRunner) Start(ctx context.Context, name string, cfg map[string]any, c placement.Claim) error {
 	r.mu.Lock()
+	if r.fail > 0 {
+		r.fail--
+		r.mu.Unlock()
+		r.events <- event{box: r.box, kind: "failed", task: name, cp: c.Checkpoint(), at: time.Now()}
+		return errors.New("the task would not start")
+	}
 	r.claims[name] = c
 	r.mu.Unlock()
 	r.events <- event{box: r.box, kind: "start", task: name, cp: c.Checkpoint(), at: time.Now()}
@@ -160,7 +168,7 @@ type box struct {
 	cancel context.CancelFunc
 }
 
-func startBox(t *testing.T, url, name string, replicas int, events chan event) *box {
+func startBox(t *testing.T, url, name string, replicas int, events chan event, tune ...func(*placement.Options)) *box {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
 	if err != nil {
@@ -172,11 +180,15 @@ func startBox(t *testing.T, url, name string, replicas int, events chan event) *
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &box{name: name, nc: nc, cancel: cancel, run: &recRunner{box: name, events: events, claims: map[string]placement.Claim{}}}
-	b.m, err = placement.New(ctx, placement.Options{JS: js, Box: name, Replicas: replicas, Runner: b.run,
+	opts := placement.Options{JS: js, Box: name, Replicas: replicas, Runner: b.run,
 		Logger: testLogger(t).With("test_box", name),
 		Out: func(channel, task, text string, details map[string]any) {
 			events <- event{box: name, kind: channel, task: task, text: text, at: time.Now()}
-		}})
+		}}
+	for _, f := range tune {
+		f(&opts)
+	}
+	b.m, err = placement.New(ctx, opts)
 	if err != nil {
 		cancel()
 		nc.Close()
@@ -206,6 +218,26 @@ func (b *box) crash() {
 // pause is a box that stops (SIGSTOP, a long pause): it renews nothing
 // more, but keeps its connection and its claims, as when it wakes.
 func (b *box) pause() { b.cancel() }
+
+// seeEachOther waits until every box sees all of them live, so that
+// their first decisions agree.
+func seeEachOther(t *testing.T, boxes ...*box) {
+	t.Helper()
+	var want []string
+	for _, b := range boxes {
+		want = append(want, b.name)
+	}
+	slices.Sort(want)
+	deadline := time.Now().Add(wait)
+	for _, b := range boxes {
+		for !slices.Equal(b.m.Live(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("box %s sees %v live, want %v", b.name, b.m.Live(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
 
 // next is the next event that match accepts; the others are dropped.
 func next(t *testing.T, events <-chan event, what string, match func(event) bool) event {
@@ -241,6 +273,7 @@ func TestAnyTaskFailover(t *testing.T) {
 	for _, n := range []string{"b1", "b2", "b3"} {
 		boxes[n] = startBox(t, url, n, 1, events)
 	}
+	seeEachOther(t, boxes["b1"], boxes["b2"], boxes["b3"])
 	for _, b := range boxes {
 		if err := b.m.SetTasks(anyTask); err != nil {
 			t.Fatal(err)
@@ -291,6 +324,7 @@ func TestPreferredFenceAndReturn(t *testing.T) {
 	tasks := map[string]map[string]any{"Counter": {"hosts": []any{"b1", "b2"}}}
 	b1 := startBox(t, url, "b1", 1, events)
 	b2 := startBox(t, url, "b2", 1, events)
+	seeEachOther(t, b1, b2)
 	for _, b := range []*box{b2, b1} {
 		if err := b.m.SetTasks(tasks); err != nil {
 			t.Fatal(err)
@@ -346,6 +380,7 @@ func TestMoveByConfig(t *testing.T) {
 	events := make(chan event, 100)
 	b1 := startBox(t, url, "b1", 1, events)
 	b2 := startBox(t, url, "b2", 1, events)
+	seeEachOther(t, b1, b2)
 	set := func(host string) {
 		for _, b := range []*box{b1, b2} {
 			if err := b.m.SetTasks(map[string]map[string]any{"Counter": {"host": host, "x": 1}}); err != nil {
@@ -379,6 +414,7 @@ func TestPinnedToDeadBox(t *testing.T) {
 	events := make(chan event, 100)
 	b1 := startBox(t, url, "b1", 1, events)
 	b2 := startBox(t, url, "b2", 1, events)
+	seeEachOther(t, b1, b2)
 	tasks := map[string]map[string]any{"Counter": {"host": "b3"}, "Other": {"host": "b1"}}
 	for _, b := range []*box{b1, b2} {
 		if err := b.m.SetTasks(tasks); err != nil {
@@ -469,6 +505,7 @@ func TestClusterFailover(t *testing.T) {
 	events := make(chan event, 100)
 	b1 := startBox(t, c.Nodes[0].URL(), "b1", 3, events)
 	b2 := startBox(t, c.Nodes[1].URL(), "b2", 3, events)
+	seeEachOther(t, b1, b2)
 	for _, b := range []*box{b1, b2} {
 		if err := b.m.SetTasks(anyTask); err != nil {
 			t.Fatal(err)
@@ -488,5 +525,170 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("take-over on the cluster %s after the crash (information only)", e.at.Sub(crashed).Round(time.Millisecond))
 	if e.box != other.name || e.cp.Epoch != 2 || e.cp.State["n"] != 1.0 {
 		t.Errorf("take-over by %s with %+v, want %s with epoch 2, n 1", e.box, e.cp, other.name)
+	}
+}
+
+// TestLeaseLostOnRenewal: a lease that is gone when the box renews it
+// (it ran out while the box was paused, or another box holds it) loses
+// the task: Lost is closed, and the box takes the task again, one
+// epoch further, since it is still the one it should run on.
+func TestLeaseLostOnRenewal(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	b1 := startBox(t, url, "b1", 1, events)
+	if err := b1.m.SetTasks(map[string]map[string]any{"Counter": {"host": "b1"}}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, "start", is("start", "Counter"))
+	old := b1.run.claim("Counter")
+	if err := b1.run.handle(t.Context(), old); err != nil {
+		t.Fatal(err)
+	}
+	leases := rawKV(t, url, placement.LeasesBucket)
+	if err := leases.Delete(t.Context(), "Counter"); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, "lost", is("lost", "Counter"))
+	e := next(t, events, "start again", is("start", "Counter"))
+	if e.box != "b1" || e.cp.Epoch != 2 || e.cp.State["n"] != 1.0 {
+		t.Errorf("started again on %s with %+v, want b1 with epoch 2 and n 1", e.box, e.cp)
+	}
+	if err := old.Save(t.Context(), map[string]any{"n": 9}, placement.Position{Seq: 9}); !errors.Is(err, placement.ErrFenced) {
+		t.Errorf("Save through the lost claim: %v, want ErrFenced", err)
+	}
+}
+
+// TestRestartTakesOwnLease: a box that restarts (after kill -9) before
+// its old lease runs out takes its task at once: the lease is its own
+// from before. The lease TTL here is longer than the test waits.
+func TestRestartTakesOwnLease(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	long := func(o *placement.Options) { o.LeaseTTL = 10 * time.Minute }
+	tasks := map[string]map[string]any{"Counter": {"host": "b1"}}
+	b1 := startBox(t, url, "b1", 1, events, long)
+	if err := b1.m.SetTasks(tasks); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, "start", is("start", "Counter"))
+	if err := b1.run.handle(t.Context(), b1.run.claim("Counter")); err != nil {
+		t.Fatal(err)
+	}
+	b1.crash()
+	b1 = startBox(t, url, "b1", 1, events, long)
+	if err := b1.m.SetTasks(tasks); err != nil {
+		t.Fatal(err)
+	}
+	e := next(t, events, "start after the restart", is("start", "Counter"))
+	if e.cp.Epoch != 2 || e.cp.State["n"] != 1.0 {
+		t.Errorf("restarted with %+v, want epoch 2 and n 1", e.cp)
+	}
+}
+
+// TestTwinBox: a second daemon with the same box name is an alert.
+func TestTwinBox(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	startBox(t, url, "b1", 1, events)
+	startBox(t, url, "b1", 1, events)
+	e := next(t, events, "alert", func(e event) bool { return e.kind == "alert" })
+	if !strings.HasPrefix(e.text, "another daemon runs as box b1") {
+		t.Errorf("alert %q", e.text)
+	}
+}
+
+// rawKV is a bucket seen through a connection of the test's own.
+func rawKV(t *testing.T, url, bucket string) jetstream.KeyValue {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// TestStartFailsRetried: a Start that fails releases the lease and is
+// tried again after a back-off, with one alert for the run of failures.
+func TestStartFailsRetried(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	b1 := startBox(t, url, "b1", 1, events)
+	b1.run.fail = 2
+	if err := b1.m.SetTasks(map[string]map[string]any{"Counter": {"host": "b1"}}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for {
+		e := next(t, events, "start", func(event) bool { return true })
+		seen[e.kind]++
+		if e.kind == "start" {
+			if e.cp.Epoch != 3 {
+				t.Errorf("started with epoch %d, want 3 (two take-overs before)", e.cp.Epoch)
+			}
+			break
+		}
+	}
+	if seen["failed"] != 2 || seen["alert"] != 1 {
+		t.Errorf("events %v, want 2 failed starts and 1 alert", seen)
+	}
+}
+
+// TestCloseHandsOn: a box that shuts down stops its tasks, releases
+// their leases and deletes its key, so another box takes them at once,
+// not after the TTLs (10 minutes here).
+func TestCloseHandsOn(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	long := func(o *placement.Options) { o.LeaseTTL, o.BoxTTL = 10*time.Minute, 10*time.Minute }
+	b1 := startBox(t, url, "b1", 1, events, long)
+	b2 := startBox(t, url, "b2", 1, events, long)
+	seeEachOther(t, b1, b2)
+	tasks := map[string]map[string]any{"Counter": {"hosts": []any{"b1", "b2"}}}
+	for _, b := range []*box{b1, b2} {
+		if err := b.m.SetTasks(tasks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e := next(t, events, "start", is("start", "Counter")); e.box != "b1" {
+		t.Fatalf("started on %s, want b1", e.box)
+	}
+	closed := time.Now()
+	if err := b1.m.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	b1.cancel()
+	next(t, events, "stop on b1", is("stop", "Counter"))
+	e := next(t, events, "start on b2", is("start", "Counter"))
+	t.Logf("hand-on at shutdown took %s (information only)", e.at.Sub(closed).Round(time.Millisecond))
+	if e.box != "b2" || e.cp.Epoch != 2 || e.cp.State["n"] != 1.0 {
+		t.Errorf("taken by %s with %+v, want b2 with epoch 2 and n 1 (the stop's last save)", e.box, e.cp)
+	}
+}
+
+// TestConfigureInPlace: a config change that keeps the task on its box
+// goes to the Runner's Configure, without a stop or a take-over.
+func TestConfigureInPlace(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	b1 := startBox(t, url, "b1", 1, events)
+	if err := b1.m.SetTasks(map[string]map[string]any{"Counter": {"hosts": []any{"b1"}, "x": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, "start", is("start", "Counter"))
+	if err := b1.m.SetTasks(map[string]map[string]any{"Counter": {"hosts": []any{"b1", "b2"}, "x": 2}}); err != nil {
+		t.Fatal(err)
+	}
+	e := next(t, events, "configure", func(e event) bool { return e.task == "Counter" })
+	if e.kind != "configure" {
+		t.Errorf("%s after a config change that keeps the task here, want configure", e.kind)
 	}
 }

@@ -3,6 +3,7 @@ package placement
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/multimodule/multimodule/transit"
 )
@@ -24,7 +25,7 @@ const (
 // Spec is where a placed task runs, as its config says.
 type Spec struct {
 	Kind  Kind
-	Hosts []string // Pinned: the one box; Preferred: the boxes in order; Any: nil
+	Hosts []string // Pinned: the one box; Preferred: the boxes in order; Any: nil (box names, as boxName gives them)
 }
 
 // ParseSpec reads the placement keys of task name's config cfg: exactly
@@ -57,7 +58,7 @@ func ParseSpec(name string, cfg map[string]any) (s Spec, placed bool, err error)
 		if err := checkBox(box); err != nil {
 			return Spec{}, false, fmt.Errorf("task %s: host: %w", name, err)
 		}
-		return Spec{Kind: Pinned, Hosts: []string{box}}, true, nil
+		return Spec{Kind: Pinned, Hosts: []string{boxName(box)}}, true, nil
 	case "hosts":
 		var list []string
 		switch v := cfg["hosts"].(type) {
@@ -81,7 +82,8 @@ func ParseSpec(name string, cfg map[string]any) (s Spec, placed bool, err error)
 			if err := checkBox(box); err != nil {
 				return Spec{}, false, fmt.Errorf("task %s: hosts[%d]: %w", name, i, err)
 			}
-			if slices.Contains(list[:i], box) {
+			list[i] = boxName(box)
+			if slices.Contains(list[:i], list[i]) {
 				return Spec{}, false, fmt.Errorf("task %s: hosts[%d]: box %s is listed twice", name, i, box)
 			}
 		}
@@ -110,6 +112,11 @@ func checkBox(box string) error {
 	}
 	return transit.ValidateHost(box)
 }
+
+// boxName is a valid box name as the cluster knows it: its host scope
+// on the bus, where a '.' becomes '_' ("box2.example.com" is box
+// box2_example_com), as the box's queues are.
+func boxName(box string) string { return strings.ReplaceAll(box, ".", "_") }
 
 // typeName names the JSON type of a config value, for errors.
 func typeName(v any) string {
@@ -186,7 +193,7 @@ func weight(task, box string) uint64 {
 	for i := 0; i < len(task); i++ {
 		h = (h ^ uint64(task[i])) * prime
 	}
-	h = (h ^ 0) * prime
+	h *= prime // a 0 byte between the names: ("ab", "c") is not ("a", "bc")
 	for i := 0; i < len(box); i++ {
 		h = (h ^ uint64(box[i])) * prime
 	}

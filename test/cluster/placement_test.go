@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +63,11 @@ func newPlacedWorld(t *testing.T, placement map[string]any) *placedWorld {
 		w.boxes[host] = w.c.StartBox(t, host, w.args[host]...)
 	}
 	t.Cleanup(func() {
+		for _, host := range []string{"box1", "box2", "box3"} {
+			if d := w.boxes[host].Daemon; d != nil && strings.Contains(d.Stderr.String(), "WARNING: DATA RACE") {
+				t.Errorf("%s's daemon found a data race (-race):\n%s", host, tail(d.Stderr.String()))
+			}
+		}
 		if t.Failed() {
 			dumpBus(t, w.js)
 			for _, host := range []string{"box1", "box2", "box3"} {
