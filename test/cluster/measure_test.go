@@ -177,7 +177,7 @@ func measureThroughput(t *testing.T) map[string]any {
 // The closed loop of measureThroughput.
 const (
 	throughputWindow  = 1000
-	throughputSenders = 4
+	throughputSenders = 16
 )
 
 // closedLoop sends n messages with throughputSenders senders, keeping at
