@@ -154,4 +154,10 @@ func TestPlacedTaskWaiting(t *testing.T) {
 		}
 		return fmt.Errorf("Counter not listed:\n%s", stdout)
 	})
+	// status reads the state directory, which does not say where a placed
+	// task runs: it says so.
+	stdout, stderr, code := env.Run("status")
+	if code != 0 || !strings.Contains(stdout, "placed: runs on the box holding its lease: see status --all-hosts") {
+		t.Errorf("status: exit %d, want Counter placed, pointing to --all-hosts; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
 }

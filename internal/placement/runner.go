@@ -150,6 +150,7 @@ func (r *TaskRunner) Start(ctx context.Context, name string, cfg map[string]any,
 		done:   make(chan struct{}),
 		recurs: map[string]*recur{},
 		saved:  cp.Position,
+		last:   cp.Position,
 		passed: r.opts.Host.Counters().Counter(name, host.MetricPassedMessages),
 		emit:   r.opts.Host.Counters().Counter(name, host.MetricEmitMessages),
 		failed: r.opts.Host.Counters().Counter(name, host.MetricTaskMessageFailure),
@@ -377,11 +378,15 @@ func (p *placed) loop() {
 	}
 }
 
-// take handles one delivery, or skips it when the checkpoint taken over
-// covers it (handled before the take-over).
+// take handles one delivery, or skips it when it was handled already:
+// before the take-over (the checkpoint taken over covers it), or by this
+// box (the bus delivering it again while the queue is taken over again
+// after a lost connection). Queue order makes that "at or before the last
+// message handled". A skipped delivery is acknowledged once a save covers
+// it (at once if one does and nothing waits before it).
 func (p *placed) take(d *transit.Delivery) {
-	if p.saved.Covers(d.Seq, d.Member()) {
-		if len(p.pending) == 0 {
+	if p.last.Covers(d.Seq, d.Member()) {
+		if len(p.pending) == 0 && p.saved.Covers(d.Seq, d.Member()) {
 			if err := d.Ack(); err != nil {
 				p.log.Warn("ack failed; the message may be delivered again (and skipped again)", "error", err)
 			}
@@ -455,10 +460,7 @@ func (p *placed) save() bool {
 		p.retryAt = time.Now().Add(saveRetry)
 		return true // reported by the host; not saved, not acknowledged
 	}
-	pos := p.last
-	if pos == (Position{}) || p.saved.Covers(pos.Seq, pos.Member) {
-		pos = p.saved
-	}
+	pos := p.last // never before p.saved
 	err := p.claim.Save(ctx, p.tc.State(), pos)
 	switch {
 	case errors.Is(err, ErrFenced):
