@@ -570,7 +570,10 @@ func (w *clWorld) checkExactlyOnce(p *producer, placed bool, faults []fault) exa
 	if len(gaps) > 0 {
 		report("%d counts of 1..%d never received (an output lost, or a message counted twice): %v", len(gaps), top, abbrev(gaps))
 	}
-	for i, ok := range p.accepted {
+	p.mu.Lock()
+	accepted := slices.Clone(p.accepted)
+	p.mu.Unlock()
+	for i, ok := range accepted {
 		if seq := int64(i + 1); !ok {
 			m, counted := countOf[seq]
 			t.Logf("seq %d, whose send failed: counted %v (as %d)", seq, counted, m.count)
