@@ -65,6 +65,22 @@ func newCLWorld(ctx context.Context, t *testing.T, counter map[string]any) *clWo
 			}
 		}
 	})
+	if len(counter) > 0 {
+		// Every box has joined the placement (its key is in MM_boxes):
+		// where the Counter goes no longer changes as boxes come up.
+		mmtest.Eventually(t, 60*time.Second, func() error {
+			kv, err := w.js.KeyValue(ctx, "MM_boxes")
+			if err != nil {
+				return err
+			}
+			for _, h := range clHosts {
+				if _, err := kv.Get(ctx, h); err != nil {
+					return fmt.Errorf("%s not live in the placement yet: %w", h, err)
+				}
+			}
+			return nil
+		})
+	}
 	w.rx = &seqReceiver{first: map[int64]int{}, changed: make(chan struct{})}
 	rctx, rcancel := context.WithCancel(ctx)
 	t.Cleanup(rcancel)
