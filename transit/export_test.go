@@ -61,6 +61,14 @@ func DropDeliveries(drop func(queue string, consumerSeq uint64) bool) (restore f
 	return func() { dropDelivery.Store(nil) }
 }
 
+// DropAcks makes consumers skip sending the acknowledgements of the bus
+// messages of the queues and stream sequences drop returns true for, as
+// if the bus never applied them. It returns a function that stops it.
+func DropAcks(drop func(queue string, streamSeq uint64) bool) (restore func()) {
+	dropAck.Store(&drop)
+	return func() { dropAck.Store(nil) }
+}
+
 // SendersWaiting reports whether a sender waits for room in l.
 func (l *Local) SendersWaiting() bool {
 	l.mu.Lock()
