@@ -99,6 +99,19 @@ func SetBeforeReceivePull(f func()) (restore func()) {
 	return func() { beforeReceivePull.Store(nil) }
 }
 
+// SetAsyncPublishTimeout sets how long an asynchronous send waits for the
+// bus' acknowledgement before it is published again, for Transits opened
+// afterwards; it returns a function that restores the default.
+func SetAsyncPublishTimeout(d time.Duration) (restore func()) {
+	old := asyncPublishTimeout
+	asyncPublishTimeout = d
+	return func() { asyncPublishTimeout = old }
+}
+
+// AsyncPublishedAgain returns how many bus messages of asynchronous sends
+// t scheduled to be published again so far.
+func AsyncPublishedAgain(t *Transit) int64 { return t.bus.(*natsBus).pub.republished.Load() }
+
 // SetPublishAttempt sets how long a sync send waits for the bus'
 // acknowledgement before it sends again; it returns a function that
 // restores the default.

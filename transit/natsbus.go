@@ -68,6 +68,11 @@ var _ backend = (*natsBus)(nil)
 // acknowledgement before it sends again (a variable for tests).
 var publishAttempt = 3 * time.Second
 
+// asyncPublishTimeout is how long an asynchronous send waits for the
+// bus' acknowledgement before it is published again (a variable for
+// tests; read when the connection is made).
+var asyncPublishTimeout = 30 * time.Second
+
 // connEpoch is one stretch of a connection to the bus, from a
 // (re)connect to the next reconnect, which cancels it.
 type connEpoch struct {
@@ -135,7 +140,7 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 	b.pub = newPublisher(b, nc.MaxPayload())
 	b.js, err = jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(asyncMaxPend),
-		jetstream.WithPublishAsyncTimeout(30*time.Second),
+		jetstream.WithPublishAsyncTimeout(asyncPublishTimeout),
 		jetstream.WithPublishAsyncAckHandler(b.pub.acked),
 		jetstream.WithPublishAsyncErrHandler(b.pub.failed))
 	if err != nil {
@@ -463,7 +468,7 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 	}
 	msg := nats.NewMsg(subj)
 	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, nats.NewInbox()[len(nats.InboxPrefix):])
+	b.pub.setMsgID(msg)
 	delay := 10 * time.Millisecond
 	for {
 		// An attempt ends when the connection is restored, too: a request

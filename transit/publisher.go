@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,8 +46,11 @@ var asyncMaxMsgs = 32768
 // is published again, before the lane's later messages, until it is
 // stored or the connection is closed: Flush waits for it instead of
 // reporting a failure that the caller could only answer by hoping for a
-// redelivery. At least once: a message stored just before the connection
-// dropped is stored twice.
+// redelivery. Every bus message carries a message ID (Nats-Msg-Id, one
+// per bus message, a batch's members share it) that its publishes again
+// repeat: a copy stored by an attempt the bus did not confirm in time is
+// dropped by the stream's duplicate window (2 minutes). Only a publish
+// again later than that stores a second copy (at least once).
 //
 // A bus message the bus refused because its queue is full is published
 // again too, while the queue has been full for less than Options.FullWait
@@ -57,9 +63,12 @@ var asyncMaxMsgs = 32768
 // an error only if that fails too. A send is never acknowledged and
 // dropped.
 type publisher struct {
-	b        *natsBus
-	maxBatch int // payload bytes of a batch
-	maxMsgs  int // asyncMaxMsgs when created
+	b           *natsBus
+	maxBatch    int           // payload bytes of a batch
+	maxMsgs     int           // asyncMaxMsgs when created
+	idPrefix    string        // message IDs: this prefix, unique to the publisher, and a count
+	ids         atomic.Uint64 // message IDs handed out
+	republished atomic.Int64  // bus messages scheduled to be published again (for tests)
 
 	mu       sync.Mutex
 	lanes    map[string]*lane // by subject
@@ -107,7 +116,28 @@ func newPublisher(b *natsBus, maxPayload int64) *publisher {
 	if maxPayload > 0 && int64(maxBatch) > maxPayload/4 {
 		maxBatch = int(maxPayload / 4)
 	}
-	return &publisher{b: b, maxBatch: maxBatch, maxMsgs: asyncMaxMsgs, lanes: map[string]*lane{}, busy: map[*lane]struct{}{}}
+	return &publisher{b: b, maxBatch: maxBatch, maxMsgs: asyncMaxMsgs, lanes: map[string]*lane{}, busy: map[*lane]struct{}{},
+		idPrefix: nats.NewInbox()[len(nats.InboxPrefix):] + "."}
+}
+
+// msgID returns a message ID no other bus message of any process has:
+// the publisher's random prefix and a count (one allocation).
+func (p *publisher) msgID() string {
+	var num [20]byte
+	n := strconv.AppendUint(num[:0], p.ids.Add(1), 36)
+	var sb strings.Builder
+	sb.Grow(len(p.idPrefix) + len(n))
+	sb.WriteString(p.idPrefix)
+	sb.Write(n)
+	return sb.String()
+}
+
+// setMsgID gives bus message m a new message ID.
+func (p *publisher) setMsgID(m *nats.Msg) {
+	if m.Header == nil {
+		m.Header = make(nats.Header, 1)
+	}
+	m.Header[jetstream.MsgIDHeader] = []string{p.msgID()}
 }
 
 // completed returns the position before which every message of the lane
@@ -229,6 +259,7 @@ func (p *publisher) again(l *lane, f *flight, err error) bool {
 	}
 	p.inflight--
 	f.attempts++
+	p.republished.Add(1)
 	i := 0
 	for i < len(l.retry) && l.retry[i].from < f.from {
 		i++
@@ -340,6 +371,7 @@ func (p *publisher) take(l *lane) *flight {
 		n++
 	}
 	f := &flight{msg: encodeBatch(l.subj, l.pend[:n], total), from: l.next - uint64(len(l.pend)), n: n, bytes: total}
+	p.setMsgID(f.msg) // kept by every publish again of f
 	rest := copy(l.pend, l.pend[n:])
 	clear(l.pend[rest:])
 	l.pend = l.pend[:rest]
