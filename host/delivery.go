@@ -37,7 +37,11 @@ type sender struct {
 func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg message.Message, s sender) error {
 	if destination != "" && destination != h.tr.HostName() {
 		defer h.sentAsync()
-		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: destination}, Canonical: s.canonical})
+		opts := transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: destination}, Canonical: s.canonical}
+		if destination == ClusterScope {
+			opts.MsgID = s.lease.clusterMsgID()
+		}
+		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, opts)
 		return err
 	}
 	if r := (*h.hosted.Load())[qname]; r != nil {
@@ -73,7 +77,7 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 	// A placed task's queue is in the cluster scope.
 	defer h.sentAsync()
 	if h.placed(qname) {
-		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: ClusterScope}, Canonical: s.canonical})
+		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: ClusterScope}, Canonical: s.canonical, MsgID: s.lease.clusterMsgID()})
 		return err
 	}
 	_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{BusOnly: true, Canonical: s.canonical})

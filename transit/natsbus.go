@@ -447,7 +447,7 @@ func classify(err error, qname string) error {
 	return fmt.Errorf("transit: send to %q: %w", qname, err)
 }
 
-func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte, wait bool) error {
+func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte, wait bool, id string) error {
 	// The stream keeps a message while a consumer is interested in it:
 	// the queue's durable consumer must exist before the first message.
 	if _, err := b.queueConsumer(ctx, scope, qname); err != nil {
@@ -455,7 +455,7 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 	}
 	subj := b.subject(scope, qname)
 	if !wait {
-		return b.pub.enqueue(ctx, scope, subj, qname, data)
+		return b.pub.enqueue(ctx, scope, subj, qname, data, id)
 	}
 	// A sync send goes out after what this process sent to the queue
 	// asynchronously before (FIFO per sender), alone and with a message
@@ -468,7 +468,11 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 	}
 	msg := nats.NewMsg(subj)
 	msg.Data = data
-	b.pub.setMsgID(msg)
+	if id != "" {
+		msg.Header = nats.Header{jetstream.MsgIDHeader: []string{id}}
+	} else {
+		b.pub.setMsgID(msg)
+	}
 	delay := 10 * time.Millisecond
 	for {
 		// An attempt ends when the connection is restored, too: a request
@@ -622,7 +626,7 @@ func (b *natsBus) publishDead(ctx context.Context, giveUp <-chan struct{}, scope
 	delay := 50 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, apiTimeout)
-		err := b.publish(actx, scope, DeadLetterQueue, data, true)
+		err := b.publish(actx, scope, DeadLetterQueue, data, true, "")
 		cancel()
 		if err == nil {
 			return nil

@@ -94,12 +94,20 @@ type lane struct {
 	scope       string    // the host scope of the queue
 	fullSince   time.Time // the bus first refused a message of the lane as full; zero: not full
 	pend        [][]byte  // accepted, not published yet, in order
+	solo        []soloMsg // those of pend with an ID of their own, in order
 	pendBytes   int
 	next        uint64    // position of the next accepted message
 	flights     []*flight // published, not acknowledged yet, in publish order
 	retry       []*flight // not confirmed by the bus, to publish again first, by position
 	pumping     bool      // a goroutine is publishing for this lane
 	starved     bool      // in publisher.starved
+}
+
+// soloMsg is a message of a lane that has a message ID of its own
+// (HostSendOptions.MsgID): it goes out alone, with that ID.
+type soloMsg struct {
+	pos uint64 // its position
+	id  string
 }
 
 // flight is one bus message in flight.
@@ -168,7 +176,7 @@ func (p *publisher) lane(scope, subj, qname string) *lane {
 // enqueue accepts data for queue qname of host scope scope (subject subj)
 // and publishes it as soon as the lane allows. It waits while the
 // publisher is full.
-func (p *publisher) enqueue(ctx context.Context, scope, subj, qname string, data []byte) error {
+func (p *publisher) enqueue(ctx context.Context, scope, subj, qname string, data []byte, id string) error {
 	p.mu.Lock()
 	for p.msgs > 0 && (p.msgs >= p.maxMsgs || p.bytes+len(data) > asyncMaxBytes) {
 		if p.room == nil {
@@ -188,6 +196,9 @@ func (p *publisher) enqueue(ctx context.Context, scope, subj, qname string, data
 	l := p.lane(scope, subj, qname)
 	l.pend = append(l.pend, data)
 	l.pendBytes += len(data)
+	if id != "" {
+		l.solo = append(l.solo, soloMsg{pos: l.next, id: id})
+	}
 	l.next++
 	p.busy[l] = struct{}{}
 	p.msgs++
@@ -365,13 +376,31 @@ func (p *publisher) take(l *lane) *flight {
 		}
 		return nil
 	}
+	from := l.next - uint64(len(l.pend))
+	limit, id := min(len(l.pend), batchMaxMembers), ""
+	if len(l.solo) > 0 {
+		// A message with an ID of its own goes out alone: the messages
+		// before it go without it.
+		if s := l.solo[0]; s.pos == from {
+			limit, id = 1, s.id
+			l.solo[0] = soloMsg{}
+			l.solo = l.solo[1:]
+		} else {
+			limit = min(limit, int(s.pos-from))
+		}
+	}
 	n, total := 0, 0
-	for n < len(l.pend) && n < batchMaxMembers && (n == 0 || total+len(l.pend[n]) <= p.maxBatch) {
+	for n < limit && (n == 0 || total+len(l.pend[n]) <= p.maxBatch) {
 		total += len(l.pend[n])
 		n++
 	}
-	f := &flight{msg: encodeBatch(l.subj, l.pend[:n], total), from: l.next - uint64(len(l.pend)), n: n, bytes: total}
-	p.setMsgID(f.msg) // kept by every publish again of f
+	f := &flight{msg: encodeBatch(l.subj, l.pend[:n], total), from: from, n: n, bytes: total}
+	// The message ID is kept by every publish again of f.
+	if id != "" {
+		f.msg.Header = nats.Header{jetstream.MsgIDHeader: []string{id}}
+	} else {
+		p.setMsgID(f.msg)
+	}
 	rest := copy(l.pend, l.pend[n:])
 	clear(l.pend[rest:])
 	l.pend = l.pend[:rest]
@@ -560,7 +589,7 @@ func (p *publisher) deadLetterOne(ctx context.Context, l *lane, data []byte, rea
 	}
 	delay := 10 * time.Millisecond
 	for {
-		err := p.b.publish(ctx, p.b.opts.Host, DeadLetterQueue, out, true)
+		err := p.b.publish(ctx, p.b.opts.Host, DeadLetterQueue, out, true, "")
 		if err == nil {
 			return nil
 		}
