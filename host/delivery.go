@@ -39,7 +39,7 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 		defer h.sentAsync()
 		opts := transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: destination}, Canonical: s.canonical}
 		if destination == ClusterScope {
-			opts.MsgID = s.lease.clusterMsgID()
+			opts.MsgID = s.lease.clusterMsgID(s.from)
 		}
 		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, opts)
 		return err
@@ -77,7 +77,7 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 	// A placed task's queue is in the cluster scope.
 	defer h.sentAsync()
 	if h.placed(qname) {
-		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: ClusterScope}, Canonical: s.canonical, MsgID: s.lease.clusterMsgID()})
+		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: ClusterScope}, Canonical: s.canonical, MsgID: s.lease.clusterMsgID(s.from)})
 		return err
 	}
 	_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{BusOnly: true, Canonical: s.canonical})

@@ -52,24 +52,31 @@ func newBusLease(r *runner, d *transit.Delivery) *lease {
 
 // clusterMsgID returns the message ID of the next send into the cluster
 // scope that the handling l follows makes: the delivery's scope, queue,
-// stream sequence and place in its bus message, and the send's index
-// among these sends. "" (the bus chooses one per send): no origin, or
-// no lease.
-func (l *lease) clusterMsgID() string {
-	if l == nil || l.d == nil {
+// stream sequence, place in its bus message and time stored (a stream
+// deleted and created again numbers from 1 again), and the send's index
+// among these sends. Only the task that took the delivery from its bus
+// queue sends with such IDs, in its handler's order: the tasks of this
+// process that the handling reaches (through mailboxes or inline) may
+// interleave their sends differently when the delivery is handled again,
+// and a handling cut short the first time and then done again in another
+// order would have a message dropped as another's copy. "" (the bus
+// chooses one per send): no origin, no lease, or from is not the task
+// that took the delivery.
+func (l *lease) clusterMsgID(from *runner) string {
+	if l == nil || l.d == nil || from != l.by {
 		return ""
 	}
 	i := l.sends.Add(1) - 1
 	scope := l.by.h.tr.HostName()
 	var sb strings.Builder
-	sb.Grow(len(scope) + len(l.by.name) + 36)
+	sb.Grow(len(scope) + len(l.by.name) + 40)
 	sb.WriteString(scope)
 	sb.WriteByte(':')
 	sb.WriteString(l.by.name)
 	var num [20]byte
-	for _, v := range [...]uint64{l.d.Seq, uint64(l.d.Member()), uint64(i)} {
+	for _, v := range [...]uint64{l.d.Seq, uint64(l.d.Member()), uint64(l.d.Stored()), uint64(i)} {
 		sb.WriteByte(':')
-		sb.Write(strconv.AppendUint(num[:0], v, 10))
+		sb.Write(strconv.AppendUint(num[:0], v, 36))
 	}
 	return sb.String()
 }
