@@ -37,7 +37,11 @@ type sender struct {
 func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg message.Message, s sender) error {
 	if destination != "" && destination != h.tr.HostName() {
 		defer h.sentAsync()
-		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: destination}, Canonical: s.canonical})
+		opts := transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: destination}, Canonical: s.canonical}
+		if destination == ClusterScope {
+			opts.MsgID = s.lease.clusterMsgID(s.from)
+		}
+		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, opts)
 		return err
 	}
 	if r := h.hostedTask(qname, s.from); r != nil {
@@ -70,7 +74,12 @@ func (h *Host) deliverFrom(ctx context.Context, qname, destination string, msg m
 	}
 	// Not hosted here, or being loaded: through the bus even if the task's
 	// mailbox exists already, so this cannot overtake its bus backlog.
+	// A placed task's queue is in the cluster scope.
 	defer h.sentAsync()
+	if h.placed(qname) {
+		_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{SendOptions: transit.SendOptions{Destination: ClusterScope}, Canonical: s.canonical, MsgID: s.lease.clusterMsgID(s.from)})
+		return err
+	}
 	_, err := h.tr.InProcess().Send(ctx, qname, msg, nil, transit.HostSendOptions{BusOnly: true, Canonical: s.canonical})
 	return err
 }
@@ -98,6 +107,14 @@ type destCache struct {
 	hosted *map[string]*runner
 	qname  string
 	r      *runner
+}
+
+// placed reports whether task qname's config places it (IsPlaced). Asked
+// on the way to the bus only, never for a task hosted here.
+func (h *Host) placed(qname string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return IsPlaced(h.configs[qname])
 }
 
 // sendToHosted sends msg to r, a task hosted here, once r lets senders
@@ -285,3 +302,39 @@ func waitsFor(r, from *runner) bool {
 func (h *Host) Send(ctx context.Context, qname string, msg message.Message) error {
 	return h.deliver(ctx, qname, "", msg)
 }
+
+// SendTo delivers msg to queue qname on host destination ("": as Send)
+// from the framework, exactly as a task's SendTo would: the runner of
+// placed tasks sends through it. With a Lease, what msg causes in this
+// process (the tasks here it reaches, inline or through their
+// mailboxes, and what they send on) holds the lease until it is handled;
+// call Flush once the lease is free, before acknowledging the bus
+// messages whose handling sent it.
+func (h *Host) SendTo(ctx context.Context, qname, destination string, msg message.Message, l *Lease) error {
+	s := sender{}
+	if l != nil {
+		s.lease = &l.l
+	}
+	return h.deliverFrom(ctx, qname, destination, msg, s)
+}
+
+// A Lease follows what the handling of bus messages outside a Host (a
+// placed task's) causes in this process: held once by its creator, and
+// once more by every message sent with it (SendTo) that stays in this
+// process, until that message is handled. Free reports when all of it is
+// done, after its creator called Done.
+type Lease struct{ l lease }
+
+// NewLease returns a Lease held by its creator.
+func NewLease() *Lease {
+	l := &Lease{}
+	l.l.n.Store(1)
+	return l
+}
+
+// Done lets go of the creator's hold. Call it once.
+func (l *Lease) Done() { l.l.done() }
+
+// Free reports whether the creator let go and every message sent with
+// the lease that stayed in this process is handled.
+func (l *Lease) Free() bool { return l.l.free() }

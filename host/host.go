@@ -259,6 +259,30 @@ func DefaultPlacement(name string, def task.Definition, config map[string]any) P
 	return HostAndConsume
 }
 
+// ClusterScope is the host scope on the bus that holds the queues of
+// placed tasks (IsPlaced): a placed task's queue is addressed by its name
+// alone, whichever box runs it. No box may be called this.
+const ClusterScope = "_cluster"
+
+// IsPlaced reports whether a task config places the task in a cluster of
+// boxes (it has host, hosts or placement): such a task is run by the box
+// holding its lease (package internal/placement), never by a Host, and
+// every send to it that names no destination goes to its queue in
+// ClusterScope.
+func IsPlaced(config map[string]any) bool {
+	if config == nil {
+		return false
+	}
+	if _, ok := config["host"]; ok {
+		return true
+	}
+	if _, ok := config["hosts"]; ok {
+		return true
+	}
+	_, ok := config["placement"]
+	return ok
+}
+
 // IsExternal reports whether a task config asks to run the task as its
 // own process (is_external, Perl truth).
 func IsExternal(config map[string]any) bool {
@@ -283,6 +307,12 @@ func MaxCrashRedeliveries(config map[string]any) int {
 
 // Counters returns the admin metrics of this host.
 func (h *Host) Counters() *Counters { return h.counters }
+
+// Flush waits until every bus send this host's tasks (and SendTo) made
+// before the call is stored by the bus, reporting failures on the error
+// channel: whoever acknowledges a bus message whose handling sent
+// messages calls it first.
+func (h *Host) Flush(ctx context.Context) error { return h.flushAsync(ctx) }
 
 // Transit returns the host's transport.
 func (h *Host) Transit() *transit.Transit { return h.tr }

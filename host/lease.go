@@ -1,10 +1,13 @@
 package host
 
 import (
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/multimodule/multimodule/message"
+	"github.com/multimodule/multimodule/transit"
 )
 
 // A lease ties a message taken from the bus to everything its handling
@@ -21,12 +24,61 @@ import (
 // with values that are not canonical, such as a Go int, is normalised into
 // a new map), and a table keyed by the map's address would never find the
 // lease again.
-type lease struct{ n atomic.Int64 }
+//
+// A lease also names the bus delivery it follows (its origin), so that
+// what the handling sends into the cluster scope gets message IDs derived
+// from it (clusterMsgID): a handling done again after the delivery came
+// again (a queue taken over from its ack floor) sends the same IDs, and
+// the bus stores those messages once.
+type lease struct {
+	n     atomic.Int64
+	sends atomic.Uint32     // sends into the cluster scope so far (clusterMsgID)
+	by    *runner           // origin: the task whose bus queue delivered it (nil: none)
+	d     *transit.Delivery // origin: the delivery
+}
 
 func newLease() *lease {
 	l := &lease{}
 	l.n.Store(1) // the handling of the bus message itself
 	return l
+}
+
+// newBusLease returns the lease of delivery d of r's bus queue.
+func newBusLease(r *runner, d *transit.Delivery) *lease {
+	l := newLease()
+	l.by, l.d = r, d
+	return l
+}
+
+// clusterMsgID returns the message ID of the next send into the cluster
+// scope that the handling l follows makes: the delivery's scope, queue,
+// stream sequence, place in its bus message and time stored (a stream
+// deleted and created again numbers from 1 again), and the send's index
+// among these sends. Only the task that took the delivery from its bus
+// queue sends with such IDs, in its handler's order: the tasks of this
+// process that the handling reaches (through mailboxes or inline) may
+// interleave their sends differently when the delivery is handled again,
+// and a handling cut short the first time and then done again in another
+// order would have a message dropped as another's copy. "" (the bus
+// chooses one per send): no origin, no lease, or from is not the task
+// that took the delivery.
+func (l *lease) clusterMsgID(from *runner) string {
+	if l == nil || l.d == nil || from != l.by {
+		return ""
+	}
+	i := l.sends.Add(1) - 1
+	scope := l.by.h.tr.HostName()
+	var sb strings.Builder
+	sb.Grow(len(scope) + len(l.by.name) + 40)
+	sb.WriteString(scope)
+	sb.WriteByte(':')
+	sb.WriteString(l.by.name)
+	var num [20]byte
+	for _, v := range [...]uint64{l.d.Seq, uint64(l.d.Member()), uint64(l.d.Stored()), uint64(i)} {
+		sb.WriteByte(':')
+		sb.Write(strconv.AppendUint(num[:0], v, 36))
+	}
+	return sb.String()
 }
 
 func (l *lease) done()      { l.n.Add(-1) }

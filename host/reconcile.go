@@ -21,6 +21,13 @@ var ErrUnknownTask = errors.New("host: unknown task")
 // describe run).
 func (h *Host) placement(name string, def task.Definition, ok bool) (task.Definition, Placement, map[string]any, bool) {
 	cfg := h.configs[name]
+	if IsPlaced(cfg) {
+		// Run by the box holding its lease, outside any Host.
+		if !ok {
+			def = task.Definition{Name: name}
+		}
+		return def, NotHere, cfg, ok
+	}
 	if !ok {
 		// Unknown: the process that would host and consume it (asked
 		// as for a stateless task of that name) reports it; elsewhere

@@ -333,7 +333,7 @@ func (r *runner) takeBus(d *transit.Delivery, ok bool) {
 		}
 		r.caught.wake()
 	}
-	l := newLease()
+	l := newBusLease(r, d)
 	if r.inflight != nil {
 		if v := r.inflight.Begin(d); v.Skip || v.DeadLetter != "" {
 			if v.Skip || r.deadLetter(d, v.DeadLetter, v.Details) {

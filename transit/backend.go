@@ -14,8 +14,9 @@ import (
 type backend interface {
 	// publish stores data in queue qname of scope. With wait, it returns
 	// once the message is durably stored (or the send failed); without,
-	// it may return before, and flush reports the outcome.
-	publish(ctx context.Context, scope, qname string, data []byte, wait bool) error
+	// it may return before, and flush reports the outcome. A non-empty id
+	// is the message's own ID on the bus (see HostSendOptions.MsgID).
+	publish(ctx context.Context, scope, qname string, data []byte, wait bool, id string) error
 	// flush waits until every publish so far is stored; it returns the
 	// errors of those that failed since the last flush.
 	flush(ctx context.Context) error

@@ -145,11 +145,13 @@ func parseDone(s string) (seq uint64, n int) {
 func (b *natsBus) deliveries(ctx context.Context, cons jetstream.Consumer, m jetstream.Msg, tk *takeover) (ds []*Delivery, skipped int) {
 	var (
 		seq        uint64
+		stored     int64
 		deliveries = 1
 		dead       string
 	)
 	if md, err := m.Metadata(); err == nil {
 		seq = md.Sequence.Stream
+		stored = md.Timestamp.UnixNano()
 		deliveries = int(md.NumDelivered)
 	}
 	doneHere := tk.doneN > 0 && tk.doneSeq == seq
@@ -249,14 +251,14 @@ func (b *natsBus) deliveries(ctx context.Context, cons jetstream.Consumer, m jet
 				break
 			}
 			if i >= skipped { // the others were handled by an earlier owner
-				ds = append(ds, &Delivery{ref: m, Seq: seq, Deliveries: deliveries, member: i, members: len(members), dead: dead, Msg: msg})
+				ds = append(ds, &Delivery{ref: m, Seq: seq, Deliveries: deliveries, member: i, members: len(members), dead: dead, Msg: msg, stored: stored})
 			}
 		}
 	}
 	if bad != "" {
 		// One dead letter holding the bus message's exact bytes; a
 		// record of how far an earlier owner got in it is meaningless.
-		d := &Delivery{ref: m, Seq: seq, Deliveries: deliveries, members: 1, dead: bad, raw: data, Msg: rawMessage(data)}
+		d := &Delivery{ref: m, Seq: seq, Deliveries: deliveries, members: 1, dead: bad, raw: data, Msg: rawMessage(data), stored: stored}
 		return []*Delivery{d}, 0
 	}
 	return ds, skipped

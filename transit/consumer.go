@@ -45,6 +45,7 @@ type Delivery struct {
 	raw        []byte // for a dead letter of bytes that are not a message: those bytes
 	member     int    // its place in its bus message (0-based)
 	members    int    // the number of queue messages in its bus message (1: not a batch)
+	stored     int64  // when the bus stored its bus message (Unix ns; 0: unknown)
 }
 
 // Ack acknowledges the delivery (and, the bus being in order, every
@@ -56,6 +57,12 @@ func (d *Delivery) Ack() error { return d.ack(d) }
 // Member is the delivery's place in its bus message (0 for the first or
 // only one): with Seq it names the queue message.
 func (d *Delivery) Member() int { return d.member }
+
+// Stored is when the bus stored the delivery's bus message, in Unix
+// nanoseconds (0: not known). The same in every delivery of the message;
+// with Seq it tells the message from one a stream created again gives
+// the same sequence.
+func (d *Delivery) Stored() int64 { return d.stored }
 
 // DeadLetter moves the message to DeadLetterQueue with reason (and
 // details, merged into .ipc_transit_meta.dead_letter) instead of handing

@@ -62,6 +62,14 @@ func DropDeliveries(drop func(queue string, consumerSeq uint64) bool) (restore f
 	return func() { dropDelivery.Store(nil) }
 }
 
+// DropAcks makes consumers skip sending the acknowledgements of the bus
+// messages of the queues and stream sequences drop returns true for, as
+// if the bus never applied them. It returns a function that stops it.
+func DropAcks(drop func(queue string, streamSeq uint64) bool) (restore func()) {
+	dropAck.Store(&drop)
+	return func() { dropAck.Store(nil) }
+}
+
 // SendersWaiting reports whether a sender waits for room in l.
 func (l *Local) SendersWaiting() bool {
 	l.mu.Lock()
@@ -91,6 +99,19 @@ func SetBeforeReceivePull(f func()) (restore func()) {
 	beforeReceivePull.Store(&f)
 	return func() { beforeReceivePull.Store(nil) }
 }
+
+// SetAsyncPublishTimeout sets how long an asynchronous send waits for the
+// bus' acknowledgement before it is published again, for Transits opened
+// afterwards; it returns a function that restores the default.
+func SetAsyncPublishTimeout(d time.Duration) (restore func()) {
+	old := asyncPublishTimeout
+	asyncPublishTimeout = d
+	return func() { asyncPublishTimeout = old }
+}
+
+// AsyncPublishedAgain returns how many bus messages of asynchronous sends
+// t scheduled to be published again so far.
+func AsyncPublishedAgain(t *Transit) int64 { return t.bus.(*natsBus).pub.republished.Load() }
 
 // SetPublishAttempt sets how long a sync send waits for the bus'
 // acknowledgement before it sends again; it returns a function that

@@ -133,3 +133,66 @@ func TestReceiveRecoversALostDelivery(t *testing.T) {
 		t.Fatal("TryReceive after all: got a message, want ErrEmpty")
 	}
 }
+
+// A take-over after a gap waits for the bus to confirm the
+// acknowledgements sent so far, but not for ever: when the bus never
+// applies them (a cluster can lose their replication while its leader
+// counts them as done, and then answers every one sent again without
+// applying it), the owner takes the queue over from the bus' ack floor
+// within a bounded time, and what the lost acknowledgements covered comes
+// again (at least once) instead of nothing flowing.
+func TestConsumerTakesOverWhenAcksAreNeverConfirmed(t *testing.T) {
+	tr := open(t, busDir(t), transit.Options{})
+	ctx := ctxT(t, 90*time.Second)
+	const q, n, lostAcks = "noack.q", 200, 50
+	for i := range n {
+		if err := tr.Send(ctx, q, message.Message{"i": i}, transit.SendOptions{}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	// The acknowledgements of the first 50 messages never reach the bus,
+	// sent again or not, and delivery 51 never reaches the consumer.
+	t.Cleanup(transit.DropAcks(func(queue string, seq uint64) bool { return queue == q && seq <= lostAcks }))
+	dropped := dropOnce(t, q, lostAcks+1)
+	c, err := tr.Consume(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	start := time.Now()
+	seen := map[int64]int{}
+	for next := int64(0); next < n; {
+		select {
+		case d := <-c.C():
+			i, _ := message.Int(d.Msg["i"])
+			seen[i]++
+			switch {
+			case i == next:
+				next++
+			case i < next && i < lostAcks:
+				// Delivered again after the take-over: the bus never had
+				// its acknowledgement.
+			default:
+				t.Fatalf("got i=%d, want %d", i, next)
+			}
+			if err := d.Ack(); err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(40 * time.Second):
+			t.Fatalf("message %d never came within 40 s (the owner waits for acknowledgements the bus never confirms; %d deliveries lost on the way)", next, dropped())
+		}
+	}
+	if dropped() != 1 {
+		t.Fatalf("%d deliveries lost on the way, want 1: the test did not test", dropped())
+	}
+	if seen[0] < 2 {
+		t.Fatalf("message 0 came %d times, want again after the take-over from the ack floor: the test did not test", seen[0])
+	}
+	t.Logf("all %d messages in %v, the first %d again", n, time.Since(start).Round(time.Millisecond), lostAcks)
+	waitFor(t, 20*time.Second, func() error {
+		if st, err := tr.Stat(ctx, q); err != nil || st.Msgs != 0 {
+			return fmt.Errorf("after handling all: got %+v, %v; want 0 waiting", st, err)
+		}
+		return nil
+	})
+}

@@ -52,6 +52,14 @@ type HostSendOptions struct {
 	// to the bus, as a send by name to a queue no longer hosted here. It
 	// is ignored for sends to another host or with BusOnly.
 	Local *Local
+	// MsgID, when set, is the message's ID on the bus (Nats-Msg-Id)
+	// instead of one of its own: the bus stores a message with an ID it
+	// stored within its duplicate window (2 minutes) only once. A host
+	// derives it from the bus delivery whose handling sends the message,
+	// so that a handling done again sends the same IDs. A message with
+	// an ID goes out alone, never in a batch with others. Ignored for a
+	// queue hosted in this process.
+	MsgID string
 }
 
 // Host starts hosting queue qname in this process with room for capacity

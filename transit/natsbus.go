@@ -68,6 +68,11 @@ var _ backend = (*natsBus)(nil)
 // acknowledgement before it sends again (a variable for tests).
 var publishAttempt = 3 * time.Second
 
+// asyncPublishTimeout is how long an asynchronous send waits for the
+// bus' acknowledgement before it is published again (a variable for
+// tests; read when the connection is made).
+var asyncPublishTimeout = 30 * time.Second
+
 // connEpoch is one stretch of a connection to the bus, from a
 // (re)connect to the next reconnect, which cancels it.
 type connEpoch struct {
@@ -138,7 +143,7 @@ func openNATS(ctx context.Context, opts *Options, log *slog.Logger) (*natsBus, e
 	b.pub = newPublisher(b, nc.MaxPayload())
 	b.js, err = jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(asyncMaxPend),
-		jetstream.WithPublishAsyncTimeout(30*time.Second),
+		jetstream.WithPublishAsyncTimeout(asyncPublishTimeout),
 		jetstream.WithPublishAsyncAckHandler(b.pub.acked),
 		jetstream.WithPublishAsyncErrHandler(b.pub.failed))
 	if err != nil {
@@ -445,7 +450,7 @@ func classify(err error, qname string) error {
 	return fmt.Errorf("transit: send to %q: %w", qname, err)
 }
 
-func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte, wait bool) error {
+func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte, wait bool, id string) error {
 	// The stream keeps a message while a consumer is interested in it:
 	// the queue's durable consumer must exist before the first message.
 	if _, err := b.queueConsumer(ctx, scope, qname); err != nil {
@@ -453,7 +458,7 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 	}
 	subj := b.subject(scope, qname)
 	if !wait {
-		return b.pub.enqueue(ctx, scope, subj, qname, data)
+		return b.pub.enqueue(ctx, scope, subj, qname, data, id)
 	}
 	// A sync send goes out after what this process sent to the queue
 	// asynchronously before (FIFO per sender), alone and with a message
@@ -466,7 +471,11 @@ func (b *natsBus) publish(ctx context.Context, scope, qname string, data []byte,
 	}
 	msg := nats.NewMsg(subj)
 	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, nats.NewInbox()[len(nats.InboxPrefix):])
+	if id != "" {
+		msg.Header = nats.Header{jetstream.MsgIDHeader: []string{id}}
+	} else {
+		b.pub.setMsgID(msg)
+	}
 	delay := 10 * time.Millisecond
 	for {
 		// An attempt ends when the connection is restored, too: a request
@@ -620,7 +629,7 @@ func (b *natsBus) publishDead(ctx context.Context, giveUp <-chan struct{}, scope
 	delay := 50 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, apiTimeout)
-		err := b.publish(actx, scope, DeadLetterQueue, data, true)
+		err := b.publish(actx, scope, DeadLetterQueue, data, true, "")
 		cancel()
 		if err == nil {
 			return nil

@@ -402,6 +402,9 @@ func (c *natsConsumer) ack(d *Delivery) error {
 
 func (c *natsConsumer) sendAck(d *Delivery, wait bool) error {
 	m := d.ref.(jetstream.Msg)
+	if ackDropped(c.qname, d.Seq) {
+		return nil
+	}
 	var err error
 	if wait {
 		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)

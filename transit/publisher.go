@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,8 +46,11 @@ var asyncMaxMsgs = 32768
 // is published again, before the lane's later messages, until it is
 // stored or the connection is closed: Flush waits for it instead of
 // reporting a failure that the caller could only answer by hoping for a
-// redelivery. At least once: a message stored just before the connection
-// dropped is stored twice.
+// redelivery. Every bus message carries a message ID (Nats-Msg-Id, one
+// per bus message, a batch's members share it) that its publishes again
+// repeat: a copy stored by an attempt the bus did not confirm in time is
+// dropped by the stream's duplicate window (2 minutes). Only a publish
+// again later than that stores a second copy (at least once).
 //
 // A bus message the bus refused because its queue is full is published
 // again too, while the queue has been full for less than Options.FullWait
@@ -57,9 +63,12 @@ var asyncMaxMsgs = 32768
 // an error only if that fails too. A send is never acknowledged and
 // dropped.
 type publisher struct {
-	b        *natsBus
-	maxBatch int // payload bytes of a batch
-	maxMsgs  int // asyncMaxMsgs when created
+	b           *natsBus
+	maxBatch    int           // payload bytes of a batch
+	maxMsgs     int           // asyncMaxMsgs when created
+	idPrefix    string        // message IDs: this prefix, unique to the publisher, and a count
+	ids         atomic.Uint64 // message IDs handed out
+	republished atomic.Int64  // bus messages scheduled to be published again (for tests)
 
 	mu       sync.Mutex
 	lanes    map[string]*lane // by subject
@@ -85,12 +94,20 @@ type lane struct {
 	scope       string    // the host scope of the queue
 	fullSince   time.Time // the bus first refused a message of the lane as full; zero: not full
 	pend        [][]byte  // accepted, not published yet, in order
+	solo        []soloMsg // those of pend with an ID of their own, in order
 	pendBytes   int
 	next        uint64    // position of the next accepted message
 	flights     []*flight // published, not acknowledged yet, in publish order
 	retry       []*flight // not confirmed by the bus, to publish again first, by position
 	pumping     bool      // a goroutine is publishing for this lane
 	starved     bool      // in publisher.starved
+}
+
+// soloMsg is a message of a lane that has a message ID of its own
+// (HostSendOptions.MsgID): it goes out alone, with that ID.
+type soloMsg struct {
+	pos uint64 // its position
+	id  string
 }
 
 // flight is one bus message in flight.
@@ -107,7 +124,28 @@ func newPublisher(b *natsBus, maxPayload int64) *publisher {
 	if maxPayload > 0 && int64(maxBatch) > maxPayload/4 {
 		maxBatch = int(maxPayload / 4)
 	}
-	return &publisher{b: b, maxBatch: maxBatch, maxMsgs: asyncMaxMsgs, lanes: map[string]*lane{}, busy: map[*lane]struct{}{}}
+	return &publisher{b: b, maxBatch: maxBatch, maxMsgs: asyncMaxMsgs, lanes: map[string]*lane{}, busy: map[*lane]struct{}{},
+		idPrefix: nats.NewInbox()[len(nats.InboxPrefix):] + "."}
+}
+
+// msgID returns a message ID no other bus message of any process has:
+// the publisher's random prefix and a count (one allocation).
+func (p *publisher) msgID() string {
+	var num [20]byte
+	n := strconv.AppendUint(num[:0], p.ids.Add(1), 36)
+	var sb strings.Builder
+	sb.Grow(len(p.idPrefix) + len(n))
+	sb.WriteString(p.idPrefix)
+	sb.Write(n)
+	return sb.String()
+}
+
+// setMsgID gives bus message m a new message ID.
+func (p *publisher) setMsgID(m *nats.Msg) {
+	if m.Header == nil {
+		m.Header = make(nats.Header, 1)
+	}
+	m.Header[jetstream.MsgIDHeader] = []string{p.msgID()}
 }
 
 // completed returns the position before which every message of the lane
@@ -138,7 +176,7 @@ func (p *publisher) lane(scope, subj, qname string) *lane {
 // enqueue accepts data for queue qname of host scope scope (subject subj)
 // and publishes it as soon as the lane allows. It waits while the
 // publisher is full.
-func (p *publisher) enqueue(ctx context.Context, scope, subj, qname string, data []byte) error {
+func (p *publisher) enqueue(ctx context.Context, scope, subj, qname string, data []byte, id string) error {
 	p.mu.Lock()
 	for p.msgs > 0 && (p.msgs >= p.maxMsgs || p.bytes+len(data) > asyncMaxBytes) {
 		if p.room == nil {
@@ -158,6 +196,9 @@ func (p *publisher) enqueue(ctx context.Context, scope, subj, qname string, data
 	l := p.lane(scope, subj, qname)
 	l.pend = append(l.pend, data)
 	l.pendBytes += len(data)
+	if id != "" {
+		l.solo = append(l.solo, soloMsg{pos: l.next, id: id})
+	}
 	l.next++
 	p.busy[l] = struct{}{}
 	p.msgs++
@@ -229,6 +270,7 @@ func (p *publisher) again(l *lane, f *flight, err error) bool {
 	}
 	p.inflight--
 	f.attempts++
+	p.republished.Add(1)
 	i := 0
 	for i < len(l.retry) && l.retry[i].from < f.from {
 		i++
@@ -334,12 +376,31 @@ func (p *publisher) take(l *lane) *flight {
 		}
 		return nil
 	}
+	from := l.next - uint64(len(l.pend))
+	limit, id := min(len(l.pend), batchMaxMembers), ""
+	if len(l.solo) > 0 {
+		// A message with an ID of its own goes out alone: the messages
+		// before it go without it.
+		if s := l.solo[0]; s.pos == from {
+			limit, id = 1, s.id
+			l.solo[0] = soloMsg{}
+			l.solo = l.solo[1:]
+		} else {
+			limit = min(limit, int(s.pos-from))
+		}
+	}
 	n, total := 0, 0
-	for n < len(l.pend) && n < batchMaxMembers && (n == 0 || total+len(l.pend[n]) <= p.maxBatch) {
+	for n < limit && (n == 0 || total+len(l.pend[n]) <= p.maxBatch) {
 		total += len(l.pend[n])
 		n++
 	}
-	f := &flight{msg: encodeBatch(l.subj, l.pend[:n], total), from: l.next - uint64(len(l.pend)), n: n, bytes: total}
+	f := &flight{msg: encodeBatch(l.subj, l.pend[:n], total), from: from, n: n, bytes: total}
+	// The message ID is kept by every publish again of f.
+	if id != "" {
+		f.msg.Header = nats.Header{jetstream.MsgIDHeader: []string{id}}
+	} else {
+		p.setMsgID(f.msg)
+	}
 	rest := copy(l.pend, l.pend[n:])
 	clear(l.pend[rest:])
 	l.pend = l.pend[:rest]
@@ -528,7 +589,7 @@ func (p *publisher) deadLetterOne(ctx context.Context, l *lane, data []byte, rea
 	}
 	delay := 10 * time.Millisecond
 	for {
-		err := p.b.publish(ctx, p.b.opts.Host, DeadLetterQueue, out, true)
+		err := p.b.publish(ctx, p.b.opts.Host, DeadLetterQueue, out, true, "")
 		if err == nil {
 			return nil
 		}

@@ -47,6 +47,21 @@ func (w *seqWatch) saw(m jetstream.Msg) (gap bool, want, got uint64) {
 // them: the bus counts them as delivered, the owner never sees them.
 var dropDelivery atomic.Pointer[func(queue string, consumerSeq uint64) bool]
 
+// dropAck, when set (by tests), makes a consumer skip sending the
+// acknowledgements of the bus messages (by stream sequence) for which it
+// returns true, as if the bus never applied them.
+var dropAck atomic.Pointer[func(queue string, streamSeq uint64) bool]
+
+func ackDropped(qname string, seq uint64) bool {
+	f := dropAck.Load()
+	return f != nil && (*f)(qname, seq)
+}
+
+// ackConfirmWait bounds how long a take-over waits for the bus to confirm
+// the acknowledgements sent so far before it resets the consumer to the
+// bus' ack floor all the same (a variable for tests).
+var ackConfirmWait = 5 * time.Second
+
 func dropped(qname string, m jetstream.Msg) bool {
 	f := dropDelivery.Load()
 	if f == nil {
@@ -59,9 +74,17 @@ func dropped(qname string, m jetstream.Msg) bool {
 // resync takes the queue over again after a gap (see seqWatch) or a
 // restored connection (the bus may have restarted): every
 // delivery handed out is acknowledged (the caller waited for that); once
-// the bus confirms the acknowledgements, the consumer is reset to its ack
-// floor, so the missing deliveries, and anything delivered after them,
-// come again in order. The pull requests alive at the bus go with the old
+// the bus confirms the acknowledgements, or after ackConfirmWait without
+// that, the consumer is reset to its ack floor, so the missing
+// deliveries, and anything delivered after them, come again in order.
+// The wait is bounded because a bus cluster can leave the confirmation
+// out for good: the consumer's leader counts an acknowledgement at once
+// and replicates it afterwards; a replication lost to a leadership change
+// leaves the replicated ack floor (the one the bus reports) behind the
+// leader's, and the leader answers every acknowledgement sent again as
+// one it has, without replicating anything. Only a later acknowledgement
+// would move the reported floor, and none comes while the owner waits.
+// The reset itself goes to the leader's floor. The pull requests alive at the bus go with the old
 // inbox subscription (the bus drops a request nobody listens to instead of
 // serving it), and what they brought before the reset is dropped with the
 // old inbox: it comes again too. Without the new inbox, a delivery made
@@ -71,13 +94,24 @@ func (c *natsConsumer) resync() error {
 	c.mu.Lock()
 	highest, hd := c.highest, c.highestD
 	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(c.stopCtx, apiTimeout)
-	defer cancel()
 	if highest > 0 {
-		if err := c.confirmAcks(ctx, highest, hd); err != nil {
-			return err
+		cctx, ccancel := context.WithTimeout(c.stopCtx, ackConfirmWait)
+		err := c.confirmAcks(cctx, highest, hd)
+		ccancel()
+		if err != nil {
+			if c.stopCtx.Err() != nil {
+				return err
+			}
+			// Not waiting any longer: the reset goes to the ack floor
+			// of the consumer's leader, which counts every
+			// acknowledgement it received, replicated or not; what it
+			// never received is delivered again (at least once).
+			c.b.log.Warn("taking the queue over again from the bus' ack floor although acknowledgements are not confirmed; what they covered may come again",
+				"queue", c.qname, "err", err)
 		}
 	}
+	ctx, cancel := context.WithTimeout(c.stopCtx, apiTimeout)
+	defer cancel()
 	in := make(chan *nats.Msg, inCap)
 	inbox := c.b.nc.NewInbox()
 	sub, err := c.b.nc.ChanSubscribe(inbox+".*", in)
@@ -123,7 +157,9 @@ func (c *natsConsumer) confirmAcks(ctx context.Context, highest uint64, d *Deliv
 					"queue", c.qname, "delivered", info.Delivered.Stream, "acknowledged", highest)
 				return nil
 			}
-			if m != nil && m.Reply() != "" {
+			if m != nil && m.Reply() != "" && ackDropped(c.qname, highest) {
+				delay = 0 // as if answered
+			} else if m != nil && m.Reply() != "" {
 				rctx, cancel := context.WithTimeout(ctx, time.Second)
 				_, err = c.b.nc.RequestWithContext(rctx, m.Reply(), []byte("+ACK"))
 				cancel()

@@ -348,12 +348,12 @@ func (t *Transit) send(ctx context.Context, qname string, msg message.Message, t
 		return false, fmt.Errorf("transit: send to %q: %d bytes encoded, at most %d allowed: %w", qname, len(data), MaxMessageBytes, ErrTooLarge)
 	}
 	if !wait || opts.NonBlocking {
-		return false, t.bus.publish(ctx, scope, qname, data, wait)
+		return false, t.bus.publish(ctx, scope, qname, data, wait, opts.MsgID)
 	}
 	// Wait for room in a full bus queue, polling with a growing delay.
 	delay := 5 * time.Millisecond
 	for {
-		err := t.bus.publish(ctx, scope, qname, data, true)
+		err := t.bus.publish(ctx, scope, qname, data, true, opts.MsgID)
 		if !errors.Is(err, ErrFull) {
 			return false, err
 		}

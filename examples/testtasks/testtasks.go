@@ -36,6 +36,7 @@ func init() {
 	reg("OtherExternalModule", true, func() (task.Task, error) { return &OtherModule{external: true}, nil })
 	reg("YetAnotherExternalModule", true, func() (task.Task, error) { return &OtherModule{yetAnother: true}, nil })
 	reg("Incrementer", false, func() (task.Task, error) { return task.Func(incrementer), nil })
+	reg("Counter", true, func() (task.Task, error) { return Counter{}, nil })
 	reg("StatelessProducer", false, func() (task.Task, error) { return &StatelessProducer{}, nil })
 	// Stateful so that they can be configured external too: they fail to
 	// load inside the daemon and in their own process alike.
@@ -315,3 +316,25 @@ func (p *StatelessProducer) SetConfig(tc *task.Context, config map[string]any) e
 
 // Message ignores input.
 func (p *StatelessProducer) Message(tc *task.Context, msg message.Message) error { return nil }
+
+// Counter is a stateful counter for the cluster tests: each message adds
+// 1 to state.count and is emitted as {count, seq, pid} (seq copied from
+// the message, pid the process that counted it). A message whose seq is not above the last one seen (a
+// duplicate, or one out of order) adds 1 to state.disorder as well.
+type Counter struct{}
+
+// Message counts msg.
+func (Counter) Message(tc *task.Context, msg message.Message) error {
+	st := tc.State()
+	n, _ := message.Int(st["count"])
+	n++
+	st["count"] = n
+	if seq, ok := message.Int(msg["seq"]); ok {
+		if last, seen := message.Int(st["last_seq"]); seen && seq <= last {
+			d, _ := message.Int(st["disorder"])
+			st["disorder"] = d + 1
+		}
+		st["last_seq"] = seq
+	}
+	return tc.Emit(message.Message{"count": n, "seq": msg["seq"], "pid": int64(os.Getpid())})
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/internal/configfile"
 	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/message"
@@ -415,6 +416,12 @@ func collectStatus(ctx context.Context, g *Globals, st *store.Store) ([]TaskStat
 			Reason: t.Reason, ReasonDetail: t.ReasonDetail, RetryAt: t.RetryAt}
 		if !known {
 			ts.Queue = -1 // no bus to ask
+		}
+		if cfg, err := st.LoadConfig(t.Task); err == nil && host.IsPlaced(cfg) {
+			// Run by whichever box holds its lease: the state directory
+			// does not say which (status --all-hosts asks the daemons).
+			ts.Where, ts.PID, ts.Running, ts.StateAge, ts.Queue = daemon.PlacePlaced, 0, false, nil, -1
+			ts.Reason, ts.ReasonDetail, ts.RetryAt = "placed", "runs on the box holding its lease: see status --all-hosts", nil
 		}
 		out = append(out, ts)
 	}

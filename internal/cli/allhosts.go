@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/multimodule/multimodule/host"
 	"github.com/multimodule/multimodule/internal/daemon"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transit"
@@ -34,9 +35,17 @@ func statusAllHosts(ctx context.Context, g *Globals, wait time.Duration, asJSON 
 		return err
 	}
 	defer tr.Close()
-	hosts, err := tr.Hosts(ctx)
+	scopes, err := tr.Hosts(ctx)
 	if err != nil {
 		return err
+	}
+	// The cluster scope holds the queues of placed tasks: no daemon
+	// answers there; each box lists the placed tasks it runs.
+	hosts := scopes[:0]
+	for _, h := range scopes {
+		if h != host.ClusterScope {
+			hosts = append(hosts, h)
+		}
 	}
 	var raw [12]byte
 	if _, err := rand.Read(raw[:]); err != nil {

@@ -93,6 +93,9 @@ type Daemon struct {
 	execDirs []*exectask.Dir
 	// srcs are the task sources, in search order (for notFound).
 	srcs registry.Sources
+	// topts are the options the daemon's Transit was opened with (the
+	// cluster scope's Transit of placed tasks is opened alike).
+	topts transit.Options
 }
 
 // Run runs the daemon until ctx is cancelled or a cleanly_exit control
@@ -123,6 +126,9 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 	}
 	if opts.Task == "main" {
 		return errors.New("-m main is refused: main is the daemon itself")
+	}
+	if opts.Transit.Host == host.ClusterScope {
+		return fmt.Errorf("--host %s is refused: %s is the host scope of the queues of placed tasks, not a box; give the box its own name", host.ClusterScope, host.ClusterScope)
 	}
 	if err := transit.ValidateQueueName(opts.ControlQueue); err != nil {
 		return fmt.Errorf("-q: %w", err)
@@ -209,6 +215,7 @@ func Run(ctx context.Context, opts Options) (retErr error) {
 		},
 	}
 	d.role.options(&topts, &hopts)
+	d.topts = topts
 	tr, err := transit.Open(ctx, topts)
 	if err != nil {
 		return fmt.Errorf("transport: %w", err)

@@ -295,7 +295,7 @@ func (s daemonSource) Snapshot(ctx context.Context) (observe.Snapshot, error) {
 			p.WriteBytes += u.WriteBytes
 		}
 	}
-	snap.Tasks = tasks
+	snap.Tasks = s.m.place.status(ctx, tasks)
 	return snap, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 
 // TestRunJoinsItsGoroutines runs the daemon in this process — a config
 // file being rewritten, a directory of exec tasks, a control message, an
-// external task — and ends it while the file changes: when Run returns,
+// external task, a placed task — and ends it while the file changes: when Run returns,
 // every goroutine it started has ended (none applies a config after the
 // host shut down, none waits forever for an external to exit). Ended by
 // its context (as by SIGTERM), the daemon leaves the external running
@@ -37,7 +38,7 @@ func TestRunJoinsItsGoroutines(t *testing.T) {
 			}
 			cfgFile := filepath.Join(t.TempDir(), "config.json")
 			writeConfig := func(inc int) {
-				cfg := fmt.Sprintf(`{"OtherModule": {"increment_by": %d}, "OtherExternalModule": {"increment_by": %d, "is_external": true}}`, inc, inc)
+				cfg := fmt.Sprintf(`{"OtherModule": {"increment_by": %d}, "OtherExternalModule": {"increment_by": %d, "is_external": true}, "Counter": {"placement": {"any": true}}}`, inc, inc)
 				if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 					t.Fatal(err)
 				}
@@ -67,6 +68,14 @@ func TestRunJoinsItsGoroutines(t *testing.T) {
 				st, err := env.Store().LoadStatus("OtherExternalModule")
 				if err != nil || st == nil || !st.External || !st.Identity().Alive() {
 					return fmt.Errorf("OtherExternalModule not running external yet (%+v, %v)", st, err)
+				}
+				return nil
+			})
+			// The placed Counter runs here, the only live box.
+			env.Eventually(time.Minute, func() error {
+				stdout, stderr, code := env.Run("status", "--all-hosts", "--json", "--wait=20s")
+				if code != 0 || !strings.Contains(stdout, `"where": "placed"`) {
+					return fmt.Errorf("the placed Counter does not run yet: exit %d: %s%s", code, stdout, stderr)
 				}
 				return nil
 			})

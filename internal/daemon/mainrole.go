@@ -21,11 +21,13 @@ import (
 // and talks to its service manager and, with --http, to browsers and
 // scrapers.
 type mainRole struct {
-	d    *Daemon
-	ext  *externals        // the supervisor of external processes
-	mon  *monitortask.Task // the MultiModule task
-	svc  *service          // the service manager (service.go)
-	http *httpListener     // the HTTP listener (--http), nil without one
+	d   *Daemon
+	ext *externals        // the supervisor of external processes
+	mon *monitortask.Task // the MultiModule task
+	// place runs this box's share of the placed tasks (placed.go).
+	place *placedTasks
+	svc   *service      // the service manager (service.go)
+	http  *httpListener // the HTTP listener (--http), nil without one
 	// monitorFailsafes are the failsafes the monitor decided, under way
 	// (addMonitorFailsafes).
 	monitorFailsafes joined
@@ -67,6 +69,7 @@ func (m *mainRole) open() (func(), error) {
 	// looked at as often as the supervisor checks.
 	d.store.KeepFailsafeView(failsafeCheckEvery)
 	m.ext = newExternals(d)
+	m.place = newPlacedTasks(d)
 	m.mon = monitortask.New(monitorHooks{m}, d.store, d.log)
 	if err := m.listenHTTP(); err != nil {
 		release()
@@ -96,7 +99,10 @@ func (m *mainRole) placement(name string, _ task.Definition, cfg map[string]any)
 	return host.HostAndConsume
 }
 
-func (m *mainRole) configChanged(name string) { m.ext.request(name) }
+func (m *mainRole) configChanged(name string) {
+	m.ext.request(name)
+	m.place.changed()
+}
 
 // start adopts the externals still running from an earlier life before
 // any config is applied, so the daemon never hosts a task whose external
@@ -152,6 +158,7 @@ func (m *mainRole) status(*store.Status) {}
 // exit_externals, SIGINT) — else they keep running, and the next daemon
 // adopts them — and ends the goroutines watching them.
 func (m *mainRole) addUpkeep(g *group) {
+	g.addUntilStopped(m.place.run)
 	g.addUntilStopped(func(ctx context.Context) {
 		m.ext.run(ctx)
 		<-ctx.Done()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/multimodule/multimodule/host"
+	"github.com/multimodule/multimodule/internal/placement"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/observe"
 	"github.com/multimodule/multimodule/oob"
@@ -40,15 +41,34 @@ func (d *Daemon) reservedName(name string) string {
 	return ""
 }
 
+// placedScopeWait bounds how long accepting a placed task's config waits
+// for the cluster scope on the bus (a cluster still electing, say).
+const placedScopeWait = 60 * time.Second
+
 // checkConfig is the host's CheckConfig in the daemon: a reserved name is
 // refused, and so is is_external for a task no source has (its process
 // would fail to load it, be restarted every few seconds and saved to do
 // so again after a restart). A refused config is not saved. External
-// processes apply what the daemon accepted (they have none).
+// processes apply what the daemon accepted (they have none). Placement
+// keys (host, hosts, placement) must be valid, a placed task cannot be
+// external, and its config is accepted once the cluster scope, where its
+// queue is, exists on the bus.
 func (m *mainRole) checkConfig(name string, cfg map[string]any) error {
 	d := m.d
 	if why := d.reservedName(name); why != "" {
 		return fmt.Errorf("task %s: %s is a reserved name (%s) and cannot be configured", name, name, why)
+	}
+	if _, placed, err := placement.ParseSpec(name, cfg); err != nil {
+		return fmt.Errorf("%w (config not applied)", err)
+	} else if placed {
+		if host.IsExternal(cfg) {
+			return fmt.Errorf("task %s: is_external refused for a placed task (host, hosts or placement): placed tasks run inside the daemon of the box holding them (config not applied)", name)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), placedScopeWait)
+		defer cancel()
+		if _, err := m.place.scope(ctx); err != nil {
+			return fmt.Errorf("task %s: placed, but its queue cannot be made: %w (config not applied)", name, err)
+		}
 	}
 	if host.IsExternal(cfg) {
 		if _, ok := d.host.Lookup(name); !ok {

@@ -17,12 +17,14 @@ package placement
 import (
 	"context"
 	"errors"
+
+	"github.com/multimodule/multimodule/host"
 )
 
 // ClusterScope is the host scope on the bus that holds the queues of
 // placed tasks: a placed task's queue is addressed by its name alone,
 // whichever box runs it. No box may be called this.
-const ClusterScope = "_cluster"
+const ClusterScope = host.ClusterScope
 
 // ErrFenced reports that this box no longer holds a task: another box
 // took it over (or the lease ran out). Nothing may be saved or
