@@ -355,8 +355,9 @@ func TestRunnerStopSavesAndAcknowledges(t *testing.T) {
 	t.Logf("boxA handled %d of 200 before the stop", handled)
 }
 
-// A config the task rejects keeps the one it runs with; Start with a
-// config it rejects fails, so that the Manager can try later.
+// Configure gives a running placed task its new config between two
+// messages; a config it rejects keeps the one it runs with, and is
+// reported. Start of a task no source has fails, naming it.
 func TestRunnerConfigure(t *testing.T) {
 	env := mmtest.NewEnv(t)
 	a := newBox(t, env)
@@ -366,8 +367,51 @@ func TestRunnerConfigure(t *testing.T) {
 	if err := a.runner.Start(ctx, "NoSuchTask", nil, store.claim("boxA", nil, false)); err == nil || !strings.Contains(err.Error(), "NoSuchTask") {
 		t.Errorf("Start of an unknown task: %v, want an error naming it", err)
 	}
-	if err := a.runner.Configure("Counter", map[string]any{}); err == nil {
+	if err := a.runner.Configure("OtherModule", map[string]any{}); err == nil {
 		t.Error("Configure of a task not running here: no error")
+	}
+	const out = "placed_out"
+	if err := a.h.Configure("Router", map[string]any{"routes": []any{map[string]any{
+		"match": map[string]any{"source": "OtherModule"}, "forwards": []any{map[string]any{"qname": out}},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.h.Configure("OtherModule", map[string]any{"host": "boxA", "increment_by": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.runner.Start(ctx, "OtherModule", map[string]any{"host": "boxA", "increment_by": 1}, store.claim("boxA", nil, false)); err != nil {
+		t.Fatal(err)
+	}
+	myCt := func(ct int64) int64 {
+		t.Helper()
+		if err := a.h.Send(ctx, "OtherModule", message.Message{"ct": ct}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := env.Client().Receive(ctx, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := message.Int(m["my_ct"])
+		return n
+	}
+	if got := myCt(1); got != 2 {
+		t.Errorf("my_ct %d with increment_by 1, want 2", got)
+	}
+	if err := a.runner.Configure("OtherModule", map[string]any{"host": "boxA", "increment_by": 10}); err != nil {
+		t.Fatal(err)
+	}
+	if got := myCt(1); got != 11 {
+		t.Errorf("my_ct %d after increment_by 10, want 11", got)
+	}
+	bad := map[string]any{"host": "boxA", "increment_by": 100, "transform": map[string]any{"x": " specials/("}}
+	if err := a.runner.Configure("OtherModule", bad); err != nil {
+		t.Fatal(err)
+	}
+	if got := myCt(1); got != 11 {
+		t.Errorf("my_ct %d after a rejected config, want 11 (the config it ran with)", got)
+	}
+	if !strings.Contains(a.outputs(), "error OtherModule task OtherModule: set config rejected, keeping the previous one") {
+		t.Errorf("the rejected config is not reported; out-of-band records:\n%s", a.outputs())
 	}
 }
 
