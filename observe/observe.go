@@ -31,7 +31,7 @@ const (
 // prints, and the counters and process usage the metrics carry.
 type Task struct {
 	Task      string `json:"task"`
-	Where     string `json:"where"` // internal, external, or "-" (no process yet)
+	Where     string `json:"where"` // internal, external, placed (a placed task on the box running it), or "-" (no process yet)
 	Place     string `json:"place"` // internal, external or exec (the metrics' place label)
 	PID       int    `json:"pid,omitempty"`
 	Running   bool   `json:"running"`
