@@ -358,14 +358,6 @@ func (r *seqReceiver) distinct() int {
 	return len(r.first)
 }
 
-// has reports whether seq was counted.
-func (r *seqReceiver) has(seq int64) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.first[seq]
-	return ok
-}
-
 // waitSeqs waits until every seq of seqs was counted.
 func (r *seqReceiver) waitSeqs(t *testing.T, seqs []int64, timeout time.Duration) {
 	t.Helper()
