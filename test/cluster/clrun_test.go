@@ -42,7 +42,7 @@ type clWorld struct {
 	boxes map[string]*mmtest.Box
 	paths map[string]string
 	args  map[string][]string
-	rx    *seqReceiver
+	rx    *countReceiver
 }
 
 func newCLWorld(ctx context.Context, t *testing.T, counter map[string]any) *clWorld {
@@ -81,7 +81,7 @@ func newCLWorld(ctx context.Context, t *testing.T, counter map[string]any) *clWo
 			return nil
 		})
 	}
-	w.rx = &seqReceiver{first: map[int64]int{}, changed: make(chan struct{})}
+	w.rx = newCountReceiver()
 	rctx, rcancel := context.WithCancel(ctx)
 	t.Cleanup(rcancel)
 	go w.rx.run(rctx, t, w.boxes["box1"].Client())
@@ -277,91 +277,24 @@ func (p *producer) acceptedSeqs() (seqs []int64, failed int) {
 	return seqs, p.failed
 }
 
-// outMsg is one count the Counter emitted, as box1's counts queue gave it.
-type outMsg struct {
-	seq, count int64
-	pid        int
-	at         time.Time
-}
-
-// seqReceiver collects the Counter's counts from box1's counts queue.
-type seqReceiver struct {
-	mu      sync.Mutex
-	got     []outMsg
-	first   map[int64]int // seq → index in got of its first count
-	changed chan struct{}
-}
-
-func (r *seqReceiver) run(ctx context.Context, t *testing.T, tr *transit.Transit) {
-	c, err := tr.Consume(ctx, counts)
-	if err != nil {
-		t.Errorf("consume %s: %v", counts, err)
-		return
-	}
-	defer c.Stop()
-	for {
-		var d *transit.Delivery
-		select {
-		case <-ctx.Done():
-			return
-		case d = <-c.C():
-		}
-		if d == nil {
-			return
-		}
-		seq, _ := message.Int(d.Msg["seq"])
-		count, _ := message.Int(d.Msg["count"])
-		pid, _ := message.Int(d.Msg["pid"])
-		r.mu.Lock()
-		if _, ok := r.first[seq]; !ok {
-			r.first[seq] = len(r.got)
-		}
-		r.got = append(r.got, outMsg{seq: seq, count: count, pid: int(pid), at: time.Now()})
-		close(r.changed)
-		r.changed = make(chan struct{})
-		r.mu.Unlock()
-		_ = d.Ack()
-	}
-}
-
-// waitFor waits until ok holds for what arrived (ok runs under the lock).
-func (r *seqReceiver) waitFor(t *testing.T, timeout time.Duration, what string, ok func(got []outMsg) bool) {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		r.mu.Lock()
-		done := ok(r.got)
-		ch, n := r.changed, len(r.got)
-		r.mu.Unlock()
-		if done {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("within %v: %s (%d counts received)", timeout, what, n)
-		}
-	}
-}
-
 // changedCh is closed when the next count arrives.
-func (r *seqReceiver) changedCh() <-chan struct{} {
+func (r *countReceiver) changedCh() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.changed
 }
 
 // distinct is how many different seqs were counted.
-func (r *seqReceiver) distinct() int {
+func (r *countReceiver) distinct() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.first)
 }
 
 // waitSeqs waits until every seq of seqs was counted.
-func (r *seqReceiver) waitSeqs(t *testing.T, seqs []int64, timeout time.Duration) {
+func (r *countReceiver) waitSeqs(t *testing.T, seqs []int64, timeout time.Duration) {
 	t.Helper()
-	r.waitFor(t, timeout, fmt.Sprintf("all %d accepted messages counted", len(seqs)), func([]outMsg) bool {
+	r.waitFor(t, timeout, fmt.Sprintf("all %d accepted messages counted", len(seqs)), func([]countMsg) bool {
 		for _, s := range seqs {
 			if _, ok := r.first[s]; !ok {
 				return false
@@ -373,7 +306,7 @@ func (r *seqReceiver) waitSeqs(t *testing.T, seqs []int64, timeout time.Duration
 
 // awaitSeqs waits until every seq of seqs was counted, and returns those
 // that were not within timeout.
-func (r *seqReceiver) awaitSeqs(seqs []int64, timeout time.Duration) (missing []int64) {
+func (r *countReceiver) awaitSeqs(seqs []int64, timeout time.Duration) (missing []int64) {
 	deadline := time.After(timeout)
 	for {
 		r.mu.Lock()
@@ -404,37 +337,64 @@ func abbrev(seqs []int64) string {
 	return fmt.Sprintf("%v and %d more", seqs[:20], len(seqs)-20)
 }
 
-// firstAfter waits for the first count received after since that
-// matches ok, and returns it.
-func (r *seqReceiver) firstAfter(t *testing.T, since time.Time, timeout time.Duration, what string, ok func(outMsg) bool) outMsg {
+// firstAfter returns the first count received after since for which ok
+// holds, waiting for it up to timeout (the test fails without one).
+func (r *countReceiver) firstAfter(t *testing.T, since time.Time, timeout time.Duration, what string, ok func(countMsg) bool) countMsg {
 	t.Helper()
-	var m outMsg
-	r.waitFor(t, timeout, what, func(got []outMsg) bool {
-		for i := len(got) - 1; i >= 0 && got[i].at.After(since); i-- {
-			if ok(got[i]) {
-				m = got[i] // keep going back: the first one wins
+	m, found := r.awaitFirstAfter(since, timeout, ok)
+	if !found {
+		t.Fatalf("within %v: %s (%d counts received)", timeout, what, r.received())
+	}
+	return m
+}
+
+// awaitFirstAfter is firstAfter without failing: found is false when no
+// such count came within timeout.
+func (r *countReceiver) awaitFirstAfter(since time.Time, timeout time.Duration, ok func(countMsg) bool) (m countMsg, found bool) {
+	deadline := time.After(timeout)
+	for {
+		r.mu.Lock()
+		for i := len(r.got) - 1; i >= 0 && r.got[i].at.After(since); i-- {
+			if ok(r.got[i]) {
+				m = r.got[i] // keep going back: the first one wins
 			}
 		}
-		return !m.at.IsZero()
-	})
-	return m
+		ch := r.changed
+		r.mu.Unlock()
+		if !m.at.IsZero() {
+			return m, true
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			return m, false
+		}
+	}
+}
+
+// received is how many counts arrived so far.
+func (r *countReceiver) received() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got)
 }
 
 // recovered waits until, after from, a count received from pid (any pid
 // when 0) took at most limit from its send to its arrival: the backlog
-// is drained and the pipeline is back at the offered rate.
-func (r *seqReceiver) recovered(t *testing.T, p *producer, from time.Time, pid int, limit time.Duration, timeout time.Duration) time.Time {
-	t.Helper()
-	m := r.firstAfter(t, from, timeout, fmt.Sprintf("a count within %v of its send", limit), func(m outMsg) bool {
+// is drained and the pipeline is back at the offered rate. It is a
+// measurement: ok is false when that did not happen within timeout (a
+// machine too loaded for the offered rate), which fails no test.
+func (r *countReceiver) recovered(p *producer, from time.Time, pid int, limit time.Duration, timeout time.Duration) (time.Time, bool) {
+	m, ok := r.awaitFirstAfter(from, timeout, func(m countMsg) bool {
 		return (pid == 0 || m.pid == pid) && m.at.Sub(p.sentTime(m.seq)) <= limit
 	})
-	return m.at
+	return m.at, ok
 }
 
 // latencyLimit is the send → count latency that counts as "back at the
 // offered rate": 1.5 times the 90th percentile over the counts received
 // in the window before at, and at least 50 ms.
-func (r *seqReceiver) latencyLimit(p *producer, at time.Time, window time.Duration) time.Duration {
+func (r *countReceiver) latencyLimit(p *producer, at time.Time, window time.Duration) time.Duration {
 	r.mu.Lock()
 	var lat []time.Duration
 	for i := len(r.got) - 1; i >= 0 && r.got[i].at.After(at.Add(-window)); i-- {
@@ -451,7 +411,7 @@ func (r *seqReceiver) latencyLimit(p *producer, at time.Time, window time.Durati
 }
 
 // lastPid is the pid of the last count received.
-func (r *seqReceiver) lastPid() int {
+func (r *countReceiver) lastPid() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.got) == 0 {
@@ -533,7 +493,7 @@ func (w *clWorld) checkExactlyOnce(p *producer, placed bool, faults []fault) exa
 	r := w.rx
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	countOf := map[int64]outMsg{}
+	countOf := map[int64]countMsg{}
 	seqOf := map[int64]int64{}
 	bad := 0
 	report := func(format string, args ...any) {

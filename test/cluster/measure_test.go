@@ -58,7 +58,7 @@ func measureMove(t *testing.T, runs int) map[string]any {
 	p := newProducer(t, w)
 	stop := p.start(ctx, moveRate)
 	defer stop()
-	w.rx.waitFor(t, 90*time.Second, "the first 200 messages counted", func([]outMsg) bool { return len(w.rx.first) >= 200 })
+	w.rx.waitFor(t, 90*time.Second, "the first 200 messages counted", func([]countMsg) bool { return len(w.rx.first) >= 200 })
 	var first, back []time.Duration
 	var faults []fault
 	targets := []string{"box3", "box1", "box2"}
@@ -68,8 +68,12 @@ func measureMove(t *testing.T, runs int) map[string]any {
 		pid := w.boxes[to].Daemon.PID()
 		t0 := time.Now()
 		w.configureAll(placedConfig(map[string]any{"host": to}))
-		m := w.rx.firstAfter(t, t0, 60*time.Second, "a count from "+to+" after the move", func(m outMsg) bool { return m.pid == pid })
-		b := w.rx.recovered(t, p, m.at, pid, limit, 120*time.Second)
+		m := w.rx.firstAfter(t, t0, 60*time.Second, "a count from "+to+" after the move", func(m countMsg) bool { return m.pid == pid })
+		b, ok := w.rx.recovered(p, m.at, pid, limit, 120*time.Second)
+		if !ok {
+			t.Logf("move %d to %s: not back at %d/s within 2m of the first message there", i+1, to, moveRate)
+			b = time.Now()
+		}
 		first, back = append(first, m.at.Sub(t0)), append(back, b.Sub(t0))
 		t.Logf("move %d to %s: config written → first message counted there %v, → back at %d/s (send → count within %v) %v",
 			i+1, to, m.at.Sub(t0).Round(time.Millisecond), moveRate, limit.Round(time.Millisecond), b.Sub(t0).Round(time.Millisecond))
@@ -89,7 +93,7 @@ func measureMove(t *testing.T, runs int) map[string]any {
 // pipeline ran steadily for a second before the next move or fault.
 func (w *clWorld) settle(p *producer, back time.Time) {
 	w.t.Helper()
-	w.rx.firstAfter(w.t, back, 60*time.Second, "a message sent a second after the recovery counted", func(m outMsg) bool {
+	w.rx.firstAfter(w.t, back, 60*time.Second, "a message sent a second after the recovery counted", func(m countMsg) bool {
 		return p.sentTime(m.seq).After(back.Add(time.Second))
 	})
 }
@@ -107,7 +111,7 @@ func measureFailover(t *testing.T, runs int) map[string]any {
 	p := newProducer(t, w)
 	stop := p.start(ctx, failoverRate)
 	defer stop()
-	w.rx.waitFor(t, 90*time.Second, "the first 100 messages counted", func([]outMsg) bool { return len(w.rx.first) >= 100 })
+	w.rx.waitFor(t, 90*time.Second, "the first 100 messages counted", func([]countMsg) bool { return len(w.rx.first) >= 100 })
 	var takeover, back []time.Duration
 	var faults []fault
 	for i := range runs {
@@ -152,7 +156,7 @@ func measureThroughput(t *testing.T) map[string]any {
 			p := newProducer(t, w)
 			// Warm up: the Counter runs where placed and counts.
 			w.closedLoop(ctx, p, 200)
-			w.rx.waitFor(t, 90*time.Second, "the first 200 messages counted", func([]outMsg) bool { return len(w.rx.first) >= 200 })
+			w.rx.waitFor(t, 90*time.Second, "the first 200 messages counted", func([]countMsg) bool { return len(w.rx.first) >= 200 })
 			t0 := time.Now()
 			w.closedLoop(ctx, p, n)
 			acc, _ := p.acceptedSeqs()

@@ -93,7 +93,7 @@ func newPlacedWorld(t *testing.T, placement map[string]any) *placedWorld {
 		}
 		return nil
 	})
-	w.rx = &countReceiver{changed: make(chan struct{})}
+	w.rx = newCountReceiver()
 	rctx, rcancel := context.WithCancel(ctx)
 	t.Cleanup(rcancel)
 	go w.rx.run(rctx, t, w.boxes["box1"].Client())
@@ -349,9 +349,15 @@ func TestPlacedFailover(t *testing.T) {
 type countReceiver struct {
 	mu      sync.Mutex
 	got     []countMsg
+	first   map[int64]int // seq → index in got of its first count
 	changed chan struct{}
 }
 
+func newCountReceiver() *countReceiver {
+	return &countReceiver{first: map[int64]int{}, changed: make(chan struct{})}
+}
+
+// countMsg is one count the Counter emitted, as box1's counts queue gave it.
 type countMsg struct {
 	seq, count int64
 	pid        int
@@ -379,6 +385,9 @@ func (r *countReceiver) run(ctx context.Context, t *testing.T, tr *transit.Trans
 		count, _ := message.Int(d.Msg["count"])
 		pid, _ := message.Int(d.Msg["pid"])
 		r.mu.Lock()
+		if _, ok := r.first[seq]; !ok {
+			r.first[seq] = len(r.got)
+		}
 		r.got = append(r.got, countMsg{seq: seq, count: count, pid: int(pid), at: time.Now()})
 		close(r.changed)
 		r.changed = make(chan struct{})
