@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -147,15 +149,47 @@ cluster {
 `, nd.Name, nd.Port, nd.HTTPPort, filepath.Join(nd.Dir, "node.log"), c.Token, filepath.Join(nd.Dir, "jetstream"), nd.ClusterPort, strings.Join(routes, ", "))
 }
 
-// freePort returns a loopback TCP port free at the time of the call.
+// freePort returns a loopback TCP port free at the time of the call,
+// below the kernel's ephemeral range: a port from that range (what a
+// listen on port 0 gets) is also handed out as the source port of any
+// process' outgoing connection, and one taken that way between this
+// call and the node's start — or while a killed node is down, since a
+// node starts again on its ports — makes the node fail with "address
+// already in use". Below the range only another explicit choice like
+// this one can take it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("mmtest: find a free port: %v", err)
+	low := ephemeralLow()
+	const from = 10000
+	for range 200 {
+		port := from + mrand.IntN(low-from)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("mmtest: no free loopback port in %d-%d after 200 tries", from, low-1)
+	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range
+// (32768 when it cannot be read, Linux's default).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil || low <= 10000+1000 {
+		return 32768
+	}
+	return low
 }
 
 // URL is the client URL of nd, with the token.
