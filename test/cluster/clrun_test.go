@@ -68,40 +68,16 @@ func newCLWorld(ctx context.Context, t *testing.T, counter map[string]any) *clWo
 	if len(counter) > 0 {
 		// Every box has joined the placement (its key is in MM_boxes):
 		// where the Counter goes no longer changes as boxes come up.
-		mmtest.Eventually(t, 60*time.Second, func() error {
-			kv, err := w.js.KeyValue(ctx, "MM_boxes")
-			if err != nil {
-				return err
-			}
-			for _, h := range clHosts {
-				if _, err := kv.Get(ctx, h); err != nil {
-					return fmt.Errorf("%s not live in the placement yet: %w", h, err)
-				}
-			}
-			return nil
-		})
+		waitBoxesLive(ctx, t, w.js, clHosts)
 	}
-	w.rx = newCountReceiver()
-	rctx, rcancel := context.WithCancel(ctx)
-	t.Cleanup(rcancel)
-	go w.rx.run(rctx, t, w.boxes["box1"].Client())
+	w.rx = startCountReceiver(ctx, t, w.boxes["box1"].Client())
 	return w
 }
 
 // writeConfig replaces box host's config file in one rename.
 func (w *clWorld) writeConfig(host string, cfg map[string]any) {
 	w.t.Helper()
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	tmp := w.paths[host] + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		w.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, w.paths[host]); err != nil {
-		w.t.Fatal(err)
-	}
+	replaceConfig(w.t, w.paths[host], cfg)
 }
 
 // configureAll writes cfg as every box's config.

@@ -81,22 +81,8 @@ func newPlacedWorld(t *testing.T, placement map[string]any) *placedWorld {
 	})
 	// Every box has joined the placement (its key is in MM_boxes): where
 	// a task goes no longer changes as boxes come up.
-	mmtest.Eventually(t, 60*time.Second, func() error {
-		kv, err := w.js.KeyValue(ctx, "MM_boxes")
-		if err != nil {
-			return err
-		}
-		for _, host := range []string{"box1", "box2", "box3"} {
-			if _, err := kv.Get(ctx, host); err != nil {
-				return fmt.Errorf("%s not live in the placement yet: %w", host, err)
-			}
-		}
-		return nil
-	})
-	w.rx = newCountReceiver()
-	rctx, rcancel := context.WithCancel(ctx)
-	t.Cleanup(rcancel)
-	go w.rx.run(rctx, t, w.boxes["box1"].Client())
+	waitBoxesLive(ctx, t, w.js, []string{"box1", "box2", "box3"})
+	w.rx = startCountReceiver(ctx, t, w.boxes["box1"].Client())
 	return w
 }
 
@@ -104,17 +90,52 @@ func newPlacedWorld(t *testing.T, placement map[string]any) *placedWorld {
 // never reads half of it).
 func (w *placedWorld) writeConfig(host string, cfg map[string]any) {
 	w.t.Helper()
+	replaceConfig(w.t, w.paths[host], cfg)
+}
+
+// replaceConfig writes cfg to path in one rename.
+func replaceConfig(t *testing.T, path string, cfg map[string]any) {
+	t.Helper()
 	b, err := json.Marshal(cfg)
 	if err != nil {
-		w.t.Fatal(err)
+		t.Fatal(err)
 	}
-	tmp := w.paths[host] + ".tmp"
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		w.t.Fatal(err)
+		t.Fatal(err)
 	}
-	if err := os.Rename(tmp, w.paths[host]); err != nil {
-		w.t.Fatal(err)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// waitBoxesLive waits until every one of hosts has its key in MM_boxes:
+// live in the placement, so that where a task goes no longer changes as
+// boxes come up.
+func waitBoxesLive(ctx context.Context, t *testing.T, js jetstream.JetStream, hosts []string) {
+	t.Helper()
+	mmtest.Eventually(t, 60*time.Second, func() error {
+		kv, err := js.KeyValue(ctx, "MM_boxes")
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			if _, err := kv.Get(ctx, h); err != nil {
+				return fmt.Errorf("%s not live in the placement yet: %w", h, err)
+			}
+		}
+		return nil
+	})
+}
+
+// startCountReceiver starts collecting the counts on box1's counts queue
+// through client, until ctx ends or the test does.
+func startCountReceiver(ctx context.Context, t *testing.T, client *transit.Transit) *countReceiver {
+	r := newCountReceiver()
+	rctx, rcancel := context.WithCancel(ctx)
+	t.Cleanup(rcancel)
+	go r.run(rctx, t, client)
+	return r
 }
 
 // send sends seqs from..to (inclusive) as the producer, to the Router of
