@@ -296,23 +296,9 @@ func (c *Cluster) metaCurrent() error {
 		if !running[nd.Name] {
 			continue
 		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/jsz", nd.HTTPPort))
+		jsz, err := nd.meta()
 		if err != nil {
-			return fmt.Errorf("NATS node %s: /jsz: %w", nd.Name, err)
-		}
-		var jsz struct {
-			Meta struct {
-				Leader   string `json:"leader"`
-				Replicas []struct {
-					Name    string `json:"name"`
-					Current bool   `json:"current"`
-				} `json:"replicas"`
-			} `json:"meta_cluster"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&jsz)
-		resp.Body.Close()
-		if err != nil {
-			return fmt.Errorf("NATS node %s: /jsz: %w", nd.Name, err)
+			return err
 		}
 		if jsz.Meta.Leader != nd.Name {
 			continue
@@ -331,6 +317,50 @@ func (c *Cluster) metaCurrent() error {
 		return nil
 	}
 	return errors.New("no running NATS node is the JetStream meta leader yet")
+}
+
+// nodeJSZ is what a node's /jsz says of the JetStream meta group.
+type nodeJSZ struct {
+	Meta struct {
+		Leader   string `json:"leader"`
+		Replicas []struct {
+			Name    string `json:"name"`
+			Current bool   `json:"current"`
+		} `json:"replicas"`
+	} `json:"meta_cluster"`
+}
+
+// meta asks nd's /jsz about the meta group.
+func (nd *Node) meta() (*nodeJSZ, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/jsz", nd.HTTPPort))
+	if err != nil {
+		return nil, fmt.Errorf("NATS node %s: /jsz: %w", nd.Name, err)
+	}
+	defer resp.Body.Close()
+	var jsz nodeJSZ
+	if err := json.NewDecoder(resp.Body).Decode(&jsz); err != nil {
+		return nil, fmt.Errorf("NATS node %s: /jsz: %w", nd.Name, err)
+	}
+	return &jsz, nil
+}
+
+// MetaLeader names the JetStream meta leader, as the first running node
+// answers.
+func (c *Cluster) MetaLeader() (string, error) {
+	for _, nd := range c.Nodes {
+		if !nd.Running() {
+			continue
+		}
+		jsz, err := nd.meta()
+		if err != nil {
+			return "", err
+		}
+		if jsz.Meta.Leader == "" {
+			return "", fmt.Errorf("NATS node %s knows no meta leader", nd.Name)
+		}
+		return jsz.Meta.Leader, nil
+	}
+	return "", errors.New("no NATS node is running")
 }
 
 // Clients returns the names of the client connections nd has now (from

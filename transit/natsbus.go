@@ -406,6 +406,7 @@ func (b *natsBus) queueConsumer(ctx context.Context, scope, qname string) (jetst
 	if err != nil {
 		return nil, err
 	}
+	wctx := ctx
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	// One request in the common cases: "create" returns an existing
@@ -428,6 +429,11 @@ func (b *natsBus) queueConsumer(ctx context.Context, scope, qname string) (jetst
 	}
 	if err != nil {
 		return nil, fmt.Errorf("transit: bus consumer for queue %q (scope %q): %w", qname, scope, err)
+	}
+	// Not before every node of the stream has it: a node without it
+	// drops the queue's messages (see waitConsumerSetUp).
+	if err := waitConsumerSetUp(wctx, s, c); err != nil {
+		return nil, fmt.Errorf("transit: queue %q (scope %q): %w", qname, scope, err)
 	}
 	b.mu.Lock()
 	b.queues[key] = c

@@ -198,13 +198,7 @@ func chaosStopNode(w *clWorld, p *producer) fault {
 // nodeNamed is the node called name.
 func (w *clWorld) nodeNamed(name string) *mmtest.Node {
 	w.t.Helper()
-	for _, nd := range w.c.Nodes {
-		if nd.Name == name {
-			return nd
-		}
-	}
-	w.t.Fatalf("no NATS node is called %q", name)
-	return nil
+	return nodeNamed(w.t, w.c, name)
 }
 
 // leadersOn names the streams (a key-value bucket is a stream KV_<name>)

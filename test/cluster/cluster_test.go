@@ -339,9 +339,13 @@ func num(v any) float64 {
 }
 
 // rawJS is a JetStream client on the cluster, closed at the test's end.
-func rawJS(t *testing.T, c *mmtest.Cluster) jetstream.JetStream {
+func rawJS(t *testing.T, c *mmtest.Cluster) jetstream.JetStream { return jsAt(t, c.URLs()) }
+
+// jsAt is a JetStream client of the nodes at urls, closed when the test
+// ends.
+func jsAt(t *testing.T, urls string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
