@@ -417,6 +417,37 @@ func (r *countReceiver) run(ctx context.Context, t *testing.T, tr *transit.Trans
 	}
 }
 
+// gaps describes what is missing among the counts received: the seqs
+// below the highest one received that never came, and the counts the
+// Counter emitted around each (a gap in the counts says the Counter
+// counted it and its output was lost; no gap says it never reached the
+// Counter).
+func (r *countReceiver) gaps() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var top int64
+	bySeq := map[int64]int64{}
+	counts := map[int64]bool{}
+	for _, c := range r.got {
+		top = max(top, c.seq)
+		bySeq[c.seq] = c.count
+		counts[c.count] = true
+	}
+	var missing []string
+	for s := int64(1); s <= top && len(missing) < 10; s++ {
+		if _, ok := bySeq[s]; !ok {
+			missing = append(missing, fmt.Sprintf("seq %d (counts of seq %d: %d, seq %d: %d)", s, s-1, bySeq[s-1], s+1, bySeq[s+1]))
+		}
+	}
+	var skipped []int64
+	for c := int64(1); c <= int64(len(r.got)) && len(skipped) < 10; c++ {
+		if !counts[c] {
+			skipped = append(skipped, c)
+		}
+	}
+	return fmt.Sprintf("highest seq %d; missing %v; counts never received %v", top, missing, skipped)
+}
+
 // waitFor waits until ok holds for what arrived.
 func (r *countReceiver) waitFor(t *testing.T, timeout time.Duration, what string, ok func([]countMsg) bool) {
 	t.Helper()
@@ -433,7 +464,7 @@ func (r *countReceiver) waitFor(t *testing.T, timeout time.Duration, what string
 		select {
 		case <-ch:
 		case <-deadline:
-			t.Fatalf("within %v: %s (%d counts received)", timeout, what, n)
+			t.Fatalf("within %v: %s (%d counts received; %s)", timeout, what, n, r.gaps())
 		}
 	}
 }
