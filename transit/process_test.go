@@ -127,6 +127,7 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 		}
 	}
 	var deaths int
+	stoppedBefore := false
 	for {
 		c := startChild(t, "consumer", nil, consumerEnv(dir, "fragile", 1, maxDeliver)...)
 		var seen []int64
@@ -135,10 +136,17 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 		}
 		err := c.wait(t, 30*time.Second)
 		if err == nil {
-			if len(seen) == 0 || seen[len(seen)-1] != 3 {
+			if len(seen) > 0 && seen[len(seen)-1] == 3 {
+				break
+			}
+			// A consumer stops after one acknowledged message: the first
+			// may stop before message 2 reaches it, and the next one gets
+			// it. Only message 1 can be handled before the poison.
+			if stoppedBefore || len(seen) != 1 || seen[0] != 1 {
 				t.Fatalf("surviving consumer handled %v, want to end with 3", seen)
 			}
-			break
+			stoppedBefore = true
+			continue
 		}
 		deaths++
 		if deaths > maxDeliver+1 {
