@@ -2,7 +2,6 @@ package transit_test
 
 import (
 	"fmt"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,23 +27,7 @@ func TestAsyncSendPublishedAgainIsStoredOnce(t *testing.T) {
 	if err := tr.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	bi, err := transit.ReadBusInfo(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Kill(bi.PID, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := true
-	cont := func() {
-		if stopped {
-			stopped = false
-			if err := syscall.Kill(bi.PID, syscall.SIGCONT); err != nil {
-				t.Errorf("resume the bus: %v", err)
-			}
-		}
-	}
-	defer cont()
+	cont := pauseBus(t, dir)
 	// The first goes out alone, the others wait behind it and go out
 	// together (a batch) once it is stored.
 	for i := 1; i <= n; i++ {
@@ -104,23 +87,7 @@ func TestSendWithMsgIDStoredOnce(t *testing.T) {
 	}
 	// With the bus stopped, the first send goes out alone and the others
 	// wait behind it: they would go out together, as one batch.
-	bi, err := transit.ReadBusInfo(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Kill(bi.PID, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := true
-	cont := func() {
-		if stopped {
-			stopped = false
-			if err := syscall.Kill(bi.PID, syscall.SIGCONT); err != nil {
-				t.Errorf("resume the bus: %v", err)
-			}
-		}
-	}
-	defer cont()
+	cont := pauseBus(t, dir)
 	sends := []struct {
 		name, id string
 	}{{"b", "origin.1"}, {"c", ""}, {"b again", "origin.1"}, {"d", ""}, {"e", "origin.2"}, {"f", ""}}

@@ -40,7 +40,7 @@ func TestFirstSendToNewQueueWaitsForEveryNode(t *testing.T) {
 	const stream = "MM_box1"
 	for round := range 2 {
 		q := fmt.Sprintf("fresh%d", round)
-		leader, meta := streamAndMetaLeader(ctx, t, c, stream)
+		leader, meta := streamAndMetaLeader(ctx, t, c, "box1")
 		var follower *mmtest.Node
 		for _, nd := range c.Nodes {
 			if nd.Name != leader && nd.Name != meta {
@@ -55,6 +55,7 @@ func TestFirstSendToNewQueueWaitsForEveryNode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = tr.Close() })
 		js := nodeJS(t, nodeNamed(t, c, leader))
 
 		proc := follower.Proc()
@@ -134,24 +135,10 @@ func nodeJS(t *testing.T, nd *mmtest.Node) jetstream.JetStream { return jsAt(t, 
 
 // streamAndMetaLeader names the node leading stream and the JetStream
 // meta leader.
-func streamAndMetaLeader(ctx context.Context, t *testing.T, c *mmtest.Cluster, stream string) (leader, meta string) {
+func streamAndMetaLeader(ctx context.Context, t *testing.T, c *mmtest.Cluster, host string) (leader, meta string) {
 	t.Helper()
-	js := rawJS(t, c)
-	mmtest.Eventually(t, time.Minute, func() error {
-		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		s, err := js.Stream(ictx, stream)
-		if err != nil {
-			return err
-		}
-		info, err := s.Info(ictx)
-		if err != nil {
-			return err
-		}
-		if info.Cluster == nil || info.Cluster.Leader == "" {
-			return fmt.Errorf("stream %s has no leader", stream)
-		}
-		leader = info.Cluster.Leader
+	leader = streamInfo(ctx, t, rawJS(t, c), host).Cluster.Leader
+	mmtest.Eventually(t, time.Minute, func() (err error) {
 		meta, err = c.MetaLeader()
 		return err
 	})
