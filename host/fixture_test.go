@@ -80,6 +80,11 @@ func (p *probe) Message(tc *task.Context, msg message.Message) error {
 	if msg["emit"] != nil {
 		return tc.Emit(message.Message{"payload": msg["emit"]})
 	}
+	if dest, ok := msg["send_to"].(string); ok {
+		// Sends the message it handles on to Sink at host dest, and
+		// fails with the send.
+		return tc.SendTo("Sink", dest, msg)
+	}
 	if msg["pass_on"] != nil {
 		if p.name != "Probe" {
 			msg["changed_by"] = p.name // the new owner changes it

@@ -86,6 +86,33 @@ func TestFailedHandlerThatPassedItsMessageOn(t *testing.T) {
 	}
 }
 
+// A handler whose send of the message it handles failed still owns the
+// message (nobody got it): its failure is reported with the message, so
+// that a forward to a host that has no queues loses nothing unseen.
+func TestFailedSendKeepsTheMessageInTheReport(t *testing.T) {
+	rec := newRecorder()
+	f := newFixture(t, rec, nil)
+	if err := f.h.Configure("Probe", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.h.Send(context.Background(), "Probe", message.Message{"send_to": "nosuchbox", "keep": "me"}); err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	mmtest.Eventually(t, 10*time.Second, func() error {
+		for _, o := range f.outputs() {
+			if strings.HasPrefix(o, "error Probe task Probe: message handler failed") {
+				line = o
+				return nil
+			}
+		}
+		return fmt.Errorf("no failure record yet: %q", f.outputs())
+	})
+	if !strings.Contains(line, "nosuchbox") || !strings.Contains(line, `"keep":"me"`) {
+		t.Errorf("failure record: got %q, want the send's error (host nosuchbox) and the message (\"keep\":\"me\")", line)
+	}
+}
+
 func TestNamedRecurOncePerInterval(t *testing.T) {
 	rec := newRecorder()
 	f := newFixture(t, rec, nil)

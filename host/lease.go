@@ -4,9 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"unsafe"
 
-	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transit"
 )
 
@@ -89,13 +87,6 @@ func (l *lease) hold()      { l.n.Add(1) }
 func leaseOf(tag any) *lease {
 	l, _ := tag.(*lease)
 	return l
-}
-
-// sameMap reports whether a and b are the same map (not maps with equal
-// contents). A map value is a pointer to the runtime's map: comparing
-// those needs neither reflection nor a walk.
-func sameMap(a, b message.Message) bool {
-	return *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }
 
 type pendingAck struct {

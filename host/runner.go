@@ -106,12 +106,11 @@ type runner struct {
 	acct []inlineAcct
 	// lastDest is the last queue this task sent to (Host.hostedTask).
 	lastDest  destCache
-	nextPause int64           // unix ns: pauseSenders may hold senders back again from then
-	pending   []pendingAck    // handled, waiting for the ack (in delivery order)
-	canonical bool            // the task is a CanonicalSender
-	cur       *lease          // the lease of the message being handled
-	in        message.Message // the message being handled
-	gaveAway  bool            // the handler sent it on (its new owner may change it)
+	nextPause int64        // unix ns: pauseSenders may hold senders back again from then
+	pending   []pendingAck // handled, waiting for the ack (in delivery order)
+	canonical bool         // the task is a CanonicalSender
+	cur       *lease       // the lease of the message being handled
+	inHand    InHand       // the message being handled
 	recurs    map[string]*recur
 	lastSaved []byte
 	saveTimer *time.Timer
@@ -492,29 +491,15 @@ func (r *runner) handle(m message.Message, l *lease) bool {
 			return false
 		}
 	}
-	r.in, r.gaveAway = m, false
+	r.inHand.Take(m)
+	defer r.inHand.Drop()
 	err := r.safeCall("message", func() error { return r.t.Message(r.tc, m) })
-	r.in = nil
 	if err != nil {
 		r.failed.Add(1)
-		text := "(sent on by the handler, not shown)"
-		if !r.gaveAway {
-			// The handler kept the message: nobody else can be changing it.
-			b, _ := message.Marshal(m)
-			text = string(b)
-		}
 		r.h.out(oob.ChannelError, r.name, fmt.Sprintf("task %s: message handler failed: %v", r.name, err),
-			map[string]any{"message": text})
+			map[string]any{"message": r.inHand.Text()})
 	}
 	return true
-}
-
-// sent notes that the handler sent msg on: if it is the message being
-// handled, its new owner may be changing it from now on.
-func (r *runner) sent(msg message.Message) {
-	if r.in != nil && !r.gaveAway && sameMap(msg, r.in) {
-		r.gaveAway = true
-	}
 }
 
 // safeCall runs task code, turning a panic into an error with the stack.

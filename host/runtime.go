@@ -20,8 +20,7 @@ func (r *runner) Process() string          { return r.h.opts.Process }
 
 func (r *runner) Emit(msg message.Message) error {
 	r.emitted.Add(1)
-	r.sent(msg)
-	return r.h.deliverFrom(r.ctx, RouterName, "", msg, r.sender())
+	return r.Send(RouterName, "", msg)
 }
 
 // sender describes a send by the task, while it handles the message of
@@ -31,8 +30,12 @@ func (r *runner) sender() sender {
 }
 
 func (r *runner) Send(qname, destination string, msg message.Message) error {
-	r.sent(msg)
-	return r.h.deliverFrom(r.ctx, qname, destination, msg, r.sender())
+	gave := r.inHand.Sending(msg)
+	err := r.h.deliverFrom(r.ctx, qname, destination, msg, r.sender())
+	if err != nil && gave {
+		r.inHand.SendFailed()
+	}
+	return err
 }
 
 func (r *runner) Out(channel, text string, details map[string]any) {

@@ -28,3 +28,18 @@ func TestEqual(t *testing.T) {
 		})
 	}
 }
+
+func TestSame(t *testing.T) {
+	a := Message{"x": 1}
+	b := a
+	c := Message{"x": 1}
+	if !Same(a, b) {
+		t.Error("a message and itself: not the same")
+	}
+	if Same(a, c) {
+		t.Error("two messages with equal contents: the same")
+	}
+	if !Same(nil, nil) || Same(a, nil) {
+		t.Error("nil messages: wrong answer")
+	}
+}

@@ -99,7 +99,7 @@ var routeModes = []struct {
 func assertOwnership(t *testing.T, owned bool, msg message.Message, ds []delivery, ok bool) {
 	t.Helper()
 	for i, d := range ds {
-		if !sameMap(d.Msg, msg) {
+		if !message.Same(d.Msg, msg) {
 			continue
 		}
 		switch {
@@ -111,10 +111,6 @@ func assertOwnership(t *testing.T, owned bool, msg message.Message, ds []deliver
 			t.Errorf("RouteOwned: delivery %d of %d is the routed message itself, want only the last", i, len(ds))
 		}
 	}
-}
-
-func sameMap(a, b message.Message) bool {
-	return reflect.ValueOf(map[string]any(a)).UnsafePointer() == reflect.ValueOf(map[string]any(b)).UnsafePointer()
 }
 
 // assertNoAliasing changes every container in each delivered message and

@@ -51,7 +51,7 @@ func FuzzRouterConfig(f *testing.F) {
 			if fwd.QName == "" {
 				t.Errorf("delivery with an empty qname")
 			}
-			if len(m) > 0 && len(msg) > 0 && sameMap(m, msg) {
+			if len(m) > 0 && len(msg) > 0 && message.Same(m, msg) {
 				t.Errorf("delivered the router's own message, not a copy")
 			}
 			return nil

@@ -270,7 +270,7 @@ func TestRouteOwnedGivesAwayTheLast(t *testing.T) {
 			if got := summary(t, ds); !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("deliveries:\n got %q\nwant %q", got, tt.want)
 			}
-			if got := sameMap(ds[len(ds)-1].Msg, msg); got != tt.given {
+			if got := message.Same(ds[len(ds)-1].Msg, msg); got != tt.given {
 				t.Errorf("last delivery is the routed message itself: got %v, want %v", got, tt.given)
 			}
 			assertOwnership(t, true, msg, ds, true)
@@ -490,7 +490,7 @@ func testStaticForward(t *testing.T, r *router.Router, tt staticCase,
 	assertOwnership(t, owned, msg, rec.deliveries(), err == nil)
 	given := false
 	for _, d := range rec.deliveries() {
-		given = given || sameMap(d.Msg, msg)
+		given = given || message.Same(d.Msg, msg)
 	}
 	if len(tt.wantErr) == 0 && err != nil {
 		t.Errorf("Route: got error %v, want none", err)

@@ -274,6 +274,7 @@ type placed struct {
 	passed, emit, failed *atomic.Uint64
 
 	// task goroutine only
+	inHand  host.InHand // the message being handled
 	t       task.Task
 	tc      *task.Context
 	config  map[string]any
@@ -423,10 +424,11 @@ func (p *placed) handle(m message.Message) {
 		}
 	}
 	p.passed.Add(1)
+	p.inHand.Take(m)
+	defer p.inHand.Drop()
 	if err := p.safeCall("message", func() error { return p.t.Message(p.tc, m) }); err != nil {
 		p.failed.Add(1)
-		b, _ := message.Marshal(m)
-		p.r.out(oob.ChannelError, p.name, fmt.Sprintf("task %s: message handler failed: %v", p.name, err), map[string]any{"message": string(b)})
+		p.r.out(oob.ChannelError, p.name, fmt.Sprintf("task %s: message handler failed: %v", p.name, err), map[string]any{"message": p.inHand.Text()})
 	}
 }
 
@@ -623,11 +625,16 @@ func (p *placed) Process() string          { return "main" }
 
 func (p *placed) Emit(msg message.Message) error {
 	p.emit.Add(1)
-	return p.r.opts.Host.SendTo(p.ctx, host.RouterName, "", msg, p.lease)
+	return p.Send(host.RouterName, "", msg)
 }
 
 func (p *placed) Send(qname, destination string, msg message.Message) error {
-	return p.r.opts.Host.SendTo(p.ctx, qname, destination, msg, p.lease)
+	gave := p.inHand.Sending(msg)
+	err := p.r.opts.Host.SendTo(p.ctx, qname, destination, msg, p.lease)
+	if err != nil && gave {
+		p.inHand.SendFailed()
+	}
+	return err
 }
 
 func (p *placed) Out(channel, text string, details map[string]any) {
