@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,7 +25,7 @@ const (
 	DefaultLeaseTTL   = 3 * time.Second
 	DefaultLeaseRenew = time.Second
 	DefaultRetryMin   = 250 * time.Millisecond
-	DefaultRetryMax   = 10 * time.Second
+	DefaultRetryMax   = time.Second
 )
 
 // Options configure a Manager.
@@ -78,9 +79,14 @@ type heldTask struct {
 
 // retryState is a task's back-off after a failed take-over or start.
 type retryState struct {
-	at   time.Time
-	wait time.Duration
+	at     time.Time
+	wait   time.Duration
+	logged time.Time // when a failure of this run was last logged
+	quiet  int       // failures not logged since
 }
+
+// retryLogEvery is how often a run of failures of one task is logged.
+const retryLogEvery = 10 * time.Second
 
 // Manager keeps this box live in the cluster and runs (through the
 // Runner) the placed tasks that should run here: it watches the live
@@ -97,9 +103,15 @@ type Manager struct {
 	loopCtx  context.Context    // the decisions' context (jobs take over with it)
 	lifeCtx  context.Context    // the renewals' context (jobs stop tasks with it)
 	kick     chan struct{}
-	wg       sync.WaitGroup // loop, watchers, heartbeat
-	jobs     sync.WaitGroup // take-overs and moves in flight
-	boxVal   []byte
+	wg       sync.WaitGroup // loop, watchers, heartbeat, a watch restart
+	// ownSeen is when the boxes watch last delivered this box's own key
+	// (unix ns): every renewal comes back through it, so a silence longer
+	// than the key's TTL while renewals succeed means the watch stalled.
+	ownSeen    atomic.Int64
+	rewatching atomic.Bool
+	watches    *watchGen      // the current watches (m.mu)
+	jobs       sync.WaitGroup // take-overs and moves in flight
+	boxVal     []byte
 
 	mu      sync.Mutex
 	tasks   map[string]*placedTask
@@ -174,23 +186,101 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		m.stopLife()
 		return nil, fmt.Errorf("placement: new manager: put this box's key in %s: %w", BoxesBucket, err)
 	}
-	boxes, err := m.watch(ctx, b.boxes, m.sawBox)
-	if err != nil {
+	if err := m.startWatches(ctx); err != nil {
 		m.stopLife()
 		return nil, err
 	}
-	leases, err := m.watch(ctx, b.leases, m.sawLease)
-	if err != nil {
-		boxes.Stop()
-		m.stopLife()
-		return nil, err
-	}
-	m.wg.Add(4)
-	go m.follow(boxes, m.sawBox)
-	go m.follow(leases, m.sawLease)
+	m.wg.Add(2)
 	go m.heartbeat()
 	go m.loop()
 	return m, nil
+}
+
+// watchGen is one start of the boxes' and leases' watches.
+type watchGen struct {
+	stop context.CancelFunc
+	wg   sync.WaitGroup // its two follow goroutines
+}
+
+// startWatches watches the boxes and the leases, applying what the
+// buckets hold now (forgetting what they no longer hold). The watches it
+// replaces end first, so that nothing they still had to deliver lands
+// after what the new ones read. ctx bounds the start.
+func (m *Manager) startWatches(ctx context.Context) error {
+	m.mu.Lock()
+	old := m.watches
+	m.watches = nil
+	m.mu.Unlock()
+	if old != nil {
+		old.stop()
+		old.wg.Wait()
+	}
+	gen := &watchGen{}
+	wctx, stop := context.WithCancel(m.loopCtx)
+	gen.stop = stop
+	boxes, boxKeys, boxesChanged, err := m.watch(ctx, wctx, m.b.boxes, m.sawBox)
+	if err != nil {
+		stop()
+		return err
+	}
+	leases, leaseKeys, leasesChanged, err := m.watch(ctx, wctx, m.b.leases, m.sawLease)
+	if err != nil {
+		stop()
+		return err
+	}
+	m.ownSeen.Store(time.Now().UnixNano())
+	m.mu.Lock()
+	m.watches = gen
+	changed := boxesChanged || leasesChanged
+	for box := range m.live {
+		if !boxKeys[box] {
+			if box != m.opts.Box {
+				m.log.Info("box gone", "other", box)
+			}
+			delete(m.live, box)
+			changed = true
+		}
+	}
+	for task := range m.leases {
+		if !leaseKeys[task] {
+			delete(m.leases, task)
+			changed = true
+		}
+	}
+	gen.wg.Add(2)
+	m.wg.Add(2)
+	m.mu.Unlock()
+	go m.follow(wctx, gen, boxes, m.sawBox)
+	go m.follow(wctx, gen, leases, m.sawLease)
+	if changed {
+		m.wake()
+	}
+	return nil
+}
+
+// checkWatch starts the watches again when the boxes watch has not
+// delivered this box's own key for longer than its TTL although this box
+// renews it: the watch stalled (the server that fed it died; the client
+// notices only after 10 s without its heartbeats, and its own restart can
+// fail while the bucket elects a leader), and this box would not see
+// another box die. Called after a successful renewal.
+func (m *Manager) checkWatch() {
+	silent := time.Since(time.Unix(0, m.ownSeen.Load()))
+	if silent <= m.opts.BoxTTL || !m.rewatching.CompareAndSwap(false, true) {
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer m.rewatching.Store(false)
+		m.log.Warn("the watch of the boxes stopped delivering this box's own renewals; watching the boxes and leases again",
+			"silent_for", silent.Round(time.Millisecond))
+		ctx, cancel := context.WithTimeout(m.loopCtx, m.opts.BoxTTL)
+		defer cancel()
+		if err := m.startWatches(ctx); err != nil && m.loopCtx.Err() == nil {
+			m.log.Warn("watching the boxes and leases again failed; trying again after the next renewal", "err", err)
+		}
+	}()
 }
 
 // putBox puts this box's key with its TTL.
@@ -219,40 +309,52 @@ func (m *Manager) heartbeat() {
 				m.log.Warn("putting this box's key failed: the other boxes count it dead when it runs out", "err", err, "ttl", m.opts.BoxTTL)
 			}
 			failing = true
-		} else {
+		} else if err == nil {
 			failing = false
+			m.checkWatch()
 		}
 	}
 }
 
-// watch starts watching every key of kv and applies what is there now.
-func (m *Manager) watch(ctx context.Context, kv jetstream.KeyValue, saw func(jetstream.KeyValueEntry) bool) (jetstream.KeyWatcher, error) {
-	w, err := kv.WatchAll(m.loopCtx)
+// watch starts watching every key of kv, for as long as wctx lasts, and
+// applies what is there now; it returns the watcher, the keys there are
+// now, and whether applying them changed something. ctx bounds the start.
+func (m *Manager) watch(ctx, wctx context.Context, kv jetstream.KeyValue, saw func(jetstream.KeyValueEntry) bool) (_ jetstream.KeyWatcher, _ map[string]bool, changed bool, _ error) {
+	w, err := kv.WatchAll(wctx)
 	if err != nil {
-		return nil, fmt.Errorf("placement: watch %s: %w", kv.Bucket(), err)
+		return nil, nil, false, fmt.Errorf("placement: watch %s: %w", kv.Bucket(), err)
 	}
+	keys := map[string]bool{}
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, fmt.Errorf("placement: watch %s: the watch ended", kv.Bucket())
+				return nil, nil, false, fmt.Errorf("placement: watch %s: the watch ended", kv.Bucket())
 			}
 			if e == nil {
-				return w, nil // all there was
+				return w, keys, changed, nil // all there was
 			}
-			saw(e)
+			if e.Operation() == jetstream.KeyValuePut {
+				keys[e.Key()] = true
+			} else {
+				delete(keys, e.Key())
+			}
+			if saw(e) {
+				changed = true
+			}
 		case <-ctx.Done():
-			w.Stop()
-			return nil, fmt.Errorf("placement: watch %s: %w", kv.Bucket(), context.Cause(ctx))
+			_ = w.Stop()
+			return nil, nil, false, fmt.Errorf("placement: watch %s: %w", kv.Bucket(), context.Cause(ctx))
 		}
 	}
 }
 
-// follow applies the watch's updates until it ends, and has the loop
-// decide again when one changes something (a renewal does not: every
-// box renews its key and leases every second).
-func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntry) bool) {
+// follow applies the watch's updates until it ends or wctx does, and has
+// the loop decide again when one changes something (a renewal does not:
+// every box renews its key and leases every second).
+func (m *Manager) follow(wctx context.Context, gen *watchGen, w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntry) bool) {
 	defer m.wg.Done()
+	defer gen.wg.Done()
 	defer w.Stop()
 	for {
 		select {
@@ -263,7 +365,7 @@ func (m *Manager) follow(w jetstream.KeyWatcher, saw func(jetstream.KeyValueEntr
 			if e != nil && saw(e) {
 				m.wake()
 			}
-		case <-m.loopCtx.Done():
+		case <-wctx.Done():
 			return
 		}
 	}
@@ -273,6 +375,9 @@ func (m *Manager) sawBox(e jetstream.KeyValueEntry) (changed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	box := e.Key()
+	if box == m.opts.Box && e.Operation() == jetstream.KeyValuePut {
+		m.ownSeen.Store(time.Now().UnixNano())
+	}
 	if e.Operation() != jetstream.KeyValuePut {
 		if m.live[box] && box != m.opts.Box {
 			m.log.Info("box gone", "other", box)
@@ -619,13 +724,24 @@ func (m *Manager) failed(name string, err error) {
 	if m.loopCtx.Err() != nil {
 		return
 	}
+	now := time.Now()
 	m.mu.Lock()
 	r, again := m.retry[name]
 	r.wait = min(max(2*r.wait, m.opts.RetryMin), m.opts.RetryMax)
-	r.at = time.Now().Add(r.wait)
+	r.at = now.Add(r.wait)
+	logIt, quiet := now.Sub(r.logged) >= retryLogEvery, r.quiet
+	if logIt {
+		r.logged, r.quiet = now, 0
+	} else {
+		r.quiet++
+	}
 	m.retry[name] = r
 	m.mu.Unlock()
-	m.log.Error("taking a placed task failed; trying again", "task", name, "err", err, "retry_in", r.wait)
+	if logIt {
+		// The bus is often the cause (a bucket electing a leader): tried
+		// every second meanwhile, logged every retryLogEvery.
+		m.log.Error("taking a placed task failed; trying again", "task", name, "err", err, "retry_in", r.wait, "failures_not_logged", quiet)
+	}
 	if !again && m.opts.Out != nil {
 		// Once per run of failures; the log has each one.
 		m.opts.Out("alert", name, fmt.Sprintf("task %s could not be taken over or started on box %s: %v; trying again", name, m.opts.Box, err),

@@ -692,3 +692,86 @@ func TestConfigureInPlace(t *testing.T) {
 		t.Errorf("%s after a config change that keeps the task here, want configure", e.kind)
 	}
 }
+
+// logCapture keeps what a logger wrote, for a test to look for a record.
+type logCapture struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (c *logCapture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.Write(p)
+}
+
+func (c *logCapture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.String()
+}
+
+// A box whose watches stop delivering (the consumers feeding them are
+// gone, as when the NATS server that held them dies: the client library
+// notices only after 10 s without heartbeats, and its own restart fails
+// while a bucket has no leader) watches again once its own renewals stop
+// coming back, and acts on what changed meanwhile: here the box running
+// the task died, and its key and lease ran out before the new watches
+// read the buckets.
+func TestStalledWatchesWatchedAgain(t *testing.T) {
+	url := runServer(t)
+	events := make(chan event, 100)
+	logs := &logCapture{}
+	a := startBox(t, url, "boxA", 1, events, func(o *placement.Options) {
+		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	// boxB's key and lease run out a second after it dies, before boxA
+	// (3 s) misses its own renewals.
+	b := startBox(t, url, "boxB", 1, events, func(o *placement.Options) {
+		o.BoxTTL, o.BoxRenew, o.LeaseTTL, o.LeaseRenew = time.Second, 300*time.Millisecond, time.Second, 300*time.Millisecond
+	})
+	seeEachOther(t, a, b)
+	tasks := map[string]map[string]any{"Counter": {"hosts": []any{"boxB", "boxA"}}}
+	for _, x := range []*box{a, b} {
+		if err := x.m.SetTasks(tasks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e := next(t, events, "start of Counter", is("start", "Counter")); e.box != "boxB" {
+		t.Fatalf("Counter started on %s, want boxB (first of hosts)", e.box)
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	// The watches lose their consumers.
+	for _, bucket := range []string{placement.BoxesBucket, placement.LeasesBucket} {
+		s, err := js.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var deleted int
+		for ci := range s.ListConsumers(ctx).Info() {
+			if err := s.DeleteConsumer(ctx, ci.Name); err != nil {
+				t.Fatal(err)
+			}
+			deleted++
+		}
+		if deleted == 0 {
+			t.Fatalf("no consumer feeds the watches of %s", bucket)
+		}
+	}
+	b.crash()
+	if e := next(t, events, "take-over of Counter", is("start", "Counter")); e.box != "boxA" {
+		t.Fatalf("Counter started on %s, want boxA", e.box)
+	}
+	if !strings.Contains(logs.String(), "watching the boxes and leases again") {
+		t.Errorf("boxA took Counter over without watching the boxes again:\n%s", logs.String())
+	}
+}
