@@ -108,6 +108,9 @@ func report(w io.Writer, v daemon.Verdict) error {
 			fmt.Fprintf(w, "%s: refused (config not applied): %s\n", name, tv.Reason)
 		}
 	}
+	for _, n := range v.Notes {
+		fmt.Fprintln(w, n)
+	}
 	if v.OK {
 		return nil
 	}
@@ -185,7 +188,9 @@ says) and handles the messages that waited for it.` + verdictHelp,
 			if err := report(cmd.OutOrStdout(), v); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: unfailsafed\n", args[0])
+			if len(v.Notes) == 0 { // a note says why nothing was done
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: unfailsafed\n", args[0])
+			}
 			return nil
 		},
 	}

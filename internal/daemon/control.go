@@ -37,7 +37,7 @@ func (m *mainRole) control(ctx context.Context) {
 				return
 			}
 			err := m.handleControl(ctx, dl.Msg)
-			if err != nil {
+			if err != nil && !onlyNotes(err) {
 				// Named by its fields, never by its values: a control
 				// message carries configs, and configs carry secrets.
 				details := map[string]any{"fields": fieldPaths(dl.Msg)}
@@ -154,7 +154,11 @@ func (m *mainRole) handleControl(ctx context.Context, msg message.Message) error
 				} else {
 					err = m.unfailsafe(name)
 				}
-				if err != nil {
+				var note *controlNote
+				switch {
+				case errors.As(err, &note):
+					errs = append(errs, note)
+				case err != nil:
 					errs = append(errs, fmt.Errorf(".multimodule.control[%d] %v: %w", i, ctl["type"], err))
 				}
 			case "status":

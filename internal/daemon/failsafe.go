@@ -74,6 +74,9 @@ func (m *mainRole) unfailsafe(name string) error {
 	if err := registry.ValidateName(name); err != nil {
 		return err
 	}
+	if fs, err := d.store.ReadFailsafe(name); err == nil && fs == nil {
+		return &controlNote{fmt.Sprintf("task %s is not failsafed: nothing to clear", name)}
+	}
 	if err := d.store.ClearFailsafe(name); err != nil {
 		return fmt.Errorf("unfailsafe %s: %w", name, err)
 	}

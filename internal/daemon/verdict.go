@@ -97,6 +97,7 @@ type Verdict struct {
 	ID     string                 // the sender's id
 	OK     bool                   // everything applied, every task configured loaded
 	Errors []string               // what was refused, other than per task
+	Notes  []string               // what the daemon found to say of an accepted request (nothing to do, say)
 	Tasks  map[string]TaskVerdict // per task configured by the message
 	// Host and Status answer a control item of type status: the
 	// daemon's host scope and every task of its state directory (nil
@@ -133,6 +134,13 @@ func (v Verdict) Message() message.Message {
 		errs[i] = e
 	}
 	m := message.Message{"id": v.ID, "ok": v.OK, "errors": errs, "tasks": tasks}
+	if len(v.Notes) > 0 {
+		notes := make([]any, len(v.Notes))
+		for i, n := range v.Notes {
+			notes[i] = n
+		}
+		m["notes"] = notes
+	}
 	if v.Status != nil {
 		m["host"] = v.Host
 		// The tasks as the HTTP API gives them, as JSON values.
@@ -158,6 +166,11 @@ func ParseVerdict(m message.Message) (Verdict, error) {
 			v.Errors = append(v.Errors, fmt.Sprint(e))
 		}
 	}
+	if list, ok := m["notes"].([]any); ok {
+		for _, n := range list {
+			v.Notes = append(v.Notes, fmt.Sprint(n))
+		}
+	}
 	v.Host, _ = m["host"].(string)
 	if st, ok := m["status"]; ok {
 		b, err := json.Marshal(st)
@@ -179,6 +192,31 @@ func ParseVerdict(m message.Message) (Verdict, error) {
 	return v, nil
 }
 
+// controlNote is what handleControl says of a control item it accepted
+// without doing anything (an unfailsafe of a task that is not
+// failsafed): it goes into the verdict's Notes, not its Errors.
+type controlNote struct{ text string }
+
+func (n *controlNote) Error() string { return n.text }
+
+// onlyNotes reports whether err holds controlNotes and nothing else.
+func onlyNotes(err error) bool {
+	var n *controlNote
+	if errors.As(err, &n) && n == err {
+		return true
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return false
+	}
+	for _, e := range j.Unwrap() {
+		if !onlyNotes(e) {
+			return false
+		}
+	}
+	return true
+}
+
 // verdict builds the verdict on control message body mm, which
 // handleControl answered with err.
 func (d *Daemon) verdict(mm map[string]any, err error) Verdict {
@@ -188,10 +226,13 @@ func (d *Daemon) verdict(mm map[string]any, err error) Verdict {
 	var walk func(error)
 	walk = func(e error) {
 		var ce *host.ConfigError
+		var n *controlNote
 		switch {
 		case e == nil:
 		case errors.As(e, &ce) && ce == e:
 			perTask[ce.Task] = ce
+		case errors.As(e, &n) && n == e:
+			v.Notes = append(v.Notes, n.text)
 		default:
 			if j, ok := e.(interface{ Unwrap() []error }); ok {
 				for _, sub := range j.Unwrap() {

@@ -170,6 +170,34 @@ func TestConfigRejectedByTaskRefused(t *testing.T) {
 	}
 }
 
+// TestUnfailsafeSaysWhatItDid: unfailsafe of a task that is not
+// failsafed does nothing and says so (exit 0, no error record); of a
+// failsafed one, it clears the failsafe.
+func TestUnfailsafeSaysWhatItDid(t *testing.T) {
+	env := mmtest.NewEnv(t)
+	d := env.StartDaemon("-p", "MultiModuleTest")
+	if out, stderr, code := env.Run("config", "apply", writeConfig(t, map[string]any{"OtherModule": map[string]any{}})); code != 0 {
+		t.Fatalf("config apply: exit %d\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+	out, stderr, code := env.Run("unfailsafe", "OtherModule")
+	if code != 0 || !strings.Contains(out, "task OtherModule is not failsafed: nothing to clear") || strings.Contains(out, "unfailsafed") {
+		t.Errorf("unfailsafe of a task that is not failsafed: exit %d, want 0 and only the note\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+	if out, stderr, code := env.Run("failsafe", "OtherModule"); code != 0 {
+		t.Fatalf("failsafe: exit %d\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+	out, stderr, code = env.Run("unfailsafe", "OtherModule")
+	if code != 0 || !strings.Contains(out, "OtherModule: unfailsafed") || strings.Contains(out, "nothing to clear") {
+		t.Errorf("unfailsafe of a failsafed task: exit %d, want 0 and unfailsafed\nstdout: %s\nstderr: %s", code, out, stderr)
+	}
+	if fs, err := env.Store().ReadFailsafe("OtherModule"); err != nil || fs != nil {
+		t.Errorf("after unfailsafe: failsafe %v, %v; want none", fs, err)
+	}
+	if strings.Contains(d.Stderr.String(), "control message rejected") {
+		t.Errorf("the note was reported as a rejection:\n%s", d.Stderr.String())
+	}
+}
+
 // TestReservedAndUnknownExternalRefused: a reserved name, or is_external
 // for a task no source has, is refused (exit 1), not saved, and starts
 // no process; failsafing main or a reserved name is refused with exit 1.
