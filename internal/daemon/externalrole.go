@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -36,9 +38,12 @@ type externalRole struct {
 	inflight host.InFlight
 	// watcher follows the state directory from before the configs are
 	// first read (start), so that none the daemon saves meanwhile is
-	// missed; nil if it could not be made (then config changes do not
-	// reach the task until it restarts).
+	// missed; nil if it could not be made (no inotify instance left for
+	// this user, a file system without inotify): then the config files
+	// are polled instead (polled, from the same moment).
 	watcher *fsnotify.Watcher
+	pollDir string       // the state directory, when polled
+	polled  configStamps // what the last look saw
 	// keeper keeps the status file current (keepStatus).
 	keeper statusKeeper
 }
@@ -121,6 +126,10 @@ func (e *externalRole) start() error {
 	// The watch first: a config saved after it is seen by follow, one
 	// saved before it is read now.
 	e.watcher = e.watchConfigs()
+	if e.watcher == nil {
+		e.pollDir = e.d.store.Dir()
+		e.polled, _ = stampConfigs(e.pollDir)
+	}
 	e.d.restoreConfigs()
 	if err := h.Reconcile(e.task); err != nil || !slices.Contains(h.Loaded(), e.task) {
 		if err == nil {
@@ -170,11 +179,11 @@ func (e *externalRole) watchConfigs() *fsnotify.Watcher {
 	d := e.d
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		d.log.Error("external: cannot watch configs", "error", err)
+		d.log.Warn("external: cannot watch configs; looking at them every "+configPollEvery.String()+" instead", "error", err)
 		return nil
 	}
 	if err := w.Add(d.store.Dir()); err != nil {
-		d.log.Error("external: cannot watch configs", "dir", d.store.Dir(), "error", err)
+		d.log.Warn("external: cannot watch configs; looking at them every "+configPollEvery.String()+" instead", "dir", d.store.Dir(), "error", err)
 		_ = w.Close()
 		return nil
 	}
@@ -193,7 +202,60 @@ func (e *externalRole) follow(ctx context.Context) {
 	e.followWith(ctx, e.watcher, d.host.RestoreConfigs, d.host.RestoreConfigsOf)
 }
 
-// followWith is follow with w (nil: nothing to follow) and the functions
+// configPollEvery is how often an external without a watcher looks at
+// the config files.
+const configPollEvery = 2 * time.Second
+
+// configStamps is what polling last saw of the config files: by task,
+// the file's inode (the store saves a config by renaming a new file over
+// the old), modification time and size.
+type configStamps map[string]configStamp
+
+type configStamp struct {
+	ino  uint64
+	mod  time.Time
+	size int64
+}
+
+// stampConfigs reads the stamps of the config files (<Task>.conf) of
+// directory dir.
+func stampConfigs(dir string) (configStamps, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := configStamps{}
+	for _, de := range entries {
+		name, ok := strings.CutSuffix(de.Name(), ".conf")
+		if !ok || !de.Type().IsRegular() {
+			continue
+		}
+		if fi, err := de.Info(); err == nil {
+			st := configStamp{mod: fi.ModTime(), size: fi.Size()}
+			if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+				st.ino = sys.Ino
+			}
+			out[name] = st
+		}
+	}
+	return out, nil
+}
+
+// changedConfigs names the tasks whose config file is new or changed
+// in now since before, sorted.
+func changedConfigs(before, now configStamps) []string {
+	var out []string
+	for name, st := range now {
+		if old, ok := before[name]; !ok || old != st {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// followWith is follow with w (nil: the config files of e.pollDir are
+// looked at every configPollEvery instead) and the functions
 // that read all configs again, or some. When the kernel's queue of
 // events overflowed (events were lost: a start or a burst of files
 // written in the state directory while nothing read them), every config
@@ -205,8 +267,13 @@ func (e *externalRole) followWith(ctx context.Context, w *fsnotify.Watcher, all 
 		events <-chan fsnotify.Event
 		errs   <-chan error
 	)
+	var poll <-chan time.Time
 	if w != nil {
 		events, errs = w.Events, w.Errors
+	} else {
+		t := time.NewTicker(configPollEvery)
+		defer t.Stop()
+		poll = t.C
 	}
 	reload := time.NewTimer(time.Hour)
 	reload.Stop()
@@ -237,6 +304,19 @@ func (e *externalRole) followWith(ctx context.Context, w *fsnotify.Watcher, all 
 				continue
 			}
 			d.log.Error("external: watching configs", "error", err)
+		case <-poll:
+			now, err := stampConfigs(e.pollDir)
+			if err != nil {
+				d.log.Error("external: looking at configs", "error", err)
+				continue
+			}
+			for _, name := range changedConfigs(e.polled, now) {
+				changed[name] = true
+			}
+			e.polled = now
+			if len(changed) > 0 {
+				reload.Reset(0)
+			}
 		case <-reload.C:
 			var err error
 			if reloadAll {
