@@ -233,11 +233,7 @@ func (m *Manager) startWatches(ctx context.Context) error {
 	m.watches = gen
 	changed := boxesChanged || leasesChanged
 	for box := range m.live {
-		if !boxKeys[box] {
-			if box != m.opts.Box {
-				m.log.Info("box gone", "other", box)
-			}
-			delete(m.live, box)
+		if !boxKeys[box] && m.goneLocked(box) {
 			changed = true
 		}
 	}
@@ -371,6 +367,19 @@ func (m *Manager) follow(wctx context.Context, gen *watchGen, w jetstream.KeyWat
 	}
 }
 
+// goneLocked forgets box: its key was deleted or ran out. It reports
+// whether the box was live. m.mu held.
+func (m *Manager) goneLocked(box string) bool {
+	if !m.live[box] {
+		return false
+	}
+	if box != m.opts.Box {
+		m.log.Info("box gone", "other", box)
+	}
+	delete(m.live, box)
+	return true
+}
+
 func (m *Manager) sawBox(e jetstream.KeyValueEntry) (changed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -379,12 +388,7 @@ func (m *Manager) sawBox(e jetstream.KeyValueEntry) (changed bool) {
 		m.ownSeen.Store(time.Now().UnixNano())
 	}
 	if e.Operation() != jetstream.KeyValuePut {
-		if m.live[box] && box != m.opts.Box {
-			m.log.Info("box gone", "other", box)
-		}
-		changed = m.live[box]
-		delete(m.live, box)
-		return changed
+		return m.goneLocked(box)
 	}
 	if box == m.opts.Box && string(e.Value()) != string(m.boxVal) && !m.twin {
 		// This box put its key before watching: a later one not its
