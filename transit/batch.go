@@ -137,7 +137,8 @@ func parseDone(s string) (seq uint64, n int) {
 // queue messages it holds, in order, and decides which of them go to the
 // dead-letter queue. After a take-over, the first bus message is the one
 // that was in flight: unless its previous owner recorded how far it got
-// (a clean stop, metaDone), the count of owners that died with it is
+// (a clean stop, metaDone), or its Transit closed cleanly (metaClean),
+// the count of owners that died with it is
 // recorded in the consumer's metadata before it is handed out again, and
 // at MaxDeliver every queue message of it not recorded as done is
 // dead-lettered. Members recorded as done are skipped; skipped reports
@@ -163,13 +164,14 @@ func (b *natsBus) deliveries(ctx context.Context, cons jetstream.Consumer, m jet
 		for k, v := range tk.cfg.Metadata {
 			cfg.Metadata[k] = v
 		}
-		delete(cfg.Metadata, metaDone) // applied now, or stale
-		update := tk.doneSeq != 0
+		delete(cfg.Metadata, metaDone)  // applied now, or stale
+		delete(cfg.Metadata, metaClean) // likewise: from now on a death counts
+		update := tk.doneSeq != 0 || tk.hadClean
 		count := 0
 		if tk.prevSeq == seq {
 			count = tk.prevCount
 		}
-		if !doneHere && !b.opts.OwnerCountsCrashes {
+		if !doneHere && !tk.clean && !b.opts.OwnerCountsCrashes {
 			// Its previous owner stopped while handling it, without a
 			// record of how far it got: count it as a death.
 			count++

@@ -23,13 +23,17 @@ import (
 
 // Tuning of the JetStream backend.
 const (
-	fetchBatch    = 256                  // messages asked for per pull request (see pull.go)
-	ackGroup      = 64                   // at most this many handled messages share one acknowledgement
-	ackDelay      = 2 * time.Millisecond // a held-back acknowledgement waits at most this long
-	asyncMaxPend  = 4096                 // the jetstream client's bound of async publishes in flight: above the publisher's busMaxInflight, so never reached
-	apiTimeout    = 10 * time.Second
-	metaSuspect   = "multimodule_suspect_seq"
-	metaSuspectN  = "multimodule_suspect_count"
+	fetchBatch   = 256                  // messages asked for per pull request (see pull.go)
+	ackGroup     = 64                   // at most this many handled messages share one acknowledgement
+	ackDelay     = 2 * time.Millisecond // a held-back acknowledgement waits at most this long
+	asyncMaxPend = 4096                 // the jetstream client's bound of async publishes in flight: above the publisher's busMaxInflight, so never reached
+	apiTimeout   = 10 * time.Second
+	metaSuspect  = "multimodule_suspect_seq"
+	metaSuspectN = "multimodule_suspect_count"
+	// metaClean: the ack floor at which an owner whose Transit closed
+	// cleanly left the queue's unacknowledged deliveries (see
+	// recordCleanStops).
+	metaClean     = "multimodule_clean_stop"
 	maxAsyncKept  = 100 // SendAsync errors remembered for Flush
 	reconnectWait = 100 * time.Millisecond
 )
@@ -53,6 +57,10 @@ type natsBus struct {
 	queues    map[string]jetstream.Consumer // ensured queue consumers, by scope+"\x00"+qname
 	recv      map[string]*recvQueue         // receive state, by scope+"\x00"+qname
 	consumers sync.WaitGroup
+	// stopped are the consumers whose run ended with deliveries not
+	// acknowledged (recordCleanStops).
+	stoppedMu sync.Mutex
+	stopped   []*natsConsumer
 
 	// reconnected is closed (and replaced) when the connection is
 	// restored: pull requests sent before may be gone with the bus.
@@ -525,6 +533,7 @@ func (b *natsBus) close() error {
 	b.consumers.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	b.recordCleanStops(ctx)
 	err := b.flush(ctx)
 	b.pub.stop()
 	if ferr := b.nc.FlushWithContext(ctx); ferr != nil && err == nil && !errors.Is(ferr, nats.ErrConnectionClosed) {
@@ -532,6 +541,37 @@ func (b *natsBus) close() error {
 	}
 	b.nc.Close()
 	return err
+}
+
+// recordCleanStops records, as the Transit closes cleanly, on the queue
+// consumers of this process whose owners stopped with deliveries not
+// acknowledged, that the process did not die handling them: the ack
+// floor they were left at (metaClean). The next owner counts no death
+// for the first of them (the crash count that dead-letters a poison
+// message) when the floor is still there. A queue another owner received
+// deliveries from since (its delivered count moved) is left alone.
+func (b *natsBus) recordCleanStops(ctx context.Context) {
+	b.stoppedMu.Lock()
+	stopped := b.stopped
+	b.stopped = nil
+	b.stoppedMu.Unlock()
+	for _, c := range stopped {
+		info, err := c.cons.Info(ctx)
+		if err != nil || info.NumAckPending == 0 || info.Delivered.Consumer != c.lastDelivered {
+			continue
+		}
+		cfg := info.Config
+		md := make(map[string]string, len(cfg.Metadata)+1)
+		for k, v := range cfg.Metadata {
+			md[k] = v
+		}
+		md[metaClean] = strconv.FormatUint(info.AckFloor.Stream, 10)
+		cfg.Metadata = md
+		if _, err := b.js.UpdateConsumer(ctx, info.Stream, cfg); err != nil {
+			b.log.Warn("record a clean stop; the next owner counts it as a death of the first message not acknowledged",
+				"queue", c.qname, "err", err)
+		}
+	}
 }
 
 // takeover describes a queue whose previous owner left messages
@@ -544,7 +584,12 @@ type takeover struct {
 	prevCount int
 	doneSeq   uint64 // a bus message a previous owner left cleanly after doneN of its queue messages
 	doneN     int
-	cfg       jetstream.ConsumerConfig
+	// clean: the previous owner's Transit closed cleanly with the
+	// deliveries after the current ack floor not acknowledged
+	// (metaClean): none of them was being handled by an owner that died.
+	clean    bool
+	hadClean bool // metaClean was set (to be removed)
+	cfg      jetstream.ConsumerConfig
 	// delivered is the consumer sequence of the consumer's last delivery
 	// before this owner's first pull, if known. Every delivery increments
 	// it, so a delivery this owner never saw shows as a gap (see
@@ -571,6 +616,10 @@ func (b *natsBus) takeOver(ctx context.Context, scope string, cons jetstream.Con
 	}
 	tk := takeover{cfg: info.Config}
 	tk.doneSeq, tk.doneN = parseDone(info.Config.Metadata[metaDone])
+	if v, ok := info.Config.Metadata[metaClean]; ok {
+		floor, err := strconv.ParseUint(v, 10, 64)
+		tk.hadClean, tk.clean = true, err == nil && floor == info.AckFloor.Stream
+	}
 	tk.delivered, tk.known, tk.pending = info.Delivered.Consumer, true, info.NumPending
 	if info.NumAckPending == 0 || (onlyIdle && info.NumWaiting > 0) {
 		return tk, nil

@@ -49,6 +49,10 @@ type natsConsumer struct {
 	doneArmed bool
 	doneMu    sync.Mutex // serializes writeDone
 
+	// lastDelivered is the consumer sequence of the last delivery the
+	// run loop received, set when it ends (recordCleanStops).
+	lastDelivered uint64
+
 	// run loop only
 	seq       seqWatch
 	resyncing bool   // take the queue over again (see resync)
@@ -426,7 +430,16 @@ func (c *natsConsumer) sendAck(d *Delivery, wait bool) error {
 func (c *natsConsumer) finish() {
 	c.mu.Lock()
 	c.exited = true
+	pending := len(c.pend) > 0
 	c.mu.Unlock()
+	if pending && c.seq.known {
+		// The owner may still acknowledge them; if not, and this
+		// process ends cleanly, that is recorded (recordCleanStops).
+		c.lastDelivered = c.seq.next - 1
+		c.b.stoppedMu.Lock()
+		c.b.stopped = append(c.b.stopped, c)
+		c.b.stoppedMu.Unlock()
+	}
 	c.flushAck()
 	if c.b.ctx.Err() != nil {
 		return // the Transit is closing: nothing more to wait for
