@@ -65,6 +65,10 @@ func takeRunLock(ctx context.Context, dir string, lock *os.File) error {
 	}
 }
 
+// stopClientsGrace is how long a stop request waits for the bus' other
+// clients to leave before it answers that the bus is in use.
+const stopClientsGrace = time.Second
+
 // serveStopRequests answers StopBus on an in-process connection: it
 // stops (sends on stop) unless clients other than itself and the asker
 // are connected and the request does not force it.
@@ -77,6 +81,14 @@ func serveStopRequests(s *server.Server, token string, stop chan<- string) (*nat
 		var req stopRequest
 		_ = json.Unmarshal(m.Data, &req)
 		others := max(s.NumClients()-2, 0) // not this connection, not the asker
+		// A client that closed its connection just before (a process
+		// that started the bus, failed, closed its Transit and asks
+		// the bus to stop) is counted until the server has seen the
+		// close: give clients a moment to leave.
+		for wait := time.Now().Add(stopClientsGrace); others > 0 && !req.Force && time.Now().Before(wait); {
+			time.Sleep(10 * time.Millisecond)
+			others = max(s.NumClients()-2, 0)
+		}
 		rep := stopReply{Stopping: req.Force || others == 0, Others: others}
 		b, _ := json.Marshal(rep)
 		_ = m.Respond(b)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/multimodule/multimodule/internal/cli"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transit"
@@ -73,6 +75,62 @@ func TestStopBus(t *testing.T) {
 	m, err := tr2.TryReceive(ctx, "kept")
 	if err != nil || m["n"] != int64(1) {
 		t.Fatalf("after StopBus: got %v, %v; want the message sent before", m, err)
+	}
+}
+
+// A client that leaves just as StopBus asks (a process that started
+// the bus, failed, closed its Transit and asks the bus to stop: the bus
+// sees the close a moment later) does not keep the bus running: the
+// request waits a moment for clients to leave. Here the client is still
+// connected when the request arrives (a listener of the stop subject
+// sees it) and leaves while it waits.
+func TestStopBusWaitsForAClientLeaving(t *testing.T) {
+	dir := busDir(t)
+	tr := open(t, dir, transit.Options{})
+	ctx := ctxT(t, 60*time.Second)
+	bi, err := transit.ReadBusInfo(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(filepath.Join(dir, transit.BusTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listener, err := nats.Connect(bi.URL, nats.Token(strings.TrimSpace(string(tok))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close()
+	asked, err := listener.SubscribeSync(transit.BusStopSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := listener.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		pid int
+		err error
+	}
+	stopped := make(chan result, 1)
+	go func() {
+		pid, err := transit.StopBus(ctx, dir, false)
+		stopped <- result{pid, err}
+	}()
+	// The request reached the bus; its two other clients leave.
+	if _, err := asked.NextMsgWithContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	listener.Close()
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-stopped
+	if r.err != nil || r.pid != bi.PID {
+		t.Fatalf("StopBus as its last client left: pid %d, %v; want pid %d, nil", r.pid, r.err, bi.PID)
+	}
+	if bi.Alive() {
+		t.Fatal("StopBus returned while the bus still runs")
 	}
 }
 

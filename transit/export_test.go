@@ -133,3 +133,6 @@ func CountBusDials() (dials func() int64, restore func()) {
 	}
 	return n.Load, func() { dialBusTCP = old }
 }
+
+// BusStopSubject is the subject StopBus asks the bus to stop on.
+const BusStopSubject = busStopSubject
