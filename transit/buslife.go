@@ -94,6 +94,12 @@ func serveStopRequests(s *server.Server, token string, stop chan<- string) (*nat
 		_ = m.Respond(b)
 		if rep.Stopping {
 			_ = nc.Flush()
+			// The asker closes its connection once it has the answer:
+			// stopping before that could close its connection with the
+			// answer still on the way.
+			for wait := time.Now().Add(stopClientsGrace); s.NumClients() > others+1 && time.Now().Before(wait); {
+				time.Sleep(10 * time.Millisecond)
+			}
 			select {
 			case stop <- fmt.Sprintf("asked to stop (other clients: %d)", others):
 			default:
@@ -203,15 +209,20 @@ func StopBus(ctx context.Context, dir string, force bool) (int, error) {
 	b, _ := json.Marshal(stopRequest{Force: force})
 	m, err := nc.RequestWithContext(ctx, busStopSubject, b)
 	nc.Close()
-	if err != nil {
+	switch {
+	case errors.Is(err, nats.ErrConnectionClosed):
+		// The bus closed the connection before its answer arrived:
+		// it is stopping; its exit says so below.
+	case err != nil:
 		return 0, fmt.Errorf("transit: stop the bus in %s (pid %d): %w", dir, bi.PID, err)
-	}
-	var rep stopReply
-	if err := json.Unmarshal(m.Data, &rep); err != nil {
-		return 0, fmt.Errorf("transit: stop the bus in %s (pid %d): answer %q: %w", dir, bi.PID, m.Data, err)
-	}
-	if !rep.Stopping {
-		return bi.PID, fmt.Errorf("%w: %d other client(s) connected to the bus in %s (pid %d)", ErrBusInUse, rep.Others, dir, bi.PID)
+	default:
+		var rep stopReply
+		if err := json.Unmarshal(m.Data, &rep); err != nil {
+			return 0, fmt.Errorf("transit: stop the bus in %s (pid %d): answer %q: %w", dir, bi.PID, m.Data, err)
+		}
+		if !rep.Stopping {
+			return bi.PID, fmt.Errorf("%w: %d other client(s) connected to the bus in %s (pid %d)", ErrBusInUse, rep.Others, dir, bi.PID)
+		}
 	}
 	delay := 10 * time.Millisecond
 	for bi.Alive() {
