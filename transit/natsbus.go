@@ -533,8 +533,12 @@ func (b *natsBus) close() error {
 	b.consumers.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b.recordCleanStops(ctx)
 	err := b.flush(ctx)
+	// After the flush, which matters more, and briefly: the record only
+	// spares the next owner a crash count.
+	rctx, rcancel := context.WithTimeout(ctx, cleanStopRecordWait)
+	b.recordCleanStops(rctx)
+	rcancel()
 	b.pub.stop()
 	if ferr := b.nc.FlushWithContext(ctx); ferr != nil && err == nil && !errors.Is(ferr, nats.ErrConnectionClosed) {
 		err = fmt.Errorf("transit: close: flush the connection: %w", ferr)
@@ -542,6 +546,9 @@ func (b *natsBus) close() error {
 	b.nc.Close()
 	return err
 }
+
+// cleanStopRecordWait bounds recordCleanStops.
+const cleanStopRecordWait = time.Second
 
 // recordCleanStops records, as the Transit closes cleanly, on the queue
 // consumers of this process whose owners stopped with deliveries not
