@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/multimodule/multimodule/message"
@@ -64,24 +62,7 @@ func sendPiled(t *testing.T, dir string, tr *transit.Transit, q string, msgs []m
 // dir, through a connection of its own.
 func rawStream(t *testing.T, dir string) jetstream.Stream {
 	t.Helper()
-	bi, err := transit.ReadBusInfo(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, transit.BusTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(bi.URL, nats.Token(strings.TrimSpace(string(tok))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := js.Stream(ctxT(t, 10*time.Second), "MM_testhost")
+	s, err := rawJS(t, dir).Stream(ctxT(t, 10*time.Second), "MM_testhost")
 	if err != nil {
 		t.Fatal(err)
 	}

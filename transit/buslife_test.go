@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/multimodule/multimodule/internal/cli"
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transit"
@@ -92,15 +90,7 @@ func TestStopBusWaitsForAClientLeaving(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := os.ReadFile(filepath.Join(dir, transit.BusTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	listener, err := nats.Connect(bi.URL, nats.Token(strings.TrimSpace(string(tok))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close()
+	listener := busConn(t, dir)
 	asked, err := listener.SubscribeSync(transit.BusStopSubject)
 	if err != nil {
 		t.Fatal(err)

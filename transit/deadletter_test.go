@@ -27,6 +27,17 @@ import (
 // and headers it likes.
 func rawJS(t *testing.T, dir string) jetstream.JetStream {
 	t.Helper()
+	js, err := jetstream.New(busConn(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// busConn is a connection of its own to the bus in dir, with the token,
+// closed when the test ends.
+func busConn(t *testing.T, dir string) *nats.Conn {
+	t.Helper()
 	bi, err := transit.ReadBusInfo(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -40,11 +51,7 @@ func rawJS(t *testing.T, dir string) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return nc
 }
 
 func publishRaw(ctx context.Context, t *testing.T, js jetstream.JetStream, subj string, data []byte, batch string) {

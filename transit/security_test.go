@@ -5,12 +5,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/multimodule/multimodule/message"
 	"github.com/multimodule/multimodule/transit"
@@ -90,23 +86,7 @@ func TestForeignBytesDeadLettered(t *testing.T) {
 	if err := tr.Send(ctx, "rawq", message.Message{"n": 1}, transit.SendOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	bi, err := transit.ReadBusInfo(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, transit.BusTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(bi.URL, nats.Token(strings.TrimSpace(string(tok))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := rawJS(t, dir)
 	bad := []string{"not json", "[1, 2]", `"a string"`, `{"unterminated": `, "\xff\xfe"}
 	for _, b := range bad {
 		if _, err := js.Publish(ctx, "mm.testhost.q.rawq", []byte(b)); err != nil {
