@@ -440,7 +440,7 @@ func (b *natsBus) queueConsumer(ctx context.Context, scope, qname string) (jetst
 	}
 	// Not before every node of the stream has it: a node without it
 	// drops the queue's messages (see waitConsumerSetUp).
-	if err := waitConsumerSetUp(wctx, s, c); err != nil {
+	if err := waitConsumerSetUp(wctx, s, c, b.log); err != nil {
 		return nil, fmt.Errorf("transit: queue %q (scope %q): %w", qname, scope, err)
 	}
 	b.mu.Lock()
